@@ -1,0 +1,65 @@
+"""Shared facts of tf_alexnet: names, classes, sizes, signature and tensor keys.
+
+Pure Python on purpose (no TensorFlow import): training, export and the serving
+facade all read these values, and the facade must be able to import them cheaply.
+"""
+
+from __future__ import annotations
+
+MODEL_NAME = "alexnet"
+"""Default Keras model name and TF Serving model name."""
+
+DATASET = "fashion_mnist"
+"""Default TFDS dataset."""
+
+CLASS_NAMES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+"""Fashion-MNIST class names, index = label id."""
+
+NUM_CLASSES = len(CLASS_NAMES)
+
+IMAGE_SIZE = 224
+"""The chapter's input size: Fashion-MNIST's 28x28 images are resized to 224x224."""
+
+CHANNELS = 1
+"""Fashion-MNIST is grayscale."""
+
+INPUT_RANGE = (0.0, 1.0)
+"""Pixel range the models expect: images are scaled to [0, 1] before the first layer."""
+
+VARIANTS = ("d2l", "paper", "mini")
+"""`d2l`: the chapter's network; `paper`: the 2012 paper's; `mini`: a small CPU variant."""
+
+# --- SavedModel signatures (used by export and serving) -----------------------------------
+SIGNATURE_IMAGE_BYTES = "serving_default"
+"""Signature taking a batch of encoded images (JPEG, PNG, GIF, BMP)."""
+SIGNATURE_IMAGE_TENSOR = "serving_pixels"
+"""Signature taking float pixels already at the model's input size, in INPUT_RANGE."""
+
+INPUT_IMAGE_BYTES = "image_bytes"
+INPUT_IMAGE_TENSOR = "images"
+
+OUTPUT_PROBABILITIES = "probabilities"
+OUTPUT_CLASS_ID = "class_id"
+OUTPUT_CLASS_NAME = "class_name"
+OUTPUT_TOP_K_IDS = "top_k_ids"
+OUTPUT_TOP_K_SCORES = "top_k_scores"
+TOP_K = 5
+
+CLASS_NAMES_ASSET = "class_names.txt"
+
+# --- Environment variables ----------------------------------------------------------------
+ENV_DATA_DIR = "TF_ALEXNET_DATA_DIR"
+"""Where TFDS keeps prepared datasets (default: TFDS's own, ~/tensorflow_datasets)."""
+ENV_MANUAL_DIR = "TF_ALEXNET_MANUAL_DIR"
+"""Folder holding a dataset's original files, so TFDS builds it offline."""

@@ -1,0 +1,8 @@
+"""Errors meant for the person at the keyboard."""
+
+
+class UserError(ValueError):
+    """A mistake in what the user asked for: the CLI prints its message as one line.
+
+    Subclasses ValueError, so library callers can catch it like Keras's own argument errors.
+    """

@@ -1,0 +1,62 @@
+"""Custom Keras layers, registered so `.keras` files load after `import tf_alexnet`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="tf_alexnet")
+class LocalResponseNormalization(keras.layers.Layer):
+    """Local response normalization across channels, as in AlexNet (Krizhevsky et al., 2012).
+
+    Computes `x / (bias + alpha * sum(x_j ** 2)) ** beta`, the sum running over the
+    `2 * depth_radius + 1` neighbouring channels. The defaults are the paper's constants
+    (k=2, n=5, alpha=1e-4, beta=0.75). TensorFlow does not divide `alpha` by `n`
+    (PyTorch's `LocalResponseNorm` does), so these are the paper's numbers as written.
+
+    Args:
+        depth_radius: half-width of the channel window (the paper's n=5 is radius 2).
+        bias: the paper's k.
+        alpha: the paper's alpha.
+        beta: the paper's beta.
+    """
+
+    def __init__(
+        self,
+        depth_radius: int = 2,
+        bias: float = 2.0,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if depth_radius < 0:
+            raise ValueError(
+                f"`depth_radius` should be a non-negative integer. Received: {depth_radius=}"
+            )
+        self.depth_radius = int(depth_radius)
+        self.bias = float(bias)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def call(self, inputs: Any) -> Any:
+        return tf.nn.local_response_normalization(
+            inputs,
+            depth_radius=self.depth_radius,
+            bias=self.bias,
+            alpha=self.alpha,
+            beta=self.beta,
+        )
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update(
+            depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha, beta=self.beta
+        )
+        return config

@@ -1,0 +1,341 @@
+"""The AlexNet builder, in the style of `keras.applications`.
+
+Three variants share one builder and one layer-naming scheme (conv1..conv5, pool1, pool2,
+pool5, fc6, fc7, predictions):
+
+- `"d2l"`: the network of the "Deep Convolutional Neural Networks (AlexNet)" chapter of
+  Dive into Deep Learning (https://d2l.ai/chapter_convolutional-modern/alexnet.html):
+  no LRN, no channel groups, Glorot init, 46,764,746 parameters at 224x224x1 and 10 classes.
+- `"paper"`: the 2012 network (Krizhevsky, Sutskever and Hinton, "ImageNet Classification
+  with Deep Convolutional Neural Networks", NIPS 2012): LRN after conv1 and conv2, conv2/4/5
+  in two channel groups, N(0, 0.01) init, bias 1 in conv2, conv4, conv5, fc6 and fc7;
+  60,965,224 parameters at 227x227x3 and 1000 classes.
+- `"mini"`: the chapter's exercise, "simplify the model to make training faster": the same
+  5-conv / 3-overlapping-pool / 2-dense shape with narrower layers (64-128-192-192-128, 512),
+  3x3 kernels, stride 1, `same` pooling and batch normalization in place of LRN, for
+  28-64 px inputs on a CPU (2,168,138 parameters at 28x28x1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+from tf_alexnet import contract
+from tf_alexnet.layers import LocalResponseNormalization
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conv:
+    name: str
+    filters: int
+    kernel: int
+    strides: int = 1
+    padding: str = "same"
+    groups: int = 1
+    bias: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pool:
+    name: str
+    padding: str = "valid"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Norm:
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Variant:
+    features: tuple[_Conv | _Pool | _Norm, ...]
+    hidden_units: int
+    hidden_bias: float
+    kernel_initializer: Callable[[], Any]
+    batch_norm: bool = False
+
+
+_VARIANTS: dict[str, _Variant] = {
+    "d2l": _Variant(
+        features=(
+            _Conv("conv1", 96, 11, strides=4, padding="valid"),
+            _Pool("pool1"),
+            _Conv("conv2", 256, 5),
+            _Pool("pool2"),
+            _Conv("conv3", 384, 3),
+            _Conv("conv4", 384, 3),
+            _Conv("conv5", 256, 3),
+            _Pool("pool5"),
+        ),
+        hidden_units=4096,
+        hidden_bias=0.0,
+        kernel_initializer=lambda: keras.initializers.GlorotUniform(),
+    ),
+    "paper": _Variant(
+        features=(
+            _Conv("conv1", 96, 11, strides=4, padding="valid"),
+            _Norm("norm1"),
+            _Pool("pool1"),
+            _Conv("conv2", 256, 5, groups=2, bias=1.0),
+            _Norm("norm2"),
+            _Pool("pool2"),
+            _Conv("conv3", 384, 3),
+            _Conv("conv4", 384, 3, groups=2, bias=1.0),
+            _Conv("conv5", 256, 3, groups=2, bias=1.0),
+            _Pool("pool5"),
+        ),
+        hidden_units=4096,
+        hidden_bias=1.0,
+        kernel_initializer=lambda: keras.initializers.RandomNormal(stddev=0.01),
+    ),
+    "mini": _Variant(
+        features=(
+            _Conv("conv1", 64, 3),
+            _Pool("pool1", padding="same"),
+            _Conv("conv2", 128, 3),
+            _Pool("pool2", padding="same"),
+            _Conv("conv3", 192, 3),
+            _Conv("conv4", 192, 3),
+            _Conv("conv5", 128, 3),
+            _Pool("pool5", padding="same"),
+        ),
+        hidden_units=512,
+        hidden_bias=0.0,
+        kernel_initializer=lambda: keras.initializers.GlorotUniform(),
+        batch_norm=True,
+    ),
+}
+assert tuple(_VARIANTS) == contract.VARIANTS
+
+_POOL_SIZE, _POOL_STRIDE = 3, 2
+
+
+def _output_length(length: int, kernel: int, stride: int, padding: str) -> int:
+    if padding == "same":
+        return math.ceil(length / stride)
+    return (length - kernel) // stride + 1 if length >= kernel else 0
+
+
+def _feature_size(variant: _Variant, size: int) -> int:
+    """Spatial side of the last pooling output for a square-ish side `size` (0 = too small)."""
+    for spec in variant.features:
+        if isinstance(spec, _Conv):
+            size = _output_length(size, spec.kernel, spec.strides, spec.padding)
+        elif isinstance(spec, _Pool):
+            size = _output_length(size, _POOL_SIZE, _POOL_STRIDE, spec.padding)
+        if size < 1:
+            return 0
+    return size
+
+
+def min_input_size(variant: str) -> int:
+    """Smallest input height/width the variant accepts."""
+    spec = _variant(variant)
+    return next(n for n in range(1, 1024) if _feature_size(spec, n) >= 1)
+
+
+def _variant(variant: str) -> _Variant:
+    if variant not in _VARIANTS:
+        raise ValueError(
+            f"`variant` should be one of {', '.join(map(repr, contract.VARIANTS))}. "
+            f"Received: variant={variant!r}"
+        )
+    return _VARIANTS[variant]
+
+
+def _check_input_shape(input_shape: Any, variant: str) -> tuple[int, int, int]:
+    if (
+        not isinstance(input_shape, tuple | list)
+        or len(input_shape) != 3
+        or not all(isinstance(d, int) and d > 0 for d in input_shape)
+    ):
+        raise ValueError(
+            "`input_shape` should be a tuple of 3 positive integers (height, width, channels). "
+            f"Received: input_shape={input_shape!r}"
+        )
+    height, width, channels = input_shape
+    if channels not in (1, 3):
+        raise ValueError(
+            f"`input_shape` should have 1 (grayscale) or 3 (RGB) channels. "
+            f"Received: input_shape={tuple(input_shape)}"
+        )
+    smallest = min_input_size(variant)
+    if min(height, width) < smallest:
+        raise ValueError(
+            f"Input size must be at least {smallest}x{smallest} for variant={variant!r}. "
+            f"Received: input_shape={tuple(input_shape)}"
+        )
+    return height, width, channels
+
+
+def AlexNet(
+    include_top: bool = True,
+    weights: str | os.PathLike[str] | None = None,
+    input_shape: tuple[int, int, int] = (
+        contract.IMAGE_SIZE,
+        contract.IMAGE_SIZE,
+        contract.CHANNELS,
+    ),
+    pooling: str | None = None,
+    classes: int = contract.NUM_CLASSES,
+    classifier_activation: str | Callable[..., Any] | None = None,
+    dropout: float = 0.5,
+    variant: str = "d2l",
+    name: str = contract.MODEL_NAME,
+) -> keras.Model:
+    """Instantiates an AlexNet as a Keras functional model.
+
+    The model expects pixels scaled to [0, 1] (see `tf_alexnet.contract.INPUT_RANGE`).
+    See the module docstring for the variants and how they differ from the paper.
+
+    Reference: Krizhevsky, Sutskever and Hinton, "ImageNet Classification with Deep
+    Convolutional Neural Networks", NIPS 2012; Dive into Deep Learning, chapter 8.1.
+
+    Args:
+        include_top: whether to include the fc6, fc7 and predictions layers.
+        weights: `None` (random initialization) or the path of a tf_alexnet `.keras` file
+            (weights are copied by layer name, so a trained classifier can seed a
+            feature extractor) or of a `.weights.h5` file saved from the same architecture.
+        input_shape: `(height, width, channels)`, channels 1 or 3.
+        pooling: with `include_top=False`, `None` (4D pool5 output), `"avg"` or `"max"`
+            (global pooling to a 2D feature vector).
+        classes: number of classes of the top layer.
+        classifier_activation: activation of the top layer; `None` returns logits (use a
+            `from_logits=True` loss), `"softmax"` returns probabilities.
+        dropout: dropout rate after fc6 and fc7, in [0, 1).
+        variant: `"d2l"`, `"paper"` or `"mini"`.
+        name: the model's name.
+
+    Returns:
+        A `keras.Model`.
+    """
+    spec = _variant(variant)
+    input_shape = _check_input_shape(input_shape, variant)
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"`pooling` should be None, 'avg' or 'max'. Received: pooling={pooling!r}")
+    if include_top and (not isinstance(classes, int) or classes < 1):
+        raise ValueError(f"`classes` should be a positive integer. Received: classes={classes!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout!r}")
+    if weights is not None and not os.path.exists(weights):
+        raise ValueError(
+            "`weights` should be None or the path of an existing `.keras` or `.weights.h5` "
+            f"file. Received: weights={weights!r}"
+        )
+    activation = keras.activations.get(classifier_activation)
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    for layer_spec in spec.features:
+        x = _block(layer_spec, spec, x)
+
+    if include_top:
+        x = keras.layers.Flatten(name="flatten")(x)
+        for i in (6, 7):
+            x = keras.layers.Dense(
+                spec.hidden_units,
+                activation="relu",
+                kernel_initializer=spec.kernel_initializer(),
+                bias_initializer=keras.initializers.Constant(spec.hidden_bias),
+                name=f"fc{i}",
+            )(x)
+            x = keras.layers.Dropout(dropout, name=f"drop{i}")(x)
+        # Under a mixed-precision policy the top layer stays float32 for a stable loss.
+        top_dtype = "float32" if keras.config.dtype_policy().name.startswith("mixed") else None
+        x = keras.layers.Dense(
+            classes,
+            activation=activation,
+            kernel_initializer=spec.kernel_initializer(),
+            dtype=top_dtype,
+            name="predictions",
+        )(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        load_weights_into(model, weights)
+    return model
+
+
+def _feature_layer(layer_spec: _Conv | _Pool | _Norm, spec: _Variant) -> keras.layers.Layer:
+    if isinstance(layer_spec, _Conv):
+        return keras.layers.Conv2D(
+            layer_spec.filters,
+            layer_spec.kernel,
+            strides=layer_spec.strides,
+            padding=layer_spec.padding,
+            groups=layer_spec.groups,
+            activation="relu",
+            kernel_initializer=spec.kernel_initializer(),
+            bias_initializer=keras.initializers.Constant(layer_spec.bias),
+            name=layer_spec.name,
+        )
+    if isinstance(layer_spec, _Pool):
+        return keras.layers.MaxPooling2D(
+            _POOL_SIZE, _POOL_STRIDE, padding=layer_spec.padding, name=layer_spec.name
+        )
+    return LocalResponseNormalization(name=layer_spec.name)
+
+
+def _block(layer_spec: _Conv | _Pool | _Norm, spec: _Variant, x: Any) -> Any:
+    """One feature layer; with batch norm (mini), a conv becomes conv -> batch norm -> relu."""
+    if not (spec.batch_norm and isinstance(layer_spec, _Conv)):
+        return _feature_layer(layer_spec, spec)(x)
+    x = keras.layers.Conv2D(
+        layer_spec.filters,
+        layer_spec.kernel,
+        strides=layer_spec.strides,
+        padding=layer_spec.padding,
+        use_bias=False,
+        kernel_initializer=spec.kernel_initializer(),
+        name=layer_spec.name,
+    )(x)
+    x = keras.layers.BatchNormalization(name=f"{layer_spec.name}_bn")(x)
+    return keras.layers.Activation("relu", name=f"{layer_spec.name}_relu")(x)
+
+
+def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
+    """Loads weights from a `.keras` file (matched by layer name) or a `.weights.h5` file."""
+    path = os.fspath(path)
+    if path.endswith(".weights.h5"):
+        try:
+            model.load_weights(path)
+        except ValueError as err:
+            raise ValueError(
+                f"The weights in {path!r} do not fit this architecture: {err}"
+            ) from err
+        return
+    if not path.endswith(".keras"):
+        raise ValueError(
+            f"`weights` should be a `.keras` or `.weights.h5` file. Received: weights={path!r}"
+        )
+    source = keras.saving.load_model(path, compile=False)
+    source_layers = {layer.name: layer for layer in source.layers}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        donor = source_layers.get(layer.name)
+        if donor is None:
+            raise ValueError(
+                f"Layer {layer.name!r} has no counterpart in {path!r}: was it saved from "
+                f"another variant? Layers with weights there: "
+                f"{[name for name, lay in source_layers.items() if lay.weights]}"
+            )
+        expected = [tuple(w.shape) for w in layer.weights]
+        received = [tuple(w.shape) for w in donor.weights]
+        if expected != received:
+            raise ValueError(
+                f"Layer {layer.name!r} expects weights of shapes {expected}, but {path!r} holds "
+                f"{received}. Use the input_shape, classes and variant it was trained with "
+                f"(or include_top=False to keep only the convolutional features)."
+            )
+        layer.set_weights(donor.get_weights())

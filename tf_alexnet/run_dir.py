@@ -1,0 +1,129 @@
+"""The run directory: where a training run keeps everything it produces."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+from typing import Any
+
+from tf_alexnet import config as config_lib
+from tf_alexnet.errors import UserError
+
+# Settings that may change when a killed run is resumed.
+RESUMABLE_CHANGES = frozenset({"epochs"})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    root: pathlib.Path
+
+    @property
+    def config(self) -> pathlib.Path:
+        return self.root / "config.json"
+
+    @property
+    def backup(self) -> pathlib.Path:
+        return self.root / "backup"
+
+    @property
+    def best_model(self) -> pathlib.Path:
+        return self.root / "best.keras"
+
+    @property
+    def final_model(self) -> pathlib.Path:
+        return self.root / "final.keras"
+
+    @property
+    def logs(self) -> pathlib.Path:
+        return self.root / "logs"
+
+    @property
+    def history(self) -> pathlib.Path:
+        return self.root / "history.csv"
+
+    @property
+    def curves(self) -> pathlib.Path:
+        return self.root / "training_curves.png"
+
+    @property
+    def metrics(self) -> pathlib.Path:
+        return self.root / "metrics.json"
+
+    @property
+    def evaluation(self) -> pathlib.Path:
+        return self.root / "evaluation.json"
+
+    @property
+    def confusion_matrix(self) -> pathlib.Path:
+        return self.root / "confusion_matrix.png"
+
+    def is_run(self) -> bool:
+        return self.config.is_file()
+
+    def model_path(self) -> pathlib.Path:
+        """The best model if there is one, else the final one."""
+        for path in (self.best_model, self.final_model):
+            if path.is_file():
+                return path
+        raise UserError(f"The run {str(self.root)!r} has no saved model yet.")
+
+    def load_config(self) -> config_lib.TrainConfig:
+        return config_lib.from_dict(config_lib.read_file(self.config))
+
+    def read_history(self) -> list[dict[str, float]]:
+        """Rows of history.csv, one per epoch (an epoch replayed after a kill: its last row)."""
+        if not self.history.is_file():
+            return []
+        with open(self.history, newline="") as file:
+            rows = {
+                int(row["epoch"]): {k: float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(file)
+            }
+        return [rows[epoch] for epoch in sorted(rows)]
+
+    def write_json(self, path: pathlib.Path, values: dict[str, Any]) -> None:
+        """Writes JSON atomically (temp file + rename): readers never see half a file."""
+        temp = path.with_suffix(path.suffix + ".tmp")
+        temp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+        os.replace(temp, path)
+
+
+def prepare(
+    root: str | os.PathLike[str], config: config_lib.TrainConfig, overwrite: bool
+) -> RunDir:
+    """Creates the run directory, or checks that an unfinished run there can be resumed."""
+    run = RunDir(pathlib.Path(root))
+    if run.root.exists() and not run.root.is_dir():
+        raise UserError(f"The run directory {str(run.root)!r} is a file.")
+    if overwrite and run.root.exists():
+        shutil.rmtree(run.root)
+    if run.metrics.is_file():
+        raise UserError(
+            f"{str(run.root)!r} holds a finished run. Pass --overwrite to replace it, "
+            "or choose another --run-dir."
+        )
+    if run.is_run():
+        previous = config_lib.read_file(run.config)
+        current = config.to_dict()
+        changed = sorted(
+            key
+            for key in set(previous) | set(current)
+            if key not in RESUMABLE_CHANGES and previous.get(key) != current.get(key)
+        )
+        if changed:
+            raise UserError(
+                f"{str(run.root)!r} holds an unfinished run with other settings "
+                f"({', '.join(changed)}). Resume it with the same settings, pass --overwrite, "
+                "or choose another --run-dir."
+            )
+    elif run.root.is_dir() and any(run.root.iterdir()):
+        raise UserError(
+            f"{str(run.root)!r} is not empty and is not a run directory. Choose another --run-dir."
+        )
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.write_json(run.config, config.to_dict())
+    return run

@@ -1,0 +1,81 @@
+"""Device setup and the `tf.distribute` strategy factory."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tf_alexnet.errors import UserError
+
+
+def split_cpu(devices: int) -> None:
+    """Splits the CPU into `devices` logical devices (to run MirroredStrategy on a CPU).
+
+    Must run before TensorFlow initializes its devices.
+    """
+    if devices <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    config = [tf.config.LogicalDeviceConfiguration() for _ in range(devices)]
+    try:
+        tf.config.set_logical_device_configuration(cpu, config)
+    except RuntimeError:
+        if len(tf.config.list_logical_devices("CPU")) != devices:
+            raise UserError(
+                f"Cannot split the CPU into {devices} devices: TensorFlow is already "
+                "initialized. Set cpu_devices before anything else runs."
+            ) from None
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """Returns the strategy for `name`.
+
+    - `auto`: MirroredStrategy over all GPUs when there are several, the GPU when there is
+      one, TensorFlow's default strategy (one device) otherwise.
+    - `default`: the default strategy (no distribution).
+    - `one-device`: OneDeviceStrategy on the first GPU, else the CPU.
+    - `mirrored`: MirroredStrategy over all GPUs, else over all logical CPU devices
+      (see `split_cpu`).
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        if len(gpus) > 1:
+            return tf.distribute.MirroredStrategy()
+        name = "one-device" if gpus else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one-device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(
+            cpus, cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
+    raise UserError(f"Unknown strategy {name!r}.")
+
+
+def set_mixed_precision(mode: str) -> str:
+    """Sets Keras's global dtype policy for `mode` (off, bf16, fp16, auto); returns its name."""
+    gpus = tf.config.list_physical_devices("GPU")
+    capability = min(
+        (
+            tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
+            for gpu in gpus
+        ),
+        default=None,
+    )
+    if mode == "auto":
+        if capability is None or capability < (7, 0):
+            mode = "off"
+        else:
+            mode = "bf16" if capability >= (8, 0) else "fp16"
+    if mode == "fp16" and (capability is None or capability < (7, 0)):
+        raise UserError(
+            "mixed_precision='fp16' needs a GPU with compute capability >= 7.0 "
+            "(use 'bf16' on CPUs)."
+        )
+    policy = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[mode]
+    keras.mixed_precision.set_global_policy(policy)
+    return policy

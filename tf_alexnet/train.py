@@ -1,0 +1,191 @@
+"""Training: config -> strategy -> datasets -> compiled AlexNet -> `model.fit` -> run directory."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tf_alexnet import plots
+from tf_alexnet.config import TrainConfig
+from tf_alexnet.data import Datasets, make_datasets
+from tf_alexnet.model import AlexNet
+from tf_alexnet.run_dir import RunDir, prepare
+from tf_alexnet.strategy import make_strategy, set_mixed_precision, split_cpu
+
+
+def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> keras.Model:
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=config.label_smoothing
+        ),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=config.jit_compile,
+        steps_per_execution=config.steps_per_execution,
+    )
+    return model
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """SGD with the configured momentum, decoupled weight decay and learning-rate schedule."""
+    learning_rate: Any = config.learning_rate
+    total_steps = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps)
+    elif config.schedule == "step":
+        boundaries = list(range(config.step_epochs, config.epochs, config.step_epochs))
+        learning_rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [b * steps_per_epoch for b in boundaries],
+            [config.learning_rate * 0.1**i for i in range(len(boundaries) + 1)],
+        )
+    return keras.optimizers.SGD(
+        learning_rate=learning_rate,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay or None,
+    )
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `train_seconds` (the epoch's training part, validation excluded) to the logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start = 0.0
+        self._train_end: float | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter()
+        self._train_end = None
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self._train_end is None:
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        end = self._train_end or time.perf_counter()
+        if logs is not None:
+            logs["train_seconds"] = end - self._start
+
+
+def train(
+    config: TrainConfig, run_dir: str | os.PathLike[str], overwrite: bool = False
+) -> dict[str, Any]:
+    """Trains `config` into `run_dir`, resuming an unfinished run there; returns its metrics.
+
+    The run directory receives `config.json`, `best.keras` (best validation accuracy),
+    `final.keras`, `history.csv`, `training_curves.png`, TensorBoard `logs/` and `metrics.json`.
+    """
+    run = prepare(run_dir, config, overwrite)
+    split_cpu(config.cpu_devices)
+    policy = set_mixed_precision(config.mixed_precision)
+    keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
+    datasets = make_datasets(config.data_spec(), config.pipeline_spec(global_batch))
+    steps_per_epoch = datasets.num_train // global_batch
+
+    with strategy.scope():
+        model = AlexNet(
+            input_shape=config.input_shape,
+            classes=len(datasets.class_names),
+            dropout=config.dropout,
+            variant=config.variant,
+        )
+        compile_model(model, config, steps_per_epoch)
+
+    history_before = run.read_history()
+    print(
+        f"Training {config.variant} AlexNet ({model.count_params():,} parameters) on "
+        f"{datasets.num_train:,} images ({datasets.num_validation:,} for validation), "
+        f"{replicas} replica(s), global batch {global_batch}, policy {policy}"
+        + (f", resuming after epoch {len(history_before)}" if history_before else "")
+        + f" -> {run.root}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    model.fit(
+        datasets.train,
+        validation_data=datasets.validation,
+        epochs=config.epochs,
+        callbacks=_callbacks(config, run, history_before),
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    wall_seconds = time.perf_counter() - start
+    model.save(run.final_model)
+    return _finish(run, model, config, datasets, replicas, global_batch, policy, wall_seconds)
+
+
+def _callbacks(
+    config: TrainConfig, run: RunDir, history: list[dict[str, float]]
+) -> list[keras.callbacks.Callback]:
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        run.best_model, monitor="val_accuracy", mode="max", save_best_only=True
+    )
+    if history:  # a resumed run: only a better model may replace best.keras
+        checkpoint.best = max(row.get("val_accuracy", float("-inf")) for row in history)
+    callbacks = [
+        EpochTimer(),
+        keras.callbacks.TerminateOnNaN(),
+        checkpoint,
+        keras.callbacks.CSVLogger(str(run.history), append=True),
+        keras.callbacks.TensorBoard(str(run.logs)),
+        # Last, so an epoch counts as done only once everything above has recorded it.
+        keras.callbacks.BackupAndRestore(str(run.backup)),
+    ]
+    if config.schedule == "plateau":
+        callbacks.insert(
+            0, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=2)
+        )
+    return callbacks
+
+
+def _finish(
+    run: RunDir,
+    model: keras.Model,
+    config: TrainConfig,
+    datasets: Datasets,
+    replicas: int,
+    global_batch: int,
+    policy: str,
+    wall_seconds: float,
+) -> dict[str, Any]:
+    history = run.read_history()
+    plots.training_curves(history, run.curves)
+    best = max(history, key=lambda row: row.get("val_accuracy", float("-inf")))
+    last = history[-1]
+    images_per_epoch = (datasets.num_train // global_batch) * global_batch
+    rates = [images_per_epoch / row["train_seconds"] for row in history if row.get("train_seconds")]
+    metrics = {
+        "variant": config.variant,
+        "input_shape": list(config.input_shape),
+        "parameters": model.count_params(),
+        "epochs": len(history),
+        "best_epoch": int(best["epoch"]) + 1,
+        "best_val_accuracy": best.get("val_accuracy"),
+        "final": {
+            k: last[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in last
+        },
+        "train_images_per_second_median": statistics.median(rates) if rates else None,
+        "wall_seconds_last_session": wall_seconds,
+        "replicas": replicas,
+        "global_batch_size": global_batch,
+        "dtype_policy": policy,
+        "num_train": datasets.num_train,
+        "num_validation": datasets.num_validation,
+        "class_names": list(datasets.class_names),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    run.write_json(run.metrics, metrics)
+    print(
+        f"Done: best val_accuracy {metrics['best_val_accuracy']:.4f} at epoch "
+        f"{metrics['best_epoch']}; models in {run.root}",
+        flush=True,
+    )
+    return metrics
