@@ -96,13 +96,13 @@ _VARIANTS: dict[str, _Variant] = {
     ),
     "mini": _Variant(
         features=(
-            _Conv("conv1", 64, 3),
+            _Conv("conv1", 32, 3),
             _Pool("pool1", padding="same"),
-            _Conv("conv2", 128, 3),
+            _Conv("conv2", 64, 3),
             _Pool("pool2", padding="same"),
-            _Conv("conv3", 192, 3),
-            _Conv("conv4", 192, 3),
-            _Conv("conv5", 128, 3),
+            _Conv("conv3", 96, 3),
+            _Conv("conv4", 96, 3),
+            _Conv("conv5", 64, 3),
             _Pool("pool5", padding="same"),
         ),
         hidden_units=512,

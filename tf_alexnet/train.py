@@ -114,6 +114,7 @@ def train(
         datasets.train,
         validation_data=datasets.validation,
         epochs=config.epochs,
+        shuffle=False,  # the dataset shuffles examples itself
         callbacks=_callbacks(config, run, history_before),
         verbose=1 if sys.stdout.isatty() else 2,
     )

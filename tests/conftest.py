@@ -1,0 +1,60 @@
+"""Shared fixtures: two logical CPU devices, the real Fashion-MNIST files, tiny configs."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPUs before TensorFlow initializes, so MirroredStrategy has two replicas.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+FASHION_MNIST = pathlib.Path(
+    os.environ.get("TF_ALEXNET_TEST_MANUAL_DIR", REPO.parent / "shared" / "data" / "fashion-mnist")
+)
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment variables pointing TFDS at the real Fashion-MNIST files (built once)."""
+    if not all((FASHION_MNIST / name).is_file() for name in FASHION_MNIST_FILES):
+        pytest.skip(f"the original Fashion-MNIST files are not in {FASHION_MNIST}")
+    env = {
+        "TF_ALEXNET_DATA_DIR": str(tmp_path_factory.mktemp("tfds")),
+        "TF_ALEXNET_MANUAL_DIR": str(FASHION_MNIST),
+    }
+    os.environ.update(env)
+    from tf_alexnet.data import tfds_source
+
+    tfds_source("fashion_mnist")  # prepare once for the whole session
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs `tf-alexnet ARGS` in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "tf_alexnet.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        cwd=cwd,
+    )
