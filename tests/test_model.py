@@ -1,0 +1,199 @@
+"""Model contracts for every variant: shapes, parameters, initialization, arguments, saving."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_alexnet import AlexNet, LocalResponseNormalization, min_input_size
+
+D2L_SHAPES = {
+    "conv1": (54, 54, 96),
+    "pool1": (26, 26, 96),
+    "conv2": (26, 26, 256),
+    "pool2": (12, 12, 256),
+    "conv3": (12, 12, 384),
+    "conv4": (12, 12, 384),
+    "conv5": (12, 12, 256),
+    "pool5": (5, 5, 256),
+    "flatten": (6400,),
+    "fc6": (4096,),
+    "fc7": (4096,),
+    "predictions": (10,),
+}
+
+
+def _output_shapes(model):
+    return {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
+
+
+def test_d2l_matches_the_chapter():
+    model = AlexNet()
+    shapes = _output_shapes(model)
+    assert {name: shapes[name] for name in D2L_SHAPES} == D2L_SHAPES
+    assert model.count_params() == 46_764_746
+    assert model.input_shape == (None, 224, 224, 1)
+    assert model.name == "alexnet"
+    assert not any(isinstance(layer, LocalResponseNormalization) for layer in model.layers)
+
+
+def test_paper_matches_the_2012_network():
+    model = AlexNet(input_shape=(227, 227, 3), classes=1000, variant="paper")
+    shapes = _output_shapes(model)
+    assert shapes["conv1"] == (55, 55, 96)
+    assert shapes["pool5"] == (6, 6, 256)
+    assert shapes["flatten"] == (9216,)
+    assert model.count_params() == 60_965_224
+    assert [layer.name for layer in model.layers if isinstance(layer, LocalResponseNormalization)] == [
+        "norm1",
+        "norm2",
+    ]
+    groups = {layer.name: layer.groups for layer in model.layers if "conv" in layer.name}
+    assert groups == {"conv1": 1, "conv2": 2, "conv3": 1, "conv4": 2, "conv5": 2}
+    biases = {
+        layer.name: set(np.unique(layer.get_weights()[1]))
+        for layer in model.layers
+        if len(layer.get_weights()) == 2
+    }
+    assert biases == {
+        "conv1": {0.0},
+        "conv2": {1.0},
+        "conv3": {0.0},
+        "conv4": {1.0},
+        "conv5": {1.0},
+        "fc6": {1.0},
+        "fc7": {1.0},
+        "predictions": {0.0},
+    }
+    kernel = model.get_layer("fc6").get_weights()[0]
+    assert abs(kernel.std() - 0.01) < 0.001
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_mini_trains_on_small_inputs(size):
+    model = AlexNet(input_shape=(size, size, 1), variant="mini")
+    if size == 28:
+        assert model.count_params() == 1_006_250
+        assert model.get_layer("pool5").output.shape[1:] == (4, 4, 64)
+    images = tf.random.uniform((4, size, size, 1))
+    logits = model(images, training=True)
+    assert logits.shape == (4, 10)
+    assert np.all(np.isfinite(logits.numpy()))
+
+
+@pytest.mark.parametrize(
+    ("pooling", "shape"), [(None, (5, 5, 256)), ("avg", (256,)), ("max", (256,))]
+)
+def test_feature_extractor_outputs(pooling, shape):
+    model = AlexNet(include_top=False, pooling=pooling)
+    assert model.output_shape[1:] == shape
+    assert "predictions" not in [layer.name for layer in model.layers]
+
+
+def test_softmax_classifier_returns_probabilities():
+    model = AlexNet(input_shape=(32, 32, 3), variant="mini", classes=7, classifier_activation="softmax")
+    probabilities = model(tf.random.uniform((3, 32, 32, 3))).numpy()
+    assert probabilities.shape == (3, 7)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_lrn_matches_the_paper_formula():
+    x = np.random.default_rng(0).uniform(-3, 3, (1, 2, 2, 8)).astype("float32")
+    got = LocalResponseNormalization()(x).numpy()
+    squares = x**2
+    expected = np.empty_like(x)
+    for c in range(8):
+        window = squares[..., max(0, c - 2) : c + 3].sum(axis=-1)
+        expected[..., c] = x[..., c] / (2.0 + 1e-4 * window) ** 0.75
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"input_shape": (28, 28, 1)}, "at least 67x67 for variant='d2l'. Received: input_shape=(28, 28, 1)"),
+        ({"variant": "vgg"}, "Received: variant='vgg'"),
+        ({"pooling": "mean", "include_top": False}, "Received: pooling='mean'"),
+        ({"input_shape": (224, 224, 4)}, "1 (grayscale) or 3 (RGB) channels"),
+        ({"input_shape": (224, 224)}, "tuple of 3 positive integers"),
+        ({"classes": 0}, "Received: classes=0"),
+        ({"dropout": 1.0}, "Received: dropout=1.0"),
+        ({"weights": "/nonexistent.keras"}, "Received: weights='/nonexistent.keras'"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match="Received" if "Received" in message else "channels|integers"):
+        AlexNet(**kwargs)
+    try:
+        AlexNet(**kwargs)
+    except ValueError as err:
+        assert message in str(err)
+
+
+def test_min_input_sizes():
+    assert min_input_size("d2l") == 67
+    assert min_input_size("paper") == 67
+    AlexNet(input_shape=(67, 67, 1))  # the smallest accepted input builds
+
+
+def test_weights_from_keras_file_seed_a_feature_extractor(tmp_path):
+    trained = AlexNet(input_shape=(32, 32, 1), variant="mini")
+    path = tmp_path / "trained.keras"
+    trained.save(path)
+    features = AlexNet(
+        include_top=False, pooling="avg", input_shape=(32, 32, 1), variant="mini", weights=path
+    )
+    assert [layer.name for layer in features.layers if layer.weights][-1] == "conv5_bn"
+    for layer in (layer for layer in features.layers if layer.weights):
+        for got, expected in zip(layer.get_weights(), trained.get_layer(layer.name).get_weights(), strict=True):
+            np.testing.assert_array_equal(got, expected)
+
+    with pytest.raises(ValueError, match="expects weights of shapes"):
+        AlexNet(input_shape=(32, 32, 3), variant="mini", weights=path)
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="dense")])
+    other.save(tmp_path / "other.keras")
+    with pytest.raises(ValueError, match="Layer 'conv1' has no counterpart"):
+        AlexNet(input_shape=(32, 32, 1), variant="mini", weights=tmp_path / "other.keras")
+
+
+def test_weights_h5_round_trip(tmp_path):
+    source = AlexNet(input_shape=(28, 28, 1), variant="mini")
+    path = tmp_path / "mini.weights.h5"
+    source.save_weights(path)
+    copy = AlexNet(input_shape=(28, 28, 1), variant="mini", weights=path)
+    images = tf.random.uniform((2, 28, 28, 1))
+    np.testing.assert_allclose(copy(images), source(images), atol=1e-6)
+
+
+def test_mixed_precision_keeps_logits_float32():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = AlexNet(input_shape=(28, 28, 1), variant="mini")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"
+    assert model(tf.zeros((1, 28, 28, 1))).dtype == tf.float32
+
+
+def test_keras_round_trip_in_a_fresh_process(tmp_path):
+    model = AlexNet(input_shape=(67, 67, 3), variant="paper")
+    images = np.random.default_rng(1).uniform(size=(2, 67, 67, 3)).astype("float32")
+    path = tmp_path / "paper.keras"
+    model.save(path)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "expected.npy", model(images).numpy())
+    code = (
+        "import sys, numpy as np, keras\n"
+        "import tf_alexnet\n"
+        f"model = keras.models.load_model({str(path)!r})\n"
+        "assert type(model.get_layer('norm1')).__name__ == 'LocalResponseNormalization'\n"
+        f"out = model(np.load({str(tmp_path / 'images.npy')!r}))\n"
+        f"np.testing.assert_allclose(out, np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-5)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
