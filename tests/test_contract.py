@@ -13,7 +13,9 @@ def test_contract_imports_without_tensorflow():
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
         "print(module.MODEL_NAME, module.NUM_CLASSES)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["alexnet", "10"]
 
 

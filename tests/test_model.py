@@ -47,7 +47,9 @@ def test_paper_matches_the_2012_network():
     assert shapes["pool5"] == (6, 6, 256)
     assert shapes["flatten"] == (9216,)
     assert model.count_params() == 60_965_224
-    assert [layer.name for layer in model.layers if isinstance(layer, LocalResponseNormalization)] == [
+    assert [
+        layer.name for layer in model.layers if isinstance(layer, LocalResponseNormalization)
+    ] == [
         "norm1",
         "norm2",
     ]
@@ -94,7 +96,9 @@ def test_feature_extractor_outputs(pooling, shape):
 
 
 def test_softmax_classifier_returns_probabilities():
-    model = AlexNet(input_shape=(32, 32, 3), variant="mini", classes=7, classifier_activation="softmax")
+    model = AlexNet(
+        input_shape=(32, 32, 3), variant="mini", classes=7, classifier_activation="softmax"
+    )
     probabilities = model(tf.random.uniform((3, 32, 32, 3))).numpy()
     assert probabilities.shape == (3, 7)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
@@ -114,7 +118,10 @@ def test_lrn_matches_the_paper_formula():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"input_shape": (28, 28, 1)}, "at least 67x67 for variant='d2l'. Received: input_shape=(28, 28, 1)"),
+        (
+            {"input_shape": (28, 28, 1)},
+            "at least 67x67 for variant='d2l'. Received: input_shape=(28, 28, 1)",
+        ),
         ({"variant": "vgg"}, "Received: variant='vgg'"),
         ({"pooling": "mean", "include_top": False}, "Received: pooling='mean'"),
         ({"input_shape": (224, 224, 4)}, "1 (grayscale) or 3 (RGB) channels"),
@@ -125,7 +132,9 @@ def test_lrn_matches_the_paper_formula():
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):
-    with pytest.raises(ValueError, match="Received" if "Received" in message else "channels|integers"):
+    with pytest.raises(
+        ValueError, match="Received" if "Received" in message else "channels|integers"
+    ):
         AlexNet(**kwargs)
     try:
         AlexNet(**kwargs)
@@ -148,7 +157,9 @@ def test_weights_from_keras_file_seed_a_feature_extractor(tmp_path):
     )
     assert [layer.name for layer in features.layers if layer.weights][-1] == "conv5_bn"
     for layer in (layer for layer in features.layers if layer.weights):
-        for got, expected in zip(layer.get_weights(), trained.get_layer(layer.name).get_weights(), strict=True):
+        for got, expected in zip(
+            layer.get_weights(), trained.get_layer(layer.name).get_weights(), strict=True
+        ):
             np.testing.assert_array_equal(got, expected)
 
     with pytest.raises(ValueError, match="expects weights of shapes"):
@@ -194,6 +205,8 @@ def test_keras_round_trip_in_a_fresh_process(tmp_path):
         f"np.testing.assert_allclose(out, np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-5)\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")

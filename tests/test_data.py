@@ -1,0 +1,217 @@
+"""The input pipeline on real Fashion-MNIST and on image folders."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_alexnet.augment import Augmentation, augment, rgb_pca
+from tf_alexnet.data import DataSpec, PipelineSpec, folder_source, make_datasets, split_masks
+from tf_alexnet.errors import UserError
+from tf_alexnet.preprocess import decode, preprocess
+
+AUGMENTED = Augmentation(flip=True, crop="pad", brightness=0.2, contrast=0.3)
+
+
+def _first_batch(ds):
+    return next(iter(ds))
+
+
+def test_fashion_mnist_splits(fashion_mnist):
+    datasets = make_datasets(
+        DataSpec(), PipelineSpec(image_size=(32, 32), channels=1, batch_size=500)
+    )
+    assert (datasets.num_train, datasets.num_validation, datasets.num_test) == (
+        54_000,
+        6_000,
+        10_000,
+    )
+    assert datasets.class_names[0] == "T-shirt/top"
+    images, labels = _first_batch(datasets.validation)
+    assert images.shape == (500, 32, 32, 1) and images.dtype == tf.float32
+    assert labels.shape == (500, 10)
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+    # Fashion-MNIST's mean pixel is 0.286 (72.94 / 255).
+    assert abs(float(tf.reduce_mean(images)) - 0.286) < 0.03
+    assert datasets.train.cardinality() == 54_000 // 500
+    assert datasets.test.cardinality() == 20
+
+
+def test_split_masks_are_seeded_disjoint_and_complete():
+    validation, test, train = split_masks(1000, (0.1, 0.2), seed=3)
+    assert (validation.sum(), test.sum(), train.sum()) == (100, 200, 700)
+    assert not np.any(validation & test) and not np.any(validation & train)
+    assert np.all(validation | test | train)
+    again = split_masks(1000, (0.1, 0.2), seed=3)
+    assert np.array_equal(again[0], validation)
+    assert not np.array_equal(split_masks(1000, (0.1, 0.2), seed=4)[0], validation)
+
+
+def test_train_examples_limits_training_only(fashion_mnist):
+    datasets = make_datasets(
+        DataSpec(train_examples=256), PipelineSpec(image_size=(28, 28), channels=3, batch_size=64)
+    )
+    assert datasets.num_train == 256 and datasets.num_validation == 6_000
+    images, _ = _first_batch(datasets.train)
+    assert images.shape == (64, 28, 28, 3)
+    np.testing.assert_allclose(images[..., 0], images[..., 2])  # gray replicated to RGB
+    assert sum(1 for _ in datasets.train) == 4
+
+
+def test_seeded_pipeline_is_deterministic(fashion_mnist):
+    def batch(seed):
+        spec = PipelineSpec(
+            image_size=(32, 32),
+            channels=1,
+            batch_size=32,
+            augmentation=AUGMENTED,
+            deterministic=True,
+        )
+        return _first_batch(make_datasets(DataSpec(seed=seed, train_examples=512), spec).train)
+
+    first, second, other = batch(7), batch(7), batch(8)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_augmentation_only_in_training(fashion_mnist):
+    plain = PipelineSpec(image_size=(32, 32), channels=1, batch_size=64, deterministic=True)
+    augmented = PipelineSpec(
+        image_size=(32, 32), channels=1, batch_size=64, augmentation=AUGMENTED, deterministic=True
+    )
+    data = DataSpec(train_examples=128)
+    plain_sets, augmented_sets = make_datasets(data, plain), make_datasets(data, augmented)
+    for split in ("validation", "test"):
+        np.testing.assert_array_equal(
+            _first_batch(getattr(plain_sets, split))[0],
+            _first_batch(getattr(augmented_sets, split))[0],
+        )
+    # Same examples in the same order, but the augmented ones differ.
+    plain_images, plain_labels = _first_batch(plain_sets.train)
+    aug_images, aug_labels = _first_batch(augmented_sets.train)
+    np.testing.assert_array_equal(plain_labels, aug_labels)
+    assert not np.allclose(plain_images, aug_images)
+    # Training epochs draw new augmentations.
+    iterate = iter(augmented_sets.train)
+    epoch_one = next(iterate)[0]
+    epoch_two = _first_batch(augmented_sets.train)[0]
+    assert not np.array_equal(epoch_one, epoch_two)
+
+
+def test_augment_ops_keep_shape_and_range():
+    image = tf.random.uniform((28, 28, 3), seed=1)
+    seed = tf.constant([1, 2])
+    for spec in (
+        Augmentation(flip=True),
+        Augmentation(crop="pad"),
+        Augmentation(crop="resize"),
+        Augmentation(brightness=0.5, contrast=0.5, saturation=0.5, hue=0.2),
+    ):
+        out = augment(image, (24, 24), seed, spec)
+        assert out.shape == (24, 24, 3)
+        assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
+        np.testing.assert_array_equal(out, augment(image, (24, 24), seed, spec))
+
+
+def test_flip_flips_and_crop_shifts():
+    image = tf.reshape(tf.range(16, dtype=tf.float32) / 16, (4, 4, 1))
+    flipped = {
+        augment(image, (4, 4), tf.constant([s, 0]), Augmentation(flip=True)).numpy().tobytes()
+        for s in range(20)
+    }
+    assert flipped == {image.numpy().tobytes(), image.numpy()[:, ::-1].tobytes()}
+    crops = [
+        augment(image, (4, 4), tf.constant([s, 1]), Augmentation(crop="pad", crop_fraction=0.5))
+        for s in range(10)
+    ]
+    assert len({c.numpy().tobytes() for c in crops}) > 1
+    assert any(float(tf.reduce_min(c)) == 0.0 and float(tf.reduce_max(c)) < 15 / 16 for c in crops)
+
+
+def test_pca_lighting_shifts_colours_along_eigenvectors():
+    pixels = np.random.default_rng(0).uniform(size=(1000, 3)).astype("float32")
+    pixels[:, 1] = pixels[:, 0]  # channels 0 and 1 fully correlated
+    eigenvalues, eigenvectors = rgb_pca(pixels)
+    assert eigenvalues[0] >= eigenvalues[1] >= eigenvalues[2] >= -1e-7
+    np.testing.assert_allclose(np.abs(eigenvectors[:, 0]), [2**-0.5, 2**-0.5, 0], atol=0.05)
+    image = tf.fill((8, 8, 3), 0.5)
+    out = augment(
+        image,
+        (8, 8),
+        tf.constant([3, 4]),
+        Augmentation(pca_lighting=0.5),
+        (eigenvalues, eigenvectors),
+    )
+    shift = (out - image).numpy().reshape(-1, 3)
+    assert np.ptp(shift, axis=0).max() < 1e-6  # one colour shift for the whole image
+    assert np.abs(shift).max() > 0
+
+
+def test_colour_augmentation_needs_rgb():
+    with pytest.raises(ValueError, match="needs RGB images"):
+        Augmentation(hue=0.1).check_channels(1)
+    with pytest.raises(ValueError, match="Received: crop='zoom'"):
+        Augmentation(crop="zoom")
+
+
+def _write_images(folder, count, size, mode):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(str(folder)))
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    for i in range(count):
+        pixels = rng.integers(0, 255, (size, size + i, channels), dtype=np.uint8)
+        encoded = (
+            tf.io.encode_png(pixels)
+            if i % 2 == 0 or channels == 4
+            else tf.io.encode_jpeg(pixels[..., :3] if channels == 4 else pixels)
+        )
+        tf.io.write_file(
+            str(folder / f"{i}.{'png' if i % 2 == 0 or channels == 4 else 'jpg'}"), encoded
+        )
+
+
+def test_image_folder_source(tmp_path):
+    _write_images(tmp_path / "cat", 12, 40, "RGB")
+    _write_images(tmp_path / "dog", 10, 50, "L")
+    _write_images(tmp_path / "fox", 8, 30, "RGBA")
+    (tmp_path / "notes.txt").write_text("not a class")
+    datasets = make_datasets(
+        DataSpec(image_folder=str(tmp_path), validation_fraction=0.2, test_fraction=0.2),
+        PipelineSpec(image_size=(32, 32), channels=3, batch_size=4, augmentation=AUGMENTED),
+    )
+    assert datasets.class_names == ("cat", "dog", "fox")
+    assert datasets.num_validation == 6 and datasets.num_test == 6 and datasets.num_train == 18
+    images, labels = _first_batch(datasets.train)
+    assert images.shape == (4, 32, 32, 3)
+    assert sum(int(b[1].shape[0]) for b in datasets.test) == 6
+
+
+def test_image_folder_with_train_and_test(tmp_path):
+    for split, count in (("train", 6), ("test", 3)):
+        _write_images(tmp_path / split / "a", count, 20, "RGB")
+        _write_images(tmp_path / split / "b", count, 20, "RGB")
+    source = folder_source(tmp_path)
+    assert (source.num_train, source.num_test, source.class_names) == (12, 6, ("a", "b"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (DataSpec(image_folder="/nonexistent/folder"), "does not exist"),
+        (DataSpec(dataset="no_such_dataset_xyz"), "Unknown TFDS dataset 'no_such_dataset_xyz'"),
+        (DataSpec(validation_fraction=1.5), "validation_fraction"),
+    ],
+)
+def test_source_errors(spec, message):
+    with pytest.raises(UserError, match=message):
+        make_datasets(spec, PipelineSpec(image_size=(32, 32), channels=1, batch_size=8))
+
+
+def test_decode_handles_formats_and_channels():
+    rgba = np.full((5, 7, 4), 200, np.uint8)
+    gray = np.full((5, 7, 1), 100, np.uint8)
+    assert decode(tf.io.encode_png(rgba), 1).shape == (5, 7, 1)
+    assert decode(tf.io.encode_png(gray), 3).shape == (5, 7, 3)
+    assert int(decode(tf.io.encode_png(gray), 3)[0, 0, 2]) == 100
+    out = preprocess(decode(tf.io.encode_png(gray), 1), (10, 14), 1)
+    assert out.shape == (10, 14, 1) and abs(float(out[0, 0, 0]) - 100 / 255) < 1e-6
