@@ -9,8 +9,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import pytest
+import tensorflow as tf
 
 # Two logical CPUs before TensorFlow initializes, so MirroredStrategy has two replicas.
 tf.config.set_logical_device_configuration(

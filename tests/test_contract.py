@@ -6,9 +6,10 @@ from tf_alexnet import contract
 
 
 def test_contract_imports_without_tensorflow():
+    path = str(REPO / "tf_alexnet" / "contract.py")
     code = (
         "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('c', {str(REPO / 'tf_alexnet' / 'contract.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location('c', {path!r})\n"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
         "print(module.MODEL_NAME, module.NUM_CLASSES)\n"

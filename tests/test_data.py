@@ -29,7 +29,7 @@ def test_fashion_mnist_splits(fashion_mnist):
     images, labels = _first_batch(datasets.validation)
     assert images.shape == (500, 32, 32, 1) and images.dtype == tf.float32
     assert labels.shape == (500, 10)
-    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+    assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 1.0
     # Fashion-MNIST's mean pixel is 0.286 (72.94 / 255).
     assert abs(float(tf.reduce_mean(images)) - 0.286) < 0.03
     assert datasets.train.cardinality() == 54_000 // 500
@@ -109,7 +109,7 @@ def test_augment_ops_keep_shape_and_range():
     ):
         out = augment(image, (24, 24), seed, spec)
         assert out.shape == (24, 24, 3)
-        assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
+        assert float(tf.reduce_min(out)) >= 0.0 and float(tf.reduce_max(out)) <= 1.0
         np.testing.assert_array_equal(out, augment(image, (24, 24), seed, spec))
 
 
@@ -181,7 +181,7 @@ def test_image_folder_source(tmp_path):
     )
     assert datasets.class_names == ("cat", "dog", "fox")
     assert datasets.num_validation == 6 and datasets.num_test == 6 and datasets.num_train == 18
-    images, labels = _first_batch(datasets.train)
+    images, _ = _first_batch(datasets.train)
     assert images.shape == (4, 32, 32, 3)
     assert sum(int(b[1].shape[0]) for b in datasets.test) == 6
 

@@ -16,6 +16,7 @@ from tf_alexnet import contract
 from tf_alexnet.augment import Augmentation
 from tf_alexnet.data import DataSpec, PipelineSpec
 from tf_alexnet.errors import UserError
+from tf_alexnet.model import min_input_size
 
 SCHEDULES = ("constant", "cosine", "step", "plateau")
 STRATEGIES = ("auto", "default", "one-device", "mirrored")
@@ -84,6 +85,16 @@ class TrainConfig:
             )
         if self.cpu_devices < 0:
             raise UserError(f"`cpu_devices` should be >= 0. Received: {self.cpu_devices}")
+        smallest = min_input_size(self.variant)
+        if self.image_size < smallest:
+            raise UserError(
+                f"Input size must be at least {smallest}x{smallest} for variant={self.variant!r}. "
+                f"Received: image_size={self.image_size}"
+            )
+        try:
+            self.augment.check_channels(self.channels)
+        except ValueError as err:
+            raise UserError(str(err)) from None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -200,14 +211,11 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Reads a `.toml` or `.json` configuration file (a run's `config.json` works too)."""
     path = os.fspath(path)
+    if not path.endswith((".toml", ".json")):
+        raise UserError(f"Configuration files are .toml or .json. Received: {path!r}")
     try:
         with open(path, "rb") as file:
-            if path.endswith(".toml"):
-                values = tomllib.load(file)
-            elif path.endswith(".json"):
-                values = json.load(file)
-            else:
-                raise UserError(f"Configuration files are .toml or .json. Received: {path!r}")
+            values = tomllib.load(file) if path.endswith(".toml") else json.load(file)
     except FileNotFoundError as err:
         raise UserError(f"No configuration file at {path!r}.") from err
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:

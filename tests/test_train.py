@@ -1,0 +1,156 @@
+"""Training end to end with real TensorFlow: run directory, strategy, resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO
+from tf_alexnet import config as config_lib
+from tf_alexnet.errors import UserError
+from tf_alexnet.evaluate import evaluate
+from tf_alexnet.run_dir import RunDir
+from tf_alexnet.strategy import make_strategy
+from tf_alexnet.train import compile_model, train
+
+TINY = {
+    "variant": "mini",
+    "image_size": 28,
+    "train_examples": 2048,
+    "validation_fraction": 0.02,
+    "batch_size": 64,
+    "epochs": 2,
+    "learning_rate": 0.01,
+    "momentum": 0.9,
+    "shuffle_buffer": 512,
+}
+
+
+def test_train_writes_a_complete_run_directory(fashion_mnist, tmp_path):
+    config = config_lib.from_dict(
+        {**TINY, "augment": {"flip": True, "crop": "pad"}, "schedule": "cosine"}
+    )
+    metrics = train(config, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    for path in (run.config, run.best_model, run.final_model, run.history, run.curves, run.metrics):
+        assert path.is_file(), path
+    assert run.logs.is_dir() and any(run.logs.rglob("*.tfevents.*"))
+    assert not run.backup.exists()  # deleted once training finished
+    assert json.loads(run.config.read_text())["variant"] == "mini"
+    history = run.read_history()
+    assert [int(row["epoch"]) for row in history] == [0, 1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "train_seconds"} <= set(history[0])
+    assert (
+        metrics["epochs"] == 2
+        and metrics["num_train"] == 2048
+        and metrics["num_validation"] == 1200
+    )
+    assert metrics["best_val_accuracy"] == max(row["val_accuracy"] for row in history)
+    # Learning happened: far better than chance (0.1) after 64 steps on real images.
+    assert metrics["best_val_accuracy"] > 0.5
+    assert metrics["parameters"] == 1_006_250
+    best = keras.saving.load_model(run.best_model)
+    assert best.input_shape == (None, 28, 28, 1)
+
+    report = evaluate(run.best_model, config, tmp_path / "eval")
+    assert report["num_examples"] == 10_000
+    assert 0.5 < report["accuracy"] <= 1.0
+    assert np.array(report["confusion_matrix"]).sum() == 10_000
+    assert set(report["per_class"]) == set(report["class_names"])
+    assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 10_000
+
+    with pytest.raises(UserError, match="finished run"):
+        train(config, tmp_path / "run")
+
+
+def test_mirrored_strategy_over_two_cpus_keeps_replicas_in_sync(fashion_mnist):
+    strategy = make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    config = config_lib.from_dict({**TINY, "epochs": 1, "train_examples": 512})
+    from tf_alexnet.data import make_datasets
+    from tf_alexnet.model import AlexNet
+
+    datasets = make_datasets(config.data_spec(), config.pipeline_spec(64 * 2))
+    with strategy.scope():
+        model = compile_model(AlexNet(input_shape=(28, 28, 1), variant="mini"), config, 4)
+    before = model.get_layer("fc6").get_weights()[0].copy()
+    model.fit(datasets.train, epochs=1, verbose=0, shuffle=False)
+    kernel = model.get_layer("fc6").kernel
+    replicas = (
+        [v.numpy() for v in kernel.value.values]
+        if hasattr(kernel, "value") and hasattr(kernel.value, "values")
+        else [v.numpy() for v in kernel.values]
+    )
+    assert len(replicas) == 2
+    np.testing.assert_array_equal(replicas[0], replicas[1])
+    assert not np.allclose(replicas[0], before)
+
+
+def test_strategy_choices():
+    assert make_strategy("default").num_replicas_in_sync == 1
+    assert make_strategy("one-device").num_replicas_in_sync == 1
+    assert make_strategy("auto").num_replicas_in_sync == 1  # no GPU here
+    assert isinstance(make_strategy("mirrored"), tf.distribute.MirroredStrategy)
+
+
+def test_resume_after_sigkill(fashion_mnist, tmp_path):
+    run = RunDir(tmp_path / "run")
+    command = [
+        sys.executable,
+        "-m",
+        "tf_alexnet.cli",
+        "train",
+        "--preset",
+        "quick",
+        "--train-examples",
+        "1024",
+        "--validation-fraction",
+        "0.02",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "4",
+        "--run-dir",
+        str(run.root),
+    ]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 300
+    while len(run.read_history()) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert process.poll() is None, "training ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = len(run.read_history())
+    assert 2 <= killed_at < 4
+    assert run.backup.is_dir() and not run.metrics.exists()
+
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"resuming after epoch {killed_at}" in result.stdout
+    history = run.read_history()
+    assert [int(row["epoch"]) for row in history] == [0, 1, 2, 3]
+    # The resumed process trained only the epochs that were left.
+    assert (
+        result.stdout.count("val_accuracy") - result.stdout.count("best val_accuracy")
+        == 4 - killed_at
+    )
+    assert json.loads(run.metrics.read_text())["epochs"] == 4
+
+
+def test_resume_refuses_changed_settings(fashion_mnist, tmp_path):
+    config = config_lib.from_dict(TINY)
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.write_json(run.config, config.to_dict())
+    with pytest.raises(UserError, match=r"other settings \(learning_rate\)"):
+        train(config.replace(learning_rate=0.1), run.root)
