@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 from tf_alexnet import config as config_lib
 from tf_alexnet.errors import UserError
 from tf_alexnet.evaluate import evaluate
+from tf_alexnet.model import AlexNet
 from tf_alexnet.run_dir import RunDir
-from tf_alexnet.strategy import make_strategy
-from tf_alexnet.train import compile_model, train
+from tf_alexnet.strategy import make_strategy, set_mixed_precision
+from tf_alexnet.train import compile_model, make_optimizer, train
 
 TINY = {
     "variant": "mini",
@@ -75,7 +76,6 @@ def test_mirrored_strategy_over_two_cpus_keeps_replicas_in_sync(fashion_mnist):
     assert strategy.num_replicas_in_sync == 2
     config = config_lib.from_dict({**TINY, "epochs": 1, "train_examples": 512})
     from tf_alexnet.data import make_datasets
-    from tf_alexnet.model import AlexNet
 
     datasets = make_datasets(config.data_spec(), config.pipeline_spec(64 * 2))
     with strategy.scope():
@@ -154,3 +154,49 @@ def test_resume_refuses_changed_settings(fashion_mnist, tmp_path):
     run.write_json(run.config, config.to_dict())
     with pytest.raises(UserError, match=r"other settings \(learning_rate\)"):
         train(config.replace(learning_rate=0.1), run.root)
+
+
+def test_overwrite_only_deletes_run_directories(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    config = config_lib.from_dict(TINY)
+    with pytest.raises(UserError, match="not a run directory"):
+        train(config, tmp_path, overwrite=True)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "at_start", "at_end"),
+    [("constant", 0.1, 0.1), ("cosine", 0.1, 0.0), ("step", 0.1, 0.001), ("plateau", 0.1, 0.1)],
+)
+def test_learning_rate_schedules(schedule, at_start, at_end):
+    config = config_lib.from_dict(
+        {**TINY, "learning_rate": 0.1, "schedule": schedule, "epochs": 10, "step_epochs": 4}
+    )
+    rate = make_optimizer(config, steps_per_epoch=100)._learning_rate
+    start, end = (float(rate(0)), float(rate(999))) if callable(rate) else (float(rate),) * 2
+    assert start == pytest.approx(at_start) and end == pytest.approx(at_end, abs=1e-4)
+
+
+def test_mixed_precision_modes():
+    try:
+        assert set_mixed_precision("off") == "float32"
+        assert set_mixed_precision("auto") == "float32"  # no GPU here
+        assert set_mixed_precision("bf16") == "mixed_bfloat16"
+        with pytest.raises(UserError, match=r"fp16.*needs a GPU"):
+            set_mixed_precision("fp16")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_evaluate_a_model_file_from_the_command_line(fashion_mnist, tmp_path):
+    model = AlexNet(input_shape=(28, 28, 1), variant="mini", classifier_activation="softmax")
+    model.save(tmp_path / "model.keras")
+    result = run_cli(
+        "evaluate", str(tmp_path / "model.keras"), "--output-dir", str(tmp_path / "report")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "evaluation.json").read_text())
+    assert report["num_examples"] == 10_000
+    assert report["accuracy"] < 0.3  # an untrained model is near chance
+    # Probabilities (softmax output) are read as such: the loss of a near-uniform guess.
+    assert report["loss"] == pytest.approx(np.log(10), abs=0.5)

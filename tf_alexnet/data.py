@@ -34,7 +34,6 @@ class Source:
     test: tf.data.Dataset | None
     num_test: int
     class_names: tuple[str, ...]
-    channels: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +139,6 @@ def tfds_source(name: str, data_dir: str | None = None, manual_dir: str | None =
         test=read("test") if has_test else None,
         num_test=splits["test"].num_examples if has_test else 0,
         class_names=tuple(label_feature.names),
-        channels=builder.info.features[image_key].shape[-1],
     )
 
 
@@ -205,7 +203,6 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
         test=read(test_paths, test_labels) if has_test else None,
         num_test=len(test_paths),
         class_names=class_names,
-        channels=channels,
     )
 
 

@@ -10,8 +10,7 @@ import numpy as np
 
 from tf_alexnet import plots
 from tf_alexnet.config import TrainConfig
-from tf_alexnet.data import make_datasets
-from tf_alexnet.errors import UserError
+from tf_alexnet.data import PipelineSpec, make_datasets
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
 
@@ -22,16 +21,19 @@ def evaluate(
     output_dir: str | pathlib.Path,
     batch_size: int = 256,
 ) -> dict[str, Any]:
-    """Evaluates a `.keras` model on `config`'s test split; writes the report and the plot.
+    """Evaluates a `.keras` model on the test split of `config`'s data; writes report and plot.
+
+    The input size and channels come from the model; only the data settings of `config`
+    (source, split fractions, seed) are used.
 
     Writes `evaluation.json` and `confusion_matrix.png` into `output_dir`.
     """
     model = load_model(model_path, compile=False)
     height, width, channels = model.input_shape[1:]
-    if height != width:
-        raise UserError(f"Expected a model with a square input. Received: {model.input_shape}")
-    config = config.replace(image_size=height, channels=channels)
-    datasets = make_datasets(config.data_spec(), config.pipeline_spec(batch_size, one_hot=False))
+    pipeline = PipelineSpec(
+        image_size=(height, width), channels=channels, batch_size=batch_size, one_hot=False
+    )
+    datasets = make_datasets(config.data_spec(), pipeline)
     labels, outputs = [], []
     for images, batch_labels in datasets.test:
         outputs.append(np.asarray(model.predict_on_batch(images), np.float64))

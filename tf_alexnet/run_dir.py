@@ -95,11 +95,15 @@ class RunDir:
 def prepare(
     root: str | os.PathLike[str], config: config_lib.TrainConfig, overwrite: bool
 ) -> RunDir:
-    """Creates the run directory, or checks that an unfinished run there can be resumed."""
+    """Creates the run directory, or checks that an unfinished run there can be resumed.
+
+    The caller writes `config.json` once the data and model are known to be valid, so a
+    mistake in the settings leaves no run behind.
+    """
     run = RunDir(pathlib.Path(root))
     if run.root.exists() and not run.root.is_dir():
         raise UserError(f"The run directory {str(run.root)!r} is a file.")
-    if overwrite and run.root.exists():
+    if overwrite and run.is_run():  # only ever delete what a run wrote
         shutil.rmtree(run.root)
     if run.metrics.is_file():
         raise UserError(
@@ -125,5 +129,4 @@ def prepare(
             f"{str(run.root)!r} is not empty and is not a run directory. Choose another --run-dir."
         )
     run.root.mkdir(parents=True, exist_ok=True)
-    run.write_json(run.config, config.to_dict())
     return run

@@ -100,6 +100,7 @@ def train(
         )
         compile_model(model, config, steps_per_epoch)
 
+    run.write_json(run.config, config.to_dict())  # data and model are valid: record the run
     history_before = run.read_history()
     print(
         f"Training {config.variant} AlexNet ({model.count_params():,} parameters) on "
