@@ -58,3 +58,37 @@ def run_cli(
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
         cwd=cwd,
     )
+
+
+@pytest.fixture(scope="session")
+def trained_run(
+    fashion_mnist: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> pathlib.Path:
+    """A real run: the mini variant trained briefly on Fashion-MNIST at 28 px."""
+    from tf_alexnet import config as config_lib
+    from tf_alexnet.train import train
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    config = config_lib.from_dict(
+        {
+            "variant": "mini",
+            "image_size": 28,
+            "train_examples": 2048,
+            "validation_fraction": 0.02,
+            "batch_size": 64,
+            "epochs": 2,
+            "learning_rate": 0.01,
+            "momentum": 0.9,
+            "shuffle_buffer": 2048,
+        }
+    )
+    train(config, run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def test_images(fashion_mnist: dict[str, str]) -> list[bytes]:
+    """The first 16 Fashion-MNIST test images as PNG files' bytes."""
+    from tf_alexnet.data import DataSpec, sample_images
+
+    return sample_images(DataSpec(), 16)

@@ -130,6 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     _add_config_source(evaluate)
     _add_config_flags(evaluate, DATA_FLAGS)
+
+    export = commands.add_parser("export", help="export a SavedModel for TF Serving")
+    export.add_argument("source", help="a run directory (its best model) or a .keras file")
+    export.add_argument("--base-path", default="models", help="TF Serving's MODEL_BASE_PATH")
+    export.add_argument("--name", default=contract.MODEL_NAME, help="TF Serving's MODEL_NAME")
+    export.add_argument("--version", type=int, help="version number (default: the next one)")
+    export.add_argument(
+        "--sample-images",
+        nargs="+",
+        metavar="IMAGE",
+        help="images for validation and warmup (default: the first test images of the data)",
+    )
+    _add_config_flags(export, DATA_FLAGS)
+
+    predict = commands.add_parser("predict", help="classify image files")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF or BMP files")
+    predict.add_argument(
+        "--model", required=True, help="an exported folder (BASE/NAME[/VERSION]) or a .keras file"
+    )
+    predict.add_argument("--top-k", type=int, default=contract.TOP_K, help="classes per image")
+    predict.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -225,7 +246,56 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"summary": run_summary, "train": run_train, "evaluate": run_evaluate}
+def run_export(args: argparse.Namespace) -> int:
+    from tf_alexnet import config as config_lib
+    from tf_alexnet.data import sample_images
+    from tf_alexnet.export import export
+    from tf_alexnet.run_dir import RunDir
+
+    if args.sample_images:
+        images = [pathlib.Path(p).read_bytes() for p in args.sample_images if _exists(p)]
+    else:
+        run = RunDir(pathlib.Path(args.source))
+        values = config_lib.read_file(run.config) if run.is_run() else {}
+        config = config_lib.from_dict(config_lib.merge(values, overrides_from(args, DATA_FLAGS)))
+        images = sample_images(config.data_spec())
+    result = export(args.source, args.base_path, args.name, args.version, sample_images=images)
+    print(
+        f"Exported version {result.version} to {result.path} "
+        f"(max |difference| to Keras {result.max_abs_difference:.1e})"
+    )
+    return 0
+
+
+def _exists(path: str) -> bool:
+    if not pathlib.Path(path).is_file():
+        raise UserError(f"No image file at {path!r}.")
+    return True
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from tf_alexnet.predict import format_predictions, predict_files, to_json
+
+    predictions = predict_files(args.images, args.model, args.top_k)
+    if args.json:
+        print(json.dumps(to_json(predictions), indent=2))
+    elif any(not p.error for p in predictions):
+        print(format_predictions(predictions))
+    for prediction in predictions:
+        if prediction.error:
+            print(f"{PROG}: error: {prediction.image}: {prediction.error}", file=sys.stderr)
+    return 1 if any(p.error for p in predictions) else 0
+
+
+COMMANDS = {
+    "summary": run_summary,
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "export": run_export,
+    "predict": run_predict,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,3 +63,10 @@ ENV_DATA_DIR = "TF_ALEXNET_DATA_DIR"
 """Where TFDS keeps prepared datasets (default: TFDS's own, ~/tensorflow_datasets)."""
 ENV_MANUAL_DIR = "TF_ALEXNET_MANUAL_DIR"
 """Folder holding a dataset's original files, so TFDS builds it offline."""
+
+
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """Fashion-MNIST's names for 10 classes, else `class_0`, `class_1`, ..."""
+    if num_classes == NUM_CLASSES:
+        return CLASS_NAMES
+    return tuple(f"class_{i}" for i in range(num_classes))

@@ -363,3 +363,10 @@ def _prepare(
     """Image(s) resized and scaled for the model; labels one-hot if the pipeline asks."""
     image = preprocess(image, pipeline.image_size, pipeline.channels)
     return image, _labels(label, pipeline, num_classes)
+
+
+def sample_images(spec: DataSpec, count: int = 8) -> list[bytes]:
+    """The first `count` test images of the source (train if it has no test split), as PNG."""
+    source = load_source(spec)
+    examples = (source.test if source.test is not None else source.train).take(count)
+    return [tf.io.encode_png(image).numpy() for image, _ in examples]

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 
 def training_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str]) -> None:
@@ -21,6 +22,7 @@ def training_curves(history: Sequence[dict[str, float]], path: str | os.PathLike
             values = [row.get(prefix + metric, np.nan) for row in history]
             axis.plot(epochs, values, marker="o", label=label)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
         axis.legend()

@@ -1,0 +1,187 @@
+"""SavedModel export: signatures, TF Serving's loader (saved_model_cli), atomic publish, warmup."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import run_cli
+from tf_alexnet import contract, load_exported, load_model
+from tf_alexnet.data import DataSpec, load_source
+from tf_alexnet.errors import UserError
+from tf_alexnet.export import WARMUP_FILE, export, next_version
+
+SAVED_MODEL_CLI = shutil.which("saved_model_cli") or str(
+    __import__("pathlib").Path(sys.executable).parent / "saved_model_cli"
+)
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, test_images, tmp_path_factory):
+    base = tmp_path_factory.mktemp("models")
+    result = export(trained_run, base, sample_images=test_images[:8])
+    return result
+
+
+def test_layout_assets_and_metadata(exported, trained_run):
+    assert exported.version == 1 and exported.path.name == "1"
+    assert exported.max_abs_difference <= 1e-5
+    for name in (
+        "saved_model.pb",
+        "variables/variables.index",
+        f"assets/{contract.CLASS_NAMES_ASSET}",
+    ):
+        assert (exported.path / name).is_file(), name
+    assert (exported.path / "assets" / contract.CLASS_NAMES_ASSET).read_text().splitlines() == list(
+        contract.CLASS_NAMES
+    )
+    metadata = json.loads((exported.path / "assets.extra" / "metadata.json").read_text())
+    assert metadata["model_name"] == "alexnet" and metadata["version"] == 1
+    assert metadata["input_shape"] == [28, 28, 1]
+    assert metadata["training_metrics"]["best_val_accuracy"] > 0.5
+    assert [p.name for p in exported.path.parent.iterdir()] == ["1"]  # no temp folder left
+
+
+def test_variables_are_stored_once(exported, trained_run):
+    with zipfile.ZipFile(trained_run / "best.keras") as archive:
+        keras_weights = archive.getinfo("model.weights.h5").file_size
+    saved = sum(p.stat().st_size for p in (exported.path / "variables").iterdir())
+    assert saved <= 1.05 * keras_weights
+
+
+def test_saved_model_cli_shows_the_signatures(exported):
+    result = subprocess.run(
+        [SAVED_MODEL_CLI, "show", "--dir", str(exported.path), "--all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    text = result.stdout
+    assert "signature_def['serving_default']" in text and "signature_def['serving_pixels']" in text
+    assert (
+        "inputs['image_bytes'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" in text
+    )
+    assert (
+        "inputs['images'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 28, 28, 1)"
+        in text
+    )
+    for key, dtype in [
+        ("probabilities", "DT_FLOAT"),
+        ("class_id", "DT_INT64"),
+        ("class_name", "DT_STRING"),
+        ("top_k_ids", "DT_INT32"),
+        ("top_k_scores", "DT_FLOAT"),
+    ]:
+        assert f"outputs['{key}'] tensor_info:\n        dtype: {dtype}" in text
+
+
+def test_saved_model_cli_run_agrees_with_keras(exported, trained_run, test_images, tmp_path):
+    images = np.array(test_images, dtype=object)
+    np.save(tmp_path / "images.npy", images, allow_pickle=True)
+    result = subprocess.run(
+        [
+            SAVED_MODEL_CLI,
+            "run",
+            "--dir",
+            str(exported.path),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"image_bytes={tmp_path / 'images.npy'}",
+            "--outdir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    served_ids = np.load(tmp_path / "out" / "class_id.npy")
+    served_probabilities = np.load(tmp_path / "out" / "probabilities.npy")
+    model = load_model(trained_run / "best.keras")
+    pixels = tf.stack([tf.cast(tf.io.decode_png(b), tf.float32) / 255 for b in test_images])
+    expected = tf.nn.softmax(model(pixels)).numpy()
+    np.testing.assert_array_equal(served_ids, expected.argmax(axis=1))
+    np.testing.assert_allclose(served_probabilities, expected, atol=1e-5)
+    # A trained model: most of these real test images are classified right.
+    labels = [int(label) for _, label in load_source(DataSpec()).test.take(len(test_images))]
+    assert (served_ids == np.array(labels)).mean() > 0.5
+
+
+def test_bytes_signature_takes_any_format_size_and_channels(exported):
+    loaded = tf.saved_model.load(str(exported.path))
+    serve = loaded.signatures[contract.SIGNATURE_IMAGE_BYTES]
+    rng = np.random.default_rng(0)
+    rgba = tf.io.encode_png(rng.integers(0, 255, (40, 30, 4), dtype=np.uint8))
+    jpeg = tf.io.encode_jpeg(rng.integers(0, 255, (100, 80, 3), dtype=np.uint8))
+    outputs = serve(image_bytes=tf.stack([rgba, jpeg]))
+    assert outputs["probabilities"].shape == (2, 10)
+    np.testing.assert_allclose(outputs["probabilities"].numpy().sum(axis=1), 1, atol=1e-5)
+    assert outputs["top_k_ids"].shape == (2, 5) and outputs["class_name"].dtype == tf.string
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        serve(image_bytes=tf.constant([b"not an image"]))
+
+
+def test_warmup_requests_are_prediction_logs(exported):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    records = list(tf.data.TFRecordDataset(str(exported.path / "assets.extra" / WARMUP_FILE)))
+    assert 1 <= len(records) <= 1000
+    for record in records:
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        request = log.predict_log.request
+        assert request.model_spec.name == "alexnet"
+        assert request.model_spec.signature_name == "serving_default"
+        images = tf.make_ndarray(request.inputs["image_bytes"])
+        assert tf.io.decode_png(images[0]).shape == (28, 28, 1)
+
+
+def test_next_version_and_no_overwrite(exported, trained_run, test_images):
+    base = exported.path.parent.parent
+    assert next_version(exported.path.parent) == 2
+    second = export(trained_run, base, sample_images=test_images[:2])
+    assert second.version == 2
+    with pytest.raises(UserError, match="never overwritten"):
+        export(trained_run, base, version=1, sample_images=test_images[:2])
+
+
+def test_failed_export_leaves_nothing(trained_run, test_images, tmp_path):
+    existing = tmp_path / "alexnet" / "3"
+    existing.mkdir(parents=True)
+    (existing / "keep").write_text("served")
+
+    def crash(folder):
+        assert (folder / "saved_model.pb").is_file()  # midway: everything written, not renamed
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        export(trained_run, tmp_path, sample_images=test_images[:2], before_publish=crash)
+    assert sorted(p.name for p in (tmp_path / "alexnet").iterdir()) == ["3"]
+    assert (existing / "keep").read_text() == "served"
+
+
+def test_load_exported_inside_a_keras_model(exported, test_images):
+    import keras
+
+    layer = load_exported(exported.path.parent)  # model folder: its highest version
+    inputs = keras.Input((28, 28, 1))
+    probabilities = layer(inputs)["probabilities"]
+    model = keras.Model(inputs, keras.layers.Lambda(lambda p: p * 2)(probabilities))
+    pixels = tf.stack([tf.cast(tf.io.decode_png(b), tf.float32) / 255 for b in test_images[:3]])
+    np.testing.assert_allclose(model(pixels).numpy().sum(axis=1), 2.0, atol=1e-4)
+
+
+def test_export_from_the_command_line(trained_run, tmp_path):
+    result = run_cli("export", str(trained_run), "--base-path", str(tmp_path), "--name", "fashion")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Exported version 1" in result.stdout
+    assert (tmp_path / "fashion" / "1" / "saved_model.pb").is_file()
+    bad = run_cli("export", str(tmp_path / "missing"), "--base-path", str(tmp_path))
+    assert bad.returncode == 2 and "No run directory or model file" in bad.stderr

@@ -1,0 +1,281 @@
+"""SavedModel export for TF Serving: signatures, validation, warmup data, atomic publish.
+
+`export` writes `BASE/NAME/<version>/` that `tensorflow/serving` loads unchanged:
+
+- `serving_default`: a batch of encoded images (JPEG, PNG, GIF, BMP; any size; gray, RGB
+  or RGBA) decoded, converted, resized and scaled in the graph exactly as in training.
+- `serving_pixels`: float pixels already at the model's input size, in [0, 1].
+
+Both answer per image: probabilities, class id, class name and the top-k ids and scores.
+The version folder is built under a non-integer temporary name (TF Serving ignores those),
+validated, then renamed: a crash leaves no partial version and never touches another one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import shutil
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_alexnet import contract
+from tf_alexnet.errors import UserError
+from tf_alexnet.preprocess import decode, preprocess
+from tf_alexnet.run_dir import RunDir
+from tf_alexnet.saving import load_model
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+METADATA_FILE = "metadata.json"
+MAX_ABS_DIFFERENCE = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    path: pathlib.Path
+    version: int
+    max_abs_difference: float
+
+
+def resolve_source(source: str | os.PathLike[str]) -> tuple[pathlib.Path, dict[str, Any]]:
+    """A run directory or a `.keras` file -> (model path, training metrics if known)."""
+    path = pathlib.Path(source)
+    if path.is_dir():
+        run = RunDir(path)
+        if not run.is_run():
+            raise UserError(f"{str(path)!r} is not a run directory (no config.json).")
+        metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
+        if run.evaluation.is_file():
+            evaluation = json.loads(run.evaluation.read_text())
+            metrics["test_accuracy"] = evaluation.get("accuracy")
+        return run.model_path(), metrics
+    if path.is_file():
+        return path, {}
+    raise UserError(f"No run directory or model file at {str(path)!r}.")
+
+
+def next_version(model_dir: pathlib.Path) -> int:
+    """1 + the highest integer-named version folder (1 when there is none)."""
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def build_archive(model: keras.Model, class_names: Sequence[str]) -> keras.export.ExportArchive:
+    """The two serving signatures over `model` (variables tracked once, by the endpoints)."""
+    height, width, channels = model.input_shape[1:]
+    top_k = min(contract.TOP_K, len(class_names))
+    names = tf.constant(list(class_names))
+
+    def answer(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits = tf.cast(model(images, training=False), tf.float32)
+        probabilities = tf.nn.softmax(logits) if not _outputs_probabilities(model) else logits
+        top = tf.math.top_k(probabilities, k=top_k)
+        class_id = tf.argmax(probabilities, axis=-1)
+        return {
+            contract.OUTPUT_PROBABILITIES: probabilities,
+            contract.OUTPUT_CLASS_ID: class_id,
+            contract.OUTPUT_CLASS_NAME: tf.gather(names, class_id),
+            contract.OUTPUT_TOP_K_IDS: top.indices,
+            contract.OUTPUT_TOP_K_SCORES: top.values,
+        }
+
+    def from_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        images = tf.map_fn(
+            lambda encoded: preprocess(decode(encoded, channels), (height, width), channels),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec((height, width, channels), tf.float32),
+        )
+        return answer(images)
+
+    def from_pixels(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return answer(images)
+
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint(
+        contract.SIGNATURE_IMAGE_BYTES,
+        from_bytes,
+        input_signature=[tf.TensorSpec([None], tf.string, name=contract.INPUT_IMAGE_BYTES)],
+    )
+    archive.add_endpoint(
+        contract.SIGNATURE_IMAGE_TENSOR,
+        from_pixels,
+        input_signature=[
+            tf.TensorSpec(
+                [None, height, width, channels], tf.float32, name=contract.INPUT_IMAGE_TENSOR
+            )
+        ],
+    )
+    return archive
+
+
+def _outputs_probabilities(model: keras.Model) -> bool:
+    return getattr(model.layers[-1], "activation", None) is keras.activations.softmax
+
+
+def warmup_records(name: str, encoded_images: Sequence[bytes]) -> list[bytes]:
+    """Serialized `PredictionLog`s calling the bytes signature (one image, then all)."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    records = []
+    for batch in ([encoded_images[0]], list(encoded_images)):
+        request = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(name=name, signature_name=contract.SIGNATURE_IMAGE_BYTES)
+        )
+        request.inputs[contract.INPUT_IMAGE_BYTES].CopyFrom(
+            tf.make_tensor_proto(batch, dtype=tf.string)
+        )
+        log = prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)
+        )
+        records.append(log.SerializeToString())
+    return records
+
+
+def validate(
+    saved_model_dir: pathlib.Path, model: keras.Model, encoded_images: Sequence[bytes]
+) -> float:
+    """Max |probability difference| between the SavedModel's two signatures and Keras."""
+    height, width, channels = model.input_shape[1:]
+    pixels = tf.stack(
+        [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
+    )
+    expected = np.asarray(model(pixels, training=False), np.float64)
+    if not _outputs_probabilities(model):
+        expected = tf.nn.softmax(expected).numpy()
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    from_bytes = loaded.signatures[contract.SIGNATURE_IMAGE_BYTES](
+        **{contract.INPUT_IMAGE_BYTES: tf.constant(list(encoded_images))}
+    )
+    from_pixels = loaded.signatures[contract.SIGNATURE_IMAGE_TENSOR](
+        **{contract.INPUT_IMAGE_TENSOR: pixels}
+    )
+    return max(
+        float(np.abs(outputs[contract.OUTPUT_PROBABILITIES].numpy() - expected).max())
+        for outputs in (from_bytes, from_pixels)
+    )
+
+
+def export(
+    source: str | os.PathLike[str],
+    base_path: str | os.PathLike[str] = "models",
+    name: str = contract.MODEL_NAME,
+    version: int | None = None,
+    *,
+    sample_images: Sequence[bytes],
+    class_names: Sequence[str] | None = None,
+    before_publish: Callable[[pathlib.Path], None] | None = None,
+) -> ExportResult:
+    """Exports a run's best model (or a `.keras` file) to `base_path/name/<version>/`.
+
+    Args:
+        source: a run directory or a `.keras` file.
+        base_path: TF Serving's `MODEL_BASE_PATH`.
+        name: TF Serving's `MODEL_NAME`.
+        version: the version folder; default: the next integer.
+        sample_images: a few real encoded images, for validation and warmup requests.
+        class_names: default: the run's, else Fashion-MNIST's when the model has 10 classes.
+        before_publish: called with the finished temporary folder just before the rename
+            (tests use it to fail an export midway).
+    """
+    if not name or "/" in name or name.startswith("."):
+        raise UserError(f"Invalid model name {name!r}.")
+    if version is not None and version < 1:
+        raise UserError(f"`version` should be a positive integer. Received: {version}")
+    if not sample_images:
+        raise UserError("Export needs at least one sample image for validation and warmup.")
+    model_path, metrics = resolve_source(source)
+    model = load_model(model_path, compile=False)
+    classes = model.output_shape[-1]
+    class_names = list(
+        class_names or metrics.get("class_names") or contract.default_class_names(classes)
+    )
+    if len(class_names) != classes:
+        raise UserError(f"The model has {classes} classes but {len(class_names)} class names.")
+
+    model_dir = pathlib.Path(base_path) / name
+    if version is None:
+        version = next_version(model_dir)
+    final = model_dir / str(version)
+    if final.exists():
+        raise UserError(f"{str(final)!r} exists: published versions are never overwritten.")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    temp = model_dir / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        build_archive(model, class_names).write_out(str(temp), verbose=False)
+        (temp / "assets").mkdir(exist_ok=True)
+        (temp / "assets" / contract.CLASS_NAMES_ASSET).write_text("\n".join(class_names) + "\n")
+        extra = temp / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
+            for record in warmup_records(name, sample_images):
+                writer.write(record)
+        difference = validate(temp, model, sample_images)
+        if difference > MAX_ABS_DIFFERENCE:
+            raise RuntimeError(
+                f"The SavedModel disagrees with the Keras model: max |difference| {difference:.2e}"
+                f" > {MAX_ABS_DIFFERENCE:g}. Nothing was published."
+            )
+        metadata = {
+            "model_name": name,
+            "version": version,
+            "source": str(model_path),
+            "input_shape": list(model.input_shape[1:]),
+            "class_names": class_names,
+            "signatures": [contract.SIGNATURE_IMAGE_BYTES, contract.SIGNATURE_IMAGE_TENSOR],
+            "training_metrics": metrics,
+            "validation_max_abs_difference": difference,
+            "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        }
+        (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        if before_publish is not None:
+            before_publish(temp)
+        os.rename(temp, final)  # atomic on one filesystem; fails if `final` appeared meanwhile
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return ExportResult(final, version, difference)
+
+
+def load_exported(path: str | os.PathLike[str]) -> keras.layers.Layer:
+    """The exported pixels signature as a Keras layer, usable inside another Keras model.
+
+    Args:
+        path: a version folder (`BASE/NAME/<version>`) or a model folder (`BASE/NAME`,
+            whose highest version is used).
+
+    Returns:
+        A `keras.layers.TFSMLayer` mapping float pixels in [0, 1] to the output dict.
+    """
+    return keras.layers.TFSMLayer(
+        str(saved_model_path(path)), call_endpoint=contract.SIGNATURE_IMAGE_TENSOR
+    )
+
+
+def saved_model_path(path: str | os.PathLike[str]) -> pathlib.Path:
+    """A version folder, or the highest version in a model folder."""
+    path = pathlib.Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = (
+        sorted(
+            (
+                int(p.name)
+                for p in path.glob("*")
+                if p.name.isdigit() and (p / "saved_model.pb").is_file()
+            ),
+        )
+        if path.is_dir()
+        else []
+    )
+    if not versions:
+        raise UserError(f"No exported SavedModel at {str(path)!r}.")
+    return path / str(versions[-1])

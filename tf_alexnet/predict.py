@@ -1,0 +1,136 @@
+"""Local prediction from an exported SavedModel or a `.keras` file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_alexnet import contract
+from tf_alexnet.errors import UserError
+from tf_alexnet.export import saved_model_path
+from tf_alexnet.preprocess import decode, preprocess
+from tf_alexnet.saving import load_model
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    image: str
+    top: list[tuple[int, str, float]] = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+
+class Predictor:
+    """Probabilities for encoded images, from a SavedModel folder or a `.keras` file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        path = pathlib.Path(path)
+        if path.is_file():
+            self._model = load_model(path, compile=False)
+            self._signature = None
+            self.class_names = _keras_class_names(path, self._model.output_shape[-1])
+        elif path.is_dir():
+            folder = saved_model_path(path)
+            self._signature = tf.saved_model.load(str(folder)).signatures[
+                contract.SIGNATURE_IMAGE_BYTES
+            ]
+            asset = folder / "assets" / contract.CLASS_NAMES_ASSET
+            self.class_names = tuple(asset.read_text().splitlines())
+        else:
+            raise UserError(f"No model at {str(path)!r}.")
+
+    def probabilities(self, encoded_images: Sequence[bytes]) -> np.ndarray:
+        if self._signature is not None:
+            outputs = self._signature(
+                **{contract.INPUT_IMAGE_BYTES: tf.constant(list(encoded_images))}
+            )
+            return np.asarray(outputs[contract.OUTPUT_PROBABILITIES])
+        height, width, channels = self._model.input_shape[1:]
+        pixels = tf.stack(
+            [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
+        )
+        outputs = self._model(pixels, training=False)
+        if getattr(self._model.layers[-1], "activation", None) is not keras.activations.softmax:
+            outputs = tf.nn.softmax(outputs)
+        return np.asarray(outputs)
+
+
+def _keras_class_names(path: pathlib.Path, classes: int) -> tuple[str, ...]:
+    metrics = path.parent / "metrics.json"
+    if metrics.is_file():
+        names = json.loads(metrics.read_text()).get("class_names")
+        if names and len(names) == classes:
+            return tuple(names)
+    return contract.default_class_names(classes)
+
+
+def _read_image(path: str) -> bytes:
+    """The file's bytes, checked to decode as an image (raises ValueError otherwise)."""
+    try:
+        data = pathlib.Path(path).read_bytes()
+    except OSError as err:
+        raise ValueError(err.strerror or str(err)) from None
+    try:
+        tf.io.decode_image(data, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, ValueError):
+        raise ValueError("not a JPEG, PNG, GIF or BMP image") from None
+    return data
+
+
+def predict_files(
+    images: Sequence[str], model: str | os.PathLike[str], top_k: int = contract.TOP_K
+) -> list[Prediction]:
+    """Top-k classes per image; unreadable images get an error and do not stop the others."""
+    if top_k < 1:
+        raise UserError(f"`top_k` should be >= 1. Received: {top_k}")
+    predictor = Predictor(model)
+    results: dict[str, Prediction] = {}
+    readable: dict[str, bytes] = {}
+    for image in images:
+        try:
+            readable[image] = _read_image(image)
+        except ValueError as err:
+            results[image] = Prediction(image, error=str(err))
+    if readable:
+        probabilities = predictor.probabilities(list(readable.values()))
+        for image, row in zip(readable, probabilities, strict=True):
+            order = np.argsort(row)[::-1][:top_k]
+            top = [(int(i), predictor.class_names[i], float(row[i])) for i in order]
+            results[image] = Prediction(image, top=top)
+    return [results[image] for image in images]
+
+
+def format_predictions(predictions: Sequence[Prediction]) -> str:
+    lines = []
+    for prediction in predictions:
+        if prediction.error:
+            continue
+        lines.append(prediction.image)
+        width = max(len(name) for _, name, _ in prediction.top)
+        lines += [
+            f"  {rank}. {name:<{width}}  {probability:.4f}"
+            for rank, (_, name, probability) in enumerate(prediction.top, start=1)
+        ]
+    return "\n".join(lines)
+
+
+def to_json(predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
+    return [
+        {"image": p.image, "error": p.error}
+        if p.error
+        else {
+            "image": p.image,
+            "predictions": [
+                {"class_id": i, "class_name": name, "probability": probability}
+                for i, name, probability in p.top
+            ],
+        }
+        for p in predictions
+    ]
