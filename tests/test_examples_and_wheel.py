@@ -1,0 +1,120 @@
+"""The transfer-learning example, and the wheel installed into a fresh virtual environment."""
+
+import subprocess
+import sys
+import venv
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO
+from tf_alexnet.export import export
+
+
+def _shapes_folder(root, count=60, size=36):
+    """Two classes another model never saw: bright discs and bright squares on noise."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for label in ("disc", "square"):
+        (root / label).mkdir(parents=True)
+        for i in range(count):
+            image = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+            cy, cx, r = [*rng.integers(10, size - 10, 2).tolist(), int(rng.integers(5, 9))]
+            if label == "disc":
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+            else:
+                mask = (abs(yy - cy) <= r) & (abs(xx - cx) <= r)
+            image[mask] = 230
+            tf.io.write_file(str(root / label / f"{i}.png"), tf.io.encode_png(image))
+
+
+def test_transfer_learning_example(trained_run, tmp_path):
+    _shapes_folder(tmp_path / "shapes")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "transfer_learning.py"),
+            "--weights",
+            str(trained_run / "best.keras"),
+            "--image-folder",
+            str(tmp_path / "shapes"),
+            "--batch-size",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("test accuracy"))
+    assert "('disc', 'square')" in line and "on 24 images" in line
+    # Frozen Fashion-MNIST features + a new head tell discs from squares better than chance.
+    assert float(line.split()[2]) >= 0.6
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_works_outside_the_repository(trained_run, test_images, tmp_path):
+    exported = export(trained_run, tmp_path / "models", sample_images=test_images[:2]).path
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (wheel,) = (tmp_path / "dist").glob("tf_alexnet-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    project = tmp_path / "my_project"
+    project.mkdir()
+    (project / "use_it.py").write_text(
+        "import numpy as np, keras, tf_alexnet\n"
+        "from tf_alexnet import AlexNet, load_exported\n"
+        "assert 'site-packages' in tf_alexnet.__file__, tf_alexnet.__file__\n"
+        "model = AlexNet(input_shape=(28, 28, 1), variant='mini')\n"
+        "model.compile('sgd', keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
+        "model.fit(np.random.rand(8, 28, 28, 1), np.arange(8) % 10, epochs=1, verbose=0)\n"
+        f"layer = load_exported({str(exported)!r})\n"
+        "print(layer(np.zeros((1, 28, 28, 1), 'float32'))['class_name'].numpy()[0].decode())\n"
+    )
+    result = subprocess.run(
+        [str(python), "use_it.py"], cwd=project, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] in {
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    }
+    cli = subprocess.run(
+        [str(env_dir / "bin" / "tf-alexnet"), "summary"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "Total parameters: 46,764,746" in cli.stdout

@@ -1,0 +1,70 @@
+"""`tf-alexnet predict` and the Predictor over SavedModels and .keras files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tf_alexnet.errors import UserError
+from tf_alexnet.export import export
+from tf_alexnet.predict import predict_files
+
+
+@pytest.fixture(scope="module")
+def images(test_images, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for i, data in enumerate(test_images[:3]):
+        path = folder / f"image{i}.png"
+        path.write_bytes(data)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def exported_dir(trained_run, test_images, tmp_path_factory):
+    base = tmp_path_factory.mktemp("served")
+    return export(trained_run, base, sample_images=test_images[:2]).path.parent
+
+
+def test_savedmodel_and_keras_agree(images, exported_dir, trained_run):
+    from_saved = predict_files(images, exported_dir, top_k=3)
+    from_keras = predict_files(images, trained_run / "best.keras", top_k=3)
+    for a, b in zip(from_saved, from_keras, strict=True):
+        assert [i for i, _, _ in a.top] == [i for i, _, _ in b.top]
+        np.testing.assert_allclose([p for *_, p in a.top], [p for *_, p in b.top], atol=1e-5)
+        assert len(a.top) == 3 and a.top[0][2] >= a.top[1][2] >= a.top[2][2]
+
+
+def test_table_and_json_output(images, exported_dir):
+    result = run_cli("predict", *images[:2], "--model", str(exported_dir), "--top-k", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == images[0] and lines[1].startswith("  1. ") and lines[3] == images[1]
+    result = run_cli("predict", images[0], "--model", str(exported_dir), "--json")
+    answer = json.loads(result.stdout)
+    assert answer[0]["image"] == images[0] and len(answer[0]["predictions"]) == 5
+    assert abs(sum(p["probability"] for p in answer[0]["predictions"]) - 1) < 0.5
+
+
+def test_bad_files_get_one_line_and_the_rest_are_answered(images, exported_dir, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    result = run_cli(
+        "predict", str(tmp_path / "missing.png"), images[0], str(text), "--model", str(exported_dir)
+    )
+    assert result.returncode == 1
+    assert images[0] in result.stdout and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tf-alexnet: error:")]
+    assert errors == [
+        f"tf-alexnet: error: {tmp_path / 'missing.png'}: No such file or directory",
+        f"tf-alexnet: error: {text}: not a JPEG, PNG, GIF or BMP image",
+    ]
+
+
+def test_missing_model_is_a_user_error(images, tmp_path):
+    with pytest.raises(UserError, match="No model at"):
+        predict_files(images, tmp_path / "nothing")
+    with pytest.raises(UserError, match="No exported SavedModel"):
+        predict_files(images, tmp_path)
