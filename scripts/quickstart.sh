@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up .venv, trains the mini AlexNet on real Fashion-MNIST for two epochs on the CPU
-# (about 5 minutes on 2 cores), then prints its test-set report.
-# Runs again safely: a killed training resumes, a finished one is only re-evaluated.
+# (about 5 minutes on 2 cores), prints its test-set report and exports it as a SavedModel
+# for TF Serving under models/alexnet/<version>/.
+# Runs again safely: a killed training resumes, a finished one is only re-evaluated,
+# and a run already exported is not exported again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -20,3 +22,8 @@ if [ ! -f "$RUN_DIR/metrics.json" ]; then
   .venv/bin/tf-alexnet train --preset quick --run-dir "$RUN_DIR"
 fi
 .venv/bin/tf-alexnet evaluate "$RUN_DIR"
+if [ ! -f "$RUN_DIR/exported.txt" ]; then
+  .venv/bin/tf-alexnet export "$RUN_DIR" --base-path models --name alexnet > "$RUN_DIR/exported.tmp"
+  mv "$RUN_DIR/exported.tmp" "$RUN_DIR/exported.txt"
+fi
+cat "$RUN_DIR/exported.txt"

@@ -61,6 +61,17 @@ class RunDir:
     def confusion_matrix(self) -> pathlib.Path:
         return self.root / "confusion_matrix.png"
 
+    @property
+    def backup_metadata(self) -> pathlib.Path:
+        """Written by the BackupAndRestore callback, atomically, after each finished epoch."""
+        return self.backup / "training_metadata.json"
+
+    def finished_epochs(self) -> int:
+        """Epochs that a resumed run skips (0 when there is no backup)."""
+        if not self.backup_metadata.is_file():
+            return 0
+        return int(json.loads(self.backup_metadata.read_text())["epoch"])
+
     def is_run(self) -> bool:
         return self.config.is_file()
 
@@ -79,10 +90,11 @@ class RunDir:
         if not self.history.is_file():
             return []
         with open(self.history, newline="") as file:
-            rows = {
-                int(row["epoch"]): {k: float(v) for k, v in row.items() if v not in ("", None)}
-                for row in csv.DictReader(file)
-            }
+            rows = {}
+            for row in csv.DictReader(file):
+                if None in row.values() or not row.get("epoch"):
+                    continue  # a row cut short by a kill: that epoch is replayed anyway
+                rows[int(row["epoch"])] = {k: _number(v) for k, v in row.items()}
         return [rows[epoch] for epoch in sorted(rows)]
 
     def write_json(self, path: pathlib.Path, values: dict[str, Any]) -> None:
@@ -90,6 +102,13 @@ class RunDir:
         temp = path.with_suffix(path.suffix + ".tmp")
         temp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
         os.replace(temp, path)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:  # CSVLogger writes "NA" for a metric missing from an epoch
+        return float("nan")
 
 
 def prepare(

@@ -20,3 +20,16 @@ def load_model(path: str | os.PathLike[str], compile: bool = True) -> keras.Mode
         return keras.saving.load_model(path, compile=compile)
     except (OSError, ValueError) as err:
         raise UserError(f"Could not load the model {path!r}: {err}") from err
+
+
+def save_model_atomic(model: keras.Model, path: str | os.PathLike[str]) -> None:
+    """Saves a `.keras` file so that a reader (or a kill) never sees half of it."""
+    path = os.fspath(path)
+    directory, name = os.path.split(path)
+    temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)

@@ -12,10 +12,12 @@ import keras
 import tensorflow as tf
 
 from tf_alexnet import plots
+from tf_alexnet.callbacks import AtomicBackupAndRestore, BestModelCheckpoint, EpochTimer
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.data import Datasets, make_datasets
 from tf_alexnet.model import AlexNet
 from tf_alexnet.run_dir import RunDir, prepare
+from tf_alexnet.saving import save_model_atomic
 from tf_alexnet.strategy import make_strategy, set_mixed_precision, split_cpu
 
 
@@ -51,28 +53,6 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     )
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Adds `train_seconds` (the epoch's training part, validation excluded) to the logs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._start = 0.0
-        self._train_end: float | None = None
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._start = time.perf_counter()
-        self._train_end = None
-
-    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self._train_end is None:
-            self._train_end = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        end = self._train_end or time.perf_counter()
-        if logs is not None:
-            logs["train_seconds"] = end - self._start
-
-
 def train(
     config: TrainConfig, run_dir: str | os.PathLike[str], overwrite: bool = False
 ) -> dict[str, Any]:
@@ -106,7 +86,7 @@ def train(
         f"Training {config.variant} AlexNet ({model.count_params():,} parameters) on "
         f"{datasets.num_train:,} images ({datasets.num_validation:,} for validation), "
         f"{replicas} replica(s), global batch {global_batch}, policy {policy}"
-        + (f", resuming after epoch {len(history_before)}" if history_before else "")
+        + (f", resuming after epoch {resumed}" if (resumed := run.finished_epochs()) else "")
         + f" -> {run.root}",
         flush=True,
     )
@@ -120,26 +100,23 @@ def train(
         verbose=1 if sys.stdout.isatty() else 2,
     )
     wall_seconds = time.perf_counter() - start
-    model.save(run.final_model)
+    save_model_atomic(model, run.final_model)
     return _finish(run, model, config, datasets, replicas, global_batch, policy, wall_seconds)
 
 
 def _callbacks(
     config: TrainConfig, run: RunDir, history: list[dict[str, float]]
 ) -> list[keras.callbacks.Callback]:
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        run.best_model, monitor="val_accuracy", mode="max", save_best_only=True
-    )
-    if history:  # a resumed run: only a better model may replace best.keras
-        checkpoint.best = max(row.get("val_accuracy", float("-inf")) for row in history)
+    # A resumed run: only a better model may replace best.keras.
+    best = max((row.get("val_accuracy", float("-inf")) for row in history), default=float("-inf"))
     callbacks = [
         EpochTimer(),
         keras.callbacks.TerminateOnNaN(),
-        checkpoint,
+        BestModelCheckpoint(run.best_model, monitor="val_accuracy", best=best),
         keras.callbacks.CSVLogger(str(run.history), append=True),
         keras.callbacks.TensorBoard(str(run.logs)),
         # Last, so an epoch counts as done only once everything above has recorded it.
-        keras.callbacks.BackupAndRestore(str(run.backup)),
+        AtomicBackupAndRestore(str(run.backup)),
     ]
     if config.schedule == "plateau":
         callbacks.insert(
