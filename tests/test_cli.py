@@ -45,6 +45,19 @@ def test_summary_paper_and_mini(capsys):
         (["train", "--config", "{tmp}/missing.toml"], "No configuration file"),
         (["evaluate", "{tmp}/nothing-here"], "No run directory or model file"),
         (
+            [
+                "train",
+                "--preset",
+                "quick",
+                "--strategy",
+                "mirrored",
+                "--jit-compile",
+                "--run-dir",
+                "{tmp}/r",
+            ],
+            "jit_compile is not supported with MirroredStrategy over CPU devices",
+        ),
+        (
             ["train", "--preset", "quick", "--hue", "0.1", "--run-dir", "{tmp}/r"],
             "needs RGB images",
         ),

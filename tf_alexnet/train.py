@@ -15,6 +15,7 @@ from tf_alexnet import plots
 from tf_alexnet.callbacks import AtomicBackupAndRestore, BestModelCheckpoint, EpochTimer
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.data import Datasets, make_datasets
+from tf_alexnet.errors import UserError
 from tf_alexnet.model import AlexNet
 from tf_alexnet.run_dir import RunDir, prepare
 from tf_alexnet.saving import save_model_atomic
@@ -67,6 +68,9 @@ def train(
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
+    if config.jit_compile and replicas > 1 and not tf.config.list_logical_devices("GPU"):
+        # TF 2.21: XLA under a multi-CPU MirroredStrategy reads variables across devices.
+        raise UserError("jit_compile is not supported with MirroredStrategy over CPU devices.")
     global_batch = config.batch_size * replicas
     datasets = make_datasets(config.data_spec(), config.pipeline_spec(global_batch))
     steps_per_epoch = datasets.num_train // global_batch
