@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--top-k", type=int, default=contract.TOP_K, help="classes per image")
     predict.add_argument("--json", action="store_true", help="print JSON")
+
+    serve = commands.add_parser("serve", help="serve exported models over HTTP (FastAPI)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument(
+        "--model-base-path", help="exported models folder (env TF_ALEXNET_SERVE_MODEL_BASE_PATH)"
+    )
+    serve.add_argument("--model-name", help="model name (env TF_ALEXNET_SERVE_MODEL_NAME)")
     return parser
 
 
@@ -289,12 +297,30 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if any(p.error for p in predictions) else 0
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+        from tf_alexnet_serving import Settings, create_app
+    except ImportError as err:
+        raise UserError(
+            f"Serving needs the 'serve' extra: pip install 'tf-alexnet[serve]' ({err})."
+        ) from None
+    from tf_alexnet.export import saved_model_path
+
+    overrides = {"model_base_path": args.model_base_path, "model_name": args.model_name}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    saved_model_path(pathlib.Path(settings.model_base_path) / settings.model_name)  # fail early
+    uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    return 0
+
+
 COMMANDS = {
     "summary": run_summary,
     "train": run_train,
     "evaluate": run_evaluate,
     "export": run_export,
     "predict": run_predict,
+    "serve": run_serve,
 }
 
 

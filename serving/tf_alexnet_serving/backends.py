@@ -1,0 +1,92 @@
+"""Inference backends behind one small interface."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any, Protocol
+
+import numpy as np
+
+from tf_alexnet import contract
+from tf_alexnet_serving.batching import MicroBatcher
+from tf_alexnet_serving.settings import Settings
+
+
+class Backend(Protocol):
+    name: str
+    version: int
+    class_names: tuple[str, ...]
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def ready(self) -> bool: ...
+    async def predict(self, image: bytes) -> np.ndarray: ...
+    def metadata(self) -> dict[str, Any]: ...
+
+
+class UnknownVersionError(LookupError):
+    """The requested model version is not exported."""
+
+
+class LocalBackend:
+    """Runs the exported SavedModel's bytes signature in process, micro-batched."""
+
+    def __init__(self, settings: Settings, on_batch: Any = None, on_latency: Any = None) -> None:
+        import tensorflow as tf
+
+        from tf_alexnet.export import saved_model_path
+
+        model_dir = pathlib.Path(settings.model_base_path) / settings.model_name
+        if settings.model_version is not None:
+            folder = model_dir / str(settings.model_version)
+            if not (folder / "saved_model.pb").is_file():
+                raise UnknownVersionError(f"No exported version {folder}")
+        else:
+            folder = saved_model_path(model_dir)
+        self.name = settings.model_name
+        self.version = int(folder.name)
+        self._signature = tf.saved_model.load(str(folder)).signatures[
+            contract.SIGNATURE_IMAGE_BYTES
+        ]
+        self.class_names = tuple(
+            (folder / "assets" / contract.CLASS_NAMES_ASSET).read_text().splitlines()
+        )
+        metadata_file = folder / "assets.extra" / "metadata.json"
+        self._metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
+        self._tf = tf
+        self._on_latency = on_latency
+        self._batcher = MicroBatcher(
+            self._run, settings.max_batch_size, settings.max_batch_wait_ms / 1000, on_batch
+        )
+
+    def _run(self, images: list[bytes]) -> np.ndarray:
+        start = time.perf_counter()
+        outputs = self._signature(**{contract.INPUT_IMAGE_BYTES: self._tf.constant(images)})
+        if self._on_latency is not None:
+            self._on_latency(time.perf_counter() - start)
+        return np.asarray(outputs[contract.OUTPUT_PROBABILITIES])
+
+    async def start(self) -> None:
+        self._batcher.start()
+
+    async def stop(self) -> None:
+        await self._batcher.stop()
+
+    async def ready(self) -> bool:
+        return True
+
+    async def predict(self, image: bytes) -> np.ndarray:
+        result: np.ndarray = await self._batcher.submit(image)
+        return result
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "class_names": list(self.class_names),
+            "input_shape": self._metadata.get("input_shape"),
+            "signatures": self._metadata.get("signatures"),
+            "training_metrics": self._metadata.get("training_metrics", {}),
+        }

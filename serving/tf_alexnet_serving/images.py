@@ -1,0 +1,62 @@
+"""Image checks before any decoding: format from the magic bytes, size from the header."""
+
+from __future__ import annotations
+
+import struct
+
+
+class ImageError(ValueError):
+    """An upload that is not an acceptable image; the message is shown to the client."""
+
+
+def image_size(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) read from the header of a PNG, JPEG, GIF or BMP file."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ImageError("truncated PNG header")
+        width, height = struct.unpack(">II", data[16:24])
+        return "png", width, height
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        if len(data) < 10:
+            raise ImageError("truncated GIF header")
+        width, height = struct.unpack("<HH", data[6:10])
+        return "gif", width, height
+    if data.startswith(b"BM"):
+        if len(data) < 26:
+            raise ImageError("truncated BMP header")
+        width, height = struct.unpack("<ii", data[18:26])
+        return "bmp", abs(width), abs(height)
+    if data.startswith(b"\xff\xd8"):
+        return ("jpeg", *_jpeg_size(data))
+    raise ImageError("unsupported format: expected JPEG, PNG, GIF or BMP")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    index = 2
+    while index + 9 < len(data):
+        if data[index] != 0xFF:
+            raise ImageError("corrupt JPEG header")
+        marker = data[index + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            index += 2
+            continue
+        (length,) = struct.unpack(">H", data[index + 2 : index + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[index + 5 : index + 9])
+            return width, height
+        index += 2 + length
+    raise ImageError("truncated JPEG header")
+
+
+def check_image(data: bytes, max_pixels: int) -> str:
+    """Returns the format; raises ImageError for empty, unknown, zero-sized or too large images."""
+    if not data:
+        raise ImageError("empty file")
+    kind, width, height = image_size(data)
+    if width == 0 or height == 0:
+        raise ImageError(f"{kind.upper()} image of size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"image of {width}x{height} pixels is over the limit of {max_pixels:,} pixels"
+        )
+    return kind

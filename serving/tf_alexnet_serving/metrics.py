@@ -1,0 +1,25 @@
+"""Prometheus metrics of one app instance (its own registry, so tests can build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tf_alexnet_requests", "HTTP requests", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "tf_alexnet_request_seconds", "HTTP request latency", ["route"], registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "tf_alexnet_batch_size",
+            "Images per model call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.backend_latency = Histogram(
+            "tf_alexnet_backend_seconds", "Model call latency", registry=self.registry
+        )

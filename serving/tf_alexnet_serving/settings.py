@@ -1,0 +1,35 @@
+"""Facade settings, from `TF_ALEXNET_SERVE_*` environment variables."""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tf_alexnet import contract
+
+
+class Settings(BaseSettings):
+    """Every knob of the facade; `TF_ALEXNET_SERVE_<NAME>` sets `<name>`."""
+
+    model_config = SettingsConfigDict(env_prefix="TF_ALEXNET_SERVE_", protected_namespaces=())
+
+    backend: Literal["local"] = "local"
+    model_base_path: str = "models"
+    model_name: str = contract.MODEL_NAME
+    model_version: int | None = Field(default=None, ge=1)
+    max_batch_size: int = Field(default=32, ge=1)
+    max_batch_wait_ms: float = Field(default=2.0, ge=0)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    max_files: int = Field(default=16, ge=1)
+    max_pixels: int = Field(default=25_000_000, ge=1)
+    max_top_k: int = Field(default=contract.NUM_CLASSES, ge=1)
+    api_key: str | None = None
+    cors_origins: list[str] = []
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,240 @@
+"""The FastAPI facade with the embedded (local) backend: routes, errors, batching, real server."""
+
+import asyncio
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+import zlib
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from tf_alexnet_serving import Settings, create_app
+from tf_alexnet_serving.batching import MicroBatcher
+
+from tf_alexnet.export import export
+from tf_alexnet.predict import predict_files
+
+
+@pytest.fixture(scope="module")
+def model_base(trained_run, test_images, tmp_path_factory):
+    base = tmp_path_factory.mktemp("serving-models")
+    export(trained_run, base, sample_images=test_images[:2])
+    return base
+
+
+@pytest.fixture(scope="module")
+def client(model_base):
+    settings = Settings(model_base_path=str(model_base), max_body_bytes=200_000, max_files=4)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def _png_bomb(width=100_000, height=100_000):
+    header = b"\x89PNG\r\n\x1a\n"
+    ihdr = b"IHDR" + width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x00\x00\x00\x00"
+    return header + len(ihdr[4:]).to_bytes(4, "big") + ihdr + zlib.crc32(ihdr).to_bytes(4, "big")
+
+
+def test_predict_multipart_matches_the_exported_model(client, model_base, test_images, tmp_path):
+    image = tmp_path / "shirt.png"
+    image.write_bytes(test_images[0])
+    (expected,) = predict_files([str(image)], model_base / "alexnet")
+    response = client.post("/predict", files={"file": ("shirt.png", test_images[0], "image/png")})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model"] == {"name": "alexnet", "version": 1}
+    (prediction,) = answer["predictions"]
+    assert prediction["file"] == "shirt.png"
+    assert prediction["class_id"] == expected.top[0][0]
+    assert prediction["class_name"] == expected.top[0][1]
+    assert prediction["score"] == pytest.approx(expected.top[0][2], abs=1e-5)
+    assert len(prediction["top_k"]) == 5 and answer["server_time_ms"] > 0
+
+
+def test_predict_json_instances_and_several_files(client, test_images):
+    body = {"instances": [{"b64": base64.b64encode(b).decode()} for b in test_images[:3]]}
+    from_json = client.post("/predict?top_k=2", json=body).json()["predictions"]
+    files = [("file", (f"{i}.png", b, "image/png")) for i, b in enumerate(test_images[:3])]
+    from_form = client.post("/predict?top_k=2", files=files).json()["predictions"]
+    assert [p["class_id"] for p in from_json] == [p["class_id"] for p in from_form]
+    assert [p["file"] for p in from_json] == ["instances[0]", "instances[1]", "instances[2]"]
+    assert all(len(p["top_k"]) == 2 for p in from_json)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "message"),
+    [
+        (
+            {"files": {"file": ("notes.png", b"hello", "image/png")}},
+            400,
+            "notes.png: unsupported format",
+        ),
+        ({"files": {"file": ("empty.png", b"", "image/png")}}, 400, "empty.png: empty file"),
+        ({"files": {"file": ("bomb.png", _png_bomb(), "image/png")}}, 400, "over the limit"),
+        ({"files": {"note": (None, "just text")}}, 400, "No image file"),
+        ({"data": {"field": "value"}}, 415, "multipart/form-data"),
+        ({"json": {"instances": [{"b64": "%%%"}]}}, 400, "instances[0]: invalid base64"),
+        ({"json": {"instances": [{"b64": "aGk=", "x": 1}]}}, 400, "instances[0]: expected"),
+        ({"json": {"inputs": []}}, 400, 'Expected {"instances"'),
+        ({"content": b"raw", "headers": {"content-type": "image/png"}}, 415, "multipart/form-data"),
+        (
+            {"files": [("file", (f"{i}.png", b"x", "image/png")) for i in range(6)]},
+            400,
+            "Too many files",
+        ),
+        (
+            {"content": b"x" * 300_000, "headers": {"content-type": "application/json"}},
+            413,
+            "over 200,000 bytes",
+        ),
+    ],
+)
+def test_bad_requests_get_clear_json_errors(client, kwargs, status, message):
+    response = client.post("/predict", **kwargs)
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+
+
+def test_corrupt_image_fails_the_request_naming_it(client, test_images):
+    truncated = test_images[1][:60]  # a valid PNG header, then the data stops
+    files = [
+        ("file", ("good.png", test_images[0], "image/png")),
+        ("file", ("cut.png", truncated, "image/png")),
+    ]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 400
+    assert response.json()["detail"] == "cut.png: corrupt or truncated image"
+
+
+def test_top_k_out_of_range(client, test_images):
+    for top_k in (0, 11):
+        response = client.post(f"/predict?top_k={top_k}", files={"file": ("a.png", test_images[0])})
+        assert response.status_code == 422
+
+
+def test_health_metadata_metrics_and_page(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready", "model": "alexnet", "version": 1}
+    metadata = client.get("/v1/metadata").json()
+    assert metadata["class_names"][9] == "Ankle boot" and metadata["input_shape"] == [28, 28, 1]
+    metrics = client.get("/metrics").text
+    assert 'tf_alexnet_requests_total{route="/predict",status="200"}' in metrics
+    assert "tf_alexnet_batch_size_bucket" in metrics
+    page = client.get("/")
+    assert page.status_code == 200 and '<input id="file" type="file"' in page.text
+
+
+def test_api_key(model_base, test_images):
+    settings = Settings(model_base_path=str(model_base), api_key="s3cret")
+    with TestClient(create_app(settings)) as client:
+        files = {"file": ("a.png", test_images[0], "image/png")}
+        assert client.post("/predict", files=files).status_code == 401
+        ok = client.post("/predict", files=files, headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200
+        assert client.get("/healthz").status_code == 200
+
+
+def test_micro_batcher_groups_concurrent_requests_and_isolates_failures():
+    sizes = []
+
+    def run(items):
+        sizes.append(len(items))
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [item.upper() for item in items]
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_size=8, max_wait_s=0.05)
+        batcher.start()
+        try:
+            items = [f"x{i}" for i in range(12)] + ["bad"]
+            return await asyncio.gather(*(batcher.submit(i) for i in items), return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(main())
+    assert results[:12] == [f"X{i}" for i in range(12)]
+    assert isinstance(results[12], ValueError)
+    assert max(sizes) == 8  # concurrent requests shared model calls, up to the limit
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_real_server_answers_curl(model_base, test_images, tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tf_alexnet.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--model-base-path",
+            str(model_base),
+        ],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("the server did not become ready")
+        image = tmp_path / "shirt.png"
+        image.write_bytes(test_images[0])
+        result = subprocess.run(
+            ["curl", "-sS", "-F", f"file=@{image}", f"http://127.0.0.1:{port}/predict"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        answer = __import__("json").loads(result.stdout)
+        assert answer["predictions"][0]["file"] == "shirt.png"
+        assert answer["predictions"][0]["class_name"] in metadata_names(port)
+
+        # Concurrent clients all get answers.
+        async def many():
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+                files = {"file": ("a.png", test_images[2], "image/png")}
+                return await asyncio.gather(
+                    *(http.post("/predict", files=files) for _ in range(32))
+                )
+
+        responses = asyncio.run(many())
+        assert {r.status_code for r in responses} == {200}
+        assert len({r.json()["predictions"][0]["class_id"] for r in responses}) == 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def metadata_names(port):
+    return httpx.get(f"http://127.0.0.1:{port}/v1/metadata").json()["class_names"]
+
+
+def test_serve_without_models_is_a_clear_error(tmp_path):
+    from tests.conftest import run_cli
+
+    result = run_cli("serve", "--model-base-path", str(tmp_path))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("tf-alexnet: error: No exported SavedModel")
+    )
