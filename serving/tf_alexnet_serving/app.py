@@ -22,6 +22,7 @@ from tf_alexnet_serving.backends import Backend, LocalBackend
 from tf_alexnet_serving.images import ImageError, check_image
 from tf_alexnet_serving.metrics import Metrics
 from tf_alexnet_serving.settings import Settings, get_settings
+from tf_alexnet_serving.tfserving_rest import RestBackend, UpstreamError
 
 PAGE = pathlib.Path(__file__).with_name("page.html")
 
@@ -33,11 +34,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backend = LocalBackend(
-            settings,
-            on_batch=metrics.batch_size.observe,
-            on_latency=metrics.backend_latency.observe,
-        )
+        backend: Backend
+        if settings.resolved_backend() == "tfserving-rest":
+            backend = RestBackend(settings)
+        else:
+            backend = LocalBackend(
+                settings,
+                on_batch=metrics.batch_size.observe,
+                on_latency=metrics.backend_latency.observe,
+            )
         await backend.start()
         app.state.backend = backend
         yield
@@ -122,6 +127,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         results = await asyncio.gather(
             *(model.predict(data) for _, data in images), return_exceptions=True
         )
+        for result in results:
+            if isinstance(result, UpstreamError) and result.status != 400:
+                raise HTTPException(result.status, result.message)
         failed = [
             name
             for (name, _), result in zip(images, results, strict=True)

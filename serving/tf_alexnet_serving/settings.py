@@ -16,10 +16,16 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TF_ALEXNET_SERVE_", protected_namespaces=())
 
-    backend: Literal["local"] = "local"
+    backend: Literal["auto", "local", "tfserving-rest"] = "auto"
+    """`auto`: `tfserving-rest` when `tfserving_rest_url` is set, else `local`."""
+    tfserving_rest_url: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
     model_base_path: str = "models"
     model_name: str = contract.MODEL_NAME
     model_version: int | None = Field(default=None, ge=1)
+    model_label: str | None = None
+    class_names: list[str] = list(contract.CLASS_NAMES)
+    """For TF Serving backends (TF Serving does not serve the class-names asset)."""
     max_batch_size: int = Field(default=32, ge=1)
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
@@ -28,6 +34,11 @@ class Settings(BaseSettings):
     max_top_k: int = Field(default=contract.NUM_CLASSES, ge=1)
     api_key: str | None = None
     cors_origins: list[str] = []
+
+    def resolved_backend(self) -> str:
+        if self.backend != "auto":
+            return self.backend
+        return "tfserving-rest" if self.tfserving_rest_url else "local"
 
 
 @functools.cache

@@ -1,0 +1,118 @@
+"""A test server that speaks TF Serving's REST API (g3doc/api_rest.md) over a real SavedModel.
+
+Implements what the facade uses, as documented: model status
+(`GET /v1/models/NAME[/versions/N|/labels/L]`), predict in row (`instances`) and columnar
+(`inputs`) formats with `{"b64": ...}` binary values and an optional `signature_name`, and
+errors as `{"error": "..."}` with TF Serving's status codes (400 for INVALID_ARGUMENT, 404 for
+NOT_FOUND).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+import re
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?(?P<verb>:predict)?$"
+)
+
+
+class TFServingREST:
+    def __init__(self, base_path: pathlib.Path, name: str, labels: dict[str, int] | None = None):
+        self.name = name
+        self.labels = labels or {}
+        self.models = {
+            int(p.name): tf.saved_model.load(str(p))
+            for p in (base_path / name).iterdir()
+            if p.name.isdigit()
+        }
+        self.app = Starlette(routes=[Route("/{path:path}", self.handle, methods=["GET", "POST"])])
+
+    def _servable(self, name: str, version: str | None, label: str | None) -> tuple[int, Any]:
+        request = f"Specific({name}, {version})" if version else f"Latest({name})"
+        if label is not None:
+            if label not in self.labels:
+                raise LookupError(f"Unrecognized servable version label: {label}")
+            version = str(self.labels[label])
+        if name != self.name or not self.models:
+            raise LookupError(f"Servable not found for request: {request}")
+        number = int(version) if version else max(self.models)
+        if number not in self.models:
+            raise LookupError(f"Servable not found for request: {request}")
+        return number, self.models[number]
+
+    async def handle(self, request: Request) -> JSONResponse:
+        match = PATH.match(request.url.path)
+        if not match:
+            return JSONResponse({"error": "Malformed request: " + request.url.path}, 404)
+        try:
+            version, model = self._servable(match["name"], match["version"], match["label"])
+        except LookupError as err:
+            return JSONResponse({"error": str(err)}, 404)
+        if request.method == "GET" and not match["verb"]:
+            return JSONResponse(
+                {
+                    "model_version_status": [
+                        {
+                            "version": str(version),
+                            "state": "AVAILABLE",
+                            "status": {"error_code": "OK", "error_message": ""},
+                        }
+                    ]
+                }
+            )
+        if request.method != "POST" or not match["verb"]:
+            return JSONResponse({"error": "Malformed request"}, 400)
+        try:
+            body = json.loads(await request.body())
+            return JSONResponse(self._predict(model, body))
+        except (ValueError, KeyError, TypeError) as err:
+            return JSONResponse({"error": str(err)}, 400)
+        except tf.errors.InvalidArgumentError as err:
+            return JSONResponse({"error": err.message}, 400)
+
+    def _predict(self, model: Any, body: dict[str, Any]) -> dict[str, Any]:
+        if ("instances" in body) == ("inputs" in body):
+            raise ValueError(
+                "Missing 'inputs' or 'instances' key"
+                if "instances" not in body
+                else "Both 'inputs' and 'instances' keys"
+            )
+        signature = model.signatures[body.get("signature_name", "serving_default")]
+        (input_name,) = signature.structured_input_signature[1]
+        values = body.get("instances", body.get("inputs"))
+        if isinstance(values, dict):
+            values = values[input_name]
+        tensor = tf.constant([_decode(v) for v in values])
+        outputs = signature(**{input_name: tensor})
+        rows = {key: _jsonable(key, value.numpy()) for key, value in outputs.items()}
+        if "instances" in body:
+            count = len(values)
+            return {"predictions": [{key: rows[key][i] for key in rows} for i in range(count)]}
+        return {"outputs": rows}
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) != {"b64"}:
+            raise ValueError("JSON object: does not have named input: b64")
+        return base64.b64decode(value["b64"], validate=True)
+    return value
+
+
+def _jsonable(key: str, array: np.ndarray) -> Any:
+    if array.dtype == object:
+        if key.endswith("_bytes"):
+            return [{"b64": base64.b64encode(v).decode()} for v in array.tolist()]
+        return [v.decode("utf-8") for v in array.tolist()]
+    return array.tolist()
