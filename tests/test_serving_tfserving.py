@@ -11,7 +11,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from tf_alexnet_serving import Settings, create_app
 
-from tests.tfserving_rest_server import TFServingREST
+from tests.tfserving_rest_server import TFServingGRPC, TFServingREST
 from tf_alexnet.export import export
 
 
@@ -22,14 +22,20 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def tfserving(trained_run, test_images, tmp_path_factory):
-    """The test TF Serving on a loopback port, serving versions 1 and 2 (label 'stable' = 1)."""
+def servables(trained_run, test_images, tmp_path_factory):
+    """Versions 1 and 2 of the exported model, label 'stable' = 1."""
     base = tmp_path_factory.mktemp("tfserving")
     export(trained_run, base, sample_images=test_images[:2])
     export(trained_run, base, sample_images=test_images[:2])
+    return TFServingREST(base, "alexnet", {"stable": 1})
+
+
+@pytest.fixture(scope="module")
+def tfserving(servables):
+    """The test TF Serving's REST API on a loopback port."""
     server = uvicorn.Server(
         uvicorn.Config(
-            TFServingREST(base, "alexnet", {"stable": 1}).app,
+            servables.app,
             host="127.0.0.1",
             port=_free_port(),
             log_level="warning",
@@ -123,3 +129,67 @@ def test_upstream_failures_map_to_clear_answers(tfserving, test_images):
         response = client.post("/predict", files={"file": ("cut.png", truncated, "image/png")})
         assert response.status_code == 400
         assert response.json()["detail"] == "cut.png: corrupt or truncated image"
+
+
+@pytest.fixture(scope="module")
+def tfserving_grpc(servables):
+    """The test TF Serving's gRPC API on a loopback port (its own event loop, in a thread)."""
+    import asyncio
+
+    import grpc
+
+    port = _free_port()
+    loop = asyncio.new_event_loop()
+
+    async def serve():
+        server = grpc.aio.server()
+        TFServingGRPC(servables).add_to(server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        return server
+
+    server = loop.run_until_complete(serve())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(timeout=10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+
+
+def _grpc_client(address, **settings):
+    return TestClient(create_app(Settings(tfserving_grpc_address=address, **settings)))
+
+
+def test_grpc_backend_predicts_like_rest(tfserving, tfserving_grpc, test_images):
+    files = {"file": ("shirt.png", test_images[0], "image/png")}
+    with _grpc_client(tfserving_grpc) as client:
+        assert client.get("/readyz").json() == {"status": "ready", "model": "alexnet", "version": 2}
+        answer = client.post("/predict?top_k=3", files=files).json()
+    with _client(tfserving) as rest:
+        expected = rest.post("/predict?top_k=3", files=files).json()
+    assert answer["model"] == {"name": "alexnet", "version": 2}
+    assert [p["class_id"] for p in answer["predictions"][0]["top_k"]] == [
+        p["class_id"] for p in expected["predictions"][0]["top_k"]
+    ]
+    assert answer["predictions"][0]["score"] == pytest.approx(
+        expected["predictions"][0]["score"], abs=1e-6
+    )
+
+
+def test_grpc_versions_labels_and_failures(tfserving_grpc, test_images):
+    files = {"file": ("a.png", test_images[0], "image/png")}
+    with _grpc_client(tfserving_grpc, model_label="stable") as client:
+        assert client.post("/predict", files=files).json()["model"]["version"] == 1
+    with _grpc_client(tfserving_grpc, model_version=7) as client:
+        assert client.get("/readyz").status_code == 503
+        response = client.post("/predict", files=files)
+        assert response.status_code == 503 and "NOT_FOUND" in response.json()["detail"]
+    with _grpc_client(tfserving_grpc) as client:
+        response = client.post(
+            "/predict", files={"file": ("cut.png", test_images[1][:60], "image/png")}
+        )
+        assert response.status_code == 400
+    with _grpc_client(f"127.0.0.1:{_free_port()}", timeout_s=2) as unreachable:
+        assert unreachable.get("/readyz").status_code == 503
+        assert unreachable.post("/predict", files=files).status_code == 503

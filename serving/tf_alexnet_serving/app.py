@@ -22,6 +22,7 @@ from tf_alexnet_serving.backends import Backend, LocalBackend
 from tf_alexnet_serving.images import ImageError, check_image
 from tf_alexnet_serving.metrics import Metrics
 from tf_alexnet_serving.settings import Settings, get_settings
+from tf_alexnet_serving.tfserving_grpc import GrpcBackend
 from tf_alexnet_serving.tfserving_rest import RestBackend, UpstreamError
 
 PAGE = pathlib.Path(__file__).with_name("page.html")
@@ -35,8 +36,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         backend: Backend
-        if settings.resolved_backend() == "tfserving-rest":
+        kind = settings.resolved_backend()
+        if kind == "tfserving-rest":
             backend = RestBackend(settings)
+        elif kind == "tfserving-grpc":
+            backend = GrpcBackend(settings)
         else:
             backend = LocalBackend(
                 settings,

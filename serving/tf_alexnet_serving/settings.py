@@ -16,9 +16,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TF_ALEXNET_SERVE_", protected_namespaces=())
 
-    backend: Literal["auto", "local", "tfserving-rest"] = "auto"
-    """`auto`: `tfserving-rest` when `tfserving_rest_url` is set, else `local`."""
+    backend: Literal["auto", "local", "tfserving-rest", "tfserving-grpc"] = "auto"
+    """`auto`: `tfserving-rest` when `tfserving_rest_url` is set, `tfserving-grpc` when
+    `tfserving_grpc_address` is set, else `local`."""
     tfserving_rest_url: str | None = None
+    tfserving_grpc_address: str | None = None
+    grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     timeout_s: float = Field(default=30.0, gt=0)
     model_base_path: str = "models"
     model_name: str = contract.MODEL_NAME
@@ -38,7 +41,9 @@ class Settings(BaseSettings):
     def resolved_backend(self) -> str:
         if self.backend != "auto":
             return self.backend
-        return "tfserving-rest" if self.tfserving_rest_url else "local"
+        if self.tfserving_rest_url:
+            return "tfserving-rest"
+        return "tfserving-grpc" if self.tfserving_grpc_address else "local"
 
 
 @functools.cache
