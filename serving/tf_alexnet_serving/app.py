@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/predict", dependencies=[Depends(api_key)])
+    @app.post("/predict", dependencies=[Depends(api_key)], openapi_extra=PREDICT_BODY)
     async def predict(
         request: Request,
         model: BackendDep,
@@ -152,6 +152,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }
 
     return app
+
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["file"],
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "instances": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"b64": {"type": "string"}},
+                                "required": ["b64"],
+                            },
+                        }
+                    },
+                    "required": ["instances"],
+                },
+                "example": {"instances": [{"b64": "iVBORw0KGgo..."}]},
+            },
+        },
+    }
+}
 
 
 def _answer(
