@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -238,3 +239,74 @@ def test_serve_without_models_is_a_clear_error(tmp_path):
         .splitlines()[-1]
         .startswith("tf-alexnet: error: No exported SavedModel")
     )
+
+
+def _rss_mb(pid):
+    status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+    return int(line.split()[1]) / 1024
+
+
+SOAK_SECONDS = 20
+SOAK_MEMORY_GROWTH_MB = 150
+
+
+def test_64_concurrent_clients_soak(model_base, test_images):
+    """64 clients for a bounded time: no errors, and server memory grows less than the bound."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tf_alexnet.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--model-base-path",
+            str(model_base),
+        ],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+
+        async def client(http, stop_at, counts):
+            files = {"file": ("a.png", test_images[3], "image/png")}
+            while time.monotonic() < stop_at:
+                response = await http.post("/predict", files=files)
+                counts[response.status_code] = counts.get(response.status_code, 0) + 1
+
+        async def soak(seconds):
+            counts = {}
+            limits = httpx.Limits(max_connections=64)
+            async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+                stop_at = time.monotonic() + seconds
+                await asyncio.gather(*(client(http, stop_at, counts) for _ in range(64)))
+            return counts
+
+        asyncio.run(soak(3))  # warm up: allocator and thread pools reach their working size
+        before = _rss_mb(server.pid)
+        counts = asyncio.run(soak(SOAK_SECONDS))
+        growth = _rss_mb(server.pid) - before
+        assert set(counts) == {200}, counts
+        assert counts[200] > 64
+        assert growth < SOAK_MEMORY_GROWTH_MB, f"server memory grew by {growth:.0f} MB"
+        lines = httpx.get(f"{url}/metrics").text.splitlines()
+        single = next(
+            line for line in lines if line.startswith('tf_alexnet_batch_size_bucket{le="1.0"}')
+        )
+        calls = next(line for line in lines if line.startswith("tf_alexnet_batch_size_count"))
+        # Concurrent requests were micro-batched: some model calls served several images.
+        assert float(single.split()[1]) < float(calls.split()[1])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
