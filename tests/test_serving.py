@@ -310,3 +310,22 @@ def test_64_concurrent_clients_soak(model_base, test_images):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_serve_settings_mistakes_are_one_line(model_base):
+    from tests.conftest import run_cli
+
+    unknown = run_cli(
+        "serve", "--model-base-path", str(model_base), env={"TF_ALEXNET_SERVE_MODEL_VERSION": "9"}
+    )
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        f"tf-alexnet: error: No exported version 9 in '{model_base / 'alexnet'}'."
+    )
+    bad = run_cli("serve", env={"TF_ALEXNET_SERVE_MAX_BATCH_SIZE": "zero"})
+    assert bad.returncode == 2
+    assert (
+        bad.stderr.strip()
+        .splitlines()[-1]
+        .startswith("tf-alexnet: error: Invalid serving setting max_batch_size:")
+    )

@@ -299,17 +299,25 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     try:
+        import pydantic
         import uvicorn
         from tf_alexnet_serving import Settings, create_app
+        from tf_alexnet_serving.backends import local_model_folder
     except ImportError as err:
         raise UserError(
             f"Serving needs the 'serve' extra: pip install 'tf-alexnet[serve]' ({err})."
         ) from None
-    from tf_alexnet.export import saved_model_path
 
     overrides = {"model_base_path": args.model_base_path, "model_name": args.model_name}
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    saved_model_path(pathlib.Path(settings.model_base_path) / settings.model_name)  # fail early
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        raise UserError(
+            f"Invalid serving setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
+        ) from None
+    if settings.resolved_backend() == "local":
+        local_model_folder(settings)  # fail early, with one line, when nothing is exported
     uvicorn.run(create_app(settings), host=args.host, port=args.port)
     return 0
 

@@ -26,8 +26,18 @@ class Backend(Protocol):
     def metadata(self) -> dict[str, Any]: ...
 
 
-class UnknownVersionError(LookupError):
-    """The requested model version is not exported."""
+def local_model_folder(settings: Settings) -> pathlib.Path:
+    """The SavedModel folder the local backend serves (raises UserError when there is none)."""
+    from tf_alexnet.errors import UserError
+    from tf_alexnet.export import saved_model_path
+
+    model_dir = pathlib.Path(settings.model_base_path) / settings.model_name
+    if settings.model_version is None:
+        return saved_model_path(model_dir)
+    folder = model_dir / str(settings.model_version)
+    if not (folder / "saved_model.pb").is_file():
+        raise UserError(f"No exported version {settings.model_version} in {str(model_dir)!r}.")
+    return folder
 
 
 class LocalBackend:
@@ -36,15 +46,7 @@ class LocalBackend:
     def __init__(self, settings: Settings, on_batch: Any = None, on_latency: Any = None) -> None:
         import tensorflow as tf
 
-        from tf_alexnet.export import saved_model_path
-
-        model_dir = pathlib.Path(settings.model_base_path) / settings.model_name
-        if settings.model_version is not None:
-            folder = model_dir / str(settings.model_version)
-            if not (folder / "saved_model.pb").is_file():
-                raise UnknownVersionError(f"No exported version {folder}")
-        else:
-            folder = saved_model_path(model_dir)
+        folder = local_model_folder(settings)
         self.name = settings.model_name
         self.version = int(folder.name)
         self._signature = tf.saved_model.load(str(folder)).signatures[
