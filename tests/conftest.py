@@ -69,21 +69,21 @@ def trained_run(
     from tf_alexnet.train import train
 
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    config = config_lib.from_dict(
-        {
-            "variant": "mini",
-            "image_size": 28,
-            "train_examples": 2048,
-            "validation_fraction": 0.02,
-            "batch_size": 64,
-            "epochs": 2,
-            "learning_rate": 0.01,
-            "momentum": 0.9,
-            "shuffle_buffer": 2048,
-        }
-    )
+    config = config_lib.from_dict(TINY_TRAINING)
     train(config, run_dir)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def model_base(
+    trained_run: pathlib.Path, test_images: list[bytes], tmp_path_factory: pytest.TempPathFactory
+) -> pathlib.Path:
+    """A TF Serving model base path holding `alexnet/1`, exported from `trained_run`."""
+    from tf_alexnet.export import export
+
+    base = tmp_path_factory.mktemp("models")
+    export(trained_run, base, sample_images=test_images[:2])
+    return base
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +92,64 @@ def test_images(fashion_mnist: dict[str, str]) -> list[bytes]:
     from tf_alexnet.data import DataSpec, sample_images
 
     return sample_images(DataSpec(), 16)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """`tf-alexnet serve` in a subprocess on a loopback port, ready when entered."""
+
+    def __init__(self, model_base: pathlib.Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._command = [
+            sys.executable, "-m", "tf_alexnet.cli", "serve",
+            "--port", str(self.port), "--model-base-path", str(model_base),
+        ]  # fmt: skip
+
+    def __enter__(self) -> LiveServer:
+        import time
+
+        import httpx
+
+        self.process = subprocess.Popen(
+            self._command,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.3)
+        self.__exit__()
+        raise RuntimeError("the server did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+TINY_TRAINING = {
+    "variant": "mini",
+    "image_size": 28,
+    "train_examples": 2048,
+    "validation_fraction": 0.02,
+    "batch_size": 64,
+    "epochs": 2,
+    "learning_rate": 0.01,
+    "momentum": 0.9,
+    "shuffle_buffer": 2048,
+}
+"""A real but short training: the mini variant at 28 px, 64 steps (about 20 s here)."""

@@ -2,11 +2,8 @@
 
 import asyncio
 import base64
-import os
 import pathlib
-import socket
 import subprocess
-import sys
 import time
 import zlib
 
@@ -16,15 +13,8 @@ from fastapi.testclient import TestClient
 from tf_alexnet_serving import Settings, create_app
 from tf_alexnet_serving.batching import MicroBatcher
 
-from tf_alexnet.export import export
+from tests.conftest import LiveServer
 from tf_alexnet.predict import predict_files
-
-
-@pytest.fixture(scope="module")
-def model_base(trained_run, test_images, tmp_path_factory):
-    base = tmp_path_factory.mktemp("serving-models")
-    export(trained_run, base, sample_images=test_images[:2])
-    return base
 
 
 @pytest.fixture(scope="module")
@@ -163,39 +153,9 @@ def test_micro_batcher_groups_concurrent_requests_and_isolates_failures():
     assert max(sizes) == 8  # concurrent requests shared model calls, up to the limit
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_real_server_answers_curl(model_base, test_images, tmp_path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tf_alexnet.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--model-base-path",
-            str(model_base),
-        ],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("the server did not become ready")
+    with LiveServer(model_base) as server:
+        port = server.port
         image = tmp_path / "shirt.png"
         image.write_bytes(test_images[0])
         result = subprocess.run(
@@ -220,9 +180,6 @@ def test_real_server_answers_curl(model_base, test_images, tmp_path):
         responses = asyncio.run(many())
         assert {r.status_code for r in responses} == {200}
         assert len({r.json()["predictions"][0]["class_id"] for r in responses}) == 1
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def metadata_names(port):
@@ -253,31 +210,8 @@ SOAK_MEMORY_GROWTH_MB = 150
 
 def test_64_concurrent_clients_soak(model_base, test_images):
     """64 clients for a bounded time: no errors, and server memory grows less than the bound."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tf_alexnet.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--model-base-path",
-            str(model_base),
-        ],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
+    with LiveServer(model_base) as server:
+        url = server.url
 
         async def client(http, stop_at, counts):
             files = {"file": ("a.png", test_images[3], "image/png")}
@@ -294,9 +228,9 @@ def test_64_concurrent_clients_soak(model_base, test_images):
             return counts
 
         asyncio.run(soak(3))  # warm up: allocator and thread pools reach their working size
-        before = _rss_mb(server.pid)
+        before = _rss_mb(server.process.pid)
         counts = asyncio.run(soak(SOAK_SECONDS))
-        growth = _rss_mb(server.pid) - before
+        growth = _rss_mb(server.process.pid) - before
         assert set(counts) == {200}, counts
         assert counts[200] > 64
         assert growth < SOAK_MEMORY_GROWTH_MB, f"server memory grew by {growth:.0f} MB"
@@ -307,9 +241,6 @@ def test_64_concurrent_clients_soak(model_base, test_images):
         calls = next(line for line in lines if line.startswith("tf_alexnet_batch_size_count"))
         # Concurrent requests were micro-batched: some model calls served several images.
         assert float(single.split()[1]) < float(calls.split()[1])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_serve_settings_mistakes_are_one_line(model_base):

@@ -1,12 +1,7 @@
 """The page in a real browser (Playwright + Debian Chromium); the API fuzzed from its schema."""
 
-import os
 import pathlib
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
@@ -14,7 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from tf_alexnet.export import export
+from tests.conftest import LiveServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -29,43 +24,9 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def model_base(trained_run, test_images, tmp_path_factory):
-    base = tmp_path_factory.mktemp("browser-models")
-    export(trained_run, base, sample_images=test_images[:2])
-    return base
-
-
-@pytest.fixture(scope="module")
 def live_server(model_base):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tf_alexnet.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--model-base-path",
-            str(model_base),
-        ],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
+    with LiveServer(model_base) as server:
+        yield server.url
 
 
 @pytest.mark.skipif(

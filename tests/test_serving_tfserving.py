@@ -1,7 +1,6 @@
 """The facade's TF Serving REST backend against a server that follows TF Serving's protocol."""
 
 import base64
-import socket
 import threading
 import time
 
@@ -11,14 +10,9 @@ import uvicorn
 from fastapi.testclient import TestClient
 from tf_alexnet_serving import Settings, create_app
 
+from tests.conftest import free_port
 from tests.tfserving_rest_server import TFServingGRPC, TFServingREST
 from tf_alexnet.export import export
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +31,7 @@ def tfserving(servables):
         uvicorn.Config(
             servables.app,
             host="127.0.0.1",
-            port=_free_port(),
+            port=free_port(),
             log_level="warning",
         )
     )
@@ -117,7 +111,7 @@ def test_version_and_label_selection(tfserving, test_images):
 
 def test_upstream_failures_map_to_clear_answers(tfserving, test_images):
     files = {"file": ("a.png", test_images[0], "image/png")}
-    with _client(f"http://127.0.0.1:{_free_port()}") as unreachable:
+    with _client(f"http://127.0.0.1:{free_port()}") as unreachable:
         assert unreachable.get("/readyz").status_code == 503
         response = unreachable.post("/predict", files=files)
         assert response.status_code == 503 and "unreachable" in response.json()["detail"]
@@ -138,7 +132,7 @@ def tfserving_grpc(servables):
 
     import grpc
 
-    port = _free_port()
+    port = free_port()
     loop = asyncio.new_event_loop()
 
     async def serve():
@@ -190,6 +184,6 @@ def test_grpc_versions_labels_and_failures(tfserving_grpc, test_images):
             "/predict", files={"file": ("cut.png", test_images[1][:60], "image/png")}
         )
         assert response.status_code == 400
-    with _grpc_client(f"127.0.0.1:{_free_port()}", timeout_s=2) as unreachable:
+    with _grpc_client(f"127.0.0.1:{free_port()}", timeout_s=2) as unreachable:
         assert unreachable.get("/readyz").status_code == 503
         assert unreachable.post("/predict", files=files).status_code == 503

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, TINY_TRAINING, run_cli
 from tf_alexnet import config as config_lib
 from tf_alexnet.errors import UserError
 from tf_alexnet.evaluate import evaluate
@@ -21,17 +21,7 @@ from tf_alexnet.run_dir import RunDir
 from tf_alexnet.strategy import make_strategy, set_mixed_precision
 from tf_alexnet.train import compile_model, make_optimizer, train
 
-TINY = {
-    "variant": "mini",
-    "image_size": 28,
-    "train_examples": 2048,
-    "validation_fraction": 0.02,
-    "batch_size": 64,
-    "epochs": 2,
-    "learning_rate": 0.01,
-    "momentum": 0.9,
-    "shuffle_buffer": 512,
-}
+TINY = TINY_TRAINING
 
 
 def test_train_writes_a_complete_run_directory(fashion_mnist, tmp_path):
