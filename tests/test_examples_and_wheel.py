@@ -1,5 +1,6 @@
 """The transfer-learning example, and the wheel installed into a fresh virtual environment."""
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -57,6 +58,16 @@ def test_transfer_learning_example(trained_run, tmp_path):
 @pytest.mark.slow
 def test_wheel_installs_and_works_outside_the_repository(trained_run, test_images, tmp_path):
     exported = export(trained_run, tmp_path / "models", sample_images=test_images[:2]).path
+    # Build from a copy of the tracked sources: the build writes build/ and *.egg-info beside them.
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    source = tmp_path / "source"
+    for name in filter(None, tracked):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, source / name)
     subprocess.run(
         [
             sys.executable,
@@ -67,7 +78,7 @@ def test_wheel_installs_and_works_outside_the_repository(trained_run, test_image
             "-q",
             "-w",
             str(tmp_path / "dist"),
-            str(REPO),
+            str(source),
         ],
         check=True,
         capture_output=True,
