@@ -5,12 +5,12 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-import keras
 import numpy as np
 
 from tf_alexnet import plots
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.data import PipelineSpec, make_datasets
+from tf_alexnet.model import outputs_probabilities
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
 
@@ -40,7 +40,7 @@ def evaluate(
         labels.append(batch_labels.numpy())
     y_true = np.concatenate(labels)
     scores = np.concatenate(outputs)
-    probabilities = scores if _outputs_probabilities(model) else _softmax(scores)
+    probabilities = scores if outputs_probabilities(model) else _softmax(scores)
     report = classification_report(y_true, probabilities, datasets.class_names)
     report["model"] = str(model_path)
     report["dataset"] = config.image_folder or config.dataset
@@ -102,11 +102,6 @@ def format_report(report: dict[str, Any]) -> str:
         f"on {report['num_examples']:,} images"
     )
     return "\n".join(lines)
-
-
-def _outputs_probabilities(model: keras.Model) -> bool:
-    activation = getattr(model.layers[-1], "activation", None)
-    return activation is keras.activations.softmax
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

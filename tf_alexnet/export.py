@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
+from tf_alexnet.model import outputs_probabilities
 from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
@@ -75,7 +76,7 @@ def build_archive(model: keras.Model, class_names: Sequence[str]) -> keras.expor
 
     def answer(images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = tf.cast(model(images, training=False), tf.float32)
-        probabilities = tf.nn.softmax(logits) if not _outputs_probabilities(model) else logits
+        probabilities = tf.nn.softmax(logits) if not outputs_probabilities(model) else logits
         top = tf.math.top_k(probabilities, k=top_k)
         class_id = tf.argmax(probabilities, axis=-1)
         return {
@@ -115,10 +116,6 @@ def build_archive(model: keras.Model, class_names: Sequence[str]) -> keras.expor
     return archive
 
 
-def _outputs_probabilities(model: keras.Model) -> bool:
-    return getattr(model.layers[-1], "activation", None) is keras.activations.softmax
-
-
 def warmup_records(name: str, encoded_images: Sequence[bytes]) -> list[bytes]:
     """Serialized `PredictionLog`s calling the bytes signature (one image, then all)."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
@@ -147,7 +144,7 @@ def validate(
         [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
     )
     expected = np.asarray(model(pixels, training=False), np.float64)
-    if not _outputs_probabilities(model):
+    if not outputs_probabilities(model):
         expected = tf.nn.softmax(expected).numpy()
     loaded = tf.saved_model.load(str(saved_model_dir))
     from_bytes = loaded.signatures[contract.SIGNATURE_IMAGE_BYTES](

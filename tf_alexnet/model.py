@@ -304,6 +304,11 @@ def _block(layer_spec: _Conv | _Pool | _Norm, spec: _Variant, x: Any) -> Any:
     return keras.layers.Activation("relu", name=f"{layer_spec.name}_relu")(x)
 
 
+def outputs_probabilities(model: keras.Model) -> bool:
+    """Whether the model's top layer ends in a softmax (else its outputs are logits)."""
+    return getattr(model.layers[-1], "activation", None) is keras.activations.softmax
+
+
 def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
     """Loads weights from a `.keras` file (matched by layer name) or a `.weights.h5` file."""
     path = os.fspath(path)

@@ -9,13 +9,13 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
 from tf_alexnet.export import saved_model_path
+from tf_alexnet.model import outputs_probabilities
 from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.saving import load_model
 
@@ -57,7 +57,7 @@ class Predictor:
             [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
         )
         outputs = self._model(pixels, training=False)
-        if getattr(self._model.layers[-1], "activation", None) is not keras.activations.softmax:
+        if not outputs_probabilities(self._model):
             outputs = tf.nn.softmax(outputs)
         return np.asarray(outputs)
 
