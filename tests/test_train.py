@@ -19,7 +19,7 @@ from tf_alexnet.evaluate import evaluate
 from tf_alexnet.model import AlexNet
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.strategy import make_strategy, set_mixed_precision
-from tf_alexnet.train import compile_model, make_optimizer, train
+from tf_alexnet.train import compile_model, learning_rate_schedule, make_optimizer, train
 
 TINY = TINY_TRAINING
 
@@ -167,6 +167,32 @@ def test_learning_rate_schedules(schedule, at_start, at_end):
     rate = make_optimizer(config, steps_per_epoch=100)._learning_rate
     start, end = (float(rate(0)), float(rate(999))) if callable(rate) else (float(rate),) * 2
     assert start == pytest.approx(at_start) and end == pytest.approx(at_end, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ("constant", {0: 0.001, 49: 0.05, 99: 0.1, 500: 0.1}),
+        ("cosine", {0: 0.0, 99: 0.099, 100: 0.1, 999: 0.0}),
+        ("step", {0: 0.001, 99: 0.1, 400: 0.1, 401: 0.01, 999: 0.001}),
+    ],
+)
+def test_warmup_ramps_linearly_then_follows_the_schedule(schedule, expected):
+    config = config_lib.from_dict(
+        {**TINY, "learning_rate": 0.1, "schedule": schedule, "epochs": 10, "step_epochs": 4}
+        | {"warmup_epochs": 1}
+    )
+    rate = learning_rate_schedule(config, steps_per_epoch=100)
+    assert {step: float(rate(step)) for step in expected} == pytest.approx(expected, abs=1e-3)
+    restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(rate))
+    assert float(restored(250)) == pytest.approx(float(rate(250)))
+
+
+def test_warmup_is_refused_where_it_cannot_work():
+    with pytest.raises(UserError, match="less than `epochs`"):
+        config_lib.from_dict({**TINY, "epochs": 2, "warmup_epochs": 2})
+    with pytest.raises(UserError, match="plateau"):
+        config_lib.from_dict({**TINY, "schedule": "plateau", "warmup_epochs": 1})
 
 
 def test_mixed_precision_modes():

@@ -45,9 +45,11 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 0.01
     momentum: float = 0.0
+    nesterov: bool = False
     weight_decay: float = 0.0
     schedule: str = "constant"
     step_epochs: int = 30
+    warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     # Input pipeline
     augment: Augmentation = dataclasses.field(default_factory=Augmentation)
@@ -82,6 +84,16 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise UserError(
                 f"`label_smoothing` should be in [0, 1). Received: {self.label_smoothing}"
+            )
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise UserError(
+                "`warmup_epochs` should be >= 0 and less than `epochs`. "
+                f"Received: warmup_epochs={self.warmup_epochs}, epochs={self.epochs}"
+            )
+        if self.warmup_epochs and self.schedule == "plateau":
+            raise UserError(
+                "`warmup_epochs` does not combine with schedule='plateau' (it changes the "
+                "rate itself). Received: warmup_epochs=" + str(self.warmup_epochs)
             )
         if self.cpu_devices < 0:
             raise UserError(f"`cpu_devices` should be >= 0. Received: {self.cpu_devices}")

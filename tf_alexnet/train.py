@@ -37,21 +37,64 @@ def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int)
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """SGD with the configured momentum, decoupled weight decay and learning-rate schedule."""
-    learning_rate: Any = config.learning_rate
-    total_steps = config.epochs * steps_per_epoch
-    if config.schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps)
-    elif config.schedule == "step":
-        boundaries = list(range(config.step_epochs, config.epochs, config.step_epochs))
-        learning_rate = keras.optimizers.schedules.PiecewiseConstantDecay(
-            [b * steps_per_epoch for b in boundaries],
-            [config.learning_rate * 0.1**i for i in range(len(boundaries) + 1)],
-        )
     return keras.optimizers.SGD(
-        learning_rate=learning_rate,
+        learning_rate=learning_rate_schedule(config, steps_per_epoch),
         momentum=config.momentum,
+        nesterov=config.nesterov,
         weight_decay=config.weight_decay or None,
     )
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> Any:
+    """The configured schedule, after `warmup_epochs` of linear warm-up from 0."""
+    peak = config.learning_rate
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    total = config.epochs * steps_per_epoch
+    schedule: Any = peak
+    if config.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else peak,
+            total - warmup,
+            warmup_target=peak if warmup else None,
+            warmup_steps=warmup,
+        )
+    if config.schedule == "step":
+        boundaries = list(range(config.step_epochs, config.epochs, config.step_epochs))
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [b * steps_per_epoch for b in boundaries],
+            [peak * 0.1**i for i in range(len(boundaries) + 1)],
+        )
+    return WarmUp(schedule, warmup) if warmup else schedule
+
+
+@keras.saving.register_keras_serializable(package="tf_alexnet")
+class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 over `warmup_steps`, then `after` (a schedule or a number),
+    counted from step 0 (so a step schedule's boundaries stay where they were configured)."""
+
+    def __init__(self, after: Any, warmup_steps: int) -> None:
+        self.after = after
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step: Any) -> Any:
+        step = keras.ops.cast(step, "float32")
+        after = self.after(step) if callable(self.after) else keras.ops.cast(self.after, "float32")
+        peak = self.after(0) if callable(self.after) else after
+        ramp = peak * (step + 1) / self.warmup_steps
+        return keras.ops.where(step < self.warmup_steps, ramp, after)
+
+    def get_config(self) -> dict[str, Any]:
+        after = self.after
+        if isinstance(after, keras.optimizers.schedules.LearningRateSchedule):
+            after = keras.optimizers.schedules.serialize(after)
+        return {"after": after, "warmup_steps": self.warmup_steps}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> WarmUp:
+        after = config["after"]
+        if isinstance(after, dict):
+            after = keras.optimizers.schedules.deserialize(after)
+        return cls(after, config["warmup_steps"])
 
 
 def train(
