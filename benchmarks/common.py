@@ -1,0 +1,128 @@
+"""What every benchmark shares: machine facts, medians, and writing JSON + Markdown results."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = REPO / "docs" / "benchmarks"
+MANUAL_DIR = pathlib.Path(
+    os.environ.get("TF_ALEXNET_MANUAL_DIR", REPO.parent / "shared" / "data" / "fashion-mnist")
+)
+
+
+def cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine() -> dict[str, Any]:
+    """The facts a reader needs to compare a result with their own machine."""
+    flags = cpu_flags()
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "cpu_features": sorted(f for f in flags if f.startswith(("avx", "amx", "fma"))),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {
+            name: package_version(name)
+            for name in ("tensorflow", "keras", "torch", "fastapi", "uvicorn", "tf-alexnet")
+        },
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def command() -> str:
+    """The command line that produced this result, as a reader would type it."""
+    script = pathlib.Path(sys.argv[0]).resolve()
+    with contextlib.suppress(ValueError):
+        script = script.relative_to(REPO)
+    return shlex.join(["python", str(script), *sys.argv[1:]])
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile, q in [0, 100]."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return float(ordered[rank - 1])
+
+
+def write_results(name: str, result: dict[str, Any], markdown: str, out: pathlib.Path) -> None:
+    """Writes `<out>/<name>.json` (result + machine + command) and `<out>/<name>.md`."""
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "command": command(), "machine": machine(), **result}
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    header = (
+        f"Command: `{payload['command']}`  \n"
+        f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores']} cores; "
+        + ", ".join(f"{k} {v}" for k, v in payload["machine"]["versions"].items() if v)
+        + f"; {payload['machine']['date']}\n\n"
+    )
+    (out / f"{name}.md").write_text(markdown.rstrip() + "\n\n" + header)
+    print(f"wrote {out / name}.json and .md", flush=True)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def run_json(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 3600) -> Any:
+    """Runs a Python helper in a fresh process and parses the JSON on its last stdout line."""
+    proc = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        cwd=REPO,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

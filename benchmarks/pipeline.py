@@ -1,0 +1,176 @@
+"""Input-pipeline headroom: the augmented tf.data pipeline alone, against the model's appetite.
+
+For each preset, measures in fresh processes:
+- the training pipeline (real Fashion-MNIST, the preset's resize and augmentation, batched)
+  with every core and pinned to one core (the per-core rate sizes the CPUs a GPU needs);
+- the model's training rate on synthetic batches of the same shape, on the same machine.
+Headroom = pipeline rate / model rate; below 1 the pipeline would be the bottleneck.
+
+    python benchmarks/pipeline.py            # both presets (about 10 min on 2 cores)
+    python benchmarks/pipeline.py --smoke    # seconds: tiny slice, tiny model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import common
+
+HERE = pathlib.Path(__file__).resolve().parent
+# The GPU recipe (224 px, resize-crop, flip, brightness/contrast) and the CPU recipe.
+PRESETS = ("gpu", "cpu")
+
+
+def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
+    if args.cores:
+        os.sched_setaffinity(0, set(range(args.cores)))  # before TensorFlow starts its threads
+    from tf_alexnet import config as config_lib
+    from tf_alexnet.data import make_datasets
+
+    overrides: dict[str, Any] = {"manual_dir": str(common.MANUAL_DIR)}
+    if args.train_examples:
+        overrides["train_examples"] = args.train_examples
+    config = config_lib.resolve(args.preset, overrides=overrides)
+    datasets = make_datasets(config.data_spec(), config.pipeline_spec(config.batch_size))
+    epochs = []
+    for _ in range(args.epochs):
+        start, images = time.perf_counter(), 0
+        for images_batch, _labels in datasets.train:
+            images += int(images_batch.shape[0])
+        epochs.append(images / (time.perf_counter() - start))
+    return {
+        "first_epoch_images_per_second": epochs[0],  # fills the cache
+        "steady_images_per_second": common.median(epochs[1:]) if len(epochs) > 1 else epochs[0],
+        "image_size": config.image_size,
+        "batch_size": config.batch_size,
+        "augmentation": {k: v for k, v in vars(config.augment).items() if v},
+        "variant": config.variant,
+    }
+
+
+def model_rate(variant: str, image_size: int, batch: int, smoke: bool) -> float:
+    steps = ["--steps=2", "--warmup=1"] if smoke else ["--steps=6", "--warmup=2"]
+    result = common.run_json(
+        [
+            str(HERE / "train_throughput.py"),
+            "--worker=tf",
+            f"--variant={variant}",
+            f"--image-size={image_size}",
+            f"--batch={batch}",
+            *steps,
+        ]
+    )
+    return batch / common.median(result["step_seconds"])
+
+
+def run(args: argparse.Namespace) -> None:
+    cores = os.cpu_count() or 1
+    rows = []
+    for preset in args.presets:
+        measured: dict[str, Any] = {}
+        for label, pinned in (("all_cores", 0), ("one_core", 1)):
+            flags = [f"--preset={preset}", f"--cores={pinned}", f"--epochs={args.epochs}"]
+            if args.train_examples:
+                flags.append(f"--train-examples={args.train_examples}")
+            measured[label] = common.run_json([__file__, "--worker", *flags])
+            rate = measured[label]["steady_images_per_second"]
+            print(f"  {preset}: pipeline on {label}: {rate:,.0f} img/s", flush=True)
+        info = measured["all_cores"]
+        consumed = model_rate(info["variant"], info["image_size"], info["batch_size"], args.smoke)
+        print(f"  {preset}: model trains at {consumed:,.1f} img/s", flush=True)
+        pipeline_rate = info["steady_images_per_second"]
+        rows.append(
+            {
+                "preset": preset,
+                "variant": info["variant"],
+                "image_size": info["image_size"],
+                "batch_size": info["batch_size"],
+                "augmentation": info["augmentation"],
+                "pipeline_images_per_second": pipeline_rate,
+                "pipeline_first_epoch_images_per_second": info["first_epoch_images_per_second"],
+                "pipeline_one_core_images_per_second": measured["one_core"][
+                    "steady_images_per_second"
+                ],
+                "model_images_per_second": consumed,
+                "headroom": pipeline_rate / consumed,
+                "cores_for_3000_images_per_second": 3000
+                / measured["one_core"]["steady_images_per_second"],
+            }
+        )
+    result = {"settings": vars(args), "cores": cores, "rows": rows}
+    common.write_results(args.name, result, markdown(rows, cores), args.out)
+
+
+def markdown(rows: list[dict[str, Any]], cores: int) -> str:
+    table = common.markdown_table(
+        [
+            "preset",
+            "input",
+            "augmentation",
+            f"pipeline img/s ({cores} cores)",
+            "pipeline img/s (1 core)",
+            "model trains img/s",
+            "headroom",
+            "cores to feed 3,000 img/s",
+        ],
+        [
+            [
+                r["preset"],
+                f"{r['variant']} {r['image_size']}px, batch {r['batch_size']}",
+                ", ".join(f"{k}={v}" for k, v in r["augmentation"].items()) or "none",
+                r["pipeline_images_per_second"],
+                r["pipeline_one_core_images_per_second"],
+                r["model_images_per_second"],
+                r["headroom"],
+                r["cores_for_3000_images_per_second"],
+            ]
+            for r in rows
+        ],
+    )
+    return (
+        "# Input pipeline headroom\n\n"
+        "Real Fashion-MNIST through the preset's training pipeline (cache at 28 px, shuffle, "
+        "per-image resize and augmentation, batch), steady state (second and later epochs), "
+        "against the model's training rate on synthetic batches on the same machine. "
+        "Headroom > 1 means the model, not the pipeline, sets the pace; the one-core rate "
+        "tells how many cores keep a GPU fed (published AlexNet rates: ~3,000 img/s per GPU).\n\n"
+        f"{table}\n"
+    )
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--preset", default="gpu", help=argparse.SUPPRESS)
+    parser.add_argument("--cores", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
+    parser.add_argument("--epochs", type=int, default=2, help="passes; the first fills the cache")
+    parser.add_argument("--train-examples", type=int, default=None)
+    parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
+    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    parser.add_argument("--name", default="pipeline")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.presets, args.train_examples = ["cpu"], 1024
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    if args.worker:
+        print(json.dumps(pipeline_worker(args)))
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

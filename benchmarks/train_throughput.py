@@ -1,0 +1,264 @@
+"""Training throughput: tf-alexnet's d2l AlexNet against the same network in PyTorch.
+
+Each measurement runs in a fresh process (so settings read at import, like
+TF_ENABLE_ONEDNN_OPTS, take effect), on synthetic batches already in memory (the model
+alone, not the input pipeline), after warm-up steps. The frameworks alternate inside each
+round, so a noisy neighbour slows both alike; the ratio is taken per round.
+
+    python benchmarks/train_throughput.py                # full run (about 30 min on 2 cores)
+    python benchmarks/train_throughput.py --smoke        # seconds: tiny images, one step
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import common
+
+# TensorFlow settings tried against the baseline (oneDNN on, one step per call, no XLA).
+TF_VARIANTS: dict[str, dict[str, Any]] = {
+    "tf": {},
+    "tf-steps-per-execution-4": {"steps_per_execution": 4},
+    "tf-xla": {"jit_compile": True},
+    "tf-onednn-off": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
+}
+
+
+def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tf_alexnet import AlexNet
+
+    shape = (args.image_size, args.image_size, 1)
+    model = AlexNet(input_shape=shape, classes=10, variant=args.variant)
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.01),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        jit_compile=args.jit_compile,
+        steps_per_execution=args.steps_per_execution,
+    )
+    rng = np.random.default_rng(0)
+    images = rng.random((args.batch, *shape), dtype=np.float32)
+    labels = np.eye(10, dtype=np.float32)[rng.integers(0, 10, args.batch)]
+    data = tf.data.Dataset.from_tensors((images, labels)).repeat().prefetch(2)
+
+    spe = args.steps_per_execution
+    model.fit(data, steps_per_epoch=spe * args.warmup, epochs=1, verbose=0)  # trace + warm up
+    marks: list[float] = []
+    timer = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: marks.append(time.perf_counter())
+    )
+    start = time.perf_counter()
+    model.fit(data, steps_per_epoch=spe * args.steps, epochs=1, verbose=0, callbacks=[timer])
+    intervals = np.diff([start, *marks]) / spe  # callbacks fire once per execution
+    return {"step_seconds": intervals.tolist()}
+
+
+def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from torch_alexnet import torch_alexnet
+
+    torch.manual_seed(0)
+    model = torch_alexnet(image_size=args.image_size)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    images = torch.rand(args.batch, 1, args.image_size, args.image_size)
+    labels = torch.randint(0, 10, (args.batch,))
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(images), labels).backward()
+        optimizer.step()
+
+    model.train()
+    for _ in range(args.warmup):
+        step()
+    marks = [time.perf_counter()]
+    for _ in range(args.steps):
+        step()
+        marks.append(time.perf_counter())
+    return {"step_seconds": np.diff(marks).tolist(), "threads": torch.get_num_threads()}
+
+
+def nchw_probe() -> str:
+    """Whether TensorFlow's CPU kernels train a channels-first convolution."""
+    import tensorflow as tf
+
+    try:
+        x = tf.random.uniform((2, 1, 32, 32))
+        kernel = tf.Variable(tf.random.uniform((3, 3, 1, 4)))
+        with tf.GradientTape() as tape:
+            y = tf.nn.conv2d(x, kernel, 1, "SAME", data_format="NCHW")
+        tape.gradient(y, kernel)
+        return "works"
+    except Exception as err:  # the message is the finding
+        return f"fails: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
+
+
+def measure(name: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
+    settings = TF_VARIANTS.get(name, {})
+    worker = ["--worker", "torch" if name == "torch" else "tf"]
+    flags = [
+        f"--batch={batch}",
+        f"--image-size={args.image_size}",
+        f"--warmup={args.warmup}",
+        f"--steps={max(args.min_steps, args.images // batch)}",
+        f"--steps-per-execution={settings.get('steps_per_execution', 1)}",
+    ]
+    if settings.get("jit_compile"):
+        flags.append("--jit-compile")
+    result = common.run_json([__file__, *worker, *flags], env=settings.get("env"))
+    steps = result["step_seconds"]
+    rate = batch / common.median(steps)
+    print(f"  {name:28s} batch {batch:4d}: {rate:8.2f} img/s", flush=True)
+    return {"name": name, "batch": batch, "images_per_second": rate, "steps": len(steps)}
+
+
+def run(args: argparse.Namespace) -> None:
+    names = ["tf", "torch"] + [v for v in args.variants if v not in ("tf", "torch")]
+    runs: list[dict[str, Any]] = []
+    for round_index in range(args.rounds):
+        for batch in args.batches:
+            # Rotate the order each round so neither framework always goes first.
+            order = names[round_index % len(names) :] + names[: round_index % len(names)]
+            for name in order:
+                if name != "tf" and name != "torch" and batch != args.batches[-1]:
+                    continue  # the TF settings are compared at one batch size only
+                runs.append({"round": round_index, **measure(name, batch, args)})
+    summary = summarize(runs, args)
+    result = {
+        "settings": vars(args),
+        "nchw_on_cpu": nchw_probe(),
+        "runs": runs,
+        "summary": summary,
+    }
+    common.write_results(args.name, result, markdown(summary, result), args.out)
+    plot(summary, args.out / f"{args.name}.png")
+
+
+def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for batch in args.batches:
+        for name in dict.fromkeys(r["name"] for r in runs if r["batch"] == batch):
+            mine = [r for r in runs if r["batch"] == batch and r["name"] == name]
+            torch_by_round = {
+                r["round"]: r["images_per_second"]
+                for r in runs
+                if r["batch"] == batch and r["name"] == "torch"
+            }
+            ratios = [
+                r["images_per_second"] / torch_by_round[r["round"]]
+                for r in mine
+                if r["round"] in torch_by_round
+            ]
+            rows.append(
+                {
+                    "name": name,
+                    "batch": batch,
+                    "median_images_per_second": common.median(
+                        [r["images_per_second"] for r in mine]
+                    ),
+                    "runs": len(mine),
+                    "median_ratio_to_torch": common.median(ratios) if ratios else None,
+                }
+            )
+    return rows
+
+
+def markdown(summary: list[dict[str, Any]], result: dict[str, Any]) -> str:
+    table = common.markdown_table(
+        ["configuration", "batch", "images/s (median)", "runs", "x PyTorch (median of rounds)"],
+        [
+            [
+                r["name"],
+                r["batch"],
+                r["median_images_per_second"],
+                r["runs"],
+                r["median_ratio_to_torch"],
+            ]
+            for r in summary
+        ],
+    )
+    settings = result["settings"]
+    return (
+        "# Training throughput: tf-alexnet (d2l AlexNet) vs PyTorch\n\n"
+        f"{settings['image_size']}x{settings['image_size']}x1 synthetic batches in memory, "
+        "SGD lr 0.01, steady state after "
+        f"{settings['warmup']} warm-up step(s); each configuration in a fresh process, "
+        f"frameworks alternating within each of {settings['rounds']} round(s).\n\n"
+        f"{table}\n\n"
+        f"Channels-first (NCHW) convolutions on TensorFlow's CPU kernels: "
+        f"{result['nchw_on_cpu']}.\n"
+    )
+
+
+def plot(summary: list[dict[str, Any]], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['name']}\nbatch {r['batch']}" for r in summary]
+    values = [r["median_images_per_second"] for r in summary]
+    colors = ["tab:orange" if r["name"] == "torch" else "tab:blue" for r in summary]
+    fig, ax = plt.subplots(figsize=(max(6, len(labels) * 1.3), 3.5))
+    ax.bar(range(len(values)), values, color=colors)
+    ax.set_xticks(range(len(values)), labels, fontsize=7)
+    ax.set_ylabel("training images / s (median)")
+    ax.set_title("d2l AlexNet training throughput, CPU")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", choices=("tf", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=5, help=argparse.SUPPRESS)
+    parser.add_argument("--steps-per-execution", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--jit-compile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default="d2l", help=argparse.SUPPRESS)
+    parser.add_argument("--batches", type=int, nargs="+", default=[128, 32])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--images", type=int, default=512, help="images timed per run")
+    parser.add_argument("--min-steps", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--variants", nargs="*", default=list(TF_VARIANTS), help="TF settings")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
+    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    parser.add_argument("--name", default="train_throughput")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.variants) - set(TF_VARIANTS) - {"torch"})
+    if unknown:
+        parser.error(f"unknown --variants {unknown}; choose from {sorted(TF_VARIANTS)}")
+    if args.smoke:
+        args.batches, args.rounds, args.images, args.min_steps = [4], 1, 4, 1
+        args.warmup, args.image_size, args.variants = 1, 67, []
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    if args.worker:
+        worker = tf_worker if args.worker == "tf" else torch_worker
+        print(json.dumps(worker(args)))
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
