@@ -57,7 +57,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip install -c /tmp/requirements-train.txt "tensorflow[and-cuda]==2.21.0"
 USER 10001:10001
 
-# --- api: the facade, REST client only (no TensorFlow: ~150 MB instead of ~2 GB) -------------
+# --- api: the facade, REST client only (no TensorFlow: ~130 MB of packages, not 2.5 GB) ------
 FROM base AS api
 COPY docker/requirements-api.txt /tmp/requirements-api.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
