@@ -51,7 +51,8 @@ serves_version_2() { [ "$(served_version)" = 2 ]; }
 trainer_run() {  # docker compose run of the trainer, with the offline data folder if given
   local mount=()
   [ -n "${FASHION_MNIST_DIR:-}" ] && mount=(-v "$FASHION_MNIST_DIR:/data/manual:ro")
-  "${COMPOSE[@]}" run --rm -T "${mount[@]}" "$@"
+  # ${a[@]+...}: an empty array under `set -u` in macOS's bash 3.2
+  "${COMPOSE[@]}" run --rm -T ${mount[@]+"${mount[@]}"} "$@"
 }
 
 log "building the images"
