@@ -2,13 +2,16 @@
 
 Importing the package registers its custom Keras layers, so `.keras` files saved by
 tf_alexnet load with `keras.models.load_model` (or `tf_alexnet.load_model`).
+
+Without TensorFlow installed (the facade's slim `api` image talks to TF Serving and needs none),
+only the pure-Python parts import: `tf_alexnet.contract`, `tf_alexnet.errors` and the
+`tf-alexnet serve` command; the model API then raises an ImportError that says so.
 """
 
+from typing import Any
+
 from tf_alexnet import contract
-from tf_alexnet.export import load_exported
-from tf_alexnet.layers import LocalResponseNormalization
-from tf_alexnet.model import AlexNet, min_input_size
-from tf_alexnet.saving import load_model
+from tf_alexnet.errors import missing_tensorflow
 
 __version__ = "0.1.0"
 __all__ = [
@@ -19,3 +22,21 @@ __all__ = [
     "load_model",
     "min_input_size",
 ]
+
+try:
+    from tf_alexnet.export import load_exported
+    from tf_alexnet.layers import LocalResponseNormalization
+    from tf_alexnet.model import AlexNet, min_input_size
+    from tf_alexnet.saving import load_model
+except ModuleNotFoundError as _err:
+    if not missing_tensorflow(_err):
+        raise
+    _MISSING = _err.name
+
+    def __getattr__(name: str) -> Any:
+        if name in __all__:
+            raise ImportError(
+                f"tf_alexnet.{name} needs TensorFlow, and {_MISSING} is not installed here (the "
+                "facade-only `api` image has none). Install it: pip install tf-alexnet"
+            )
+        raise AttributeError(f"module 'tf_alexnet' has no attribute {name!r}")

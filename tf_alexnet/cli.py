@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tf_alexnet import contract
-from tf_alexnet.errors import UserError
+from tf_alexnet.errors import UserError, missing_tensorflow
 
 PROG = "tf-alexnet"
 
@@ -93,12 +93,16 @@ def _add_config_flags(
 
 
 def _add_config_source(parser: argparse.ArgumentParser) -> None:
-    from tf_alexnet.config import PRESETS
-
+    try:
+        from tf_alexnet.config import PRESETS
+    except ModuleNotFoundError as err:  # no TensorFlow (the api image): `serve` still works
+        if not missing_tensorflow(err):
+            raise
+        PRESETS = {}
     parser.add_argument(
         "--preset",
         default="chapter",
-        choices=sorted(PRESETS),
+        choices=sorted(PRESETS) or None,
         help="starting configuration (default: chapter)",
     )
     parser.add_argument("--config", help="a .toml or .json file of settings (over the preset)")
@@ -340,6 +344,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except ModuleNotFoundError as err:
+        if not missing_tensorflow(err):
+            raise
+        print(
+            f"{PROG}: error: `{PROG} {args.command}` needs TensorFlow ({err.name} is not "
+            "installed; the facade-only `api` image serves but does not train or export).",
+            file=sys.stderr,
+        )
+        return 2
     except (UserError, ValueError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)

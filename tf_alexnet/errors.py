@@ -6,3 +6,12 @@ class UserError(ValueError):
 
     Subclasses ValueError, so library callers can catch it like Keras's own argument errors.
     """
+
+
+TENSORFLOW_MODULES = ("tensorflow", "keras", "tensorflow_datasets", "tensorflow_serving")
+"""What the facade-only `api` image lacks: importing one of these there is a ModuleNotFoundError."""
+
+
+def missing_tensorflow(err: ModuleNotFoundError) -> bool:
+    """Whether `err` says that TensorFlow (or a package built on it) is not installed."""
+    return (err.name or "").split(".")[0] in TENSORFLOW_MODULES

@@ -29,10 +29,17 @@ class GrpcBackend:
     def __init__(self, settings: Settings) -> None:
         if not settings.tfserving_grpc_address:
             raise ValueError("tfserving_grpc_address is not set.")
-        from tensorflow_serving.apis import (
-            model_service_pb2_grpc,
-            prediction_service_pb2_grpc,
-        )
+        try:
+            from tensorflow_serving.apis import (
+                model_service_pb2_grpc,
+                prediction_service_pb2_grpc,
+            )
+        except ImportError as err:
+            raise ImportError(
+                "The tfserving-grpc backend needs tensorflow-serving-api, which pulls in "
+                "TensorFlow; the slim `api` image has neither. Use the tfserving-rest backend "
+                f"there, or install tensorflow-serving-api. Received: {err}"
+            ) from err
 
         self.name = settings.model_name
         self.version = 0
