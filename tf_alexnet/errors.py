@@ -6,3 +6,7 @@ class UserError(ValueError):
 
     Subclasses ValueError, so library callers can catch it like Keras's own argument errors.
     """
+
+
+class ClusterError(RuntimeError):
+    """Multi-worker training lost a peer: the CLI prints one line and exits with status 1."""
