@@ -16,7 +16,12 @@ import keras
 import tensorflow as tf
 
 from tf_alexnet import plots
-from tf_alexnet.callbacks import AtomicBackupAndRestore, BestModelCheckpoint, EpochTimer
+from tf_alexnet.callbacks import (
+    AtomicBackupAndRestore,
+    BestModelCheckpoint,
+    EpochTimer,
+    SyncMovingStatistics,
+)
 from tf_alexnet.cluster import (
     PEER_ERRORS,
     SINGLE_PROCESS,
@@ -208,10 +213,13 @@ def _callbacks(
     # 3 saves from each worker's local copy of the mirrored variables, with no collective
     # operation, so the chief saves alone without the others taking part.)
     # Callbacks that change training run on every worker, from the same (all-reduced) logs.
-    shared: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    shared: list[keras.callbacks.Callback] = [
+        SyncMovingStatistics(),  # first: what follows saves or evaluates the statistics
+        keras.callbacks.TerminateOnNaN(),
+    ]
     if config.schedule == "plateau":
         shared.insert(
-            0, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=2)
+            1, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=2)
         )
     # Last, so an epoch counts as done only once everything before has recorded it.
     backup_callback = AtomicBackupAndRestore(str(backup))
