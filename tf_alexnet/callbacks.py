@@ -8,43 +8,95 @@ import time
 from typing import Any
 
 import keras
+import numpy as np
+import tensorflow as tf
 
+from tf_alexnet.errors import UserError
 from tf_alexnet.saving import save_model_atomic
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` whose backup is never half-written.
+    """`BackupAndRestore` whose backup is never half-written, and agreed on by all workers.
 
     Keras 3.15 overwrites its weights and metadata files in place: a SIGKILL during the
     write leaves a truncated HDF5 file and the run cannot resume (our resume test caught
     it). Here every save writes a new weights file, then atomically replaces the metadata
-    that names it, then deletes the older weights. It relies on the parent's bookkeeping
-    (`_current_epoch`, `_last_batch_seen`) and on `model._initial_epoch`, the hook Keras
-    itself uses to resume; `tests/test_train.py::test_resume_after_sigkill` guards both.
+    that names it, then deletes the weights older than the previous epoch's. It relies on
+    the parent's bookkeeping (`_current_epoch`, `_last_batch_seen`) and on
+    `model._initial_epoch`, the hook Keras itself uses to resume;
+    `tests/test_train.py::test_resume_after_sigkill` guards both.
+
+    Under a multi-worker strategy each worker keeps its own backup, and a kill can land
+    between two workers' saves of the same epoch, leaving one worker an epoch ahead. The
+    workers therefore agree on the oldest epoch any of them has (an all-reduce at the
+    start of training), and a worker that is ahead restores the previous epoch's weights,
+    which it keeps for this reason. Mirrored weights stay identical across workers.
     """
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._load_model()
 
+    def _read_metadata(self) -> dict[str, Any] | None:
+        if not os.path.exists(self._training_metadata_path):
+            return None
+        with open(self._training_metadata_path) as file:
+            metadata: dict[str, Any] = json.load(file)
+        return metadata
+
     def _load_model(self) -> None:
-        metadata_path = self._training_metadata_path
-        if not os.path.exists(metadata_path):
+        metadata = self._read_metadata()
+        generations = {0: None}  # epoch -> weights file; 0: the initial weights
+        if metadata is not None:
+            previous = metadata.get("previous")
+            if previous:
+                generations[previous["epoch"]] = previous["weights"]
+            generations[metadata["epoch"]] = metadata["weights"]
+        own = max(generations)
+        epoch = self._agreed_epoch(own)
+        if epoch not in generations:
+            raise UserError(
+                f"Cannot resume: another worker's backup is at epoch {epoch}, this worker's "
+                f"({self.backup_dir}) at {own}. Start the run again in a new run directory."
+            )
+        weights = generations[epoch]
+        if weights is None:
             return
-        with open(metadata_path) as file:
-            metadata = json.load(file)
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.backup_dir, metadata["weights"]))
-        self.model._initial_epoch = metadata["epoch"]
+        self.model.load_weights(os.path.join(self.backup_dir, weights))
+        self.model._initial_epoch = epoch
+
+    def _agreed_epoch(self, own: int) -> int:
+        """The oldest finished epoch among all workers' backups (`own` with one replica)."""
+        strategy = self.model.distribute_strategy
+        if strategy.num_replicas_in_sync == 1:
+            return own
+        # Each replica contributes a one-hot of its epoch; the sum counts them per epoch.
+        size = int(self.params.get("epochs") or own) + 1
+        index = min(own, size - 1)
+
+        @tf.function
+        def count() -> tf.Tensor:
+            return strategy.reduce("SUM", strategy.run(lambda: tf.one_hot(index, size)), None)
+
+        counts = count().numpy()
+        return int(np.flatnonzero(counts)[0])
 
     def _save_model(self) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)
         weights = f"epoch{self._current_epoch}-batch{self._last_batch_seen}.weights.h5"
         self.model.save_weights(os.path.join(self.backup_dir, weights), overwrite=True)
+        old = self._read_metadata()
+        previous = (
+            {"epoch": old["epoch"], "weights": old["weights"]}
+            if old and old["epoch"] < self._current_epoch
+            else None
+        )
         metadata = {
             "epoch": self._current_epoch,
             "batch": self._last_batch_seen,
             "weights": weights,
+            "previous": previous,
         }
         temp = self._training_metadata_path + ".tmp"
         with open(temp, "w") as file:
@@ -52,8 +104,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, self._training_metadata_path)
+        keep = {weights, previous["weights"] if previous else None}
         for name in os.listdir(self.backup_dir):
-            if name.endswith(".weights.h5") and name != weights:
+            if name.endswith(".weights.h5") and name not in keep:
                 os.remove(os.path.join(self.backup_dir, name))
 
 
@@ -99,3 +152,40 @@ class EpochTimer(keras.callbacks.Callback):
         end = self._train_end or time.perf_counter()
         if logs is not None:
             logs["train_seconds"] = end - self._start
+
+
+class SyncMovingStatistics(keras.callbacks.Callback):
+    """Averages the replicas' floating-point non-trainable weights before they are used.
+
+    Keras 3 creates BatchNormalization's moving mean and variance with aggregation "none":
+    under a multi-replica strategy each replica updates its own copy from its own share of
+    the batch, so the copies drift apart (the two-worker test caught it; the trainable
+    weights stay identical, their gradients being all-reduced). Moving averages are linear
+    in their updates, so one all-reduce MEAN before validation and at the end of each
+    epoch gives the same statistics as averaging at every step, at almost no cost. Integer
+    state (random seeds) is left alone.
+    """
+
+    def _sync(self) -> None:
+        strategy = self.model.distribute_strategy
+        variables = [v for v in self.model.non_trainable_variables if "float" in str(v.dtype)]
+        if strategy.num_replicas_in_sync == 1 or not variables:
+            return
+
+        def average() -> None:
+            # The mean of every replica's copy, then that value into every copy.
+            means = strategy.run(
+                lambda: tf.distribute.get_replica_context().all_reduce(
+                    "MEAN", [tf.identity(v.value) for v in variables]
+                )
+            )
+            for variable, mean in zip(variables, means, strict=True):
+                variable.assign(strategy.experimental_local_results(mean)[0])
+
+        tf.function(average)()
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._sync()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._sync()

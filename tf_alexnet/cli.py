@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tf_alexnet import contract
-from tf_alexnet.errors import UserError, missing_tensorflow
+from tf_alexnet.errors import ClusterError, UserError, missing_tensorflow
 
 PROG = "tf-alexnet"
 
@@ -61,7 +61,18 @@ TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--shuffle-buffer", "shuffle_buffer", int, "shuffle buffer, in examples"),
     ("--cache", "cache", bool, "cache decoded examples in memory"),
     ("--deterministic", "deterministic", bool, "keep tf.data element order deterministic"),
-    ("--strategy", "strategy", str, "auto, default, one-device or mirrored"),
+    (
+        "--strategy",
+        "strategy",
+        str,
+        "auto, default, one-device, mirrored or multiworker (reads TF_CONFIG)",
+    ),
+    (
+        "--collective-timeout",
+        "collective_timeout",
+        float,
+        "multiworker: seconds to wait for the other workers in a collective op (0: forever)",
+    ),
     ("--cpu-devices", "cpu_devices", int, "split the CPU into N logical devices"),
     ("--mixed-precision", "mixed_precision", str, "off, bf16, fp16 or auto"),
     ("--jit-compile", "jit_compile", bool, "XLA-compile the train step"),
@@ -357,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
+    except ClusterError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

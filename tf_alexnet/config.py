@@ -19,7 +19,7 @@ from tf_alexnet.errors import UserError
 from tf_alexnet.model import min_input_size
 
 SCHEDULES = ("constant", "cosine", "step", "plateau")
-STRATEGIES = ("auto", "default", "one-device", "mirrored")
+STRATEGIES = ("auto", "default", "one-device", "mirrored", "multiworker")
 MIXED_PRECISION = ("off", "bf16", "fp16", "auto")
 
 
@@ -59,6 +59,8 @@ class TrainConfig:
     # Execution
     strategy: str = "auto"
     cpu_devices: int = 0
+    # multiworker: seconds a collective operation may wait for the other workers (0: forever)
+    collective_timeout: float = 300.0
     mixed_precision: str = "off"
     jit_compile: bool = False
     steps_per_execution: int = 1
@@ -94,6 +96,10 @@ class TrainConfig:
             raise UserError(
                 "`warmup_epochs` does not combine with schedule='plateau' (it changes the "
                 "rate itself). Received: warmup_epochs=" + str(self.warmup_epochs)
+            )
+        if self.collective_timeout < 0:
+            raise UserError(
+                f"`collective_timeout` should be >= 0. Received: {self.collective_timeout}"
             )
         if self.cpu_devices < 0:
             raise UserError(f"`cpu_devices` should be >= 0. Received: {self.cpu_devices}")

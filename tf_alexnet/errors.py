@@ -15,3 +15,7 @@ TENSORFLOW_MODULES = ("tensorflow", "keras", "tensorflow_datasets", "tensorflow_
 def missing_tensorflow(err: ModuleNotFoundError) -> bool:
     """Whether `err` says that TensorFlow (or a package built on it) is not installed."""
     return (err.name or "").split(".")[0] in TENSORFLOW_MODULES
+
+
+class ClusterError(RuntimeError):
+    """Multi-worker training lost a peer: the CLI prints one line and exits with status 1."""

@@ -14,7 +14,7 @@ from tf_alexnet import config as config_lib
 from tf_alexnet.errors import UserError
 
 # Settings that may change when a killed run is resumed.
-RESUMABLE_CHANGES = frozenset({"epochs"})
+RESUMABLE_CHANGES = frozenset({"epochs", "collective_timeout"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,15 +62,28 @@ class RunDir:
         return self.root / "confusion_matrix.png"
 
     @property
+    def workers(self) -> pathlib.Path:
+        """Multi-worker runs: `workers/<task>-<index>/` holds each non-chief's own files."""
+        return self.root / "workers"
+
+    def worker_backup(self, role_name: str) -> pathlib.Path:
+        """Multi-worker runs: each worker's own resume checkpoint, `backup/<task>-<index>`."""
+        return self.backup / role_name
+
+    @property
     def backup_metadata(self) -> pathlib.Path:
         """Written by the BackupAndRestore callback, atomically, after each finished epoch."""
         return self.backup / "training_metadata.json"
 
-    def finished_epochs(self) -> int:
-        """Epochs that a resumed run skips (0 when there is no backup)."""
-        if not self.backup_metadata.is_file():
+    def finished_epochs(self, backup: pathlib.Path | None = None) -> int:
+        """Epochs that a resumed run skips (0 when there is no backup).
+
+        `backup` is the backup folder (default `backup/`; a worker's for multi-worker runs).
+        """
+        metadata = backup / "training_metadata.json" if backup else self.backup_metadata
+        if not metadata.is_file():
             return 0
-        return int(json.loads(self.backup_metadata.read_text())["epoch"])
+        return int(json.loads(metadata.read_text())["epoch"])
 
     def is_run(self) -> bool:
         return self.config.is_file()
@@ -124,28 +137,33 @@ def prepare(
         raise UserError(f"The run directory {str(run.root)!r} is a file.")
     if overwrite and run.is_run():  # only ever delete what a run wrote
         shutil.rmtree(run.root)
-    if run.metrics.is_file():
-        raise UserError(
-            f"{str(run.root)!r} holds a finished run. Pass --overwrite to replace it, "
-            "or choose another --run-dir."
-        )
-    if run.is_run():
-        previous = config_lib.read_file(run.config)
-        current = config.to_dict()
-        changed = sorted(
-            key
-            for key in set(previous) | set(current)
-            if key not in RESUMABLE_CHANGES and previous.get(key) != current.get(key)
-        )
-        if changed:
-            raise UserError(
-                f"{str(run.root)!r} holds an unfinished run with other settings "
-                f"({', '.join(changed)}). Resume it with the same settings, pass --overwrite, "
-                "or choose another --run-dir."
-            )
+    if run.is_run() or run.metrics.is_file():
+        check_resumable(run, config)
     elif run.root.is_dir() and any(run.root.iterdir()):
         raise UserError(
             f"{str(run.root)!r} is not empty and is not a run directory. Choose another --run-dir."
         )
     run.root.mkdir(parents=True, exist_ok=True)
     return run
+
+
+def check_resumable(run: RunDir, config: config_lib.TrainConfig) -> None:
+    """Refuses a finished run, or an unfinished one with other settings."""
+    if run.metrics.is_file():
+        raise UserError(
+            f"{str(run.root)!r} holds a finished run. Pass --overwrite to replace it, "
+            "or choose another --run-dir."
+        )
+    previous = config_lib.read_file(run.config)
+    current = config.to_dict()
+    changed = sorted(
+        key
+        for key in set(previous) | set(current)
+        if key not in RESUMABLE_CHANGES and previous.get(key) != current.get(key)
+    )
+    if changed:
+        raise UserError(
+            f"{str(run.root)!r} holds an unfinished run with other settings "
+            f"({', '.join(changed)}). Resume it with the same settings, pass --overwrite, "
+            "or choose another --run-dir."
+        )

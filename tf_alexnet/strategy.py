@@ -27,7 +27,7 @@ def split_cpu(devices: int) -> None:
             ) from None
 
 
-def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+def make_strategy(name: str = "auto", collective_timeout: float = 300.0) -> tf.distribute.Strategy:
     """Returns the strategy for `name`.
 
     - `auto`: MirroredStrategy over all GPUs when there are several, the GPU when there is
@@ -36,7 +36,15 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     - `one-device`: OneDeviceStrategy on the first GPU, else the CPU.
     - `mirrored`: MirroredStrategy over all GPUs, else over all logical CPU devices
       (see `split_cpu`).
+    - `multiworker`: MultiWorkerMirroredStrategy over the `TF_CONFIG` cluster, its
+      collectives bounded by `collective_timeout` seconds (see `tf_alexnet.cluster`).
+      Create it before anything else uses TensorFlow.
     """
+    if name == "multiworker":  # first: listing logical devices initializes the runtime
+        from tf_alexnet.cluster import multi_worker_strategy, read_tf_config
+
+        read_tf_config()  # a clear message for a missing or malformed TF_CONFIG
+        return multi_worker_strategy(collective_timeout)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         if len(gpus) > 1:
