@@ -48,8 +48,8 @@ def test_train_throughput_smoke(tmp_path):
 def test_pipeline_smoke(tmp_path, fashion_mnist):
     result = _run("pipeline.py", tmp_path)
     (row,) = result["rows"]
-    assert row["preset"] == "cpu" and row["image_size"] == 32
-    assert row["augmentation"] == {"flip": True, "crop": "pad", "crop_fraction": 0.875}
+    assert row["preset"] == "cpu" and row["image_size"] == 28 and row["batch_size"] == 256
+    assert row["augmentation"] == {"flip": True, "crop": "none", "crop_fraction": 0.875}
     assert row["pipeline_images_per_second"] > 0 and row["model_images_per_second"] > 0
     assert row["headroom"] == pytest.approx(
         row["pipeline_images_per_second"] / row["model_images_per_second"]

@@ -169,17 +169,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         "schedule": "cosine",
         "augment": {"flip": True, "crop": "pad"},
     },
-    # The mini variant's full CPU recipe.
+    # The mini variant's full CPU recipe (benchmarks/accuracy.py): large batches and many
+    # steps per execution keep a 2-core CPU busy (about 700 img/s); Nesterov SGD with a
+    # one-epoch warm-up and cosine decay; light regularization for a 10-epoch budget.
     "cpu": {
         "variant": "mini",
-        "image_size": 32,
-        "epochs": 15,
-        "learning_rate": 0.05,
+        "image_size": 28,
+        "epochs": 10,
+        "batch_size": 256,
+        "steps_per_execution": 32,
+        "learning_rate": 0.2,
         "momentum": 0.9,
+        "nesterov": True,
+        "warmup_epochs": 1,
         "weight_decay": 0.0005,
         "schedule": "cosine",
         "label_smoothing": 0.1,
-        "augment": {"flip": True, "crop": "pad"},
+        "dropout": 0.3,
+        "augment": {"flip": True},
     },
     # The chapter's network with a modern recipe, for GPUs.
     "gpu": {
@@ -187,6 +194,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 0.02,
         "momentum": 0.9,
         "weight_decay": 0.0005,
+        "nesterov": True,
+        "warmup_epochs": 1,
         "schedule": "cosine",
         "label_smoothing": 0.1,
         "mixed_precision": "auto",
