@@ -188,9 +188,16 @@ def test_warmup_ramps_linearly_then_follows_the_schedule(schedule, expected):
     assert float(restored(250)) == pytest.approx(float(rate(250)))
 
 
+def test_warmup_is_capped_at_half_a_short_run():
+    config = config_lib.from_dict({**TINY, "learning_rate": 0.1, "epochs": 1, "warmup_epochs": 1})
+    rate = learning_rate_schedule(config, steps_per_epoch=100)
+    assert float(rate(24)) == pytest.approx(0.05, abs=1e-3)  # ramps over 50 steps, not 100
+    assert float(rate(60)) == pytest.approx(0.1, abs=1e-3)
+
+
 def test_warmup_is_refused_where_it_cannot_work():
-    with pytest.raises(UserError, match="less than `epochs`"):
-        config_lib.from_dict({**TINY, "epochs": 2, "warmup_epochs": 2})
+    with pytest.raises(UserError, match="`warmup_epochs` should be >= 0"):
+        config_lib.from_dict({**TINY, "warmup_epochs": -1})
     with pytest.raises(UserError, match="plateau"):
         config_lib.from_dict({**TINY, "schedule": "plateau", "warmup_epochs": 1})
 

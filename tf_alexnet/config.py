@@ -87,11 +87,8 @@ class TrainConfig:
             raise UserError(
                 f"`label_smoothing` should be in [0, 1). Received: {self.label_smoothing}"
             )
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise UserError(
-                "`warmup_epochs` should be >= 0 and less than `epochs`. "
-                f"Received: warmup_epochs={self.warmup_epochs}, epochs={self.epochs}"
-            )
+        if self.warmup_epochs < 0:
+            raise UserError(f"`warmup_epochs` should be >= 0. Received: {self.warmup_epochs}")
         if self.warmup_epochs and self.schedule == "plateau":
             raise UserError(
                 "`warmup_epochs` does not combine with schedule='plateau' (it changes the "

@@ -65,10 +65,11 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> Any:
-    """The configured schedule, after `warmup_epochs` of linear warm-up from 0."""
+    """The configured schedule, after `warmup_epochs` (at most half the run) of linear warm-up."""
     peak = config.learning_rate
-    warmup = round(config.warmup_epochs * steps_per_epoch)
     total = config.epochs * steps_per_epoch
+    # At most half the run warms up, so a preset's warm-up still fits a short run.
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), total // 2)
     schedule: Any = peak
     if config.schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(
