@@ -88,3 +88,12 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     (run,) = result["runs"]
     assert 0.1 < run["test_accuracy"] <= 1 and run["config"]["train_examples"] == 512
     assert "CPU target" in (tmp_path / "accuracy.md").read_text()
+    summary = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "summary.py"), "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert summary.returncode == 0, summary.stderr
+    headline = (tmp_path / "README.md").read_text()
+    assert f"test accuracy {run['test_accuracy']:.4f}" in headline and "| missed |" in headline

@@ -1,0 +1,122 @@
+"""Builds docs/benchmarks/README.md: one headline row per committed benchmark result.
+
+python benchmarks/summary.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import common
+
+
+def _accuracy(result: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for row in result["summary"]:
+        goal, status = "", ""
+        if row["name"] == "cpu":
+            goal = ">= 0.93 in <= 15 min (2-core CPU)"
+            status = "met" if row["target_met"] else "missed"
+        rows.append(
+            [
+                f"accuracy: `{row['name']}` ({row['input']}, {row['epochs']} epochs, "
+                f"{row['train_examples']} training images)",
+                f"test accuracy {row['test_accuracy_mean']:.4f} "
+                f"(min {row['test_accuracy_min']:.4f}, max {row['test_accuracy_max']:.4f}, "
+                f"{len(row['seeds'])} seed(s)); training {row['fit_minutes_median']:.1f} min "
+                "(median)",
+                goal,
+                status,
+            ]
+        )
+    return rows
+
+
+def _throughput(result: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for row in result["summary"]:
+        if row["name"] == "torch":
+            continue
+        ratio = row["median_ratio_to_torch"]
+        rows.append(
+            [
+                f"training throughput: `{row['name']}`, d2l 224 px, batch {row['batch']}",
+                f"{row['median_images_per_second']:.1f} img/s, {ratio:.2f}x PyTorch",
+                ">= 1.2x PyTorch",
+                "met" if ratio >= 1.2 else "missed",
+            ]
+        )
+    return rows
+
+
+def _pipeline(result: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            f"input pipeline: `{row['preset']}` preset ({row['variant']} {row['image_size']} px)",
+            f"{row['pipeline_images_per_second']:,.0f} img/s ({row['headroom']:.0f}x what the "
+            f"model trains at); {row['pipeline_one_core_images_per_second']:,.0f} img/s per core",
+            "never the bottleneck (headroom > 1)",
+            "met" if row["headroom"] > 1 else "missed",
+        ]
+        for row in result["rows"]
+    ]
+
+
+def _serving(result: dict[str, Any]) -> list[list[str]]:
+    goals = result["goals"]
+    settings = result["settings"]
+    model = f"{settings['variant']} {settings['image_size']} px"
+    figures = {
+        ">=80% of ceiling at c32": f"{goals.get('batched_c32_share_of_ceiling', 0):.0%} of the "
+        f"raw ceiling ({goals['raw_ceiling_images_per_second']:.1f} img/s)",
+        ">=3x unbatched at c32": f"{goals.get('batched_over_unbatched_c32', 0):.2f}x unbatched",
+        "p50 c1 within 1.3x raw": f"{goals.get('p50_c1_over_single_raw_call', 0):.2f}x a raw call",
+    }
+    return [
+        [f"serving ({model}): {goal}", figures[goal], goal, "met" if met else "missed"]
+        for goal, met in goals["met"].items()
+    ]
+
+
+SECTIONS: dict[str, Callable[[dict[str, Any]], list[list[str]]]] = {
+    "accuracy": _accuracy,
+    "accuracy_d2l": _accuracy,
+    "train_throughput": _throughput,
+    "pipeline": _pipeline,
+    "serving": _serving,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=pathlib.Path, default=common.RESULTS)
+    results = parser.parse_args(argv).results
+    rows, sources = [], []
+    for name, section in SECTIONS.items():
+        path = results / f"{name}.json"
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        rows += section(result)
+        sources.append(f"- [{name}.md]({name}.md): `{result['command']}`")
+    table = common.markdown_table(["what", "result", "goal", "status"], rows)
+    text = (
+        "# Benchmark results\n\n"
+        "Measured on this project's CI-class machine (2 shared CPU cores, no GPU); each linked "
+        "page has the machine, versions, every run and the exact command. How to rerun: "
+        "[benchmarks/README.md](../../benchmarks/README.md).\n\n"
+        f"{table}\n\nDetails:\n" + "\n".join(sources) + "\n"
+    )
+    (results / "README.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
