@@ -36,6 +36,15 @@ from tf_alexnet.saving import load_model
 WARMUP_FILE = "tf_serving_warmup_requests"
 METADATA_FILE = "metadata.json"
 MAX_ABS_DIFFERENCE = 1e-5
+"""Export vs the float32 Keras model it was built from: the same graph, float32 rounding."""
+TRAINING_PRECISION_TOLERANCE = {
+    "float32": MAX_ABS_DIFFERENCE,
+    "mixed_bfloat16": 5e-2,
+    "mixed_float16": 1e-2,
+}
+"""Export vs the model as trained, by its dtype policy: bf16 keeps 8 bits of mantissa, so its
+probabilities differ from float32 ones by up to ~1e-2 (a tolerance that still catches wrong
+weights, whose differences are of the order of the probabilities themselves)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +52,8 @@ class ExportResult:
     path: pathlib.Path
     version: int
     max_abs_difference: float
+    training_policy: str = "float32"
+    training_max_abs_difference: float = 0.0
 
 
 def resolve_source(source: str | os.PathLike[str]) -> tuple[pathlib.Path, dict[str, Any]]:
@@ -135,6 +146,34 @@ def warmup_records(name: str, encoded_images: Sequence[bytes]) -> list[bytes]:
     return records
 
 
+def float32_model(model: keras.Model) -> keras.Model:
+    """`model` computing in float32: the same layers and weights under the float32 policy.
+
+    A model trained under `mixed_bfloat16` or `mixed_float16` keeps float32 variables but
+    computes in 16 bits. Exports store the float32 graph: it runs at full speed on every CPU
+    (bf16 is emulated, hence slow, on CPUs without bf16 units) and on every TF Serving build;
+    where bf16 units exist, TensorFlow's `auto_mixed_precision_onednn_bfloat16` graph rewrite
+    brings the 16-bit speed back at serving time (see `tf_alexnet.hardware`).
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+
+    def in_float32(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=in_float32)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def training_policy(model: keras.Model) -> str:
+    """The dtype policy `model` computes in ("float32", "mixed_bfloat16", ...)."""
+    names = {layer.dtype_policy.name for layer in model.layers} - {"float32"}
+    return names.pop() if len(names) == 1 else "float32" if not names else "mixed"
+
+
 def validate(
     saved_model_dir: pathlib.Path, model: keras.Model, encoded_images: Sequence[bytes]
 ) -> float:
@@ -188,7 +227,9 @@ def export(
     if not sample_images:
         raise UserError("Export needs at least one sample image for validation and warmup.")
     model_path, metrics = resolve_source(source)
-    model = load_model(model_path, compile=False)
+    trained = load_model(model_path, compile=False)
+    policy = training_policy(trained)
+    model = float32_model(trained)
     classes = model.output_shape[-1]
     class_names = list(
         class_names or metrics.get("class_names") or contract.default_class_names(classes)
@@ -220,6 +261,17 @@ def export(
                 f"The SavedModel disagrees with the Keras model: max |difference| {difference:.2e}"
                 f" > {MAX_ABS_DIFFERENCE:g}. Nothing was published."
             )
+        trained_difference = (
+            difference if trained is model else validate(temp, trained, sample_images)
+        )
+        tolerance = TRAINING_PRECISION_TOLERANCE.get(
+            policy, max(TRAINING_PRECISION_TOLERANCE.values())
+        )
+        if trained_difference > tolerance:
+            raise RuntimeError(
+                f"The SavedModel disagrees with the model as trained ({policy}): max |difference|"
+                f" {trained_difference:.2e} > {tolerance:g}. Nothing was published."
+            )
         metadata = {
             "model_name": name,
             "version": version,
@@ -229,6 +281,11 @@ def export(
             "signatures": [contract.SIGNATURE_IMAGE_BYTES, contract.SIGNATURE_IMAGE_TENSOR],
             "training_metrics": metrics,
             "validation_max_abs_difference": difference,
+            "precision": {
+                "stored": "float32",
+                "trained": policy,
+                "max_abs_difference_to_trained": trained_difference,
+            },
             "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
         }
@@ -239,7 +296,7 @@ def export(
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    return ExportResult(final, version, difference)
+    return ExportResult(final, version, difference, policy, trained_difference)
 
 
 def load_exported(path: str | os.PathLike[str]) -> keras.layers.Layer:

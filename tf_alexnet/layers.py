@@ -43,13 +43,17 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.beta = float(beta)
 
     def call(self, inputs: Any) -> Any:
-        return tf.nn.local_response_normalization(
-            inputs,
+        # TensorFlow's CPU LRN kernel takes float32 and float16 only: under a bf16 policy,
+        # normalize in float32 and hand back the compute dtype.
+        compute_in_float32 = inputs.dtype == tf.bfloat16
+        outputs = tf.nn.local_response_normalization(
+            tf.cast(inputs, tf.float32) if compute_in_float32 else inputs,
             depth_radius=self.depth_radius,
             bias=self.bias,
             alpha=self.alpha,
             beta=self.beta,
         )
+        return tf.cast(outputs, inputs.dtype) if compute_in_float32 else outputs
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape

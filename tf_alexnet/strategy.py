@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 
 from tf_alexnet.errors import UserError
+from tf_alexnet.hardware import Bf16Support, bf16_support
 
 
 def split_cpu(devices: int) -> None:
@@ -64,8 +67,22 @@ def make_strategy(name: str = "auto", collective_timeout: float = 300.0) -> tf.d
     raise UserError(f"Unknown strategy {name!r}.")
 
 
-def set_mixed_precision(mode: str) -> str:
-    """Sets Keras's global dtype policy for `mode` (off, bf16, fp16, auto); returns its name."""
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """The dtype policy chosen for a `mixed_precision` mode, and why."""
+
+    mode: str  # what was asked: off, bf16, fp16 or auto
+    policy: str  # Keras's global policy: float32, mixed_bfloat16 or mixed_float16
+    reason: str
+
+
+def choose_precision(mode: str, bf16: Bf16Support | None = None) -> Precision:
+    """The policy for `mode`; `auto` picks by hardware.
+
+    `auto`: bf16 on GPUs of compute capability >= 8.0, fp16 on 7.x; on a CPU (no GPU), bf16
+    where the CPU has bf16 units (AMX or AVX512-BF16, see `tf_alexnet.hardware`), float32
+    elsewhere. An explicit mode always wins; fp16 needs a GPU of capability >= 7.0.
+    """
     gpus = tf.config.list_physical_devices("GPU")
     capability = min(
         (
@@ -74,16 +91,30 @@ def set_mixed_precision(mode: str) -> str:
         ),
         default=None,
     )
+    policies = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
     if mode == "auto":
-        if capability is None or capability < (7, 0):
-            mode = "off"
+        if capability is not None:
+            chosen = "bf16" if capability >= (8, 0) else "fp16" if capability >= (7, 0) else "off"
+            reason = f"auto: GPU compute capability {capability[0]}.{capability[1]}"
         else:
-            mode = "bf16" if capability >= (8, 0) else "fp16"
+            support = bf16 or bf16_support()
+            chosen = "bf16" if support.available else "off"
+            reason = f"auto: {support.reason}"
+        return Precision(mode, policies[chosen], reason)
     if mode == "fp16" and (capability is None or capability < (7, 0)):
         raise UserError(
             "mixed_precision='fp16' needs a GPU with compute capability >= 7.0 "
             "(use 'bf16' on CPUs)."
         )
-    policy = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[mode]
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
+    if mode not in policies:
+        raise UserError(
+            f"`mixed_precision` should be one of off, bf16, fp16, auto. Received: {mode!r}"
+        )
+    return Precision(mode, policies[mode], f"{mode}: set explicitly")
+
+
+def set_mixed_precision(mode: str, bf16: Bf16Support | None = None) -> Precision:
+    """Sets Keras's global dtype policy for `mode` (see `choose_precision`); returns the choice."""
+    precision = choose_precision(mode, bf16)
+    keras.mixed_precision.set_global_policy(precision.policy)
+    return precision

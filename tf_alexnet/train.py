@@ -35,7 +35,7 @@ from tf_alexnet.errors import ClusterError, UserError
 from tf_alexnet.model import AlexNet
 from tf_alexnet.run_dir import RunDir, check_resumable, prepare
 from tf_alexnet.saving import save_model_atomic
-from tf_alexnet.strategy import make_strategy, set_mixed_precision, split_cpu
+from tf_alexnet.strategy import Precision, make_strategy, set_mixed_precision, split_cpu
 
 # A non-chief worker's final weights, in `workers/<task>-<index>/`.
 WORKER_WEIGHTS = "final.weights.h5"
@@ -137,7 +137,9 @@ def train(
     # Before anything else touches TensorFlow: MultiWorkerMirroredStrategy configures the
     # runtime's collective operations, which is refused once the runtime is initialized.
     strategy = make_strategy(config.strategy, config.collective_timeout)
-    policy = set_mixed_precision(config.mixed_precision)
+    precision = set_mixed_precision(config.mixed_precision)
+    policy = precision.policy
+    print(f"Precision: {policy} ({precision.reason})", flush=True)
     keras.utils.set_random_seed(config.seed)
     replicas = strategy.num_replicas_in_sync
     if config.jit_compile and replicas > 1 and not tf.config.list_logical_devices("GPU"):
@@ -198,7 +200,7 @@ def train(
     if not role.is_chief:
         return _finish_worker(run, model, role)
     save_model_atomic(model, run.final_model)
-    metrics = _finish(run, model, config, datasets, replicas, global_batch, policy, wall_seconds)
+    metrics = _finish(run, model, config, datasets, replicas, global_batch, precision, wall_seconds)
     if multiworker:
         _remove_if_empty(run.backup)  # each worker deleted its own backup folder
     return metrics
@@ -288,7 +290,7 @@ def _finish(
     datasets: Datasets,
     replicas: int,
     global_batch: int,
-    policy: str,
+    precision: Precision,
     wall_seconds: float,
 ) -> dict[str, Any]:
     history = run.read_history()
@@ -311,7 +313,8 @@ def _finish(
         "wall_seconds_last_session": wall_seconds,
         "replicas": replicas,
         "global_batch_size": global_batch,
-        "dtype_policy": policy,
+        "dtype_policy": precision.policy,
+        "mixed_precision": {"requested": precision.mode, "reason": precision.reason},
         "num_train": datasets.num_train,
         "num_validation": datasets.num_validation,
         "class_names": list(datasets.class_names),

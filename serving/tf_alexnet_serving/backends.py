@@ -46,7 +46,10 @@ class LocalBackend:
     def __init__(self, settings: Settings, on_batch: Any = None, on_latency: Any = None) -> None:
         import tensorflow as tf
 
+        from tf_alexnet.hardware import enable_bf16_rewrite
+
         folder = local_model_folder(settings)
+        self.bf16 = enable_bf16_rewrite(settings.bf16)  # before the model's functions first run
         self.name = settings.model_name
         self.version = int(folder.name)
         self._signature = tf.saved_model.load(str(folder)).signatures[
@@ -90,5 +93,6 @@ class LocalBackend:
             "class_names": list(self.class_names),
             "input_shape": self._metadata.get("input_shape"),
             "signatures": self._metadata.get("signatures"),
+            "bf16_rewrite": {"enabled": self.bf16.available, "reason": self.bf16.reason},
             "training_metrics": self._metadata.get("training_metrics", {}),
         }

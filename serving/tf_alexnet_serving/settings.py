@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     model_label: str | None = None
     class_names: list[str] = list(contract.CLASS_NAMES)
     """For TF Serving backends (TF Serving does not serve the class-names asset)."""
+    bf16: Literal["auto", "on", "off"] = "auto"
+    """Local backend: run the float32 export on the CPU's bf16 units (AMX, AVX512-BF16) through
+    TensorFlow's graph rewrite; `auto` turns it on where the units exist."""
     max_batch_size: int = Field(default=32, ge=1)
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
