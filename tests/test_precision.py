@@ -164,3 +164,21 @@ def test_tf_serving_session_config_parses():
     proto = text_format.Parse(text, config_pb2.ConfigProto())
     rewrite = proto.graph_options.rewrite_options
     assert rewrite.auto_mixed_precision_onednn_bfloat16 == rewrite.ON
+
+
+def test_local_backend_reports_the_bf16_rewrite(model_base):
+    from tf_alexnet_serving.backends import LocalBackend
+    from tf_alexnet_serving.settings import Settings
+
+    try:
+        backend = LocalBackend(Settings(model_base_path=str(model_base), bf16="off"))
+        assert backend.metadata()["bf16_rewrite"] == {
+            "enabled": False,
+            "reason": "off: set explicitly",
+        }
+        auto = LocalBackend(Settings(model_base_path=str(model_base)))  # the default: auto
+        assert auto.metadata()["bf16_rewrite"]["enabled"] == bf16_support().available
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"auto_mixed_precision_onednn_bfloat16": False}
+        )
