@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from tf_alexnet_serving import Settings, create_app
 
 from tests.conftest import free_port
-from tests.tfserving_rest_server import TFServingGRPC, TFServingREST
+from serving.tfserving_standin.server import TFServingGRPC, TFServingREST
 from tf_alexnet.export import export
 
 
