@@ -7,8 +7,9 @@
    when it can be pulled, else from a Debian bookworm base made with debootstrap (never under the
    official image's name). TF Serving is `tensorflow/serving:2.21.0` when `docker pull` gets it,
    else the project's stand-in (the Dockerfile's `tfserving-standin` target); one line says which.
-2. `up`: the trainer trains a tiny run (one epoch on 3,000 images of the offline originals) and
-   exports version 1 as uid 10001; TF Serving and the facade start in dependency order, healthy.
+2. `up`: the trainer trains a tiny run (one epoch on 3,000 images of the offline originals,
+   validation on 1,200) and exports version 1 as uid 10001; TF Serving and the facade start in
+   dependency order, healthy.
 3. `POST /predict` through the stack on 320 real test images: every class id equals the local
    (embedded) backend's on the same exported version, image by image.
 4. Retrains (version 2) while a client polls `/predict`: no failed request, the version moves
@@ -109,8 +110,11 @@ def engine_problem() -> str | None:
     except subprocess.TimeoutExpired:
         return "`docker info` did not answer in 30 s"
     if result.returncode:
-        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-        return f"`docker info` failed: {lines[-1][:160]}"
+        # Docker 20.10 prints the reason among its stdout ("ERROR: Cannot connect ...").
+        output = (result.stdout + "\n" + result.stderr).splitlines()
+        lines = [ln.strip() for ln in output if "error" in ln.lower() and "pretty" not in ln]
+        lines += [line.strip() for line in output if line.strip()] or ["no output"]
+        return f"`docker info` failed: {lines[0][:160]}"
     if not (shutil.which(compose_base()[0]) or os.path.exists(compose_base()[0])):
         return "no docker-compose (apt-get install docker-compose)"
     return None
@@ -234,6 +238,7 @@ class Stack:
             "FASHION_MNIST_DIR": str(data),
             "TRAIN_EPOCHS": "1",
             "TRAIN_EXAMPLES": str(TRAIN_EXAMPLES),
+            "TRAIN_ARGS": "--validation-fraction 0.02",  # 1,200 validation images, not 6,000
             "RUN_NAME": "smoke-1",
         }
         self.api = f"http://127.0.0.1:{self.ports['API_PORT']}"
@@ -452,6 +457,7 @@ def smoke(data: pathlib.Path, summary: dict[str, Any]) -> None:
             check(response.json().get("detail"), response.text)  # a JSON error, named
             check(elapsed < API_TIMEOUT_S, f"the 503 took {elapsed:.1f} s")
             log(f"tfserving stopped: 503 in {elapsed:.2f} s: {response.json()}")
+            summary["unavailable_503_after_s"] = round(elapsed, 2)
             stack("start", "tfserving")
             deadline = time.monotonic() + 180
             while True:

@@ -47,5 +47,6 @@ def test_compose_stack_trains_serves_rolls_over_and_recovers(
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     with capsys.disabled():  # what ran, on one line each, also under pytest's capture
         print(f"\ncompose_smoke: {summary.get('tfserving', 'TF Serving: not reached')}")
-        print(f"compose_smoke: {summary.get('engine')}, times (s): {summary.get('timings_s')}")
+        facts = {k: v for k, v in summary.items() if k not in ("tfserving", "error")}
+        print(f"compose_smoke: {json.dumps(facts)}")
     assert result.returncode == 0 and summary.get("passed"), result.stderr[-6000:]
