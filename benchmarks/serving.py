@@ -290,11 +290,11 @@ def plot(result: dict[str, Any], path: pathlib.Path) -> None:
 
 def tfserving_worker(args: argparse.Namespace) -> None:
     """The test TF Serving server (REST and gRPC) over `--model-dir`, until terminated."""
-    sys.path.insert(0, str(common.REPO))
+    # serving/ on the path, not the repository: `serving` is this script's own module name.
+    sys.path.insert(0, str(common.REPO / "serving"))
     import grpc
     import uvicorn
-
-    from serving.tfserving_standin.server import TFServingGRPC, TFServingREST
+    from tfserving_standin.server import TFServingGRPC, TFServingREST
 
     servables = TFServingREST(pathlib.Path(args.model_dir), MODEL_NAME)
 
