@@ -1,13 +1,21 @@
-# syntax=docker/dockerfile:1.7
 # tf_alexnet images. Targets:
 #   train      TensorFlow (CPU) + tf-alexnet: trains and exports (the compose `trainer`)
 #   train-gpu  the same with tensorflow[and-cuda] (NVIDIA driver + container toolkit on the host)
 #   api        the FastAPI facade without TensorFlow: talks to TF Serving over REST
-# docker compose builds them (docker-compose.yml); by hand: docker build --target api .
+#   tfserving-standin  tests only: the project's TF Serving stand-in (serving/tfserving_standin/)
+#              for engines that cannot pull tensorflow/serving (scripts/compose_smoke.py)
+# docker compose builds them (docker-compose.yml); by hand: DOCKER_BUILDKIT=1 docker build
+# --target api . (BuildKit: the RUN --mount and COPY --chmod lines need it).
+#
+# No `# syntax=` line: it makes BuildKit pull a frontend image from Docker Hub, which fails on
+# an engine without registry access. The engine's built-in frontend (Docker 20.10+) handles
+# every instruction here.
 #
 # Every Python package is pinned in docker/requirements-*.txt
 # (scripts/lock_docker_requirements.py). The base image is pinned by tag; pin its digest too
-# for byte-identical rebuilds (docs/docker.md says how).
+# for byte-identical rebuilds (docs/docker.md says how). Without Docker Hub, pass any Debian
+# bookworm image with python3.11 and its venv module as `--build-arg PYTHON_IMAGE=...`
+# (scripts/compose_smoke.py builds one with debootstrap).
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 # --- base: a virtualenv and an unprivileged user ----------------------------------------------
@@ -56,6 +64,22 @@ USER 0
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install -c /tmp/requirements-train.txt "tensorflow[and-cuda]==2.21.0"
 USER 10001:10001
+
+# --- tfserving-standin: TF Serving's REST/gRPC protocol over the same volume (tests only) ------
+# `tensorflow_model_server` here takes the official server's flags (docker-compose.yml's
+# command) and serves the model with the project's stand-in; batching, warmup and monitoring
+# flags are accepted and ignored. bash (for the compose healthcheck) is the base image's.
+FROM train AS tfserving-standin
+USER 0
+COPY docker/requirements-api.txt /tmp/requirements-api.txt
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install -c /tmp/requirements-api.txt starlette uvicorn
+COPY serving/tfserving_standin /opt/tfserving-standin/tfserving_standin
+COPY --chmod=755 docker/tensorflow_model_server.sh /usr/local/bin/tensorflow_model_server
+ENV PYTHONPATH=/opt/tfserving-standin
+USER 10001:10001
+EXPOSE 8500 8501
+ENTRYPOINT ["tensorflow_model_server"]
 
 # --- api: the facade, REST client only (no TensorFlow: ~130 MB of packages, not 2.5 GB) ------
 FROM base AS api

@@ -6,7 +6,7 @@
   loop asyncio load generator (`loadgen.py`) sends one Fashion-MNIST PNG per request at
   concurrency 1, 8, 32 and 64, with micro-batching on (max batch 32) and off (max batch 1).
 - Client paths: the facade's TF Serving REST and gRPC backends against the test TF Serving
-  server (tests/tfserving_rest_server.py, Python). These numbers are client-side overhead
+  server (serving/tfserving_standin/, Python). These numbers are client-side overhead
   only; they say nothing about the real TF Serving binary.
 
 The models are randomly initialised (speed does not depend on the weights) and exported
@@ -290,11 +290,11 @@ def plot(result: dict[str, Any], path: pathlib.Path) -> None:
 
 def tfserving_worker(args: argparse.Namespace) -> None:
     """The test TF Serving server (REST and gRPC) over `--model-dir`, until terminated."""
-    sys.path.insert(0, str(common.REPO))
+    # serving/ on the path, not the repository: `serving` is this script's own module name.
+    sys.path.insert(0, str(common.REPO / "serving"))
     import grpc
     import uvicorn
-
-    from tests.tfserving_rest_server import TFServingGRPC, TFServingREST
+    from tfserving_standin.server import TFServingGRPC, TFServingREST
 
     servables = TFServingREST(pathlib.Path(args.model_dir), MODEL_NAME)
 

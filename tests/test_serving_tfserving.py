@@ -10,8 +10,8 @@ import uvicorn
 from fastapi.testclient import TestClient
 from tf_alexnet_serving import Settings, create_app
 
+from serving.tfserving_standin.server import TFServingGRPC, TFServingREST
 from tests.conftest import free_port
-from tests.tfserving_rest_server import TFServingGRPC, TFServingREST
 from tf_alexnet.export import export
 
 
@@ -49,10 +49,11 @@ def test_test_server_follows_the_documented_protocol(tfserving, test_images):
     assert status == {
         "model_version_status": [
             {
-                "version": "2",
+                "version": version,
                 "state": "AVAILABLE",
                 "status": {"error_code": "OK", "error_message": ""},
             }
+            for version in ("2", "1")  # every version it serves (the `all` policy), newest first
         ]
     }
     row = httpx.post(

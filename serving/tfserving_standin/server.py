@@ -1,10 +1,15 @@
 """A test server that speaks TF Serving's REST API (g3doc/api_rest.md) over a real SavedModel.
 
 Implements what the facade uses, as documented: model status
-(`GET /v1/models/NAME[/versions/N|/labels/L]`), predict in row (`instances`) and columnar
-(`inputs`) formats with `{"b64": ...}` binary values and an optional `signature_name`, and
-errors as `{"error": "..."}` with TF Serving's status codes (400 for INVALID_ARGUMENT, 404 for
-NOT_FOUND).
+(`GET /v1/models/NAME[/versions/N|/labels/L]`, with TF Serving's version states), predict in row
+(`instances`) and columnar (`inputs`) formats with `{"b64": ...}` binary values and an optional
+`signature_name`, and errors as `{"error": "..."}` with TF Serving's status codes (400 for
+INVALID_ARGUMENT, 404 for NOT_FOUND).
+
+Versions come from the base path as TF Serving's file-system source finds them: integer-named
+folders only, the newest `num_versions` of them (None: all, the `all` policy), and `poll()`
+(every `--file_system_poll_wait_seconds` in a container, see `__main__.py`) loads a new version
+before it unloads the one it replaces, so that "Latest" always answers.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import base64
 import json
 import pathlib
 import re
+import threading
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -28,15 +35,77 @@ PATH = re.compile(
 
 
 class TFServingREST:
-    def __init__(self, base_path: pathlib.Path, name: str, labels: dict[str, int] | None = None):
+    def __init__(
+        self,
+        base_path: pathlib.Path,
+        name: str,
+        labels: dict[str, int] | None = None,
+        num_versions: int | None = None,
+        model_path: pathlib.Path | None = None,
+    ):
+        self.base_path = pathlib.Path(base_path)
         self.name = name
+        self.model_path = model_path or self.base_path / name  # TF Serving's model base path
         self.labels = labels or {}
-        self.models = {
-            int(p.name): tf.saved_model.load(str(p))
-            for p in (base_path / name).iterdir()
-            if p.name.isdigit()
-        }
+        self.num_versions = num_versions
+        self.models: dict[int, Any] = {}  # the AVAILABLE versions; replaced, never mutated
+        self.states: dict[int, tuple[str, str]] = {}  # version: (state, error message)
+        self._polling = threading.Lock()
+        self.poll()
         self.app = Starlette(routes=[Route("/{path:path}", self.handle, methods=["GET", "POST"])])
+
+    def poll(self) -> None:
+        """One pass over the base path: load the wanted versions, then unload the others."""
+        with self._polling:
+            folder = self.model_path
+            found = sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit())
+            wanted = found if self.num_versions is None else found[-self.num_versions :]
+            for version in wanted:
+                if version in self.states:
+                    continue  # loaded, or failed to load (TF Serving gives up after its retries)
+                self.states[version] = ("LOADING", "")
+                try:
+                    model = tf.saved_model.load(str(folder / str(version)))
+                except Exception as err:  # TF Serving reports a failed load in the status
+                    self.states[version] = ("END", str(err).splitlines()[0])
+                    continue
+                self.models = {**self.models, version: model}
+                self.states[version] = ("AVAILABLE", "")
+            if not any(version in self.models for version in wanted):
+                return  # availability preserving: keep serving until a wanted version serves
+            for version in set(self.models) - set(wanted):
+                self.states[version] = ("UNLOADING", "")
+                self.models = {v: m for v, m in self.models.items() if v != version}
+                self.states[version] = ("END", "")
+
+    def poll_forever(self, wait_seconds: float, stop: threading.Event) -> None:
+        while not stop.wait(wait_seconds):
+            self.poll()
+
+    def status(self, name: str, version: str | None, label: str | None) -> dict[str, Any]:
+        """`GetModelStatus` as TF Serving answers it: every version it knows, or one."""
+        if label is not None:
+            if label not in self.labels:
+                raise LookupError(f"Unrecognized servable version label: {label}")
+            version = str(self.labels[label])
+        if name != self.name or not self.states:
+            raise LookupError(f"Servable not found for request: Latest({name})")
+        if version is not None and int(version) not in self.states:
+            raise LookupError(f"Could not find version {version} of model {name}")
+        versions = [int(version)] if version is not None else sorted(self.states, reverse=True)
+        return {
+            "model_version_status": [
+                {
+                    "version": str(number),
+                    "state": self.states[number][0],
+                    "status": {
+                        "error_code": "UNKNOWN" if self.states[number][1] else "OK",
+                        "error_message": self.states[number][1],
+                    },
+                }
+                for number in versions
+            ]
+        }
 
     def _servable(self, name: str, version: str | None, label: str | None) -> tuple[int, Any]:
         request = f"Specific({name}, {version})" if version else f"Latest({name})"
@@ -55,27 +124,20 @@ class TFServingREST:
         match = PATH.match(request.url.path)
         if not match:
             return JSONResponse({"error": "Malformed request: " + request.url.path}, 404)
+        if request.method == "GET" and not match["verb"]:
+            try:
+                return JSONResponse(self.status(match["name"], match["version"], match["label"]))
+            except LookupError as err:
+                return JSONResponse({"error": str(err)}, 404)
         try:
-            version, model = self._servable(match["name"], match["version"], match["label"])
+            _, model = self._servable(match["name"], match["version"], match["label"])
         except LookupError as err:
             return JSONResponse({"error": str(err)}, 404)
-        if request.method == "GET" and not match["verb"]:
-            return JSONResponse(
-                {
-                    "model_version_status": [
-                        {
-                            "version": str(version),
-                            "state": "AVAILABLE",
-                            "status": {"error_code": "OK", "error_message": ""},
-                        }
-                    ]
-                }
-            )
         if request.method != "POST" or not match["verb"]:
             return JSONResponse({"error": "Malformed request"}, 400)
         try:
             body = json.loads(await request.body())
-            return JSONResponse(self._predict(model, body))
+            return JSONResponse(await run_in_threadpool(self._predict, model, body))
         except (ValueError, KeyError, TypeError) as err:
             return JSONResponse({"error": str(err)}, 400)
         except tf.errors.InvalidArgumentError as err:
@@ -96,6 +158,9 @@ class TFServingREST:
         tensor = tf.constant([_decode(v) for v in values])
         outputs = signature(**{input_name: tensor})
         rows = {key: _jsonable(key, value.numpy()) for key, value in outputs.items()}
+        if len(rows) == 1:  # one output: its values alone, in both formats
+            (only,) = rows.values()
+            return {"predictions": only} if "instances" in body else {"outputs": only}
         if "instances" in body:
             count = len(values)
             return {"predictions": [{key: rows[key][i] for key in rows} for i in range(count)]}

@@ -1,0 +1,113 @@
+"""The TF Serving stand-in (serving/tfserving_standin/) follows TF Serving's version lifecycle.
+
+Real SavedModels (a tiny `y = k * x` signature per version) and the stand-in's own command line,
+as the `tfserving-standin` image runs it for the compose smoke test.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import tensorflow as tf
+from fastapi.testclient import TestClient
+
+from serving.tfserving_standin.server import TFServingREST
+from tests.conftest import free_port
+from tests.docker.common import ROOT
+
+
+def save_version(folder: pathlib.Path, factor: float) -> None:
+    """A SavedModel whose `serving_default` answers {"y": factor * x}; written, then renamed
+    into place as the exporter does (TF Serving ignores the temporary name)."""
+    module = tf.Module()
+    module.factor = tf.Variable(factor)
+    module.serve = tf.function(
+        lambda x: {"y": module.factor * x},
+        input_signature=[tf.TensorSpec([None], tf.float32, name="x")],
+    )
+    temporary = folder.parent / f".tmp-{folder.name}"
+    tf.saved_model.save(module, str(temporary), signatures={"serving_default": module.serve})
+    temporary.rename(folder)
+
+
+def states(client: TestClient | httpx.Client, path: str = "") -> dict[str, str]:
+    answer = client.get(f"/v1/models/m{path}").json()
+    return {s["version"]: s["state"] for s in answer["model_version_status"]}
+
+
+def predicted(client: TestClient | httpx.Client, path: str = "") -> float:
+    answer = client.post(f"/v1/models/m{path}:predict", json={"instances": [1.0]})
+    assert answer.status_code == 200, answer.text
+    return float(answer.json()["predictions"][0])
+
+
+def test_new_versions_load_before_old_ones_unload(tmp_path: pathlib.Path) -> None:
+    base = tmp_path / "m"
+    base.mkdir()
+    save_version(base / "1", 1.0)
+    servables = TFServingREST(tmp_path, "m", num_versions=1)
+    client = TestClient(servables.app)
+    assert states(client) == {"1": "AVAILABLE"}
+
+    shutil.copytree(base / "1", base / ".tmp-9")  # not an integer: never loaded
+    save_version(base / "2", 2.0)
+    servables.poll()
+    assert states(client) == {"2": "AVAILABLE", "1": "END"}
+    assert predicted(client) == 2.0
+    assert states(client, "/versions/1") == {"1": "END"}
+    unloaded = client.post("/v1/models/m/versions/1:predict", json={"instances": [1.0]})
+    assert unloaded.status_code == 404
+    assert unloaded.json() == {"error": "Servable not found for request: Specific(m, 1)"}
+
+    (base / "3").mkdir()  # a version that cannot load: reported, and 2 keeps serving
+    servables.poll()
+    status = client.get("/v1/models/m/versions/3").json()["model_version_status"][0]
+    assert status["state"] == "END" and status["status"]["error_code"] == "UNKNOWN"
+    assert status["status"]["error_message"]
+    assert predicted(client) == 2.0
+    missing = client.get("/v1/models/m/versions/7")
+    assert missing.status_code == 404 and "version 7" in missing.json()["error"]
+
+
+def test_command_line_takes_tfserving_flags_and_polls(tmp_path: pathlib.Path) -> None:
+    base = tmp_path / "models" / "m"
+    base.mkdir(parents=True)
+    save_version(base / "1", 1.0)
+    config = tmp_path / "models.config"
+    config.write_text(
+        f"model_config_list {{ config {{ name: 'm' base_path: '{base}' model_platform: 'tensorflow'"
+        " model_version_policy { latest { num_versions: 1 } } } }"
+    )
+    rest = free_port()
+    command = [sys.executable, "-m", "serving.tfserving_standin", f"--port={free_port()}"]
+    command += [f"--rest_api_port={rest}", f"--model_config_file={config}"]
+    command += ["--file_system_poll_wait_seconds=1", "--enable_batching=true"]
+    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{rest}", timeout=10) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    assert states(client) == {"1": "AVAILABLE"}
+                    break
+                except httpx.TransportError:
+                    assert server.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.5)
+            assert predicted(client) == 1.0
+            save_version(base / "2", 2.0)
+            deadline = time.monotonic() + 30
+            while states(client).get("2") != "AVAILABLE":
+                assert time.monotonic() < deadline, "version 2 was not picked up"
+                time.sleep(0.2)
+            assert predicted(client) == 2.0
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    assert "ignoring (not emulated): --enable_batching=true" in output
+    assert server.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it caught
