@@ -7,6 +7,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import json
 import pathlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -78,6 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.requests.labels(path, str(response.status_code)).inc()
         metrics.latency.labels(path).observe(time.perf_counter() - start)
         return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, never a client's mistake: still JSON (the traceback goes to the server log).
+        return _error(500, f"Internal server error ({type(exc).__name__}).")
 
     def backend(request: Request) -> Backend:
         backend: Backend = request.app.state.backend
@@ -201,12 +207,12 @@ def _answer(
 
 
 async def _read_images(request: Request, settings: Settings) -> list[tuple[str, bytes]]:
-    content_type = request.headers.get("content-type", "")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await _limited_body(request, settings.max_body_bytes)
-    if content_type.startswith("multipart/form-data"):
+    if media_type == "multipart/form-data":
         return await _multipart_images(request, body, settings)
-    if content_type.startswith("application/json"):
-        return _json_images(request, body, settings)
+    if media_type == "application/json":
+        return _json_images(body, settings)
     raise HTTPException(
         415, "Send multipart/form-data with image files, or application/json with instances."
     )
@@ -242,12 +248,12 @@ async def _multipart_images(
     return [(upload.filename or f"file{i}", await upload.read()) for i, upload in enumerate(files)]
 
 
-def _json_images(request: Request, body: bytes, settings: Settings) -> list[tuple[str, bytes]]:
-    import json
-
+def _json_images(body: bytes, settings: Settings) -> list[tuple[str, bytes]]:
     try:
         payload = json.loads(body)
-    except ValueError:
+    except RecursionError:  # e.g. 100,000 nested arrays: the decoder recurses per level
+        raise HTTPException(400, "The body is JSON nested too deeply.") from None
+    except ValueError:  # also invalid UTF-8 and integers over Python's 4,300-digit limit
         raise HTTPException(400, "The body is not valid JSON.") from None
     instances = payload.get("instances") if isinstance(payload, dict) else None
     if not isinstance(instances, list) or not instances:
