@@ -1,6 +1,7 @@
 """The page in a real browser (Playwright + Debian Chromium); the API fuzzed from its schema."""
 
 import base64
+import contextlib
 import json
 import pathlib
 import shutil
@@ -59,6 +60,75 @@ def test_page_in_a_real_browser(live_server, test_images, tmp_path):
         finally:
             browser.close()
     assert (tmp_path / "page.png").stat().st_size > 5_000
+
+
+@contextlib.contextmanager
+def _browser(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def _wait_for_answer(page, file_name):
+    page.wait_for_function(
+        "name => ['classified', 'refused'].some("
+        "s => document.getElementById('file-name').textContent === name + ': ' + s)",
+        arg=file_name,
+    )
+
+
+@pytest.mark.skipif(
+    not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
+)
+def test_page_never_shows_a_stale_answer(live_server, test_images, tmp_path):
+    good, bad = tmp_path / "good.png", tmp_path / "notes.png"
+    good.write_bytes(test_images[0])
+    bad.write_bytes(b"not an image at all")
+    with _browser(tmp_path) as page:
+        page.goto(live_server + "/")
+        page.set_input_files("#file", str(good))
+        _wait_for_answer(page, "good.png")
+        assert page.text_content("#file-name") == "good.png: classified"
+        assert page.text_content("#prediction") and page.locator("#bars .row").count() == 10
+        page.set_input_files("#file", str(bad))
+        _wait_for_answer(page, "notes.png")
+        # The refused file's error replaces the last answer: nothing of good.png stays.
+        assert page.text_content("#file-name") == "notes.png: refused"
+        assert page.text_content("#prediction") == ""
+        assert page.locator("#bars .row").count() == 0
+        assert page.text_content("#error").startswith("notes.png: notes.png: unsupported format")
+        page.set_input_files("#file", str(good))
+        _wait_for_answer(page, "good.png")
+        assert page.text_content("#error") == "" and page.text_content("#prediction")
+
+
+@pytest.mark.skipif(
+    not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
+)
+def test_page_sends_the_api_key(model_base, test_images, tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_ALEXNET_SERVE_API_KEY", "s3cret")
+    image = tmp_path / "fashion.png"
+    image.write_bytes(test_images[0])
+    with LiveServer(model_base) as server, _browser(tmp_path) as page:
+        page.goto(server.url + "/")
+        page.set_input_files("#file", str(image))
+        _wait_for_answer(page, "fashion.png")
+        assert "Missing or wrong API key" in page.text_content("#error")
+        page.fill("#key", "s3cret")
+        page.dispatch_event("#key", "change")
+        page.set_input_files("#file", str(image))
+        _wait_for_answer(page, "fashion.png")
+        assert page.text_content("#file-name") == "fashion.png: classified"
+        assert page.text_content("#error") == ""
+        page.reload()  # the key is kept in the browser
+        assert page.input_value("#key") == "s3cret"
 
 
 def test_api_fuzzed_from_its_openapi_schema(live_server):
@@ -143,7 +213,10 @@ BODY_ODDITIES = {
     "part without headers": (_MULTIPART, _multipart(b"\r\nhello")),
     "no Content-Disposition": (_MULTIPART, _multipart(b"Content-Type: image/png\r\n\r\nx")),
     "no name": (_MULTIPART, _multipart(b'Content-Disposition: form-data; filename="a"\r\n\r\nx')),
-    "no filename": (_MULTIPART, _multipart(b'Content-Disposition: form-data; name="file"\r\n\r\nx')),
+    "no filename": (
+        _MULTIPART,
+        _multipart(b'Content-Disposition: form-data; name="file"\r\n\r\nx'),
+    ),
     "empty filename": (
         _MULTIPART,
         _multipart(b'Content-Disposition: form-data; name="file"; filename=""\r\n\r\n'),
@@ -246,8 +319,10 @@ _JSON_VALUES = st.recursive(
     | st.text()
     | st.just("aGk=")
     | st.just(base64.b64encode(_TINY_PNG).decode()),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["instances", "b64", "inputs", ""]) | st.text(), children),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["instances", "b64", "inputs", ""]) | st.text(), children)
+    ),
     max_leaves=20,
 )
 
@@ -262,7 +337,7 @@ _JSON_VALUES = st.recursive(
         [_JSON, "application/json; charset=utf-8", _MULTIPART, "multipart/form-data", "text/plain"]
     ),
 )
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 def test_generated_bodies_never_get_a_5xx(live_server, body, content_type):
     response = httpx.post(
         f"{live_server}/predict", content=body, headers={"content-type": content_type}, timeout=60
