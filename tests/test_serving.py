@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import pathlib
+import re
 import subprocess
 import time
 import zlib
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from tf_alexnet_serving import Settings, create_app
-from tf_alexnet_serving.batching import MicroBatcher
+from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
 
 from tests.conftest import LiveServer
 from tf_alexnet.predict import predict_files
@@ -126,6 +127,9 @@ def test_api_key(model_base, test_images):
         assert client.post("/predict", files=files).status_code == 401
         ok = client.post("/predict", files=files, headers={"X-API-Key": "s3cret"})
         assert ok.status_code == 200
+        for wrong in ("s3cre", "s3cret!", "S3CRET", "s3cr\u00e9t".encode()):
+            response = client.post("/predict", files=files, headers={"X-API-Key": wrong})
+            assert response.status_code == 401, wrong
         assert client.get("/healthz").status_code == 200
 
 
@@ -260,3 +264,132 @@ def test_serve_settings_mistakes_are_one_line(model_base):
         .splitlines()[-1]
         .startswith("tf-alexnet: error: Invalid serving setting max_batch_size:")
     )
+
+
+def test_micro_batcher_bounds_its_queue_and_times_out():
+    import threading
+
+    ran = []
+    release = threading.Event()
+
+    def run(items):
+        ran.extend(items)
+        release.wait(5)
+        return items
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_size=1, max_wait_s=0, max_queue=2, timeout_s=0.2)
+        batcher.start()
+        try:
+            first = asyncio.create_task(batcher.submit("running"))
+            await asyncio.sleep(0.05)  # "running" is in the model call; two more can wait
+            waiting = [asyncio.create_task(batcher.submit(f"queued{i}")) for i in range(2)]
+            await asyncio.sleep(0)
+            start = time.monotonic()
+            with pytest.raises(QueueFull):
+                await batcher.submit("over")
+            assert time.monotonic() - start < 0.05  # refused at once, not after a wait
+            results = await asyncio.gather(first, *waiting, return_exceptions=True)
+            release.set()
+            assert all(isinstance(result, DeadlineExceeded) for result in results), results
+            assert await batcher.submit("later") == "later"  # recovered
+        finally:
+            release.set()
+            await batcher.stop()
+
+    asyncio.run(main())
+    assert ran == ["running", "later"]  # the timed-out queued items never reached the model
+
+
+def _zeros_png(side):
+    header = b"\x89PNG\r\n\x1a\n"
+
+    def chunk(kind, data):
+        return (
+            len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+        )
+
+    ihdr = side.to_bytes(4, "big") * 2 + b"\x08\x00\x00\x00\x00"
+    rows = zlib.compress(b"\x00" * (side + 1) * side, 9)
+    return header + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+@pytest.mark.slow
+def test_overload_is_a_quick_503_or_504_and_the_server_recovers(
+    model_base, test_images, monkeypatch
+):
+    """Far past capacity, every request gets a quick answer: 200, 503 with Retry-After beyond
+    the queue, or 504 after the timeout; afterwards the server answers normally."""
+    for name, value in {"MAX_QUEUE": "4", "MAX_BATCH_SIZE": "1", "TIMEOUT_S": "1"}.items():
+        monkeypatch.setenv(f"TF_ALEXNET_SERVE_{name}", value)
+    big = _zeros_png(4500)  # cheap to send, slow to decode: the model is the bottleneck
+
+    async def burst(url, image, count):
+        limits = httpx.Limits(max_connections=count)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+
+            async def one():
+                start = time.monotonic()
+                response = await http.post("/predict", files={"file": ("a.png", image)})
+                return response, time.monotonic() - start
+
+            return await asyncio.gather(*(one() for _ in range(count)))
+
+    with LiveServer(model_base) as server:
+        warm = httpx.post(f"{server.url}/predict", files={"file": ("a.png", test_images[0])})
+        assert warm.status_code == 200, warm.text
+        answers = asyncio.run(burst(server.url, test_images[0], 150))
+        answers += asyncio.run(burst(server.url, big, 40))
+        statuses = [response.status_code for response, _ in answers]
+        assert set(statuses) <= {200, 503, 504}, statuses
+        assert 200 in statuses and 503 in statuses and 504 in statuses, statuses
+        for response, seconds in answers:
+            # Unbounded, the last of 40 big images would wait for all the others' decoding;
+            # bounded, the server answers within TIMEOUT_S (the rest is a loaded host's noise).
+            assert seconds < 20, seconds
+            if response.status_code == 503:
+                assert response.headers["retry-after"] == "1"
+                assert "Overloaded" in response.json()["detail"]
+            elif response.status_code == 504:
+                assert "in time" in response.json()["detail"]
+        # Recovery: once the images already in the model call are done (seconds at most).
+        deadline = time.monotonic() + 15
+        while True:
+            after = httpx.post(f"{server.url}/predict", files={"file": ("a.png", test_images[0])})
+            if after.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert after.status_code == 200, after.text
+
+
+def test_request_id_header_and_one_json_log_line_per_request(client, test_images):
+    import json
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tf_alexnet_serving.requests")
+    logger.addHandler(handler)
+    try:
+        files = [
+            ("file", (f"{i}.png", image, "image/png")) for i, image in enumerate(test_images[:2])
+        ]
+        kept = client.post("/predict", files=files, headers={"X-Request-ID": "trace-42.a:b"})
+        replaced = client.post("/predict", json={"instances": []}, headers={"X-Request-ID": "<x>"})
+        made = client.get("/healthz")
+    finally:
+        logger.removeHandler(handler)
+    assert kept.headers["x-request-id"] == "trace-42.a:b"
+    for response in (replaced, made):  # new ids, each its own
+        assert re.fullmatch("[0-9a-f]{32}", response.headers["x-request-id"])
+    assert replaced.headers["x-request-id"] != made.headers["x-request-id"]
+    lines = [json.loads(record.getMessage()) for record in records]
+    assert [(line["request_id"], line["status"], line["images"]) for line in lines] == [
+        ("trace-42.a:b", 200, 2),
+        (replaced.headers["x-request-id"], 400, 0),
+        (made.headers["x-request-id"], 200, 0),
+    ]
+    assert lines[0]["path"] == "/predict" and lines[0]["method"] == "POST"
+    assert lines[0]["model"] == "alexnet" and lines[0]["model_version"] == 1
+    assert all(line["latency_ms"] > 0 for line in lines)

@@ -1,5 +1,8 @@
 """The page in a real browser (Playwright + Debian Chromium); the API fuzzed from its schema."""
 
+import base64
+import contextlib
+import json
 import pathlib
 import shutil
 
@@ -7,6 +10,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
 from tests.conftest import LiveServer
@@ -58,6 +62,75 @@ def test_page_in_a_real_browser(live_server, test_images, tmp_path):
     assert (tmp_path / "page.png").stat().st_size > 5_000
 
 
+@contextlib.contextmanager
+def _browser(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def _wait_for_answer(page, file_name):
+    page.wait_for_function(
+        "name => ['classified', 'refused'].some("
+        "s => document.getElementById('file-name').textContent === name + ': ' + s)",
+        arg=file_name,
+    )
+
+
+@pytest.mark.skipif(
+    not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
+)
+def test_page_never_shows_a_stale_answer(live_server, test_images, tmp_path):
+    good, bad = tmp_path / "good.png", tmp_path / "notes.png"
+    good.write_bytes(test_images[0])
+    bad.write_bytes(b"not an image at all")
+    with _browser(tmp_path) as page:
+        page.goto(live_server + "/")
+        page.set_input_files("#file", str(good))
+        _wait_for_answer(page, "good.png")
+        assert page.text_content("#file-name") == "good.png: classified"
+        assert page.text_content("#prediction") and page.locator("#bars .row").count() == 10
+        page.set_input_files("#file", str(bad))
+        _wait_for_answer(page, "notes.png")
+        # The refused file's error replaces the last answer: nothing of good.png stays.
+        assert page.text_content("#file-name") == "notes.png: refused"
+        assert page.text_content("#prediction") == ""
+        assert page.locator("#bars .row").count() == 0
+        assert page.text_content("#error").startswith("notes.png: notes.png: unsupported format")
+        page.set_input_files("#file", str(good))
+        _wait_for_answer(page, "good.png")
+        assert page.text_content("#error") == "" and page.text_content("#prediction")
+
+
+@pytest.mark.skipif(
+    not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
+)
+def test_page_sends_the_api_key(model_base, test_images, tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_ALEXNET_SERVE_API_KEY", "s3cret")
+    image = tmp_path / "fashion.png"
+    image.write_bytes(test_images[0])
+    with LiveServer(model_base) as server, _browser(tmp_path) as page:
+        page.goto(server.url + "/")
+        page.set_input_files("#file", str(image))
+        _wait_for_answer(page, "fashion.png")
+        assert "Missing or wrong API key" in page.text_content("#error")
+        page.fill("#key", "s3cret")
+        page.dispatch_event("#key", "change")
+        page.set_input_files("#file", str(image))
+        _wait_for_answer(page, "fashion.png")
+        assert page.text_content("#file-name") == "fashion.png: classified"
+        assert page.text_content("#error") == ""
+        page.reload()  # the key is kept in the browser
+        assert page.input_value("#key") == "s3cret"
+
+
 def test_api_fuzzed_from_its_openapi_schema(live_server):
     """No input generated from the schema, for any operation, gets a 5xx."""
     schema = schemathesis.openapi.from_url(f"{live_server}/openapi.json")
@@ -71,3 +144,204 @@ def test_api_fuzzed_from_its_openapi_schema(live_server):
             case.call_and_validate(checks=[not_a_server_error], timeout=60)
 
         check()
+
+
+_TINY_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+)
+
+
+def _multipart(*parts, boundary="b0undary", closing=True):
+    body = b"".join(b"--" + boundary.encode() + b"\r\n" + part + b"\r\n" for part in parts)
+    return body + (b"--" + boundary.encode() + b"--\r\n" if closing else b"")
+
+
+_PART = b'Content-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+_MULTIPART = "multipart/form-data; boundary=b0undary"
+_JSON = "application/json"
+
+BODY_ODDITIES = {
+    # JSON: nesting, numbers, Unicode, encodings, duplicate keys, wrong shapes.
+    "nested arrays": (_JSON, b"[" * 100_000 + b"]" * 100_000),
+    "nested objects": (_JSON, b'{"a":' * 50_000 + b"1" + b"}" * 50_000),
+    "nested instances": (_JSON, b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+    "huge integer": (_JSON, b'{"instances": ' + b"9" * 100_000 + b"}"),
+    "huge float": (_JSON, b'{"instances": [{"b64": 1e999999}]}'),
+    "NaN": (_JSON, b'{"instances": NaN}'),
+    "lone surrogate": (_JSON, b'{"instances": [{"b64": "\\ud800"}]}'),
+    "fullwidth base64": (_JSON, '{"instances": [{"b64": "ａＧｋ＝"}]}'.encode()),
+    "RTL and zero-width": (_JSON, '{"instances": [{"b64": "\u202e\u200baGk="}]}'.encode()),
+    "invalid UTF-8": (_JSON, b'{"instances": [{"b64": "\xff\xfe\xfa"}]}'),
+    "UTF-8 BOM": (_JSON, b'\xef\xbb\xbf{"instances": []}'),
+    "UTF-16": (_JSON, '{"instances": [{"b64": "aGk="}]}'.encode("utf-16")),
+    "UTF-32 charset": (
+        "application/json; charset=utf-32",
+        '{"instances": [{"b64": "aGk="}]}'.encode("utf-32"),
+    ),
+    "duplicate top-level keys": (_JSON, b'{"instances": [], "instances": [{"b64": "aGk="}]}'),
+    "duplicate b64 keys": (_JSON, b'{"instances": [{"b64": "aGk=", "b64": 5}]}'),
+    "null": (_JSON, b"null"),
+    "bare string": (_JSON, b'"instances"'),
+    "empty body": (_JSON, b""),
+    "whitespace": (_JSON, b" \r\n\t "),
+    "NUL bytes": (_JSON, b"\x00" * 1000),
+    "truncated": (_JSON, b'{"instances": [{"b64": "aGk='),
+    "upper-case type": ("APPLICATION/JSON", b'{"instances": "x"}'),
+    "many instances": (_JSON, b'{"instances": [' + b",".join([b'{"b64": "aGk="}'] * 5000) + b"]}"),
+    "gzip said, not sent": (_JSON, b"\x1f\x8b\x08\x00garbage"),
+    # multipart: boundaries, parts, headers, fields.
+    "no boundary": ("multipart/form-data", _multipart(_PART + b"x")),
+    "empty boundary": ("multipart/form-data; boundary=", _multipart(_PART + b"x")),
+    "wrong boundary": ("multipart/form-data; boundary=other", _multipart(_PART + b"x")),
+    "boundary of 1000 chars": (
+        "multipart/form-data; boundary=" + "b" * 1000,
+        _multipart(_PART + b"x", boundary="b" * 1000),
+    ),
+    "quoted boundary with spaces": (
+        'multipart/form-data; boundary="a b"',
+        _multipart(_PART + b"x", boundary="a b"),
+    ),
+    "non-ASCII boundary": (
+        "multipart/form-data; boundary=\u00e9t\u00e9",
+        _multipart(_PART + b"x", boundary="\u00e9t\u00e9"),
+    ),
+    "empty body multipart": (_MULTIPART, b""),
+    "only the closing boundary": (_MULTIPART, b"--b0undary--\r\n"),
+    "no closing boundary": (_MULTIPART, _multipart(_PART + b"x", closing=False)),
+    "empty part": (_MULTIPART, _multipart(b"")),
+    "empty parts": (_MULTIPART, _multipart(b"", b"", b"\r\n")),
+    "part without headers": (_MULTIPART, _multipart(b"\r\nhello")),
+    "no Content-Disposition": (_MULTIPART, _multipart(b"Content-Type: image/png\r\n\r\nx")),
+    "no name": (_MULTIPART, _multipart(b'Content-Disposition: form-data; filename="a"\r\n\r\nx')),
+    "no filename": (
+        _MULTIPART,
+        _multipart(b'Content-Disposition: form-data; name="file"\r\n\r\nx'),
+    ),
+    "empty filename": (
+        _MULTIPART,
+        _multipart(b'Content-Disposition: form-data; name="file"; filename=""\r\n\r\n'),
+    ),
+    "latin-1 filename": (
+        _MULTIPART,
+        _multipart(b'Content-Disposition: form-data; name="file"; filename="\xe9\xff"\r\n\r\nx'),
+    ),
+    "RFC 5987 filename": (
+        _MULTIPART,
+        _multipart(
+            b"Content-Disposition: form-data; name=\"file\"; filename*=UTF-8''%F0%9F%98%80\r\n\r\nx"
+        ),
+    ),
+    "header without colon": (_MULTIPART, _multipart(b"garbage header line\r\n\r\nx")),
+    "huge part header": (
+        _MULTIPART,
+        _multipart(b"X-Pad: " + b"p" * 150_000 + b"\r\n" + _PART + b"x"),
+    ),
+    "many header lines": (_MULTIPART, _multipart(b"X-Pad: p\r\n" * 10_000 + _PART + b"x")),
+    "bad base64 transfer encoding": (
+        _MULTIPART,
+        _multipart(b"Content-Transfer-Encoding: base64\r\n" + _PART + b"%%%not base64%%%"),
+    ),
+    "quoted-printable transfer encoding": (
+        _MULTIPART,
+        _multipart(b"Content-Transfer-Encoding: quoted-printable\r\n" + _PART + b"=ZZ=\r\n"),
+    ),
+    "nested multipart/mixed": (
+        _MULTIPART,
+        _multipart(
+            b'Content-Disposition: form-data; name="file"\r\n'
+            b"Content-Type: multipart/mixed; boundary=inner\r\n\r\n"
+            + _multipart(_PART + b"x", boundary="inner")
+        ),
+    ),
+    "many fields": (
+        _MULTIPART,
+        _multipart(*[b'Content-Disposition: form-data; name="f"\r\n\r\nv'] * 2000),
+    ),
+    "many files": (_MULTIPART, _multipart(*[_PART + b"x"] * 2000)),
+    "big text field": (
+        _MULTIPART,
+        _multipart(b'Content-Disposition: form-data; name="f"\r\n\r\n' + b"v" * 1_500_000),
+    ),
+    "file of zeros": (_MULTIPART, _multipart(_PART + b"\x00" * 1000)),
+    # other content types, and none.
+    "no content type": (None, b'{"instances": []}'),
+    "form urlencoded": ("application/x-www-form-urlencoded", b"file=a.png"),
+    "text": ("text/plain; charset=utf-8", "caf\u00e9".encode()),
+    "garbage content type": (";;;==\u00e9", b"x"),
+}
+
+
+@pytest.mark.parametrize("name", list(BODY_ODDITIES))
+def test_odd_bodies_get_a_json_4xx(live_server, name):
+    """Whatever the body holds, a client's mistake is a 4xx with a JSON `detail`, never a 5xx."""
+    content_type, body = BODY_ODDITIES[name]
+    headers = {} if content_type is None else {"content-type": content_type.encode()}
+    response = httpx.post(f"{live_server}/predict", content=body, headers=headers, timeout=60)
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail
+
+
+def _raw_http(url, request):
+    import socket
+    from urllib.parse import urlsplit
+
+    with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port), timeout=30) as sock:
+        sock.sendall(request)
+        return sock.recv(65536).split(b"\r\n", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"Content-Length: -1\r\n",
+        b"Content-Length: abc\r\n",
+        b"Content-Type: \x7f;;\r\n",
+        b"X-Pad: " + b"p" * 200_000 + b"\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 2\r\n",
+    ],
+    ids=["negative length", "text length", "control character", "huge header", "both lengths"],
+)
+def test_malformed_http_gets_a_4xx(live_server, request_head):
+    """Malformed HTTP is refused by the HTTP server before the app sees it: still a 4xx."""
+    status_line = _raw_http(
+        live_server,
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n" + request_head + b"\r\n{}",
+    )
+    assert status_line.startswith(b"HTTP/1.1 4"), status_line
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.just("aGk=")
+    | st.just(base64.b64encode(_TINY_PNG).decode()),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["instances", "b64", "inputs", ""]) | st.text(), children)
+    ),
+    max_leaves=20,
+)
+
+
+@given(
+    body=st.one_of(
+        _JSON_VALUES.map(lambda value: json.dumps(value).encode()),
+        st.fixed_dictionaries({"instances": _JSON_VALUES}).map(lambda v: json.dumps(v).encode()),
+        st.binary(max_size=300),
+    ),
+    content_type=st.sampled_from(
+        [_JSON, "application/json; charset=utf-8", _MULTIPART, "multipart/form-data", "text/plain"]
+    ),
+)
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+def test_generated_bodies_never_get_a_5xx(live_server, body, content_type):
+    response = httpx.post(
+        f"{live_server}/predict", content=body, headers={"content-type": content_type}, timeout=60
+    )
+    assert response.status_code < 500, (response.status_code, response.text[:300])
+    if response.status_code != 200:
+        assert isinstance(response.json()["detail"], str)

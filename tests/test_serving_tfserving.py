@@ -1,6 +1,7 @@
 """The facade's TF Serving REST backend against a server that follows TF Serving's protocol."""
 
 import base64
+import contextlib
 import threading
 import time
 
@@ -12,6 +13,7 @@ from tf_alexnet_serving import Settings, create_app
 
 from serving.tfserving_standin.server import TFServingGRPC, TFServingREST
 from tests.conftest import free_port
+from tf_alexnet import contract
 from tf_alexnet.export import export
 
 
@@ -188,3 +190,138 @@ def test_grpc_versions_labels_and_failures(tfserving_grpc, test_images):
     with _grpc_client(f"127.0.0.1:{free_port()}", timeout_s=2) as unreachable:
         assert unreachable.get("/readyz").status_code == 503
         assert unreachable.post("/predict", files=files).status_code == 503
+
+
+@contextlib.contextmanager
+def _rest_server(servables):
+    server = uvicorn.Server(
+        uvicorn.Config(servables.app, host="127.0.0.1", port=free_port(), log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def _grpc_server(servables):
+    import asyncio
+
+    import grpc
+
+    port = free_port()
+    loop = asyncio.new_event_loop()
+
+    async def serve():
+        server = grpc.aio.server()
+        TFServingGRPC(servables).add_to(server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        return server
+
+    server = loop.run_until_complete(serve())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+CLASS_COUNTS = (2, 20)
+
+
+@pytest.fixture(scope="module")
+def class_models(test_images, tmp_path_factory):
+    """Untrained mini AlexNets with 2 and 20 classes named `kind 0`, `kind 1`, ..., exported
+    as models `c2` and `c20`."""
+    from tf_alexnet.model import AlexNet
+
+    base = tmp_path_factory.mktemp("classes")
+    for classes in CLASS_COUNTS:
+        model = AlexNet(input_shape=(28, 28, 1), classes=classes, variant="mini")
+        model.save(base / f"c{classes}.keras")
+        names = [f"kind {i}" for i in range(classes)]
+        export(
+            base / f"c{classes}.keras",
+            base / "models",
+            name=f"c{classes}",
+            sample_images=test_images[:1],
+            class_names=names,
+        )
+    return base / "models"
+
+
+@pytest.fixture(scope="module", params=["tfserving-rest", "tfserving-grpc", "local"])
+def facade_for(request, class_models):
+    """facade_for(classes, **settings): a TestClient over the `c<classes>` model."""
+    with contextlib.ExitStack() as stack:
+        servers = {}
+
+        def client(classes, **settings):
+            name = f"c{classes}"
+            if request.param != "local" and name not in servers:
+                servables = TFServingREST(class_models, name)
+                serve = _rest_server if request.param == "tfserving-rest" else _grpc_server
+                servers[name] = stack.enter_context(serve(servables))
+            address = {
+                "tfserving-rest": "tfserving_rest_url",
+                "tfserving-grpc": "tfserving_grpc_address",
+                "local": "model_base_path",
+            }[request.param]
+            where = str(class_models) if request.param == "local" else servers[name]
+            return TestClient(
+                create_app(
+                    Settings(backend=request.param, model_name=name, **{address: where}, **settings)
+                )
+            )
+
+        yield client
+
+
+@pytest.mark.parametrize("classes", CLASS_COUNTS)
+def test_names_come_from_the_served_model(facade_for, classes, test_images):
+    files = [("file", (f"{i}.png", image, "image/png")) for i, image in enumerate(test_images[:4])]
+    with facade_for(classes, max_top_k=20) as client:
+        assert client.get("/readyz").status_code == 200
+        answer = client.post(f"/predict?top_k={classes}", files=files)
+        assert answer.status_code == 200, answer.text
+        assert len(client.get("/v1/metadata").json()["class_names"]) == classes
+    for prediction in answer.json()["predictions"]:
+        assert prediction["class_name"] == f"kind {prediction['class_id']}"
+        assert len(prediction["top_k"]) == classes
+        for entry in prediction["top_k"]:  # a name not reported by TF Serving yet is null
+            assert entry["class_name"] in (f"kind {entry['class_id']}", None)
+
+
+@pytest.mark.parametrize("classes", CLASS_COUNTS)
+def test_configured_names_that_disagree_are_refused(facade_for, classes, test_images, caplog):
+    files = {"file": ("a.png", test_images[0], "image/png")}
+    right = [f"kind {i}" for i in range(classes)]
+    with facade_for(classes, class_names=right, max_top_k=20) as client:
+        assert client.get("/readyz").status_code == 200
+        answer = client.post(f"/predict?top_k={classes}", files=files).json()["predictions"][0]
+        assert [e["class_name"] for e in answer["top_k"]] == [
+            f"kind {e['class_id']}" for e in answer["top_k"]
+        ]
+    for wrong, message in [
+        (
+            list(contract.CLASS_NAMES),
+            f"CLASS_NAMES has 10 names but the served model has {classes}",
+        ),
+        (right[::-1], "CLASS_NAMES disagrees with the served model: class "),
+    ]:
+        with facade_for(classes, class_names=wrong) as client:
+            assert message in caplog.text  # said at start-up
+            caplog.clear()
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and message in ready.json()["detail"], ready.text
+            response = client.post("/predict", files=files)
+            assert response.status_code == 503 and message in response.json()["detail"]

@@ -335,7 +335,8 @@ def run_serve(args: argparse.Namespace) -> int:
         ) from None
     if settings.resolved_backend() == "local":
         local_model_folder(settings)  # fail early, with one line, when nothing is exported
-    uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    # The facade logs each request as one JSON line (REQUEST_LOG); uvicorn's own would repeat it.
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False)
     return 0
 
 

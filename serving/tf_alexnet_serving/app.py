@@ -7,8 +7,14 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import json
+import logging
 import pathlib
+import re
+import secrets
+import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
@@ -19,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
 
 from tf_alexnet_serving.backends import Backend, LocalBackend
+from tf_alexnet_serving.classes import ClassNames
 from tf_alexnet_serving.images import ImageError, check_image
 from tf_alexnet_serving.metrics import Metrics
 from tf_alexnet_serving.settings import Settings, get_settings
@@ -26,6 +33,20 @@ from tf_alexnet_serving.tfserving_grpc import GrpcBackend
 from tf_alexnet_serving.tfserving_rest import RestBackend, UpstreamError
 
 PAGE = pathlib.Path(__file__).with_name("page.html")
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+"""A client's X-Request-ID is kept when it looks like an id (a UUID, a trace id), else replaced."""
+
+
+def _request_logger() -> logging.Logger:
+    """`tf_alexnet_serving.requests`: one JSON line per request on stderr (unless configured)."""
+    logger = logging.getLogger("tf_alexnet_serving.requests")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 on_latency=metrics.backend_latency.observe,
             )
         await backend.start()
+        if backend.names.problem:  # serve /readyz and the reason, but never a wrong label
+            logging.getLogger("tf_alexnet_serving").error("Not ready: %s", backend.names.problem)
         app.state.backend = backend
         yield
         await backend.stop()
@@ -59,32 +82,72 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+
+    request_log = _request_logger() if settings.request_log else None
 
     @app.middleware("http")
-    async def limit_and_measure(
+    async def limit_measure_and_log(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         start = time.perf_counter()
+        sent_id = request.headers.get("x-request-id", "")
+        request_id = sent_id if REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex
+        request.state.request_id, request.state.images = request_id, 0
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            response: Response = _error(
-                413, f"Request body over {settings.max_body_bytes:,} bytes."
-            )
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - start)
-        return response
+        status = 500  # unless an answer comes back
+        try:
+            if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+                response: Response = _error(
+                    413, f"Request body over {settings.max_body_bytes:,} bytes."
+                )
+            else:
+                response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-ID"] = request_id
+            return response
+        finally:
+            seconds = time.perf_counter() - start
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics.requests.labels(path, str(status)).inc()
+            metrics.latency.labels(path).observe(seconds)
+            if request_log is not None:
+                backend = getattr(request.app.state, "backend", None)
+                request_log.info(
+                    json.dumps(
+                        {
+                            "request_id": request_id,
+                            "method": request.method,
+                            "path": request.url.path,
+                            "status": status,
+                            "images": request.state.images,
+                            "latency_ms": round(seconds * 1000, 3),
+                            "model": getattr(backend, "name", None),
+                            "model_version": getattr(backend, "version", None),
+                        }
+                    )
+                )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, never a client's mistake: still JSON (the traceback goes to the server log).
+        return _error(500, f"Internal server error ({type(exc).__name__}).")
 
     def backend(request: Request) -> Backend:
         backend: Backend = request.app.state.backend
         return backend
 
     def api_key(request: Request) -> None:
-        if settings.api_key and request.headers.get("x-api-key") != settings.api_key:
+        if settings.api_key and not secrets.compare_digest(
+            request.headers.get("x-api-key", "").encode(), settings.api_key.encode()
+        ):  # constant time: the comparison does not reveal how much of a guess is right
             raise HTTPException(401, "Missing or wrong API key (header X-API-Key).")
 
     BackendDep = Annotated[Backend, Depends(backend)]
@@ -100,8 +163,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz(model: BackendDep) -> JSONResponse:
-        """Readiness: the backend reports the model available."""
-        if await model.ready():
+        """Readiness: the backend reports the model available, with the class names it has."""
+        available = await model.ready()
+        if model.names.problem:
+            return _error(503, model.names.problem)
+        if available:
             return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
         return _error(503, "The model is not available.")
 
@@ -122,7 +188,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         """Classify images: multipart `file` parts, or `{"instances": [{"b64": ...}]}`."""
         start = time.perf_counter()
+        if model.names.problem:  # refuse rather than label with names the model does not have
+            raise HTTPException(503, model.names.problem)
         images = await _read_images(request, settings)
+        request.state.images = len(images)
         for name, data in images:
             try:
                 check_image(data, settings.max_pixels)
@@ -131,9 +200,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         results = await asyncio.gather(
             *(model.predict(data) for _, data in images), return_exceptions=True
         )
+        if model.names.problem:  # learnt from these very answers
+            raise HTTPException(503, model.names.problem)
         for result in results:
             if isinstance(result, UpstreamError) and result.status != 400:
-                raise HTTPException(result.status, result.message)
+                headers = {"Retry-After": str(result.retry_after)} if result.retry_after else None
+                raise HTTPException(result.status, result.message, headers=headers)
         failed = [
             name
             for (name, _), result in zip(images, results, strict=True)
@@ -142,7 +214,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if failed:  # the whole request fails, naming every bad image
             raise HTTPException(400, f"{', '.join(failed)}: corrupt or truncated image")
         predictions = [
-            _answer(name, result, model.class_names, top_k)
+            _answer(name, result, model.names, top_k)
             for (name, _), result in zip(images, results, strict=True)
         ]
         return {
@@ -189,24 +261,22 @@ PREDICT_BODY = {
 }
 
 
-def _answer(
-    name: str, probabilities: Any, class_names: tuple[str, ...], top_k: int
-) -> dict[str, Any]:
-    order = probabilities.argsort()[::-1][:top_k]
+def _answer(name: str, probabilities: Any, names: ClassNames, top_k: int) -> dict[str, Any]:
+    order = (-probabilities).argsort(kind="stable")[:top_k]  # ties: the lowest id, as argmax
     top = [
-        {"class_id": int(i), "class_name": class_names[i], "score": float(probabilities[i])}
+        {"class_id": int(i), "class_name": names.name(int(i)), "score": float(probabilities[i])}
         for i in order
     ]
     return {"file": name, **top[0], "top_k": top}
 
 
 async def _read_images(request: Request, settings: Settings) -> list[tuple[str, bytes]]:
-    content_type = request.headers.get("content-type", "")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await _limited_body(request, settings.max_body_bytes)
-    if content_type.startswith("multipart/form-data"):
+    if media_type == "multipart/form-data":
         return await _multipart_images(request, body, settings)
-    if content_type.startswith("application/json"):
-        return _json_images(request, body, settings)
+    if media_type == "application/json":
+        return _json_images(body, settings)
     raise HTTPException(
         415, "Send multipart/form-data with image files, or application/json with instances."
     )
@@ -242,12 +312,12 @@ async def _multipart_images(
     return [(upload.filename or f"file{i}", await upload.read()) for i, upload in enumerate(files)]
 
 
-def _json_images(request: Request, body: bytes, settings: Settings) -> list[tuple[str, bytes]]:
-    import json
-
+def _json_images(body: bytes, settings: Settings) -> list[tuple[str, bytes]]:
     try:
         payload = json.loads(body)
-    except ValueError:
+    except RecursionError:  # e.g. 100,000 nested arrays: the decoder recurses per level
+        raise HTTPException(400, "The body is JSON nested too deeply.") from None
+    except ValueError:  # also invalid UTF-8 and integers over Python's 4,300-digit limit
         raise HTTPException(400, "The body is not valid JSON.") from None
     instances = payload.get("instances") if isinstance(payload, dict) else None
     if not isinstance(instances, list) or not instances:

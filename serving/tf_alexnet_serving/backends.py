@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 import time
@@ -10,14 +11,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from tf_alexnet import contract
-from tf_alexnet_serving.batching import MicroBatcher
+from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
+from tf_alexnet_serving.classes import ClassNames, probe_images
 from tf_alexnet_serving.settings import Settings
+from tf_alexnet_serving.tfserving_rest import UpstreamError
 
 
 class Backend(Protocol):
     name: str
     version: int
-    class_names: tuple[str, ...]
+    names: ClassNames
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -55,15 +58,23 @@ class LocalBackend:
         self._signature = tf.saved_model.load(str(folder)).signatures[
             contract.SIGNATURE_IMAGE_BYTES
         ]
-        self.class_names = tuple(
-            (folder / "assets" / contract.CLASS_NAMES_ASSET).read_text().splitlines()
+        outputs = self._signature.structured_outputs[contract.OUTPUT_PROBABILITIES]
+        self.names = ClassNames(settings.class_names)
+        self.names.reset(
+            outputs.shape[-1],
+            (folder / "assets" / contract.CLASS_NAMES_ASSET).read_text().splitlines(),
         )
         metadata_file = folder / "assets.extra" / "metadata.json"
         self._metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
         self._tf = tf
         self._on_latency = on_latency
         self._batcher = MicroBatcher(
-            self._run, settings.max_batch_size, settings.max_batch_wait_ms / 1000, on_batch
+            self._run,
+            settings.max_batch_size,
+            settings.max_batch_wait_ms / 1000,
+            on_batch,
+            max_queue=settings.max_queue,
+            timeout_s=settings.timeout_s,
         )
 
     def _run(self, images: list[bytes]) -> np.ndarray:
@@ -74,6 +85,9 @@ class LocalBackend:
         return np.asarray(outputs[contract.OUTPUT_PROBABILITIES])
 
     async def start(self) -> None:
+        # One call before the first request: TensorFlow's first run is slow (thread pools,
+        # kernels), and it would count against the first client's timeout.
+        await asyncio.to_thread(self._run, probe_images()[:1])
         self._batcher.start()
 
     async def stop(self) -> None:
@@ -83,14 +97,19 @@ class LocalBackend:
         return True
 
     async def predict(self, image: bytes) -> np.ndarray:
-        result: np.ndarray = await self._batcher.submit(image)
+        try:
+            result: np.ndarray = await self._batcher.submit(image)
+        except QueueFull as err:
+            raise UpstreamError(503, f"Overloaded: {err}; retry later.", retry_after=1) from None
+        except DeadlineExceeded as err:
+            raise UpstreamError(504, f"The model gave no answer in time: {err}.") from None
         return result
 
     def metadata(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "version": self.version,
-            "class_names": list(self.class_names),
+            "class_names": self.names.as_list(),
             "input_shape": self._metadata.get("input_shape"),
             "signatures": self._metadata.get("signatures"),
             "bf16_rewrite": {"enabled": self.bf16.available, "reason": self.bf16.reason},

@@ -8,12 +8,22 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
+class QueueFull(Exception):
+    """The queue holds `max_queue` items already: the caller should come back later."""
+
+
+class DeadlineExceeded(Exception):
+    """An item waited and ran for longer than `timeout_s`."""
+
+
 class MicroBatcher:
     """Collects items for up to `max_wait_s` (or `max_batch_size` items), runs them together.
 
     `run` takes a list of items and returns one result per item; it runs in a worker thread,
     so inference never blocks the event loop. When a batch fails, its items are retried one
-    by one, so one bad item fails alone.
+    by one, so one bad item fails alone. At most `max_queue` items wait (beyond that, `submit`
+    raises `QueueFull` at once), and an item that has no result after `timeout_s` raises
+    `DeadlineExceeded` and is dropped from the queue if it has not started.
     """
 
     def __init__(
@@ -22,13 +32,24 @@ class MicroBatcher:
         max_batch_size: int,
         max_wait_s: float,
         on_batch: Callable[[int], None] | None = None,
+        *,
+        max_queue: int = 0,
+        timeout_s: float | None = None,
     ) -> None:
         self._run = run
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
         self._on_batch = on_batch
+        self._timeout_s = timeout_s
+        self._max_queue = max_queue
         self._queue: asyncio.Queue[tuple[Any, asyncio.Future[Any]]] = asyncio.Queue()
+        self._waiting: set[asyncio.Future[Any]] = set()  # queued, not given up, not started
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        """Items waiting for a model call."""
+        return len(self._waiting)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
@@ -40,9 +61,17 @@ class MicroBatcher:
                 await self._task
 
     async def submit(self, item: Any) -> Any:
+        if self._max_queue and len(self._waiting) >= self._max_queue:
+            raise QueueFull(f"{self._max_queue} images are waiting already")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
-        return await future
+        self._waiting.add(future)
+        self._queue.put_nowait((item, future))
+        try:
+            return await asyncio.wait_for(future, self._timeout_s)
+        except TimeoutError:  # wait_for cancelled the future: the loop skips it
+            raise DeadlineExceeded(f"no result within {self._timeout_s:g} s") from None
+        finally:
+            self._waiting.discard(future)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -58,6 +87,10 @@ class MicroBatcher:
                         batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except (asyncio.QueueEmpty, TimeoutError):
                     break
+            batch = [(item, future) for item, future in batch if not future.done()]
+            self._waiting.difference_update(future for _, future in batch)
+            if not batch:  # every caller gave up while waiting
+                continue
             if self._on_batch is not None:
                 self._on_batch(len(batch))
             results = await asyncio.to_thread(self._run_safely, [item for item, _ in batch])

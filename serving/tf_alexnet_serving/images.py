@@ -24,7 +24,10 @@ def image_size(data: bytes) -> tuple[str, int, int]:
     if data.startswith(b"BM"):
         if len(data) < 26:
             raise ImageError("truncated BMP header")
-        width, height = struct.unpack("<ii", data[18:26])
+        if data[14:18] == b"\x0c\x00\x00\x00":  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+            width, height = struct.unpack("<HH", data[18:22])
+        else:  # BITMAPINFOHEADER and its successors (V4, V5): 32-bit, negative when top-down
+            width, height = struct.unpack("<ii", data[18:26])
         return "bmp", abs(width), abs(height)
     if data.startswith(b"\xff\xd8"):
         return ("jpeg", *_jpeg_size(data))
@@ -32,14 +35,20 @@ def image_size(data: bytes) -> tuple[str, int, int]:
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """The frame size from the first SOFn segment (ITU T.81 B.1.1.2: any marker may be
+    preceded by 0xFF fill bytes)."""
     index = 2
     while index + 9 < len(data):
         if data[index] != 0xFF:
             raise ImageError("corrupt JPEG header")
+        while index + 1 < len(data) and data[index + 1] == 0xFF:  # fill bytes
+            index += 1
         marker = data[index + 1]
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             index += 2
             continue
+        if index + 9 >= len(data):
+            break
         (length,) = struct.unpack(">H", data[index + 2 : index + 4])
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             height, width = struct.unpack(">HH", data[index + 5 : index + 9])

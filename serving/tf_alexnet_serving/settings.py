@@ -27,18 +27,23 @@ class Settings(BaseSettings):
     model_name: str = contract.MODEL_NAME
     model_version: int | None = Field(default=None, ge=1)
     model_label: str | None = None
-    class_names: list[str] = list(contract.CLASS_NAMES)
-    """For TF Serving backends (TF Serving does not serve the class-names asset)."""
+    class_names: list[str] | None = None
+    """Optional: the names the served model must have (checked, never used over the model's);
+    with TF Serving, it also names top-k classes the model has not reported yet."""
     bf16: Literal["auto", "on", "off"] = "auto"
     """Local backend: run the float32 export on the CPU's bf16 units (AMX, AVX512-BF16) through
     TensorFlow's graph rewrite; `auto` turns it on where the units exist."""
     max_batch_size: int = Field(default=32, ge=1)
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
+    max_queue: int = Field(default=128, ge=1)
+    """Images waiting for the local backend's model; more get 503 with Retry-After."""
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     max_files: int = Field(default=16, ge=1)
     max_pixels: int = Field(default=25_000_000, ge=1)
     max_top_k: int = Field(default=contract.NUM_CLASSES, ge=1)
     api_key: str | None = None
+    request_log: bool = True
+    """One JSON line per request on stderr (logger `tf_alexnet_serving.requests`)."""
     cors_origins: list[str] = []
 
     def resolved_backend(self) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import grpc
 import numpy as np
 
 from tf_alexnet import contract
+from tf_alexnet_serving import classes
+from tf_alexnet_serving.classes import ClassNames
 from tf_alexnet_serving.settings import Settings
 from tf_alexnet_serving.tfserving_rest import UpstreamError
 
@@ -21,6 +24,8 @@ _STATUS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 503,
 }
+
+_RETRY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 class GrpcBackend:
@@ -43,7 +48,8 @@ class GrpcBackend:
 
         self.name = settings.model_name
         self.version = 0
-        self.class_names = tuple(settings.class_names)
+        self.names = ClassNames(settings.class_names)
+        self._names_version = 0  # the version whose class names `names` holds
         self._settings = settings
         size = settings.grpc_max_message_bytes
         self._channel = grpc.aio.insecure_channel(
@@ -89,30 +95,91 @@ class GrpcBackend:
         ]
         if available:
             self.version = max(available)
+            if self.version != self._names_version:
+                await self._learn_classes()
         return bool(available)
 
-    async def predict(self, image: bytes) -> np.ndarray:
+    async def _learn_classes(self) -> None:
+        """The served version's class count (its metadata), then a few names (a probe)."""
+        from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+
+        version = self.version
+        spec = model_pb2.ModelSpec(name=self.name)
+        spec.version.value = version
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=spec, metadata_field=["signature_def"]
+        )
+        count = None  # else learnt from the first answer
+        try:
+            response = await self._predict.GetModelMetadata(
+                request, timeout=self._settings.timeout_s
+            )
+            signatures = get_model_metadata_pb2.SignatureDefMap()
+            if response.metadata["signature_def"].Unpack(signatures):
+                signature = signatures.signature_def[contract.SIGNATURE_IMAGE_BYTES]
+                dims = signature.outputs[contract.OUTPUT_PROBABILITIES].tensor_shape.dim
+                count = dims[-1].size if dims and dims[-1].size > 0 else None
+        except (grpc.aio.AioRpcError, KeyError, IndexError):
+            pass
+        self.names.reset(count)
+        self._names_version = version
+        if self.names.problem:
+            return
+        try:
+            _, ids, names = await self._call(classes.probe_images())
+        except UpstreamError:
+            return  # the names come with the answers
+        with contextlib.suppress(UpstreamError):  # a disagreement is kept in names.problem
+            for class_id, name in zip(ids, names, strict=True):
+                self.names.learn(class_id, name)
+
+    async def _call(self, images: list[bytes]) -> tuple[np.ndarray, list[int], list[str]]:
+        """(probabilities, class ids, class names) for `images`, from one Predict call."""
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
         request = predict_pb2.PredictRequest(model_spec=self._model_spec())
         request.inputs[contract.INPUT_IMAGE_BYTES].CopyFrom(
-            tf.make_tensor_proto([image], dtype=tf.string)
+            tf.make_tensor_proto(images, dtype=tf.string)
         )
         try:
             response = await self._predict.Predict(request, timeout=self._settings.timeout_s)
         except grpc.aio.AioRpcError as err:
             status = _STATUS.get(err.code(), 503)
-            raise UpstreamError(status, f"TF Serving: {err.code().name}: {err.details()}") from None
+            retry = 1 if err.code() in _RETRY else None
+            message = f"TF Serving: {err.code().name}: {err.details()}"
+            raise UpstreamError(status, message, retry_after=retry) from None
         if response.model_spec.HasField("version"):
             self.version = response.model_spec.version.value
-        probabilities = tf.make_ndarray(response.outputs[contract.OUTPUT_PROBABILITIES])
-        return np.asarray(probabilities[0], np.float32)
+        outputs = response.outputs
+        probabilities = np.asarray(
+            tf.make_ndarray(outputs[contract.OUTPUT_PROBABILITIES]), np.float32
+        )
+        ids, names = [], []
+        if contract.OUTPUT_CLASS_ID in outputs and contract.OUTPUT_CLASS_NAME in outputs:
+            ids = [int(i) for i in tf.make_ndarray(outputs[contract.OUTPUT_CLASS_ID])]
+            names = [
+                n.decode("utf-8", "replace")
+                for n in tf.make_ndarray(outputs[contract.OUTPUT_CLASS_NAME])
+            ]
+        return probabilities, ids, names
+
+    async def predict(self, image: bytes) -> np.ndarray:
+        batch, ids, names = await self._call([image])
+        probabilities = batch[0]
+        if self.version != self._names_version:  # another version answered
+            await self._learn_classes()
+        learnt = all(self.names.learn(i, n) for i, n in zip(ids, names, strict=True))
+        if len(probabilities) != self.names.count or not learnt:
+            self.names.reset(len(probabilities))
+            for class_id, name in zip(ids, names, strict=True):
+                self.names.learn(class_id, name)
+        return probabilities
 
     def metadata(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "version": self.version,
-            "class_names": list(self.class_names),
+            "class_names": self.names.as_list(),
             "backend": "tfserving-grpc",
         }

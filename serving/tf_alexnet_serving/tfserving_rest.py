@@ -9,16 +9,18 @@ import httpx
 import numpy as np
 
 from tf_alexnet import contract
+from tf_alexnet_serving import classes
 from tf_alexnet_serving.settings import Settings
 
 
 class UpstreamError(Exception):
-    """TF Serving failed; `status` is what the facade answers."""
+    """The backend failed; `status` is what the facade answers (with `Retry-After` if set)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 class RestBackend:
@@ -29,7 +31,9 @@ class RestBackend:
             raise ValueError("tfserving_rest_url is not set.")
         self.name = settings.model_name
         self.version = 0  # learnt from the model status
-        self.class_names = tuple(settings.class_names)
+        self.names = classes.ClassNames(settings.class_names)
+        self._names_version = 0  # the version whose class names `names` holds
+        self._base_url = f"{settings.tfserving_rest_url.rstrip('/')}/v1/models/{self.name}"
         selector = (
             f"/versions/{settings.model_version}"
             if settings.model_version
@@ -64,12 +68,44 @@ class RestBackend:
         ]
         if available:
             self.version = max(available)
+            if self.version != self._names_version:
+                await self._learn_classes()
         return bool(available)
 
-    async def predict(self, image: bytes) -> np.ndarray:
+    async def _learn_classes(self) -> None:
+        """The served version's class count (its metadata), then a few names (a probe)."""
+        version = self.version
+        try:
+            response = await self._client.get(f"{self._base_url}/versions/{version}/metadata")
+            response.raise_for_status()
+            count = classes_in_signature_def(
+                response.json()["metadata"]["signature_def"]["signature_def"]
+            )
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            count = None  # learnt from the first answer instead
+        self.names.reset(count)
+        self._names_version = version
+        if self.names.problem:
+            return
+        try:
+            for prediction in await self._predict(classes.probe_images()):
+                self._learn(prediction)
+        except UpstreamError:
+            pass  # the names come with the answers
+
+    def _learn(self, prediction: dict[str, Any]) -> bool:
+        class_id, name = (
+            prediction.get(contract.OUTPUT_CLASS_ID),
+            prediction.get(contract.OUTPUT_CLASS_NAME),
+        )
+        if isinstance(class_id, int) and isinstance(name, str):
+            return self.names.learn(class_id, name)
+        return True
+
+    async def _predict(self, images: list[bytes]) -> list[dict[str, Any]]:
         body = {
             "signature_name": contract.SIGNATURE_IMAGE_BYTES,
-            "instances": [{"b64": base64.b64encode(image).decode("ascii")}],
+            "instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images],
         }
         try:
             response = await self._client.post(f"{self._model_url}:predict", json=body)
@@ -79,16 +115,34 @@ class RestBackend:
             raise UpstreamError(503, f"TF Serving is unreachable: {type(err).__name__}.") from None
         if response.status_code != 200:
             raise _upstream_error(response)
-        (prediction,) = response.json()["predictions"]
-        return np.asarray(prediction[contract.OUTPUT_PROBABILITIES], np.float32)
+        predictions: list[dict[str, Any]] = response.json()["predictions"]
+        return predictions
+
+    async def predict(self, image: bytes) -> np.ndarray:
+        (prediction,) = await self._predict([image])
+        probabilities = np.asarray(prediction[contract.OUTPUT_PROBABILITIES], np.float32)
+        if len(probabilities) != self.names.count or not self._learn(prediction):
+            await self.ready()  # another version answered: learn its classes, then check again
+            if len(probabilities) != self.names.count or not self._learn(prediction):
+                self.names.reset(len(probabilities))
+                self._learn(prediction)
+        return probabilities
 
     def metadata(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "version": self.version,
-            "class_names": list(self.class_names),
+            "class_names": self.names.as_list(),
             "backend": "tfserving-rest",
         }
+
+
+def classes_in_signature_def(signature_defs: dict[str, Any]) -> int | None:
+    """The width of `probabilities` in the bytes signature (TF Serving's metadata JSON)."""
+    outputs = signature_defs[contract.SIGNATURE_IMAGE_BYTES]["outputs"]
+    dims = outputs[contract.OUTPUT_PROBABILITIES]["tensor_shape"]["dim"]
+    size = int(dims[-1]["size"])
+    return size if size > 0 else None
 
 
 def _upstream_error(response: httpx.Response) -> UpstreamError:
@@ -102,4 +156,6 @@ def _upstream_error(response: httpx.Response) -> UpstreamError:
         return UpstreamError(503, f"TF Serving has no such model: {message}")
     if response.status_code == 504:
         return UpstreamError(504, f"TF Serving timed out: {message}")
+    if response.status_code in (429, 503):  # RESOURCE_EXHAUSTED, UNAVAILABLE (a full queue)
+        return UpstreamError(503, f"TF Serving is overloaded: {message}", retry_after=1)
     return UpstreamError(503, f"TF Serving failed ({response.status_code}): {message}")

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 PATH = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?(?P<verb>:predict)?$"
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?(?P<verb>:predict|/metadata)?$"
 )
 
 
@@ -49,6 +49,7 @@ class TFServingREST:
         self.labels = labels or {}
         self.num_versions = num_versions
         self.models: dict[int, Any] = {}  # the AVAILABLE versions; replaced, never mutated
+        self.signature_defs: dict[int, Any] = {}  # their SignatureDefMaps, for metadata
         self.states: dict[int, tuple[str, str]] = {}  # version: (state, error message)
         self._polling = threading.Lock()
         self.poll()
@@ -66,9 +67,11 @@ class TFServingREST:
                 self.states[version] = ("LOADING", "")
                 try:
                     model = tf.saved_model.load(str(folder / str(version)))
+                    signature_defs = _signature_defs(folder / str(version))
                 except Exception as err:  # TF Serving reports a failed load in the status
                     self.states[version] = ("END", str(err).splitlines()[0])
                     continue
+                self.signature_defs = {**self.signature_defs, version: signature_defs}
                 self.models = {**self.models, version: model}
                 self.states[version] = ("AVAILABLE", "")
             if not any(version in self.models for version in wanted):
@@ -130,10 +133,27 @@ class TFServingREST:
             except LookupError as err:
                 return JSONResponse({"error": str(err)}, 404)
         try:
-            _, model = self._servable(match["name"], match["version"], match["label"])
+            version, model = self._servable(match["name"], match["version"], match["label"])
         except LookupError as err:
             return JSONResponse({"error": str(err)}, 404)
-        if request.method != "POST" or not match["verb"]:
+        if request.method == "GET" and match["verb"] == "/metadata":
+            from google.protobuf import json_format
+
+            return JSONResponse(
+                {
+                    "model_spec": {
+                        "name": self.name,
+                        "signature_name": "",
+                        "version": str(version),
+                    },
+                    "metadata": {
+                        "signature_def": json_format.MessageToDict(
+                            self.signature_defs[version], preserving_proto_field_name=True
+                        )
+                    },
+                }
+            )
+        if request.method != "POST" or match["verb"] != ":predict":
             return JSONResponse({"error": "Malformed request"}, 400)
         try:
             body = json.loads(await request.body())
@@ -165,6 +185,19 @@ class TFServingREST:
             count = len(values)
             return {"predictions": [{key: rows[key][i] for key in rows} for i in range(count)]}
         return {"outputs": rows}
+
+
+def _signature_defs(folder: pathlib.Path) -> Any:
+    """The SavedModel's signatures as TF Serving's metadata carries them (a SignatureDefMap)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    saved_model = saved_model_pb2.SavedModel.FromString((folder / "saved_model.pb").read_bytes())
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    for key, signature in saved_model.meta_graphs[0].signature_def.items():
+        if key != "__saved_model_init_op":
+            signatures.signature_def[key].CopyFrom(signature)
+    return signatures
 
 
 def _decode(value: Any) -> Any:
@@ -199,6 +232,9 @@ class TFServingGRPC:
         class Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
             async def Predict(self, request: Any, context: Any) -> Any:
                 return await outer.predict(request, context)
+
+            async def GetModelMetadata(self, request: Any, context: Any) -> Any:
+                return await outer.metadata(request, context)
 
         class Models(model_service_pb2_grpc.ModelServiceServicer):
             async def GetModelStatus(self, request: Any, context: Any) -> Any:
@@ -240,6 +276,22 @@ class TFServingGRPC:
         response.model_spec.version.value = version
         for key, value in outputs.items():
             response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+        return response
+
+    async def metadata(self, request: Any, context: Any) -> Any:
+        import grpc
+        from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+
+        version, _ = await self._resolve(request.model_spec, context)
+        if list(request.metadata_field) != ["signature_def"]:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "Metadata field signature_def is required"
+            )
+        response = get_model_metadata_pb2.GetModelMetadataResponse(
+            model_spec=model_pb2.ModelSpec(name=request.model_spec.name)
+        )
+        response.model_spec.version.value = version
+        response.metadata["signature_def"].Pack(self.servables.signature_defs[version])
         return response
 
     async def status(self, request: Any, context: Any) -> Any:

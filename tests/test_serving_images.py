@@ -1,0 +1,195 @@
+"""The facade refuses only what the served model's own decoder refuses (or what is over a limit).
+
+A corpus of real-world encodings, made here with Pillow and by hand, goes both to the exported
+model's `serving_default` signature (TensorFlow's `decode_image` inside the graph) and to the
+facade: accepted images must be answered, refused ones must get a 400 that names the file.
+"""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from tf_alexnet_serving import Settings, create_app
+from tf_alexnet_serving.images import check_image
+
+
+def _picture(mode, size=(37, 23)):
+    """A deterministic test picture (a gradient with a square) in `mode`."""
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    gray = ((x * 7 + y * 5) % 256).astype(np.uint8)
+    gray[5:15, 5:15] = 255
+    rgb = np.stack([gray, 255 - gray, (gray // 2).astype(np.uint8)], axis=-1)
+    return Image.fromarray(rgb, "RGB").convert(mode) if mode != "RGB" else Image.fromarray(rgb)
+
+
+def _save(image, fmt, **options):
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _with_jpeg_fill_bytes(data, count=3):
+    """The same JPEG with `count` 0xFF fill bytes before every marker up to the scan."""
+    out, index = bytearray(data[:2]), 2
+    while index < len(data):
+        marker = data[index + 1]
+        (length,) = struct.unpack(">H", data[index + 2 : index + 4])
+        out += b"\xff" * count + data[index : index + 2 + length]
+        index += 2 + length
+        if marker == 0xDA:  # start of scan: the entropy-coded data follows
+            return bytes(out + data[index:])
+    raise AssertionError("no scan")
+
+
+def _png_chunk(kind, payload):
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload))
+    )
+
+
+def _interlaced_png(pixels):
+    """An Adam7-interlaced 8-bit grayscale PNG (Pillow writes none)."""
+    height, width = pixels.shape
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2)]
+    passes.append((0, 1, 1, 2))
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        sub = pixels[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 1)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(raw))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _bmp(header_size, width=6, height=4, bpp=24, top_down=False):
+    """A BMP with a DIB header of `header_size` bytes (12: OS/2 core; 40, 108, 124: Windows)."""
+    row = bytes(range(width * bpp // 8))
+    row += b"\x00" * (-len(row) % 4)
+    pixels = row * height
+    offset = 14 + header_size
+    if header_size == 12:
+        dib = struct.pack("<IHHHH", 12, width, height, 1, bpp)
+    else:
+        dib = struct.pack(
+            "<IiiHHIIiiII", header_size, width, -height if top_down else height, 1, bpp, 0,
+            len(pixels), 2835, 2835, 0, 0,
+        )  # fmt: skip
+        dib += b"\x00" * (header_size - len(dib))
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + dib + pixels
+
+
+def _corpus():
+    rgb, gray = _picture("RGB"), _picture("L")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90°
+    baseline = _save(rgb, "JPEG", quality=90)
+    frames = [_picture("P"), _picture("P").rotate(90), _picture("P").rotate(180)]
+    corpus = {
+        "baseline.jpg": baseline,
+        "progressive.jpg": _save(rgb, "JPEG", progressive=True),
+        "restart-markers.jpg": _save(rgb, "JPEG", restart_marker_blocks=1),
+        "restart-rows.jpg": _save(rgb, "JPEG", restart_marker_rows=1),
+        "fill-bytes.jpg": _with_jpeg_fill_bytes(baseline),
+        "fill-bytes-progressive.jpg": _with_jpeg_fill_bytes(_save(rgb, "JPEG", progressive=True)),
+        "exif-orientation.jpg": _save(rgb, "JPEG", exif=exif.tobytes()),
+        "grayscale.jpg": _save(gray, "JPEG"),
+        "cmyk.jpg": _save(_picture("CMYK"), "JPEG"),
+        "subsampling-444.jpg": _save(rgb, "JPEG", subsampling=0),
+        "optimized.jpg": _save(rgb, "JPEG", optimize=True, quality=100),
+        "comment-and-icc.jpg": _save(rgb, "JPEG", comment=b"hello", icc_profile=b"\x00" * 200),
+        "truncated.jpg": baseline[: len(baseline) // 2],
+        "1-bit.png": _save(_picture("1"), "PNG"),
+        "2-bit-palette.png": _save(_picture("P"), "PNG", bits=2),
+        "4-bit-palette.png": _save(_picture("P"), "PNG", bits=4),
+        "8-bit.png": _save(gray, "PNG"),
+        "16-bit.png": _save(_picture("I").point(lambda v: v * 256).convert("I;16"), "PNG"),
+        "palette.png": _save(_picture("P"), "PNG"),
+        "palette-transparency.png": _save(_picture("P"), "PNG", transparency=0),
+        "interlaced.png": _interlaced_png(np.asarray(gray)),
+        "rgba.png": _save(_picture("RGBA"), "PNG"),
+        "gray-alpha.png": _save(_picture("LA"), "PNG"),
+        "bad-crc.png": _save(gray, "PNG")[:-5] + b"\x00" * 5,
+        "truncated.png": _save(gray, "PNG")[:50],
+        "static.gif": _save(_picture("P"), "GIF"),
+        "animated.gif": _save(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+        "transparent.gif": _save(_picture("P"), "GIF", transparency=0),
+        "pillow-24-bit.bmp": _save(rgb, "BMP"),
+        "pillow-8-bit.bmp": _save(gray, "BMP"),
+        "pillow-1-bit.bmp": _save(_picture("1"), "BMP"),
+        "core-header.bmp": _bmp(12),
+        "info-header.bmp": _bmp(40),
+        "info-header-top-down.bmp": _bmp(40, top_down=True),
+        "info-header-32-bit.bmp": _bmp(40, bpp=32),
+        "v4-header.bmp": _bmp(108),
+        "v5-header.bmp": _bmp(124),
+        "v5-header-32-bit-top-down.bmp": _bmp(124, bpp=32, top_down=True),
+    }
+    return corpus
+
+
+CORPUS = _corpus()
+
+
+@pytest.fixture(scope="module")
+def served_model(model_base):
+    import tensorflow as tf
+
+    from tf_alexnet import contract
+    from tf_alexnet.export import saved_model_path
+
+    signature = tf.saved_model.load(str(saved_model_path(model_base / "alexnet"))).signatures[
+        contract.SIGNATURE_IMAGE_BYTES
+    ]
+
+    def accepts(data):
+        try:
+            signature(**{contract.INPUT_IMAGE_BYTES: tf.constant([data])})
+        except tf.errors.InvalidArgumentError:
+            return False
+        return True
+
+    return accepts
+
+
+@pytest.fixture(scope="module")
+def client(model_base):
+    with TestClient(create_app(Settings(model_base_path=str(model_base)))) as client:
+        yield client
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_the_facade_agrees_with_the_models_decoder(client, served_model, name):
+    data = CORPUS[name]
+    response = client.post("/predict", files={"file": (name, data, "application/octet-stream")})
+    if served_model(data):
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0]["file"] == name
+    else:
+        assert response.status_code == 400, response.text
+        assert response.json()["detail"].startswith(f"{name}: ")
+
+
+def test_the_usual_encodings_are_all_accepted(served_model):
+    """The corpus is not trivially refused: the model decodes every common encoding, and
+    refuses only broken files and the BMPs TensorFlow does not read (1-bit, OS/2 headers)."""
+    refused = {name for name, data in CORPUS.items() if not served_model(data)}
+    assert refused == {
+        "truncated.jpg", "truncated.png", "bad-crc.png", "pillow-1-bit.bmp", "core-header.bmp",
+    }  # fmt: skip
+
+
+def test_jpeg_fill_bytes_before_markers_are_read():
+    data = _with_jpeg_fill_bytes(_save(_picture("RGB"), "JPEG"), count=7)
+    assert check_image(data, 10_000) == "jpeg"
