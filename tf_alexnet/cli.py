@@ -336,8 +336,8 @@ def run_serve(args: argparse.Namespace) -> int:
             f"Invalid serving setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
         ) from None
     if settings.resolved_backend() == "local":
-        local_model_folder(settings)  # fail early, with one line, when nothing is exported
         startup.start_tensorflow()  # the local backend runs the model in process
+        local_model_folder(settings)  # fail early, with one line, when nothing is exported
     uvicorn.run(create_app(settings), host=args.host, port=args.port)
     return 0
 
