@@ -232,10 +232,10 @@ def test_every_setting_has_its_flag():
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--dropout", "1.5"], "`dropout` should be a number in [0, 1). Received: dropout=1.5"),
+        (["--dropout", "1.5"], "`dropout` should be in [0, 1). Received: dropout=1.5"),
         (["--validation-fraction", "2"], "Received: validation_fraction=2.0"),
         (["--crop", "zoom"], "Received: augment.crop='zoom'"),
-        (["--seed", "-3"], "`seed` should be an integer >= 0. Received: seed=-3"),
+        (["--seed", "-3"], "`seed` should be >= 0. Received: seed=-3"),
     ],
 )
 def test_flag_values_are_checked_by_the_declarations(flags, message, tmp_path, capsys):

@@ -45,7 +45,7 @@ def test_json_round_trip(tmp_path):
         ({"epochz": 3}, "Unknown configuration keys: epochz"),
         ({"augment": {"flipp": True}}, "Unknown augmentation keys: flipp"),
         ({"variant": "resnet"}, "Received: variant='resnet'"),
-        ({"batch_size": 0}, "`batch_size` should be an integer >= 1"),
+        ({"batch_size": 0}, "`batch_size` should be >= 1"),
         ({"channels": 2}, "`channels` should be 1 or 3"),
         ({"augment": {"crop": "zoom"}}, "Received: augment.crop='zoom'"),
         ({"strategy": "tpu"}, "Received: strategy='tpu'"),
@@ -87,12 +87,12 @@ def test_auto_preset_suits_the_machine():
 WRONG = [
     ({"augment": {"flip": "no"}}, "`augment.flip` should be a boolean (true or false). "
      "Received: augment.flip='no'"),
-    ({"dropout": 1.5}, "`dropout` should be a number in [0, 1). Received: dropout=1.5"),
+    ({"dropout": 1.5}, "`dropout` should be in [0, 1). Received: dropout=1.5"),
     ({"seed": "x"}, "`seed` should be an integer >= 0. Received: seed='x'"),
-    ({"validation_fraction": 2}, "`validation_fraction` should be a number in [0, 1). "
+    ({"validation_fraction": 2}, "`validation_fraction` should be in [0, 1). "
      "Received: validation_fraction=2"),
     ({"epochs": 2.5}, "`epochs` should be an integer >= 1. Received: epochs=2.5"),
-    ({"augment": {"hue": 0.9}}, "`augment.hue` should be a number in [0, 0.5]. "
+    ({"augment": {"hue": 0.9}}, "`augment.hue` should be in [0, 0.5]. "
      "Received: augment.hue=0.9"),
     ({"augment": "flip"}, "`augment` should be a table of settings. Received: augment='flip'"),
 ]  # fmt: skip

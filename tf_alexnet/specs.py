@@ -170,15 +170,11 @@ def _expected(error: Any, field: Any) -> str:
         return str(error["ctx"]["expected"])
     bounds = _bounds(field) if field is not None else ""
     base = _KINDS.get(kind)
-    if base is None:  # a range error: say the type the range applies to
-        base = "an integer" if _is_int(field) else "a number"
-    if field is not None and field.default is None and kind in _KINDS:
+    if base is None:  # a range error: the type was right
+        return bounds or str(error["msg"]).removeprefix("Input should be ")
+    if field is not None and field.default is None:
         base += " (or null, the default)"
     return base + (f" {bounds}" if bounds else "")
-
-
-def _is_int(field: Any) -> bool:
-    return field is not None and "int" in str(field.annotation)
 
 
 def _bounds(field: Any) -> str:
