@@ -1,9 +1,20 @@
 """The command line: summaries, and one clear line with a non-zero exit for user mistakes."""
 
+import importlib.metadata
+import os
+import resource
+import subprocess
+import sys
+import time
+
 import pytest
 
-from tests.conftest import run_cli
-from tf_alexnet.cli import main
+import tf_alexnet
+from tests.conftest import REPO, run_cli
+from tf_alexnet import cli, startup
+from tf_alexnet.cli import COMMANDS, main
+from tf_alexnet.config import TrainConfig
+from tf_alexnet.specs import Augmentation
 
 
 def test_summary_prints_the_chapter_table(capsys):
@@ -118,3 +129,118 @@ def test_train_and_evaluate_from_the_command_line(fashion_mnist, tmp_path):
     assert (run_dir / "evaluation.json").is_file() and (run_dir / "confusion_matrix.png").is_file()
     again = run_cli("train", "--preset", "quick", "--run-dir", str(run_dir))
     assert again.returncode == 2 and "holds a finished run" in again.stderr
+
+
+def _fresh_python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_and_version_answer_without_tensorflow():
+    code = (
+        "import sys\n"
+        "from tf_alexnet.cli import COMMANDS, main\n"
+        "for argv in [['--version'], ['--help'], *[[c, '--help'] for c in COMMANDS]]:\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, argv\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    result = _fresh_python(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "False False"
+    assert f"tf-alexnet {tf_alexnet.__version__}" in result.stdout
+
+
+def test_version_is_fast():
+    """CPU time of a whole `tf-alexnet --version` process (robust on a busy machine)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "tf_alexnet.cli", "--version"], capture_output=True, text=True
+    )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert (
+        result.returncode == 0 and result.stdout.strip() == f"tf-alexnet {tf_alexnet.__version__}"
+    )
+    assert cpu < 1.0, f"{cpu:.2f} s of CPU"
+    assert wall < 5.0, f"{wall:.2f} s"  # lenient: other jobs share this machine's cores
+
+
+def test_the_version_lives_in_one_place():
+    assert tf_alexnet.__version__ == importlib.metadata.version("tf-alexnet")
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and "tf_alexnet._version.__version__" in pyproject
+
+
+def test_synopsis_lists_every_command():
+    readme = (REPO / "README.md").read_text()
+    synopsis = readme.split("## Command line", 1)[1].split("```", 2)[1]
+    for command in COMMANDS:
+        assert f"tf-alexnet {command}" in cli.__doc__, command
+        assert f"tf-alexnet {command}" in synopsis, command
+
+
+def test_tensorflow_start_up_is_quiet_unless_asked():
+    argv = (
+        "from tf_alexnet.cli import main\n"
+        "main(['summary', '--variant', 'mini', '--input-shape', '28,28,1'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run(
+        [sys.executable, "-c", argv], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert quiet.returncode == 0 and "Total parameters: 1,006,250" in quiet.stdout
+    assert quiet.stderr.strip() == "", quiet.stderr[-2000:]
+    loud = _fresh_python(argv, env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert loud.returncode == 0
+    assert any(startup.NOISE.fullmatch(line) for line in loud.stderr.splitlines()), loud.stderr
+
+
+def test_filtered_stderr_keeps_everything_else(capfd):
+    with startup.filtered_stderr():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+                    b"written to STDERR\nsomething that matters\n")  # fmt: skip
+        print("a Python warning", file=sys.stderr)
+    err = capfd.readouterr().err  # (under capfd, Python's own stderr bypasses file descriptor 2)
+    assert sorted(err.splitlines()) == ["a Python warning", "something that matters"]
+
+
+def test_every_setting_has_its_flag():
+    flags = {f.key: f for f in cli.DATA_FLAGS + cli.TRAIN_FLAGS + cli.AUGMENT_FLAGS}
+    fields = set(TrainConfig.model_fields) - {"augment"}
+    assert fields | {f"augment.{name}" for name in Augmentation.model_fields} == set(flags)
+    args = cli.build_parser().parse_args(
+        ["train", "--no-flip", "--crop", "pad", "--epochs", "3", "--channels", "3"]
+    )
+    overrides = cli.overrides_from(args, cli.DATA_FLAGS + cli.TRAIN_FLAGS + cli.AUGMENT_FLAGS)
+    assert overrides == {"augment": {"flip": False, "crop": "pad"}, "epochs": 3, "channels": 3}
+    help_text = subprocess.run(
+        [sys.executable, "-m", "tf_alexnet.cli", "train", "--help"], capture_output=True, text=True
+    ).stdout
+    assert "d2l, paper, mini" in help_text and "not pretrained weights" in help_text
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--dropout", "1.5"], "`dropout` should be in [0, 1). Received: dropout=1.5"),
+        (["--validation-fraction", "2"], "Received: validation_fraction=2.0"),
+        (["--crop", "zoom"], "Received: augment.crop='zoom'"),
+        (["--seed", "-3"], "`seed` should be >= 0. Received: seed=-3"),
+    ],
+)
+def test_flag_values_are_checked_by_the_declarations(flags, message, tmp_path, capsys):
+    argv = ["train", "--preset", "quick", *flags, "--run-dir", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"tf-alexnet: error: {message}" or (err.endswith(message) and "\n" not in err)
+    assert not (tmp_path / "r").exists()

@@ -1,8 +1,17 @@
+import json
+import pathlib
+import subprocess
+import sys
+import typing
+
 import pytest
 
 from tf_alexnet import config as config_lib
+from tf_alexnet import contract
 from tf_alexnet.augment import Augmentation
+from tf_alexnet.data import DataSpec
 from tf_alexnet.errors import UserError
+from tf_alexnet.run_dir import RunDir
 
 
 def test_defaults_reproduce_the_chapter():
@@ -38,7 +47,7 @@ def test_json_round_trip(tmp_path):
         ({"variant": "resnet"}, "Received: variant='resnet'"),
         ({"batch_size": 0}, "`batch_size` should be >= 1"),
         ({"channels": 2}, "`channels` should be 1 or 3"),
-        ({"augment": {"crop": "zoom"}}, "Received: crop='zoom'"),
+        ({"augment": {"crop": "zoom"}}, "Received: augment.crop='zoom'"),
         ({"strategy": "tpu"}, "Received: strategy='tpu'"),
         ({"image_size": 28}, "at least 67x67 for variant='d2l'"),
         ({"augment": {"hue": 0.1}}, "needs RGB images"),
@@ -60,3 +69,78 @@ def test_bad_files(tmp_path):
         config_lib.read_file(tmp_path / "settings.yaml")
     with pytest.raises(UserError, match="`preset` should be one of"):
         config_lib.resolve("fast")
+
+
+def test_the_chapter_preset_follows_the_chapter():
+    config = config_lib.resolve("chapter")
+    # d2l: `lr, num_epochs = 0.01, 5`, batch 128, Xavier init (the d2l variant's Glorot init).
+    assert (config.epochs, config.learning_rate, config.batch_size) == (5, 0.01, 128)
+    assert (config.variant, config.image_size, config.momentum) == ("d2l", 224, 0.0)
+
+
+def test_auto_preset_suits_the_machine():
+    assert config_lib.auto_preset(has_gpu=True) == "chapter"
+    assert config_lib.auto_preset(has_gpu=False) == "cpu"
+    assert config_lib.resolve("auto") == config_lib.resolve(config_lib.auto_preset())
+
+
+WRONG = [
+    ({"augment": {"flip": "no"}}, "`augment.flip` should be a boolean (true or false). "
+     "Received: augment.flip='no'"),
+    ({"dropout": 1.5}, "`dropout` should be in [0, 1). Received: dropout=1.5"),
+    ({"seed": "x"}, "`seed` should be an integer >= 0. Received: seed='x'"),
+    ({"validation_fraction": 2}, "`validation_fraction` should be in [0, 1). "
+     "Received: validation_fraction=2"),
+    ({"epochs": 2.5}, "`epochs` should be an integer >= 1. Received: epochs=2.5"),
+    ({"augment": {"hue": 0.9}}, "`augment.hue` should be in [0, 0.5]. "
+     "Received: augment.hue=0.9"),
+    ({"augment": "flip"}, "`augment` should be a table of settings. Received: augment='flip'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("values", "message"), WRONG)
+def test_wrong_types_and_ranges_are_refused_in_one_line(values, message):
+    with pytest.raises(UserError) as info:
+        config_lib.from_dict(values)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_every_file_entry_is_checked(suffix, tmp_path):
+    path = tmp_path / f"run{suffix}"
+    if suffix == ".toml":
+        path.write_text('epochs = 3\n[augment]\nflip = "no"\n')
+    else:
+        path.write_text(json.dumps({"epochs": 3, "augment": {"flip": "no"}}))
+    with pytest.raises(UserError, match=r"Received: augment\.flip='no'$"):
+        config_lib.resolve("quick", path)
+
+
+def test_a_run_config_json_is_checked(tmp_path):
+    run = RunDir(tmp_path)
+    run.write_json(run.config, {**config_lib.resolve("quick").to_dict(), "dropout": 1.5})
+    with pytest.raises(UserError, match=r"Received: dropout=1\.5$"):
+        run.load_config()
+
+
+def test_declarations_import_no_tensorflow():
+    code = (
+        "import sys\n"
+        "import tf_alexnet.config, tf_alexnet.specs\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+def test_library_callers_get_value_errors_too():
+    with pytest.raises(ValueError, match=r"Received: crop_fraction=0"):
+        Augmentation(crop_fraction=0)
+    with pytest.raises(ValueError, match=r"Received: image_folder=3"):
+        DataSpec(image_folder=3)
+    assert DataSpec(image_folder=pathlib.Path("/x")).image_folder == "/x"
+    assert config_lib.TrainConfig().channels == contract.CHANNELS
+    assert config_lib.TrainConfig().image_size == contract.IMAGE_SIZE
+    assert typing.get_args(config_lib.TrainConfig.model_fields["variant"].annotation) == (
+        contract.VARIANTS
+    )

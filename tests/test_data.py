@@ -195,16 +195,18 @@ def test_image_folder_with_train_and_test(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("spec", "message"),
+    ("values", "message"),
     [
-        (DataSpec(image_folder="/nonexistent/folder"), "does not exist"),
-        (DataSpec(dataset="no_such_dataset_xyz"), "Unknown TFDS dataset 'no_such_dataset_xyz'"),
-        (DataSpec(validation_fraction=1.5), "validation_fraction"),
+        ({"image_folder": "/nonexistent/folder"}, "does not exist"),
+        ({"dataset": "no_such_dataset_xyz"}, "Unknown TFDS dataset 'no_such_dataset_xyz'"),
+        ({"validation_fraction": 1.5}, "validation_fraction"),  # refused by DataSpec itself
     ],
 )
-def test_source_errors(spec, message):
+def test_source_errors(values, message):
     with pytest.raises(UserError, match=message):
-        make_datasets(spec, PipelineSpec(image_size=(32, 32), channels=1, batch_size=8))
+        make_datasets(
+            DataSpec(**values), PipelineSpec(image_size=(32, 32), channels=1, batch_size=8)
+        )
 
 
 def test_decode_handles_formats_and_channels():

@@ -7,75 +7,13 @@ purpose (RandomCrop is a no-op at inference and crops a whole batch at one offse
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import tensorflow as tf
 
 from tf_alexnet.preprocess import resize
+from tf_alexnet.specs import CROP_MODES, Augmentation
 
-CROP_MODES = ("none", "pad", "resize")
-
-
-@dataclasses.dataclass(frozen=True)
-class Augmentation:
-    """Which augmentations run on training images, each one switchable.
-
-    Attributes:
-        flip: random horizontal flip.
-        crop: `"none"`; `"pad"` (zero-pad to `size / crop_fraction`, then crop back to
-            `size`: for small inputs); `"resize"` (upscale to `size / crop_fraction`, then
-            crop: the paper's 224-of-256 crops).
-        crop_fraction: side of the crop relative to the enlarged canvas, in (0, 1].
-        brightness: maximum brightness delta (pixels are in [0, 1]).
-        contrast: contrast factor drawn from `[1 - contrast, 1 + contrast]`.
-        saturation: saturation factor drawn from `[1 - saturation, 1 + saturation]` (RGB only).
-        hue: maximum hue delta, in [0, 0.5] (RGB only).
-        pca_lighting: standard deviation of the paper's PCA colour noise (RGB only; the paper
-            uses 0.1).
-    """
-
-    flip: bool = False
-    crop: str = "none"
-    crop_fraction: float = 0.875
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-    hue: float = 0.0
-    pca_lighting: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.crop not in CROP_MODES:
-            raise ValueError(f"`crop` should be one of {CROP_MODES}. Received: crop={self.crop!r}")
-        if not 0.0 < self.crop_fraction <= 1.0:
-            raise ValueError(
-                f"`crop_fraction` should be in (0, 1]. Received: crop_fraction={self.crop_fraction}"
-            )
-        for name in ("brightness", "contrast", "saturation", "pca_lighting"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` should be >= 0. Received: {name}={getattr(self, name)}")
-        if self.contrast >= 1 or self.saturation >= 1:
-            raise ValueError(
-                "`contrast` and `saturation` should be < 1. "
-                f"Received: contrast={self.contrast}, saturation={self.saturation}"
-            )
-        if not 0.0 <= self.hue <= 0.5:
-            raise ValueError(f"`hue` should be in [0, 0.5]. Received: hue={self.hue}")
-
-    @property
-    def enabled(self) -> bool:
-        return self != Augmentation(crop_fraction=self.crop_fraction)
-
-    def check_channels(self, channels: int) -> None:
-        """Raises ValueError when a colour augmentation is asked of grayscale images."""
-        if channels == 3:
-            return
-        rgb_only = [n for n in ("saturation", "hue", "pca_lighting") if getattr(self, n) > 0]
-        if rgb_only:
-            raise ValueError(
-                f"{', '.join(rgb_only)} augmentation needs RGB images (channels=3). "
-                f"Received: channels={channels}"
-            )
+__all__ = ["CROP_MODES", "Augmentation", "augment", "pca_lighting", "rgb_pca"]
 
 
 def augment(

@@ -2,125 +2,117 @@
 
 tf-alexnet summary  [--variant V] [--input-shape 224,224,1] [--classes 10]
 tf-alexnet train    [--preset P] [--config FILE] [flags] [--run-dir DIR] [--overwrite]
-tf-alexnet evaluate RUN_DIR_OR_MODEL [--output-dir DIR] [data flags]
+tf-alexnet evaluate RUN_DIR_OR_MODEL [--output-dir DIR] [--batch-size N] [data flags]
+tf-alexnet export   RUN_DIR_OR_MODEL [--base-path models] [--name alexnet] [--version N]
+tf-alexnet predict  IMAGE... --model models/alexnet [--top-k 5] [--json]
+tf-alexnet serve    [--model-base-path models] [--host 127.0.0.1] [--port 8000]
+tf-alexnet --version
+
+The settings flags are derived from the declarations in `tf_alexnet.specs` and
+`tf_alexnet.config`. `--help` and `--version` import no TensorFlow; commands that need it start
+it quietly (see `tf_alexnet.startup`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from typing import Any
 
-from tf_alexnet import contract
+from tf_alexnet import config as config_lib
+from tf_alexnet import contract, startup
+from tf_alexnet._version import __version__
 from tf_alexnet.errors import ClusterError, UserError, missing_tensorflow
+from tf_alexnet.specs import Augmentation, DataSpec, Spec
 
 PROG = "tf-alexnet"
 
-# (flag, config key, type, help); type bool means --flag / --no-flag.
-DATA_FLAGS: list[tuple[str, str, Any, str]] = [
-    ("--dataset", "dataset", str, "TFDS dataset name (default fashion_mnist)"),
-    ("--data-dir", "data_dir", str, f"TFDS data folder (env {contract.ENV_DATA_DIR})"),
-    (
-        "--manual-dir",
-        "manual_dir",
-        str,
-        f"folder with the dataset's original files, for offline builds "
-        f"(env {contract.ENV_MANUAL_DIR})",
-    ),
-    ("--image-folder", "image_folder", str, "train on a folder with one subfolder per class"),
-    ("--validation-fraction", "validation_fraction", float, "held-out share of train"),
-    ("--test-fraction", "test_fraction", float, "test share when the source has no test split"),
-    ("--seed", "seed", int, "seed for splits, shuffling, augmentation and weights"),
-]
-TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
-    ("--train-examples", "train_examples", int, "use only this many training images"),
-    ("--variant", "variant", str, f"one of {', '.join(contract.VARIANTS)}"),
-    ("--image-size", "image_size", int, "model input height and width"),
-    ("--channels", "channels", int, "1 (grayscale) or 3 (RGB)"),
-    ("--dropout", "dropout", float, "dropout after fc6 and fc7"),
-    ("--epochs", "epochs", int, "number of epochs"),
-    ("--batch-size", "batch_size", int, "batch size per replica"),
-    ("--learning-rate", "learning_rate", float, "initial learning rate"),
-    ("--momentum", "momentum", float, "SGD momentum"),
-    ("--nesterov", "nesterov", bool, "Nesterov momentum"),
-    ("--weight-decay", "weight_decay", float, "decoupled weight decay"),
-    ("--schedule", "schedule", str, "constant, cosine, step or plateau"),
-    ("--step-epochs", "step_epochs", int, "with --schedule step: divide the LR by 10 every N"),
-    ("--warmup-epochs", "warmup_epochs", float, "linear LR warm-up from 0, then the schedule"),
-    ("--label-smoothing", "label_smoothing", float, "label smoothing"),
-    ("--flip", "augment.flip", bool, "random horizontal flips"),
-    ("--crop", "augment.crop", str, "random crops: none, pad or resize"),
-    ("--crop-fraction", "augment.crop_fraction", float, "crop side / enlarged side"),
-    ("--brightness", "augment.brightness", float, "max brightness delta"),
-    ("--contrast", "augment.contrast", float, "contrast factor range 1 +/- x"),
-    ("--saturation", "augment.saturation", float, "saturation range 1 +/- x (RGB)"),
-    ("--hue", "augment.hue", float, "max hue delta (RGB)"),
-    ("--pca-lighting", "augment.pca_lighting", float, "paper's PCA colour noise stddev (RGB)"),
-    ("--shuffle-buffer", "shuffle_buffer", int, "shuffle buffer, in examples"),
-    ("--cache", "cache", bool, "cache decoded examples in memory"),
-    ("--deterministic", "deterministic", bool, "keep tf.data element order deterministic"),
-    (
-        "--strategy",
-        "strategy",
-        str,
-        "auto, default, one-device, mirrored or multiworker (reads TF_CONFIG)",
-    ),
-    (
-        "--collective-timeout",
-        "collective_timeout",
-        float,
-        "multiworker: seconds to wait for the other workers in a collective op (0: forever)",
-    ),
-    ("--cpu-devices", "cpu_devices", int, "split the CPU into N logical devices"),
-    ("--mixed-precision", "mixed_precision", str, "off, bf16, fp16 or auto"),
-    ("--jit-compile", "jit_compile", bool, "XLA-compile the train step"),
-    ("--steps-per-execution", "steps_per_execution", int, "batches per tf.function call"),
-]
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFlag:
+    """One command-line flag for one declared setting (`key` is dotted for `augment.*`)."""
+
+    flag: str
+    key: str
+    kind: Any  # bool means --flag / --no-flag
+    help: str
 
 
-def _add_config_flags(
-    parser: argparse.ArgumentParser, flags: list[tuple[str, str, Any, str]]
-) -> None:
-    for flag, key, kind, help_text in flags:
-        if kind is bool:
-            parser.add_argument(
-                flag,
-                dest=key,
+def declared_flags(spec: type[Spec], names: Sequence[str], prefix: str = "") -> list[ConfigFlag]:
+    """Flags for the fields `names` of `spec`: name, type and help all come from the field."""
+    flags = []
+    for name in names:
+        field = spec.model_fields[name]
+        annotation = field.annotation
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        help_text = field.description or name
+        if typing.get_origin(annotation) is typing.Literal:
+            choices = typing.get_args(annotation)
+            help_text += f": {', '.join(map(str, choices))}"
+            annotation = type(choices[0])
+        if typing.get_origin(annotation) is typing.Annotated:  # a Path
+            annotation = typing.get_args(annotation)[0]
+        flag = "--" + name.replace("_", "-")
+        flags.append(ConfigFlag(flag, prefix + name, annotation, help_text))
+    return flags
+
+
+_TRAINING_ONLY_DATA = ("train_examples",)  # a data setting that evaluation and export ignore
+DATA_FLAGS = declared_flags(
+    DataSpec, [n for n in DataSpec.model_fields if n not in _TRAINING_ONLY_DATA]
+)
+_NOT_TRAINING = {*DataSpec.model_fields, "augment"}  # data flags; augmentation flags
+TRAIN_FLAGS = declared_flags(DataSpec, _TRAINING_ONLY_DATA) + declared_flags(
+    config_lib.TrainConfig,
+    [n for n in config_lib.TrainConfig.model_fields if n not in _NOT_TRAINING],
+)
+AUGMENT_FLAGS = declared_flags(Augmentation, list(Augmentation.model_fields), prefix="augment.")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, title: str, flags: list[ConfigFlag]) -> None:
+    group = parser.add_argument_group(title)
+    for flag in flags:
+        if flag.kind is bool:
+            group.add_argument(
+                flag.flag,
+                dest=flag.key,
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
-                help=help_text,
+                help=flag.help,
             )
         else:
-            parser.add_argument(
-                flag,
-                dest=key,
-                type=kind,
+            group.add_argument(
+                flag.flag,
+                dest=flag.key,
+                type=flag.kind,
                 default=argparse.SUPPRESS,
-                metavar=key.split(".")[-1].upper(),
-                help=help_text,
+                metavar=flag.key.split(".")[-1].upper(),
+                help=flag.help,
             )
 
 
-def _add_config_source(parser: argparse.ArgumentParser) -> None:
-    try:
-        from tf_alexnet.config import PRESETS
-    except ModuleNotFoundError as err:  # no TensorFlow (the api image): `serve` still works
-        if not missing_tensorflow(err):
-            raise
-        PRESETS = {}
+def _add_config_source(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    presets = [config_lib.AUTO_PRESET, *config_lib.PRESETS]
     parser.add_argument(
         "--preset",
-        default="chapter",
-        choices=sorted(PRESETS) or None,
-        help="starting configuration (default: chapter)",
+        default=default,
+        choices=presets,
+        help="the training recipe to start from (a set of settings, not pretrained weights): "
+        "chapter (the d2l chapter), quick, cpu or gpu; auto picks chapter when TensorFlow "
+        f"sees a GPU and cpu otherwise (default: {default})",
     )
     parser.add_argument("--config", help="a .toml or .json file of settings (over the preset)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="AlexNet for TensorFlow/Keras.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     summary = commands.add_parser("summary", help="print the per-layer output shapes")
@@ -137,16 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model into a run directory")
     _add_config_source(train)
-    _add_config_flags(train, DATA_FLAGS + TRAIN_FLAGS)
-    train.add_argument("--run-dir", help="where the run is written (default runs/PRESET)")
+    _add_config_flags(train, "data settings", DATA_FLAGS)
+    _add_config_flags(train, "training settings", TRAIN_FLAGS)
+    _add_config_flags(train, "augmentation settings (training images only)", AUGMENT_FLAGS)
+    train.add_argument(
+        "--run-dir", help="where the run is written (default runs/PRESET, the resolved preset)"
+    )
     train.add_argument("--overwrite", action="store_true", help="replace a finished run")
 
     evaluate = commands.add_parser("evaluate", help="test-split report of a run or .keras model")
     evaluate.add_argument("target", help="a run directory or a .keras file")
     evaluate.add_argument("--output-dir", help="where the report goes (default: beside the model)")
     evaluate.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
-    _add_config_source(evaluate)
-    _add_config_flags(evaluate, DATA_FLAGS)
+    _add_config_source(evaluate, default="chapter")
+    _add_config_flags(evaluate, "data settings (for a .keras file; a run has its own)", DATA_FLAGS)
 
     export = commands.add_parser("export", help="export a SavedModel for TF Serving")
     export.add_argument("source", help="a run directory (its best model) or a .keras file")
@@ -159,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IMAGE",
         help="images for validation and warmup (default: the first test images of the data)",
     )
-    _add_config_flags(export, DATA_FLAGS)
+    _add_config_flags(export, "data settings (where the sample images come from)", DATA_FLAGS)
 
     predict = commands.add_parser("predict", help="classify image files")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF or BMP files")
@@ -189,19 +185,17 @@ def _shape(text: str) -> tuple[int, ...]:
     return values
 
 
-def overrides_from(
-    args: argparse.Namespace, flags: list[tuple[str, str, Any, str]]
-) -> dict[str, Any]:
+def overrides_from(args: argparse.Namespace, flags: list[ConfigFlag]) -> dict[str, Any]:
     """The config keys the user set on the command line (dotted keys become nested)."""
     overrides: dict[str, Any] = {}
-    for _, key, _, _ in flags:
-        if hasattr(args, key):
-            value = getattr(args, key)
-            if "." in key:
-                table, name = key.split(".")
+    for flag in flags:
+        if hasattr(args, flag.key):
+            value = getattr(args, flag.key)
+            if "." in flag.key:
+                table, name = flag.key.split(".")
                 overrides.setdefault(table, {})[name] = value
             else:
-                overrides[key] = value
+                overrides[flag.key] = value
     return overrides
 
 
@@ -236,35 +230,44 @@ def format_summary(model: Any) -> str:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from tf_alexnet import config as config_lib
     from tf_alexnet.train import train
 
+    preset = args.preset
+    if preset == config_lib.AUTO_PRESET:
+        preset = config_lib.auto_preset()
+        print(_auto_preset_note(preset), flush=True)
     config = config_lib.resolve(
-        args.preset, args.config, overrides_from(args, DATA_FLAGS + TRAIN_FLAGS)
+        preset, args.config, overrides_from(args, DATA_FLAGS + TRAIN_FLAGS + AUGMENT_FLAGS)
     )
-    run_dir = args.run_dir or str(pathlib.Path("runs") / args.preset)
+    run_dir = args.run_dir or str(pathlib.Path("runs") / preset)
     train(config, run_dir, overwrite=args.overwrite)
     return 0
 
 
+def _auto_preset_note(preset: str) -> str:
+    if preset == "chapter":
+        return "Preset auto: a GPU is available, so `chapter` (the d2l network at 224 px)."
+    return (
+        "Preset auto: no GPU here, so `cpu` (the mini variant at 28 px, 10 epochs). The chapter's "
+        "d2l network at 224 px takes hours per epoch on a CPU: pass --preset chapter to run it "
+        "anyway, or --preset quick for a 2-epoch trial."
+    )
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
-    from tf_alexnet import config as config_lib
     from tf_alexnet.evaluate import evaluate, format_report
+    from tf_alexnet.export import resolve_source
     from tf_alexnet.run_dir import RunDir
 
+    model_path, _ = resolve_source(args.target)
     target = pathlib.Path(args.target)
     overrides = overrides_from(args, DATA_FLAGS)
-    if target.is_dir():
-        run = RunDir(target)
-        if not run.is_run():
-            raise UserError(f"{str(target)!r} is not a run directory (no config.json).")
-        config = config_lib.from_dict(config_lib.merge(config_lib.read_file(run.config), overrides))
-        model_path, output_dir = run.model_path(), args.output_dir or target
-    elif target.is_file():
-        config = config_lib.resolve(args.preset, args.config, overrides)
-        model_path, output_dir = target, args.output_dir or target.parent
+    if target.is_dir():  # a run: its own data settings, then the flags
+        config = RunDir(target).load_config().replace(**overrides)
+        output_dir = args.output_dir or target
     else:
-        raise UserError(f"No run directory or model file at {str(target)!r}.")
+        config = config_lib.resolve(args.preset, args.config, overrides)
+        output_dir = args.output_dir or target.parent
     report = evaluate(model_path, config, output_dir, batch_size=args.batch_size)
     print(format_report(report))
     print(f"Report: {pathlib.Path(output_dir) / 'evaluation.json'}")
@@ -272,7 +275,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from tf_alexnet import config as config_lib
     from tf_alexnet.data import sample_images
     from tf_alexnet.export import export
     from tf_alexnet.run_dir import RunDir
@@ -281,8 +283,8 @@ def run_export(args: argparse.Namespace) -> int:
         images = [pathlib.Path(p).read_bytes() for p in args.sample_images if _exists(p)]
     else:
         run = RunDir(pathlib.Path(args.source))
-        values = config_lib.read_file(run.config) if run.is_run() else {}
-        config = config_lib.from_dict(config_lib.merge(values, overrides_from(args, DATA_FLAGS)))
+        base = run.load_config() if run.is_run() else config_lib.TrainConfig()
+        config = base.replace(**overrides_from(args, DATA_FLAGS))
         images = sample_images(config.data_spec())
     result = export(args.source, args.base_path, args.name, args.version, sample_images=images)
     print(
@@ -334,6 +336,7 @@ def run_serve(args: argparse.Namespace) -> int:
             f"Invalid serving setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
         ) from None
     if settings.resolved_backend() == "local":
+        startup.start_tensorflow()  # the local backend runs the model in process
         local_model_folder(settings)  # fail early, with one line, when nothing is exported
     # The facade logs each request as one JSON line (REQUEST_LOG); uvicorn's own would repeat it.
     uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False)
@@ -354,7 +357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `tf-alexnet`; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    startup.set_log_level()
     try:
+        if args.command != "serve":  # serve starts it only for its local backend
+            startup.start_tensorflow()
         return COMMANDS[args.command](args)
     except ModuleNotFoundError as err:
         if not missing_tensorflow(err):

@@ -1,133 +1,111 @@
-"""Training configuration: one frozen dataclass, presets, TOML/JSON files and overrides.
+"""Training configuration: one frozen, typed record (`TrainConfig`), presets, files, overrides.
 
-Resolution order: preset < config file < command-line flags. The resolved configuration
-is written into the run directory (`config.json`), so every run can be reproduced.
+A preset is a training recipe (a starting set of values), not pretrained weights. Resolution
+order: preset < config file < command-line flags. Every entry (presets, TOML and JSON files,
+flags, a run's `config.json`) goes through the same declarations, so a wrong type or a value
+out of range is refused the same way, in one line. The resolved configuration is written
+into the run directory (`config.json`), so every run can be reproduced.
+
+No TensorFlow import at module level: the command line derives its flags from `TrainConfig`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tomllib
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
 
 from tf_alexnet import contract
-from tf_alexnet.augment import Augmentation
-from tf_alexnet.data import DataSpec, PipelineSpec
 from tf_alexnet.errors import UserError
-from tf_alexnet.model import min_input_size
+from tf_alexnet.specs import Augmentation, DataSpec
+
+if TYPE_CHECKING:
+    from tf_alexnet.data import PipelineSpec
 
 SCHEDULES = ("constant", "cosine", "step", "plateau")
 STRATEGIES = ("auto", "default", "one-device", "mirrored", "multiworker")
 MIXED_PRECISION = ("off", "bf16", "fp16", "auto")
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on. Defaults reproduce the d2l chapter."""
+class TrainConfig(DataSpec):
+    """Everything a training run depends on. Defaults reproduce the d2l chapter.
 
-    # Data
-    dataset: str = contract.DATASET
-    data_dir: str | None = None
-    manual_dir: str | None = None
-    image_folder: str | None = None
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.1
-    train_examples: int | None = None
+    The data settings are `DataSpec`'s fields (inherited); then the model, the optimization
+    (SGD), the input pipeline and the execution.
+    """
+
     # Model
-    variant: str = "d2l"
-    image_size: int = contract.IMAGE_SIZE
-    channels: int = contract.CHANNELS
-    dropout: float = 0.5
+    variant: Literal["d2l", "paper", "mini"] = Field("d2l", description="the AlexNet variant")
+    image_size: int = Field(contract.IMAGE_SIZE, ge=1, description="model input height and width")
+    channels: Literal[1, 3] = Field(1, description="1 (grayscale) or 3 (RGB)")  # contract.CHANNELS
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout after fc6 and fc7")
     # Optimization (SGD)
-    epochs: int = 10
-    batch_size: int = 128
-    learning_rate: float = 0.01
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    step_epochs: int = 30
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
+    epochs: int = Field(5, ge=1, description="number of epochs")
+    batch_size: int = Field(128, ge=1, description="batch size per replica")
+    learning_rate: float = Field(0.01, gt=0, description="initial (peak) learning rate")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(False, description="Nesterov momentum")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay")
+    schedule: Literal["constant", "cosine", "step", "plateau"] = Field(
+        "constant", description="learning-rate schedule"
+    )
+    step_epochs: int = Field(
+        30, ge=1, description="with schedule step: divide the learning rate by 10 every N epochs"
+    )
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="linear learning-rate warm-up from 0, then the schedule"
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing")
     # Input pipeline
-    augment: Augmentation = dataclasses.field(default_factory=Augmentation)
-    shuffle_buffer: int = 10_000
-    cache: bool = True
-    deterministic: bool = False
+    augment: Augmentation = Field(
+        default_factory=Augmentation, description="training-image augmentation"
+    )
+    shuffle_buffer: int = Field(10_000, ge=1, description="shuffle buffer, in examples")
+    cache: bool = Field(True, description="cache decoded examples in memory")
+    deterministic: bool = Field(False, description="keep tf.data element order deterministic")
     # Execution
-    strategy: str = "auto"
-    cpu_devices: int = 0
-    # multiworker: seconds a collective operation may wait for the other workers (0: forever)
-    collective_timeout: float = 300.0
-    mixed_precision: str = "off"
-    jit_compile: bool = False
-    steps_per_execution: int = 1
-    seed: int = 42
+    strategy: Literal["auto", "default", "one-device", "mirrored", "multiworker"] = Field(
+        "auto", description="tf.distribute strategy (multiworker reads TF_CONFIG)"
+    )
+    cpu_devices: int = Field(0, ge=0, description="split the CPU into N logical devices")
+    collective_timeout: float = Field(
+        300.0,
+        ge=0,
+        description="multiworker: seconds a collective op waits for the other workers (0: forever)",
+    )
+    mixed_precision: Literal["off", "bf16", "fp16", "auto"] = Field(
+        "off", description="Keras mixed-precision policy"
+    )
+    jit_compile: bool = Field(False, description="XLA-compile the train step")
+    steps_per_execution: int = Field(1, ge=1, description="batches per tf.function call")
 
-    def __post_init__(self) -> None:
-        _check_choice("variant", self.variant, contract.VARIANTS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
-        for name in ("epochs", "batch_size", "image_size", "step_epochs", "steps_per_execution"):
-            if getattr(self, name) < 1:
-                raise UserError(f"`{name}` should be >= 1. Received: {name}={getattr(self, name)}")
-        if self.channels not in (1, 3):
-            raise UserError(f"`channels` should be 1 or 3. Received: channels={self.channels}")
-        if self.learning_rate <= 0:
-            raise UserError(f"`learning_rate` should be > 0. Received: {self.learning_rate}")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise UserError(
-                "`momentum` should be in [0, 1) and `weight_decay` >= 0. "
-                f"Received: momentum={self.momentum}, weight_decay={self.weight_decay}"
-            )
-        if not 0 <= self.label_smoothing < 1:
-            raise UserError(
-                f"`label_smoothing` should be in [0, 1). Received: {self.label_smoothing}"
-            )
-        if self.warmup_epochs < 0:
-            raise UserError(f"`warmup_epochs` should be >= 0. Received: {self.warmup_epochs}")
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrainConfig:
         if self.warmup_epochs and self.schedule == "plateau":
-            raise UserError(
+            raise ValueError(
                 "`warmup_epochs` does not combine with schedule='plateau' (it changes the "
-                "rate itself). Received: warmup_epochs=" + str(self.warmup_epochs)
+                f"rate itself). Received: warmup_epochs={self.warmup_epochs}"
             )
-        if self.collective_timeout < 0:
-            raise UserError(
-                f"`collective_timeout` should be >= 0. Received: {self.collective_timeout}"
-            )
-        if self.cpu_devices < 0:
-            raise UserError(f"`cpu_devices` should be >= 0. Received: {self.cpu_devices}")
-        smallest = min_input_size(self.variant)
-        if self.image_size < smallest:
-            raise UserError(
-                f"Input size must be at least {smallest}x{smallest} for variant={self.variant!r}. "
-                f"Received: image_size={self.image_size}"
-            )
-        try:
-            self.augment.check_channels(self.channels)
-        except ValueError as err:
-            raise UserError(str(err)) from None
+        from tf_alexnet.model import check_input_size  # the variants' geometry lives there
+
+        check_input_size(self.variant, self.image_size, f"image_size={self.image_size}")
+        self.augment.check_channels(self.channels)
+        return self
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.image_size, self.image_size, self.channels)
 
     def data_spec(self) -> DataSpec:
-        return DataSpec(
-            dataset=self.dataset,
-            data_dir=self.data_dir,
-            manual_dir=self.manual_dir,
-            image_folder=self.image_folder,
-            validation_fraction=self.validation_fraction,
-            test_fraction=self.test_fraction,
-            train_examples=self.train_examples,
-            seed=self.seed,
-        )
+        return DataSpec(**{name: getattr(self, name) for name in DataSpec.model_fields})
 
     def pipeline_spec(self, global_batch_size: int, one_hot: bool = True) -> PipelineSpec:
+        from tf_alexnet.data import PipelineSpec
+
         return PipelineSpec(
             image_size=(self.image_size, self.image_size),
             channels=self.channels,
@@ -140,21 +118,18 @@ class TrainConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     def replace(self, **changes: Any) -> TrainConfig:
-        return from_dict({**self.to_dict(), **changes})
+        return from_dict(merge(self.to_dict(), changes))
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(
-            f"`{name}` should be one of {', '.join(map(repr, choices))}. Received: {name}={value!r}"
-        )
-
+AUTO_PRESET = "auto"
+"""Not a recipe: picks `chapter` when TensorFlow sees a GPU, `cpu` otherwise."""
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The d2l chapter exactly: 224 px, plain SGD lr 0.01, batch 128, no augmentation.
+    # The d2l chapter exactly (`lr, num_epochs, batch_size = 0.01, 5, 128`): the d2l network at
+    # 224 px, Xavier (Glorot) init, plain SGD, 5 epochs, no augmentation.
     "chapter": {},
     # Minutes on a laptop CPU: the mini variant at 28 px, two epochs.
     "quick": {
@@ -201,27 +176,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def from_dict(values: dict[str, Any]) -> TrainConfig:
-    """Builds a config, refusing unknown keys with a clear message."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UserError(f"Unknown configuration keys: {', '.join(unknown)}.")
-    values = dict(values)
-    augment = values.get("augment", {})
-    if isinstance(augment, dict):
-        aug_known = {f.name for f in dataclasses.fields(Augmentation)}
-        bad = sorted(set(augment) - aug_known)
-        if bad:
-            raise UserError(f"Unknown augmentation keys: {', '.join(bad)}.")
-        try:
-            values["augment"] = Augmentation(**augment)
-        except ValueError as err:
-            raise UserError(str(err)) from err
-    try:
-        return TrainConfig(**values)
-    except TypeError as err:
-        raise UserError(f"Invalid configuration: {err}") from err
+def from_dict(values: Mapping[str, Any]) -> TrainConfig:
+    """Builds a config; wrong keys, types and ranges get one line naming the key."""
+    if not isinstance(values, Mapping):
+        raise UserError(f"Settings should be a table. Received: {values!r}")
+    return TrainConfig(**values)
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -249,16 +208,29 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return values
 
 
+def auto_preset(has_gpu: bool | None = None) -> str:
+    """The preset that suits this machine: `chapter` with a GPU, `cpu` without.
+
+    `has_gpu` defaults to asking TensorFlow (which imports it, without initializing devices).
+    """
+    if has_gpu is None:
+        import tensorflow as tf
+
+        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    return "chapter" if has_gpu else "cpu"
+
+
 def resolve(
     preset: str = "chapter",
     file: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """preset < file < overrides."""
+    """preset < file < overrides (`preset="auto"`: see `auto_preset`)."""
+    if preset == AUTO_PRESET:
+        preset = auto_preset()
     if preset not in PRESETS:
-        raise UserError(
-            f"`preset` should be one of {', '.join(map(repr, PRESETS))}. Received: {preset!r}"
-        )
+        choices = ", ".join(map(repr, [AUTO_PRESET, *PRESETS]))
+        raise UserError(f"`preset` should be one of {choices}. Received: preset={preset!r}")
     values = PRESETS[preset]
     if file is not None:
         values = merge(values, read_file(file))

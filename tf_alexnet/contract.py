@@ -70,3 +70,7 @@ def default_class_names(num_classes: int) -> tuple[str, ...]:
     if num_classes == NUM_CLASSES:
         return CLASS_NAMES
     return tuple(f"class_{i}" for i in range(num_classes))
+
+
+ENV_PROGRESS_SECONDS = "TF_ALEXNET_PROGRESS_SECONDS"
+"""Seconds between progress lines when output is not a terminal (default 30)."""

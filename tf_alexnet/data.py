@@ -20,6 +20,7 @@ from tf_alexnet import contract
 from tf_alexnet.augment import Augmentation, augment, rgb_pca
 from tf_alexnet.errors import UserError
 from tf_alexnet.preprocess import decode, preprocess, to_channels
+from tf_alexnet.specs import DataSpec  # declared there (no TensorFlow), used here
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -34,33 +35,6 @@ class Source:
     test: tf.data.Dataset | None
     num_test: int
     class_names: tuple[str, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-    """What to read and how to split it.
-
-    Attributes:
-        dataset: a TFDS image-classification dataset name (ignored when `image_folder` is set).
-        data_dir: where TFDS keeps prepared datasets (default `$TF_ALEXNET_DATA_DIR`, else TFDS's).
-        manual_dir: a folder with the dataset's original files, so TFDS builds it offline
-            (default `$TF_ALEXNET_MANUAL_DIR`).
-        image_folder: a folder with one subfolder of images per class (or `train/` and
-            `test/` folders laid out that way).
-        validation_fraction: share of the training examples held out for validation.
-        test_fraction: share held out for testing when the source has no test split.
-        train_examples: keep only this many training examples (quick runs); None keeps all.
-        seed: seeds the splits, the shuffling and the augmentation.
-    """
-
-    dataset: str = contract.DATASET
-    data_dir: str | None = None
-    manual_dir: str | None = None
-    image_folder: str | None = None
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.1
-    train_examples: int | None = None
-    seed: int = 42
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import pathlib
 from typing import Any
 
 import numpy as np
 
 from tf_alexnet import plots
+from tf_alexnet.callbacks import report_progress
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.data import PipelineSpec, make_datasets
 from tf_alexnet.model import outputs_probabilities
@@ -35,7 +37,8 @@ def evaluate(
     )
     datasets = make_datasets(config.data_spec(), pipeline)
     labels, outputs = [], []
-    for images, batch_labels in datasets.test:
+    steps = math.ceil(datasets.num_test / batch_size)
+    for images, batch_labels in report_progress(datasets.test, steps, batch_size, "evaluate"):
         outputs.append(np.asarray(model.predict_on_batch(images), np.float64))
         labels.append(batch_labels.numpy())
     y_true = np.concatenate(labels)

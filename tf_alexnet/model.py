@@ -165,13 +165,21 @@ def _check_input_shape(input_shape: Any, variant: str) -> tuple[int, int, int]:
             f"`input_shape` should have 1 (grayscale) or 3 (RGB) channels. "
             f"Received: input_shape={tuple(input_shape)}"
         )
+    check_input_size(variant, min(height, width), f"input_shape={tuple(input_shape)}")
+    return height, width, channels
+
+
+def check_input_size(variant: str, size: int, received: str) -> None:
+    """Raises ValueError when `size` (the smaller input side) is too small for `variant`.
+
+    `received` ends the message, e.g. `"image_size=8"`.
+    """
     smallest = min_input_size(variant)
-    if min(height, width) < smallest:
+    if size < smallest:
         raise ValueError(
             f"Input size must be at least {smallest}x{smallest} for variant={variant!r}. "
-            f"Received: input_shape={tuple(input_shape)}"
+            f"Received: {received}"
         )
-    return height, width, channels
 
 
 def AlexNet(

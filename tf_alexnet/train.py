@@ -21,6 +21,7 @@ from tf_alexnet.callbacks import (
     BestModelCheckpoint,
     EpochTimer,
     SyncMovingStatistics,
+    TrainingProgress,
 )
 from tf_alexnet.cluster import (
     PEER_ERRORS,
@@ -275,6 +276,7 @@ def _callbacks(
     best = max((row.get("val_accuracy", float("-inf")) for row in history), default=float("-inf"))
     return [
         EpochTimer(),
+        TrainingProgress(config.batch_size),
         *shared,
         BestModelCheckpoint(run.best_model, monitor="val_accuracy", best=best),
         keras.callbacks.CSVLogger(str(run.history), append=True),

@@ -1,0 +1,71 @@
+"""Starting TensorFlow without its C++ start-up noise (pure Python until `start_tensorflow`).
+
+On a machine without a GPU, `import tensorflow` and the first device query print lines such as
+"Could not find cuda drivers on your machine", "failed call to cuInit", oneDNN and
+CPU-instruction notices, some of them before TensorFlow's own log level applies. The command
+line starts TensorFlow through `start_tensorflow`, which sets `TF_CPP_MIN_LOG_LEVEL=2` (unless
+the user set it) and drops exactly those lines from the C-level stderr; anything else is
+passed through. Setting `TF_CPP_MIN_LOG_LEVEL` yourself (`0` shows everything) turns the
+filter off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+
+LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+
+NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWE]\d{4} [\d:. ]+\d+ (cudart_stub|cuda_platform|cuda_dnn|cuda_fft|cuda_blas|"
+    r"cuda_executor|cpu_feature_guard|port)\.cc:\d+\] .*"
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate "
+    r"compiler flags\."
+)
+"""TensorFlow's start-up lines on a CPU-only machine (each matches one whole line)."""
+
+_USER_SET_LEVEL = LOG_LEVEL in os.environ
+
+
+def quiet() -> bool:
+    """Whether start-up noise is filtered: yes, unless the user set `TF_CPP_MIN_LOG_LEVEL`."""
+    return not _USER_SET_LEVEL
+
+
+def set_log_level() -> None:
+    """TensorFlow's C++ log level 2 (errors only) unless the user chose one; before TF starts."""
+    os.environ.setdefault(LOG_LEVEL, "2")
+
+
+@contextlib.contextmanager
+def filtered_stderr(pattern: re.Pattern[str] = NOISE) -> Iterator[None]:
+    """Captures file descriptor 2 and writes back every line that is not `pattern`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines(keepends=True):
+                if not pattern.fullmatch(line.rstrip("\n")):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def start_tensorflow() -> None:
+    """Imports TensorFlow and probes its devices (where the noise is printed), quietly."""
+    set_log_level()
+    with filtered_stderr() if quiet() else contextlib.nullcontext():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
