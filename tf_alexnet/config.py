@@ -139,6 +139,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 0.05,
         "momentum": 0.9,
         "schedule": "cosine",
+        "mixed_precision": "auto",
         "augment": {"flip": True, "crop": "pad"},
     },
     # The mini variant's full CPU recipe (benchmarks/accuracy.py): large batches and many
@@ -158,6 +159,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "schedule": "cosine",
         "label_smoothing": 0.1,
         "dropout": 0.3,
+        "mixed_precision": "auto",
         "augment": {"flip": True},
     },
     # The chapter's network with a modern recipe, for GPUs.
