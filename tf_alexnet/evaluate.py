@@ -11,6 +11,7 @@ from tf_alexnet import plots
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.data import PipelineSpec, make_datasets
 from tf_alexnet.model import outputs_probabilities
+from tf_alexnet.predictions import to_probabilities
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
 
@@ -40,7 +41,7 @@ def evaluate(
         labels.append(batch_labels.numpy())
     y_true = np.concatenate(labels)
     scores = np.concatenate(outputs)
-    probabilities = scores if outputs_probabilities(model) else _softmax(scores)
+    probabilities = to_probabilities(scores, from_logits=not outputs_probabilities(model))
     report = classification_report(y_true, probabilities, datasets.class_names)
     report["model"] = str(model_path)
     report["dataset"] = config.image_folder or config.dataset
@@ -102,9 +103,3 @@ def format_report(report: dict[str, Any]) -> str:
         f"on {report['num_examples']:,} images"
     )
     return "\n".join(lines)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
