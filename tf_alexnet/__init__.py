@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AlexNet",
     "LocalResponseNormalization",
+    "WarmUp",
     "contract",
     "decode_predictions",
     "load_exported",
@@ -32,6 +33,7 @@ try:
     from tf_alexnet.layers import LocalResponseNormalization
     from tf_alexnet.model import AlexNet, min_input_size
     from tf_alexnet.saving import load_model
+    from tf_alexnet.schedules import WarmUp
 except ModuleNotFoundError as _err:
     if not missing_tensorflow(_err):
         raise
