@@ -56,6 +56,8 @@ def test_train_writes_a_complete_run_directory(fashion_mnist, tmp_path):
     assert 0.5 < report["accuracy"] <= 1.0
     assert np.array(report["confusion_matrix"]).sum() == 10_000
     assert set(report["per_class"]) == set(report["class_names"])
+    assert report["macro_avg"]["support"] == report["weighted_avg"]["support"] == 10_000
+    np.testing.assert_allclose(np.array(report["confusion_matrix_normalized"]).sum(axis=1), 1.0)
     assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 10_000
 
     with pytest.raises(UserError, match="finished run"):
