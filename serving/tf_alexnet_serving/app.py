@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
 
+from tf_alexnet.predictions import decode_predictions
 from tf_alexnet_serving.backends import Backend, LocalBackend
 from tf_alexnet_serving.images import ImageError, check_image
 from tf_alexnet_serving.metrics import Metrics
@@ -192,11 +193,8 @@ PREDICT_BODY = {
 def _answer(
     name: str, probabilities: Any, class_names: tuple[str, ...], top_k: int
 ) -> dict[str, Any]:
-    order = probabilities.argsort()[::-1][:top_k]
-    top = [
-        {"class_id": int(i), "class_name": class_names[i], "score": float(probabilities[i])}
-        for i in order
-    ]
+    (best,) = decode_predictions([probabilities], top_k, class_names)
+    top = [{"class_id": i, "class_name": n, "score": score} for i, n, score in best]
     return {"file": name, **top[0], "top_k": top}
 
 
