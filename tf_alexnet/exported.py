@@ -157,7 +157,8 @@ class ExportedModel:
                 f"The exported model {str(self.path)!r} has no signature {name!r} "
                 f"(it has {', '.join(sorted(signatures))}). Received: signature={name!r}"
             )
-        return signatures[name]
+        signature: Callable[..., Any] = signatures[name]
+        return signature
 
 
 def load_exported(path: str | os.PathLike[str]) -> Any:
