@@ -9,9 +9,9 @@ Recipes are tuned on the validation split (10% of train); the test split (the or
   the `gpu` preset's recipe, side by side on the same reduced budget (input size, training
   subset and epochs below), because the full 224 px run needs a GPU.
 
-    python benchmarks/accuracy.py --configs cpu --seeds 1 2 3       # about 45 min on 2 cores
-    python benchmarks/accuracy.py --configs d2l-chapter d2l-improved  # the reduced d2l budget
-    python benchmarks/accuracy.py --smoke
+    python -m benchmarks.accuracy --configs cpu --seeds 1 2 3       # about 45 min on 2 cores
+    python -m benchmarks.accuracy --configs d2l-chapter d2l-improved  # the reduced d2l budget
+    python -m benchmarks.accuracy --smoke
 """
 
 from __future__ import annotations
@@ -21,13 +21,10 @@ import json
 import os
 import pathlib
 import statistics
-import sys
 import tempfile
 from typing import Any
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
-import common
+from benchmarks import common
 
 CONFIGS = {
     "cpu": ("cpu", {}),
@@ -84,7 +81,8 @@ def run(args: argparse.Namespace) -> None:
             overrides = overrides_for(name, seed, args)
             result = common.run_json(
                 [
-                    __file__,
+                    "-m",
+                    __spec__.name,
                     "--worker",
                     f"--preset={preset}",
                     f"--overrides={json.dumps(overrides)}",

@@ -70,6 +70,9 @@ def machine() -> dict[str, Any]:
 
 def command() -> str:
     """The command line that produced this result, as a reader would type it."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None:  # python -m benchmarks.NAME
+        return shlex.join(["python", "-m", spec.name, *sys.argv[1:]])
     script = pathlib.Path(sys.argv[0]).resolve()
     with contextlib.suppress(ValueError):
         script = script.relative_to(REPO)

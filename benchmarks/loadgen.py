@@ -3,7 +3,7 @@
 `concurrency` clients each send one PNG, wait for the answer, and send the next, for a fixed
 time after a warm-up; every request has a timeout, so a stuck server cannot hang the run.
 
-    python benchmarks/loadgen.py http://127.0.0.1:8000 --concurrency 8 --seconds 10
+    python -m benchmarks.loadgen http://127.0.0.1:8000 --concurrency 8 --seconds 10
 """
 
 from __future__ import annotations
@@ -12,14 +12,10 @@ import argparse
 import asyncio
 import itertools
 import json
-import pathlib
-import sys
 import time
 from typing import Any
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
-import common
+from benchmarks import common
 
 REQUEST_TIMEOUT_S = 60.0
 

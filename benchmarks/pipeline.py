@@ -6,8 +6,8 @@ For each preset, measures in fresh processes:
 - the model's training rate on synthetic batches of the same shape, on the same machine.
 Headroom = pipeline rate / model rate; below 1 the pipeline would be the bottleneck.
 
-    python benchmarks/pipeline.py            # both presets (about 10 min on 2 cores)
-    python benchmarks/pipeline.py --smoke    # seconds: tiny slice, tiny model
+    python -m benchmarks.pipeline            # both presets (about 10 min on 2 cores)
+    python -m benchmarks.pipeline --smoke    # seconds: tiny slice, tiny model
 """
 
 from __future__ import annotations
@@ -16,15 +16,11 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 import time
 from typing import Any
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from benchmarks import common
 
-import common
-
-HERE = pathlib.Path(__file__).resolve().parent
 # The GPU recipe (224 px, resize-crop, flip, brightness/contrast) and the CPU recipe.
 PRESETS = ("gpu", "cpu")
 
@@ -60,7 +56,8 @@ def model_rate(variant: str, image_size: int, batch: int, smoke: bool) -> float:
     steps = ["--steps=2", "--warmup=1"] if smoke else ["--steps=6", "--warmup=2"]
     result = common.run_json(
         [
-            str(HERE / "train_throughput.py"),
+            "-m",
+            "benchmarks.train_throughput",
             "--worker=tf",
             f"--variant={variant}",
             f"--image-size={image_size}",
@@ -80,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
             flags = [f"--preset={preset}", f"--cores={pinned}", f"--epochs={args.epochs}"]
             if args.train_examples:
                 flags.append(f"--train-examples={args.train_examples}")
-            measured[label] = common.run_json([__file__, "--worker", *flags])
+            measured[label] = common.run_json(["-m", __spec__.name, "--worker", *flags])
             rate = measured[label]["steady_images_per_second"]
             print(f"  {preset}: pipeline on {label}: {rate:,.0f} img/s", flush=True)
         info = measured["all_cores"]

@@ -12,8 +12,8 @@
 The models are randomly initialised (speed does not depend on the weights) and exported
 with `tf_alexnet.export.export`, exactly as a trained run would be.
 
-    python benchmarks/serving.py            # about 10 min on 2 cores
-    python benchmarks/serving.py --smoke    # seconds: mini model, short loads
+    python -m benchmarks.serving            # about 10 min on 2 cores
+    python -m benchmarks.serving --smoke    # seconds: mini model, short loads
 """
 
 from __future__ import annotations
@@ -32,10 +32,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
-import common
-import loadgen
+from benchmarks import common, loadgen
 
 MODEL_NAME = "alexnet"
 
@@ -147,7 +144,7 @@ def run(args: argparse.Namespace) -> None:
         main_base = bases[f"{args.variant}-{args.image_size}"]
         print(f"raw signature ({args.variant} {args.image_size}px)", flush=True)
         raw = common.run_json(
-            [__file__, "--worker=raw", f"--model-dir={main_base / MODEL_NAME / '1'}"]
+            ["-m", __spec__.name, "--worker=raw", f"--model-dir={main_base / MODEL_NAME / '1'}"]
             + [f"--raw-seconds={args.raw_seconds}", "--raw-batches"]
             + [str(b) for b in args.raw_batches]
         )
@@ -180,7 +177,7 @@ def client_overhead(
 ) -> list[dict[str, Any]]:
     """The mini model served three ways: local, via TF Serving REST, via TF Serving gRPC."""
     rest_port, grpc_port = free_port(), free_port()
-    stub = [__file__, "--worker=tfserving", f"--model-dir={base}"]
+    stub = ["-m", __spec__.name, "--worker=tfserving", f"--model-dir={base}"]
     stub += [f"--rest-port={rest_port}", f"--grpc-port={grpc_port}"]
     rows = []
     with process([sys.executable, *stub]):
@@ -290,11 +287,10 @@ def plot(result: dict[str, Any], path: pathlib.Path) -> None:
 
 def tfserving_worker(args: argparse.Namespace) -> None:
     """The test TF Serving server (REST and gRPC) over `--model-dir`, until terminated."""
-    # serving/ on the path, not the repository: `serving` is this script's own module name.
-    sys.path.insert(0, str(common.REPO / "serving"))
     import grpc
     import uvicorn
-    from tfserving_standin.server import TFServingGRPC, TFServingREST
+
+    from serving.tfserving_standin.server import TFServingGRPC, TFServingREST
 
     servables = TFServingREST(pathlib.Path(args.model_dir), MODEL_NAME)
 

@@ -1,6 +1,6 @@
 """Builds docs/benchmarks/README.md: one headline row per committed benchmark result.
 
-python benchmarks/summary.py
+python -m benchmarks.summary
 """
 
 from __future__ import annotations
@@ -8,13 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 from collections.abc import Callable
 from typing import Any
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
-import common
+from benchmarks import common
 
 
 def _accuracy(result: dict[str, Any]) -> list[list[str]]:

@@ -5,8 +5,8 @@ TF_ENABLE_ONEDNN_OPTS, take effect), on synthetic batches already in memory (the
 alone, not the input pipeline), after warm-up steps. The frameworks alternate inside each
 round, so a noisy neighbour slows both alike; the ratio is taken per round.
 
-    python benchmarks/train_throughput.py                # full run (about 30 min on 2 cores)
-    python benchmarks/train_throughput.py --smoke        # seconds: tiny images, one step
+    python -m benchmarks.train_throughput                # full run (about 30 min on 2 cores)
+    python -m benchmarks.train_throughput --smoke        # seconds: tiny images, one step
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 import time
 from typing import Any
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
-import common
+from benchmarks import common
 
 # TensorFlow settings tried against the baseline (oneDNN on, one step per call, no XLA).
 TF_VARIANTS: dict[str, dict[str, Any]] = {
@@ -67,7 +64,8 @@ def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
 def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
-    from torch_alexnet import torch_alexnet
+
+    from benchmarks.torch_alexnet import torch_alexnet
 
     torch.manual_seed(0)
     model = torch_alexnet(image_size=args.image_size)
@@ -118,7 +116,7 @@ def measure(name: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     ]
     if settings.get("jit_compile"):
         flags.append("--jit-compile")
-    result = common.run_json([__file__, *worker, *flags], env=settings.get("env"))
+    result = common.run_json(["-m", __spec__.name, *worker, *flags], env=settings.get("env"))
     steps = result["step_seconds"]
     rate = batch / common.median(steps)
     print(f"  {name:28s} batch {batch:4d}: {rate:8.2f} img/s", flush=True)

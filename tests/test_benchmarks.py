@@ -16,18 +16,18 @@ from tests.conftest import REPO
 
 
 def _run(script: str, tmp_path, *args: str) -> dict:
+    name = script.removesuffix(".py")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / script), "--smoke", "--out", str(tmp_path)],
+        [sys.executable, "-m", f"benchmarks.{name}", "--smoke", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    name = script.removesuffix(".py")
     result = json.loads((tmp_path / f"{name}.json").read_text())
     assert result["machine"]["cores"] >= 1 and result["machine"]["versions"]["tensorflow"]
-    assert result["command"].startswith(f"python benchmarks/{script} --smoke")
+    assert result["command"].startswith(f"python -m benchmarks.{name} --smoke")
     assert (tmp_path / f"{name}.md").read_text().startswith("# ")
     return result
 
@@ -89,10 +89,11 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     assert 0 <= run["test_accuracy"] <= 1 and run["config"]["train_examples"] == 512  # 2 steps
     assert "CPU target" in (tmp_path / "accuracy.md").read_text()
     summary = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "summary.py"), "--results", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks.summary", "--results", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=REPO,
     )
     assert summary.returncode == 0, summary.stderr
     headline = (tmp_path / "README.md").read_text()

@@ -1,12 +1,14 @@
 """tf_alexnet: AlexNet for TensorFlow/Keras 3.
 
 Importing the package is cheap: it does not import TensorFlow. The public API (`AlexNet`,
-`load_model`, ...) loads on first use. The package's custom Keras layers are registered as soon
-as Keras is imported, before or after `import tf_alexnet`, so `.keras` files saved by tf_alexnet
-load with `keras.models.load_model` (or `tf_alexnet.load_model`).
+`load_model`, `decode_predictions`, ...) loads on first use. Every custom Keras object the
+package saves (the LRN layer, the warm-up schedule) is registered as soon as Keras is imported,
+before or after `import tf_alexnet`, so `.keras` files written by tf_alexnet load with
+`keras.models.load_model` (or `tf_alexnet.load_model`), optimizer included.
 
 Without TensorFlow installed (the facade's slim `api` image talks to TF Serving and needs none),
-only the pure-Python parts work: `tf_alexnet.contract`, `tf_alexnet.errors`, the configuration
+only the pure-Python parts work: `tf_alexnet.contract`, `tf_alexnet.errors`,
+`tf_alexnet.exported` (the exported-model layout), `decode_predictions`, the configuration
 declarations and the `tf-alexnet serve` command; the model API raises an ImportError that says so.
 """
 
@@ -20,28 +22,39 @@ from tf_alexnet._version import __version__
 from tf_alexnet.errors import missing_tensorflow
 
 if TYPE_CHECKING:
-    from tf_alexnet.export import load_exported
+    from tf_alexnet.exported import load_exported
     from tf_alexnet.layers import LocalResponseNormalization
     from tf_alexnet.model import AlexNet, min_input_size
+    from tf_alexnet.predictions import decode_predictions, preprocess_input
     from tf_alexnet.saving import load_model
+    from tf_alexnet.schedules import WarmUp
 
 __all__ = [
     "AlexNet",
     "LocalResponseNormalization",
+    "WarmUp",
     "__version__",
     "contract",
+    "decode_predictions",
     "load_exported",
     "load_model",
     "min_input_size",
+    "preprocess_input",
 ]
 
 _LAZY = {
     "AlexNet": "tf_alexnet.model",
     "LocalResponseNormalization": "tf_alexnet.layers",
-    "load_exported": "tf_alexnet.export",
+    "WarmUp": "tf_alexnet.schedules",
+    "decode_predictions": "tf_alexnet.predictions",
+    "load_exported": "tf_alexnet.exported",
     "load_model": "tf_alexnet.saving",
     "min_input_size": "tf_alexnet.model",
+    "preprocess_input": "tf_alexnet.predictions",
 }
+
+KERAS_OBJECT_MODULES = ("tf_alexnet.layers", "tf_alexnet.schedules")
+"""The modules that register the custom objects tf_alexnet writes into `.keras` files."""
 
 
 def __getattr__(name: str) -> Any:
@@ -62,7 +75,8 @@ def __getattr__(name: str) -> Any:
 
 
 def _register_keras_objects(_keras: object = None) -> None:
-    importlib.import_module("tf_alexnet.layers")  # registers LocalResponseNormalization
+    for module in KERAS_OBJECT_MODULES:
+        importlib.import_module(module)
 
 
 try:

@@ -1,4 +1,5 @@
-"""Evaluation on the test split: accuracy, loss, per-class precision/recall, confusion matrix."""
+"""Evaluation on the test split: accuracy, loss, precision/recall/F1 per class and averaged,
+confusion matrix (counts and normalized by true class)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tf_alexnet.callbacks import report_progress
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.data import PipelineSpec, make_datasets
 from tf_alexnet.model import outputs_probabilities
+from tf_alexnet.predictions import to_probabilities
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
 
@@ -43,7 +45,7 @@ def evaluate(
         labels.append(batch_labels.numpy())
     y_true = np.concatenate(labels)
     scores = np.concatenate(outputs)
-    probabilities = scores if outputs_probabilities(model) else _softmax(scores)
+    probabilities = to_probabilities(scores, from_logits=not outputs_probabilities(model))
     report = classification_report(y_true, probabilities, datasets.class_names)
     report["model"] = str(model_path)
     report["dataset"] = config.image_folder or config.dataset
@@ -53,6 +55,7 @@ def evaluate(
     output.write_json(output.evaluation, report)
     plots.confusion_matrix(
         np.array(report["confusion_matrix"]),
+        np.array(report["confusion_matrix_normalized"]),
         datasets.class_names,
         output.confusion_matrix,
         title=f"Test accuracy {report['accuracy']:.4f} ({report['num_examples']:,} images)",
@@ -63,17 +66,35 @@ def evaluate(
 def classification_report(
     y_true: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]
 ) -> dict[str, Any]:
-    """Accuracy, cross-entropy, per-class precision/recall/F1 and the confusion matrix."""
+    """Accuracy, cross-entropy, per-class and averaged precision/recall/F1, confusion matrices.
+
+    `macro_avg` weighs every class alike, `weighted_avg` by its support (as scikit-learn's
+    `classification_report`). `confusion_matrix` holds counts (rows: true class, columns:
+    predicted); `confusion_matrix_normalized` divides each row by its class's support, so
+    the diagonal is the per-class recall (a class without examples is a row of zeros).
+    """
     num_classes = len(class_names)
     y_pred = probabilities.argmax(axis=1)
     matrix = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(matrix, (y_true, y_pred), 1)
     true_positives = np.diag(matrix).astype(np.float64)
+    support = matrix.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.nan_to_num(true_positives / matrix.sum(axis=0))
-        recall = np.nan_to_num(true_positives / matrix.sum(axis=1))
+        recall = np.nan_to_num(true_positives / support)
         f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+        normalized = np.nan_to_num(matrix / support[:, None])
+    weights = support / support.sum() if support.sum() else np.zeros(num_classes)
     picked = probabilities[np.arange(len(y_true)), y_true]
+
+    def average(weighting: np.ndarray) -> dict[str, float | int]:
+        return {
+            "precision": float(precision @ weighting),
+            "recall": float(recall @ weighting),
+            "f1": float(f1 @ weighting),
+            "support": int(support.sum()),
+        }
+
     return {
         "num_examples": len(y_true),
         "accuracy": float((y_pred == y_true).mean()),
@@ -83,19 +104,26 @@ def classification_report(
                 "precision": float(precision[i]),
                 "recall": float(recall[i]),
                 "f1": float(f1[i]),
-                "support": int(matrix[i].sum()),
+                "support": int(support[i]),
             }
             for i, name in enumerate(class_names)
         },
+        "macro_avg": average(np.full(num_classes, 1 / num_classes)),
+        "weighted_avg": average(weights),
         "class_names": list(class_names),
         "confusion_matrix": matrix.tolist(),
+        "confusion_matrix_normalized": normalized.tolist(),
     }
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a small text table."""
     lines = [f"{'class':<14} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
-    for name, row in report["per_class"].items():
+    rows = list(report["per_class"].items())
+    rows += [("macro avg", report["macro_avg"]), ("weighted avg", report["weighted_avg"])]
+    for i, (name, row) in enumerate(rows):
+        if i == len(report["per_class"]):
+            lines.append("")
         lines.append(
             f"{name:<14} {row['precision']:>9.4f} {row['recall']:>7.4f} "
             f"{row['f1']:>6.4f} {row['support']:>8}"
@@ -105,9 +133,3 @@ def format_report(report: dict[str, Any]) -> str:
         f"on {report['num_examples']:,} images"
     )
     return "\n".join(lines)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)

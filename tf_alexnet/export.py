@@ -9,18 +9,17 @@
 Both answer per image: probabilities, class id, class name and the top-k ids and scores.
 The version folder is built under a non-integer temporary name (TF Serving ignores those),
 validated, then renamed: a crash leaves no partial version and never touches another one.
+The folder's layout, and reading it back, belong to `tf_alexnet.exported`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import pathlib
 import shutil
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import keras
 import numpy as np
@@ -28,13 +27,35 @@ import tensorflow as tf
 
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
+from tf_alexnet.exported import (
+    METADATA_FILE,
+    WARMUP_FILE,
+    ExportedModel,
+    load_exported,
+    next_version,
+    saved_model_path,
+)
 from tf_alexnet.model import outputs_probabilities
+from tf_alexnet.predictions import to_probabilities
 from tf_alexnet.preprocess import decode, preprocess
-from tf_alexnet.run_dir import RunDir
+from tf_alexnet.run_dir import resolve_source
 from tf_alexnet.saving import load_model
 
-WARMUP_FILE = "tf_serving_warmup_requests"
-METADATA_FILE = "metadata.json"
+# Re-exported: export.py is where callers have found these.
+__all__ = [
+    "METADATA_FILE",
+    "WARMUP_FILE",
+    "ExportResult",
+    "build_archive",
+    "export",
+    "load_exported",
+    "next_version",
+    "resolve_source",
+    "saved_model_path",
+    "validate",
+    "warmup_records",
+]
+
 MAX_ABS_DIFFERENCE = 1e-5
 """Export vs the float32 Keras model it was built from: the same graph, float32 rounding."""
 TRAINING_PRECISION_TOLERANCE = {
@@ -56,29 +77,6 @@ class ExportResult:
     training_max_abs_difference: float = 0.0
 
 
-def resolve_source(source: str | os.PathLike[str]) -> tuple[pathlib.Path, dict[str, Any]]:
-    """A run directory or a `.keras` file -> (model path, training metrics if known)."""
-    path = pathlib.Path(source)
-    if path.is_dir():
-        run = RunDir(path)
-        if not run.is_run():
-            raise UserError(f"{str(path)!r} is not a run directory (no config.json).")
-        metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
-        if run.evaluation.is_file():
-            evaluation = json.loads(run.evaluation.read_text())
-            metrics["test_accuracy"] = evaluation.get("accuracy")
-        return run.model_path(), metrics
-    if path.is_file():
-        return path, {}
-    raise UserError(f"No run directory or model file at {str(path)!r}.")
-
-
-def next_version(model_dir: pathlib.Path) -> int:
-    """1 + the highest integer-named version folder (1 when there is none)."""
-    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
-    return max(versions, default=0) + 1
-
-
 def build_archive(model: keras.Model, class_names: Sequence[str]) -> keras.export.ExportArchive:
     """The two serving signatures over `model` (variables tracked once, by the endpoints)."""
     height, width, channels = model.input_shape[1:]
@@ -86,6 +84,7 @@ def build_archive(model: keras.Model, class_names: Sequence[str]) -> keras.expor
     names = tf.constant(list(class_names))
 
     def answer(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        # In the graph, so TF Serving answers the same as `predictions.decode_predictions`.
         logits = tf.cast(model(images, training=False), tf.float32)
         probabilities = tf.nn.softmax(logits) if not outputs_probabilities(model) else logits
         top = tf.math.top_k(probabilities, k=top_k)
@@ -182,9 +181,10 @@ def validate(
     pixels = tf.stack(
         [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
     )
-    expected = np.asarray(model(pixels, training=False), np.float64)
-    if not outputs_probabilities(model):
-        expected = tf.nn.softmax(expected).numpy()
+    expected = to_probabilities(
+        np.asarray(model(pixels, training=False), np.float64),
+        from_logits=not outputs_probabilities(model),
+    )
     loaded = tf.saved_model.load(str(saved_model_dir))
     from_bytes = loaded.signatures[contract.SIGNATURE_IMAGE_BYTES](
         **{contract.INPUT_IMAGE_BYTES: tf.constant(list(encoded_images))}
@@ -248,11 +248,10 @@ def export(
     shutil.rmtree(temp, ignore_errors=True)
     try:
         build_archive(model, class_names).write_out(str(temp), verbose=False)
-        (temp / "assets").mkdir(exist_ok=True)
-        (temp / "assets" / contract.CLASS_NAMES_ASSET).write_text("\n".join(class_names) + "\n")
-        extra = temp / "assets.extra"
-        extra.mkdir(exist_ok=True)
-        with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
+        folder = ExportedModel(temp)
+        folder.write_class_names(class_names)
+        folder.extra.mkdir(exist_ok=True)
+        with tf.io.TFRecordWriter(str(folder.warmup_file)) as writer:
             for record in warmup_records(name, sample_images):
                 writer.write(record)
         difference = validate(temp, model, sample_images)
@@ -289,7 +288,7 @@ def export(
             "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
         }
-        (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        folder.write_metadata(metadata)
         if before_publish is not None:
             before_publish(temp)
         os.rename(temp, final)  # atomic on one filesystem; fails if `final` appeared meanwhile
@@ -297,39 +296,3 @@ def export(
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return ExportResult(final, version, difference, policy, trained_difference)
-
-
-def load_exported(path: str | os.PathLike[str]) -> keras.layers.Layer:
-    """The exported pixels signature as a Keras layer, usable inside another Keras model.
-
-    Args:
-        path: a version folder (`BASE/NAME/<version>`) or a model folder (`BASE/NAME`,
-            whose highest version is used).
-
-    Returns:
-        A `keras.layers.TFSMLayer` mapping float pixels in [0, 1] to the output dict.
-    """
-    return keras.layers.TFSMLayer(
-        str(saved_model_path(path)), call_endpoint=contract.SIGNATURE_IMAGE_TENSOR
-    )
-
-
-def saved_model_path(path: str | os.PathLike[str]) -> pathlib.Path:
-    """A version folder, or the highest version in a model folder."""
-    path = pathlib.Path(path)
-    if (path / "saved_model.pb").is_file():
-        return path
-    versions = (
-        sorted(
-            (
-                int(p.name)
-                for p in path.glob("*")
-                if p.name.isdigit() and (p / "saved_model.pb").is_file()
-            ),
-        )
-        if path.is_dir()
-        else []
-    )
-    if not versions:
-        raise UserError(f"No exported SavedModel at {str(path)!r}.")
-    return path / str(versions[-1])

@@ -34,24 +34,36 @@ def training_curves(history: Sequence[dict[str, float]], path: str | os.PathLike
 
 
 def confusion_matrix(
-    matrix: np.ndarray, class_names: Sequence[str], path: str | os.PathLike[str], title: str = ""
+    matrix: np.ndarray,
+    normalized: np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str = "",
 ) -> None:
-    """Counts with true classes as rows and predicted classes as columns."""
+    """Counts beside the row-normalized matrix (each true class sums to 1), true classes as rows."""
     size = max(6.0, 0.6 * len(class_names) + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
-    image = axis.imshow(matrix, cmap="Blues")
-    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    figure, axes = plt.subplots(1, 2, figsize=(2 * size, size))
+    panels = (
+        (axes[0], matrix, "counts", "{:d}"),
+        (axes[1], normalized, "normalized by true class", "{:.2f}"),
+    )
     ticks = np.arange(len(class_names))
-    axis.set_xticks(ticks, class_names, rotation=45, ha="right")
-    axis.set_yticks(ticks, class_names)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    if len(class_names) <= 20:
-        for (row, col), count in np.ndenumerate(matrix):
-            color = "white" if count > threshold else "black"
-            axis.text(col, row, str(count), ha="center", va="center", color=color, fontsize=8)
-    axis.set_title(title or "Confusion matrix")
+    for axis, values, subtitle, label in panels:
+        image = axis.imshow(values, cmap="Blues", vmin=0)
+        figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+        axis.set_xticks(ticks, class_names, rotation=45, ha="right")
+        axis.set_yticks(ticks, class_names)
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("true")
+        axis.set_title(subtitle)
+        threshold = values.max() / 2 if values.size else 0
+        if len(class_names) <= 20:
+            for (row, col), value in np.ndenumerate(values):
+                color = "white" if value > threshold else "black"
+                axis.text(
+                    col, row, label.format(value), ha="center", va="center", color=color, fontsize=8
+                )
+    figure.suptitle(title or "Confusion matrix")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -14,8 +14,9 @@ import tensorflow as tf
 
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
-from tf_alexnet.export import saved_model_path
+from tf_alexnet.exported import ExportedModel
 from tf_alexnet.model import outputs_probabilities
+from tf_alexnet.predictions import Top, decode_predictions, to_probabilities
 from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.saving import load_model
 
@@ -23,7 +24,7 @@ from tf_alexnet.saving import load_model
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     image: str
-    top: list[tuple[int, str, float]] = dataclasses.field(default_factory=list)
+    top: Top = dataclasses.field(default_factory=list)
     error: str | None = None
 
 
@@ -37,12 +38,9 @@ class Predictor:
             self._signature = None
             self.class_names = _keras_class_names(path, self._model.output_shape[-1])
         elif path.is_dir():
-            folder = saved_model_path(path)
-            self._signature = tf.saved_model.load(str(folder)).signatures[
-                contract.SIGNATURE_IMAGE_BYTES
-            ]
-            asset = folder / "assets" / contract.CLASS_NAMES_ASSET
-            self.class_names = tuple(asset.read_text().splitlines())
+            exported = ExportedModel.find(path)
+            self._signature = exported.signature(contract.SIGNATURE_IMAGE_BYTES)
+            self.class_names = exported.class_names()
         else:
             raise UserError(f"No model at {str(path)!r}.")
 
@@ -56,10 +54,8 @@ class Predictor:
         pixels = tf.stack(
             [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
         )
-        outputs = self._model(pixels, training=False)
-        if not outputs_probabilities(self._model):
-            outputs = tf.nn.softmax(outputs)
-        return np.asarray(outputs)
+        outputs = np.asarray(self._model(pixels, training=False))
+        return to_probabilities(outputs, from_logits=not outputs_probabilities(self._model))
 
 
 def _keras_class_names(path: pathlib.Path, classes: int) -> tuple[str, ...]:
@@ -100,9 +96,8 @@ def predict_files(
             results[image] = Prediction(image, error=str(err))
     if readable:
         probabilities = predictor.probabilities(list(readable.values()))
-        for image, row in zip(readable, probabilities, strict=True):
-            order = np.argsort(row)[::-1][:top_k]
-            top = [(int(i), predictor.class_names[i], float(row[i])) for i in order]
+        tops = decode_predictions(probabilities, top_k, predictor.class_names)
+        for image, top in zip(readable, tops, strict=True):
             results[image] = Prediction(image, top=top)
     return [results[image] for image in images]
 

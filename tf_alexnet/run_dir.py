@@ -124,6 +124,27 @@ def _number(text: str) -> float:
         return float("nan")
 
 
+def resolve_source(source: str | os.PathLike[str]) -> tuple[pathlib.Path, dict[str, Any]]:
+    """A run directory or a `.keras` file -> (model path, training metrics if known).
+
+    A run directory gives its best model (else its final one) and its `metrics.json`, with the
+    test accuracy from `evaluation.json` when the run was evaluated.
+    """
+    path = pathlib.Path(source)
+    if path.is_dir():
+        run = RunDir(path)
+        if not run.is_run():
+            raise UserError(f"{str(path)!r} is not a run directory (no config.json).")
+        metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
+        if run.evaluation.is_file():
+            evaluation = json.loads(run.evaluation.read_text())
+            metrics["test_accuracy"] = evaluation.get("accuracy")
+        return run.model_path(), metrics
+    if path.is_file():
+        return path, {}
+    raise UserError(f"No run directory or model file at {str(path)!r}.")
+
+
 def prepare(
     root: str | os.PathLike[str], config: config_lib.TrainConfig, overwrite: bool
 ) -> RunDir:

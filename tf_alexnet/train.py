@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import pathlib
-import shutil
 import statistics
 import sys
 import time
@@ -34,88 +32,13 @@ from tf_alexnet.config import TrainConfig
 from tf_alexnet.data import Datasets, make_datasets
 from tf_alexnet.errors import ClusterError, UserError
 from tf_alexnet.model import AlexNet
-from tf_alexnet.run_dir import RunDir, check_resumable, prepare
+from tf_alexnet.optim import compile_model
+from tf_alexnet.run_dir import RunDir, prepare
 from tf_alexnet.saving import save_model_atomic
 from tf_alexnet.strategy import Precision, make_strategy, set_mixed_precision, split_cpu
+from tf_alexnet.workers import WORKER_WEIGHTS, finish_worker, prepare_worker, remove_if_empty
 
-# A non-chief worker's final weights, in `workers/<task>-<index>/`.
-WORKER_WEIGHTS = "final.weights.h5"
-
-
-def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> keras.Model:
-    model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=config.label_smoothing
-        ),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        jit_compile=config.jit_compile,
-        steps_per_execution=config.steps_per_execution,
-    )
-    return model
-
-
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """SGD with the configured momentum, decoupled weight decay and learning-rate schedule."""
-    return keras.optimizers.SGD(
-        learning_rate=learning_rate_schedule(config, steps_per_epoch),
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay or None,
-    )
-
-
-def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> Any:
-    """The configured schedule, after `warmup_epochs` (at most half the run) of linear warm-up."""
-    peak = config.learning_rate
-    total = config.epochs * steps_per_epoch
-    # At most half the run warms up, so a preset's warm-up still fits a short run.
-    warmup = min(round(config.warmup_epochs * steps_per_epoch), total // 2)
-    schedule: Any = peak
-    if config.schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else peak,
-            total - warmup,
-            warmup_target=peak if warmup else None,
-            warmup_steps=warmup,
-        )
-    if config.schedule == "step":
-        boundaries = list(range(config.step_epochs, config.epochs, config.step_epochs))
-        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-            [b * steps_per_epoch for b in boundaries],
-            [peak * 0.1**i for i in range(len(boundaries) + 1)],
-        )
-    return WarmUp(schedule, warmup) if warmup else schedule
-
-
-@keras.saving.register_keras_serializable(package="tf_alexnet")
-class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 over `warmup_steps`, then `after` (a schedule or a number),
-    counted from step 0 (so a step schedule's boundaries stay where they were configured)."""
-
-    def __init__(self, after: Any, warmup_steps: int) -> None:
-        self.after = after
-        self.warmup_steps = warmup_steps
-
-    def __call__(self, step: Any) -> Any:
-        step = keras.ops.cast(step, "float32")
-        after = self.after(step) if callable(self.after) else keras.ops.cast(self.after, "float32")
-        peak = self.after(0) if callable(self.after) else after
-        ramp = peak * (step + 1) / self.warmup_steps
-        return keras.ops.where(step < self.warmup_steps, ramp, after)
-
-    def get_config(self) -> dict[str, Any]:
-        after = self.after
-        if isinstance(after, keras.optimizers.schedules.LearningRateSchedule):
-            after = keras.optimizers.schedules.serialize(after)
-        return {"after": after, "warmup_steps": self.warmup_steps}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> WarmUp:
-        after = config["after"]
-        if isinstance(after, dict):
-            after = keras.optimizers.schedules.deserialize(after)
-        return cls(after, config["warmup_steps"])
+__all__ = ["WORKER_WEIGHTS", "train"]
 
 
 def train(
@@ -131,7 +54,7 @@ def train(
     run = (
         prepare(run_dir, config, overwrite)
         if role.is_chief
-        else _prepare_worker(run_dir, config, role, overwrite)
+        else prepare_worker(run_dir, config, role, overwrite)
     )
     backup = run.worker_backup(role.name) if multiworker else run.backup
     split_cpu(config.cpu_devices)
@@ -199,54 +122,12 @@ def train(
         ) from err
     wall_seconds = time.perf_counter() - start
     if not role.is_chief:
-        return _finish_worker(run, model, role)
+        return finish_worker(run, model, role)
     save_model_atomic(model, run.final_model)
     metrics = _finish(run, model, config, datasets, replicas, global_batch, precision, wall_seconds)
     if multiworker:
-        _remove_if_empty(run.backup)  # each worker deleted its own backup folder
+        remove_if_empty(run.backup)  # each worker deleted its own backup folder
     return metrics
-
-
-def _prepare_worker(
-    run_dir: str | os.PathLike[str], config: TrainConfig, role: Role, overwrite: bool
-) -> RunDir:
-    """A non-chief worker's view of the run directory, checked like the chief's.
-
-    The worker writes only `backup/<task>-<index>/` and `workers/<task>-<index>/`: on
-    storage shared with the chief, the chief's files are there too, and only the chief
-    deletes them (`--overwrite`).
-    """
-    run = RunDir(pathlib.Path(run_dir))
-    if run.root.exists() and not run.root.is_dir():
-        raise UserError(f"The run directory {str(run.root)!r} is a file.")
-    own = [run.worker_backup(role.name), run.workers / role.name]
-    if overwrite:
-        for folder in own:
-            shutil.rmtree(folder, ignore_errors=True)
-    if run.is_run() and not overwrite:
-        check_resumable(run, config)
-    if (own[1] / WORKER_WEIGHTS).is_file():
-        raise UserError(
-            f"{str(run.root)!r} holds a finished run of {role.name}. Pass --overwrite to "
-            "replace it, or choose another --run-dir."
-        )
-    return run
-
-
-def _finish_worker(run: RunDir, model: keras.Model, role: Role) -> dict[str, Any]:
-    """A non-chief keeps its final weights (to check the workers agree), nothing else."""
-    folder = run.workers / role.name
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / WORKER_WEIGHTS
-    model.save_weights(str(weights), overwrite=True)
-    _remove_if_empty(run.backup)
-    print(f"Done: {role.name} finished; its final weights are in {weights}", flush=True)
-    return {"role": role.name, "final_weights": str(weights)}
-
-
-def _remove_if_empty(folder: pathlib.Path) -> None:
-    with contextlib.suppress(OSError):  # not there, or not empty
-        folder.rmdir()
 
 
 def _callbacks(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import pathlib
 import time
 from typing import Any, Protocol
@@ -11,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tf_alexnet import contract
+from tf_alexnet.exported import ExportedModel, version_folder
 from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
 from tf_alexnet_serving.classes import ClassNames, probe_images
 from tf_alexnet_serving.settings import Settings
@@ -31,16 +31,8 @@ class Backend(Protocol):
 
 def local_model_folder(settings: Settings) -> pathlib.Path:
     """The SavedModel folder the local backend serves (raises UserError when there is none)."""
-    from tf_alexnet.errors import UserError
-    from tf_alexnet.export import saved_model_path
-
     model_dir = pathlib.Path(settings.model_base_path) / settings.model_name
-    if settings.model_version is None:
-        return saved_model_path(model_dir)
-    folder = model_dir / str(settings.model_version)
-    if not (folder / "saved_model.pb").is_file():
-        raise UserError(f"No exported version {settings.model_version} in {str(model_dir)!r}.")
-    return folder
+    return version_folder(model_dir, settings.model_version)
 
 
 class LocalBackend:
@@ -51,21 +43,15 @@ class LocalBackend:
 
         from tf_alexnet.hardware import enable_bf16_rewrite
 
-        folder = local_model_folder(settings)
         self.bf16 = enable_bf16_rewrite(settings.bf16)  # before the model's functions first run
+        exported = ExportedModel(local_model_folder(settings))
         self.name = settings.model_name
-        self.version = int(folder.name)
-        self._signature = tf.saved_model.load(str(folder)).signatures[
-            contract.SIGNATURE_IMAGE_BYTES
-        ]
+        self.version = exported.version
+        self._signature = exported.signature(contract.SIGNATURE_IMAGE_BYTES)
         outputs = self._signature.structured_outputs[contract.OUTPUT_PROBABILITIES]
         self.names = ClassNames(settings.class_names)
-        self.names.reset(
-            outputs.shape[-1],
-            (folder / "assets" / contract.CLASS_NAMES_ASSET).read_text().splitlines(),
-        )
-        metadata_file = folder / "assets.extra" / "metadata.json"
-        self._metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
+        self.names.reset(outputs.shape[-1], list(exported.class_names()))
+        self._metadata = exported.metadata()
         self._tf = tf
         self._on_latency = on_latency
         self._batcher = MicroBatcher(

@@ -1,0 +1,66 @@
+"""The evaluation report: per-class and averaged scores, counts and normalized confusion matrix."""
+
+import numpy as np
+import pytest
+
+from tf_alexnet import plots
+from tf_alexnet.evaluate import classification_report, format_report
+
+# Three classes; "fox" is never the true class, and "cat" is never predicted right.
+Y_TRUE = np.array([0, 0, 1, 1, 1, 1])
+Y_PRED = np.array([1, 2, 1, 1, 1, 0])
+NAMES = ("cat", "dog", "fox")
+
+
+@pytest.fixture
+def report():
+    probabilities = np.eye(3)[Y_PRED] * 0.8 + 0.2 / 3
+    return classification_report(Y_TRUE, probabilities, NAMES)
+
+
+def test_macro_and_weighted_averages(report):
+    # dog: precision 3/4, recall 3/4, f1 3/4; cat: 0, 0, 0; fox: 0 (predicted once, wrongly).
+    assert report["per_class"]["dog"] == pytest.approx(
+        {"precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4}
+    )
+    assert report["macro_avg"] == pytest.approx(
+        {"precision": 0.25, "recall": 0.25, "f1": 0.25, "support": 6}
+    )
+    # Weighted by support (cat 2, dog 4, fox 0): 4/6 of dog's scores.
+    assert report["weighted_avg"] == pytest.approx(
+        {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 6}
+    )
+    assert report["accuracy"] == pytest.approx(0.5)
+
+
+def test_normalized_confusion_matrix_beside_the_counts(report):
+    assert report["confusion_matrix"] == [[0, 1, 1], [1, 3, 0], [0, 0, 0]]
+    np.testing.assert_allclose(
+        report["confusion_matrix_normalized"],
+        [[0.0, 0.5, 0.5], [0.25, 0.75, 0.0], [0.0, 0.0, 0.0]],  # fox has no examples
+    )
+
+
+def test_the_printed_report_shows_the_averages(report):
+    lines = format_report(report).splitlines()
+    assert lines[0].split() == ["class", "precision", "recall", "f1", "support"]
+    assert [line.split()[0] for line in lines[1:4]] == list(NAMES)
+    assert lines[4] == ""
+    assert lines[5].split() == ["macro", "avg", "0.2500", "0.2500", "0.2500", "6"]
+    assert lines[6].split() == ["weighted", "avg", "0.5000", "0.5000", "0.5000", "6"]
+    assert lines[7].startswith("test accuracy 0.5000")
+
+
+def test_the_plot_has_both_matrices(report, tmp_path):
+    import matplotlib.image
+
+    path = tmp_path / "confusion_matrix.png"
+    plots.confusion_matrix(
+        np.array(report["confusion_matrix"]),
+        np.array(report["confusion_matrix_normalized"]),
+        NAMES,
+        path,
+        title="Test accuracy 0.5000",
+    )
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert width == 2 * height  # two square panels side by side

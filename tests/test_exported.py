@@ -1,0 +1,155 @@
+"""tf_alexnet.exported: versions, assets, metadata, and who imports the layout."""
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import REPO
+from tf_alexnet import contract
+from tf_alexnet.errors import UserError
+from tf_alexnet.exported import (
+    ExportedModel,
+    next_version,
+    saved_model_path,
+    version_folder,
+    version_numbers,
+)
+
+
+def _version(model_dir, name, saved_model=True):
+    folder = model_dir / name
+    folder.mkdir(parents=True)
+    if saved_model:
+        (folder / "saved_model.pb").write_bytes(b"")
+    return folder
+
+
+def test_only_integer_named_folders_with_a_saved_model_are_versions(tmp_path):
+    for name in ("1", "10", "2"):
+        _version(tmp_path, name)
+    _version(tmp_path, "7", saved_model=False)  # a half-written version
+    _version(tmp_path, ".tmp-11-123")  # export's temporary folder
+    _version(tmp_path, "²")  # str.isdigit() says yes; TF Serving and int() say no
+    _version(tmp_path, "v3")
+    (tmp_path / "12").write_text("a file, not a folder")
+    assert version_numbers(tmp_path) == [1, 2, 10]
+    assert saved_model_path(tmp_path) == tmp_path / "10"
+    assert saved_model_path(tmp_path / "2") == tmp_path / "2"
+    assert version_folder(tmp_path) == tmp_path / "10"
+    assert version_folder(tmp_path, 2) == tmp_path / "2"
+    # Numbers in use, even by an unfinished folder or a file, are never reused.
+    assert next_version(tmp_path) == 13
+    assert next_version(tmp_path / "missing") == 1
+    assert version_numbers(tmp_path / "missing") == []
+
+
+def test_missing_versions_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="No exported SavedModel at"):
+        saved_model_path(tmp_path)
+    _version(tmp_path, "7", saved_model=False)
+    with pytest.raises(UserError, match="No exported version 7 in"):
+        version_folder(tmp_path, 7)
+    with pytest.raises(UserError, match="not a version folder"):
+        _ = ExportedModel(tmp_path / ".tmp-1-2").version
+
+
+def test_assets_and_metadata_round_trip(tmp_path):
+    folder = ExportedModel(_version(tmp_path, "3"))
+    assert folder.metadata() == {}
+    with pytest.raises(UserError, match="no class names asset"):
+        folder.class_names()
+    folder.write_class_names(["cat", "dog"])
+    folder.write_metadata({"input_shape": [28, 28, 1]})
+    found = ExportedModel.find(tmp_path)
+    assert found.version == 3
+    assert found.class_names() == ("cat", "dog")
+    assert found.metadata() == {"input_shape": [28, 28, 1]}
+    assert found.class_names_file == tmp_path / "3" / "assets" / contract.CLASS_NAMES_ASSET
+    assert found.metadata_file == tmp_path / "3" / "assets.extra" / "metadata.json"
+    assert found.warmup_file == tmp_path / "3" / "assets.extra" / "tf_serving_warmup_requests"
+    assert json.loads(found.metadata_file.read_text()) == {"input_shape": [28, 28, 1]}
+
+
+def test_a_real_export_reads_back(model_base):
+    exported = ExportedModel.find(model_base / contract.MODEL_NAME)
+    assert exported.version == 1
+    assert exported.class_names() == contract.CLASS_NAMES
+    assert exported.metadata()["input_shape"] == [28, 28, 1]
+    assert exported.warmup_file.is_file()
+    signature = exported.signature(contract.SIGNATURE_IMAGE_TENSOR)
+    assert contract.OUTPUT_PROBABILITIES in signature.structured_outputs
+    with pytest.raises(UserError, match="has no signature 'nope'"):
+        exported.signature("nope")
+
+
+WITHOUT_TENSORFLOW = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class NoTensorFlow(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in ("tensorflow", "keras"):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, NoTensorFlow())
+    from tf_alexnet import exported, predictions
+    import tf_alexnet
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+    decoded = predictions.decode_predictions([[0.2, 0.8]], top=1, class_names=["cat", "dog"])
+    print(exported.version_numbers(sys.argv[1]), decoded)
+    try:
+        tf_alexnet.load_exported
+    except ImportError as err:
+        print("ImportError:", err)
+    """
+)
+
+
+def test_the_layout_imports_without_tensorflow(tmp_path):
+    _version(tmp_path, "4")
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "[4] [[(1, 'dog', 0.8)]]"
+    assert lines[1].startswith("ImportError: tf_alexnet.load_exported needs TensorFlow")
+
+
+def _imports(module):
+    """The tf_alexnet and tf_alexnet_serving modules that `module` imports, at any depth."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        top = name.partition(".")[0]
+        if name in seen or top not in ("tf_alexnet", "tf_alexnet_serving"):
+            continue
+        base = REPO / ("serving" if top == "tf_alexnet_serving" else "")
+        path = base / (name.replace(".", "/") + ".py")
+        if not path.is_file():
+            path = base / name.replace(".", "/") / "__init__.py"
+        if not path.is_file():
+            continue  # `from package import name`: a name, not a module
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                todo.append(node.module)
+                todo += [f"{node.module}.{alias.name}" for alias in node.names]
+    return seen
+
+
+@pytest.mark.parametrize("module", ["tf_alexnet.predict", "tf_alexnet_serving.backends"])
+def test_readers_do_not_import_the_writer(module):
+    imported = _imports(module)
+    assert "tf_alexnet.exported" in imported
+    assert not {"tf_alexnet.export", "tf_alexnet.train", "tf_alexnet.data"} & imported

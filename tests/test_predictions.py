@@ -1,0 +1,82 @@
+"""`decode_predictions` and `preprocess_input`: the input and output conventions."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_alexnet
+from tf_alexnet import contract
+from tf_alexnet.predictions import decode_predictions, preprocess_input, softmax
+
+
+def test_decode_probabilities_best_first_with_names():
+    probabilities = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
+    decoded = decode_predictions(probabilities, top=2, class_names=["cat", "dog", "fox"])
+    assert decoded == [[(1, "dog", 0.6), (2, "fox", 0.3)], [(0, "cat", 0.5), (2, "fox", 0.3)]]
+    # More than there are classes: all of them.
+    assert len(decode_predictions(probabilities, top=10, class_names="abc")[0]) == 3
+
+
+def test_decode_logits_matches_tensorflow_softmax_and_top_k():
+    logits = np.random.default_rng(0).normal(size=(4, 10)).astype(np.float32)
+    decoded = decode_predictions(logits, top=3, from_logits=True)
+    expected = tf.math.top_k(tf.nn.softmax(logits), k=3)
+    assert [[i for i, _, _ in row] for row in decoded] == expected.indices.numpy().tolist()
+    np.testing.assert_allclose(
+        [[p for *_, p in row] for row in decoded], expected.values.numpy(), atol=1e-6
+    )
+    assert decoded[0][0][1] == contract.CLASS_NAMES[decoded[0][0][0]]  # 10 classes: Fashion-MNIST
+    assert decode_predictions(np.zeros((1, 3)), top=1)[0][0][:2] == (0, "class_0")  # ties: lowest
+    np.testing.assert_allclose(softmax([[1000.0, 1000.0]]), [[0.5, 0.5]])  # no overflow
+
+
+@pytest.mark.parametrize(
+    "preds, kwargs, message",
+    [
+        (np.ones(3), {}, r"2D array of shape \(samples, classes\). Received: preds.shape=\(3,\)"),
+        (np.ones((1, 3)), {"class_names": ["a"]}, "one name per class \\(3\\). Received: 1"),
+        (np.ones((1, 3)), {"top": 0}, "`top` should be >= 1. Received: top=0"),
+    ],
+)
+def test_decode_refuses_what_it_cannot_answer(preds, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        decode_predictions(preds, **kwargs)
+
+
+def test_preprocess_input_states_the_convention():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (2, 40, 30, 3), dtype=np.uint8)
+    batch = preprocess_input(rgb, input_shape=(28, 28, 1))
+    assert batch.shape == (2, 28, 28, 1) and batch.dtype == np.float32
+    assert batch.min() >= 0.0 and batch.max() <= 1.0
+    # The same numbers as the exported signature's preprocessing of the same pixels.
+    one = preprocess_input(rgb[0])
+    assert one.shape == (1, contract.IMAGE_SIZE, contract.IMAGE_SIZE, contract.CHANNELS)
+    gray = rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    np.testing.assert_allclose(preprocess_input(gray, (28, 28, 1))[0], gray / 255.0, atol=1e-6)
+    np.testing.assert_allclose(
+        preprocess_input(gray.astype(np.int64), (28, 28, 1)), preprocess_input(gray, (28, 28, 1))
+    )
+    np.testing.assert_allclose(preprocess_input(gray / 255.0, (28, 28, 1))[0], gray / 255.0)
+    assert preprocess_input(gray, (28, 28, 3)).shape == (1, 28, 28, 3)
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.full((28, 28, 1), 255.0), r"Float pixels should be in \[0, 1\].*Received: values in"),
+        (np.full((28, 28, 1), 300), r"Integer pixels should be in \[0, 255\]"),
+        (np.zeros((28, 28)), r"with 1 or 3 channels. Received: images.shape=\(28, 28\)"),
+        (np.zeros((28, 28, 4), np.uint8), r"Received: images.shape=\(28, 28, 4\)"),
+    ],
+)
+def test_preprocess_input_refuses_other_conventions(images, message):
+    with pytest.raises(ValueError, match=message):
+        preprocess_input(images, (28, 28, 1))
+
+
+def test_exported_from_the_package():
+    assert tf_alexnet.decode_predictions is decode_predictions
+    assert tf_alexnet.preprocess_input is preprocess_input
+    for name in ("decode_predictions", "preprocess_input", "WarmUp"):
+        assert name in tf_alexnet.__all__

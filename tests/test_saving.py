@@ -1,0 +1,106 @@
+"""Everything the package writes, it reads back: each preset's recipe, saved, loaded afresh.
+
+Each preset trains briefly (a tiny image folder, the variant's smallest input, one epoch),
+then a fresh process that imports only `tf_alexnet` loads `best.keras` (with
+`tf_alexnet.load_model`) and `final.keras` (with `keras.models.load_model`), compiled: the
+optimizer and its learning-rate schedule are deserialized too.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_alexnet import config as config_lib
+from tf_alexnet.model import min_input_size
+from tf_alexnet.train import train
+
+RECIPES = {
+    **{preset: {} for preset in config_lib.PRESETS},
+    # Warm-up before a schedule that has none of its own: the `WarmUp` schedule is saved.
+    "quick+warmup+constant": {"schedule": "constant", "warmup_epochs": 1},
+    "quick+warmup+step": {"schedule": "step", "epochs": 2, "step_epochs": 1, "warmup_epochs": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Two classes of 8 small gray PNGs each (dark and bright): 3 steps of 4, 4 to validate."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("dark", "bright")):
+        (root / name).mkdir()
+        for i in range(8):
+            pixels = rng.integers(0, 128, (16, 16, 1), dtype=np.uint8) + 127 * label
+            (root / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_recipes(image_folder, tmp_path_factory):
+    runs = {}
+    for recipe, changes in RECIPES.items():
+        preset = recipe.split("+")[0]
+        variant = config_lib.PRESETS[preset].get("variant", config_lib.TrainConfig.variant)
+        config = config_lib.resolve(
+            preset,
+            overrides={
+                "image_folder": str(image_folder),
+                "image_size": max(min_input_size(variant), 16),
+                "validation_fraction": 0.25,
+                "test_fraction": 0.0,
+                "batch_size": 4,
+                "epochs": 1,
+                "shuffle_buffer": 64,
+                **changes,
+            },
+        )
+        runs[recipe] = tmp_path_factory.mktemp("recipes") / recipe
+        train(config, runs[recipe])
+    return runs
+
+
+MODEL_FILES = ("best.keras", "final.keras")
+FRESH_LOAD = textwrap.dedent(
+    """
+    import json, sys
+
+    import tf_alexnet
+
+    assert "tf_alexnet.train" not in sys.modules and "tf_alexnet.optim" not in sys.modules
+    import keras
+
+    answers = {}
+    for path in json.loads(sys.argv[1]):
+        # Each writer (the checkpoint callback, the final save) meets the other loader too.
+        load = tf_alexnet.load_model if path.endswith("best.keras") else keras.models.load_model
+        model = load(path)  # compile=True, the default: the optimizer is rebuilt too
+        schedule = type(model.optimizer._learning_rate).__name__
+        answers[path] = [schedule, model.output_shape[-1]]
+    print(json.dumps(answers))
+    """
+)
+
+
+@pytest.mark.slow
+def test_every_recipe_loads_in_a_fresh_process_after_import_tf_alexnet(trained_recipes):
+    paths = [str(run / name) for run in trained_recipes.values() for name in MODEL_FILES]
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_LOAD, json.dumps(paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(answers) == sorted(paths)
+    assert all(classes == 2 for _, classes in answers.values())
+    schedules = {path: schedule for path, (schedule, _) in answers.items()}
+    for recipe in ("quick+warmup+constant", "quick+warmup+step"):
+        assert schedules[str(trained_recipes[recipe] / "final.keras")] == "WarmUp"
+        assert schedules[str(trained_recipes[recipe] / "best.keras")] == "WarmUp"
+    assert schedules[str(trained_recipes["cpu"] / "final.keras")] == "CosineDecay"

@@ -1,0 +1,178 @@
+"""The exported model: the version-folder layout TF Serving reads, and how to read it back.
+
+```
+BASE/NAME/<version>/                  an integer-named folder (TF Serving ignores the others)
+    saved_model.pb, variables/
+    assets/class_names.txt            one class name per line, index = class id
+    assets.extra/metadata.json        what export recorded (input shape, metrics, versions)
+    assets.extra/tf_serving_warmup_requests
+```
+
+`export.py` writes this layout; prediction, evaluation and every serving backend read it
+through this module. The layout part is pure Python (the facade's REST backend runs without
+TensorFlow); only `ExportedModel.signature` and `load_exported` import TensorFlow, when called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+from tf_alexnet import contract
+from tf_alexnet.errors import UserError
+
+SAVED_MODEL_FILE = "saved_model.pb"
+ASSETS_DIR = "assets"
+EXTRA_DIR = "assets.extra"
+"""TF Serving copies nothing from here into the graph; it reads the warmup file."""
+METADATA_FILE = "metadata.json"
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+def is_version_name(name: str) -> bool:
+    """Whether TF Serving would load a folder of this name: ASCII digits only."""
+    return name.isascii() and name.isdigit()
+
+
+def version_numbers(model_dir: str | os.PathLike[str]) -> list[int]:
+    """The published versions in `BASE/NAME` (integer-named folders with a SavedModel), sorted."""
+    model_dir = pathlib.Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        int(p.name)
+        for p in model_dir.iterdir()
+        if is_version_name(p.name) and (p / SAVED_MODEL_FILE).is_file()
+    )
+
+
+def next_version(model_dir: str | os.PathLike[str]) -> int:
+    """1 + the highest integer name in `model_dir`, finished version or not (1 if none)."""
+    model_dir = pathlib.Path(model_dir)
+    names = [p.name for p in model_dir.iterdir()] if model_dir.is_dir() else []
+    return max((int(n) for n in names if is_version_name(n)), default=0) + 1
+
+
+def saved_model_path(path: str | os.PathLike[str]) -> pathlib.Path:
+    """A version folder as given, or the highest version in a model folder."""
+    path = pathlib.Path(path)
+    if (path / SAVED_MODEL_FILE).is_file():
+        return path
+    versions = version_numbers(path)
+    if not versions:
+        raise UserError(f"No exported SavedModel at {str(path)!r}.")
+    return path / str(versions[-1])
+
+
+def version_folder(model_dir: str | os.PathLike[str], version: int | None = None) -> pathlib.Path:
+    """`BASE/NAME/<version>`, or the highest one when `version` is None (UserError if absent)."""
+    model_dir = pathlib.Path(model_dir)
+    if version is None:
+        return saved_model_path(model_dir)
+    folder = model_dir / str(version)
+    if not (folder / SAVED_MODEL_FILE).is_file():
+        raise UserError(f"No exported version {version} in {str(model_dir)!r}.")
+    return folder
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportedModel:
+    """One version folder: its files, class names, metadata and signatures.
+
+    Also used by the writer on its temporary folder, so both sides name the same files.
+    """
+
+    path: pathlib.Path
+
+    @classmethod
+    def find(cls, path: str | os.PathLike[str], version: int | None = None) -> ExportedModel:
+        """A version folder, or a model folder's `version` (default: its highest)."""
+        path = pathlib.Path(path)
+        if version is None:
+            return cls(saved_model_path(path))
+        return cls(version_folder(path, version))
+
+    @property
+    def version(self) -> int:
+        if not is_version_name(self.path.name):
+            raise UserError(f"{str(self.path)!r} is not a version folder (not an integer name).")
+        return int(self.path.name)
+
+    @property
+    def saved_model_file(self) -> pathlib.Path:
+        return self.path / SAVED_MODEL_FILE
+
+    @property
+    def assets(self) -> pathlib.Path:
+        return self.path / ASSETS_DIR
+
+    @property
+    def extra(self) -> pathlib.Path:
+        return self.path / EXTRA_DIR
+
+    @property
+    def class_names_file(self) -> pathlib.Path:
+        return self.assets / contract.CLASS_NAMES_ASSET
+
+    @property
+    def metadata_file(self) -> pathlib.Path:
+        return self.extra / METADATA_FILE
+
+    @property
+    def warmup_file(self) -> pathlib.Path:
+        return self.extra / WARMUP_FILE
+
+    def class_names(self) -> tuple[str, ...]:
+        """The names export wrote beside the model, index = class id."""
+        if not self.class_names_file.is_file():
+            raise UserError(f"The exported model {str(self.path)!r} has no class names asset.")
+        return tuple(self.class_names_file.read_text().splitlines())
+
+    def metadata(self) -> dict[str, Any]:
+        """What export recorded (empty when the folder has no metadata file)."""
+        if not self.metadata_file.is_file():
+            return {}
+        values: dict[str, Any] = json.loads(self.metadata_file.read_text())
+        return values
+
+    def write_class_names(self, class_names: list[str]) -> None:
+        self.assets.mkdir(parents=True, exist_ok=True)
+        self.class_names_file.write_text("\n".join(class_names) + "\n")
+
+    def write_metadata(self, metadata: dict[str, Any]) -> None:
+        self.extra.mkdir(parents=True, exist_ok=True)
+        self.metadata_file.write_text(json.dumps(metadata, indent=2) + "\n")
+
+    def signature(self, name: str = contract.SIGNATURE_IMAGE_BYTES) -> Any:
+        """A signature of the SavedModel as a TF function (imports TensorFlow)."""
+        import tensorflow as tf
+
+        signatures = tf.saved_model.load(str(self.path)).signatures
+        if name not in signatures:
+            raise UserError(
+                f"The exported model {str(self.path)!r} has no signature {name!r} "
+                f"(it has {', '.join(sorted(signatures))}). Received: signature={name!r}"
+            )
+        signature: Callable[..., Any] = signatures[name]
+        return signature
+
+
+def load_exported(path: str | os.PathLike[str]) -> Any:
+    """The exported pixels signature as a Keras layer, usable inside another Keras model.
+
+    Args:
+        path: a version folder (`BASE/NAME/<version>`) or a model folder (`BASE/NAME`,
+            whose highest version is used).
+
+    Returns:
+        A `keras.layers.TFSMLayer` mapping float pixels in [0, 1] to the output dict.
+    """
+    import keras
+
+    return keras.layers.TFSMLayer(
+        str(saved_model_path(path)), call_endpoint=contract.SIGNATURE_IMAGE_TENSOR
+    )

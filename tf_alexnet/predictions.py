@@ -1,0 +1,123 @@
+"""What goes into a model and what comes out, in the spirit of `keras.applications`.
+
+- `preprocess_input`: images -> what every tf_alexnet model takes: float32 pixels in [0, 1]
+  (`contract.INPUT_RANGE`), at the model's height, width and channels (default 224x224x1).
+- `decode_predictions`: a batch of scores (probabilities, or logits with `from_logits=True`)
+  -> the top classes per image as `(class_id, class_name, score)`, best first.
+
+numpy only at import: the serving facade decodes scores without TensorFlow. `preprocess_input`
+resizes with TensorFlow (as training and the exported signatures do) and imports it when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tf_alexnet import contract
+
+Top = list[tuple[int, str, float]]
+"""One image's answer: `(class_id, class_name, score)`, best first."""
+
+
+def softmax(logits: Any, axis: int = -1) -> np.ndarray:
+    """Softmax over `axis` (numerically stable: the maximum is subtracted first)."""
+    logits = np.asarray(logits, np.float64)
+    exp = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return np.asarray(exp / exp.sum(axis=axis, keepdims=True))
+
+
+def to_probabilities(scores: Any, from_logits: bool) -> np.ndarray:
+    """`scores` as probabilities: softmax of logits, or the probabilities unchanged."""
+    return softmax(scores) if from_logits else np.asarray(scores)
+
+
+def decode_predictions(
+    preds: Any,
+    top: int = contract.TOP_K,
+    class_names: Sequence[str] | None = None,
+    from_logits: bool = False,
+) -> list[Top]:
+    """The `top` classes of each image in a batch of scores, best first.
+
+    Args:
+        preds: scores of shape `(samples, classes)`: probabilities, or logits with
+            `from_logits=True`.
+        top: how many classes per image (at most the number of classes).
+        class_names: index = class id; default: Fashion-MNIST's for 10 classes, else
+            `class_0`, `class_1`, ...
+        from_logits: apply a softmax first (the AlexNet builder's default top ends in logits).
+
+    Returns:
+        One list per image of `(class_id, class_name, score)` tuples. Ties go to the lower
+        class id, as in the exported signatures' `tf.math.top_k`.
+    """
+    preds = np.asarray(preds)
+    if preds.ndim != 2 or preds.shape[1] < 1:
+        raise ValueError(
+            "`decode_predictions` expects a batch of scores: a 2D array of shape "
+            f"(samples, classes). Received: preds.shape={preds.shape}"
+        )
+    classes = preds.shape[1]
+    names = tuple(class_names) if class_names is not None else contract.default_class_names(classes)
+    if len(names) != classes:
+        raise ValueError(
+            f"`class_names` should have one name per class ({classes}). "
+            f"Received: {len(names)} class names"
+        )
+    if top < 1:
+        raise ValueError(f"`top` should be >= 1. Received: top={top}")
+    scores = to_probabilities(preds, from_logits)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
+    return [
+        [(int(i), names[i], float(row[i])) for i in indices]
+        for row, indices in zip(scores, order, strict=True)
+    ]
+
+
+def preprocess_input(
+    images: Any,
+    input_shape: Sequence[int] = (contract.IMAGE_SIZE, contract.IMAGE_SIZE, contract.CHANNELS),
+) -> np.ndarray:
+    """Images -> the models' input: float32 in [0, 1] at `input_shape` (height, width, channels).
+
+    Args:
+        images: one image `(height, width, channels)` or a batch of them, with 1 or 3
+            channels: integers (uint8, 0-255) are scaled to [0, 1]; floats must be in [0, 1]
+            already. Any size: images are resized (bilinear, antialiased) as in training.
+        input_shape: the model's `model.input_shape[1:]`.
+
+    Returns:
+        A float32 batch of shape `(samples, *input_shape)`.
+    """
+    import tensorflow as tf
+
+    from tf_alexnet.preprocess import preprocess
+
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] not in (1, 3):
+        raise ValueError(
+            "`preprocess_input` expects an image (height, width, channels) or a batch of them, "
+            f"with 1 or 3 channels. Received: images.shape={np.shape(images)}"
+        )
+    if array.dtype.kind == "f":
+        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        if low < contract.INPUT_RANGE[0] or high > contract.INPUT_RANGE[1]:
+            raise ValueError(
+                "Float pixels should be in [0, 1] (pass uint8 for 0-255 pixels). "
+                f"Received: values in [{low:g}, {high:g}]"
+            )
+    elif array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(
+                "Integer pixels should be in [0, 255]. "
+                f"Received: values in [{array.min()}, {array.max()}]"
+            )
+        array = array.astype(np.uint8)
+    height, width, channels = (int(n) for n in input_shape)
+    output = preprocess(tf.constant(array), (height, width), channels)
+    return np.asarray(output, np.float32)
