@@ -79,6 +79,10 @@ def test_own_data_override_mounts_the_folder_and_names_the_classes(
     assert f"/tmp:{folder}:ro" in trainer["volumes"]
     settings = api_settings(services["api"]["environment"], monkeypatch)
     assert settings.class_names == ["cat", "dog"]
+    # CLASS_NAMES is optional: without it the facade uses the served model's own names.
+    env = {k: v for k, v in OWN_DATA_ENV.items() if k != "CLASS_NAMES"}
+    services = compose_config(COMPOSE, COMPOSE_OWN_DATA, env=env)["services"]
+    assert api_settings(services["api"]["environment"], monkeypatch).class_names is None
 
 
 def test_own_data_override_says_what_is_missing() -> None:
