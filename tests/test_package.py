@@ -11,7 +11,8 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 def test_the_license_file_is_the_one_pyproject_declares():
-    assert PYPROJECT["project"]["license"] == {"text": "Apache-2.0"}
+    assert PYPROJECT["project"]["license"] == "Apache-2.0"  # an SPDX expression
+    assert PYPROJECT["project"]["license-files"] == ["LICENSE"]
     text = (REPO / "LICENSE").read_text()
     assert "Apache License\n                           Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text
