@@ -29,21 +29,8 @@ def servables(trained_run, test_images, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tfserving(servables):
     """The test TF Serving's REST API on a loopback port."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            servables.app,
-            host="127.0.0.1",
-            port=free_port(),
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with _rest_server(servables) as url:
+        yield url
 
 
 def test_test_server_follows_the_documented_protocol(tfserving, test_images):
@@ -131,27 +118,8 @@ def test_upstream_failures_map_to_clear_answers(tfserving, test_images):
 @pytest.fixture(scope="module")
 def tfserving_grpc(servables):
     """The test TF Serving's gRPC API on a loopback port (its own event loop, in a thread)."""
-    import asyncio
-
-    import grpc
-
-    port = free_port()
-    loop = asyncio.new_event_loop()
-
-    async def serve():
-        server = grpc.aio.server()
-        TFServingGRPC(servables).add_to(server)
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        return server
-
-    server = loop.run_until_complete(serve())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{port}"
-    asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(timeout=10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
+    with _grpc_server(servables) as address:
+        yield address
 
 
 def _grpc_client(address, **settings):
