@@ -393,3 +393,34 @@ def test_request_id_header_and_one_json_log_line_per_request(client, test_images
     assert lines[0]["path"] == "/predict" and lines[0]["method"] == "POST"
     assert lines[0]["model"] == "alexnet" and lines[0]["model_version"] == 1
     assert all(line["latency_ms"] > 0 for line in lines)
+
+
+def test_openapi_declares_every_answer_error_and_the_api_key():
+    """Clients can be generated from the document: typed 200s, typed errors, the key scheme."""
+    spec = create_app(Settings()).openapi()
+    schemas = spec["components"]["schemas"]
+    assert {"PredictResponse", "Prediction", "TopClass", "ErrorBody", "Ready", "Metadata"} <= set(
+        schemas
+    )
+    assert schemas["ErrorBody"]["required"] == ["detail"]
+
+    def ref(path: str, method: str, status: str) -> str:
+        content = spec["paths"][path][method]["responses"][status]["content"]
+        return content["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+
+    assert ref("/predict", "post", "200") == "PredictResponse"
+    assert ref("/readyz", "get", "200") == "Ready"
+    assert ref("/v1/metadata", "get", "200") == "Metadata"
+    assert ref("/healthz", "get", "200") == "Health"
+    for status in ("400", "401", "413", "415", "503", "504"):
+        assert ref("/predict", "post", status) == "ErrorBody", status
+    assert ref("/readyz", "get", "503") == "ErrorBody"
+    security = spec["components"]["securitySchemes"]["APIKeyHeader"]
+    assert security == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "Required when the server sets TF_ALEXNET_SERVE_API_KEY.",
+    }
+    assert spec["paths"]["/predict"]["post"]["security"] == [{"APIKeyHeader": []}]
+    assert "security" not in spec["paths"]["/healthz"]["get"]

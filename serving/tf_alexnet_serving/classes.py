@@ -13,6 +13,8 @@ import struct
 import zlib
 from collections.abc import Sequence
 
+from tf_alexnet_serving.errors import UpstreamError
+
 
 class ClassNames:
     """Index -> name for the served model version; `problem` says why the facade refuses."""
@@ -64,8 +66,6 @@ class ClassNames:
         if known is not None and known != name:
             if self._from_model[class_id]:
                 return False
-            from tf_alexnet_serving.tfserving_rest import UpstreamError
-
             self.problem = _disagreement(class_id, name, known)
             raise UpstreamError(503, self.problem)
         self._names[class_id] = name

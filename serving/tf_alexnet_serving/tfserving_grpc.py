@@ -11,8 +11,8 @@ import numpy as np
 from tf_alexnet import contract
 from tf_alexnet_serving import classes
 from tf_alexnet_serving.classes import ClassNames
+from tf_alexnet_serving.errors import UpstreamError
 from tf_alexnet_serving.settings import Settings
-from tf_alexnet_serving.tfserving_rest import UpstreamError
 
 # gRPC status -> the facade's HTTP answer (client errors pass through, the rest is upstream).
 _STATUS = {

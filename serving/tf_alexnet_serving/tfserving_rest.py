@@ -10,17 +10,8 @@ import numpy as np
 
 from tf_alexnet import contract
 from tf_alexnet_serving import classes
+from tf_alexnet_serving.errors import UpstreamError
 from tf_alexnet_serving.settings import Settings
-
-
-class UpstreamError(Exception):
-    """The backend failed; `status` is what the facade answers (with `Retry-After` if set)."""
-
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
 
 
 class RestBackend:

@@ -1,0 +1,42 @@
+"""Route dependencies: the backend, the settings, the API key (a declared security scheme)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+
+from tf_alexnet_serving.backends import Backend
+from tf_alexnet_serving.settings import Settings
+
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,  # a missing key is our 401 (with our message), and only if API_KEY is set
+    description="Required when the server sets TF_ALEXNET_SERVE_API_KEY.",
+)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+BackendDep = Annotated[Backend, Depends(get_backend)]
+
+
+def require_api_key(
+    settings: SettingsDep, key: Annotated[str | None, Security(API_KEY_HEADER)]
+) -> None:
+    """401 unless `X-API-Key` equals the configured key (compared in constant time)."""
+    if settings.api_key and not secrets.compare_digest(
+        (key or "").encode(), settings.api_key.encode()
+    ):  # constant time: the comparison does not reveal how much of a guess is right
+        raise HTTPException(401, "Missing or wrong API key (header X-API-Key).")

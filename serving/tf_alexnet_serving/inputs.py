@@ -1,0 +1,119 @@
+"""Reading a request's images: multipart `file` parts or TF Serving's `{"instances": [{"b64"}]}`.
+
+The body is read in chunks under `MAX_BODY_BYTES` whatever its headers say; every malformed body
+(bad multipart, deep or invalid JSON, bad base64, too many files) is a 4xx with a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from fastapi import HTTPException, Request
+from starlette.datastructures import UploadFile
+
+from tf_alexnet_serving.settings import Settings
+
+PREDICT_BODY = {  # the OpenAPI request body of POST /predict (FastAPI cannot infer it)
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["file"],
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "instances": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"b64": {"type": "string"}},
+                                "required": ["b64"],
+                            },
+                        }
+                    },
+                    "required": ["instances"],
+                },
+                "example": {"instances": [{"b64": "iVBORw0KGgo..."}]},
+            },
+        },
+    }
+}
+
+
+async def read_images(request: Request, settings: Settings) -> list[tuple[str, bytes]]:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await _limited_body(request, settings.max_body_bytes)
+    if media_type == "multipart/form-data":
+        return await _multipart_images(request, body, settings)
+    if media_type == "application/json":
+        return _json_images(body, settings)
+    raise HTTPException(
+        415, "Send multipart/form-data with image files, or application/json with instances."
+    )
+
+
+async def _limited_body(request: Request, limit: int) -> bytes:
+    """The body, read in chunks; 413 past `limit` even without a Content-Length header."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"Request body over {limit:,} bytes.")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # let request.form()/json() reuse what was read
+    return body
+
+
+async def _multipart_images(
+    request: Request, body: bytes, settings: Settings
+) -> list[tuple[str, bytes]]:
+    try:
+        form = await request.form(max_files=settings.max_files, max_fields=settings.max_files)
+    except HTTPException:
+        raise
+    except Exception as err:
+        raise HTTPException(400, f"Malformed multipart body: {err}") from None
+    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    if not files:
+        raise HTTPException(400, "No image file in the request (send it as -F file=@image.png).")
+    if len(files) > settings.max_files:
+        raise HTTPException(400, f"Too many files: at most {settings.max_files} per request.")
+    return [(upload.filename or f"file{i}", await upload.read()) for i, upload in enumerate(files)]
+
+
+def _json_images(body: bytes, settings: Settings) -> list[tuple[str, bytes]]:
+    try:
+        payload = json.loads(body)
+    except RecursionError:  # e.g. 100,000 nested arrays: the decoder recurses per level
+        raise HTTPException(400, "The body is JSON nested too deeply.") from None
+    except ValueError:  # also invalid UTF-8 and integers over Python's 4,300-digit limit
+        raise HTTPException(400, "The body is not valid JSON.") from None
+    instances = payload.get("instances") if isinstance(payload, dict) else None
+    if not isinstance(instances, list) or not instances:
+        raise HTTPException(400, 'Expected {"instances": [{"b64": "<base64 image>"}, ...]}.')
+    if len(instances) > settings.max_files:
+        raise HTTPException(400, f"Too many instances: at most {settings.max_files} per request.")
+    images = []
+    for i, instance in enumerate(instances):
+        if (
+            not isinstance(instance, dict)
+            or set(instance) != {"b64"}
+            or not isinstance(instance["b64"], str)
+        ):
+            raise HTTPException(400, f'instances[{i}]: expected {{"b64": "<base64 image>"}}.')
+        try:
+            images.append((f"instances[{i}]", base64.b64decode(instance["b64"], validate=True)))
+        except (binascii.Error, ValueError):
+            raise HTTPException(400, f"instances[{i}]: invalid base64.") from None
+    return images

@@ -1,0 +1,125 @@
+"""The routes: the page, health and readiness, model metadata, Prometheus metrics, /predict."""
+
+# No `from __future__ import annotations`: FastAPI reads these annotations at runtime, and the
+# `top_k` bound is local to `build_router`.
+
+import asyncio
+import pathlib
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tf_alexnet_serving.classes import ClassNames
+from tf_alexnet_serving.deps import BackendDep, SettingsDep, require_api_key
+from tf_alexnet_serving.errors import UpstreamError, error_response
+from tf_alexnet_serving.images import ImageError, check_image
+from tf_alexnet_serving.inputs import PREDICT_BODY, read_images
+from tf_alexnet_serving.schemas import (
+    Health,
+    Metadata,
+    ModelRef,
+    Prediction,
+    PredictResponse,
+    Ready,
+    TopClass,
+    errors,
+)
+
+PAGE = pathlib.Path(__file__).with_name("page.html")
+
+
+def build_router(max_top_k: int) -> APIRouter:
+    """The facade's routes; `top_k` is validated up to `max_top_k` (422 past it)."""
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return PAGE.read_text()
+
+    @router.get("/healthz")
+    async def healthz() -> Health:
+        """Liveness: the process answers."""
+        return Health(status="ok")
+
+    @router.get("/readyz", response_model=Ready, responses=errors(503))
+    async def readyz(model: BackendDep) -> JSONResponse:
+        """Readiness: the backend reports the model available, with the class names it has."""
+        available = await model.ready()
+        if model.names.problem:
+            return error_response(503, model.names.problem)
+        if available:
+            ready = Ready(status="ready", model=model.name, version=model.version)
+            return JSONResponse(ready.model_dump())
+        return error_response(503, "The model is not available.")
+
+    @router.get("/v1/metadata", dependencies=[Depends(require_api_key)], responses=errors(401, 503))
+    async def metadata(model: BackendDep) -> Metadata:
+        """The served model: name, version, class names, input spec."""
+        return Metadata(**model.metadata())
+
+    @router.get("/metrics", include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        registry = request.app.state.metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @router.post(
+        "/predict",
+        dependencies=[Depends(require_api_key)],
+        openapi_extra=PREDICT_BODY,
+        responses=errors(400, 401, 413, 415, 503, 504),
+    )
+    async def predict(
+        request: Request,
+        model: BackendDep,
+        settings: SettingsDep,
+        top_k: Annotated[int, Query(ge=1, le=max_top_k)] = 5,
+    ) -> PredictResponse:
+        """Classify images: multipart `file` parts, or `{"instances": [{"b64": ...}]}`."""
+        start = time.perf_counter()
+        if model.names.problem:  # refuse rather than label with names the model does not have
+            raise HTTPException(503, model.names.problem)
+        images = await read_images(request, settings)
+        request.state.images = len(images)
+        for name, data in images:
+            try:
+                check_image(data, settings.max_pixels)
+            except ImageError as err:
+                raise HTTPException(400, f"{name}: {err}") from None
+        results = await asyncio.gather(
+            *(model.predict(data) for _, data in images), return_exceptions=True
+        )
+        if model.names.problem:  # learnt from these very answers
+            raise HTTPException(503, model.names.problem)
+        for result in results:
+            if isinstance(result, UpstreamError) and result.status != 400:
+                headers = {"Retry-After": str(result.retry_after)} if result.retry_after else None
+                raise HTTPException(result.status, result.message, headers=headers)
+        failed = [
+            name
+            for (name, _), result in zip(images, results, strict=True)
+            if isinstance(result, Exception)
+        ]
+        if failed:  # the whole request fails, naming every bad image
+            raise HTTPException(400, f"{', '.join(failed)}: corrupt or truncated image")
+        return PredictResponse(
+            model=ModelRef(name=model.name, version=model.version),
+            predictions=[
+                _prediction(name, result, model.names, top_k)
+                for (name, _), result in zip(images, results, strict=True)
+            ],
+            server_time_ms=round((time.perf_counter() - start) * 1000, 3),
+        )
+
+    return router
+
+
+def _prediction(name: str, probabilities: Any, names: ClassNames, top_k: int) -> Prediction:
+    order = (-probabilities).argsort(kind="stable")[:top_k]  # ties: the lowest id, as argmax
+    top = [
+        TopClass(class_id=int(i), class_name=names.name(int(i)), score=float(probabilities[i]))
+        for i in order
+    ]
+    return Prediction(file=name, **top[0].model_dump(), top_k=top)
