@@ -53,6 +53,9 @@ _LAZY = {
     "preprocess_input": "tf_alexnet.predictions",
 }
 
+_NEEDS_KERAS = {"load_exported"}
+"""Defined in pure-Python modules, but of no use without Keras: refused up front without it."""
+
 KERAS_OBJECT_MODULES = ("tf_alexnet.layers", "tf_alexnet.schedules")
 """The modules that register the custom objects tf_alexnet writes into `.keras` files."""
 
@@ -61,6 +64,8 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'tf_alexnet' has no attribute {name!r}")
     try:
+        if name in _NEEDS_KERAS:
+            importlib.import_module("keras")
         module = importlib.import_module(_LAZY[name])
     except ModuleNotFoundError as err:
         if not missing_tensorflow(err):
