@@ -45,7 +45,7 @@ def trained_recipes(image_folder, tmp_path_factory):
     runs = {}
     for recipe, changes in RECIPES.items():
         preset = recipe.split("+")[0]
-        variant = config_lib.PRESETS[preset].get("variant", config_lib.TrainConfig.variant)
+        variant = config_lib.PRESETS[preset].get("variant", config_lib.TrainConfig().variant)
         config = config_lib.resolve(
             preset,
             overrides={
