@@ -97,11 +97,22 @@ def test_unknown_dataset_in_a_real_process(tmp_path):
     )
 
 
-def test_argparse_mistakes_exit_non_zero(capsys):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--epochs", "many"], "tf-alexnet train: error: argument --epochs: invalid int"),
+        (["train", "--preset", "nope"], "tf-alexnet train: error: argument --preset: invalid"),
+        (["frobnicate"], "tf-alexnet: error: argument COMMAND: invalid choice: 'frobnicate'"),
+        ([], "tf-alexnet: error: the following arguments are required: COMMAND"),
+    ],
+)
+def test_argparse_mistakes_are_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--epochs", "many"])
+        main(argv)
     assert exit_info.value.code == 2
-    assert "invalid int value: 'many'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(message), err  # no usage block
+    assert err.rstrip().endswith("--help)")
 
 
 def test_train_and_evaluate_from_the_command_line(fashion_mnist, tmp_path):

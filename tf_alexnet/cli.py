@@ -22,7 +22,7 @@ import sys
 import types
 import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from tf_alexnet import config as config_lib
 from tf_alexnet import contract, startup
@@ -110,10 +110,19 @@ def _add_config_source(parser: argparse.ArgumentParser, default: str = "auto") -
     parser.add_argument("--config", help="a .toml or .json file of settings (over the preset)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line mistakes: `PROG CMD: error: ... (see PROG CMD --help)`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="AlexNet for TensorFlow/Keras.")
+    parser = _Parser(prog=PROG, description="AlexNet for TensorFlow/Keras.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     summary = commands.add_parser("summary", help="print the per-layer output shapes")
     summary.add_argument("--variant", default="d2l", help=f"one of {', '.join(contract.VARIANTS)}")
