@@ -424,3 +424,15 @@ def test_openapi_declares_every_answer_error_and_the_api_key():
     }
     assert spec["paths"]["/predict"]["post"]["security"] == [{"APIKeyHeader": []}]
     assert "security" not in spec["paths"]["/healthz"]["get"]
+
+
+def test_every_setting_is_in_the_readme_table():
+    """The README's settings table names every TF_ALEXNET_SERVE_* setting."""
+    import re
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    table = {name for row in re.findall(r"^\| (`.+?) \|", readme, re.M) for name in row.split("`")}
+    missing = [name for name in Settings.model_fields if name.upper() not in table]
+    assert not missing, f"settings missing from the README table: {missing}"
