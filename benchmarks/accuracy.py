@@ -42,22 +42,59 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     overrides = json.loads(args.overrides)
     config = config_lib.resolve(args.preset, overrides=overrides)
+    per_epoch = test_accuracy_each_epoch(config) if args.test_each_epoch else None
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(pathlib.Path(tmp) / "run")
-        metrics = train(config, run.root)
+        metrics = train(config, run.root, callbacks=[per_epoch] if per_epoch else [])
         history = run.read_history()
         report = evaluate(run.best_model, config, pathlib.Path(tmp) / "eval")
+    test_seconds = per_epoch.seconds if per_epoch else 0.0
     return {
         "config": config.to_dict(),
         "test_accuracy": report["accuracy"],
         "best_val_accuracy": metrics["best_val_accuracy"],
         "best_epoch": metrics["best_epoch"],
         "epochs": metrics["epochs"],
-        "fit_seconds": metrics["wall_seconds_last_session"],
+        # model.fit wall time without the per-epoch test evaluations (a benchmark extra)
+        "fit_seconds": metrics["wall_seconds_last_session"] - test_seconds,
+        "test_accuracy_by_epoch": per_epoch.accuracy if per_epoch else None,
+        "test_eval_seconds": test_seconds,
+        "precision": metrics["mixed_precision"] | {"policy": metrics["dtype_policy"]},
         "train_seconds": sum(row.get("train_seconds", 0.0) for row in history),
         "train_images_per_second_median": metrics["train_images_per_second_median"],
         "val_accuracy_by_epoch": [row.get("val_accuracy") for row in history],
     }
+
+
+def test_accuracy_each_epoch(config: Any) -> Any:
+    """A Keras callback: test-split accuracy after every epoch (a report, never a criterion).
+
+    Only for curves such as the chapter's: recipes are still chosen on validation data, and the
+    test accuracy a run reports stays the one of `best.keras`. Its `seconds` are the time spent
+    evaluating, so the fit time can leave them out.
+    """
+    import time
+
+    import keras
+
+    from tf_alexnet.data import make_datasets
+
+    test = make_datasets(config.data_spec(), config.pipeline_spec(256)).test
+
+    class TestAccuracy(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.accuracy: list[float] = []
+            self.seconds = 0.0
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            start = time.perf_counter()
+            result = self.model.evaluate(test, verbose=0, return_dict=True)
+            self.accuracy.append(float(result["accuracy"]))
+            self.seconds += time.perf_counter() - start
+            print(f"  epoch {epoch + 1}: test accuracy {self.accuracy[-1]:.4f}", flush=True)
+
+    return TestAccuracy()
 
 
 def overrides_for(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -65,9 +102,11 @@ def overrides_for(name: str, seed: int, args: argparse.Namespace) -> dict[str, A
     if name.startswith("d2l"):
         overrides |= {
             "image_size": args.d2l_image_size,
-            "train_examples": args.d2l_train_examples,
+            "train_examples": args.d2l_train_examples or None,  # 0: all of them
             "epochs": args.d2l_epochs,
         }
+    if args.precision:
+        overrides["mixed_precision"] = args.precision
     if args.smoke:
         overrides |= {"train_examples": 512, "epochs": 1, "image_size": 67 if "d2l" in name else 28}
     return overrides
@@ -86,8 +125,10 @@ def run(args: argparse.Namespace) -> None:
                     "--worker",
                     f"--preset={preset}",
                     f"--overrides={json.dumps(overrides)}",
+                    *(["--test-each-epoch"] if args.test_each_epoch else []),
                 ],
                 timeout=4 * 3600,
+                log=args.log_dir / f"{args.name}-{name}-seed{seed}.log" if args.log_dir else None,
             )
             runs.append({"name": name, "preset": preset, "seed": seed, **result})
             print(
@@ -95,8 +136,13 @@ def run(args: argparse.Namespace) -> None:
                 f"fit {result['fit_seconds'] / 60:.1f} min",
                 flush=True,
             )
+            write(args, runs)  # after every run: hours of runs are never lost to the last one
+
+
+def write(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
     summary = summarize(runs)
-    result = {"settings": vars(args), "summary": summary, "runs": runs}
+    settings = {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items()}
+    result = {"settings": settings, "summary": summary, "runs": runs}
     common.write_results(args.name, result, markdown(summary, runs), args.out)
     plot(runs, args.out / f"{args.name}.png")
 
@@ -187,7 +233,30 @@ def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
         "# Accuracy on Fashion-MNIST (test split, 10,000 images)\n\n"
         "Tuned on the validation split; the test split is evaluated once per run on "
         "`best.keras`. Training minutes are `model.fit` wall time (validation included).\n\n"
-        f"{table}\n\n{verdict}Recipes:\n{recipes}\n"
+        f"{table}\n\n{verdict}{per_epoch_table(runs)}Recipes:\n{recipes}\n"
+    )
+
+
+def per_epoch_table(runs: list[dict[str, Any]]) -> str:
+    """Test (and validation) accuracy after each epoch, for runs made with --test-each-epoch."""
+    curves = [r for r in runs if r.get("test_accuracy_by_epoch")]
+    if not curves:
+        return ""
+    epochs = max(len(r["test_accuracy_by_epoch"]) for r in curves)
+    rows = []
+    for r in curves:
+        test, val = r["test_accuracy_by_epoch"], r["val_accuracy_by_epoch"]
+        rows.append(
+            [f"{r['name']} seed {r['seed']} ({r['precision']['policy']})"]
+            + [
+                f"{test[i]:.4f} ({val[i]:.4f})" if i < len(test) and val[i] is not None else ""
+                for i in range(epochs)
+            ]
+        )
+    headers = ["run", *(f"epoch {i + 1}" for i in range(epochs))]
+    return (
+        "Test accuracy after each epoch (validation accuracy in brackets):\n\n"
+        f"{common.markdown_table(headers, rows)}\n\n"
     )
 
 
@@ -198,11 +267,23 @@ def plot(runs: list[dict[str, Any]], path: pathlib.Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    tested = any(r.get("test_accuracy_by_epoch") for r in runs)
     for r in runs:
+        label = f"{r['name']} seed {r['seed']}"
         curve = [v for v in r["val_accuracy_by_epoch"] if v is not None]
-        ax.plot(range(1, len(curve) + 1), curve, marker=".", label=f"{r['name']} seed {r['seed']}")
+        line = ax.plot(range(1, len(curve) + 1), curve, marker=".", ls="--" if tested else "-")
+        line[0].set_label(f"{label} (validation)" if tested else label)
+        if test := r.get("test_accuracy_by_epoch"):
+            ax.plot(
+                range(1, len(test) + 1),
+                test,
+                marker="o",
+                color=line[0].get_color(),
+                label=f"{label} (test)",
+            )
     ax.axhline(TARGET_ACCURACY, color="grey", ls=":", lw=1)
-    ax.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy per epoch")
+    title = "Test and validation accuracy per epoch" if tested else "Validation accuracy per epoch"
+    ax.set(xlabel="epoch", ylabel="accuracy", title=title)
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -217,10 +298,25 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--configs", nargs="+", default=["cpu"], choices=list(CONFIGS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--d2l-image-size", type=int, default=112)
-    parser.add_argument("--d2l-train-examples", type=int, default=12_000)
+    parser.add_argument(
+        "--d2l-train-examples", type=int, default=12_000, help="0: all (54,000 with validation)"
+    )
     parser.add_argument("--d2l-epochs", type=int, default=3)
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "off", "bf16", "fp16"],
+        help="the runs' --mixed-precision (default: each configuration's own)",
+    )
+    parser.add_argument(
+        "--test-each-epoch",
+        action="store_true",
+        help="also report test accuracy after every epoch (curves; not used for choices)",
+    )
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
     parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    parser.add_argument(
+        "--log-dir", type=pathlib.Path, help="write each run's output there as it comes"
+    )
     parser.add_argument("--name", default="accuracy")
     args = parser.parse_args(argv)
     if args.smoke:

@@ -116,16 +116,40 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def run_json(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 3600) -> Any:
-    """Runs a Python helper in a fresh process and parses the JSON on its last stdout line."""
-    proc = subprocess.run(
-        [sys.executable, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
-        cwd=REPO,
-    )
+def run_json(
+    args: Sequence[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 3600,
+    log: pathlib.Path | None = None,
+) -> Any:
+    """Runs a Python helper in a fresh process and parses the JSON on its last stdout line.
+
+    With `log`, the helper's output goes to that file as it comes (long runs can be followed
+    with `tail -f`), stderr included.
+    """
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    if log is None:
+        proc = subprocess.run(
+            [sys.executable, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+            cwd=REPO,
+        )
+        output, errors = proc.stdout, proc.stderr
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as stream:
+            proc = subprocess.run(  # type: ignore[assignment]
+                [sys.executable, *args],
+                stdout=stream,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                env=full_env,
+                cwd=REPO,
+            )
+        output = errors = log.read_text()
     if proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{shlex.join(args)} failed:\n{errors[-3000:]}")
+    return json.loads(output.strip().splitlines()[-1])

@@ -8,6 +8,7 @@ import pathlib
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -42,9 +43,16 @@ __all__ = ["WORKER_WEIGHTS", "train"]
 
 
 def train(
-    config: TrainConfig, run_dir: str | os.PathLike[str], overwrite: bool = False
+    config: TrainConfig,
+    run_dir: str | os.PathLike[str],
+    overwrite: bool = False,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
     """Trains `config` into `run_dir`, resuming an unfinished run there; returns its metrics.
+
+    `callbacks` are extra Keras callbacks, run on every worker after the project's own
+    training callbacks and before the checkpoints, so what they add to an epoch's logs is
+    recorded in `history.csv`.
 
     The run directory receives `config.json`, `best.keras` (best validation accuracy),
     `final.keras`, `history.csv`, `training_curves.png`, TensorBoard `logs/` and `metrics.json`.
@@ -109,7 +117,7 @@ def train(
             validation_data=datasets.validation,
             epochs=config.epochs,
             shuffle=False,  # the dataset shuffles examples itself
-            callbacks=_callbacks(config, run, backup, history_before, role),
+            callbacks=_callbacks(config, run, backup, history_before, role, callbacks),
             verbose=1 if sys.stdout.isatty() else 2,
         )
     except PEER_ERRORS as err:
@@ -136,6 +144,7 @@ def _callbacks(
     backup: pathlib.Path,
     history: list[dict[str, float]],
     role: Role,
+    extra: Sequence[keras.callbacks.Callback] = (),
 ) -> list[keras.callbacks.Callback]:
     # Only the chief writes the run's files: the others keep just their own backup. (Keras
     # 3 saves from each worker's local copy of the mirrored variables, with no collective
@@ -144,6 +153,7 @@ def _callbacks(
     shared: list[keras.callbacks.Callback] = [
         SyncMovingStatistics(),  # first: what follows saves or evaluates the statistics
         keras.callbacks.TerminateOnNaN(),
+        *extra,
     ]
     if config.schedule == "plateau":
         shared.insert(
