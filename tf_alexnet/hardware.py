@@ -1,9 +1,11 @@
 """What this CPU offers for bf16 math, read without importing TensorFlow.
 
-Intel's AMX tiles (`amx_bf16`) and AVX512-BF16 (`avx512_bf16`) run bfloat16 matrix products
-about twice as fast as float32 through oneDNN; CPUs without them (AVX2-only AMD EPYC, older
-Xeons) only emulate bf16, which is slower than float32. `bf16_support` says which case this
-is, and why, so `mixed_precision="auto"` and the serving fast path can choose by themselves.
+Intel's AMX tiles (`amx_bf16`) run bfloat16 matrix products about twice as fast as float32
+through oneDNN. Without them bf16 is slower than float32: emulated on AVX2-only CPUs (AMD EPYC,
+older Xeons), and even with AVX512-BF16 (`avx512_bf16`, e.g. a Xeon whose VM hides AMX) it
+measured 0.54x float32 for training and 0.66x for inference (docs/precision.md). `bf16_support`
+says which case this is, and why, so `mixed_precision="auto"` and the serving fast path can
+choose by themselves.
 """
 
 from __future__ import annotations
@@ -13,13 +15,27 @@ import os
 import pathlib
 from collections.abc import Mapping
 
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-"""`/proc/cpuinfo` flags of the units that make bf16 faster than float32."""
+BF16_FLAGS = ("amx_bf16",)
+"""`/proc/cpuinfo` flags of the units that make bf16 faster than float32 (AMX)."""
 
-ONEDNN_ISAS_WITHOUT_BF16 = frozenset(
-    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+SLOW_BF16_FLAGS = ("avx512_bf16",)
+"""bf16 instructions that exist but, without AMX, run slower than float32 (measured)."""
+
+ONEDNN_ISAS_WITHOUT_AMX = frozenset(
+    {
+        "SSE41",
+        "AVX",
+        "AVX2",
+        "AVX2_VNNI",
+        "AVX2_VNNI_2",
+        "AVX512_CORE",
+        "AVX512_CORE_VNNI",
+        "AVX512_CORE_BF16",
+        "AVX512_CORE_FP16",
+        "AVX10_1_512",
+    }
 )
-"""`ONEDNN_MAX_CPU_ISA` caps below AVX512_CORE_BF16: oneDNN then leaves the bf16 units idle."""
+"""`ONEDNN_MAX_CPU_ISA` caps below AVX512_CORE_AMX: oneDNN then leaves the AMX tiles idle."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +83,13 @@ def bf16_support(cpu: CpuInfo | None = None, env: Mapping[str, str] | None = Non
     env = os.environ if env is None else env
     units = [flag for flag in BF16_FLAGS if flag in cpu.flags]
     if not units:
+        slow = [flag for flag in SLOW_BF16_FLAGS if flag in cpu.flags]
+        if slow:
+            return Bf16Support(
+                False,
+                f"the CPU ({cpu.model}) has {'+'.join(slow)} but no AMX ({BF16_FLAGS[0]}), "
+                "and bf16 without AMX runs slower than float32",
+            )
         return Bf16Support(False, f"the CPU ({cpu.model}) has no {' or '.join(BF16_FLAGS)} units")
     found = "+".join(units)
     if env.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower() in {"0", "false", "off"}:
@@ -74,7 +97,7 @@ def bf16_support(cpu: CpuInfo | None = None, env: Mapping[str, str] | None = Non
             False, f"the CPU has {found} but TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off"
         )
     cap = env.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
-    if cap in ONEDNN_ISAS_WITHOUT_BF16:
+    if cap in ONEDNN_ISAS_WITHOUT_AMX:
         return Bf16Support(False, f"the CPU has {found} but ONEDNN_MAX_CPU_ISA={cap} hides them")
     return Bf16Support(True, f"the CPU ({cpu.model}) has {found} units")
 
