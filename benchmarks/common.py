@@ -42,6 +42,23 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_kind(model: str | None = None, flags: set[str] | None = None) -> str:
+    """A short name for the kind of CPU, for results kept one per kind: `intel-amx`,
+    `intel-avx512-bf16` (bf16 instructions, no AMX), `intel-avx512`, `amd-avx2`, ..."""
+    model = cpu_model() if model is None else model
+    flags = cpu_flags() if flags is None else flags
+    vendor = "amd" if "AMD" in model.upper() else "intel" if "INTEL" in model.upper() else "cpu"
+    for flag, isa in (
+        ("amx_bf16", "amx"),
+        ("avx512_bf16", "avx512-bf16"),
+        ("avx512f", "avx512"),
+        ("avx2", "avx2"),
+    ):
+        if flag in flags:
+            return f"{vendor}-{isa}"
+    return vendor
+
+
 def package_version(name: str) -> str | None:
     from importlib import metadata
 
@@ -56,6 +73,7 @@ def machine() -> dict[str, Any]:
     flags = cpu_flags()
     return {
         "cpu": cpu_model(),
+        "cpu_kind": cpu_kind(),
         "cores": os.cpu_count(),
         "cpu_features": sorted(f for f in flags if f.startswith(("avx", "amx", "fma"))),
         "python": platform.python_version(),
@@ -97,7 +115,9 @@ def write_results(name: str, result: dict[str, Any], markdown: str, out: pathlib
     (out / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     header = (
         f"Command: `{payload['command']}`  \n"
-        f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores']} cores; "
+        f"Machine: {payload['machine']['cpu']} ({payload['machine']['cpu_kind']}: "
+        + " ".join(payload["machine"]["cpu_features"])
+        + f"), {payload['machine']['cores']} cores; "
         + ", ".join(f"{k} {v}" for k, v in payload["machine"]["versions"].items() if v)
         + f"; {payload['machine']['date']}\n\n"
     )

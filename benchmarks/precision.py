@@ -110,11 +110,21 @@ def main(argv: list[str] | None = None) -> None:
         for round_index in range(rounds):
             order = configs if round_index % 2 == 0 else configs[::-1]
             for label, export, rewrite, env in order:
-                result = common.run_json(
-                    ["-m", "benchmarks.precision", "--child", str(folder / export),
-                     "1" if rewrite else "0", str(batch), str(calls)],
-                    env=env,
-                )  # fmt: skip
+                try:
+                    result = common.run_json(
+                        ["-m", "benchmarks.precision", "--child", str(folder / export),
+                         "1" if rewrite else "0", str(batch), str(calls)],
+                        env=env,
+                    )  # fmt: skip
+                except RuntimeError as err:  # a path that cannot run here is a result too
+                    lines = str(err).strip().splitlines()
+                    failure = next(
+                        (line for line in reversed(lines) if "rror" in line or "xception" in line),
+                        lines[-1],
+                    ).strip()[:300]
+                    runs[label].append({"error": failure})
+                    print(f"{label}: failed: {failure}", flush=True)
+                    continue
                 runs[label].append(result)
                 print(
                     f"{label}: {result['images_per_second']:.1f} img/s, "
@@ -125,7 +135,13 @@ def main(argv: list[str] | None = None) -> None:
     cpu_baseline = common.median([r["images_per_cpu_second"] for r in runs["float32 graph"]])
     reference = runs["float32 graph"][0]["probabilities"]
     rows, summary = [], {}
-    for label, results in runs.items():
+    for label, all_results in runs.items():
+        results = [r for r in all_results if "error" not in r]
+        if not results:
+            error = all_results[0]["error"]
+            summary[label] = {"error": error}
+            rows.append([label, "failed", "", "", "", error.split(",")[0][:120]])
+            continue
         rate = common.median([r["images_per_second"] for r in results])
         cpu_rate = common.median([r["images_per_cpu_second"] for r in results])
         difference = max(
@@ -152,7 +168,9 @@ def main(argv: list[str] | None = None) -> None:
             ["path", "img/s (wall)", "x float32", "img/CPU-s", "x float32", "max abs diff"], rows
         )
     )
-    name = "precision_smoke" if args.smoke else "precision"
+    # One result per kind of CPU (AMX, AVX512-BF16 without AMX, AVX2, ...): never compared
+    # across machines.
+    name = "precision_smoke" if args.smoke else f"precision_{common.cpu_kind()}"
     common.write_results(
         name,
         {
