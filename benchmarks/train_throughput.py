@@ -3,7 +3,16 @@
 Each measurement runs in a fresh process (so settings read at import, like
 TF_ENABLE_ONEDNN_OPTS, take effect), on synthetic batches already in memory (the model
 alone, not the input pipeline), after warm-up steps. The frameworks alternate inside each
-round, so a noisy neighbour slows both alike; the ratio is taken per round.
+round, so a noisy neighbour slows both alike; the ratio is taken per round, against PyTorch
+in the same precision:
+
+- like for like: `tf` / `torch` in float32, `tf-bf16` (Keras `mixed_bfloat16`) /
+  `torch-bf16` (`torch.autocast("cpu", torch.bfloat16)`);
+- default for default: `tf-default` is what `tf-alexnet train` does with no flags
+  (`--mixed-precision auto` picks by hardware), against PyTorch with no flags (float32).
+
+Results are kept one file per kind of CPU (`train_throughput_<kind>`), and
+`python -m benchmarks.summary` lists one row per kind met.
 
     python -m benchmarks.train_throughput                # full run (about 30 min on 2 cores)
     python -m benchmarks.train_throughput --smoke        # seconds: tiny images, one step
@@ -36,6 +45,8 @@ def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from tf_alexnet import AlexNet
 
+    if args.precision == "bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     shape = (args.image_size, args.image_size, 1)
     model = AlexNet(input_shape=shape, classes=10, variant=args.variant)
     model.compile(
@@ -76,7 +87,10 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(images), labels).backward()
+        # bf16: autocast runs convolutions and matrix products in bf16, as Keras's policy
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss = loss_fn(model(images), labels)
+        loss.backward()
         optimizer.step()
 
     model.train()
@@ -104,10 +118,28 @@ def nchw_probe() -> str:
         return f"fails: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
 
 
+PRECISION_PAIRS = {"fp32": ("tf", "torch"), "bf16": ("tf-bf16", "torch-bf16")}
+"""Per precision: the TensorFlow configuration and its PyTorch peer."""
+
+
+def reference(name: str) -> str:
+    """The PyTorch configuration a configuration is compared with (same precision)."""
+    return "torch-bf16" if name.endswith("bf16") else "torch"
+
+
+def default_precision() -> dict[str, str]:
+    """What `--mixed-precision auto` (tf-alexnet's default) picks on this machine, and why."""
+    from tf_alexnet.strategy import choose_precision
+
+    chosen = choose_precision("auto")
+    return {"policy": chosen.policy, "reason": chosen.reason}
+
+
 def measure(name: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     settings = TF_VARIANTS.get(name, {})
-    worker = ["--worker", "torch" if name == "torch" else "tf"]
+    worker = ["--worker", "torch" if name.startswith("torch") else "tf"]
     flags = [
+        f"--precision={'bf16' if name.endswith('bf16') else 'fp32'}",
         f"--batch={batch}",
         f"--image-size={args.image_size}",
         f"--warmup={args.warmup}",
@@ -124,25 +156,37 @@ def measure(name: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> None:
-    names = ["tf", "torch"] + [v for v in args.variants if v not in ("tf", "torch")]
+    names = [name for precision in args.precisions for name in PRECISION_PAIRS[precision]]
+    names += [v for v in args.variants if v not in names]
+    default = default_precision()
     runs: list[dict[str, Any]] = []
     for round_index in range(args.rounds):
         for batch in args.batches:
             # Rotate the order each round so neither framework always goes first.
             order = names[round_index % len(names) :] + names[: round_index % len(names)]
             for name in order:
-                if name != "tf" and name != "torch" and batch != args.batches[-1]:
+                if name in TF_VARIANTS and name != "tf" and batch != args.batches[-1]:
                     continue  # the TF settings are compared at one batch size only
                 runs.append({"round": round_index, **measure(name, batch, args)})
     summary = summarize(runs, args)
+    # Default for default: no flags on either side. PyTorch's default is float32; ours is
+    # what `auto` picks here, measured above under its precision's name.
+    picked = "tf-bf16" if default["policy"] == "mixed_bfloat16" else "tf"
+    defaults = [
+        {**row, "name": "tf-default", "same_as": picked} for row in summary if row["name"] == picked
+    ]
+    settings = {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items()}
     result = {
-        "settings": vars(args),
+        "settings": settings,
+        "cpu_kind": common.cpu_kind(),
+        "default_precision": default,
         "nchw_on_cpu": nchw_probe(),
         "runs": runs,
-        "summary": summary,
+        "summary": summary + defaults,
     }
-    common.write_results(args.name, result, markdown(summary, result), args.out)
-    plot(summary, args.out / f"{args.name}.png")
+    name = args.name or f"train_throughput_{common.cpu_kind()}"
+    common.write_results(name, result, markdown(result["summary"], result), args.out)
+    plot(result["summary"], args.out / f"{name}.png")
 
 
 def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -153,7 +197,7 @@ def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict
             torch_by_round = {
                 r["round"]: r["images_per_second"]
                 for r in runs
-                if r["batch"] == batch and r["name"] == "torch"
+                if r["batch"] == batch and r["name"] == reference(name)
             }
             ratios = [
                 r["images_per_second"] / torch_by_round[r["round"]]
@@ -176,10 +220,16 @@ def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict
 
 def markdown(summary: list[dict[str, Any]], result: dict[str, Any]) -> str:
     table = common.markdown_table(
-        ["configuration", "batch", "images/s (median)", "runs", "x PyTorch (median of rounds)"],
+        [
+            "configuration",
+            "batch",
+            "images/s (median)",
+            "runs",
+            "x PyTorch, same precision (median of rounds)",
+        ],
         [
             [
-                r["name"],
+                r["name"] + (f" (= {r['same_as']})" if r.get("same_as") else ""),
                 r["batch"],
                 r["median_images_per_second"],
                 r["runs"],
@@ -194,7 +244,11 @@ def markdown(summary: list[dict[str, Any]], result: dict[str, Any]) -> str:
         f"{settings['image_size']}x{settings['image_size']}x1 synthetic batches in memory, "
         "SGD lr 0.01, steady state after "
         f"{settings['warmup']} warm-up step(s); each configuration in a fresh process, "
-        f"frameworks alternating within each of {settings['rounds']} round(s).\n\n"
+        f"frameworks alternating within each of {settings['rounds']} round(s). "
+        '`-bf16`: Keras `mixed_bfloat16` and `torch.autocast("cpu", torch.bfloat16)`; '
+        "`tf-default`: tf-alexnet with no flags, which here means "
+        f"{result['default_precision']['policy']} ({result['default_precision']['reason']}), "
+        "against PyTorch with no flags (`torch`, float32).\n\n"
         f"{table}\n\n"
         f"Channels-first (NCHW) convolutions on TensorFlow's CPU kernels: "
         f"{result['nchw_on_cpu']}.\n"
@@ -209,7 +263,7 @@ def plot(summary: list[dict[str, Any]], path: pathlib.Path) -> None:
 
     labels = [f"{r['name']}\nbatch {r['batch']}" for r in summary]
     values = [r["median_images_per_second"] for r in summary]
-    colors = ["tab:orange" if r["name"] == "torch" else "tab:blue" for r in summary]
+    colors = ["tab:orange" if r["name"].startswith("torch") else "tab:blue" for r in summary]
     fig, ax = plt.subplots(figsize=(max(6, len(labels) * 1.3), 3.5))
     ax.bar(range(len(values)), values, color=colors)
     ax.set_xticks(range(len(values)), labels, fontsize=7)
@@ -228,6 +282,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps-per-execution", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--jit-compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="d2l", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--precisions", nargs="+", choices=list(PRECISION_PAIRS), default=list(PRECISION_PAIRS)
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[128, 32])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", type=int, default=512, help="images timed per run")
@@ -237,7 +295,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", nargs="*", default=list(TF_VARIANTS), help="TF settings")
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
     parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
-    parser.add_argument("--name", default="train_throughput")
+    parser.add_argument("--name", help="results file name (default: train_throughput_<cpu kind>)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.variants) - set(TF_VARIANTS) - {"torch"})
     if unknown:
@@ -245,6 +303,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.batches, args.rounds, args.images, args.min_steps = [4], 1, 4, 1
         args.warmup, args.image_size, args.variants = 1, 67, []
+        args.name = args.name or "train_throughput"
     return args
 
 
