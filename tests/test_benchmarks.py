@@ -38,10 +38,17 @@ def _run(script: str, tmp_path, *args: str) -> dict:
 )
 def test_train_throughput_smoke(tmp_path):
     result = _run("train_throughput.py", tmp_path)
-    names = {row["name"] for row in result["summary"]}
-    assert names == {"tf", "torch"}
-    tf_row = next(row for row in result["summary"] if row["name"] == "tf")
-    assert tf_row["median_images_per_second"] > 0 and tf_row["median_ratio_to_torch"] > 0
+    rows = {row["name"]: row for row in result["summary"]}
+    # like for like in both precisions, and tf-alexnet's default against PyTorch's
+    assert set(rows) == {"tf", "torch", "tf-bf16", "torch-bf16", "tf-default"}
+    for name in ("tf", "tf-bf16"):
+        assert rows[name]["median_images_per_second"] > 0
+        assert rows[name]["median_ratio_to_torch"] > 0
+    assert rows["torch-bf16"]["median_ratio_to_torch"] == 1.0
+    picked = "tf-bf16" if result["default_precision"]["policy"] == "mixed_bfloat16" else "tf"
+    assert rows["tf-default"]["same_as"] == picked
+    assert rows["tf-default"]["median_images_per_second"] == rows[picked]["median_images_per_second"]
+    assert result["cpu_kind"] == result["machine"]["cpu_kind"] != ""
     assert (tmp_path / "train_throughput.png").stat().st_size > 1000
 
 
