@@ -47,6 +47,24 @@ def test_predict_multipart_matches_the_exported_model(client, model_base, test_i
     assert len(prediction["top_k"]) == 5 and answer["server_time_ms"] > 0
 
 
+def test_predict_binary_body_answers_as_multipart(client, test_images):
+    """One image as the whole body: the same answer as a multipart upload, named by ?filename."""
+    for image in test_images[:3]:
+        form = client.post("/predict", files={"file": ("a.png", image, "image/png")}).json()
+        body = client.post("/predict", content=image, headers={"Content-Type": "image/png"})
+        assert body.status_code == 200, body.text
+        (from_body,), (from_form,) = body.json()["predictions"], form["predictions"]
+        assert from_body["file"] == "body"
+        assert from_body["top_k"] == from_form["top_k"]
+    named = client.post(
+        "/predict?filename=shirt.png&top_k=2",
+        content=test_images[0],
+        headers={"Content-Type": "image/png"},
+    )
+    (prediction,) = named.json()["predictions"]
+    assert prediction["file"] == "shirt.png" and len(prediction["top_k"]) == 2
+
+
 def test_predict_json_instances_and_several_files(client, test_images):
     body = {"instances": [{"b64": base64.b64encode(b).decode()} for b in test_images[:3]]}
     from_json = client.post("/predict?top_k=2", json=body).json()["predictions"]
@@ -72,7 +90,9 @@ def test_predict_json_instances_and_several_files(client, test_images):
         ({"json": {"instances": [{"b64": "%%%"}]}}, 400, "instances[0]: invalid base64"),
         ({"json": {"instances": [{"b64": "aGk=", "x": 1}]}}, 400, "instances[0]: expected"),
         ({"json": {"inputs": []}}, 400, 'Expected {"instances"'),
-        ({"content": b"raw", "headers": {"content-type": "image/png"}}, 415, "multipart/form-data"),
+        ({"content": b"raw", "headers": {"content-type": "image/png"}}, 400, "body: unsupported"),
+        ({"content": b"", "headers": {"content-type": "image/jpeg"}}, 400, "body: empty file"),
+        ({"content": b"raw", "headers": {"content-type": "text/plain"}}, 415, "image as the body"),
         (
             {"files": [("file", (f"{i}.png", b"x", "image/png")) for i in range(6)]},
             400,

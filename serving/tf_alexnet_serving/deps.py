@@ -18,12 +18,16 @@ API_KEY_HEADER = APIKeyHeader(
 )
 
 
-def get_settings(request: Request) -> Settings:
+# Every dependency is `async def`: FastAPI runs a plain `def` one in a worker thread, a thread
+# hop per dependency per request.
+
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_backend(request: Request) -> Backend:
+async def get_backend(request: Request) -> Backend:
     backend: Backend = request.app.state.backend
     return backend
 
@@ -32,7 +36,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 BackendDep = Annotated[Backend, Depends(get_backend)]
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep, key: Annotated[str | None, Security(API_KEY_HEADER)]
 ) -> None:
     """401 unless `X-API-Key` equals the configured key (compared in constant time)."""

@@ -1,4 +1,5 @@
-"""Reading a request's images: multipart `file` parts or TF Serving's `{"instances": [{"b64"}]}`.
+"""Reading a request's images: multipart `file` parts, TF Serving's `{"instances": [{"b64"}]}`,
+or one image as the whole body (`Content-Type: image/*`).
 
 The body is read in chunks under `MAX_BODY_BYTES` whatever its headers say; every malformed body
 (bad multipart, deep or invalid JSON, bad base64, too many files) is a 4xx with a message.
@@ -45,6 +46,7 @@ PREDICT_BODY = {  # the OpenAPI request body of POST /predict (FastAPI cannot in
                 },
                 "example": {"instances": [{"b64": "iVBORw0KGgo..."}]},
             },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
@@ -57,8 +59,12 @@ async def read_images(request: Request, settings: Settings) -> list[tuple[str, b
         return await _multipart_images(request, body, settings)
     if media_type == "application/json":
         return _json_images(body, settings)
+    if media_type.startswith("image/"):  # one image, no envelope: the cheapest to parse
+        return [(request.query_params.get("filename") or "body", body)]
     raise HTTPException(
-        415, "Send multipart/form-data with image files, or application/json with instances."
+        415,
+        "Send multipart/form-data with image files, application/json with instances, or one "
+        "image as the body (Content-Type: image/png, image/jpeg, ...).",
     )
 
 

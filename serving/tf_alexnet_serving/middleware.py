@@ -8,10 +8,11 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tf_alexnet_serving.errors import error_response
 from tf_alexnet_serving.metrics import Metrics
@@ -35,47 +36,82 @@ def request_logger() -> logging.Logger:
 
 def install_request_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     """Every request gets an id (`X-Request-ID`), is measured, and is logged on one line."""
-    request_log = request_logger() if settings.request_log else None
+    app.add_middleware(
+        RequestMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        request_log=request_logger() if settings.request_log else None,
+    )
 
-    @app.middleware("http")
-    async def limit_measure_and_log(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+
+class RequestMiddleware:
+    """Plain ASGI (no `BaseHTTPMiddleware`, which runs each request through an extra task and
+    memory streams): the Content-Length gate, the request id, metrics and the log line."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        metrics: Metrics,
+        request_log: logging.Logger | None,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        self.request_log = request_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
-        sent_id = request.headers.get("x-request-id", "")
+        headers = Headers(scope=scope)
+        sent_id = headers.get("x-request-id", "")
         request_id = sent_id if REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex
-        request.state.request_id, request.state.images = request_id, 0
-        length = request.headers.get("content-length")
-        status = 500  # unless an answer comes back
+        state = scope.setdefault("state", {})
+        state["request_id"], state["images"] = request_id, 0
+        status = 500  # unless an answer starts
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        length = headers.get("content-length")
         try:
-            if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-                response: Response = error_response(
-                    413, f"Request body over {settings.max_body_bytes:,} bytes."
-                )
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                refusal = error_response(413, f"Request body over {self.max_body_bytes:,} bytes.")
+                await refusal(scope, receive, send_with_id)
             else:
-                response = await call_next(request)
-            status = response.status_code
-            response.headers["X-Request-ID"] = request_id
-            return response
+                await self.app(scope, receive, send_with_id)
         finally:
-            seconds = time.perf_counter() - start
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics.requests.labels(path, str(status)).inc()
-            metrics.latency.labels(path).observe(seconds)
-            if request_log is not None:
-                backend = getattr(request.app.state, "backend", None)
-                request_log.info(
-                    json.dumps(
-                        {
-                            "request_id": request_id,
-                            "method": request.method,
-                            "path": request.url.path,
-                            "status": status,
-                            "images": request.state.images,
-                            "latency_ms": round(seconds * 1000, 3),
-                            "model": getattr(backend, "name", None),
-                            "model_version": getattr(backend, "version", None),
-                        }
-                    )
-                )
+            self._record(scope, state, request_id, status, time.perf_counter() - start)
+
+    def _record(
+        self, scope: Scope, state: dict[str, Any], request_id: str, status: int, seconds: float
+    ) -> None:
+        path = getattr(scope.get("route"), "path", "unmatched")
+        self.metrics.requests.labels(path, str(status)).inc()
+        self.metrics.latency.labels(path).observe(seconds)
+        if self.request_log is None:
+            return
+        backend = getattr(scope["app"].state, "backend", None)
+        self.request_log.info(
+            json.dumps(
+                {
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "images": state.get("images", 0),
+                    "latency_ms": round(seconds * 1000, 3),
+                    "model": getattr(backend, "name", None),
+                    "model_version": getattr(backend, "version", None),
+                }
+            )
+        )

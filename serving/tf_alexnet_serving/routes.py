@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tf_alexnet_serving.backends import Backend
 from tf_alexnet_serving.classes import ClassNames
 from tf_alexnet_serving.deps import BackendDep, SettingsDep, require_api_key
 from tf_alexnet_serving.errors import UpstreamError, error_response
@@ -69,6 +70,7 @@ def build_router(max_top_k: int) -> APIRouter:
         "/predict",
         dependencies=[Depends(require_api_key)],
         openapi_extra=PREDICT_BODY,
+        response_model=PredictResponse,
         responses=errors(400, 401, 413, 415, 503, 504),
     )
     async def predict(
@@ -76,8 +78,9 @@ def build_router(max_top_k: int) -> APIRouter:
         model: BackendDep,
         settings: SettingsDep,
         top_k: Annotated[int, Query(ge=1, le=max_top_k)] = 5,
-    ) -> PredictResponse:
-        """Classify images: multipart `file` parts, or `{"instances": [{"b64": ...}]}`."""
+    ) -> Response:
+        """Classify images: multipart `file` parts, `{"instances": [{"b64": ...}]}`, or one
+        image as the whole body (`Content-Type: image/png`, `image/jpeg`, ...)."""
         start = time.perf_counter()
         if model.names.problem:  # refuse rather than label with names the model does not have
             raise HTTPException(503, model.names.problem)
@@ -88,9 +91,7 @@ def build_router(max_top_k: int) -> APIRouter:
                 check_image(data, settings.max_pixels)
             except ImageError as err:
                 raise HTTPException(400, f"{name}: {err}") from None
-        results = await asyncio.gather(
-            *(model.predict(data) for _, data in images), return_exceptions=True
-        )
+        results = await _predict_all(model, [data for _, data in images])
         if model.names.problem:  # learnt from these very answers
             raise HTTPException(503, model.names.problem)
         for result in results:
@@ -104,7 +105,7 @@ def build_router(max_top_k: int) -> APIRouter:
         ]
         if failed:  # the whole request fails, naming every bad image
             raise HTTPException(400, f"{', '.join(failed)}: corrupt or truncated image")
-        return PredictResponse(
+        answer = PredictResponse(
             model=ModelRef(name=model.name, version=model.version),
             predictions=[
                 _prediction(name, result, model.names, top_k)
@@ -112,8 +113,20 @@ def build_router(max_top_k: int) -> APIRouter:
             ],
             server_time_ms=round((time.perf_counter() - start) * 1000, 3),
         )
+        # Built and validated above: serialized once here, not validated again by FastAPI.
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     return router
+
+
+async def _predict_all(model: Backend, images: list[bytes]) -> list[Any]:
+    """One result or exception per image (one image, the usual case: no tasks to gather)."""
+    if len(images) == 1:
+        try:
+            return [await model.predict(images[0])]
+        except Exception as err:
+            return [err]
+    return await asyncio.gather(*(model.predict(data) for data in images), return_exceptions=True)
 
 
 def _prediction(name: str, probabilities: Any, names: ClassNames, top_k: int) -> Prediction:
