@@ -2,6 +2,7 @@
 
     python scripts/compose_smoke.py [--data ../shared/data/fashion-mnist] [--summary FILE]
     python scripts/compose_smoke.py --check-engine    # why no engine can be used, if none
+    python scripts/compose_smoke.py --prepare         # only build the images (step 1)
 
 1. Builds the images with BuildKit (`--network host` for pip), from `python:3.11.13-slim-bookworm`
    when it can be pulled, else from a Debian bookworm base made with debootstrap (never under the
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import gzip
 import json
 import os
@@ -59,6 +61,8 @@ TEST_IMAGES = 320
 FILES_PER_REQUEST = 16  # the compose file's TF_ALEXNET_SERVE_MAX_FILES
 API_TIMEOUT_S = 30.0  # the compose file's TF_ALEXNET_SERVE_TIMEOUT_S
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fashion-mnist"
+BUILD_LOCK = pathlib.Path(tempfile.gettempdir()) / "tf-alexnet-smoke" / "build.lock"
+"""Held while images are built: one build at a time per machine, whoever started it."""
 
 
 class SmokeError(Exception):
@@ -349,6 +353,40 @@ class Poller(threading.Thread):
 # --- the scenario ------------------------------------------------------------------------------
 
 
+def prepare(docker: str, summary: dict[str, Any], timings: Timings) -> bool:
+    """Every image the stack needs, built (or found); returns whether TF Serving is the
+    stand-in. Holds BUILD_LOCK, so a `--prepare` run started earlier (`.ci/run` starts one in
+    the background while the other tests run) is waited for, then found in the cache."""
+    BUILD_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with BUILD_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with timings.phase("base image"):
+            official_base = re.search(
+                r"ARG PYTHON_IMAGE=(\S+)", (ROOT / "Dockerfile").read_text()
+            ).group(1)  # type: ignore[union-attr]
+            why_not = pull(docker, official_base)
+            base = official_base if why_not is None else debian_base(docker)
+            summary["base_image"] = base
+            log(f"base image: {base}" + (f" ({official_base}: {why_not})" if why_not else ""))
+        with timings.phase("TF Serving image"):
+            official = re.search(
+                r"image: (tensorflow/serving:\S+)", (ROOT / "docker-compose.yml").read_text()
+            ).group(1)  # type: ignore[union-attr]
+            why_not = pull(docker, official)
+            standin = why_not is not None
+        summary["tfserving"] = (
+            f"TF Serving: the project's stand-in ({IMAGES['tfserving-standin']}); "
+            f"`docker pull {official}` failed: {why_not}"
+            if standin
+            else f"TF Serving: the official image {official}, unchanged"
+        )
+        print(f"compose_smoke: {summary['tfserving']}", flush=True)
+        for target in ["api", "train"] + (["tfserving-standin"] if standin else []):
+            with timings.phase(f"build {target}"):
+                build(docker, target, base)
+    return standin
+
+
 def smoke(data: pathlib.Path, summary: dict[str, Any]) -> None:
     import httpx
 
@@ -360,30 +398,8 @@ def smoke(data: pathlib.Path, summary: dict[str, Any]) -> None:
     compose_version = run([*compose_base(), "version", "--short"], check_rc=False).stdout
     summary["compose"] = compose_version.strip()
 
-    with timings.phase("base image"):
-        official_base = re.search(
-            r"ARG PYTHON_IMAGE=(\S+)", (ROOT / "Dockerfile").read_text()
-        ).group(1)  # type: ignore[union-attr]
-        why_not = pull(docker, official_base)
-        base = official_base if why_not is None else debian_base(docker)
-        summary["base_image"] = base
-        log(f"base image: {base}" + (f" ({official_base}: {why_not})" if why_not else ""))
-    with timings.phase("TF Serving image"):
-        official = re.search(
-            r"image: (tensorflow/serving:\S+)", (ROOT / "docker-compose.yml").read_text()
-        ).group(1)  # type: ignore[union-attr]
-        why_not = pull(docker, official)
-        standin = why_not is not None
-    summary["tfserving"] = (
-        f"TF Serving: the project's stand-in ({IMAGES['tfserving-standin']}); "
-        f"`docker pull {official}` failed: {why_not}"
-        if standin
-        else f"TF Serving: the official image {official}, unchanged"
-    )
-    print(f"compose_smoke: {summary['tfserving']}", flush=True)
-    for target in ["api", "train"] + (["tfserving-standin"] if standin else []):
-        with timings.phase(f"build {target}"):
-            build(docker, target, base)
+    with timings.phase("images (waiting for a --prepare run, if one is building)"):
+        standin = prepare(docker, summary, timings)
 
     stack = Stack(docker, standin, data)
     stack.down()  # a previous run's leftovers, of this project only
@@ -498,6 +514,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only say (one line, exit 3) why no engine can be used; exit 0 if one can",
     )
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="only build the images (a later run waits for it, then finds them cached)",
+    )
     args = parser.parse_args(argv)
     if args.check_engine:
         problem = engine_problem()
@@ -514,7 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {}
     start = time.monotonic()
     try:
-        smoke(args.data.resolve(), summary)
+        if args.prepare:
+            timings = Timings()
+            summary["timings_s"] = timings.phases
+            prepare(docker_client(), summary, timings)
+        else:
+            smoke(args.data.resolve(), summary)
         summary["passed"] = True
     except SmokeError as err:
         summary["passed"] = False

@@ -30,6 +30,12 @@ FASHION_MNIST_FILES = (
 )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The compose stack test runs last: `.ci/run` builds its images in the background
+    meanwhile (scripts/compose_smoke.py --prepare), so it waits for as little as it can."""
+    items.sort(key=lambda item: item.get_closest_marker("docker") is not None)
+
+
 @pytest.fixture(scope="session")
 def fashion_mnist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment variables pointing TFDS at the real Fashion-MNIST files (built once)."""
