@@ -40,8 +40,20 @@ def batch_histogram(url: str) -> tuple[float, float]:
     return total, count
 
 
+def request_body(png: bytes, body: str) -> dict[str, Any]:
+    """httpx arguments for one PNG: a multipart `file` part, or the raw bytes (`image/png`)."""
+    if body == "binary":
+        return {"content": png, "headers": {"Content-Type": "image/png"}}
+    return {"files": {"file": ("image.png", png, "image/png")}}
+
+
 async def _load(
-    url: str, pngs: list[bytes], concurrency: int, seconds: float, warmup: float
+    url: str,
+    pngs: list[bytes],
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    body: str = "multipart",
 ) -> dict[str, Any]:
     import httpx
 
@@ -55,10 +67,10 @@ async def _load(
 
     async def client(http: httpx.AsyncClient) -> None:
         while loop.time() < stop_at:
-            files = {"file": ("image.png", next(images), "image/png")}
+            request = request_body(next(images), body)
             start = loop.time()
             try:
-                response = await http.post(f"{url}/predict", files=files)
+                response = await http.post(f"{url}/predict", **request)
                 failed = None if response.status_code == 200 else str(response.status_code)
             except httpx.HTTPError as err:
                 failed = type(err).__name__
@@ -74,10 +86,13 @@ async def _load(
         warm_task = asyncio.gather(*(client(http) for _ in range(concurrency)))
         await asyncio.sleep(max(0.0, measure_from - loop.time()))
         before = await asyncio.to_thread(batch_histogram, url)
+        cpu_before = time.process_time()
         await warm_task
+        own_cpu = time.process_time() - cpu_before
         after = await asyncio.to_thread(batch_histogram, url)
     calls = after[1] - before[1]
     return {
+        "own_cpu_seconds": own_cpu,
         "latencies": latencies,
         "errors": errors,
         "mean_batch_size": (after[0] - before[0]) / calls if calls else None,
@@ -85,11 +100,20 @@ async def _load(
 
 
 def measure(
-    url: str, pngs: list[bytes], concurrency: int, seconds: float, warmup: float
+    url: str,
+    pngs: list[bytes],
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    body: str = "multipart",
 ) -> dict[str, Any]:
-    """Latency percentiles (ms) and completed requests per second at one concurrency."""
+    """Latency percentiles (ms) and completed requests per second at one concurrency.
+
+    `loadgen_cpu_share`: the load generator's own CPU time over the measured span, as a
+    share of one core (it runs on the same machine as the server).
+    """
     start = time.perf_counter()
-    found = asyncio.run(_load(url, pngs, concurrency, seconds, warmup))
+    found = asyncio.run(_load(url, pngs, concurrency, seconds, warmup, body))
     latencies = found["latencies"]
     if not latencies:
         raise RuntimeError(f"no request completed in {time.perf_counter() - start:.0f} s")
@@ -102,6 +126,7 @@ def measure(
         "p99_ms": common.percentile(latencies, 99) * 1000,
         "errors": found["errors"],
         "mean_batch_size": found["mean_batch_size"],
+        "loadgen_cpu_share": found["own_cpu_seconds"] / seconds,
     }
 
 

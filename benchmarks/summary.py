@@ -131,6 +131,35 @@ def _precision(result: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _facade_cost(result: dict[str, Any]) -> list[list[str]]:
+    """Per CPU kind: the facade's CPU overhead against its baseline, and the c32 share."""
+    kind = result["machine"].get("cpu_kind", "?")
+    goals, rows = result["goals"], []
+    this = result["cost"]["servers"]["this commit"]
+    for body, ratio in goals.get("overhead_cpu_over_baseline", {}).items():
+        rows.append(
+            [
+                f"facade CPU overhead, {kind}: {body} body ({result['cost']['model']})",
+                f"{this[body]['overhead_cpu_ms']:.2f} ms per request = {ratio:.2f}x the "
+                "baseline's multipart overhead",
+                "<= 0.5x the baseline",
+                "met" if ratio <= 0.5 else "missed",
+            ]
+        )
+    for body, share in goals["c32_share_of_ceiling"].items():
+        load = result["throughput"]["servers"]["this commit"][body]
+        rows.append(
+            [
+                f"facade at c32, {kind}: {body} body ({result['throughput']['model']})",
+                f"{share:.0%} of the raw ceiling; load generator "
+                f"{load['loadgen_cpu_share']:.0%} of a core",
+                ">= 80% of the raw ceiling",
+                "met" if share >= 0.8 else "missed",
+            ]
+        )
+    return rows
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any]], list[list[str]]]] = {
     "accuracy": _accuracy,
     "accuracy_d2l": _accuracy,
@@ -138,6 +167,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], list[list[str]]]] = {
     "precision": _precision,
     "pipeline": _pipeline,
     "serving": _serving,
+    "facade_cost": _facade_cost,
 }
 
 

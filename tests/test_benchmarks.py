@@ -18,7 +18,7 @@ from tests.conftest import REPO
 def _run(script: str, tmp_path, *args: str) -> dict:
     name = script.removesuffix(".py")
     proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{name}", "--smoke", "--out", str(tmp_path)],
+        [sys.executable, "-m", f"benchmarks.{name}", "--smoke", "--out", str(tmp_path), *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -47,7 +47,9 @@ def test_train_throughput_smoke(tmp_path):
     assert rows["torch-bf16"]["median_ratio_to_torch"] == 1.0
     picked = "tf-bf16" if result["default_precision"]["policy"] == "mixed_bfloat16" else "tf"
     assert rows["tf-default"]["same_as"] == picked
-    assert rows["tf-default"]["median_images_per_second"] == rows[picked]["median_images_per_second"]
+    assert (
+        rows["tf-default"]["median_images_per_second"] == rows[picked]["median_images_per_second"]
+    )
     assert result["cpu_kind"] == result["machine"]["cpu_kind"] != ""
     assert (tmp_path / "train_throughput.png").stat().st_size > 1000
 
@@ -88,13 +90,37 @@ def test_serving_smoke(tmp_path, fashion_mnist):
     }
 
 
+def test_facade_cost_smoke(tmp_path, fashion_mnist):
+    """Server CPU per request for every body kind, against the raw call and a baseline commit."""
+    result = _run("facade_cost.py", tmp_path, "--baseline", "HEAD")
+    cost = result["cost"]
+    assert cost["raw"]["cpu_ms_per_call"] > 0
+    this, baseline = cost["servers"]["this commit"], cost["servers"]["baseline HEAD"]
+    assert set(this) == {"multipart", "json", "binary"} and set(baseline) <= set(this)
+    for row in this.values():
+        assert row["server_cpu_ms_per_request"] > 0 and row["requests"] == 20
+        assert row["overhead_cpu_ms"] == pytest.approx(
+            row["server_cpu_ms_per_request"] - cost["raw"]["cpu_ms_per_call"]
+        )
+    (load,) = [result["throughput"]["servers"]["this commit"]]
+    assert load["binary"]["requests"] > 0 and 0 < load["binary"]["loadgen_cpu_share"] < 2
+    assert set(result["goals"]["overhead_cpu_over_baseline"]) == set(this)
+    assert "## Goals" in (tmp_path / "facade_cost.md").read_text()
+    assert not (REPO / ".git" / "worktrees" / "baseline").exists()  # the worktree is removed
+
+
 def test_accuracy_smoke(tmp_path, fashion_mnist):
-    result = _run("accuracy.py", tmp_path)
+    result = _run("accuracy.py", tmp_path, "--test-each-epoch", "--log-dir", str(tmp_path / "logs"))
     (row,) = result["summary"]
     assert row["name"] == "cpu" and row["epochs"] == 1
     (run,) = result["runs"]
     assert 0 <= run["test_accuracy"] <= 1 and run["config"]["train_examples"] == 512  # 2 steps
-    assert "CPU target" in (tmp_path / "accuracy.md").read_text()
+    # the per-epoch test curve: one point per epoch, its time kept out of the fit time
+    (after_epoch_1,) = run["test_accuracy_by_epoch"]
+    assert 0 <= after_epoch_1 <= 1 and run["test_eval_seconds"] > 0
+    page = (tmp_path / "accuracy.md").read_text()
+    assert "CPU target" in page and "Test accuracy after each epoch" in page
+    assert "epoch 1: test accuracy" in (tmp_path / "logs" / "accuracy-cpu-seed1.log").read_text()
     summary = subprocess.run(
         [sys.executable, "-m", "benchmarks.summary", "--results", str(tmp_path)],
         capture_output=True,

@@ -1,0 +1,338 @@
+"""The facade's own cost: server CPU per request against the raw signature call, side by side.
+
+CPU time is what a process itself spent (`/proc/PID/stat`, every thread), so it holds up
+when neighbours share the machine, where wall time does not.
+
+- Raw: the exported `serving_default` signature (PNG bytes in) called in a fresh process,
+  one image per call, `--requests` times in a row: CPU and wall time per call.
+- Facade: `tf-alexnet serve` (local backend) on a loopback port, `--requests` one-image
+  requests in a row from one keep-alive client, per body kind (multipart `file`, TF
+  Serving-style JSON `b64`, and a binary `image/png` body where the server has it): the
+  server's CPU time per request. Facade overhead = that minus the raw call's CPU.
+- Throughput: at concurrency 32 (closed loop) the facade's images/s over the raw ceiling
+  (the best images/s of the signature called in process with batches), with the load
+  generator's own CPU share beside it, since it runs on the same cores.
+
+`--baseline REF` also serves the facade of an earlier commit (a temporary `git worktree`),
+so old and new are measured in one run on one machine.
+
+    python -m benchmarks.facade_cost --baseline 5d578fa   # about 5 min on 2 cores
+    python -m benchmarks.facade_cost --smoke              # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from benchmarks import common, loadgen
+from benchmarks.serving import MODEL_NAME, export_models, free_port, process, wait_ready
+
+BODIES = ("multipart", "json", "binary")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads (`/proc/PID/stat`)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raw_worker(model_dir: str, requests: int, batches: list[int]) -> dict[str, Any]:
+    """In this (fresh) process: CPU and wall time per one-image call; images/s per batch."""
+    import tensorflow as tf
+
+    from tf_alexnet import contract
+
+    signature = tf.saved_model.load(model_dir).signatures[contract.SIGNATURE_IMAGE_BYTES]
+    pngs = loadgen.fashion_mnist_pngs(64)
+    for png in pngs[:8]:  # warm-up
+        signature(**{contract.INPUT_IMAGE_BYTES: tf.constant([png])})
+    walls = []
+    cpu_start = time.process_time()
+    for i in range(requests):
+        start = time.perf_counter()
+        outputs = signature(**{contract.INPUT_IMAGE_BYTES: tf.constant([pngs[i % len(pngs)]])})
+        outputs[contract.OUTPUT_PROBABILITIES].numpy()
+        walls.append(time.perf_counter() - start)
+    cpu_per_call = (time.process_time() - cpu_start) / requests
+    ceiling = {}
+    for batch in batches:
+        inputs = tf.constant([pngs[i % len(pngs)] for i in range(batch)])
+        signature(**{contract.INPUT_IMAGE_BYTES: inputs})
+        times = []
+        for _ in range(max(3, 64 // batch)):
+            start = time.perf_counter()
+            signature(**{contract.INPUT_IMAGE_BYTES: inputs})
+            times.append(time.perf_counter() - start)
+        ceiling[str(batch)] = batch / common.median(times)
+    return {
+        "cpu_ms_per_call": cpu_per_call * 1000,
+        "wall_ms_per_call_median": common.median(walls) * 1000,
+        "images_per_second_by_batch": ceiling,
+    }
+
+
+@contextlib.contextmanager
+def server(base: pathlib.Path, source: pathlib.Path | None = None) -> Iterator[tuple[str, int]]:
+    """`tf-alexnet serve` on a free port: this checkout's, or the one in `source`."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"TF_ALEXNET_SERVE_MAX_BATCH_SIZE": "32", "TF_ALEXNET_SERVE_MAX_BATCH_WAIT_MS": "2"}
+    if source is not None:  # an earlier commit's code first on the path
+        env["PYTHONPATH"] = os.pathsep.join([str(source), str(source / "serving")])
+    command = [sys.executable, "-m", "tf_alexnet.cli", "serve", "--port", str(port)]
+    with process([*command, "--model-base-path", str(base)], env) as proc:
+        wait_ready(url, proc)
+        yield url, proc.pid
+
+
+def body_arguments(png: bytes, body: str) -> dict[str, Any]:
+    if body == "json":
+        return {"json": {"instances": [{"b64": base64.b64encode(png).decode()}]}}
+    return loadgen.request_body(png, body)
+
+
+def sequential_cost(url: str, pid: int, body: str, requests: int) -> dict[str, Any] | None:
+    """Server CPU and client-side latency per request, `requests` one-image requests in a row."""
+    import httpx
+
+    pngs = loadgen.fashion_mnist_pngs(64)
+    with httpx.Client(timeout=60) as client:
+        probe = client.post(f"{url}/predict", **body_arguments(pngs[0], body))
+        if probe.status_code != 200:  # e.g. an older server without the binary body
+            return None
+        for png in pngs[:16]:  # warm-up
+            client.post(f"{url}/predict", **body_arguments(png, body))
+        walls = []
+        cpu_start, client_start = process_cpu_seconds(pid), time.process_time()
+        for i in range(requests):
+            start = time.perf_counter()
+            response = client.post(f"{url}/predict", **body_arguments(pngs[i % len(pngs)], body))
+            walls.append(time.perf_counter() - start)
+            response.raise_for_status()
+        server_cpu = process_cpu_seconds(pid) - cpu_start
+        client_cpu = time.process_time() - client_start
+    return {
+        "server_cpu_ms_per_request": server_cpu / requests * 1000,
+        "client_cpu_ms_per_request": client_cpu / requests * 1000,
+        "p50_ms": common.percentile(walls, 50) * 1000,
+        "requests": requests,
+    }
+
+
+@contextlib.contextmanager
+def baseline_source(ref: str | None) -> Iterator[pathlib.Path | None]:
+    """A temporary worktree of `ref` (None: no baseline)."""
+    if ref is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp) / "baseline"
+        git = ["git", "-C", str(common.REPO)]
+        subprocess.run([*git, "worktree", "add", "--detach", str(folder), ref], check=True)
+        try:
+            yield folder
+        finally:
+            subprocess.run([*git, "worktree", "remove", "--force", str(folder)], check=False)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    variants = [("mini", 28), (args.variant, args.image_size)]
+    pngs = loadgen.fashion_mnist_pngs(64)
+    result: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}}
+    with tempfile.TemporaryDirectory() as tmp, baseline_source(args.baseline) as old:
+        bases = export_models(pathlib.Path(tmp), variants)
+        servers = {"this commit": None} | ({f"baseline {args.baseline}": old} if old else {})
+        for key, (variant, size) in zip(("cost", "throughput"), variants, strict=True):
+            base = bases[f"{variant}-{size}"]
+            raw = common.run_json(
+                ["-c", "import json, sys; from benchmarks.facade_cost import raw_worker; "
+                 f"print(json.dumps(raw_worker({str(base / MODEL_NAME / '1')!r}, "
+                 f"{args.requests}, {args.raw_batches!r})))"]
+            )  # fmt: skip
+            section: dict[str, Any] = {"model": f"{variant} {size}px", "raw": raw, "servers": {}}
+            print(f"{variant} {size}px raw: {raw['cpu_ms_per_call']:.2f} ms CPU/call", flush=True)
+            for name, source in servers.items():
+                with server(base, source) as (url, pid):
+                    if key == "cost":
+                        rows = {b: sequential_cost(url, pid, b, args.requests) for b in BODIES}
+                        section["servers"][name] = {b: r for b, r in rows.items() if r}
+                        for body, row in section["servers"][name].items():
+                            print(
+                                f"  {name} {body}: {row['server_cpu_ms_per_request']:.2f} ms "
+                                f"server CPU/request, p50 {row['p50_ms']:.1f} ms",
+                                flush=True,
+                            )
+                    else:
+                        loads = {}
+                        for body in ("multipart", "binary"):
+                            if sequential_cost(url, pid, body, 1) is None:
+                                continue
+                            loads[body] = loadgen.measure(
+                                url, pngs, 32, args.seconds, args.warmup, body
+                            )
+                            print(f"  {name} {body}: {loadgen.describe(loads[body])}", flush=True)
+                        section["servers"][name] = loads
+            result[key] = section
+    result["goals"] = goals(result)
+    return result
+
+
+def goals(result: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    cost = result["cost"]
+    raw_cpu = cost["raw"]["cpu_ms_per_call"]
+    for rows in cost["servers"].values():
+        for row in rows.values():
+            row["overhead_cpu_ms"] = row["server_cpu_ms_per_request"] - raw_cpu
+            row["overhead_p50_ms"] = row["p50_ms"] - cost["raw"]["wall_ms_per_call_median"]
+    throughput = result["throughput"]
+    ceiling = max(throughput["raw"]["images_per_second_by_batch"].values())
+    throughput["raw_ceiling_images_per_second"] = ceiling
+    for rows in throughput["servers"].values():
+        for row in rows.values():
+            row["share_of_ceiling"] = row["requests_per_second"] / ceiling
+    new = cost["servers"]["this commit"]
+    old = next((rows for name, rows in cost["servers"].items() if name != "this commit"), None)
+    if old:
+        before = old["multipart"]["overhead_cpu_ms"]
+        found["overhead_cpu_over_baseline"] = {
+            body: row["overhead_cpu_ms"] / before for body, row in new.items()
+        }
+        found["overhead_p50_over_baseline"] = {
+            body: row["overhead_p50_ms"] / old["multipart"]["overhead_p50_ms"]
+            for body, row in new.items()
+        }
+    found["c32_share_of_ceiling"] = {
+        body: row["share_of_ceiling"] for body, row in throughput["servers"]["this commit"].items()
+    }
+    return found
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cost, throughput = result["cost"], result["throughput"]
+    raw = cost["raw"]
+    rows = [
+        [
+            name,
+            body,
+            row["server_cpu_ms_per_request"],
+            row["overhead_cpu_ms"],
+            row["p50_ms"],
+            row["overhead_p50_ms"],
+            row["client_cpu_ms_per_request"],
+        ]
+        for name, bodies in cost["servers"].items()
+        for body, row in bodies.items()
+    ]
+    cost_table = common.markdown_table(
+        [
+            "server",
+            "body",
+            "server CPU ms/request",
+            "overhead CPU ms",
+            "p50 ms",
+            "overhead p50 ms",
+            "client CPU ms/request",
+        ],
+        rows,
+    )
+    load_rows = [
+        [
+            name,
+            body,
+            row["requests_per_second"],
+            f"{row['share_of_ceiling']:.0%}",
+            row["p50_ms"],
+            row["mean_batch_size"],
+            f"{row['loadgen_cpu_share']:.0%}",
+        ]
+        for name, bodies in throughput["servers"].items()
+        for body, row in bodies.items()
+    ]
+    load_table = common.markdown_table(
+        [
+            "server",
+            "body",
+            "images/s",
+            "of raw ceiling",
+            "p50 ms",
+            "mean batch",
+            "load generator CPU (of one core)",
+        ],
+        load_rows,
+    )
+    goals = result["goals"]
+    lines = [
+        "# The facade's own cost",
+        "",
+        f"## CPU per one-image request, {cost['model']} (sequential, one keep-alive client)",
+        "",
+        f"Raw signature call in process: {raw['cpu_ms_per_call']:.2f} ms CPU, "
+        f"{raw['wall_ms_per_call_median']:.2f} ms wall (median). Overhead = the server's CPU "
+        "per request minus that; overhead p50 = the request's p50 minus the raw call's.",
+        "",
+        cost_table,
+        "",
+        f"## Concurrency 32, {throughput['model']}",
+        "",
+        f"Raw ceiling (best batch in process): "
+        f"{throughput['raw_ceiling_images_per_second']:.1f} img/s.",
+        "",
+        load_table,
+        "",
+        "## Goals",
+        "",
+    ]
+    if "overhead_cpu_over_baseline" in goals:
+        for body, ratio in goals["overhead_cpu_over_baseline"].items():
+            lines.append(
+                f"- {'MET' if ratio <= 0.5 else 'MISSED'}: facade CPU overhead, {body} body, "
+                f"{ratio:.2f}x the baseline's multipart overhead (goal <= 0.5x)"
+            )
+    for body, share in goals["c32_share_of_ceiling"].items():
+        lines.append(
+            f"- {'MET' if share >= 0.8 else 'MISSED'}: {body} at c32, {share:.0%} of the raw "
+            "ceiling (goal >= 80%)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", help="also measure the facade of this git commit")
+    parser.add_argument("--requests", type=int, default=300, help="sequential requests per body")
+    parser.add_argument("--variant", default="d2l", help="model of the concurrency-32 run")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--raw-batches", type=int, nargs="+", default=[1, 8, 16, 32, 64])
+    parser.add_argument("--seconds", type=float, default=15, help="measured at concurrency 32")
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
+    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    parser.add_argument("--name")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.requests, args.variant, args.image_size = 20, "mini", 28
+        args.raw_batches, args.seconds, args.warmup = [1, 8], 2, 1
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result = run(args)
+    name = args.name or ("facade_cost" if args.smoke else f"facade_cost_{common.cpu_kind()}")
+    common.write_results(name, result, markdown(result), args.out)
+
+
+if __name__ == "__main__":
+    main()
