@@ -284,9 +284,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from tf_alexnet.data import sample_images
     from tf_alexnet.export import export
     from tf_alexnet.run_dir import RunDir
+    from tf_alexnet.sources import sample_images
 
     if args.sample_images:
         images = [pathlib.Path(p).read_bytes() for p in args.sample_images if _exists(p)]

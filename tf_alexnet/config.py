@@ -24,7 +24,7 @@ from tf_alexnet.errors import UserError
 from tf_alexnet.specs import Augmentation, DataSpec
 
 if TYPE_CHECKING:
-    from tf_alexnet.data import PipelineSpec
+    from tf_alexnet.pipeline import PipelineSpec
 
 SCHEDULES = ("constant", "cosine", "step", "plateau")
 STRATEGIES = ("auto", "default", "one-device", "mirrored", "multiworker")
@@ -104,7 +104,7 @@ class TrainConfig(DataSpec):
         return DataSpec(**{name: getattr(self, name) for name in DataSpec.model_fields})
 
     def pipeline_spec(self, global_batch_size: int, one_hot: bool = True) -> PipelineSpec:
-        from tf_alexnet.data import PipelineSpec
+        from tf_alexnet.pipeline import PipelineSpec
 
         return PipelineSpec(
             image_size=(self.image_size, self.image_size),

@@ -79,7 +79,7 @@ def train(
         raise UserError("jit_compile is not supported with MirroredStrategy over CPU devices.")
     # The global batch spans all replicas of all workers. Every worker builds the same
     # global-batch pipeline; Keras distributes it with the dataset's DATA auto-shard
-    # policy (see data.py), so worker i takes every i-th slice of each global batch. The
+    # policy (see pipeline.py), so worker i takes every i-th slice of each global batch. The
     # workers must then see the examples in the same order: no non-deterministic map.
     global_batch = config.batch_size * replicas
     pipeline = config.pipeline_spec(global_batch)
