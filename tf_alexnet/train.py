@@ -20,7 +20,6 @@ from tf_alexnet.callbacks import (
     BestModelCheckpoint,
     EpochTimer,
     SyncMovingStatistics,
-    TrainingProgress,
 )
 from tf_alexnet.cluster import (
     PEER_ERRORS,
@@ -34,6 +33,7 @@ from tf_alexnet.data import Datasets, make_datasets
 from tf_alexnet.errors import ClusterError, UserError
 from tf_alexnet.model import AlexNet
 from tf_alexnet.optim import compile_model
+from tf_alexnet.progress import TrainingProgress
 from tf_alexnet.run_dir import RunDir, prepare
 from tf_alexnet.saving import save_model_atomic
 from tf_alexnet.strategy import Precision, make_strategy, set_mixed_precision, split_cpu
