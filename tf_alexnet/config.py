@@ -90,7 +90,7 @@ class TrainConfig(DataSpec):
                 "`warmup_epochs` does not combine with schedule='plateau' (it changes the "
                 f"rate itself). Received: warmup_epochs={self.warmup_epochs}"
             )
-        from tf_alexnet.model import check_input_size  # the variants' geometry lives there
+        from tf_alexnet.variants import check_input_size  # the variants' geometry lives there
 
         check_input_size(self.variant, self.image_size, f"image_size={self.image_size}")
         self.augment.check_channels(self.channels)
