@@ -222,6 +222,17 @@ def auto_preset(has_gpu: bool | None = None) -> str:
     return "chapter" if has_gpu else "cpu"
 
 
+def auto_preset_note(preset: str) -> str:
+    """What `auto` picked (`preset`, from `auto_preset`) and why, for a person to read."""
+    if preset == "chapter":
+        return "Preset auto: a GPU is available, so `chapter` (the d2l network at 224 px)."
+    return (
+        "Preset auto: no GPU here, so `cpu` (the mini variant at 28 px, 10 epochs). The chapter's "
+        "d2l network at 224 px takes hours per epoch on a CPU: pass --preset chapter to run it "
+        "anyway, or --preset quick for a 2-epoch trial."
+    )
+
+
 def resolve(
     preset: str = "chapter",
     file: str | os.PathLike[str] | None = None,

@@ -195,6 +195,22 @@ def outputs_probabilities(model: keras.Model) -> bool:
     return getattr(model.layers[-1], "activation", None) is keras.activations.softmax
 
 
+def format_summary(model: keras.Model) -> str:
+    """One line per layer: name, type, output shape, parameters; then the total."""
+    rows = [("layer", "type", "output shape", "params")]
+    for layer in model.layers:
+        shape = "x".join(str(d) for d in layer.output.shape[1:])
+        rows.append((layer.name, type(layer).__name__, shape, f"{layer.count_params():,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}"
+        for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append(f"Total parameters: {model.count_params():,}")
+    return "\n".join(lines)
+
+
 def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
     """Loads weights from a `.keras` file (matched by layer name) or a `.weights.h5` file."""
     path = os.fspath(path)

@@ -143,6 +143,17 @@ def get_variant(variant: str) -> Variant:
     return VARIANTS[variant]
 
 
+def reference_input(variant: str) -> tuple[tuple[int, int, int], int]:
+    """The input shape and classes `variant` is described at (its parameter counts are at these).
+
+    `paper`: the 2012 network's 227x227x3 ImageNet crops and 1000 classes; the others: the
+    chapter's Fashion-MNIST resized to 224x224x1, 10 classes.
+    """
+    if variant == "paper":
+        return (227, 227, 3), 1000
+    return (contract.IMAGE_SIZE, contract.IMAGE_SIZE, contract.CHANNELS), contract.NUM_CLASSES
+
+
 def check_input_size(variant: str, size: int, received: str) -> None:
     """Raises ValueError when `size` (the smaller input side) is too small for `variant`.
 
