@@ -27,7 +27,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     that names it, then deletes the weights older than the previous epoch's. It relies on
     the parent's bookkeeping (`_current_epoch`, `_last_batch_seen`) and on
     `model._initial_epoch`, the hook Keras itself uses to resume;
-    `tests/test_train.py::test_resume_after_sigkill` guards both.
+    `tests/tf_alexnet/test_train.py::test_resume_after_sigkill` guards both.
 
     Under a multi-worker strategy each worker keeps its own backup, and a kill can land
     between two workers' saves of the same epoch, leaving one worker an epoch ahead. The
