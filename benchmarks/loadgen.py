@@ -22,7 +22,8 @@ REQUEST_TIMEOUT_S = 60.0
 
 def fashion_mnist_pngs(count: int) -> list[bytes]:
     """The first `count` real Fashion-MNIST test images, PNG-encoded."""
-    from tf_alexnet.data import DataSpec, sample_images
+    from tf_alexnet.sources import sample_images
+    from tf_alexnet.specs import DataSpec
 
     return sample_images(DataSpec(manual_dir=str(common.MANUAL_DIR)), count=count)
 

@@ -94,8 +94,9 @@ def export_models(folder: pathlib.Path, variants: list[tuple[str, int]]) -> dict
     import keras
 
     from tf_alexnet import AlexNet
-    from tf_alexnet.data import DataSpec, sample_images
     from tf_alexnet.export import export
+    from tf_alexnet.sources import sample_images
+    from tf_alexnet.specs import DataSpec
 
     images = sample_images(DataSpec(manual_dir=str(common.MANUAL_DIR)), count=4)
     bases = {}

@@ -16,8 +16,10 @@ import sys
 import keras
 
 from tf_alexnet import AlexNet, load_model
-from tf_alexnet.data import DataSpec, PipelineSpec, make_datasets
+from tf_alexnet.data import make_datasets
 from tf_alexnet.errors import UserError
+from tf_alexnet.pipeline import PipelineSpec
+from tf_alexnet.specs import DataSpec
 
 
 def variant_of(model: keras.Model) -> str:

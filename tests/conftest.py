@@ -46,7 +46,7 @@ def fashion_mnist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "TF_ALEXNET_MANUAL_DIR": str(FASHION_MNIST),
     }
     os.environ.update(env)
-    from tf_alexnet.data import tfds_source
+    from tf_alexnet.sources import tfds_source
 
     tfds_source("fashion_mnist")  # prepare once for the whole session
     return env
@@ -95,7 +95,8 @@ def model_base(
 @pytest.fixture(scope="session")
 def test_images(fashion_mnist: dict[str, str]) -> list[bytes]:
     """The first 16 Fashion-MNIST test images as PNG files' bytes."""
-    from tf_alexnet.data import DataSpec, sample_images
+    from tf_alexnet.sources import sample_images
+    from tf_alexnet.specs import DataSpec
 
     return sample_images(DataSpec(), 16)
 

@@ -24,10 +24,11 @@ from tf_alexnet.errors import missing_tensorflow
 if TYPE_CHECKING:
     from tf_alexnet.exported import load_exported
     from tf_alexnet.layers import LocalResponseNormalization
-    from tf_alexnet.model import AlexNet, min_input_size
+    from tf_alexnet.model import AlexNet
     from tf_alexnet.predictions import decode_predictions, preprocess_input
     from tf_alexnet.saving import load_model
     from tf_alexnet.schedules import WarmUp
+    from tf_alexnet.variants import min_input_size
 
 __all__ = [
     "AlexNet",
@@ -49,7 +50,7 @@ _LAZY = {
     "decode_predictions": "tf_alexnet.predictions",
     "load_exported": "tf_alexnet.exported",
     "load_model": "tf_alexnet.saving",
-    "min_input_size": "tf_alexnet.model",
+    "min_input_size": "tf_alexnet.variants",
     "preprocess_input": "tf_alexnet.predictions",
 }
 

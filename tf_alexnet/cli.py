@@ -1,4 +1,4 @@
-"""The `tf-alexnet` command line: argument parsing only; the work is done by the modules.
+"""The `tf-alexnet` command line: each command's handler calls the modules that do the work.
 
 tf-alexnet summary  [--variant V] [--input-shape 224,224,1] [--classes 10]
 tf-alexnet train    [--preset P] [--config FILE] [flags] [--run-dir DIR] [--overwrite]
@@ -8,234 +8,42 @@ tf-alexnet predict  IMAGE... --model models/alexnet [--top-k 5] [--json]
 tf-alexnet serve    [--model-base-path models] [--host 127.0.0.1] [--port 8000]
 tf-alexnet --version
 
-The settings flags are derived from the declarations in `tf_alexnet.specs` and
-`tf_alexnet.config`. `--help` and `--version` import no TensorFlow; commands that need it start
-it quietly (see `tf_alexnet.startup`).
+The parser and its flags are in `tf_alexnet.cli_parser`. `--help` and `--version` import no
+TensorFlow; commands that need it start it quietly (see `tf_alexnet.startup`).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import pathlib
 import sys
-import types
-import typing
 from collections.abc import Sequence
-from typing import Any, NoReturn
 
 from tf_alexnet import config as config_lib
-from tf_alexnet import contract, startup
-from tf_alexnet._version import __version__
+from tf_alexnet import startup
+from tf_alexnet.cli_parser import (
+    AUGMENT_FLAGS,
+    DATA_FLAGS,
+    PROG,
+    TRAIN_FLAGS,
+    build_parser,
+    overrides_from,
+)
 from tf_alexnet.errors import ClusterError, UserError, missing_tensorflow
-from tf_alexnet.specs import Augmentation, DataSpec, Spec
-
-PROG = "tf-alexnet"
-
-
-@dataclasses.dataclass(frozen=True)
-class ConfigFlag:
-    """One command-line flag for one declared setting (`key` is dotted for `augment.*`)."""
-
-    flag: str
-    key: str
-    kind: Any  # bool means --flag / --no-flag
-    help: str
-
-
-def declared_flags(spec: type[Spec], names: Sequence[str], prefix: str = "") -> list[ConfigFlag]:
-    """Flags for the fields `names` of `spec`: name, type and help all come from the field."""
-    flags = []
-    for name in names:
-        field = spec.model_fields[name]
-        annotation = field.annotation
-        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-        help_text = field.description or name
-        if typing.get_origin(annotation) is typing.Literal:
-            choices = typing.get_args(annotation)
-            help_text += f": {', '.join(map(str, choices))}"
-            annotation = type(choices[0])
-        if typing.get_origin(annotation) is typing.Annotated:  # a Path
-            annotation = typing.get_args(annotation)[0]
-        flag = "--" + name.replace("_", "-")
-        flags.append(ConfigFlag(flag, prefix + name, annotation, help_text))
-    return flags
-
-
-_TRAINING_ONLY_DATA = ("train_examples",)  # a data setting that evaluation and export ignore
-DATA_FLAGS = declared_flags(
-    DataSpec, [n for n in DataSpec.model_fields if n not in _TRAINING_ONLY_DATA]
-)
-_NOT_TRAINING = {*DataSpec.model_fields, "augment"}  # data flags; augmentation flags
-TRAIN_FLAGS = declared_flags(DataSpec, _TRAINING_ONLY_DATA) + declared_flags(
-    config_lib.TrainConfig,
-    [n for n in config_lib.TrainConfig.model_fields if n not in _NOT_TRAINING],
-)
-AUGMENT_FLAGS = declared_flags(Augmentation, list(Augmentation.model_fields), prefix="augment.")
-
-
-def _add_config_flags(parser: argparse.ArgumentParser, title: str, flags: list[ConfigFlag]) -> None:
-    group = parser.add_argument_group(title)
-    for flag in flags:
-        if flag.kind is bool:
-            group.add_argument(
-                flag.flag,
-                dest=flag.key,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=flag.help,
-            )
-        else:
-            group.add_argument(
-                flag.flag,
-                dest=flag.key,
-                type=flag.kind,
-                default=argparse.SUPPRESS,
-                metavar=flag.key.split(".")[-1].upper(),
-                help=flag.help,
-            )
-
-
-def _add_config_source(parser: argparse.ArgumentParser, default: str = "auto") -> None:
-    presets = [config_lib.AUTO_PRESET, *config_lib.PRESETS]
-    parser.add_argument(
-        "--preset",
-        default=default,
-        choices=presets,
-        help="the training recipe to start from (a set of settings, not pretrained weights): "
-        "chapter (the d2l chapter), quick, cpu or gpu; auto picks chapter when TensorFlow "
-        f"sees a GPU and cpu otherwise (default: {default})",
-    )
-    parser.add_argument("--config", help="a .toml or .json file of settings (over the preset)")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line mistakes: `PROG CMD: error: ... (see PROG CMD --help)`."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="AlexNet for TensorFlow/Keras.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
-    )
-
-    summary = commands.add_parser("summary", help="print the per-layer output shapes")
-    summary.add_argument("--variant", default="d2l", help=f"one of {', '.join(contract.VARIANTS)}")
-    summary.add_argument(
-        "--input-shape",
-        default=None,
-        type=_shape,
-        help="HEIGHT,WIDTH,CHANNELS (default 224,224,1; 227,227,3 for paper)",
-    )
-    summary.add_argument(
-        "--classes", type=int, default=None, help="classes (default 10; 1000 for paper)"
-    )
-
-    train = commands.add_parser("train", help="train a model into a run directory")
-    _add_config_source(train)
-    _add_config_flags(train, "data settings", DATA_FLAGS)
-    _add_config_flags(train, "training settings", TRAIN_FLAGS)
-    _add_config_flags(train, "augmentation settings (training images only)", AUGMENT_FLAGS)
-    train.add_argument(
-        "--run-dir", help="where the run is written (default runs/PRESET, the resolved preset)"
-    )
-    train.add_argument("--overwrite", action="store_true", help="replace a finished run")
-
-    evaluate = commands.add_parser("evaluate", help="test-split report of a run or .keras model")
-    evaluate.add_argument("target", help="a run directory or a .keras file")
-    evaluate.add_argument("--output-dir", help="where the report goes (default: beside the model)")
-    evaluate.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
-    _add_config_source(evaluate, default="chapter")
-    _add_config_flags(evaluate, "data settings (for a .keras file; a run has its own)", DATA_FLAGS)
-
-    export = commands.add_parser("export", help="export a SavedModel for TF Serving")
-    export.add_argument("source", help="a run directory (its best model) or a .keras file")
-    export.add_argument("--base-path", default="models", help="TF Serving's MODEL_BASE_PATH")
-    export.add_argument("--name", default=contract.MODEL_NAME, help="TF Serving's MODEL_NAME")
-    export.add_argument("--version", type=int, help="version number (default: the next one)")
-    export.add_argument(
-        "--sample-images",
-        nargs="+",
-        metavar="IMAGE",
-        help="images for validation and warmup (default: the first test images of the data)",
-    )
-    _add_config_flags(export, "data settings (where the sample images come from)", DATA_FLAGS)
-
-    predict = commands.add_parser("predict", help="classify image files")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF or BMP files")
-    predict.add_argument(
-        "--model", required=True, help="an exported folder (BASE/NAME[/VERSION]) or a .keras file"
-    )
-    predict.add_argument("--top-k", type=int, default=contract.TOP_K, help="classes per image")
-    predict.add_argument("--json", action="store_true", help="print JSON")
-
-    serve = commands.add_parser("serve", help="serve exported models over HTTP (FastAPI)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
-    serve.add_argument(
-        "--model-base-path", help="exported models folder (env TF_ALEXNET_SERVE_MODEL_BASE_PATH)"
-    )
-    serve.add_argument("--model-name", help="model name (env TF_ALEXNET_SERVE_MODEL_NAME)")
-    return parser
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected HEIGHT,WIDTH,CHANNELS such as 224,224,1, got {text!r}"
-        ) from None
-    return values
-
-
-def overrides_from(args: argparse.Namespace, flags: list[ConfigFlag]) -> dict[str, Any]:
-    """The config keys the user set on the command line (dotted keys become nested)."""
-    overrides: dict[str, Any] = {}
-    for flag in flags:
-        if hasattr(args, flag.key):
-            value = getattr(args, flag.key)
-            if "." in flag.key:
-                table, name = flag.key.split(".")
-                overrides.setdefault(table, {})[name] = value
-            else:
-                overrides[flag.key] = value
-    return overrides
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from tf_alexnet.model import AlexNet
+    from tf_alexnet.model import AlexNet, format_summary
+    from tf_alexnet.variants import reference_input
 
-    variant = args.variant
-    default_shape = (227, 227, 3) if variant == "paper" else (224, 224, 1)
+    input_shape, classes = reference_input(args.variant)
     model = AlexNet(
-        input_shape=args.input_shape or default_shape,
-        classes=args.classes or (1000 if variant == "paper" else contract.NUM_CLASSES),
-        variant=variant,
+        input_shape=args.input_shape or input_shape,
+        classes=args.classes or classes,
+        variant=args.variant,
     )
     print(format_summary(model))
     return 0
-
-
-def format_summary(model: Any) -> str:
-    """One line per layer: name, type, output shape, parameters; then the total."""
-    rows = [("layer", "type", "output shape", "params")]
-    for layer in model.layers:
-        shape = "x".join(str(d) for d in layer.output.shape[1:])
-        rows.append((layer.name, type(layer).__name__, shape, f"{layer.count_params():,}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [
-        f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}"
-        for r in rows
-    ]
-    lines.insert(1, "-" * len(lines[0]))
-    lines.append(f"Total parameters: {model.count_params():,}")
-    return "\n".join(lines)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -244,7 +52,7 @@ def run_train(args: argparse.Namespace) -> int:
     preset = args.preset
     if preset == config_lib.AUTO_PRESET:
         preset = config_lib.auto_preset()
-        print(_auto_preset_note(preset), flush=True)
+        print(config_lib.auto_preset_note(preset), flush=True)
     config = config_lib.resolve(
         preset, args.config, overrides_from(args, DATA_FLAGS + TRAIN_FLAGS + AUGMENT_FLAGS)
     )
@@ -253,30 +61,14 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _auto_preset_note(preset: str) -> str:
-    if preset == "chapter":
-        return "Preset auto: a GPU is available, so `chapter` (the d2l network at 224 px)."
-    return (
-        "Preset auto: no GPU here, so `cpu` (the mini variant at 28 px, 10 epochs). The chapter's "
-        "d2l network at 224 px takes hours per epoch on a CPU: pass --preset chapter to run it "
-        "anyway, or --preset quick for a 2-epoch trial."
-    )
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     from tf_alexnet.evaluate import evaluate, format_report
-    from tf_alexnet.export import resolve_source
-    from tf_alexnet.run_dir import RunDir
+    from tf_alexnet.run_dir import resolve_source, source_config
 
     model_path, _ = resolve_source(args.target)
     target = pathlib.Path(args.target)
-    overrides = overrides_from(args, DATA_FLAGS)
-    if target.is_dir():  # a run: its own data settings, then the flags
-        config = RunDir(target).load_config().replace(**overrides)
-        output_dir = args.output_dir or target
-    else:
-        config = config_lib.resolve(args.preset, args.config, overrides)
-        output_dir = args.output_dir or target.parent
+    config = source_config(target, args.preset, args.config, overrides_from(args, DATA_FLAGS))
+    output_dir = args.output_dir or (target if target.is_dir() else target.parent)
     report = evaluate(model_path, config, output_dir, batch_size=args.batch_size)
     print(format_report(report))
     print(f"Report: {pathlib.Path(output_dir) / 'evaluation.json'}")
@@ -284,16 +76,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from tf_alexnet.data import sample_images
     from tf_alexnet.export import export
-    from tf_alexnet.run_dir import RunDir
+    from tf_alexnet.run_dir import source_config
+    from tf_alexnet.sources import sample_images
 
     if args.sample_images:
         images = [pathlib.Path(p).read_bytes() for p in args.sample_images if _exists(p)]
     else:
-        run = RunDir(pathlib.Path(args.source))
-        base = run.load_config() if run.is_run() else config_lib.TrainConfig()
-        config = base.replace(**overrides_from(args, DATA_FLAGS))
+        config = source_config(args.source, overrides=overrides_from(args, DATA_FLAGS))
         images = sample_images(config.data_spec())
     result = export(args.source, args.base_path, args.name, args.version, sample_images=images)
     print(

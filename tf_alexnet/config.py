@@ -24,7 +24,7 @@ from tf_alexnet.errors import UserError
 from tf_alexnet.specs import Augmentation, DataSpec
 
 if TYPE_CHECKING:
-    from tf_alexnet.data import PipelineSpec
+    from tf_alexnet.pipeline import PipelineSpec
 
 SCHEDULES = ("constant", "cosine", "step", "plateau")
 STRATEGIES = ("auto", "default", "one-device", "mirrored", "multiworker")
@@ -90,7 +90,7 @@ class TrainConfig(DataSpec):
                 "`warmup_epochs` does not combine with schedule='plateau' (it changes the "
                 f"rate itself). Received: warmup_epochs={self.warmup_epochs}"
             )
-        from tf_alexnet.model import check_input_size  # the variants' geometry lives there
+        from tf_alexnet.variants import check_input_size  # the variants' geometry lives there
 
         check_input_size(self.variant, self.image_size, f"image_size={self.image_size}")
         self.augment.check_channels(self.channels)
@@ -104,7 +104,7 @@ class TrainConfig(DataSpec):
         return DataSpec(**{name: getattr(self, name) for name in DataSpec.model_fields})
 
     def pipeline_spec(self, global_batch_size: int, one_hot: bool = True) -> PipelineSpec:
-        from tf_alexnet.data import PipelineSpec
+        from tf_alexnet.pipeline import PipelineSpec
 
         return PipelineSpec(
             image_size=(self.image_size, self.image_size),
@@ -220,6 +220,17 @@ def auto_preset(has_gpu: bool | None = None) -> str:
 
         has_gpu = bool(tf.config.list_physical_devices("GPU"))
     return "chapter" if has_gpu else "cpu"
+
+
+def auto_preset_note(preset: str) -> str:
+    """What `auto` picked (`preset`, from `auto_preset`) and why, for a person to read."""
+    if preset == "chapter":
+        return "Preset auto: a GPU is available, so `chapter` (the d2l network at 224 px)."
+    return (
+        "Preset auto: no GPU here, so `cpu` (the mini variant at 28 px, 10 epochs). The chapter's "
+        "d2l network at 224 px takes hours per epoch on a CPU: pass --preset chapter to run it "
+        "anyway, or --preset quick for a 2-epoch trial."
+    )
 
 
 def resolve(

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from tf_alexnet import plots
-from tf_alexnet.callbacks import report_progress
 from tf_alexnet.config import TrainConfig
-from tf_alexnet.data import PipelineSpec, make_datasets
+from tf_alexnet.data import make_datasets
 from tf_alexnet.model import outputs_probabilities
+from tf_alexnet.pipeline import PipelineSpec
 from tf_alexnet.predictions import to_probabilities
+from tf_alexnet.progress import report_progress
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
 

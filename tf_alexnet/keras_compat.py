@@ -20,8 +20,8 @@ the one-worker path of `reduce_per_replica` computes). Every other call goes to 
 unchanged, so the class is still a `MultiWorkerMirroredStrategy` in every other respect.
 
 It is used only for the Keras versions in `AFFECTED_KERAS` (checked on 3.15.1, the newest
-release at the time). `tests/test_multiworker.py` runs the plain strategy with two workers
-and asserts that it still fails, so the test breaks, asking for this module's removal,
+release at the time). `tests/tf_alexnet/test_multiworker.py` runs the plain strategy with two
+workers and asserts that it still fails, so the test breaks, asking for this module's removal,
 once a Keras release fixes the bug. Reproduction: `docs/upstream/repro_keras_20585.py`.
 """
 

@@ -14,12 +14,12 @@ pool5, fc6, fc7, predictions):
   5-conv / 3-overlapping-pool / 2-dense shape with narrower layers (32-64-96-96-64
   filters, 512 units), 3x3 kernels, stride 1, `same` pooling and batch normalization in
   place of LRN, for 28-64 px inputs on a CPU (1,006,250 parameters at 28x28x1).
+
+The variants' layer tables, and the smallest input each takes, are in `tf_alexnet.variants`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -28,125 +28,16 @@ import keras
 
 from tf_alexnet import contract
 from tf_alexnet.layers import LocalResponseNormalization
-
-
-@dataclasses.dataclass(frozen=True)
-class _Conv:
-    name: str
-    filters: int
-    kernel: int
-    strides: int = 1
-    padding: str = "same"
-    groups: int = 1
-    bias: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class _Pool:
-    name: str
-    padding: str = "valid"
-
-
-@dataclasses.dataclass(frozen=True)
-class _Norm:
-    name: str
-
-
-@dataclasses.dataclass(frozen=True)
-class _Variant:
-    features: tuple[_Conv | _Pool | _Norm, ...]
-    hidden_units: int
-    hidden_bias: float
-    kernel_initializer: Callable[[], Any]
-    batch_norm: bool = False
-
-
-_VARIANTS: dict[str, _Variant] = {
-    "d2l": _Variant(
-        features=(
-            _Conv("conv1", 96, 11, strides=4, padding="valid"),
-            _Pool("pool1"),
-            _Conv("conv2", 256, 5),
-            _Pool("pool2"),
-            _Conv("conv3", 384, 3),
-            _Conv("conv4", 384, 3),
-            _Conv("conv5", 256, 3),
-            _Pool("pool5"),
-        ),
-        hidden_units=4096,
-        hidden_bias=0.0,
-        kernel_initializer=lambda: keras.initializers.GlorotUniform(),
-    ),
-    "paper": _Variant(
-        features=(
-            _Conv("conv1", 96, 11, strides=4, padding="valid"),
-            _Norm("norm1"),
-            _Pool("pool1"),
-            _Conv("conv2", 256, 5, groups=2, bias=1.0),
-            _Norm("norm2"),
-            _Pool("pool2"),
-            _Conv("conv3", 384, 3),
-            _Conv("conv4", 384, 3, groups=2, bias=1.0),
-            _Conv("conv5", 256, 3, groups=2, bias=1.0),
-            _Pool("pool5"),
-        ),
-        hidden_units=4096,
-        hidden_bias=1.0,
-        kernel_initializer=lambda: keras.initializers.RandomNormal(stddev=0.01),
-    ),
-    "mini": _Variant(
-        features=(
-            _Conv("conv1", 32, 3),
-            _Pool("pool1", padding="same"),
-            _Conv("conv2", 64, 3),
-            _Pool("pool2", padding="same"),
-            _Conv("conv3", 96, 3),
-            _Conv("conv4", 96, 3),
-            _Conv("conv5", 64, 3),
-            _Pool("pool5", padding="same"),
-        ),
-        hidden_units=512,
-        hidden_bias=0.0,
-        kernel_initializer=lambda: keras.initializers.GlorotUniform(),
-        batch_norm=True,
-    ),
-}
-assert tuple(_VARIANTS) == contract.VARIANTS
-
-_POOL_SIZE, _POOL_STRIDE = 3, 2
-
-
-def _output_length(length: int, kernel: int, stride: int, padding: str) -> int:
-    if padding == "same":
-        return math.ceil(length / stride)
-    return (length - kernel) // stride + 1 if length >= kernel else 0
-
-
-def _feature_size(variant: _Variant, size: int) -> int:
-    """Spatial side of the last pooling output for a square-ish side `size` (0 = too small)."""
-    for spec in variant.features:
-        if isinstance(spec, _Conv):
-            size = _output_length(size, spec.kernel, spec.strides, spec.padding)
-        elif isinstance(spec, _Pool):
-            size = _output_length(size, _POOL_SIZE, _POOL_STRIDE, spec.padding)
-        if size < 1:
-            return 0
-    return size
-
-
-def min_input_size(variant: str) -> int:
-    """Smallest input height/width the variant accepts."""
-    spec = _variant(variant)
-    return next(n for n in range(1, 1024) if _feature_size(spec, n) >= 1)
-
-
-def _variant(variant: str) -> _Variant:
-    if variant not in _VARIANTS:
-        raise ValueError(
-            f"`variant` should be one of {', '.join(map(repr, contract.VARIANTS))}. "
-            f"Received: variant={variant!r}"
-        )
-    return _VARIANTS[variant]
+from tf_alexnet.variants import (
+    POOL_SIZE,
+    POOL_STRIDE,
+    Conv,
+    Norm,
+    Pool,
+    Variant,
+    check_input_size,
+    get_variant,
+)
 
 
 def _check_input_shape(input_shape: Any, variant: str) -> tuple[int, int, int]:
@@ -167,19 +58,6 @@ def _check_input_shape(input_shape: Any, variant: str) -> tuple[int, int, int]:
         )
     check_input_size(variant, min(height, width), f"input_shape={tuple(input_shape)}")
     return height, width, channels
-
-
-def check_input_size(variant: str, size: int, received: str) -> None:
-    """Raises ValueError when `size` (the smaller input side) is too small for `variant`.
-
-    `received` ends the message, e.g. `"image_size=8"`.
-    """
-    smallest = min_input_size(variant)
-    if size < smallest:
-        raise ValueError(
-            f"Input size must be at least {smallest}x{smallest} for variant={variant!r}. "
-            f"Received: {received}"
-        )
 
 
 def AlexNet(
@@ -223,7 +101,7 @@ def AlexNet(
     Returns:
         A `keras.Model`.
     """
-    spec = _variant(variant)
+    spec = get_variant(variant)
     input_shape = _check_input_shape(input_shape, variant)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` should be None, 'avg' or 'max'. Received: pooling={pooling!r}")
@@ -274,8 +152,8 @@ def AlexNet(
     return model
 
 
-def _feature_layer(layer_spec: _Conv | _Pool | _Norm, spec: _Variant) -> keras.layers.Layer:
-    if isinstance(layer_spec, _Conv):
+def _feature_layer(layer_spec: Conv | Pool | Norm, spec: Variant) -> keras.layers.Layer:
+    if isinstance(layer_spec, Conv):
         return keras.layers.Conv2D(
             layer_spec.filters,
             layer_spec.kernel,
@@ -287,16 +165,16 @@ def _feature_layer(layer_spec: _Conv | _Pool | _Norm, spec: _Variant) -> keras.l
             bias_initializer=keras.initializers.Constant(layer_spec.bias),
             name=layer_spec.name,
         )
-    if isinstance(layer_spec, _Pool):
+    if isinstance(layer_spec, Pool):
         return keras.layers.MaxPooling2D(
-            _POOL_SIZE, _POOL_STRIDE, padding=layer_spec.padding, name=layer_spec.name
+            POOL_SIZE, POOL_STRIDE, padding=layer_spec.padding, name=layer_spec.name
         )
     return LocalResponseNormalization(name=layer_spec.name)
 
 
-def _block(layer_spec: _Conv | _Pool | _Norm, spec: _Variant, x: Any) -> Any:
+def _block(layer_spec: Conv | Pool | Norm, spec: Variant, x: Any) -> Any:
     """One feature layer; with batch norm (mini), a conv becomes conv -> batch norm -> relu."""
-    if not (spec.batch_norm and isinstance(layer_spec, _Conv)):
+    if not (spec.batch_norm and isinstance(layer_spec, Conv)):
         return _feature_layer(layer_spec, spec)(x)
     x = keras.layers.Conv2D(
         layer_spec.filters,
@@ -315,6 +193,22 @@ def _block(layer_spec: _Conv | _Pool | _Norm, spec: _Variant, x: Any) -> Any:
 def outputs_probabilities(model: keras.Model) -> bool:
     """Whether the model's top layer ends in a softmax (else its outputs are logits)."""
     return getattr(model.layers[-1], "activation", None) is keras.activations.softmax
+
+
+def format_summary(model: keras.Model) -> str:
+    """One line per layer: name, type, output shape, parameters; then the total."""
+    rows = [("layer", "type", "output shape", "params")]
+    for layer in model.layers:
+        shape = "x".join(str(d) for d in layer.output.shape[1:])
+        rows.append((layer.name, type(layer).__name__, shape, f"{layer.count_params():,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}"
+        for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append(f"Total parameters: {model.count_params():,}")
+    return "\n".join(lines)
 
 
 def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:

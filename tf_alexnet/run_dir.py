@@ -145,6 +145,23 @@ def resolve_source(source: str | os.PathLike[str]) -> tuple[pathlib.Path, dict[s
     raise UserError(f"No run directory or model file at {str(path)!r}.")
 
 
+def source_config(
+    source: str | os.PathLike[str],
+    preset: str = "chapter",
+    file: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> config_lib.TrainConfig:
+    """The settings to read a model's data with: a run's own (`config.json`), then `overrides`.
+
+    For a `.keras` file (anything but a run directory): preset < file < overrides, as in
+    `config.resolve`.
+    """
+    run = RunDir(pathlib.Path(source))
+    if run.is_run():
+        return run.load_config().replace(**(overrides or {}))
+    return config_lib.resolve(preset, file, overrides)
+
+
 def prepare(
     root: str | os.PathLike[str], config: config_lib.TrainConfig, overwrite: bool
 ) -> RunDir:

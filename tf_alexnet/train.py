@@ -20,7 +20,6 @@ from tf_alexnet.callbacks import (
     BestModelCheckpoint,
     EpochTimer,
     SyncMovingStatistics,
-    TrainingProgress,
 )
 from tf_alexnet.cluster import (
     PEER_ERRORS,
@@ -34,6 +33,7 @@ from tf_alexnet.data import Datasets, make_datasets
 from tf_alexnet.errors import ClusterError, UserError
 from tf_alexnet.model import AlexNet
 from tf_alexnet.optim import compile_model
+from tf_alexnet.progress import TrainingProgress
 from tf_alexnet.run_dir import RunDir, prepare
 from tf_alexnet.saving import save_model_atomic
 from tf_alexnet.strategy import Precision, make_strategy, set_mixed_precision, split_cpu
@@ -79,7 +79,7 @@ def train(
         raise UserError("jit_compile is not supported with MirroredStrategy over CPU devices.")
     # The global batch spans all replicas of all workers. Every worker builds the same
     # global-batch pipeline; Keras distributes it with the dataset's DATA auto-shard
-    # policy (see data.py), so worker i takes every i-th slice of each global batch. The
+    # policy (see pipeline.py), so worker i takes every i-th slice of each global batch. The
     # workers must then see the examples in the same order: no non-deterministic map.
     global_batch = config.batch_size * replicas
     pipeline = config.pipeline_spec(global_batch)

@@ -25,7 +25,7 @@ def test_batching_holds_the_warmup_batch(tfserving: dict[str, Any], name: str) -
         "batching.config"
     )
     batching = parse_text_proto(TFSERVING / name, "BatchingParameters")
-    from tf_alexnet.data import sample_images
+    from tf_alexnet.sources import sample_images
 
     # The export's warmup replays one request holding every sample image: it must fit a batch.
     warmup_batch = inspect.signature(sample_images).parameters["count"].default

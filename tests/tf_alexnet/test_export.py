@@ -12,9 +12,10 @@ import tensorflow as tf
 
 from tests.conftest import run_cli
 from tf_alexnet import contract, load_exported, load_model
-from tf_alexnet.data import DataSpec, load_source
 from tf_alexnet.errors import UserError
 from tf_alexnet.export import WARMUP_FILE, export, next_version
+from tf_alexnet.sources import load_source
+from tf_alexnet.specs import DataSpec
 
 SAVED_MODEL_CLI = shutil.which("saved_model_cli") or str(
     __import__("pathlib").Path(sys.executable).parent / "saved_model_cli"

@@ -5,9 +5,12 @@ import pytest
 import tensorflow as tf
 
 from tf_alexnet.augment import Augmentation, augment, rgb_pca
-from tf_alexnet.data import DataSpec, PipelineSpec, folder_source, make_datasets, split_masks
+from tf_alexnet.data import make_datasets, split_masks
 from tf_alexnet.errors import UserError
+from tf_alexnet.pipeline import PipelineSpec
 from tf_alexnet.preprocess import decode, preprocess
+from tf_alexnet.sources import folder_source
+from tf_alexnet.specs import DataSpec
 
 AUGMENTED = Augmentation(flip=True, crop="pad", brightness=0.2, contrast=0.3)
 

@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 
 from tf_alexnet import config as config_lib
-from tf_alexnet.model import min_input_size
 from tf_alexnet.train import train
+from tf_alexnet.variants import min_input_size
 
 RECIPES = {
     **{preset: {} for preset in config_lib.PRESETS},

@@ -8,7 +8,7 @@ import re
 import keras
 import numpy as np
 
-from tf_alexnet.callbacks import TrainingProgress, format_duration, report_progress
+from tf_alexnet.progress import TrainingProgress, format_duration, report_progress
 
 
 def _fit(progress: TrainingProgress, epochs: int = 2) -> None:

@@ -9,9 +9,9 @@ import pytest
 from tf_alexnet import config as config_lib
 from tf_alexnet import contract
 from tf_alexnet.augment import Augmentation
-from tf_alexnet.data import DataSpec
 from tf_alexnet.errors import UserError
 from tf_alexnet.run_dir import RunDir
+from tf_alexnet.specs import DataSpec
 
 
 def test_defaults_reproduce_the_chapter():

@@ -1,0 +1,197 @@
+"""The `tf-alexnet` argument parser: the commands, their flags, and the overrides they give.
+
+The settings flags are derived from the declarations in `tf_alexnet.specs` and
+`tf_alexnet.config`. No TensorFlow import: `--help` answers without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from tf_alexnet import config as config_lib
+from tf_alexnet import contract
+from tf_alexnet._version import __version__
+from tf_alexnet.specs import Augmentation, DataSpec, Spec
+
+PROG = "tf-alexnet"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFlag:
+    """One command-line flag for one declared setting (`key` is dotted for `augment.*`)."""
+
+    flag: str
+    key: str
+    kind: Any  # bool means --flag / --no-flag
+    help: str
+
+
+def declared_flags(spec: type[Spec], names: Sequence[str], prefix: str = "") -> list[ConfigFlag]:
+    """Flags for the fields `names` of `spec`: name, type and help all come from the field."""
+    flags = []
+    for name in names:
+        field = spec.model_fields[name]
+        annotation = field.annotation
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        help_text = field.description or name
+        if typing.get_origin(annotation) is typing.Literal:
+            choices = typing.get_args(annotation)
+            help_text += f": {', '.join(map(str, choices))}"
+            annotation = type(choices[0])
+        if typing.get_origin(annotation) is typing.Annotated:  # a Path
+            annotation = typing.get_args(annotation)[0]
+        flag = "--" + name.replace("_", "-")
+        flags.append(ConfigFlag(flag, prefix + name, annotation, help_text))
+    return flags
+
+
+_TRAINING_ONLY_DATA = ("train_examples",)  # a data setting that evaluation and export ignore
+DATA_FLAGS = declared_flags(
+    DataSpec, [n for n in DataSpec.model_fields if n not in _TRAINING_ONLY_DATA]
+)
+_NOT_TRAINING = {*DataSpec.model_fields, "augment"}  # data flags; augmentation flags
+TRAIN_FLAGS = declared_flags(DataSpec, _TRAINING_ONLY_DATA) + declared_flags(
+    config_lib.TrainConfig,
+    [n for n in config_lib.TrainConfig.model_fields if n not in _NOT_TRAINING],
+)
+AUGMENT_FLAGS = declared_flags(Augmentation, list(Augmentation.model_fields), prefix="augment.")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, title: str, flags: list[ConfigFlag]) -> None:
+    group = parser.add_argument_group(title)
+    for flag in flags:
+        if flag.kind is bool:
+            group.add_argument(
+                flag.flag,
+                dest=flag.key,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=flag.help,
+            )
+        else:
+            group.add_argument(
+                flag.flag,
+                dest=flag.key,
+                type=flag.kind,
+                default=argparse.SUPPRESS,
+                metavar=flag.key.split(".")[-1].upper(),
+                help=flag.help,
+            )
+
+
+def _add_config_source(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    presets = [config_lib.AUTO_PRESET, *config_lib.PRESETS]
+    parser.add_argument(
+        "--preset",
+        default=default,
+        choices=presets,
+        help="the training recipe to start from (a set of settings, not pretrained weights): "
+        "chapter (the d2l chapter), quick, cpu or gpu; auto picks chapter when TensorFlow "
+        f"sees a GPU and cpu otherwise (default: {default})",
+    )
+    parser.add_argument("--config", help="a .toml or .json file of settings (over the preset)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line mistakes: `PROG CMD: error: ... (see PROG CMD --help)`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`tf-alexnet` and its commands (`args.command` names the one given)."""
+    parser = _Parser(prog=PROG, description="AlexNet for TensorFlow/Keras.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    summary = commands.add_parser("summary", help="print the per-layer output shapes")
+    summary.add_argument("--variant", default="d2l", help=f"one of {', '.join(contract.VARIANTS)}")
+    summary.add_argument(
+        "--input-shape",
+        default=None,
+        type=_shape,
+        help="HEIGHT,WIDTH,CHANNELS (default 224,224,1; 227,227,3 for paper)",
+    )
+    summary.add_argument(
+        "--classes", type=int, default=None, help="classes (default 10; 1000 for paper)"
+    )
+
+    train = commands.add_parser("train", help="train a model into a run directory")
+    _add_config_source(train)
+    _add_config_flags(train, "data settings", DATA_FLAGS)
+    _add_config_flags(train, "training settings", TRAIN_FLAGS)
+    _add_config_flags(train, "augmentation settings (training images only)", AUGMENT_FLAGS)
+    train.add_argument(
+        "--run-dir", help="where the run is written (default runs/PRESET, the resolved preset)"
+    )
+    train.add_argument("--overwrite", action="store_true", help="replace a finished run")
+
+    evaluate = commands.add_parser("evaluate", help="test-split report of a run or .keras model")
+    evaluate.add_argument("target", help="a run directory or a .keras file")
+    evaluate.add_argument("--output-dir", help="where the report goes (default: beside the model)")
+    evaluate.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    _add_config_source(evaluate, default="chapter")
+    _add_config_flags(evaluate, "data settings (for a .keras file; a run has its own)", DATA_FLAGS)
+
+    export = commands.add_parser("export", help="export a SavedModel for TF Serving")
+    export.add_argument("source", help="a run directory (its best model) or a .keras file")
+    export.add_argument("--base-path", default="models", help="TF Serving's MODEL_BASE_PATH")
+    export.add_argument("--name", default=contract.MODEL_NAME, help="TF Serving's MODEL_NAME")
+    export.add_argument("--version", type=int, help="version number (default: the next one)")
+    export.add_argument(
+        "--sample-images",
+        nargs="+",
+        metavar="IMAGE",
+        help="images for validation and warmup (default: the first test images of the data)",
+    )
+    _add_config_flags(export, "data settings (where the sample images come from)", DATA_FLAGS)
+
+    predict = commands.add_parser("predict", help="classify image files")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF or BMP files")
+    predict.add_argument(
+        "--model", required=True, help="an exported folder (BASE/NAME[/VERSION]) or a .keras file"
+    )
+    predict.add_argument("--top-k", type=int, default=contract.TOP_K, help="classes per image")
+    predict.add_argument("--json", action="store_true", help="print JSON")
+
+    serve = commands.add_parser("serve", help="serve exported models over HTTP (FastAPI)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument(
+        "--model-base-path", help="exported models folder (env TF_ALEXNET_SERVE_MODEL_BASE_PATH)"
+    )
+    serve.add_argument("--model-name", help="model name (env TF_ALEXNET_SERVE_MODEL_NAME)")
+    return parser
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHT,WIDTH,CHANNELS such as 224,224,1, got {text!r}"
+        ) from None
+    return values
+
+
+def overrides_from(args: argparse.Namespace, flags: list[ConfigFlag]) -> dict[str, Any]:
+    """The config keys the user set on the command line (dotted keys become nested)."""
+    overrides: dict[str, Any] = {}
+    for flag in flags:
+        if hasattr(args, flag.key):
+            value = getattr(args, flag.key)
+            if "." in flag.key:
+                table, name = flag.key.split(".")
+                overrides.setdefault(table, {})[name] = value
+            else:
+                overrides[flag.key] = value
+    return overrides

@@ -1,0 +1,115 @@
+"""The tf.data pipelines: training (shuffle, seeded augmentation) and evaluation (in order).
+
+Both cache examples at source resolution, then resize (and, for training only, augment) in
+a parallel map, batch and prefetch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tf_alexnet.augment import Augmentation, augment
+from tf_alexnet.preprocess import preprocess, to_channels
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineSpec:
+    """How to feed a model: input size, batching, augmentation and tf.data options."""
+
+    image_size: tuple[int, int]
+    channels: int
+    batch_size: int
+    augmentation: Augmentation = dataclasses.field(default_factory=Augmentation)
+    shuffle_buffer: int = 10_000
+    cache: bool = True
+    deterministic: bool = False
+    one_hot: bool = True
+
+
+def _options(pipeline: PipelineSpec) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = pipeline.deterministic
+    # Each worker reads its own share of examples (FILE would need >= 1 file per worker).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
+def _labels(label: tf.Tensor, pipeline: PipelineSpec, num_classes: int) -> tf.Tensor:
+    return tf.one_hot(label, num_classes) if pipeline.one_hot else label
+
+
+def training_pipeline(
+    ds: tf.data.Dataset,
+    pipeline: PipelineSpec,
+    seed: int,
+    num_classes: int,
+    pca: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tf.data.Dataset:
+    """Cache -> shuffle examples -> per-image seeded resize/augment -> batch (drop remainder)."""
+    if pipeline.cache:
+        ds = ds.cache()
+    ds = ds.shuffle(pipeline.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    spec = pipeline.augmentation
+
+    if not spec.enabled and _uniform_shapes(ds):
+        # No per-image randomness: preprocess whole batches, much cheaper per image.
+        ds = ds.batch(pipeline.batch_size, drop_remainder=True).map(
+            lambda images, labels: _prepare(images, labels, pipeline, num_classes),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=pipeline.deterministic,
+        )
+        return ds.prefetch(AUTOTUNE).with_options(_options(pipeline))
+
+    def prepare(example: tuple[tf.Tensor, tf.Tensor], pair: tf.Tensor) -> tuple[Any, Any]:
+        image, label = example
+        if not spec.enabled:
+            return _prepare(image, label, pipeline, num_classes)
+        image = tf.image.convert_image_dtype(to_channels(image, pipeline.channels), tf.float32)
+        image = augment(image, pipeline.image_size, pair, spec, pca)
+        return image, _labels(label, pipeline, num_classes)
+
+    ds = tf.data.Dataset.zip(ds, seeds).map(
+        prepare, num_parallel_calls=AUTOTUNE, deterministic=pipeline.deterministic
+    )
+    return (
+        ds.batch(pipeline.batch_size, drop_remainder=True)
+        .prefetch(AUTOTUNE)
+        .with_options(_options(pipeline))
+    )
+
+
+def evaluation_pipeline(
+    ds: tf.data.Dataset, pipeline: PipelineSpec, num_classes: int
+) -> tf.data.Dataset:
+    """Resize and scale only, in order, every example kept."""
+    if pipeline.cache:
+        ds = ds.cache()
+    prepare = functools.partial(_prepare, pipeline=pipeline, num_classes=num_classes)
+    if _uniform_shapes(ds):
+        ds = ds.batch(pipeline.batch_size).map(
+            prepare, num_parallel_calls=AUTOTUNE, deterministic=True
+        )
+    else:
+        ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.batch(pipeline.batch_size)
+    return ds.prefetch(AUTOTUNE).with_options(_options(pipeline))
+
+
+def _uniform_shapes(ds: tf.data.Dataset) -> bool:
+    return bool(ds.element_spec[0].shape.is_fully_defined())
+
+
+def _prepare(
+    image: tf.Tensor, label: tf.Tensor, pipeline: PipelineSpec, num_classes: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Image(s) resized and scaled for the model; labels one-hot if the pipeline asks."""
+    image = preprocess(image, pipeline.image_size, pipeline.channels)
+    return image, _labels(label, pipeline, num_classes)

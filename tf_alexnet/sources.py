@@ -1,0 +1,158 @@
+"""Sources: a TFDS dataset or an image folder, as examples at their own resolution.
+
+Each yields `(uint8 image [h, w, c], int label)`, with a test split when it has one.
+`tf_alexnet.data` splits them and feeds them through the pipelines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tf_alexnet import contract
+from tf_alexnet.errors import UserError
+from tf_alexnet.preprocess import decode
+from tf_alexnet.specs import DataSpec  # declared there (no TensorFlow), used here
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Examples at source resolution, before splitting off validation."""
+
+    train: tf.data.Dataset
+    num_train: int
+    test: tf.data.Dataset | None
+    num_test: int
+    class_names: tuple[str, ...]
+
+
+def load_source(spec: DataSpec) -> Source:
+    """Opens the configured source (an image folder, else a TFDS dataset)."""
+    if spec.image_folder:
+        return folder_source(spec.image_folder)
+    return tfds_source(spec.dataset, spec.data_dir, spec.manual_dir)
+
+
+def tfds_source(name: str, data_dir: str | None = None, manual_dir: str | None = None) -> Source:
+    """A TFDS image-classification dataset, prepared offline from `manual_dir` if given."""
+    import tensorflow_datasets as tfds  # slow import, only when TFDS is the source
+
+    data_dir = data_dir or os.environ.get(contract.ENV_DATA_DIR) or None
+    manual_dir = manual_dir or os.environ.get(contract.ENV_MANUAL_DIR) or None
+    if manual_dir and not os.path.isdir(manual_dir):
+        raise UserError(f"The manual-download folder {manual_dir!r} does not exist.")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as err:
+        raise UserError(f"Unknown TFDS dataset {name!r}.") from err
+    image_key, label_key = _supervised_keys(builder, name)
+    try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+        )
+    except Exception as err:  # TFDS raises many types: network, checksums, missing files
+        hint = (
+            f" Put the original files in a folder and pass --manual-dir or set "
+            f"${contract.ENV_MANUAL_DIR}."
+            if not manual_dir
+            else ""
+        )
+        raise UserError(
+            f"Could not prepare TFDS dataset {name!r}: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}.{hint}"
+        ) from err
+    splits = builder.info.splits
+    if "train" not in splits:
+        raise UserError(f"TFDS dataset {name!r} has no 'train' split: {sorted(splits)}.")
+    label_feature = builder.info.features[label_key]
+
+    def read(split: str) -> tf.data.Dataset:
+        ds = builder.as_dataset(split=split, shuffle_files=False)
+        return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+
+    has_test = "test" in splits
+    return Source(
+        train=read("train"),
+        num_train=splits["train"].num_examples,
+        test=read("test") if has_test else None,
+        num_test=splits["test"].num_examples if has_test else 0,
+        class_names=tuple(label_feature.names),
+    )
+
+
+def _supervised_keys(builder: Any, name: str) -> tuple[str, str]:
+    import tensorflow_datasets as tfds
+
+    keys = builder.info.supervised_keys
+    features = builder.info.features
+    if (
+        not keys
+        or len(keys) != 2
+        or not isinstance(features[keys[0]], tfds.features.Image)
+        or not isinstance(features[keys[1]], tfds.features.ClassLabel)
+        or features[keys[0]].shape[-1] not in (1, 3)
+    ):
+        raise UserError(
+            f"TFDS dataset {name!r} is not an image-classification dataset "
+            f"(expected supervised keys (image, label) with 1 or 3 channels; got {keys!r})."
+        )
+    return keys[0], keys[1]
+
+
+def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
+    """Images in `root/<class>/*` (or `root/train/<class>/*` and `root/test/<class>/*`).
+
+    Images are decoded to `channels` (1 or 3) at their own size; class names are the
+    sorted subfolder names.
+    """
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise UserError(f"The image folder {str(root)!r} does not exist.")
+    has_test = (root / "train").is_dir() and (root / "test").is_dir()
+    train_root = root / "train" if has_test else root
+    class_names = tuple(sorted(p.name for p in train_root.iterdir() if p.is_dir()))
+    if not class_names:
+        raise UserError(f"The image folder {str(train_root)!r} has no class subfolders.")
+
+    def listing(folder: pathlib.Path) -> tuple[list[str], list[int]]:
+        paths, labels = [], []
+        for label, name in enumerate(class_names):
+            files = sorted(
+                p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            paths += [str(p) for p in files]
+            labels += [label] * len(files)
+        if not paths:
+            raise UserError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {str(folder)!r}.")
+        return paths, labels
+
+    def read(paths: list[str], labels: list[int]) -> tf.data.Dataset:
+        ds = tf.data.Dataset.from_tensor_slices((paths, np.array(labels, np.int32)))
+        return ds.map(
+            lambda path, label: (decode(tf.io.read_file(path), channels), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
+    train_paths, train_labels = listing(train_root)
+    test_paths, test_labels = listing(root / "test") if has_test else ([], [])
+    return Source(
+        train=read(train_paths, train_labels),
+        num_train=len(train_paths),
+        test=read(test_paths, test_labels) if has_test else None,
+        num_test=len(test_paths),
+        class_names=class_names,
+    )
+
+
+def sample_images(spec: DataSpec, count: int = 8) -> list[bytes]:
+    """The first `count` test images of the source (train if it has no test split), as PNG."""
+    source = load_source(spec)
+    examples = (source.test if source.test is not None else source.train).take(count)
+    return [tf.io.encode_png(image).numpy() for image, _ in examples]
