@@ -19,6 +19,11 @@ class DeadlineExceeded(Exception):
 class MicroBatcher:
     """Collects items for up to `max_wait_s` (or `max_batch_size` items), runs them together.
 
+    It waits only for items it expects: as many as the last batch answered plus those that
+    queued meanwhile (clients in a closed loop come back). One client alone is never kept
+    waiting, and under load the callers answered by one batch join those queued behind it,
+    so batches stay full instead of settling into two half-size cohorts.
+
     `run` takes a list of items and returns one result per item; it runs in a worker thread,
     so inference never blocks the event loop. When a batch fails, its items are retried one
     by one, so one bad item fails alone. At most `max_queue` items wait (beyond that, `submit`
@@ -75,13 +80,15 @@ class MicroBatcher:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        expected = 1  # items the next batch should hold: see the class docstring
         while True:
             batch = [await self._queue.get()]
             deadline = loop.time() + self._max_wait_s
+            target = min(self._max_batch_size, expected)
             while len(batch) < self._max_batch_size:
                 remaining = deadline - loop.time()
                 try:
-                    if remaining <= 0:
+                    if remaining <= 0 or len(batch) >= target:  # take what is queued, no wait
                         batch.append(self._queue.get_nowait())
                     else:
                         batch.append(await asyncio.wait_for(self._queue.get(), remaining))
@@ -94,6 +101,7 @@ class MicroBatcher:
             if self._on_batch is not None:
                 self._on_batch(len(batch))
             results = await asyncio.to_thread(self._run_safely, [item for item, _ in batch])
+            expected = max(1, len(batch) + self._queue.qsize())
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue

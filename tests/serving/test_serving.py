@@ -177,6 +177,37 @@ def test_micro_batcher_groups_concurrent_requests_and_isolates_failures():
     assert max(sizes) == 8  # concurrent requests shared model calls, up to the limit
 
 
+def test_micro_batcher_waits_only_for_callers_it_expects():
+    """A lone caller never waits for company; callers a batch answered are waited for."""
+    sizes = []
+
+    def run(items):
+        sizes.append(len(items))
+        time.sleep(0.02)
+        return items
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_size=8, max_wait_s=1.0)
+        batcher.start()
+        try:
+            start = time.perf_counter()
+            await batcher.submit("alone")
+            alone = time.perf_counter() - start
+
+            async def client(name):  # a closed loop: send again as soon as answered
+                for _ in range(3):
+                    await batcher.submit(name)
+
+            await asyncio.gather(*(client(i) for i in range(4)))
+            return alone
+        finally:
+            await batcher.stop()
+
+    alone = asyncio.run(main())
+    assert alone < 0.5  # the model call takes 0.02 s; waiting for others would take 1 s
+    assert sizes == [1, 4, 4, 4]  # the four callers came back together, every time
+
+
 def test_real_server_answers_curl(model_base, test_images, tmp_path):
     with LiveServer(model_base) as server:
         port = server.port
