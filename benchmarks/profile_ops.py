@@ -1,5 +1,9 @@
 """Where a training step's time goes: the op table of each framework, side by side.
 
+TensorFlow runs independent ops at once on its inter-op threads (a step's op times add up to
+more than its wall time); PyTorch runs them one after another from the Python thread, each
+parallel inside. Compare shares, and each framework's op time with its own step time.
+
 TensorFlow: `tf.profiler.experimental` traces a few `train_on_batch` steps; the host plane of
 its XSpace (the trace TensorBoard's profiler reads) gives every op run on the CPU threads,
 summed here by op type. PyTorch: `torch.profiler` over the same number of steps, summed by
@@ -25,6 +29,8 @@ from typing import Any
 from benchmarks import common
 
 TOP = 12
+ENCLOSING_EVENTS = frozenset({"Process"})
+"""TF executor events that enclose the kernels they run (counting them would count twice)."""
 
 
 def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -66,8 +72,9 @@ def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
             if not re.search(r"tf_|Eigen|oneDNN|inter|intra|pool", line.name, re.I):
                 continue
             for event in line.events:
-                name = plane.event_metadata[event.metadata_id].name
-                totals[op_type(name)] += event.duration_ps / 1e12
+                kind = op_type(plane.event_metadata[event.metadata_id].name)
+                if kind not in ENCLOSING_EVENTS:
+                    totals[kind] += event.duration_ps / 1e12
     return table(totals, wall, args.steps)
 
 
