@@ -15,6 +15,7 @@ TensorFlow; commands that need it start it quietly (see `tf_alexnet.startup`).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -115,30 +116,26 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if any(p.error for p in predictions) else 0
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    try:
-        import pydantic
-        import uvicorn
-        from tf_alexnet_serving import Settings, create_app
-        from tf_alexnet_serving.backends import local_model_folder
-    except ImportError as err:
-        raise UserError(
-            f"Serving needs the 'serve' extra: pip install 'tf-alexnet[serve]' ({err})."
-        ) from None
+SERVE_ENTRY_POINT = ("tf_alexnet.commands", "serve")
+"""Where `serve` comes from: the serving package registers it (this package never imports it)."""
 
-    overrides = {"model_base_path": args.model_base_path, "model_name": args.model_name}
+
+def run_serve(args: argparse.Namespace) -> int:
+    group, name = SERVE_ENTRY_POINT
+    found = importlib.metadata.entry_points(group=group, name=name)
     try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except pydantic.ValidationError as err:
-        first = err.errors()[0]
+        serve = next(iter(found)).load()
+    except (StopIteration, ImportError) as err:
+        reason = f" ({err})" if isinstance(err, ImportError) else ""
         raise UserError(
-            f"Invalid serving setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            f"Serving needs the 'serve' extra: pip install 'tf-alexnet[serve]'{reason}."
         ) from None
-    if settings.resolved_backend() == "local":
-        startup.start_tensorflow()  # the local backend runs the model in process
-        local_model_folder(settings)  # fail early, with one line, when nothing is exported
-    # The facade logs each request as one JSON line (REQUEST_LOG); uvicorn's own would repeat it.
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False)
+    serve(
+        host=args.host,
+        port=args.port,
+        model_base_path=args.model_base_path,
+        model_name=args.model_name,
+    )
     return 0
 
 

@@ -255,3 +255,22 @@ def test_flag_values_are_checked_by_the_declarations(flags, message, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert err == f"tf-alexnet: error: {message}" or (err.endswith(message) and "\n" not in err)
     assert not (tmp_path / "r").exists()
+
+
+def test_serve_is_a_plugin_of_the_serving_package(monkeypatch):
+    """Imports run one way (serving -> core): the core CLI finds `serve` by entry point."""
+    import argparse
+    import pathlib
+
+    from tf_alexnet.errors import UserError
+
+    core = pathlib.Path(cli.__file__).parent
+    importers = [p.name for p in core.rglob("*.py") if "tf_alexnet_serving" in p.read_text()]
+    assert importers == []
+    (entry_point,) = importlib.metadata.entry_points(group="tf_alexnet.commands", name="serve")
+    assert entry_point.load().__module__ == "tf_alexnet_serving.cli"
+    # Without the serving package installed, one line says what to install.
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: [])
+    args = argparse.Namespace(host="127.0.0.1", port=0, model_base_path=None, model_name=None)
+    with pytest.raises(UserError, match=r"pip install 'tf-alexnet\[serve\]'"):
+        cli.run_serve(args)

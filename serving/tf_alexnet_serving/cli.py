@@ -1,0 +1,37 @@
+"""`tf-alexnet serve`: the facade on uvicorn, found by the core CLI as a plugin.
+
+The `tf_alexnet` package never imports this one (imports run one way, serving -> core): its
+CLI loads `serve` from the `tf_alexnet.commands` entry point that this distribution declares.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+import uvicorn
+
+from tf_alexnet import startup
+from tf_alexnet.errors import UserError
+from tf_alexnet_serving.app import create_app
+from tf_alexnet_serving.local import local_model_folder
+from tf_alexnet_serving.settings import Settings
+
+
+def serve(
+    host: str, port: int, model_base_path: str | None = None, model_name: str | None = None
+) -> None:
+    """Serves until interrupted; bad settings raise UserError (one line, no traceback)."""
+    overrides: dict[str, Any] = {"model_base_path": model_base_path, "model_name": model_name}
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        raise UserError(
+            f"Invalid serving setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
+        ) from None
+    if settings.resolved_backend() == "local":
+        startup.start_tensorflow()  # the local backend runs the model in process
+        local_model_folder(settings)  # fail early, with one line, when nothing is exported
+    # The facade logs each request as one JSON line (REQUEST_LOG); uvicorn's own would repeat it.
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False)
