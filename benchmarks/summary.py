@@ -187,8 +187,11 @@ def main(argv: list[str] | None = None) -> None:
     table = common.markdown_table(["what", "result", "goal", "status"], rows)
     text = (
         "# Benchmark results\n\n"
-        "Measured on this project's CI-class machine (2 shared CPU cores, no GPU); each linked "
-        "page has the machine, versions, every run and the exact command. How to rerun: "
+        "Measured on this project's CI-class machines (2 shared CPU cores, no GPU). The kind of "
+        "CPU changes between sessions (AMD EPYC with AVX2, Intel Xeons with AVX512-BF16 or "
+        "AMX): rows that depend on it name the kind, and are compared only within one run. "
+        "Each linked page has the machine, versions, every run and the exact command. How to "
+        "rerun: "
         "[benchmarks/README.md](../../benchmarks/README.md).\n\n"
         f"{table}\n\nDetails:\n" + "\n".join(sources) + "\n"
     )
