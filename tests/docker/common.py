@@ -22,6 +22,7 @@ COMPOSE_SMOKE = ROOT / "tests" / "docker" / "compose.smoke.yml"
 COMPOSE_STANDIN = ROOT / "tests" / "docker" / "compose.tfserving-standin.yml"
 TFSERVING = ROOT / "serving" / "tfserving"
 SMOKE = ROOT / "scripts" / "compose_smoke.py"
+SMOKE_STACK = ROOT / "scripts" / "compose_stack.py"  # the driver's stack module, beside it
 TRAINER_SCRIPT = ROOT / "docker" / "train-and-export.sh"
 STANDIN_SCRIPT = ROOT / "docker" / "tensorflow_model_server.sh"
 OWN_DATA_ENV = {"IMAGE_FOLDER": "/tmp", "CLASS_NAMES": '["cat", "dog"]'}

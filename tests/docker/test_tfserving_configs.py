@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from tests.docker.common import COMPOSE, SMOKE, TFSERVING, flags, load_yaml, mounted_file
+from tests.docker.common import (
+    COMPOSE,
+    SMOKE,
+    SMOKE_STACK,
+    TFSERVING,
+    flags,
+    load_yaml,
+    mounted_file,
+)
 from tests.docker.text_proto import parse_text_proto, text_proto_classes
 from tf_alexnet import contract
 
@@ -57,7 +65,7 @@ def test_prometheus_metrics_are_enabled_where_the_smoke_test_reads_them(
     config = mounted_file(tfserving, flags(tfserving)["monitoring_config_file"])
     prometheus = parse_text_proto(config, "MonitoringConfig").prometheus_config
     assert prometheus.enable
-    smoke = SMOKE.read_text()
+    smoke = SMOKE.read_text() + SMOKE_STACK.read_text()
     assert f'f"{{stack.tfserving}}{prometheus.path}"' in smoke
     assert f'MODEL_NAME = "{contract.MODEL_NAME}"' in smoke
 
