@@ -86,21 +86,9 @@ def op_type(name: str) -> str:
 def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from benchmarks.torch_alexnet import torch_alexnet
+    from benchmarks.torch_alexnet import synthetic_training_step
 
-    torch.manual_seed(0)
-    model = torch_alexnet(image_size=args.image_size)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    images = torch.rand(args.batch, 1, args.image_size, args.image_size)
-    labels = torch.randint(0, 10, (args.batch,))
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-            loss = loss_fn(model(images), labels)
-        loss.backward()
-        optimizer.step()
+    step = synthetic_training_step(args.batch, args.image_size, args.precision)
 
     for _ in range(2):
         step()

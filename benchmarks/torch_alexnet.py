@@ -46,3 +46,27 @@ def torch_alexnet(classes: int = 10, channels: int = 1, image_size: int = 224) -
         nn.Dropout(0.5),
         nn.Linear(4096, classes),
     )
+
+
+def synthetic_training_step(batch: int, image_size: int, precision: str = "fp32") -> Any:
+    """A closure running one SGD step (lr 0.01) of the d2l network on a fixed synthetic batch;
+    `precision="bf16"` runs it under `torch.autocast("cpu", torch.bfloat16)`, as Keras's
+    `mixed_bfloat16` policy. The model is in training mode (dropout on)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch_alexnet(image_size=image_size)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    images = torch.rand(batch, 1, image_size, image_size)
+    labels = torch.randint(0, 10, (batch,))
+    model.train()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = loss_fn(model(images), labels)
+        loss.backward()
+        optimizer.step()
+
+    return step

@@ -76,24 +76,10 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from benchmarks.torch_alexnet import torch_alexnet
+    from benchmarks.torch_alexnet import synthetic_training_step
 
-    torch.manual_seed(0)
-    model = torch_alexnet(image_size=args.image_size)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    images = torch.rand(args.batch, 1, args.image_size, args.image_size)
-    labels = torch.randint(0, 10, (args.batch,))
+    step = synthetic_training_step(args.batch, args.image_size, args.precision)
 
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        # bf16: autocast runs convolutions and matrix products in bf16, as Keras's policy
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-            loss = loss_fn(model(images), labels)
-        loss.backward()
-        optimizer.step()
-
-    model.train()
     for _ in range(args.warmup):
         step()
     marks = [time.perf_counter()]

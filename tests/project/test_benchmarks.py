@@ -54,6 +54,22 @@ def test_train_throughput_smoke(tmp_path):
     assert (tmp_path / "train_throughput.png").stat().st_size > 1000
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None,
+    reason="PyTorch is a benchmark-only dependency (pip install torch==2.13.0); CI installs it",
+)
+def test_profile_ops_smoke(tmp_path):
+    result = _run("profile_ops.py", tmp_path)
+    tables = result["frameworks"]
+    assert set(tables) == {"TensorFlow", "PyTorch"}
+    for found in tables.values():
+        assert found["wall_seconds_per_step"] > 0 and found["top_ops"]
+        assert all(0 < row["share"] <= 1 for row in found["top_ops"])
+    assert "Process" not in {row["op"] for row in tables["TensorFlow"]["top_ops"]}
+    assert any("Conv2D" in row["op"] for row in tables["TensorFlow"]["top_ops"])
+    assert any("convolution" in row["op"] for row in tables["PyTorch"]["top_ops"])
+
+
 def test_pipeline_smoke(tmp_path, fashion_mnist):
     result = _run("pipeline.py", tmp_path)
     (row,) = result["rows"]
