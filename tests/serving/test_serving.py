@@ -371,7 +371,7 @@ def test_overload_is_a_quick_503_or_504_and_the_server_recovers(
 ):
     """Far past capacity, every request gets a quick answer: 200, 503 with Retry-After beyond
     the queue, or 504 after the timeout; afterwards the server answers normally."""
-    for name, value in {"MAX_QUEUE": "4", "MAX_BATCH_SIZE": "1", "TIMEOUT_S": "1"}.items():
+    for name, value in {"MAX_QUEUE": "4", "MAX_BATCH_SIZE": "1", "TIMEOUT_S": "0.3"}.items():
         monkeypatch.setenv(f"TF_ALEXNET_SERVE_{name}", value)
     big = _zeros_png(4500)  # cheap to send, slow to decode: the model is the bottleneck
 
