@@ -1,11 +1,17 @@
 """What this CPU offers for bf16 math, read without importing TensorFlow.
 
-Intel's AMX tiles (`amx_bf16`) run bfloat16 matrix products about twice as fast as float32
-through oneDNN. Without them bf16 is slower than float32: emulated on AVX2-only CPUs (AMD EPYC,
-older Xeons), and even with AVX512-BF16 (`avx512_bf16`, e.g. a Xeon whose VM hides AMX) it
-measured 0.54x float32 for training and 0.66x for inference (docs/precision.md). `bf16_support`
-says which case this is, and why, so `mixed_precision="auto"` and the serving fast path can
-choose by themselves.
+bf16 beats float32 through oneDNN (TensorFlow's CPU kernels) only where the CPU runs bf16 dot
+products at least twice as fast as float32 ones. Measured on these machines (docs/precision.md):
+
+- Intel AMX tiles (`amx_bf16`): training about 2x float32, serving 2.4x;
+- AMD Zen 5 and newer (`cpu family` 26+) with AVX512-BF16 (`avx512_bf16`): full-width
+  AVX-512, training 1.3-1.6x float32, serving 1.5-1.7x;
+- an Intel Xeon with AVX512-BF16 but no AMX (a VM hiding it): training 0.54x, serving 0.56x;
+- AVX2-only CPUs (older AMD EPYC and Xeons) have no bf16 units: bf16 is emulated, 0.7-0.8x.
+
+`bf16_support` says which case this is, and why, so `mixed_precision="auto"` and the serving
+fast path can choose by themselves. AVX512-BF16 on CPUs not listed (AMD Zen 4, family 25;
+Intel Cooper Lake) is not measured here and keeps float32; an explicit choice always wins.
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ import os
 import pathlib
 from collections.abc import Mapping
 
-BF16_FLAGS = ("amx_bf16",)
-"""`/proc/cpuinfo` flags of the units that make bf16 faster than float32 (AMX)."""
+AMX_FLAG = "amx_bf16"
+"""Intel's bf16 matrix tiles: bf16 faster than float32 wherever they are."""
 
-SLOW_BF16_FLAGS = ("avx512_bf16",)
-"""bf16 instructions that exist but, without AMX, run slower than float32 (measured)."""
+AVX512_BF16_FLAG = "avx512_bf16"
+"""bf16 dot-product instructions: faster than float32 only on the CPUs below."""
+
+FAST_AVX512_BF16_VENDORS = {"AuthenticAMD": 26}
+"""Per `vendor_id`, the first `cpu family` whose AVX512-BF16 measured faster than float32 (Zen 5)."""
 
 ONEDNN_ISAS_WITHOUT_AMX = frozenset(
     {
@@ -37,13 +46,20 @@ ONEDNN_ISAS_WITHOUT_AMX = frozenset(
 )
 """`ONEDNN_MAX_CPU_ISA` caps below AVX512_CORE_AMX: oneDNN then leaves the AMX tiles idle."""
 
+ONEDNN_ISAS_WITHOUT_AVX512_BF16 = frozenset(
+    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+)
+"""`ONEDNN_MAX_CPU_ISA` caps below AVX512_CORE_BF16: oneDNN then emulates bf16."""
+
 
 @dataclasses.dataclass(frozen=True)
 class CpuInfo:
-    """The CPU's model name and its instruction-set flags."""
+    """The CPU's model name, instruction-set flags, vendor and family (`/proc/cpuinfo`)."""
 
     model: str
     flags: frozenset[str]
+    vendor: str = "unknown"
+    family: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,24 +71,43 @@ class Bf16Support:
 
 
 def read_cpu_info(path: str | os.PathLike[str] = "/proc/cpuinfo") -> CpuInfo:
-    """The first processor's model name and flags (empty where the file does not exist)."""
+    """The first processor's model name, flags, vendor and family (`unknown` without the file)."""
     try:
         text = pathlib.Path(path).read_text(errors="replace")
     except OSError:
         return CpuInfo(model="unknown", flags=frozenset())
-    model, flags = "unknown", frozenset[str]()
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and model == "unknown":
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = frozenset(value.split())
-    return CpuInfo(model=model, flags=flags)
+        fields.setdefault(key.strip(), value.strip())  # the first processor's
+    family = fields.get("cpu family", "")
+    return CpuInfo(
+        model=fields.get("model name", "unknown"),
+        flags=frozenset(fields.get("flags", "").split()),
+        vendor=fields.get("vendor_id", "unknown"),
+        family=int(family) if family.isdigit() else None,
+    )
+
+
+def _fast_units(cpu: CpuInfo) -> tuple[str, frozenset[str]] | str:
+    """The bf16 units that beat float32 on `cpu` and the oneDNN caps that idle them, or why not."""
+    if AMX_FLAG in cpu.flags:
+        return f"{AMX_FLAG} units", ONEDNN_ISAS_WITHOUT_AMX
+    if AVX512_BF16_FLAG not in cpu.flags:
+        return f"the CPU ({cpu.model}) has no {AMX_FLAG} or {AVX512_BF16_FLAG} units"
+    first_fast = FAST_AVX512_BF16_VENDORS.get(cpu.vendor)
+    if first_fast is not None and cpu.family is not None and cpu.family >= first_fast:
+        units = f"{AVX512_BF16_FLAG} units ({cpu.vendor} cpu family {cpu.family})"
+        return units, ONEDNN_ISAS_WITHOUT_AVX512_BF16
+    return (
+        f"the CPU ({cpu.model}) has {AVX512_BF16_FLAG} but no AMX ({AMX_FLAG}); bf16 beats "
+        "float32 with AVX512-BF16 alone only on AMD Zen 5 and newer (cpu family 26+), and "
+        "measured slower than float32 on a Xeon without AMX"
+    )
 
 
 def bf16_support(cpu: CpuInfo | None = None, env: Mapping[str, str] | None = None) -> Bf16Support:
-    """Whether this CPU has bf16 matrix units that oneDNN (TensorFlow's CPU kernels) will use.
+    """Whether this CPU has bf16 units that oneDNN (TensorFlow's CPU kernels) runs faster than float32.
 
     Args:
         cpu: the CPU to judge; default: this machine's (`read_cpu_info()`).
@@ -81,25 +116,18 @@ def bf16_support(cpu: CpuInfo | None = None, env: Mapping[str, str] | None = Non
     """
     cpu = cpu or read_cpu_info()
     env = os.environ if env is None else env
-    units = [flag for flag in BF16_FLAGS if flag in cpu.flags]
-    if not units:
-        slow = [flag for flag in SLOW_BF16_FLAGS if flag in cpu.flags]
-        if slow:
-            return Bf16Support(
-                False,
-                f"the CPU ({cpu.model}) has {'+'.join(slow)} but no AMX ({BF16_FLAGS[0]}), "
-                "and bf16 without AMX runs slower than float32",
-            )
-        return Bf16Support(False, f"the CPU ({cpu.model}) has no {' or '.join(BF16_FLAGS)} units")
-    found = "+".join(units)
+    found = _fast_units(cpu)
+    if isinstance(found, str):
+        return Bf16Support(False, found)
+    units, idling_caps = found
     if env.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower() in {"0", "false", "off"}:
         return Bf16Support(
-            False, f"the CPU has {found} but TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off"
+            False, f"the CPU has {units} but TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off"
         )
     cap = env.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
-    if cap in ONEDNN_ISAS_WITHOUT_AMX:
-        return Bf16Support(False, f"the CPU has {found} but ONEDNN_MAX_CPU_ISA={cap} hides them")
-    return Bf16Support(True, f"the CPU ({cpu.model}) has {found} units")
+    if cap in idling_caps:
+        return Bf16Support(False, f"the CPU has {units} but ONEDNN_MAX_CPU_ISA={cap} hides them")
+    return Bf16Support(True, f"the CPU ({cpu.model}) has {units}")
 
 
 BF16_REWRITE_MODES = ("auto", "on", "off")

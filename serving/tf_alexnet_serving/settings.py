@@ -31,8 +31,8 @@ class Settings(BaseSettings):
     """Optional: the names the served model must have (checked, never used over the model's);
     with TF Serving, it also names top-k classes the model has not reported yet."""
     bf16: Literal["auto", "on", "off"] = "auto"
-    """Local backend: run the float32 export on the CPU's bf16 units (AMX) through
-    TensorFlow's graph rewrite; `auto` turns it on where the units exist."""
+    """Local backend: run the float32 export on the CPU's bf16 units (AMX, or AVX512-BF16 on
+    AMD Zen 5+) through TensorFlow's graph rewrite; `auto` turns it on where they beat float32."""
     max_batch_size: int = Field(default=32, ge=1)
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     max_queue: int = Field(default=128, ge=1)

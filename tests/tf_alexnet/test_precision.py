@@ -32,6 +32,14 @@ flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8
 EPYC = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx avx2 fma\n"
 
 
+def amd(family: int) -> str:
+    """An AMD EPYC's /proc/cpuinfo with AVX512-BF16: family 25 is Zen 4, 26 Zen 5."""
+    return (
+        f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: 2\n"
+        "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16\n"
+    )
+
+
 @pytest.fixture
 def cpuinfo(tmp_path):
     def write(text: str) -> CpuInfo:
@@ -46,6 +54,9 @@ def test_cpuinfo_is_read(cpuinfo):
     xeon = cpuinfo(XEON)
     assert xeon.model == "Intel(R) Xeon(R) Platinum 8481C"
     assert {"amx_bf16", "avx512_bf16", "avx2"} <= xeon.flags
+    assert (xeon.vendor, xeon.family) == ("unknown", None)  # lines the file does not have
+    zen5 = cpuinfo(amd(26))
+    assert (zen5.vendor, zen5.family, zen5.model) == ("AuthenticAMD", 26, "AMD EPYC")
     assert read_cpu_info("/no/such/file") == CpuInfo("unknown", frozenset())
 
 
@@ -59,6 +70,27 @@ def test_bf16_units_are_detected(cpuinfo):
     assert "avx512_bf16 but no AMX (amx_bf16)" in only_avx512_bf16.reason
     verdict = bf16_support(epyc, env={})
     assert not verdict.available and "AMD EPYC 7B13" in verdict.reason
+
+
+def test_avx512_bf16_counts_on_amd_zen5_and_newer_only(cpuinfo):
+    """Zen 5 measured 1.3-1.6x float32 in bf16; a Xeon without AMX 0.54x; Zen 4 is unmeasured."""
+    zen5 = bf16_support(cpuinfo(amd(26)), env={})
+    assert zen5.available and "avx512_bf16 units (AuthenticAMD cpu family 26)" in zen5.reason
+    assert bf16_support(cpuinfo(amd(27)), env={}).available
+    zen4 = bf16_support(cpuinfo(amd(25)), env={})
+    assert not zen4.available and "only on AMD Zen 5 and newer" in zen4.reason
+    intel = CpuInfo("Xeon", frozenset({"avx512_bf16"}), vendor="GenuineIntel", family=26)
+    assert not bf16_support(intel, env={}).available  # the family rule is AMD's only
+
+
+def test_onednn_caps_idle_avx512_bf16_below_its_own_isa(cpuinfo):
+    """Measured on Zen 5: a cap of AVX512_CORE_BF16 keeps the bf16 rewrite at 1.7x float32,
+    AVX512_CORE_VNNI makes it 0.29x (emulated)."""
+    zen5 = cpuinfo(amd(26))
+    assert bf16_support(zen5, env={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}).available
+    for cap in ("AVX512_CORE_VNNI", "avx2"):
+        capped = bf16_support(zen5, env={"ONEDNN_MAX_CPU_ISA": cap})
+        assert not capped.available and f"ONEDNN_MAX_CPU_ISA={cap.upper()}" in capped.reason
 
 
 def test_onednn_settings_that_idle_the_bf16_units_are_honoured(cpuinfo):
