@@ -23,7 +23,6 @@ so old and new are measured in one run on one machine.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import os
 import pathlib
@@ -37,7 +36,7 @@ from typing import Any
 from benchmarks import common, loadgen
 from benchmarks.serving import MODEL_NAME, export_models, free_port, process, wait_ready
 
-BODIES = ("multipart", "json", "binary")
+BODIES = loadgen.BODIES
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -110,28 +109,23 @@ def raw_run(base: pathlib.Path, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def body_arguments(png: bytes, body: str) -> dict[str, Any]:
-    if body == "json":
-        return {"json": {"instances": [{"b64": base64.b64encode(png).decode()}]}}
-    return loadgen.request_body(png, body)
-
-
 def sequential_cost(url: str, pid: int, body: str, requests: int) -> dict[str, Any] | None:
     """Server CPU and client-side latency per request, `requests` one-image requests in a row."""
     import httpx
 
     pngs = loadgen.fashion_mnist_pngs(64)
     with httpx.Client(timeout=60) as client:
-        probe = client.post(f"{url}/predict", **body_arguments(pngs[0], body))
+        probe = client.post(f"{url}/predict", **loadgen.request_body(pngs[0], body))
         if probe.status_code != 200:  # e.g. an older server without the binary body
             return None
         for png in pngs[:16]:  # warm-up
-            client.post(f"{url}/predict", **body_arguments(png, body))
+            client.post(f"{url}/predict", **loadgen.request_body(png, body))
         walls = []
         cpu_start, client_start = process_cpu_seconds(pid), time.process_time()
         for i in range(requests):
             start = time.perf_counter()
-            response = client.post(f"{url}/predict", **body_arguments(pngs[i % len(pngs)], body))
+            arguments = loadgen.request_body(pngs[i % len(pngs)], body)
+            response = client.post(f"{url}/predict", **arguments)
             walls.append(time.perf_counter() - start)
             response.raise_for_status()
         server_cpu = process_cpu_seconds(pid) - cpu_start

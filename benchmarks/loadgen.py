@@ -1,7 +1,13 @@
-"""A bounded, closed-loop HTTP load generator for `POST /predict` (asyncio + httpx).
+"""A bounded, closed-loop HTTP load generator for `POST /predict` (asyncio, raw HTTP/1.1).
 
 `concurrency` clients each send one PNG, wait for the answer, and send the next, for a fixed
 time after a warm-up; every request has a timeout, so a stuck server cannot hang the run.
+
+It runs on the same cores as the server it loads, so it is built to cost little CPU: each
+client holds one keep-alive connection and writes requests encoded in advance (one per PNG),
+reading back only the status line, the `Content-Length` and the body. (An httpx client used
+about 4 ms of CPU per request, a third of a core at 75 requests/s; see
+docs/benchmarks/facade_cost_*.md.) Its own CPU share is reported with every result.
 
     python -m benchmarks.loadgen http://127.0.0.1:8000 --concurrency 8 --seconds 10
 """
@@ -10,14 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import itertools
 import json
 import time
+import urllib.parse
 from typing import Any
 
 from benchmarks import common
 
 REQUEST_TIMEOUT_S = 60.0
+BOUNDARY = "tf-alexnet-loadgen-boundary"
+BODIES = ("multipart", "json", "binary")
 
 
 def fashion_mnist_pngs(count: int) -> list[bytes]:
@@ -42,10 +52,79 @@ def batch_histogram(url: str) -> tuple[float, float]:
 
 
 def request_body(png: bytes, body: str) -> dict[str, Any]:
-    """httpx arguments for one PNG: a multipart `file` part, or the raw bytes (`image/png`)."""
+    """httpx arguments for one PNG: a multipart `file` part, TF Serving-style JSON (`b64`), or
+    the raw bytes (`image/png`)."""
     if body == "binary":
         return {"content": png, "headers": {"Content-Type": "image/png"}}
+    if body == "json":
+        return {"json": {"instances": [{"b64": base64.b64encode(png).decode()}]}}
     return {"files": {"file": ("image.png", png, "image/png")}}
+
+
+def encode_request(url: str, png: bytes, body: str) -> bytes:
+    """The whole `POST /predict` request for one PNG, as bytes on the wire (keep-alive)."""
+    if body == "binary":
+        content_type, content = "image/png", png
+    elif body == "json":
+        content_type = "application/json"
+        content = json.dumps({"instances": [{"b64": base64.b64encode(png).decode()}]}).encode()
+    elif body == "multipart":
+        content_type = f"multipart/form-data; boundary={BOUNDARY}"
+        content = (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="image.png"\r\nContent-Type: image/png\r\n\r\n'.encode()
+            + png
+            + f"\r\n--{BOUNDARY}--\r\n".encode()
+        )
+    else:
+        raise ValueError(f"`body` should be one of {', '.join(BODIES)}. Received: {body!r}")
+    parts = urllib.parse.urlsplit(url)
+    path = f"{parts.path.rstrip('/')}/predict"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(content)}\r\n\r\n"
+    )
+    return head.encode() + content
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection that sends prepared requests and reads answers."""
+
+    def __init__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or parts.hostname is None:
+            raise ValueError(f"`url` should be http://HOST:PORT. Received: url={url!r}")
+        self._host, self._port = parts.hostname, parts.port or 80
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def send(self, request: bytes) -> int:
+        """Sends `request`, reads the whole answer, returns its status code."""
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self._host, self._port)
+        reader, writer = self._streams
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = None
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+                elif name.strip().lower() == b"connection" and b"close" in value.lower():
+                    self._streams = None  # the server closes after this answer
+            if length is None:
+                raise ConnectionError("an answer without Content-Length")
+            await reader.readexactly(length)
+        except BaseException:
+            self.close()
+            raise
+        return status
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
 
 
 async def _load(
@@ -56,41 +135,40 @@ async def _load(
     warmup: float,
     body: str = "multipart",
 ) -> dict[str, Any]:
-    import httpx
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    images = itertools.cycle(pngs)
+    requests = itertools.cycle([encode_request(url, png, body) for png in pngs])
     loop = asyncio.get_running_loop()
     measure_from = loop.time() + warmup
     stop_at = measure_from + seconds
 
-    async def client(http: httpx.AsyncClient) -> None:
-        while loop.time() < stop_at:
-            request = request_body(next(images), body)
-            start = loop.time()
-            try:
-                response = await http.post(f"{url}/predict", **request)
-                failed = None if response.status_code == 200 else str(response.status_code)
-            except httpx.HTTPError as err:
-                failed = type(err).__name__
-            end = loop.time()
-            if start >= measure_from and end <= stop_at:
-                if failed:
-                    errors[failed] = errors.get(failed, 0) + 1
-                else:
-                    latencies.append(end - start)
+    async def client() -> None:
+        connection = Connection(url)
+        try:
+            while loop.time() < stop_at:
+                request = next(requests)
+                start = loop.time()
+                try:
+                    status = await asyncio.wait_for(connection.send(request), REQUEST_TIMEOUT_S)
+                    failed = None if status == 200 else str(status)
+                except (OSError, EOFError, ValueError, TimeoutError) as err:
+                    failed = type(err).__name__
+                end = loop.time()
+                if start >= measure_from and end <= stop_at:
+                    if failed:
+                        errors[failed] = errors.get(failed, 0) + 1
+                    else:
+                        latencies.append(end - start)
+        finally:
+            connection.close()
 
-    async with httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT_S) as http:
-        await asyncio.sleep(0)
-        warm_task = asyncio.gather(*(client(http) for _ in range(concurrency)))
-        await asyncio.sleep(max(0.0, measure_from - loop.time()))
-        before = await asyncio.to_thread(batch_histogram, url)
-        cpu_before = time.process_time()
-        await warm_task
-        own_cpu = time.process_time() - cpu_before
-        after = await asyncio.to_thread(batch_histogram, url)
+    warm_task = asyncio.gather(*(client() for _ in range(concurrency)))
+    await asyncio.sleep(max(0.0, measure_from - loop.time()))
+    before = await asyncio.to_thread(batch_histogram, url)
+    cpu_before = time.process_time()
+    await warm_task
+    own_cpu = time.process_time() - cpu_before
+    after = await asyncio.to_thread(batch_histogram, url)
     calls = after[1] - before[1]
     return {
         "own_cpu_seconds": own_cpu,

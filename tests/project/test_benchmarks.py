@@ -147,3 +147,72 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     assert summary.returncode == 0, summary.stderr
     headline = (tmp_path / "README.md").read_text()
     assert f"test accuracy {run['test_accuracy']:.4f}" in headline and "| missed |" in headline
+
+
+def test_loadgen_speaks_http_and_counts_failures():
+    """The raw HTTP/1.1 load generator against a loopback server that answers 200, 503 and, once,
+    closes the connection: requests arrive as encoded, keep-alive is used, failures are counted
+    by kind and every client keeps going."""
+    import asyncio
+    import threading
+
+    from benchmarks import loadgen
+
+    received: list[bytes] = []
+    connections = 0
+
+    async def handle(reader, writer):
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                     if line.lower().startswith(b"content-length")), 0,
+                )  # fmt: skip
+                body = await reader.readexactly(length)
+                if head.startswith(b"GET /metrics"):
+                    text = b"tf_alexnet_batch_size_sum 40.0\ntf_alexnet_batch_size_count 10.0\n"
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(text))
+                    writer.write(text)
+                    continue
+                received.append(head + body)
+                if len(received) == 3:  # drop one connection without an answer
+                    writer.close()
+                    return
+                status = b"503 Service Unavailable" if len(received) % 2 else b"200 OK"
+                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\n\r\n{}")
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            writer.close()
+
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+    port: list[int] = []
+
+    def serve():
+        server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+        port.append(server.sockets[0].getsockname()[1])
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert ready.wait(10)
+    url = f"http://127.0.0.1:{port[0]}"
+    pngs = [b"\x89PNG\r\n\x1a\nfirst", b"\x89PNG\r\n\x1a\nsecond"]
+    try:
+        row = loadgen.measure(url, pngs, concurrency=2, seconds=0.5, warmup=0.0, body="binary")
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+    assert received[0] == loadgen.encode_request(url, pngs[0], "binary")
+    assert b"Content-Type: image/png\r\nContent-Length: 13\r\n\r\n" in received[0]
+    assert row["errors"].get("503", 0) >= 1 and row["errors"].get("IncompleteReadError") == 1
+    assert row["requests"] >= 1 and row["requests_per_second"] > 0
+    # two clients, one reconnect after the drop, and the two /metrics reads around the run
+    assert len(received) > 10 and connections == 5
+    assert row["mean_batch_size"] is None  # the histogram did not move during the run
+    multipart = loadgen.encode_request(url + "/", pngs[1], "multipart")
+    assert multipart.startswith(b"POST /predict HTTP/1.1\r\n") and pngs[1] in multipart
+    with pytest.raises(ValueError, match="Received: 'xml'"):
+        loadgen.encode_request(url, pngs[0], "xml")
