@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from tf_alexnet.hardware import read_cpu_info
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = REPO / "docs" / "benchmarks"
 MANUAL_DIR = pathlib.Path(
@@ -23,23 +25,14 @@ MANUAL_DIR = pathlib.Path(
 
 
 def cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    model = read_cpu_info().model
+    if model == "unknown":  # no /proc/cpuinfo
+        return platform.processor() or model
+    return model
 
 
 def cpu_flags() -> set[str]:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set(read_cpu_info().flags)
 
 
 def cpu_kind(model: str | None = None, flags: set[str] | None = None) -> str:
@@ -71,9 +64,12 @@ def package_version(name: str) -> str | None:
 def machine() -> dict[str, Any]:
     """The facts a reader needs to compare a result with their own machine."""
     flags = cpu_flags()
+    cpu = read_cpu_info()
     return {
         "cpu": cpu_model(),
         "cpu_kind": cpu_kind(),
+        "cpu_vendor": cpu.vendor,
+        "cpu_family": cpu.family,
         "cores": os.cpu_count(),
         "cpu_features": sorted(f for f in flags if f.startswith(("avx", "amx", "fma"))),
         "python": platform.python_version(),
