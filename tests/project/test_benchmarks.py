@@ -149,6 +149,27 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     assert f"test accuracy {run['test_accuracy']:.4f}" in headline and "| missed |" in headline
 
 
+def test_tune_smoke_reads_validation_only(tmp_path, fashion_mnist):
+    """Recipes side by side on the validation split; the test split is never evaluated."""
+    result = _run(
+        "tune.py", tmp_path, "--name", "tune", "--recipe", "base={}",
+        "--recipe", 'pad={"augment": {"crop": "pad"}, "dropout": 0.4}',
+    )  # fmt: skip
+    assert [r["recipe"] for r in result["summary"]] == ["base", "pad"]
+    base, pad = result["runs"]
+    assert pad["config"]["augment"]["crop"] == "pad" and pad["config"]["dropout"] == 0.4
+    assert base["config"]["augment"]["crop"] == "none" and pad["config"]["augment"]["flip"]
+    for run in result["runs"]:
+        assert 0 <= run["best_val_accuracy"] <= 1 and run["epochs"] == 1
+        assert "test_accuracy" not in run
+    assert "| pad |" in (tmp_path / "tune.md").read_text()
+    bad = subprocess.run(
+        [sys.executable, "-m", "benchmarks.tune", "--recipe", "pad={crop}"],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "pad: overrides are not JSON" in bad.stderr
+
+
 def test_loadgen_speaks_http_and_counts_failures():
     """The raw HTTP/1.1 load generator against a loopback server that answers 200, 503 and, once,
     closes the connection: requests arrive as encoded, keep-alive is used, failures are counted
