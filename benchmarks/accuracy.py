@@ -4,7 +4,9 @@ Recipes are tuned on the validation split (10% of train); the test split (the or
 10,000 test images) is evaluated once per run, on the model `export` would publish
 (`best.keras`, the epoch with the best validation accuracy). Each run is a fresh process.
 
-- `cpu`: the `cpu` preset (mini AlexNet), the CPU target: >= 0.93 in <= 15 min of training.
+- `cpu`: the `cpu` preset (mini AlexNet). The CPU target, on 2 cores with bf16 units (AMX, or
+  AVX512-BF16 on AMD Zen 5): >= 0.935 mean test accuracy over the seeds in <= 10 min of
+  `model.fit` each; with `--precision bf16 off`, bf16 within 0.003 of float32's mean.
 - `d2l-chapter` / `d2l-improved`: the chapter's network with the chapter's recipe and with
   the `gpu` preset's recipe, side by side on the same reduced budget (input size, training
   subset and epochs below), because the full 224 px run needs a GPU.
@@ -17,6 +19,7 @@ Recipes are tuned on the validation split (10% of train); the test split (the or
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import pathlib
@@ -31,7 +34,8 @@ CONFIGS = {
     "d2l-chapter": ("chapter", {}),
     "d2l-improved": ("gpu", {"mixed_precision": "off"}),
 }
-TARGET_ACCURACY, TARGET_MINUTES = 0.93, 15.0
+TARGET_ACCURACY, TARGET_MINUTES = 0.935, 10.0  # the cpu preset's, under bf16 (mean, max)
+BF16_TOLERANCE = 0.003  # bf16's mean test accuracy may fall at most this far below float32's
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,7 +101,9 @@ def test_accuracy_each_epoch(config: Any) -> Any:
     return TestAccuracy()
 
 
-def overrides_for(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+def overrides_for(
+    name: str, seed: int, args: argparse.Namespace, precision: str | None = None
+) -> dict[str, Any]:
     overrides = {**CONFIGS[name][1], "seed": seed, "manual_dir": str(common.MANUAL_DIR)}
     if name.startswith("d2l"):
         overrides |= {
@@ -105,8 +111,8 @@ def overrides_for(name: str, seed: int, args: argparse.Namespace) -> dict[str, A
             "train_examples": args.d2l_train_examples or None,  # 0: all of them
             "epochs": args.d2l_epochs,
         }
-    if args.precision:
-        overrides["mixed_precision"] = args.precision
+    if precision:
+        overrides["mixed_precision"] = precision
     if args.smoke:
         overrides |= {"train_examples": 512, "epochs": 1, "image_size": 67 if "d2l" in name else 28}
     return overrides
@@ -116,8 +122,11 @@ def run(args: argparse.Namespace) -> None:
     runs = []
     for name in args.configs:
         preset = CONFIGS[name][0]
-        for seed in args.seeds:
-            overrides = overrides_for(name, seed, args)
+        # Precisions innermost: a stopped run still compares them on the seeds it finished.
+        for seed, precision in itertools.product(args.seeds, args.precision or [None]):
+            overrides = overrides_for(name, seed, args, precision)
+            tag = f"-{precision}" if precision else ""
+            log = args.log_dir / f"{args.name}-{name}{tag}-seed{seed}.log" if args.log_dir else None
             result = common.run_json(
                 [
                     "-m",
@@ -128,11 +137,12 @@ def run(args: argparse.Namespace) -> None:
                     *(["--test-each-epoch"] if args.test_each_epoch else []),
                 ],
                 timeout=4 * 3600,
-                log=args.log_dir / f"{args.name}-{name}-seed{seed}.log" if args.log_dir else None,
+                log=log,
             )
             runs.append({"name": name, "preset": preset, "seed": seed, **result})
             print(
-                f"  {name} seed {seed}: test accuracy {result['test_accuracy']:.4f}, "
+                f"  {name} ({result['precision']['policy']}) seed {seed}: test accuracy "
+                f"{result['test_accuracy']:.4f}, "
                 f"fit {result['fit_seconds'] / 60:.1f} min",
                 flush=True,
             )
@@ -147,14 +157,21 @@ def write(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
     plot(runs, args.out / f"{args.name}.png")
 
 
+def policy(run: dict[str, Any]) -> str:
+    """The run's Keras dtype policy (runs recorded before precisions were kept: float32)."""
+    return str(run.get("precision", {}).get("policy", "float32"))
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per configuration and dtype policy, over its seeds."""
     rows = []
-    for name in dict.fromkeys(r["name"] for r in runs):
-        mine = [r for r in runs if r["name"] == name]
+    for name, dtype in dict.fromkeys((r["name"], policy(r)) for r in runs):
+        mine = [r for r in runs if r["name"] == name and policy(r) == dtype]
         accuracy = [r["test_accuracy"] for r in mine]
         minutes = [r["fit_seconds"] / 60 for r in mine]
         row = {
             "name": name,
+            "policy": dtype,
             "preset": mine[0]["preset"],
             "seeds": [r["seed"] for r in mine],
             "input": f"{mine[0]['config']['variant']} {mine[0]['config']['image_size']}px",
@@ -167,9 +184,16 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "fit_minutes_median": common.median(minutes),
             "fit_minutes_max": max(minutes),
         }
-        if name == "cpu":
-            row["target_met"] = min(accuracy) >= TARGET_ACCURACY and max(minutes) <= TARGET_MINUTES
+        if name == "cpu" and dtype == "mixed_bfloat16":  # the target is for bf16 units
+            mean = row["test_accuracy_mean"]
+            row["target_met"] = mean >= TARGET_ACCURACY and max(minutes) <= TARGET_MINUTES
         rows.append(row)
+    for row in rows:  # bf16 against float32, same configuration and seeds
+        fp32 = next((r for r in rows if (r["name"], r["policy"]) == (row["name"], "float32")), None)
+        if row["policy"] == "mixed_bfloat16" and fp32 is not None:
+            gap = row["test_accuracy_mean"] - fp32["test_accuracy_mean"]
+            row["bf16_minus_float32"] = gap
+            row["bf16_within_tolerance"] = gap >= -BF16_TOLERANCE
     return rows
 
 
@@ -177,6 +201,7 @@ def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
     table = common.markdown_table(
         [
             "configuration",
+            "policy",
             "model",
             "training images",
             "epochs",
@@ -189,6 +214,7 @@ def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
         [
             [
                 r["name"],
+                r["policy"],
                 r["input"],
                 r["train_examples"],
                 r["epochs"],
@@ -216,19 +242,27 @@ def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
                 "label_smoothing",
                 "batch_size",
                 "dropout",
+                "epochs",
             )
         )
         + f", augment={ {k: v for k, v in r['config']['augment'].items() if v} }"
         for r in {r["name"]: r for r in runs}.values()
     )
-    target = next((r for r in summary if r["name"] == "cpu"), None)
     verdict = ""
-    if target is not None:
-        verdict = (
-            f"CPU target (every seed >= {TARGET_ACCURACY} test accuracy in <= "
-            f"{TARGET_MINUTES:.0f} min of training): "
-            f"**{'met' if target['target_met'] else 'missed'}**.\n\n"
-        )
+    for r in summary:
+        if "target_met" in r:
+            verdict += (
+                f"CPU target (bf16 units: mean test accuracy >= {TARGET_ACCURACY} over the seeds, "
+                f"each in <= {TARGET_MINUTES:.0f} min of training): "
+                f"**{'met' if r['target_met'] else 'missed'}** "
+                f"({r['test_accuracy_mean']:.4f}, {r['fit_minutes_max']:.1f} min at most).\n\n"
+            )
+        if "bf16_minus_float32" in r:
+            verdict += (
+                f"`{r['name']}` in bf16 against float32 (goal: at most {BF16_TOLERANCE} below): "
+                f"{r['bf16_minus_float32']:+.4f}, "
+                f"**{'met' if r['bf16_within_tolerance'] else 'missed'}**.\n\n"
+            )
     return (
         "# Accuracy on Fashion-MNIST (test split, 10,000 images)\n\n"
         "Tuned on the validation split; the test split is evaluated once per run on "
@@ -304,8 +338,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--d2l-epochs", type=int, default=3)
     parser.add_argument(
         "--precision",
+        nargs="+",
         choices=["auto", "off", "bf16", "fp16"],
-        help="the runs' --mixed-precision (default: each configuration's own)",
+        help="the runs' --mixed-precision, one run per value and seed (default: each "
+        "configuration's own)",
     )
     parser.add_argument(
         "--test-each-epoch",

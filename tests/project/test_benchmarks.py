@@ -126,17 +126,29 @@ def test_facade_cost_smoke(tmp_path, fashion_mnist):
 
 
 def test_accuracy_smoke(tmp_path, fashion_mnist):
-    result = _run("accuracy.py", tmp_path, "--test-each-epoch", "--log-dir", str(tmp_path / "logs"))
-    (row,) = result["summary"]
-    assert row["name"] == "cpu" and row["epochs"] == 1
-    (run,) = result["runs"]
+    """bf16 and float32 side by side: one row each, the bf16 target and the gap between them."""
+    logs = tmp_path / "logs"
+    result = _run(
+        "accuracy.py", tmp_path, "--test-each-epoch", "--log-dir", str(logs),
+        "--precision", "bf16", "off",
+    )  # fmt: skip
+    bf16, fp32 = result["summary"]
+    assert (bf16["policy"], fp32["policy"]) == ("mixed_bfloat16", "float32")
+    assert bf16["name"] == fp32["name"] == "cpu" and bf16["epochs"] == 1
+    assert "target_met" in bf16 and "target_met" not in fp32  # the target is for bf16 units
+    assert bf16["bf16_minus_float32"] == pytest.approx(
+        bf16["test_accuracy_mean"] - fp32["test_accuracy_mean"]
+    )
+    run, _ = result["runs"]
     assert 0 <= run["test_accuracy"] <= 1 and run["config"]["train_examples"] == 512  # 2 steps
     # the per-epoch test curve: one point per epoch, its time kept out of the fit time
     (after_epoch_1,) = run["test_accuracy_by_epoch"]
     assert 0 <= after_epoch_1 <= 1 and run["test_eval_seconds"] > 0
     page = (tmp_path / "accuracy.md").read_text()
     assert "CPU target" in page and "Test accuracy after each epoch" in page
-    assert "epoch 1: test accuracy" in (tmp_path / "logs" / "accuracy-cpu-seed1.log").read_text()
+    assert "in bf16 against float32" in page and "| cpu | float32 |" in page
+    assert "epoch 1: test accuracy" in (logs / "accuracy-cpu-bf16-seed1.log").read_text()
+    assert (logs / "accuracy-cpu-off-seed1.log").is_file()
     summary = subprocess.run(
         [sys.executable, "-m", "benchmarks.summary", "--results", str(tmp_path)],
         capture_output=True,
@@ -146,7 +158,8 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     )
     assert summary.returncode == 0, summary.stderr
     headline = (tmp_path / "README.md").read_text()
-    assert f"test accuracy {run['test_accuracy']:.4f}" in headline and "| missed |" in headline
+    assert f"test accuracy {run['test_accuracy']:.4f}" in headline and "| missed" in headline
+    assert ">= 0.935 mean in <= 10 min" in headline and "bf16 at most 0.003 below" in headline
 
 
 def test_tune_smoke_reads_validation_only(tmp_path, fashion_mnist):
