@@ -35,6 +35,7 @@ from typing import Any
 
 from benchmarks import common, loadgen
 from benchmarks.serving import MODEL_NAME, export_models, free_port, process, wait_ready
+from tf_alexnet.hardware import bf16_support
 
 BODIES = loadgen.BODIES
 
@@ -50,6 +51,9 @@ def raw_worker(model_dir: str, requests: int, batches: list[int]) -> dict[str, A
     import tensorflow as tf
 
     from tf_alexnet import contract
+    from tf_alexnet.hardware import enable_bf16_rewrite
+
+    enable_bf16_rewrite("auto")  # the facade's default (BF16=auto): compare like with like
 
     signature = tf.saved_model.load(model_dir).signatures[contract.SIGNATURE_IMAGE_BYTES]
     pngs = loadgen.fashion_mnist_pngs(64)
@@ -88,7 +92,9 @@ def server(
     in `source`; `batch_wait_ms` overrides MAX_BATCH_WAIT_MS."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {}
+    # What BF16=auto picks in this checkout, set explicitly so that a baseline with an older
+    # hardware rule computes in the same precision (and the raw call, too).
+    env = {"TF_ALEXNET_SERVE_BF16": "on" if bf16_support().available else "off"}
     if batch_wait_ms is not None:
         env["TF_ALEXNET_SERVE_MAX_BATCH_WAIT_MS"] = str(batch_wait_ms)
     if source is not None:  # an earlier commit's code first on the path
@@ -157,7 +163,11 @@ def baseline_source(ref: str | None) -> Iterator[pathlib.Path | None]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     variants = [("mini", 28), (args.variant, args.image_size)]
     pngs = loadgen.fashion_mnist_pngs(64)
-    result: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}}
+    support = bf16_support()
+    result: dict[str, Any] = {
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "bf16_rewrite": {"enabled": support.available, "reason": support.reason},
+    }
     with tempfile.TemporaryDirectory() as tmp, baseline_source(args.baseline) as old:
         bases = export_models(pathlib.Path(tmp), variants)
         servers = {"this commit": None} | ({f"baseline {args.baseline}": old} if old else {})

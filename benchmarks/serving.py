@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from benchmarks import common, loadgen
+from tf_alexnet.hardware import bf16_support
 
 MODEL_NAME = "alexnet"
 
@@ -116,6 +117,9 @@ def raw_worker(args: argparse.Namespace) -> dict[str, Any]:
     import tensorflow as tf
 
     from tf_alexnet import contract
+    from tf_alexnet.hardware import enable_bf16_rewrite
+
+    enable_bf16_rewrite("auto")  # the facade's default (BF16=auto): compare like with like
 
     signature = tf.saved_model.load(args.model_dir).signatures[contract.SIGNATURE_IMAGE_BYTES]
     png = loadgen.fashion_mnist_pngs(1)[0]
@@ -140,6 +144,7 @@ def raw_worker(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> None:
     pngs = loadgen.fashion_mnist_pngs(64)
+    support = bf16_support()  # BF16=auto, the facade's default; the raw calls follow it too
     with tempfile.TemporaryDirectory() as tmp:
         bases = export_models(pathlib.Path(tmp), [(args.variant, args.image_size), ("mini", 28)])
         main_base = bases[f"{args.variant}-{args.image_size}"]
@@ -164,6 +169,7 @@ def run(args: argparse.Namespace) -> None:
         client_rows = client_overhead(bases["mini-28"], pngs, args)
     result = {
         "settings": vars(args),
+        "bf16_rewrite": {"enabled": support.available, "reason": support.reason},
         "raw": raw,
         "facade": facade_rows,
         "client_paths": client_rows,

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tf_alexnet.hardware import bf16_support
 
 
 def _run(script: str, tmp_path, *args: str) -> dict:
@@ -92,6 +93,7 @@ def test_serving_smoke(tmp_path, fashion_mnist):
     for row in result["facade"] + result["client_paths"]:
         assert row["errors"] == {} and row["requests"] > 0
         assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    assert result["bf16_rewrite"]["enabled"] == bf16_support().available
     unbatched = [r for r in result["facade"] if r["mode"] == "batching off"]
     assert all(r["mean_batch_size"] == 1 for r in unbatched)
     assert {r["backend"] for r in result["client_paths"]} == {
@@ -118,6 +120,8 @@ def test_facade_cost_smoke(tmp_path, fashion_mnist):
         assert row["overhead_cpu_ms"] == pytest.approx(
             row["server_cpu_ms_per_request"] - cost["raw"]["cpu_ms_per_call"]
         )
+    # the raw calls and both servers compute in the precision BF16=auto picks here
+    assert result["bf16_rewrite"]["enabled"] == bf16_support().available
     (load,) = [result["throughput"]["servers"]["this commit"]]
     assert load["binary"]["requests"] > 0 and 0 < load["binary"]["loadgen_cpu_share"] < 2
     assert set(result["goals"]["overhead_cpu_over_baseline"]) == set(this)
