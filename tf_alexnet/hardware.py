@@ -28,7 +28,7 @@ AVX512_BF16_FLAG = "avx512_bf16"
 """bf16 dot-product instructions: faster than float32 only on the CPUs below."""
 
 FAST_AVX512_BF16_VENDORS = {"AuthenticAMD": 26}
-"""Per `vendor_id`, the first `cpu family` whose AVX512-BF16 measured faster than float32 (Zen 5)."""
+"""Per `vendor_id`, the first `cpu family` whose AVX512-BF16 beat float32 (measured: Zen 5)."""
 
 ONEDNN_ISAS_WITHOUT_AMX = frozenset(
     {
@@ -107,7 +107,7 @@ def _fast_units(cpu: CpuInfo) -> tuple[str, frozenset[str]] | str:
 
 
 def bf16_support(cpu: CpuInfo | None = None, env: Mapping[str, str] | None = None) -> Bf16Support:
-    """Whether this CPU has bf16 units that oneDNN (TensorFlow's CPU kernels) runs faster than float32.
+    """Whether this CPU has bf16 units that oneDNN (TensorFlow's CPU kernels) runs faster than fp32.
 
     Args:
         cpu: the CPU to judge; default: this machine's (`read_cpu_info()`).
