@@ -142,16 +142,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "mixed_precision": "auto",
         "augment": {"flip": True, "crop": "pad"},
     },
-    # The mini variant's full CPU recipe (benchmarks/accuracy.py): large batches and many
-    # steps per execution keep a 2-core CPU busy (about 700 img/s); Nesterov SGD with a
-    # one-epoch warm-up and cosine decay; light regularization for a 10-epoch budget.
+    # The mini variant's full CPU recipe (benchmarks/accuracy.py), tuned on the validation split
+    # (docs/benchmarks/tune_cpu*.md): many steps per execution keep a 2-core CPU busy; Nesterov
+    # SGD with a one-epoch warm-up and cosine decay; light regularization for a 15-epoch budget.
     "cpu": {
         "variant": "mini",
         "image_size": 28,
-        "epochs": 10,
-        "batch_size": 256,
+        "epochs": 15,
+        "batch_size": 128,
         "steps_per_execution": 32,
-        "learning_rate": 0.2,
+        "learning_rate": 0.1,
         "momentum": 0.9,
         "nesterov": True,
         "warmup_epochs": 1,
@@ -227,7 +227,7 @@ def auto_preset_note(preset: str) -> str:
     if preset == "chapter":
         return "Preset auto: a GPU is available, so `chapter` (the d2l network at 224 px)."
     return (
-        "Preset auto: no GPU here, so `cpu` (the mini variant at 28 px, 10 epochs). The chapter's "
+        "Preset auto: no GPU here, so `cpu` (the mini variant at 28 px, 15 epochs). The chapter's "
         "d2l network at 224 px takes hours per epoch on a CPU: pass --preset chapter to run it "
         "anyway, or --preset quick for a 2-epoch trial."
     )
