@@ -166,6 +166,24 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     assert ">= 0.935 mean in <= 10 min" in headline and "bf16 at most 0.003 below" in headline
 
 
+@pytest.mark.parametrize(
+    ("accuracy", "epochs", "train_examples", "status"),
+    [(0.9199, 5, "all (54,000)", "missed"), (0.92, 5, "all (54,000)", "met"),
+     (0.95, 2, "all (54,000)", ""), (0.95, 5, 2048, "")],
+)  # fmt: skip
+def test_summary_judges_the_chapter_goal(accuracy, epochs, train_examples, status):
+    """d2l-improved's goal (>= 0.92 in 5 epochs) is judged on 224 px, all-image runs only."""
+    from benchmarks import summary
+
+    row = {
+        "name": "d2l-improved", "input": "d2l 224px", "epochs": epochs, "seeds": [1],
+        "train_examples": train_examples, "test_accuracy_mean": accuracy,
+        "test_accuracy_min": accuracy, "test_accuracy_max": accuracy, "fit_minutes_median": 48.0,
+    }  # fmt: skip
+    ((_, _, goal, judged),) = summary._accuracy({"summary": [row]})
+    assert judged == status and (goal.startswith(">= 0.92 in") if status else goal == "")
+
+
 def test_tune_smoke_reads_validation_only(tmp_path, fashion_mnist):
     """Recipes side by side on the validation split; the test split is never evaluated."""
     result = _run(
