@@ -7,6 +7,7 @@ code and that its JSON and Markdown hold the figures the README quotes.
 
 import importlib.util
 import json
+import statistics
 import subprocess
 import sys
 
@@ -50,6 +51,14 @@ def test_train_throughput_smoke(tmp_path):
     assert rows["tf-default"]["same_as"] == picked
     assert (
         rows["tf-default"]["median_images_per_second"] == rows[picked]["median_images_per_second"]
+    )
+    # default for default: against PyTorch with no flags (float32), whatever `auto` picked
+    ours, theirs = (
+        {r["round"]: r["images_per_second"] for r in result["runs"] if r["name"] == name}
+        for name in (picked, "torch")
+    )
+    assert rows["tf-default"]["median_ratio_to_torch"] == pytest.approx(
+        statistics.median(ours[k] / theirs[k] for k in ours)
     )
     assert result["cpu_kind"] == result["machine"]["cpu_kind"] != ""
     assert (tmp_path / "train_throughput.png").stat().st_size > 1000
