@@ -5,7 +5,7 @@ products at least twice as fast as float32 ones. Measured on these machines (doc
 
 - Intel AMX tiles (`amx_bf16`): training about 2x float32, serving 2.4x;
 - AMD Zen 5 and newer (`cpu family` 26+) with AVX512-BF16 (`avx512_bf16`): full-width
-  AVX-512, training 1.3-1.6x float32, serving 1.5-1.7x;
+  AVX-512, training 1.7x float32, serving 1.5-1.7x;
 - an Intel Xeon with AVX512-BF16 but no AMX (a VM hiding it): training 0.54x, serving 0.56x;
 - AVX2-only CPUs (older AMD EPYC and Xeons) have no bf16 units: bf16 is emulated, 0.7-0.8x.
 
