@@ -56,7 +56,24 @@ def train(
 
     The run directory receives `config.json`, `best.keras` (best validation accuracy),
     `final.keras`, `history.csv`, `training_curves.png`, TensorBoard `logs/` and `metrics.json`.
+
+    Keras's global dtype policy follows `config.mixed_precision` during the run and is put back
+    as it was afterwards, so the caller's later models are not built in bf16 by surprise.
     """
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(config, run_dir, overwrite, callbacks)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: str | os.PathLike[str],
+    overwrite: bool,
+    callbacks: Sequence[keras.callbacks.Callback],
+) -> dict[str, Any]:
+    """`train`, with Keras's global dtype policy left set to the run's."""
     multiworker = config.strategy == "multiworker"
     role = read_tf_config() if multiworker else SINGLE_PROCESS
     run = (

@@ -170,6 +170,15 @@ def test_mixed_precision_modes():
         keras.mixed_precision.set_global_policy("float32")
 
 
+def test_train_gives_back_the_callers_dtype_policy(fashion_mnist, tmp_path):
+    """A bf16 run must not leave Keras building the caller's next models in bf16."""
+    assert keras.mixed_precision.global_policy().name == "float32"
+    metrics = train(config_lib.from_dict({**TINY, "mixed_precision": "bf16"}), tmp_path / "run")
+    assert metrics["dtype_policy"] == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert AlexNet(input_shape=(28, 28, 1), variant="mini").layers[1].dtype_policy.name == "float32"
+
+
 def test_evaluate_a_model_file_from_the_command_line(fashion_mnist, tmp_path):
     model = AlexNet(input_shape=(28, 28, 1), variant="mini", classifier_activation="softmax")
     model.save(tmp_path / "model.keras")
