@@ -128,11 +128,17 @@ def predict_all(client: Any, url: str, pngs: list[bytes]) -> list[int]:
 
 
 def local_class_ids(base_path: pathlib.Path, pngs: list[bytes]) -> list[int]:
-    """The same images through the facade's local (embedded TensorFlow) backend."""
+    """The same images through the facade's local (embedded TensorFlow) backend.
+
+    In float32, as the stack's TF Serving runs the export: the local backend's bf16 rewrite
+    (`BF16=auto` on CPUs with bf16 units) can flip the top class of a near tie.
+    """
     from fastapi.testclient import TestClient
     from tf_alexnet_serving import Settings, create_app
 
-    settings = Settings(backend="local", model_base_path=str(base_path), model_name=MODEL_NAME)
+    settings = Settings(
+        backend="local", model_base_path=str(base_path), model_name=MODEL_NAME, bf16="off"
+    )
     with TestClient(create_app(settings)) as client:
         return predict_all(client, "/predict", pngs)
 
