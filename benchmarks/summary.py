@@ -21,7 +21,8 @@ def _accuracy(result: dict[str, Any]) -> list[list[str]]:
         if "target_met" in row:  # results before the bf16 target: >= 0.93 in <= 15 min
             bf16 = "policy" in row
             goal = (
-                ">= 0.935 mean in <= 10 min (2 cores with bf16 units)"
+                f">= {accuracy.TARGET_ACCURACY} mean in <= {accuracy.TARGET_MINUTES:.0f} min "
+                "(2 cores with bf16 units)"
                 if bf16
                 else ">= 0.93 in <= 15 min (2-core CPU)"
             )
@@ -33,7 +34,8 @@ def _accuracy(result: dict[str, Any]) -> list[list[str]]:
             goal = f">= {accuracy.D2L_GOAL} in the chapter's 5 epochs (the chapter: ~0.88)"
             status = "met" if row["test_accuracy_mean"] >= accuracy.D2L_GOAL else "missed"
         if "bf16_within_tolerance" in row:
-            goal += f"{'; ' if goal else ''}bf16 at most 0.003 below float32"
+            tolerance = f"bf16 at most {accuracy.BF16_TOLERANCE} below float32"
+            goal += f"{'; ' if goal else ''}{tolerance}"
             status += f"{'; ' if status else ''}" + (
                 f"{row['bf16_minus_float32']:+.4f}: "
                 + ("met" if row["bf16_within_tolerance"] else "missed")
