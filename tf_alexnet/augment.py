@@ -13,7 +13,10 @@ import tensorflow as tf
 from tf_alexnet.preprocess import resize
 from tf_alexnet.specs import CROP_MODES, Augmentation
 
-__all__ = ["CROP_MODES", "Augmentation", "augment", "pca_lighting", "rgb_pca"]
+__all__ = ["CROP_MODES", "Augmentation", "augment", "pca_lighting", "random_erase", "rgb_pca"]
+
+ERASE_AREA = (0.02, 0.4)  # the erased rectangle's share of the image (Zhong et al., 2017)
+ERASE_ASPECT = (0.3, 1 / 0.3)  # its height / width, drawn log-uniformly
 
 
 def augment(
@@ -64,7 +67,40 @@ def augment(
         if pca is None:
             raise ValueError("`pca_lighting` needs the RGB eigen-decomposition (`pca=`).")
         image = pca_lighting(image, pca_seed, spec.pca_lighting, *pca)
-    return tf.clip_by_value(image, 0.0, 1.0)
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    if spec.erase:
+        # Its own seed, folded in, so the other augmentations draw what they drew without it.
+        erase_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 7)
+        image = random_erase(image, erase_seed, spec.erase)
+    return image
+
+
+def random_erase(image: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
+    """With `probability`, fills one random rectangle of `image` with uniform noise in [0, 1].
+
+    The rectangle covers `ERASE_AREA` of the image with a height / width ratio in
+    `ERASE_ASPECT` (clipped to the image), all channels at once.
+    """
+    coin_seed, area_seed, aspect_seed, y_seed, x_seed, noise_seed = tf.unstack(
+        tf.random.split(seed, 6)
+    )
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    area = height * width * tf.random.stateless_uniform([], area_seed, *ERASE_AREA)
+    log_aspect = tf.random.stateless_uniform(
+        [], aspect_seed, float(np.log(ERASE_ASPECT[0])), float(np.log(ERASE_ASPECT[1]))
+    )
+    aspect = tf.exp(log_aspect)
+    box_h = tf.cast(tf.clip_by_value(tf.round(tf.sqrt(area * aspect)), 1, height), tf.int32)
+    box_w = tf.cast(tf.clip_by_value(tf.round(tf.sqrt(area / aspect)), 1, width), tf.int32)
+    top = tf.random.stateless_uniform([], y_seed, 0, shape[0] - box_h + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], x_seed, 0, shape[1] - box_w + 1, dtype=tf.int32)
+    rows = tf.range(shape[0])[:, None, None]
+    cols = tf.range(shape[1])[None, :, None]
+    inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+    erase = tf.random.stateless_uniform([], coin_seed) < probability
+    noise = tf.random.stateless_uniform(shape, noise_seed, dtype=image.dtype)
+    return tf.where(inside & erase, noise, image)
 
 
 def pca_lighting(

@@ -39,7 +39,7 @@ def declared_flags(spec: type[Spec], names: Sequence[str], prefix: str = "") -> 
         annotation = field.annotation
         if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
             annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-        help_text = field.description or name
+        help_text = (field.description or name).replace("%", "%%")  # argparse formats help
         if typing.get_origin(annotation) is typing.Literal:
             choices = typing.get_args(annotation)
             help_text += f": {', '.join(map(str, choices))}"

@@ -61,7 +61,7 @@ class Augmentation(Spec):
 
     `crop`: `"none"`; `"pad"` (zero-pad to `size / crop_fraction`, then crop back to `size`:
     for small inputs); `"resize"` (upscale to `size / crop_fraction`, then crop: the paper's
-    224-of-256 crops).
+    224-of-256 crops). `erase` runs last, on the augmented image.
     """
 
     _what: ClassVar[str] = "augmentation"
@@ -77,6 +77,13 @@ class Augmentation(Spec):
     hue: float = Field(0.0, ge=0, le=0.5, description="max hue delta (RGB)")
     pca_lighting: float = Field(
         0.0, ge=0, description="stddev of the paper's PCA colour noise (RGB; the paper: 0.1)"
+    )
+    erase: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability of replacing a random rectangle (0.02-0.4 of the image's area) "
+        "with noise: random erasing (Zhong et al., 2017)",
     )
 
     @property

@@ -109,6 +109,7 @@ def test_augment_ops_keep_shape_and_range():
         Augmentation(crop="pad"),
         Augmentation(crop="resize"),
         Augmentation(brightness=0.5, contrast=0.5, saturation=0.5, hue=0.2),
+        Augmentation(flip=True, erase=1.0),
     ):
         out = augment(image, (24, 24), seed, spec)
         assert out.shape == (24, 24, 3)
@@ -129,6 +130,33 @@ def test_flip_flips_and_crop_shifts():
     ]
     assert len({c.numpy().tobytes() for c in crops}) > 1
     assert any(float(tf.reduce_min(c)) == 0.0 and float(tf.reduce_max(c)) < 15 / 16 for c in crops)
+
+
+def test_random_erase_fills_one_rectangle_with_noise():
+    image = tf.zeros((28, 20, 3))
+    boxes = 0
+    for s in range(100):
+        out = augment(image, (28, 20), tf.constant([s, 5]), Augmentation(erase=1.0)).numpy()
+        erased = (out > 0).any(axis=-1)
+        rows, cols = np.flatnonzero(erased.any(axis=1)), np.flatnonzero(erased.any(axis=0))
+        box = erased[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        assert box.all()  # one solid rectangle, every channel noise
+        area = box.size / erased.size
+        assert 0.01 <= area <= 0.45, area  # 0.02-0.4 of the area, give or take rounding
+        boxes += 1
+    assert boxes == 100
+    erased = [
+        bool(augment(image, (28, 20), tf.constant([s, 6]), Augmentation(erase=0.5)).numpy().any())
+        for s in range(200)
+    ]
+    assert 70 <= sum(erased) <= 130  # about half the images
+    # Erasing leaves the other augmentations' draws as they were, outside its rectangle.
+    picture = tf.random.uniform((16, 16, 1), seed=3)
+    seed = tf.constant([9, 9])
+    flipped = augment(picture, (16, 16), seed, Augmentation(flip=True, brightness=0.2)).numpy()
+    both = augment(picture, (16, 16), seed, Augmentation(flip=True, brightness=0.2, erase=1.0))
+    differs = (both.numpy() != flipped)[..., 0]
+    assert 0 < differs.sum() <= 0.45 * differs.size
 
 
 def test_pca_lighting_shifts_colours_along_eigenvectors():
