@@ -274,3 +274,21 @@ def test_serve_is_a_plugin_of_the_serving_package(monkeypatch):
     args = argparse.Namespace(host="127.0.0.1", port=0, model_base_path=None, model_name=None)
     with pytest.raises(UserError, match=r"pip install 'tf-alexnet\[serve\]'"):
         cli.run_serve(args)
+
+
+def test_flag_help_may_hold_a_percent_sign():
+    """Help comes from the settings' descriptions; argparse must not read '%' as a format."""
+    import argparse
+
+    from pydantic import Field
+
+    from tf_alexnet.cli_parser import declared_flags
+    from tf_alexnet.specs import Spec
+
+    class Odd(Spec):
+        share: float = Field(0.5, description="50% of the time")
+
+    (flag,) = declared_flags(Odd, ["share"])
+    parser = argparse.ArgumentParser()
+    parser.add_argument(flag.flag, help=flag.help)
+    assert "50% of the time" in parser.format_help()
