@@ -178,6 +178,19 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     assert ">= 0.935 mean in <= 10 min" in headline and "bf16 at most 0.003 below" in headline
 
 
+def test_accuracy_configs_are_valid_recipes():
+    """Every accuracy config resolves to a training config, with its overrides applied."""
+    from benchmarks import accuracy
+    from tf_alexnet import config as config_lib
+
+    for name, (preset, overrides) in accuracy.CONFIGS.items():
+        config = config_lib.resolve(preset, overrides=overrides).to_dict()
+        for key, value in overrides.items():
+            expected = value if key != "augment" else config["augment"] | value
+            assert config[key] == expected, (name, key)
+    assert set(accuracy.D2L_IMPROVED) <= set(accuracy.CONFIGS)
+
+
 @pytest.mark.parametrize(
     ("name", "accuracy", "epochs", "train_examples", "status"),
     [("d2l-improved", 0.9199, 5, "all (54,000)", "missed"),
