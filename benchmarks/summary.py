@@ -190,6 +190,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], list[list[str]]]] = {
     "accuracy_d2l": _accuracy,
     "accuracy_d2l_224": _accuracy,
     "accuracy_d2l_224_5_epochs": _accuracy,
+    "accuracy_d2l_224_5_epochs_faster": _accuracy,
     "train_throughput": _throughput,
     "precision": _precision,
     "pipeline": _pipeline,
