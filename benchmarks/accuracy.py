@@ -32,16 +32,14 @@ from typing import Any
 
 from benchmarks import common
 
-CONFIGS = {
+FLIPS_ONLY = {"crop": "none", "brightness": 0.0, "contrast": 0.0}  # of the gpu augmentation
+CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "cpu": ("cpu", {}),
     "d2l-chapter": ("chapter", {}),
     "d2l-improved": ("gpu", {"mixed_precision": "off"}),
     # The gpu recipe for a 5-epoch budget, chosen on validation (docs/benchmarks/tune_d2l_224.md):
     # flips only, since resize crops, brightness and contrast slow a short run down.
-    "d2l-5-epochs": (
-        "gpu",
-        {"mixed_precision": "off", "augment": {"crop": "none", "brightness": 0.0, "contrast": 0.0}},
-    ),
+    "d2l-5-epochs": ("gpu", {"mixed_precision": "off", "augment": FLIPS_ONLY}),
     # ... and a faster fit for the same budget, also chosen on validation
     # (docs/benchmarks/tune_d2l_224_2.md): a higher learning rate, lighter dropout, shorter warm-up.
     "d2l-5-epochs-faster": (
@@ -51,7 +49,7 @@ CONFIGS = {
             "learning_rate": 0.03,
             "dropout": 0.3,
             "warmup_epochs": 0.5,
-            "augment": {"crop": "none", "brightness": 0.0, "contrast": 0.0},
+            "augment": FLIPS_ONLY,
         },
     ),
 }
