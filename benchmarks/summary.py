@@ -187,10 +187,6 @@ def _facade_cost(result: dict[str, Any]) -> list[list[str]]:
 
 SECTIONS: dict[str, Callable[[dict[str, Any]], list[list[str]]]] = {
     "accuracy": _accuracy,
-    "accuracy_d2l": _accuracy,
-    "accuracy_d2l_224": _accuracy,
-    "accuracy_d2l_224_5_epochs": _accuracy,
-    "accuracy_d2l_224_5_epochs_faster": _accuracy,
     "train_throughput": _throughput,
     "precision": _precision,
     "pipeline": _pipeline,
@@ -205,8 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     results = parser.parse_args(argv).results
     rows, sources = [], []
     for name, section in SECTIONS.items():
-        # `train_throughput` and `precision` results are kept one per CPU kind
-        for path in [results / f"{name}.json", *sorted(results.glob(f"{name}_*-*.json"))]:
+        # `NAME_*.json` too: one result per CPU kind (`precision_amd-avx2`) or per run
+        # (`accuracy_d2l_224`)
+        for path in [results / f"{name}.json", *sorted(results.glob(f"{name}_*.json"))]:
             if not path.is_file():
                 continue
             result = json.loads(path.read_text())
