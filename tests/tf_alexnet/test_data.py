@@ -134,7 +134,6 @@ def test_flip_flips_and_crop_shifts():
 
 def test_random_erase_fills_one_rectangle_with_noise():
     image = tf.zeros((28, 20, 3))
-    boxes = 0
     for s in range(100):
         out = augment(image, (28, 20), tf.constant([s, 5]), Augmentation(erase=1.0)).numpy()
         erased = (out > 0).any(axis=-1)
@@ -143,8 +142,6 @@ def test_random_erase_fills_one_rectangle_with_noise():
         assert box.all()  # one solid rectangle, every channel noise
         area = box.size / erased.size
         assert 0.01 <= area <= 0.45, area  # 0.02-0.4 of the area, give or take rounding
-        boxes += 1
-    assert boxes == 100
     erased = [
         bool(augment(image, (28, 20), tf.constant([s, 6]), Augmentation(erase=0.5)).numpy().any())
         for s in range(200)
