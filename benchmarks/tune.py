@@ -5,7 +5,7 @@ the best validation accuracy (the epoch `export` would publish), the epoch it ca
 `model.fit` minutes. The test split is never read, so recipes chosen here can be reported on it
 once, with `python -m benchmarks.accuracy`, without having been fitted to it.
 
-    python -m benchmarks.tune --preset cpu --seeds 1 \\
+    python -m benchmarks.tune --preset cpu --seeds 1 --log-dir runs/logs \\
         --recipe 'base={}' --recipe 'pad={"augment": {"crop": "pad"}}'   # minutes per run
     python -m benchmarks.tune --smoke                                        # seconds
 """
@@ -66,10 +66,12 @@ def run(args: argparse.Namespace) -> None:
             settings = {**overrides, "seed": seed, "manual_dir": str(common.MANUAL_DIR)}
             if args.smoke:
                 settings |= {"train_examples": 512, "epochs": 1}
+            log = args.log_dir / f"{args.name}-{name}-seed{seed}.log" if args.log_dir else None
             result = common.run_json(
                 ["-c", "import json, sys; from benchmarks.tune import worker; "
                  f"print(json.dumps(worker({args.preset!r}, {settings!r}), default=str))"],
                 timeout=4 * 3600,
+                log=log,
             )  # fmt: skip
             runs.append({"recipe": name, "overrides": overrides, "seed": seed, **result})
             print(
@@ -136,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
     parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
     parser.add_argument("--name", help="results file name (default: tune_<preset>)")
+    parser.add_argument(
+        "--log-dir", type=pathlib.Path, help="write each run's output there as it comes"
+    )
     args = parser.parse_args(argv)
     args.recipe = args.recipe or [("preset", {})]
     args.name = args.name or f"tune_{args.preset}"

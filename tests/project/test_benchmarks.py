@@ -213,8 +213,9 @@ def test_summary_judges_the_chapter_goal(name, accuracy, epochs, train_examples,
 
 def test_tune_smoke_reads_validation_only(tmp_path, fashion_mnist):
     """Recipes side by side on the validation split; the test split is never evaluated."""
+    logs = tmp_path / "logs"
     result = _run(
-        "tune.py", tmp_path, "--name", "tune", "--recipe", "base={}",
+        "tune.py", tmp_path, "--name", "tune", "--recipe", "base={}", "--log-dir", str(logs),
         "--recipe", 'pad={"augment": {"crop": "pad"}, "dropout": 0.4}',
     )  # fmt: skip
     assert [r["recipe"] for r in result["summary"]] == ["base", "pad"]
@@ -225,6 +226,11 @@ def test_tune_smoke_reads_validation_only(tmp_path, fashion_mnist):
         assert 0 <= run["best_val_accuracy"] <= 1 and run["epochs"] == 1
         assert "test_accuracy" not in run
     assert "| pad |" in (tmp_path / "tune.md").read_text()
+    # each run's progress, as it came: the training log up to the JSON result line
+    for name in ("base", "pad"):
+        log = (logs / f"tune-{name}-seed1.log").read_text()
+        assert "Training mini AlexNet" in log and "Done: best val_accuracy" in log
+        assert log.strip().splitlines()[-1].startswith('{"config"')
     bad = subprocess.run(
         [sys.executable, "-m", "benchmarks.tune", "--recipe", "pad={crop}"],
         capture_output=True, text=True, cwd=REPO,
