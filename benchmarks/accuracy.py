@@ -33,30 +33,27 @@ from typing import Any
 from benchmarks import common
 
 FLIPS_ONLY = {"crop": "none", "brightness": 0.0, "contrast": 0.0}  # of the gpu augmentation
+# The gpu recipe for a 5-epoch budget, chosen on validation (docs/benchmarks/tune_d2l_224.md):
+# flips only, since resize crops, brightness and contrast slow a short run down ...
+FIVE_EPOCHS = {"mixed_precision": "off", "augment": FLIPS_ONLY}
+# ... then a faster fit for the same budget, also chosen on validation
+# (docs/benchmarks/tune_d2l_224_2.md): a higher learning rate, lighter dropout, shorter warm-up ...
+FASTER = FIVE_EPOCHS | {"learning_rate": 0.03, "dropout": 0.3, "warmup_epochs": 0.5}
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "cpu": ("cpu", {}),
     "d2l-chapter": ("chapter", {}),
     "d2l-improved": ("gpu", {"mixed_precision": "off"}),
-    # The gpu recipe for a 5-epoch budget, chosen on validation (docs/benchmarks/tune_d2l_224.md):
-    # flips only, since resize crops, brightness and contrast slow a short run down.
-    "d2l-5-epochs": ("gpu", {"mixed_precision": "off", "augment": FLIPS_ONLY}),
-    # ... and a faster fit for the same budget, also chosen on validation
-    # (docs/benchmarks/tune_d2l_224_2.md): a higher learning rate, lighter dropout, shorter warm-up.
-    "d2l-5-epochs-faster": (
-        "gpu",
-        {
-            "mixed_precision": "off",
-            "learning_rate": 0.03,
-            "dropout": 0.3,
-            "warmup_epochs": 0.5,
-            "augment": FLIPS_ONLY,
-        },
-    ),
+    "d2l-5-epochs": ("gpu", FIVE_EPOCHS),
+    "d2l-5-epochs-faster": ("gpu", FASTER),
+    # ... and twice the updates in the same 5 epochs: batch 64, judged on its validation accuracy
+    # (docs/benchmarks/accuracy_d2l_224_5_epochs_batch64.md).
+    "d2l-5-epochs-batch64": ("gpu", FASTER | {"batch_size": 64}),
 }
 TARGET_ACCURACY, TARGET_MINUTES = 0.935, 10.0  # the cpu preset's, under bf16 (mean, max)
 BF16_TOLERANCE = 0.003  # bf16's mean test accuracy may fall at most this far below float32's
 D2L_GOAL = 0.92  # an improved recipe's test accuracy after the chapter's 5 epochs (224 px, all)
-D2L_IMPROVED = ("d2l-improved", "d2l-5-epochs", "d2l-5-epochs-faster")  # D2L_GOAL judges these
+# D2L_GOAL judges these (and only on 224 px runs of all the training images).
+D2L_IMPROVED = ("d2l-improved", "d2l-5-epochs", "d2l-5-epochs-faster", "d2l-5-epochs-batch64")
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
