@@ -312,6 +312,16 @@ def per_epoch_table(runs: list[dict[str, Any]]) -> str:
     )
 
 
+def goal_lines(runs: list[dict[str, Any]]) -> list[tuple[float, str]]:
+    """The goals the plotted configurations are judged against: (accuracy, label) each."""
+    names, goals = {r["name"] for r in runs}, []
+    if "cpu" in names:
+        goals.append((TARGET_ACCURACY, f"cpu target {TARGET_ACCURACY} (test mean)"))
+    if names & set(D2L_IMPROVED):
+        goals.append((D2L_GOAL, f"d2l goal {D2L_GOAL} (test)"))
+    return goals
+
+
 def plot(runs: list[dict[str, Any]], path: pathlib.Path) -> None:
     import matplotlib
 
@@ -321,7 +331,7 @@ def plot(runs: list[dict[str, Any]], path: pathlib.Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     tested = any(r.get("test_accuracy_by_epoch") for r in runs)
     for r in runs:
-        label = f"{r['name']} seed {r['seed']}"
+        label = f"{r['name']} seed {r['seed']} ({policy(r)})"
         curve = [v for v in r["val_accuracy_by_epoch"] if v is not None]
         line = ax.plot(range(1, len(curve) + 1), curve, marker=".", ls="--" if tested else "-")
         line[0].set_label(f"{label} (validation)" if tested else label)
@@ -333,7 +343,9 @@ def plot(runs: list[dict[str, Any]], path: pathlib.Path) -> None:
                 color=line[0].get_color(),
                 label=f"{label} (test)",
             )
-    ax.axhline(TARGET_ACCURACY, color="grey", ls=":", lw=1)
+    for goal, label in goal_lines(runs):
+        ax.axhline(goal, color="grey", ls=":", lw=1, label=label)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole epochs
     title = "Test and validation accuracy per epoch" if tested else "Validation accuracy per epoch"
     ax.set(xlabel="epoch", ylabel="accuracy", title=title)
     ax.legend(fontsize=6)

@@ -212,6 +212,17 @@ def test_summary_judges_the_chapter_goal(name, accuracy, epochs, train_examples,
     assert judged == status and (goal.startswith(">= 0.92 in") if status else goal == "")
 
 
+def test_plots_draw_the_goals_of_the_configs_they_show():
+    """A d2l plot shows the 0.92 goal, a cpu plot the 0.935 target, the chapter's recipe none."""
+    from benchmarks import accuracy
+
+    assert accuracy.goal_lines([{"name": "cpu"}]) == [(0.935, "cpu target 0.935 (test mean)")]
+    d2l_goal = [(0.92, "d2l goal 0.92 (test)")]
+    assert accuracy.goal_lines([{"name": "d2l-5-epochs-batch64"}]) == d2l_goal
+    assert accuracy.goal_lines([{"name": "d2l-chapter"}, {"name": "d2l-improved"}]) == d2l_goal
+    assert accuracy.goal_lines([{"name": "d2l-chapter"}]) == []
+
+
 def test_tune_smoke_reads_validation_only(tmp_path, fashion_mnist):
     """Recipes side by side on the validation split; the test split is never evaluated."""
     logs = tmp_path / "logs"
