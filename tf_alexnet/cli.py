@@ -42,6 +42,7 @@ def run_summary(args: argparse.Namespace) -> int:
         input_shape=args.input_shape or input_shape,
         classes=args.classes or classes,
         variant=args.variant,
+        width=args.width,
     )
     print(format_summary(model))
     return 0

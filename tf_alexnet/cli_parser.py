@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     summary = commands.add_parser("summary", help="print the per-layer output shapes")
     summary.add_argument("--variant", default="d2l", help=f"one of {', '.join(contract.VARIANTS)}")
     summary.add_argument(
+        "--width",
+        type=float,
+        default=1.0,
+        help="multiplier of the layer widths (conv filters, fc6/fc7 units; default 1.0)",
+    )
+    summary.add_argument(
         "--input-shape",
         default=None,
         type=_shape,

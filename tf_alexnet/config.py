@@ -40,6 +40,12 @@ class TrainConfig(DataSpec):
 
     # Model
     variant: Literal["d2l", "paper", "mini"] = Field("d2l", description="the AlexNet variant")
+    width: float = Field(
+        1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="multiplier of the variant's layer widths (conv filters, fc6/fc7 units)",
+    )
     image_size: int = Field(contract.IMAGE_SIZE, ge=1, description="model input height and width")
     channels: Literal[1, 3] = Field(1, description="1 (grayscale) or 3 (RGB)")  # contract.CHANNELS
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout after fc6 and fc7")

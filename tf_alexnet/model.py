@@ -36,6 +36,7 @@ from tf_alexnet.variants import (
     Pool,
     Variant,
     check_input_size,
+    check_width,
     get_variant,
 )
 
@@ -73,6 +74,7 @@ def AlexNet(
     classifier_activation: str | Callable[..., Any] | None = None,
     dropout: float = 0.5,
     variant: str = "d2l",
+    width: float = 1.0,
     name: str = contract.MODEL_NAME,
 ) -> keras.Model:
     """Instantiates an AlexNet as a Keras functional model.
@@ -96,12 +98,14 @@ def AlexNet(
             `from_logits=True` loss), `"softmax"` returns probabilities.
         dropout: dropout rate after fc6 and fc7, in [0, 1).
         variant: `"d2l"`, `"paper"` or `"mini"`.
+        width: multiplier of the layers' widths (every conv's filters and the fc6/fc7 units,
+            rounded to multiples of 8); `1.0` builds the variant as declared.
         name: the model's name.
 
     Returns:
         A `keras.Model`.
     """
-    spec = get_variant(variant)
+    spec = get_variant(variant).scaled(check_width(width))
     input_shape = _check_input_shape(input_shape, variant)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` should be None, 'avg' or 'max'. Received: pooling={pooling!r}")

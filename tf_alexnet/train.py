@@ -111,6 +111,7 @@ def _train(
             classes=len(datasets.class_names),
             dropout=config.dropout,
             variant=config.variant,
+            width=config.width,
         )
         compile_model(model, config, steps_per_epoch)
 
@@ -118,7 +119,9 @@ def _train(
         run.write_json(run.config, config.to_dict())
     history_before = run.read_history()
     print(
-        f"Training {config.variant} AlexNet ({model.count_params():,} parameters) on "
+        f"Training {config.variant} AlexNet ("
+        + (f"width {config.width:g}, " if config.width != 1 else "")
+        + f"{model.count_params():,} parameters) on "
         f"{datasets.num_train:,} images ({datasets.num_validation:,} for validation), "
         f"{replicas} replica(s)"
         + (f" on {role.num_workers} workers (this is {role.name})" if multiworker else "")
@@ -211,6 +214,7 @@ def _finish(
     rates = [images_per_epoch / row["train_seconds"] for row in history if row.get("train_seconds")]
     metrics = {
         "variant": config.variant,
+        "width": config.width,
         "input_shape": list(config.input_shape),
         "parameters": model.count_params(),
         "epochs": len(history),

@@ -53,6 +53,22 @@ class Variant:
     kernel_initializer: Callable[[], Any]
     batch_norm: bool = False
 
+    def scaled(self, width: float) -> Variant:
+        """This variant with every conv's filters and the fc6/fc7 units multiplied by `width`.
+
+        Counts are rounded to a multiple of `WIDTH_MULTIPLE` (fast kernels on every backend),
+        so `width=1.0` gives the declared layers exactly.
+        """
+        features = tuple(
+            dataclasses.replace(f, filters=_scaled_count(f.filters, width))
+            if isinstance(f, Conv)
+            else f
+            for f in self.features
+        )
+        return dataclasses.replace(
+            self, features=features, hidden_units=_scaled_count(self.hidden_units, width)
+        )
+
 
 VARIANTS: dict[str, Variant] = {
     "d2l": Variant(
@@ -107,6 +123,23 @@ VARIANTS: dict[str, Variant] = {
 assert tuple(VARIANTS) == contract.VARIANTS
 
 POOL_SIZE, POOL_STRIDE = 3, 2
+WIDTH_MULTIPLE = 8
+"""Scaled layer widths are multiples of this (and of every conv's `groups`, which divide it)."""
+
+
+def _scaled_count(count: int, width: float) -> int:
+    return max(WIDTH_MULTIPLE, round(count * width / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
+
+
+def check_width(width: Any) -> float:
+    """`width` as a float; a ValueError unless it is a positive number."""
+    if (
+        isinstance(width, bool)
+        or not isinstance(width, (int, float))
+        or not (math.isfinite(width) and width > 0)
+    ):
+        raise ValueError(f"`width` should be a positive number. Received: width={width!r}")
+    return float(width)
 
 
 def _output_length(length: int, kernel: int, stride: int, padding: str) -> int:
