@@ -46,7 +46,7 @@ class SpecError(UserError):
 class Spec(BaseModel):
     """A frozen, strictly typed settings record whose mistakes read as one line."""
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
     _what: ClassVar[str] = "configuration"  # the word for its keys in "Unknown ... keys"
 
     def __init__(self, **values: Any) -> None:
@@ -164,6 +164,7 @@ _KINDS = {
     "int_type": "an integer",
     "int_from_float": "an integer",
     "float_type": "a number",
+    "finite_number": "a finite number",
     "string_type": "a string",
     "model_type": "a table of settings",
     "dict_type": "a table of settings",
