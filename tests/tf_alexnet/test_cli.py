@@ -30,6 +30,9 @@ def test_summary_paper_and_mini(capsys):
     assert "norm1" in out and "6x6x256" in out and "Total parameters: 60,965,224" in out
     assert main(["summary", "--variant", "mini", "--input-shape", "28x28x1"]) == 0
     assert "Total parameters: 1,006,250" in capsys.readouterr().out
+    assert main(["summary", "--variant", "mini", "--input-shape", "28x28x1", "--width", "1.5"]) == 0
+    out = capsys.readouterr().out
+    assert "7x7x144" in out and "Total parameters: 2,258,170" in out
 
 
 @pytest.mark.parametrize(
@@ -37,6 +40,8 @@ def test_summary_paper_and_mini(capsys):
     [
         (["summary", "--variant", "vgg"], "Received: variant='vgg'"),
         (["summary", "--input-shape", "28,28,1"], "at least 67x67"),
+        (["summary", "--width", "0"], "`width` should be a positive number. Received: width=0.0"),
+        (["train", "--width", "inf", "--run-dir", "{tmp}/r"], "a finite number > 0"),
         (["train", "--variant", "vgg", "--run-dir", "{tmp}/r"], "Received: variant='vgg'"),
         (["train", "--image-folder", "{tmp}/nowhere", "--run-dir", "{tmp}/r"], "does not exist"),
         (

@@ -95,6 +95,11 @@ WRONG = [
     ({"augment": {"hue": 0.9}}, "`augment.hue` should be in [0, 0.5]. "
      "Received: augment.hue=0.9"),
     ({"augment": "flip"}, "`augment` should be a table of settings. Received: augment='flip'"),
+    ({"width": 0}, "`width` should be > 0. Received: width=0"),
+    ({"learning_rate": float("inf")}, "`learning_rate` should be a finite number > 0. "
+     "Received: learning_rate=inf"),
+    ({"augment": {"contrast": float("nan")}}, "`augment.contrast` should be a finite number "
+     "in [0, 1). Received: augment.contrast=nan"),
 ]  # fmt: skip
 
 

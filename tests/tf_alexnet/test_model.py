@@ -86,6 +86,44 @@ def test_mini_trains_on_small_inputs(size):
     assert np.all(np.isfinite(logits.numpy()))
 
 
+def _widths(model):
+    return {
+        layer.name: layer.filters if hasattr(layer, "filters") else layer.units
+        for layer in model.layers
+        if layer.name.startswith(("conv", "fc")) and not layer.name.endswith(("_bn", "_relu"))
+    }
+
+
+def test_width_scales_every_conv_and_hidden_layer():
+    wide = AlexNet(input_shape=(28, 28, 1), variant="mini", width=1.5)
+    assert _widths(wide) == {
+        "conv1": 48, "conv2": 96, "conv3": 144, "conv4": 144, "conv5": 96, "fc6": 768, "fc7": 768
+    }  # fmt: skip
+    assert wide.count_params() == 2_258_170
+    assert wide.get_layer("predictions").units == 10  # the classes are not scaled
+    assert _widths(AlexNet(input_shape=(28, 28, 1), variant="mini", width=1)) == {
+        "conv1": 32, "conv2": 64, "conv3": 96, "conv4": 96, "conv5": 64, "fc6": 512, "fc7": 512
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("width", [0.1, 0.3, 1.25, 2.7])
+def test_scaled_widths_are_multiples_of_8_and_keep_the_groups(width):
+    model = AlexNet(input_shape=(67, 67, 3), variant="paper", width=width)
+    widths = _widths(model)
+    assert all(count % 8 == 0 and count >= 8 for count in widths.values()), widths
+    declared = {"conv1": 96, "conv2": 256, "conv3": 384, "conv4": 384, "conv5": 256}
+    for name, count in declared.items():
+        assert abs(widths[name] - count * width) <= 4, (name, widths[name])
+    assert model.get_layer("conv4").groups == 2
+    assert model(tf.random.uniform((1, 67, 67, 3))).shape == (1, 10)
+
+
+@pytest.mark.parametrize("width", [0, -1.0, float("nan"), float("inf"), True, "2"])
+def test_bad_width_is_refused(width):
+    with pytest.raises(ValueError, match=r"`width` should be a positive number\. Received: width="):
+        AlexNet(variant="mini", input_shape=(28, 28, 1), width=width)
+
+
 @pytest.mark.parametrize(
     ("pooling", "shape"), [(None, (5, 5, 256)), ("avg", (256,)), ("max", (256,))]
 )

@@ -27,7 +27,7 @@ TINY = TINY_TRAINING
 
 def test_train_writes_a_complete_run_directory(fashion_mnist, tmp_path):
     config = config_lib.from_dict(
-        {**TINY, "augment": {"flip": True, "crop": "pad"}, "schedule": "cosine"}
+        {**TINY, "augment": {"flip": True, "crop": "pad"}, "schedule": "cosine", "width": 0.5}
     )
     metrics = train(config, tmp_path / "run")
     run = RunDir(tmp_path / "run")
@@ -47,9 +47,11 @@ def test_train_writes_a_complete_run_directory(fashion_mnist, tmp_path):
     assert metrics["best_val_accuracy"] == max(row["val_accuracy"] for row in history)
     # Learning happened: far better than chance (0.1) after 64 steps on real images.
     assert metrics["best_val_accuracy"] > 0.5
-    assert metrics["parameters"] == 1_006_250
+    half = AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.5)
+    assert metrics["width"] == 0.5 and metrics["parameters"] == half.count_params() < 1_006_250
     best = keras.saving.load_model(run.best_model)
     assert best.input_shape == (None, 28, 28, 1)
+    assert best.get_layer("conv3").filters == 48 and best.count_params() == half.count_params()
 
     report = evaluate(run.best_model, config, tmp_path / "eval")
     assert report["num_examples"] == 10_000
