@@ -92,8 +92,8 @@ def _add_config_source(parser: argparse.ArgumentParser, default: str = "auto") -
         default=default,
         choices=presets,
         help="the training recipe to start from (a set of settings, not pretrained weights): "
-        "chapter (the d2l chapter), quick, cpu or gpu; auto picks chapter when TensorFlow "
-        f"sees a GPU and cpu otherwise (default: {default})",
+        "chapter (the d2l chapter), chapter-improved, quick, cpu or gpu; auto picks chapter "
+        f"when TensorFlow sees a GPU and cpu otherwise (default: {default})",
     )
     parser.add_argument("--config", help="a .toml or .json file of settings (over the preset)")
 
