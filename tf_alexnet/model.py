@@ -15,6 +15,9 @@ pool5, fc6, fc7, predictions):
   filters, 512 units), 3x3 kernels, stride 1, `same` pooling and batch normalization in
   place of LRN, for 28-64 px inputs on a CPU (1,006,250 parameters at 28x28x1).
 
+`width` scales any variant: every conv's filters and the fc6/fc7 units times `width`, rounded
+to multiples of 8 (`width=1.0` is the variant as declared).
+
 The variants' layer tables, and the smallest input each takes, are in `tf_alexnet.variants`.
 """
 
