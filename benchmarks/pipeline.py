@@ -30,6 +30,7 @@ def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
         os.sched_setaffinity(0, set(range(args.cores)))  # before TensorFlow starts its threads
     from tf_alexnet import config as config_lib
     from tf_alexnet.data import make_datasets
+    from tf_alexnet.strategy import choose_precision
 
     overrides: dict[str, Any] = {"manual_dir": str(common.MANUAL_DIR)}
     if args.train_examples:
@@ -49,23 +50,32 @@ def pipeline_worker(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": config.batch_size,
         "augmentation": {k: v for k, v in vars(config.augment).items() if v},
         "variant": config.variant,
+        "width": config.width,
+        # how the preset trains here: its dtype policy on this machine, its steps per call
+        "policy": choose_precision(config.mixed_precision).policy,
+        "steps_per_execution": config.steps_per_execution,
     }
 
 
-def model_rate(variant: str, image_size: int, batch: int, smoke: bool) -> float:
+def model_rate(info: dict[str, Any], smoke: bool) -> float:
+    """Images/s the preset's model trains at, as the preset trains it, on synthetic batches."""
     steps = ["--steps=2", "--warmup=1"] if smoke else ["--steps=6", "--warmup=2"]
+    precision = {"float32": "fp32", "mixed_bfloat16": "bf16"}[info["policy"]]
     result = common.run_json(
         [
             "-m",
             "benchmarks.train_throughput",
             "--worker=tf",
-            f"--variant={variant}",
-            f"--image-size={image_size}",
-            f"--batch={batch}",
+            f"--variant={info['variant']}",
+            f"--width={info['width']}",
+            f"--image-size={info['image_size']}",
+            f"--batch={info['batch_size']}",
+            f"--precision={precision}",
+            f"--steps-per-execution={info['steps_per_execution']}",
             *steps,
         ]
     )
-    return batch / common.median(result["step_seconds"])
+    return info["batch_size"] / common.median(result["step_seconds"])
 
 
 def run(args: argparse.Namespace) -> None:
@@ -81,15 +91,17 @@ def run(args: argparse.Namespace) -> None:
             rate = measured[label]["steady_images_per_second"]
             print(f"  {preset}: pipeline on {label}: {rate:,.0f} img/s", flush=True)
         info = measured["all_cores"]
-        consumed = model_rate(info["variant"], info["image_size"], info["batch_size"], args.smoke)
+        consumed = model_rate(info, args.smoke)
         print(f"  {preset}: model trains at {consumed:,.1f} img/s", flush=True)
         pipeline_rate = info["steady_images_per_second"]
         rows.append(
             {
                 "preset": preset,
                 "variant": info["variant"],
+                "width": info["width"],
                 "image_size": info["image_size"],
                 "batch_size": info["batch_size"],
+                "policy": info["policy"],
                 "augmentation": info["augmentation"],
                 "pipeline_images_per_second": pipeline_rate,
                 "pipeline_first_epoch_images_per_second": info["first_epoch_images_per_second"],
@@ -121,7 +133,9 @@ def markdown(rows: list[dict[str, Any]], cores: int) -> str:
         [
             [
                 r["preset"],
-                f"{r['variant']} {r['image_size']}px, batch {r['batch_size']}",
+                f"{r['variant']} {r['image_size']}px"
+                + (f" width {r['width']:g}" if r.get("width", 1.0) != 1.0 else "")
+                + f", batch {r['batch_size']}, {r.get('policy', 'float32')}",
                 ", ".join(f"{k}={v}" for k, v in r["augmentation"].items()) or "none",
                 r["pipeline_images_per_second"],
                 r["pipeline_one_core_images_per_second"],
@@ -136,7 +150,8 @@ def markdown(rows: list[dict[str, Any]], cores: int) -> str:
         "# Input pipeline headroom\n\n"
         "Real Fashion-MNIST through the preset's training pipeline (cache at 28 px, shuffle, "
         "per-image resize and augmentation, batch), steady state (second and later epochs), "
-        "against the model's training rate on synthetic batches on the same machine. "
+        "against the model's training rate on synthetic batches on the same machine, in the "
+        "preset's dtype policy there and with its steps per execution. "
         "Headroom > 1 means the model, not the pipeline, sets the pace; the one-core rate "
         "tells how many cores keep a GPU fed (published AlexNet rates: ~3,000 img/s per GPU).\n\n"
         f"{table}\n"

@@ -48,7 +48,7 @@ def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
     if args.precision == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     shape = (args.image_size, args.image_size, 1)
-    model = AlexNet(input_shape=shape, classes=10, variant=args.variant)
+    model = AlexNet(input_shape=shape, classes=10, variant=args.variant, width=args.width)
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=0.01),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
@@ -277,6 +277,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps-per-execution", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--jit-compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="d2l", help=argparse.SUPPRESS)
+    parser.add_argument("--width", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument(
         "--precisions", nargs="+", choices=list(PRECISION_PAIRS), default=list(PRECISION_PAIRS)

@@ -88,6 +88,8 @@ def test_pipeline_smoke(tmp_path, fashion_mnist):
     assert row["preset"] == "cpu" and row["image_size"] == 28 == cpu["image_size"]
     assert row["batch_size"] == cpu["batch_size"]
     assert row["augmentation"] == {"flip": True, "crop": "none", "crop_fraction": 0.875}
+    # the model's rate is measured in the policy the preset trains in on this machine
+    assert row["policy"] == ("mixed_bfloat16" if bf16_support().available else "float32")
     assert row["pipeline_images_per_second"] > 0 and row["model_images_per_second"] > 0
     assert row["headroom"] == pytest.approx(
         row["pipeline_images_per_second"] / row["model_images_per_second"]
