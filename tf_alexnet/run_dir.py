@@ -192,7 +192,8 @@ def check_resumable(run: RunDir, config: config_lib.TrainConfig) -> None:
             f"{str(run.root)!r} holds a finished run. Pass --overwrite to replace it, "
             "or choose another --run-dir."
         )
-    previous = config_lib.read_file(run.config)
+    # through the declarations: a setting added since the run started reads as its default
+    previous = config_lib.from_dict(config_lib.read_file(run.config)).to_dict()
     current = config.to_dict()
     changed = sorted(
         key

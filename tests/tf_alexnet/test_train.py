@@ -153,6 +153,20 @@ def test_resume_refuses_changed_settings(fashion_mnist, tmp_path):
         train(config.replace(learning_rate=0.1), run.root)
 
 
+def test_a_run_started_before_a_setting_existed_resumes(tmp_path):
+    """An unfinished run's config.json from an older version lacks newer settings (`width`)."""
+    from tf_alexnet.run_dir import check_resumable
+
+    config = config_lib.from_dict(TINY)
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    older = {key: value for key, value in config.to_dict().items() if key != "width"}
+    run.write_json(run.config, older)
+    check_resumable(run, config)  # the default width: the same settings
+    with pytest.raises(UserError, match=r"other settings \(width\)"):
+        check_resumable(run, config.replace(width=2.0))
+
+
 def test_overwrite_only_deletes_run_directories(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     config = config_lib.from_dict(TINY)
