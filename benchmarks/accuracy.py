@@ -180,6 +180,12 @@ def policy(run: dict[str, Any]) -> str:
     return str(run.get("precision", {}).get("policy", "float32"))
 
 
+def _input(config: dict[str, Any]) -> str:
+    """`mini 28px`, and the width where it is not the variant's own (`mini x1.25 28px`)."""
+    width = config.get("width", 1.0)  # runs recorded before the setting existed: 1.0
+    return f"{config['variant']}{f' x{width:g}' if width != 1.0 else ''} {config['image_size']}px"
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per configuration and dtype policy, over its seeds."""
     rows = []
@@ -192,7 +198,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "policy": dtype,
             "preset": mine[0]["preset"],
             "seeds": [r["seed"] for r in mine],
-            "input": f"{mine[0]['config']['variant']} {mine[0]['config']['image_size']}px",
+            "input": _input(mine[0]["config"]),
             "train_examples": mine[0]["config"]["train_examples"] or "all (54,000)",
             "epochs": mine[0]["epochs"],
             "test_accuracy_mean": statistics.fmean(accuracy),

@@ -193,6 +193,16 @@ def test_accuracy_configs_are_valid_recipes():
     assert set(accuracy.D2L_IMPROVED) <= set(accuracy.CONFIGS)
 
 
+def test_accuracy_rows_name_the_width():
+    from benchmarks import accuracy
+
+    assert accuracy._input({"variant": "mini", "image_size": 28}) == "mini 28px"  # older runs
+    assert accuracy._input({"variant": "mini", "image_size": 28, "width": 1.0}) == "mini 28px"
+    assert accuracy._input({"variant": "mini", "image_size": 28, "width": 1.25}) == (
+        "mini x1.25 28px"
+    )
+
+
 def test_the_chapter_improved_preset_is_the_measured_recipe():
     """`--preset chapter-improved` trains what the committed 0.9253 run trained."""
     from tf_alexnet import config as config_lib
