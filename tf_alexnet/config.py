@@ -148,12 +148,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "augment": {"flip": True, "crop": "pad"},
     },
     # The mini variant's full CPU recipe (benchmarks/accuracy.py), tuned on the validation split
-    # (docs/benchmarks/tune_cpu*.md): the variant at width 1.25; many steps per execution keep a
-    # 2-core CPU busy; Nesterov SGD with a one-epoch warm-up and cosine decay; light
-    # regularization for a 15-epoch budget.
+    # (docs/benchmarks/tune_cpu*.md): many steps per execution keep a 2-core CPU busy; Nesterov
+    # SGD with a one-epoch warm-up and cosine decay; light regularization for a 15-epoch budget.
+    # Wider networks train 1.5-2x slower, past the 10-minute budget (tune_cpu_7.md).
     "cpu": {
         "variant": "mini",
-        "width": 1.25,
         "image_size": 28,
         "epochs": 15,
         "batch_size": 128,
