@@ -6,7 +6,8 @@ Recipes are tuned on the validation split (10% of train); the test split (the or
 
 - `cpu`: the `cpu` preset (mini AlexNet). The CPU target, on 2 cores with bf16 units (AMX, or
   AVX512-BF16 on AMD Zen 5): >= 0.935 mean test accuracy over the seeds in <= 10 min of
-  `model.fit` each; with `--precision bf16 off`, bf16 within 0.003 of float32's mean.
+  `model.fit` each (judged on 3 or more seeds); with `--precision bf16 off`, bf16 within 0.003
+  of float32's mean. `cpu-width-1.25`: the same recipe with a wider network, measured only.
 - `d2l-chapter` / `d2l-improved`: the chapter's network with the chapter's recipe and with
   the `gpu` preset's recipe, side by side on the same budget (input size, training subset and
   epochs below; reduced by default, because the full 224 px run needs a GPU or bf16 units).
@@ -53,6 +54,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "d2l-5-epochs-batch64": ("gpu", FASTER | {"batch_size": 64}),
 }
 TARGET_ACCURACY, TARGET_MINUTES = 0.935, 10.0  # the cpu preset's, under bf16 (mean, max)
+TARGET_SEEDS = 3  # ... over at least this many seeds; fewer are reported, not judged
 BF16_TOLERANCE = 0.003  # bf16's mean test accuracy may fall at most this far below float32's
 D2L_GOAL = 0.92  # an improved recipe's test accuracy after the chapter's 5 epochs (224 px, all)
 # D2L_GOAL judges these (and only on 224 px runs of all the training images).
@@ -211,7 +213,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "fit_minutes_median": common.median(minutes),
             "fit_minutes_max": max(minutes),
         }
-        if name == "cpu" and dtype == "mixed_bfloat16":  # the target is for bf16 units
+        if name == "cpu" and dtype == "mixed_bfloat16" and len(mine) >= TARGET_SEEDS:
             mean = row["test_accuracy_mean"]
             row["target_met"] = mean >= TARGET_ACCURACY and max(minutes) <= TARGET_MINUTES
         rows.append(row)
@@ -279,7 +281,8 @@ def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
     for r in summary:
         if "target_met" in r:
             verdict += (
-                f"CPU target (bf16 units: mean test accuracy >= {TARGET_ACCURACY} over the seeds, "
+                f"CPU target (bf16 units: mean test accuracy >= {TARGET_ACCURACY} over "
+                f"{TARGET_SEEDS} or more seeds, "
                 f"each in <= {TARGET_MINUTES:.0f} min of training): "
                 f"**{'met' if r['target_met'] else 'missed'}** "
                 f"({r['test_accuracy_mean']:.4f}, {r['fit_minutes_max']:.1f} min at most).\n\n"

@@ -150,7 +150,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The mini variant's full CPU recipe (benchmarks/accuracy.py), tuned on the validation split
     # (docs/benchmarks/tune_cpu*.md): many steps per execution keep a 2-core CPU busy; Nesterov
     # SGD with a one-epoch warm-up and cosine decay; light regularization for a 15-epoch budget.
-    # Wider networks train 1.5-2x slower, past the 10-minute budget (tune_cpu_7.md).
+    # A wider network (width 1.25) trained 1.2x slower for no test gain (accuracy_cpu_width.md).
     "cpu": {
         "variant": "mini",
         "image_size": 28,
