@@ -56,8 +56,8 @@ class Variant:
     def scaled(self, width: float) -> Variant:
         """This variant with every conv's filters and the fc6/fc7 units multiplied by `width`.
 
-        Counts are rounded to a multiple of `WIDTH_MULTIPLE` (fast kernels on every backend),
-        so `width=1.0` gives the declared layers exactly.
+        Counts are rounded to a multiple of `WIDTH_MULTIPLE`, so `width=1.0` gives the declared
+        layers exactly and grouped convs keep whole groups.
         """
         features = tuple(
             dataclasses.replace(f, filters=_scaled_count(f.filters, width))
