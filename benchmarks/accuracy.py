@@ -42,8 +42,8 @@ FIVE_EPOCHS = {"mixed_precision": "off", "augment": FLIPS_ONLY}
 FASTER = FIVE_EPOCHS | {"learning_rate": 0.03, "dropout": 0.3, "warmup_epochs": 0.5}
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "cpu": ("cpu", {}),
-    # The preset at width 1.25: the best validation accuracy (docs/benchmarks/tune_cpu_7.md),
-    # but 1.5-2x the training time, past the preset's 10-minute budget: measured, not a preset.
+    # The preset at width 1.25: the best validation accuracy (docs/benchmarks/tune_cpu_7.md);
+    # measured on test, not a preset (docs/benchmarks/accuracy_cpu_width.md).
     "cpu-width-1.25": ("cpu", {"width": 1.25}),
     "d2l-chapter": ("chapter", {}),
     "d2l-improved": ("gpu", {"mixed_precision": "off"}),
@@ -185,12 +185,6 @@ def policy(run: dict[str, Any]) -> str:
     return str(run.get("precision", {}).get("policy", "float32"))
 
 
-def _input(config: dict[str, Any]) -> str:
-    """`mini 28px`, and the width where it is not the variant's own (`mini x1.25 28px`)."""
-    width = config.get("width", 1.0)  # runs recorded before the setting existed: 1.0
-    return f"{config['variant']}{f' x{width:g}' if width != 1.0 else ''} {config['image_size']}px"
-
-
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per configuration and dtype policy, over its seeds."""
     rows = []
@@ -203,7 +197,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "policy": dtype,
             "preset": mine[0]["preset"],
             "seeds": [r["seed"] for r in mine],
-            "input": _input(mine[0]["config"]),
+            "input": common.model_label(mine[0]["config"]),
             "train_examples": mine[0]["config"]["train_examples"] or "all (54,000)",
             "epochs": mine[0]["epochs"],
             "test_accuracy_mean": statistics.fmean(accuracy),
@@ -328,7 +322,7 @@ def goal_lines(runs: list[dict[str, Any]]) -> list[tuple[float, str]]:
     """The goals of the plotted configurations, (accuracy, label) each; the wider cpu run is drawn
     against the cpu target for reference, not judged."""
     names, goals = {r["name"] for r in runs}, []
-    if names & {"cpu", "cpu-width-1.25"}:
+    if names & {name for name, (preset, _) in CONFIGS.items() if preset == "cpu"}:
         goals.append((TARGET_ACCURACY, f"cpu target {TARGET_ACCURACY} (test mean)"))
     if names & set(D2L_IMPROVED):
         goals.append((D2L_GOAL, f"d2l goal {D2L_GOAL} (test)"))

@@ -82,6 +82,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def model_label(config: dict[str, Any]) -> str:
+    """`mini 28px`, and the width where it is not the variant's own (`mini x1.25 28px`).
+
+    `config` holds `variant`, `image_size` and `width` (a run's config or a result row; results
+    recorded before the setting existed have no width: 1.0).
+    """
+    width = config.get("width", 1.0)
+    return f"{config['variant']}{f' x{width:g}' if width != 1.0 else ''} {config['image_size']}px"
+
+
 def command() -> str:
     """The command line that produced this result, as a reader would type it."""
     spec = getattr(sys.modules["__main__"], "__spec__", None)

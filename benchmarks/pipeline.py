@@ -133,9 +133,7 @@ def markdown(rows: list[dict[str, Any]], cores: int) -> str:
         [
             [
                 r["preset"],
-                f"{r['variant']} {r['image_size']}px"
-                + (f" width {r['width']:g}" if r.get("width", 1.0) != 1.0 else "")
-                + f", batch {r['batch_size']}, {r.get('policy', 'float32')}",
+                f"{common.model_label(r)}, batch {r['batch_size']}, {r.get('policy', 'float32')}",
                 ", ".join(f"{k}={v}" for k, v in r["augmentation"].items()) or "none",
                 r["pipeline_images_per_second"],
                 r["pipeline_one_core_images_per_second"],

@@ -221,11 +221,11 @@ def test_the_cpu_target_is_judged_on_three_bf16_seeds(seeds, policy, judged):
 
 
 def test_accuracy_rows_name_the_width():
-    from benchmarks import accuracy
+    from benchmarks import common
 
-    assert accuracy._input({"variant": "mini", "image_size": 28}) == "mini 28px"  # older runs
-    assert accuracy._input({"variant": "mini", "image_size": 28, "width": 1.0}) == "mini 28px"
-    assert accuracy._input({"variant": "mini", "image_size": 28, "width": 1.25}) == (
+    assert common.model_label({"variant": "mini", "image_size": 28}) == "mini 28px"  # older runs
+    assert common.model_label({"variant": "mini", "image_size": 28, "width": 1.0}) == "mini 28px"
+    assert common.model_label({"variant": "mini", "image_size": 28, "width": 1.25}) == (
         "mini x1.25 28px"
     )
 
