@@ -136,8 +136,21 @@ def test_facade_cost_smoke(tmp_path, fashion_mnist):
         )
     # the raw calls and both servers compute in the precision BF16=auto picks here
     assert result["bf16_rewrite"]["enabled"] == bf16_support().available
-    (load,) = [result["throughput"]["servers"]["this commit"]]
-    assert load["binary"]["requests"] > 0 and 0 < load["binary"]["loadgen_cpu_share"] < 2
+    # two rounds of loads, the raw ceiling before, between and after them
+    throughput = result["throughput"]
+    assert len(throughput["rounds"]) == 2
+    assert len(throughput["raw"]["images_per_second_by_batch_runs"]) == 3
+    shares = []
+    for loads in throughput["rounds"]:
+        row = loads["this commit"]["binary"]
+        assert row["requests"] > 0 and 0 < row["loadgen_cpu_share"] < 2
+        assert row["share_of_ceiling"] == pytest.approx(
+            row["requests_per_second"] / row["raw_ceiling_images_per_second"]
+        )
+        shares.append(row["share_of_ceiling"])
+    median = throughput["servers"]["this commit"]["binary"]["share_of_ceiling"]
+    assert median == pytest.approx(sum(shares) / 2)  # the median of two
+    assert result["goals"]["c32_share_of_ceiling"]["binary"] == median
     assert set(result["goals"]["overhead_cpu_over_baseline"]) == set(this)
     assert "## Goals" in (tmp_path / "facade_cost.md").read_text()
     assert not (REPO / ".git" / "worktrees" / "baseline").exists()  # the worktree is removed
