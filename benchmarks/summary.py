@@ -171,12 +171,14 @@ def _facade_cost(result: dict[str, Any]) -> list[list[str]]:
                 "met" if ratio <= 0.5 else "missed",
             ]
         )
+    count = len(result["throughput"].get("rounds", ()))  # older results: one run
+    rounds = f" (median of {count} rounds)" if count > 1 else ""
     for body, share in goals["c32_share_of_ceiling"].items():
         load = result["throughput"]["servers"]["this commit"][body]
         rows.append(
             [
                 f"facade at c32, {kind}: {body} body ({result['throughput']['model']})",
-                f"{share:.0%} of the raw ceiling; load generator "
+                f"{share:.0%} of the raw ceiling{rounds}; load generator "
                 f"{load['loadgen_cpu_share']:.0%} of a core",
                 ">= 80% of the raw ceiling",
                 "met" if share >= 0.8 else "missed",
