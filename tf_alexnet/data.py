@@ -22,7 +22,7 @@ from tf_alexnet.specs import DataSpec  # declared there (no TensorFlow), used he
 @dataclasses.dataclass(frozen=True)
 class Datasets:
     train: tf.data.Dataset
-    validation: tf.data.Dataset
+    validation: tf.data.Dataset | None  # None: `validation_fraction=0`, train on everything
     test: tf.data.Dataset
     class_names: tuple[str, ...]
     num_train: int
@@ -80,17 +80,25 @@ def make_datasets(data: DataSpec, pipeline: PipelineSpec, source: Source | None 
             f"Only {num_train} training examples for a batch of {pipeline.batch_size}: "
             f"lower --batch-size or use more data."
         )
-    if num_validation == 0:
-        raise UserError("The validation split is empty: raise `validation_fraction`.")
+    if num_validation == 0 and data.validation_fraction > 0:
+        raise UserError(
+            "The validation split is empty: raise `validation_fraction` (or set it to 0 to "
+            f"train on every training image). Received: validation_fraction="
+            f"{data.validation_fraction}"
+        )
     train = _select(source.train, train_mask)
-    validation = _select(source.train, validation_mask)
+    validation = _select(source.train, validation_mask) if num_validation else None
     pca = None
     if pipeline.augmentation.pca_lighting:
         pca = rgb_pca(_sample_pixels(train, pipeline.channels))
     num_classes = len(source.class_names)
     return Datasets(
         train=training_pipeline(train, pipeline, data.seed, num_classes, pca),
-        validation=evaluation_pipeline(validation, pipeline, num_classes),
+        validation=(
+            evaluation_pipeline(validation, pipeline, num_classes)
+            if validation is not None
+            else None
+        ),
         test=evaluation_pipeline(test, pipeline, num_classes),
         class_names=source.class_names,
         num_train=num_train,

@@ -107,7 +107,9 @@ class RunDir:
             for row in csv.DictReader(file):
                 if None in row.values() or not row.get("epoch"):
                     continue  # a row cut short by a kill: that epoch is replayed anyway
-                rows[int(row["epoch"])] = {k: _number(v) for k, v in row.items()}
+                # "NA": a metric the epoch did not have (CSVLogger adds val_ columns even to a
+                # run without validation)
+                rows[int(row["epoch"])] = {k: _number(v) for k, v in row.items() if v != "NA"}
         return [rows[epoch] for epoch in sorted(rows)]
 
     def write_json(self, path: pathlib.Path, values: dict[str, Any]) -> None:
@@ -120,7 +122,7 @@ class RunDir:
 def _number(text: str) -> float:
     try:
         return float(text)
-    except ValueError:  # CSVLogger writes "NA" for a metric missing from an epoch
+    except ValueError:  # not a number: kept as a missing value
         return float("nan")
 
 

@@ -121,7 +121,7 @@ class DataSpec(Spec):
         None, description="a folder with one subfolder of images per class (or train/, test/)"
     )
     validation_fraction: float = Field(
-        0.1, ge=0, lt=1, description="share of the training data held out for validation"
+        0.1, ge=0, lt=1, description="share of the training data held out for validation (0: none)"
     )
     test_fraction: float = Field(
         0.1, ge=0, lt=1, description="test share when the source has no test split"

@@ -54,8 +54,9 @@ def train(
     training callbacks and before the checkpoints, so what they add to an epoch's logs is
     recorded in `history.csv`.
 
-    The run directory receives `config.json`, `best.keras` (best validation accuracy),
-    `final.keras`, `history.csv`, `training_curves.png`, TensorBoard `logs/` and `metrics.json`.
+    The run directory receives `config.json`, `best.keras` (best validation accuracy; none
+    when `validation_fraction` is 0), `final.keras`, `history.csv`, `training_curves.png`,
+    TensorBoard `logs/` and `metrics.json`.
 
     Keras's global dtype policy follows `config.mixed_precision` during the run and is put back
     as it was afterwards, so the caller's later models are not built in bf16 by surprise.
@@ -122,7 +123,13 @@ def _train(
         f"Training {config.variant} AlexNet ("
         + (f"width {config.width:g}, " if config.width != 1 else "")
         + f"{model.count_params():,} parameters) on "
-        f"{datasets.num_train:,} images ({datasets.num_validation:,} for validation), "
+        f"{datasets.num_train:,} images ("
+        + (
+            f"{datasets.num_validation:,} for validation"
+            if datasets.num_validation
+            else "no validation split: the final model is the run's model"
+        )
+        + f"), "
         f"{replicas} replica(s)"
         + (f" on {role.num_workers} workers (this is {role.name})" if multiworker else "")
         + f", global batch {global_batch}, policy {policy}"
@@ -137,7 +144,9 @@ def _train(
             validation_data=datasets.validation,
             epochs=config.epochs,
             shuffle=False,  # the dataset shuffles examples itself
-            callbacks=_callbacks(config, run, backup, history_before, role, callbacks),
+            callbacks=_callbacks(
+                config, run, backup, history_before, role, callbacks, datasets.num_validation > 0
+            ),
             verbose=1 if sys.stdout.isatty() else 2,
         )
     except PEER_ERRORS as err:
@@ -165,6 +174,7 @@ def _callbacks(
     history: list[dict[str, float]],
     role: Role,
     extra: Sequence[keras.callbacks.Callback] = (),
+    validated: bool = True,
 ) -> list[keras.callbacks.Callback]:
     # Only the chief writes the run's files: the others keep just their own backup. (Keras
     # 3 saves from each worker's local copy of the mirrored variables, with no collective
@@ -185,11 +195,12 @@ def _callbacks(
         return [*shared, backup_callback]
     # A resumed run: only a better model may replace best.keras.
     best = max((row.get("val_accuracy", float("-inf")) for row in history), default=float("-inf"))
+    checkpoint = [BestModelCheckpoint(run.best_model, monitor="val_accuracy", best=best)]
     return [
         EpochTimer(),
         TrainingProgress(config.batch_size),
         *shared,
-        BestModelCheckpoint(run.best_model, monitor="val_accuracy", best=best),
+        *(checkpoint if validated else []),
         keras.callbacks.CSVLogger(str(run.history), append=True),
         keras.callbacks.TensorBoard(str(run.logs)),
         backup_callback,
@@ -208,8 +219,10 @@ def _finish(
 ) -> dict[str, Any]:
     history = run.read_history()
     plots.training_curves(history, run.curves)
-    best = max(history, key=lambda row: row.get("val_accuracy", float("-inf")))
     last = history[-1]
+    # Without a validation split there is no best epoch: the run's model is the final one.
+    best = max(history, key=lambda row: row.get("val_accuracy", float("-inf")))
+    validated = datasets.num_validation > 0
     images_per_epoch = (datasets.num_train // global_batch) * global_batch
     rates = [images_per_epoch / row["train_seconds"] for row in history if row.get("train_seconds")]
     metrics = {
@@ -218,7 +231,7 @@ def _finish(
         "input_shape": list(config.input_shape),
         "parameters": model.count_params(),
         "epochs": len(history),
-        "best_epoch": int(best["epoch"]) + 1,
+        "best_epoch": int(best["epoch"]) + 1 if validated else None,
         "best_val_accuracy": best.get("val_accuracy"),
         "final": {
             k: last[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in last
@@ -235,9 +248,10 @@ def _finish(
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     run.write_json(run.metrics, metrics)
-    print(
-        f"Done: best val_accuracy {metrics['best_val_accuracy']:.4f} at epoch "
-        f"{metrics['best_epoch']}; models in {run.root}",
-        flush=True,
+    outcome = (
+        f"best val_accuracy {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']}"
+        if validated
+        else f"final accuracy {last['accuracy']:.4f} (training images, no validation split)"
     )
+    print(f"Done: {outcome}; models in {run.root}", flush=True)
     return metrics

@@ -172,6 +172,8 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     )
     run, _ = result["runs"]
     assert 0 <= run["test_accuracy"] <= 1 and run["config"]["train_examples"] == 512  # 2 steps
+    # the preset trains on every training image it is given: no validation split is held out
+    assert (run["num_train"], run["num_validation"], run["best_val_accuracy"]) == (512, 0, None)
     # the per-epoch test curve: one point per epoch, its time kept out of the fit time
     (after_epoch_1,) = run["test_accuracy_by_epoch"]
     assert 0 <= after_epoch_1 <= 1 and run["test_eval_seconds"] > 0
@@ -191,6 +193,18 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     headline = (tmp_path / "README.md").read_text()
     assert f"test accuracy {run['test_accuracy']:.4f}" in headline
     assert "bf16 at most 0.003 below" in headline and ">= 0.935 mean" not in headline
+
+
+def test_accuracy_tables_say_how_many_images_trained():
+    from benchmarks.accuracy import training_images
+
+    assert training_images({"config": {"train_examples": None}, "num_train": 60_000}) == (
+        "all (60,000)"
+    )
+    assert training_images({"config": {"train_examples": 2048}, "num_train": 2048}) == "2,048"
+    # runs recorded before the count: all of the training split less the default 10%
+    assert training_images({"config": {"train_examples": None}}) == "all (54,000)"
+    assert training_images({"config": {"train_examples": 12_000}}) == "12,000"
 
 
 def test_accuracy_configs_are_valid_recipes():
@@ -307,6 +321,8 @@ def test_tune_smoke_reads_validation_only(tmp_path, fashion_mnist):
     for run in result["runs"]:
         assert 0 <= run["best_val_accuracy"] <= 1 and run["epochs"] == 1
         assert "test_accuracy" not in run
+        # judged on a held-out 10% even though the cpu preset itself trains on every image
+        assert run["config"]["validation_fraction"] == 0.1
     assert "| pad |" in (tmp_path / "tune.md").read_text()
     # each run's progress, as it came: the training log up to the JSON result line
     for name in ("base", "pad"):
@@ -318,6 +334,11 @@ def test_tune_smoke_reads_validation_only(tmp_path, fashion_mnist):
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert bad.returncode == 2 and "pad: overrides are not JSON" in bad.stderr
+    blind = subprocess.run(
+        [sys.executable, "-m", "benchmarks.tune", "--recipe", 'all={"validation_fraction": 0}'],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert blind.returncode == 2 and "all: tuning needs a validation split" in blind.stderr
 
 
 def test_loadgen_speaks_http_and_counts_failures():

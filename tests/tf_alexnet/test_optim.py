@@ -57,6 +57,14 @@ def test_warmup_is_refused_where_it_cannot_work():
         config_lib.from_dict({**TINY, "schedule": "plateau", "warmup_epochs": 1})
 
 
+def test_plateau_needs_a_validation_split():
+    with pytest.raises(UserError) as info:
+        config_lib.from_dict({**TINY, "schedule": "plateau", "validation_fraction": 0})
+    assert str(info.value).startswith("schedule='plateau' watches the validation loss")
+    assert str(info.value).endswith("Received: validation_fraction=0.0")
+    assert config_lib.from_dict({**TINY, "schedule": "plateau"}).validation_fraction > 0
+
+
 @pytest.mark.parametrize("warmup_epochs", [0, 1])
 def test_a_step_schedule_shorter_than_its_step_stays_constant(warmup_epochs):
     # 10 epochs with the default step_epochs=30: no boundary falls inside the run.

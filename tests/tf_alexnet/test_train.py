@@ -66,6 +66,38 @@ def test_train_writes_a_complete_run_directory(fashion_mnist, tmp_path):
         train(config, tmp_path / "run")
 
 
+def test_validation_fraction_zero_trains_on_every_image(fashion_mnist, tmp_path):
+    """No held-out split: no best epoch to pick, so the run's model is its final one, and
+    `evaluate` and `export` take that from the run directory."""
+    run_dir = tmp_path / "run"
+    train_flags = ["--preset", "quick", "--train-examples", "512", "--epochs", "1"]
+    result = run_cli("train", *train_flags, "--validation-fraction", "0", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "512 images (no validation split: the final model is the run's model)" in result.stdout
+    assert "Done: final accuracy 0." in result.stdout and "no validation split" in result.stdout
+    run = RunDir(run_dir)
+    assert run.final_model.is_file() and not run.best_model.exists()
+    assert run.model_path() == run.final_model
+    history = run.read_history()
+    assert len(history) == 1 and not any(key.startswith("val_") for key in history[0])
+    metrics = json.loads(run.metrics.read_text())
+    assert metrics["num_train"] == 512 and metrics["num_validation"] == 0
+    assert metrics["best_epoch"] is None and metrics["best_val_accuracy"] is None
+    assert "val_accuracy" not in metrics["final"] and 0 < metrics["final"]["accuracy"] <= 1
+    result = run_cli("evaluate", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((run_dir / "evaluation.json").read_text())
+    assert report["model"].endswith("final.keras") and report["num_examples"] == 10_000
+    # A fraction that rounds to no image is a mistake, not a request to skip validation.
+    tiny = run_cli(
+        "train", *train_flags, "--validation-fraction", "0.000001", "--run-dir", str(tmp_path / "b")
+    )
+    last_line = tiny.stderr.strip().splitlines()[-1]
+    assert tiny.returncode == 2 and "Traceback" not in tiny.stderr
+    assert "The validation split is empty" in last_line and "set it to 0" in last_line
+    assert not RunDir(tmp_path / "b").is_run()  # no run recorded
+
+
 def test_mirrored_strategy_over_two_cpus_keeps_replicas_in_sync(fashion_mnist):
     strategy = make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2
