@@ -341,7 +341,9 @@ def goal_lines(runs: list[dict[str, Any]]) -> list[tuple[float, str]]:
     return goals
 
 
-def plot(runs: list[dict[str, Any]], path: pathlib.Path) -> None:
+def plot(runs: list[dict[str, Any]], path: pathlib.Path) -> str:
+    """Draws the runs' curves to `path`, or their test accuracy when they have no curve (runs
+    without a validation split nor --test-each-epoch); returns the plot's title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -349,6 +351,8 @@ def plot(runs: list[dict[str, Any]], path: pathlib.Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     tested = any(r.get("test_accuracy_by_epoch") for r in runs)
+    if not tested and not any(v is not None for r in runs for v in r["val_accuracy_by_epoch"]):
+        return _plot_test_accuracy(runs, fig, ax, path)
     for r in runs:
         label = f"{r['name']} seed {r['seed']} ({policy(r)})"
         curve = [v for v in r["val_accuracy_by_epoch"] if v is not None]
@@ -371,6 +375,35 @@ def plot(runs: list[dict[str, Any]], path: pathlib.Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return title
+
+
+def _plot_test_accuracy(runs: list[dict[str, Any]], fig: Any, ax: Any, path: pathlib.Path) -> str:
+    """One point per run: test accuracy by configuration and dtype policy, seeds side by side."""
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys((r["name"], policy(r)) for r in runs))
+    for x, (name, dtype) in enumerate(groups):
+        mine = [r for r in runs if (r["name"], policy(r)) == (name, dtype)]
+        for value in dict.fromkeys(r["test_accuracy"] for r in mine):  # equal values: one label
+            seeds = ", ".join(str(r["seed"]) for r in mine if r["test_accuracy"] == value)
+            ax.plot(x, value, "o", color=f"C{x}")
+            ax.annotate(f"seed {seeds}", (x, value), fontsize=6,
+                        xytext=(5, -2), textcoords="offset points")  # fmt: skip
+        mean = statistics.fmean(r["test_accuracy"] for r in mine)
+        label = f"{name} ({dtype}) mean {mean:.4f}"
+        ax.plot([x - 0.2, x + 0.2], [mean, mean], color=f"C{x}", lw=2, label=label)
+    for goal, label in goal_lines(runs):
+        ax.axhline(goal, color="grey", ls=":", lw=1, label=label)
+    ax.set_xticks(range(len(groups)), [f"{name}\n{dtype}" for name, dtype in groups], fontsize=7)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    title = "Test accuracy per run (no validation split)"
+    ax.set(ylabel="test accuracy", title=title)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return title
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -207,6 +207,23 @@ def test_accuracy_tables_say_how_many_images_trained():
     assert training_images({"config": {"train_examples": 12_000}}) == "12,000"
 
 
+def test_accuracy_plot_shows_runs_without_curves(tmp_path):
+    """Runs with no validation split (and no per-epoch test) are drawn as test-accuracy points,
+    not as an empty set of curves."""
+    from benchmarks.accuracy import plot
+
+    def run(seed, dtype, accuracy, val):
+        return {"name": "cpu", "seed": seed, "precision": {"policy": dtype},
+                "test_accuracy": accuracy, "val_accuracy_by_epoch": val}  # fmt: skip
+
+    points = [run(1, "mixed_bfloat16", 0.935, [None]), run(1, "float32", 0.933, [None])]
+    assert plot(points, tmp_path / "points.png") == "Test accuracy per run (no validation split)"
+    curves = [run(1, "mixed_bfloat16", 0.935, [0.91, 0.94])]
+    assert plot(curves, tmp_path / "curves.png") == "Validation accuracy per epoch"
+    for name in ("points.png", "curves.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+
+
 def test_accuracy_configs_are_valid_recipes():
     """Every accuracy config resolves to a training config, with its overrides applied."""
     from benchmarks import accuracy
