@@ -29,6 +29,11 @@ class Datasets:
     num_validation: int
     num_test: int
 
+    @property
+    def validated(self) -> bool:
+        """Whether a validation split is held out (`validation_fraction > 0`)."""
+        return self.validation is not None
+
 
 def split_masks(num: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
     """Seeded disjoint boolean masks over `num` examples: one per fraction, then the rest."""

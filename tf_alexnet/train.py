@@ -126,10 +126,10 @@ def _train(
         f"{datasets.num_train:,} images ("
         + (
             f"{datasets.num_validation:,} for validation"
-            if datasets.num_validation
+            if datasets.validated
             else "no validation split: the final model is the run's model"
         )
-        + f"), "
+        + "), "
         f"{replicas} replica(s)"
         + (f" on {role.num_workers} workers (this is {role.name})" if multiworker else "")
         + f", global batch {global_batch}, policy {policy}"
@@ -145,7 +145,7 @@ def _train(
             epochs=config.epochs,
             shuffle=False,  # the dataset shuffles examples itself
             callbacks=_callbacks(
-                config, run, backup, history_before, role, callbacks, datasets.num_validation > 0
+                config, run, backup, history_before, role, callbacks, datasets.validated
             ),
             verbose=1 if sys.stdout.isatty() else 2,
         )
@@ -222,7 +222,6 @@ def _finish(
     last = history[-1]
     # Without a validation split there is no best epoch: the run's model is the final one.
     best = max(history, key=lambda row: row.get("val_accuracy", float("-inf")))
-    validated = datasets.num_validation > 0
     images_per_epoch = (datasets.num_train // global_batch) * global_batch
     rates = [images_per_epoch / row["train_seconds"] for row in history if row.get("train_seconds")]
     metrics = {
@@ -231,7 +230,7 @@ def _finish(
         "input_shape": list(config.input_shape),
         "parameters": model.count_params(),
         "epochs": len(history),
-        "best_epoch": int(best["epoch"]) + 1 if validated else None,
+        "best_epoch": int(best["epoch"]) + 1 if datasets.validated else None,
         "best_val_accuracy": best.get("val_accuracy"),
         "final": {
             k: last[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in last
@@ -250,7 +249,7 @@ def _finish(
     run.write_json(run.metrics, metrics)
     outcome = (
         f"best val_accuracy {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']}"
-        if validated
+        if datasets.validated
         else f"final accuracy {last['accuracy']:.4f} (training images, no validation split)"
     )
     print(f"Done: {outcome}; models in {run.root}", flush=True)

@@ -28,7 +28,7 @@ def test_fashion_mnist_splits(fashion_mnist):
         6_000,
         10_000,
     )
-    assert datasets.class_names[0] == "T-shirt/top"
+    assert datasets.class_names[0] == "T-shirt/top" and datasets.validated
     images, labels = _first_batch(datasets.validation)
     assert images.shape == (500, 32, 32, 1) and images.dtype == tf.float32
     assert labels.shape == (500, 10)
@@ -58,6 +58,15 @@ def test_train_examples_limits_training_only(fashion_mnist):
     assert images.shape == (64, 28, 28, 3)
     np.testing.assert_allclose(images[..., 0], images[..., 2])  # gray replicated to RGB
     assert sum(1 for _ in datasets.train) == 4
+
+
+def test_validation_fraction_zero_holds_nothing_out(fashion_mnist):
+    datasets = make_datasets(
+        DataSpec(train_examples=256, validation_fraction=0),
+        PipelineSpec(image_size=(28, 28), channels=1, batch_size=64),
+    )
+    assert datasets.validation is None and not datasets.validated
+    assert (datasets.num_train, datasets.num_validation) == (256, 0)
 
 
 def test_seeded_pipeline_is_deterministic(fashion_mnist):
