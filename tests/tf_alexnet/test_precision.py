@@ -218,3 +218,31 @@ def test_local_backend_reports_the_bf16_rewrite(model_base):
         tf.config.optimizer.set_experimental_options(
             {"auto_mixed_precision_onednn_bfloat16": False}
         )
+
+
+def test_bf16_rewrite_serves_probabilities_close_to_float32(model_base, test_images):
+    """With the rewrite on, served probabilities carry bf16 rounding (docs/precision.md), within
+    the bf16 export tolerance of the float32 graph's; on bf16 hardware they do differ from it."""
+    version = str(model_base / contract.MODEL_NAME / "1")
+    images = tf.constant(test_images[:8])
+
+    def serve() -> np.ndarray:  # a fresh load: grappler's options apply as functions first run
+        signature = tf.saved_model.load(version).signatures[contract.SIGNATURE_IMAGE_BYTES]
+        return signature(**{contract.INPUT_IMAGE_BYTES: images})[
+            contract.OUTPUT_PROBABILITIES
+        ].numpy()
+
+    try:
+        enable_bf16_rewrite("off")
+        exact = serve()
+        enable_bf16_rewrite("on")
+        rewritten = serve()
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"auto_mixed_precision_onednn_bfloat16": False}
+        )
+    assert rewritten.dtype == np.float32 and rewritten.shape == exact.shape
+    np.testing.assert_allclose(rewritten, exact, atol=5e-2)
+    np.testing.assert_allclose(rewritten.sum(axis=1), 1, atol=1e-2)
+    if bf16_support().available:
+        assert not np.array_equal(rewritten, exact)
