@@ -109,7 +109,7 @@ def test_accuracy_each_epoch(config: Any) -> Any:
 
     from tf_alexnet.data import make_datasets
 
-    test = make_datasets(config.data_spec(), config.pipeline_spec(256)).test
+    test = make_datasets(config.data_spec(), config.pipeline_spec(256), training=False).test
 
     class TestAccuracy(keras.callbacks.Callback):
         def __init__(self) -> None:

@@ -56,8 +56,14 @@ def _select(ds: tf.data.Dataset, mask: np.ndarray) -> tf.data.Dataset:
     return selected.apply(tf.data.experimental.assert_cardinality(int(mask.sum())))
 
 
-def make_datasets(data: DataSpec, pipeline: PipelineSpec, source: Source | None = None) -> Datasets:
-    """Seeded train/validation/test splits fed through the training and evaluation pipelines."""
+def make_datasets(
+    data: DataSpec, pipeline: PipelineSpec, source: Source | None = None, *, training: bool = True
+) -> Datasets:
+    """Seeded train/validation/test splits fed through the training and evaluation pipelines.
+
+    With `training` (the default) the training split must fill one batch; evaluating a model
+    on the test split alone (`training=False`) asks nothing of the training split's size.
+    """
     for name in ("validation_fraction", "test_fraction"):
         if not 0.0 <= getattr(data, name) < 1.0:
             raise UserError(f"`{name}` should be in [0, 1). Received: {getattr(data, name)}")
@@ -80,7 +86,7 @@ def make_datasets(data: DataSpec, pipeline: PipelineSpec, source: Source | None 
             )
         train_mask[np.flatnonzero(train_mask)[data.train_examples :]] = False
     num_train, num_validation = int(train_mask.sum()), int(validation_mask.sum())
-    if num_train < pipeline.batch_size:
+    if training and num_train < pipeline.batch_size:
         raise UserError(
             f"Only {num_train} training examples for a batch of {pipeline.batch_size}: "
             f"lower --batch-size or use more data."

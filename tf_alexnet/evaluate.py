@@ -38,7 +38,7 @@ def evaluate(
     pipeline = PipelineSpec(
         image_size=(height, width), channels=channels, batch_size=batch_size, one_hot=False
     )
-    datasets = make_datasets(config.data_spec(), pipeline)
+    datasets = make_datasets(config.data_spec(), pipeline, training=False)
     labels, outputs = [], []
     steps = math.ceil(datasets.num_test / batch_size)
     for images, batch_labels in report_progress(datasets.test, steps, batch_size, "evaluate"):

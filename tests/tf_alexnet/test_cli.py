@@ -297,3 +297,27 @@ def test_flag_help_may_hold_a_percent_sign():
     parser = argparse.ArgumentParser()
     parser.add_argument(flag.flag, help=flag.help)
     assert "50% of the time" in parser.format_help()
+
+
+def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, capsys):
+    """Evaluation reads the test split alone: a small folder trained at batch 4 evaluates at
+    the evaluation batch of 256, and only training refuses a batch its split cannot fill."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+            (tmp_path / "data" / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    train = ["train", "--preset", "quick", "--image-folder", str(tmp_path / "data")]
+    run = str(tmp_path / "run")
+    assert main([*train, "--run-dir", str(tmp_path / "refused")]) == 2
+    assert "error: Only 14 training examples for a batch of 128: lower --batch-size" in (
+        capsys.readouterr().err
+    )
+    assert main([*train, "--epochs", "1", "--batch-size", "4", "--run-dir", run]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", run]) == 0, capsys.readouterr().err
+    assert "on 2 images" in capsys.readouterr().out
