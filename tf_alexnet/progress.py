@@ -53,6 +53,7 @@ class TrainingProgress(keras.callbacks.Callback):
         interval: seconds between progress lines (default `progress_interval()`).
         terminal: whether output goes to a terminal (default: `stream.isatty()`).
         stream: where lines go (default `sys.stdout`).
+        validation: whether each epoch ends with a validation pass (the estimate says so).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class TrainingProgress(keras.callbacks.Callback):
         stream: TextIO | None = None,
         measure_steps: int = 10,
         measure_seconds: float = 30.0,
+        validation: bool = True,
     ) -> None:
         super().__init__()
         self.batch_size = batch_size
@@ -71,6 +73,7 @@ class TrainingProgress(keras.callbacks.Callback):
         self.terminal = self.stream.isatty() if terminal is None else terminal
         self.measure_steps = measure_steps
         self.measure_seconds = measure_seconds
+        self.validation = validation
         self._first: tuple[int, float] | None = None  # (steps done, time) after the first call
         self._estimated = False
         self._epochs_left = 0
@@ -124,7 +127,7 @@ class TrainingProgress(keras.callbacks.Callback):
                     f"; the {self._epochs_left} epochs of this run about "
                     f"{format_duration(epoch * self._epochs_left)}"
                 )
-            text += ", plus validation."
+            text += ", plus validation." if self.validation else "."
         self._print(text)
 
     def _progress_line(self, done: int, steps: Any, now: float, logs: dict[str, Any]) -> None:

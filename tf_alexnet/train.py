@@ -198,7 +198,7 @@ def _callbacks(
     checkpoint = [BestModelCheckpoint(run.best_model, monitor="val_accuracy", best=best)]
     return [
         EpochTimer(),
-        TrainingProgress(config.batch_size),
+        TrainingProgress(config.batch_size, validation=validated),
         *shared,
         *(checkpoint if validated else []),
         keras.callbacks.CSVLogger(str(run.history), append=True),

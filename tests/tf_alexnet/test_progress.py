@@ -36,6 +36,14 @@ def test_training_measures_its_first_steps_and_logs_at_an_interval():
     assert {line.split()[1] for line in progress} == {"1", "2", "3"}
 
 
+def test_without_validation_the_estimate_does_not_promise_it():
+    stream = io.StringIO()
+    _fit(TrainingProgress(8, terminal=True, stream=stream, measure_steps=4, validation=False))
+    (estimate,) = [line for line in stream.getvalue().splitlines() if line]
+    assert re.search(r"; the 2 epochs of this run about \d+ s\.$", estimate), estimate
+    assert "validation" not in estimate
+
+
 def test_with_a_terminal_only_the_estimate():
     stream = io.StringIO()
     _fit(TrainingProgress(8, interval=0.0, terminal=True, stream=stream, measure_steps=4))
