@@ -144,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="test-split report of a run or .keras model")
     evaluate.add_argument("target", help="a run directory or a .keras file")
     evaluate.add_argument("--output-dir", help="where the report goes (default: beside the model)")
-    evaluate.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    evaluate.add_argument(
+        "--batch-size", type=_int_in(1), default=256, help="evaluation batch size"
+    )
     _add_config_source(evaluate, default="chapter")
     _add_config_flags(evaluate, "data settings (for a .keras file; a run has its own)", DATA_FLAGS)
 
@@ -171,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve exported models over HTTP (FastAPI)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--port", type=_int_in(0, 65535), default=8000, help="port to listen on")
     serve.add_argument(
         "--model-base-path", help="exported models folder (env TF_ALEXNET_SERVE_MODEL_BASE_PATH)"
     )
@@ -187,6 +189,22 @@ def _shape(text: str) -> tuple[int, ...]:
             f"expected HEIGHT,WIDTH,CHANNELS such as 224,224,1, got {text!r}"
         ) from None
     return values
+
+
+def _int_in(low: int, high: int | None = None) -> typing.Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high` (no upper bound when None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            wanted = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"should be an integer {wanted}, got {text!r}")
+        return value
+
+    return parse
 
 
 def overrides_from(args: argparse.Namespace, flags: list[ConfigFlag]) -> dict[str, Any]:

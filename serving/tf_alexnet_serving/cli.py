@@ -6,6 +6,7 @@ CLI loads `serve` from the `tf_alexnet.commands` entry point that this distribut
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pydantic
@@ -30,8 +31,21 @@ def serve(
         raise UserError(
             f"Invalid serving setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
         ) from None
+    check_can_listen(host, port)  # before the model loads: a busy port fails in a second
     if settings.resolved_backend() == "local":
         startup.start_tensorflow()  # the local backend runs the model in process
         local_model_folder(settings)  # fail early, with one line, when nothing is exported
     # The facade logs each request as one JSON line (REQUEST_LOG); uvicorn's own would repeat it.
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False)
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """UserError unless a TCP socket binds to `host:port` as uvicorn will bind it (uvicorn
+    itself would say so only after the model has loaded, and exit 3 with its own log line)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:  # in use, not this machine's address, an unknown name
+            raise UserError(f"Cannot listen on {host}:{port}: {err.strerror or err}.") from None

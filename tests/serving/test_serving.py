@@ -265,6 +265,30 @@ def test_serve_without_models_is_a_clear_error(tmp_path):
     )
 
 
+def test_serve_where_it_cannot_listen_is_one_line_before_the_model_loads(model_base):
+    import socket
+
+    from tests.conftest import run_cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = run_cli("serve", "--model-base-path", str(model_base), "--port", str(port))
+    assert taken.returncode == 2
+    assert taken.stderr.strip().splitlines()[-1] == (
+        f"tf-alexnet: error: Cannot listen on 127.0.0.1:{port}: Address already in use."
+    )
+    assert "application startup" not in taken.stderr  # refused before loading anything
+    unknown = run_cli("serve", "--model-base-path", str(model_base), "--host", "no-such.invalid")
+    assert unknown.returncode == 2
+    assert (
+        unknown.stderr.strip()
+        .splitlines()[-1]
+        .startswith("tf-alexnet: error: Cannot listen on no-such.invalid:8000: ")
+    )
+
+
 def _rss_mb(pid):
     status = pathlib.Path(f"/proc/{pid}/status").read_text()
     (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]

@@ -109,6 +109,15 @@ def test_unknown_dataset_in_a_real_process(tmp_path):
         (["train", "--preset", "nope"], "tf-alexnet train: error: argument --preset: invalid"),
         (["frobnicate"], "tf-alexnet: error: argument COMMAND: invalid choice: 'frobnicate'"),
         ([], "tf-alexnet: error: the following arguments are required: COMMAND"),
+        (
+            ["serve", "--port", "70000"],  # was a traceback (OverflowError from bind)
+            "tf-alexnet serve: error: argument --port: should be an integer from 0 to 65535, "
+            "got '70000'",
+        ),
+        (
+            ["evaluate", "run", "--batch-size", "0"],  # was a traceback from tf.data
+            "tf-alexnet evaluate: error: argument --batch-size: should be an integer >= 1, got '0'",
+        ),
     ],
 )
 def test_argparse_mistakes_are_one_line(argv, message, capsys):
