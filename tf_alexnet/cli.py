@@ -175,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClusterError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # the file system said no: a folder that cannot be made, a full disk
+        where = f": '{err.filename}'" if err.filename else ""
+        print(f"{PROG}: error: {err.strerror or err}{where}.", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="HEIGHT,WIDTH,CHANNELS (default 224,224,1; 227,227,3 for paper)",
     )
     summary.add_argument(
-        "--classes", type=int, default=None, help="classes (default 10; 1000 for paper)"
+        "--classes", type=_int_in(1), default=None, help="classes (default 10; 1000 for paper)"
     )
 
     train = commands.add_parser("train", help="train a model into a run directory")

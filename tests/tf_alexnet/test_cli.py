@@ -110,6 +110,10 @@ def test_unknown_dataset_in_a_real_process(tmp_path):
         (["frobnicate"], "tf-alexnet: error: argument COMMAND: invalid choice: 'frobnicate'"),
         ([], "tf-alexnet: error: the following arguments are required: COMMAND"),
         (
+            ["summary", "--classes", "0"],  # was taken as "the default" and printed 10 classes
+            "tf-alexnet summary: error: argument --classes: should be an integer >= 1, got '0'",
+        ),
+        (
             ["serve", "--port", "70000"],  # was a traceback (OverflowError from bind)
             "tf-alexnet serve: error: argument --port: should be an integer from 0 to 65535, "
             "got '70000'",
@@ -330,3 +334,12 @@ def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, c
     capsys.readouterr()
     assert main(["evaluate", run]) == 0, capsys.readouterr().err
     assert "on 2 images" in capsys.readouterr().out
+
+
+def test_file_system_refusals_are_one_line(trained_run, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["export", str(trained_run), "--base-path", str(blocker / "models")]) == 1
+    assert capsys.readouterr().err == (
+        f"tf-alexnet: error: Not a directory: '{blocker / 'models' / 'alexnet'}'.\n"
+    )
