@@ -44,15 +44,23 @@ from tf_alexnet.variants import (
 )
 
 
-def _check_input_shape(input_shape: Any, variant: str) -> tuple[int, int, int]:
+def _check_input_shape(
+    input_shape: Any, variant: str, include_top: bool
+) -> tuple[int | None, int | None, int]:
+    """Height and width may be None (any size) without the top, as in `keras.applications`."""
     if (
         not isinstance(input_shape, tuple | list)
         or len(input_shape) != 3
-        or not all(isinstance(d, int) and d > 0 for d in input_shape)
+        or not all(
+            (isinstance(d, int) and d > 0) or (d is None and i < 2 and not include_top)
+            for i, d in enumerate(input_shape)
+        )
     ):
+        has_none = isinstance(input_shape, tuple | list) and None in input_shape
+        sides = " (height and width may be None with include_top=False)" if has_none else ""
         raise ValueError(
-            "`input_shape` should be a tuple of 3 positive integers (height, width, channels). "
-            f"Received: input_shape={input_shape!r}"
+            "`input_shape` should be a tuple of 3 positive integers (height, width, channels)"
+            f"{sides}. Received: input_shape={input_shape!r}"
         )
     height, width, channels = input_shape
     if channels not in (1, 3):
@@ -60,14 +68,16 @@ def _check_input_shape(input_shape: Any, variant: str) -> tuple[int, int, int]:
             f"`input_shape` should have 1 (grayscale) or 3 (RGB) channels. "
             f"Received: input_shape={tuple(input_shape)}"
         )
-    check_input_size(variant, min(height, width), f"input_shape={tuple(input_shape)}")
+    known = [side for side in (height, width) if side is not None]
+    if known:
+        check_input_size(variant, min(known), f"input_shape={tuple(input_shape)}")
     return height, width, channels
 
 
 def AlexNet(
     include_top: bool = True,
     weights: str | os.PathLike[str] | None = None,
-    input_shape: tuple[int, int, int] = (
+    input_shape: tuple[int | None, int | None, int] = (
         contract.IMAGE_SIZE,
         contract.IMAGE_SIZE,
         contract.CHANNELS,
@@ -93,7 +103,9 @@ def AlexNet(
         weights: `None` (random initialization) or the path of a tf_alexnet `.keras` file
             (weights are copied by layer name, so a trained classifier can seed a
             feature extractor) or of a `.weights.h5` file saved from the same architecture.
-        input_shape: `(height, width, channels)`, channels 1 or 3.
+        input_shape: `(height, width, channels)`, channels 1 or 3; with `include_top=False`,
+            height and width may be `None` (images of any size at least the variant's
+            smallest input).
         pooling: with `include_top=False`, `None` (4D pool5 output), `"avg"` or `"max"`
             (global pooling to a 2D feature vector).
         classes: number of classes of the top layer.
@@ -109,7 +121,7 @@ def AlexNet(
         A `keras.Model`.
     """
     spec = get_variant(variant).scaled(check_width(width))
-    input_shape = _check_input_shape(input_shape, variant)
+    input_shape = _check_input_shape(input_shape, variant, include_top)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` should be None, 'avg' or 'max'. Received: pooling={pooling!r}")
     if include_top and (not isinstance(classes, int) or classes < 1):
@@ -206,7 +218,7 @@ def format_summary(model: keras.Model) -> str:
     """One line per layer: name, type, output shape, parameters; then the total."""
     rows = [("layer", "type", "output shape", "params")]
     for layer in model.layers:
-        shape = "x".join(str(d) for d in layer.output.shape[1:])
+        shape = "x".join("?" if d is None else str(d) for d in layer.output.shape[1:])
         rows.append((layer.name, type(layer).__name__, shape, f"{layer.count_params():,}"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [

@@ -1,5 +1,6 @@
 """Model contracts for every variant: shapes, parameters, initialization, arguments, saving."""
 
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tf_alexnet import AlexNet, LocalResponseNormalization, min_input_size
+from tf_alexnet.model import format_summary
 
 D2L_SHAPES = {
     "conv1": (54, 54, 96),
@@ -164,6 +166,12 @@ def test_lrn_matches_the_paper_formula():
         ({"pooling": "mean", "include_top": False}, "Received: pooling='mean'"),
         ({"input_shape": (224, 224, 4)}, "1 (grayscale) or 3 (RGB) channels"),
         ({"input_shape": (224, 224)}, "tuple of 3 positive integers"),
+        ({"input_shape": (None, None, 1)}, "(height and width may be None with include_top=False)"),
+        ({"include_top": False, "input_shape": (None, None, None)}, "3 positive integers"),
+        (
+            {"include_top": False, "input_shape": (None, 20, 1)},
+            "at least 67x67 for variant='d2l'. Received: input_shape=(None, 20, 1)",
+        ),
         ({"classes": 0}, "Received: classes=0"),
         ({"dropout": 1.0}, "Received: dropout=1.0"),
         ({"weights": "/nonexistent.keras"}, "Received: weights='/nonexistent.keras'"),
@@ -178,6 +186,19 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
         AlexNet(**kwargs)
     except ValueError as err:
         assert message in str(err)
+
+
+def test_without_the_top_height_and_width_may_be_any_size():
+    """As in `keras.applications`: a feature extractor for images of any size."""
+    model = AlexNet(include_top=False, pooling="avg", variant="mini", input_shape=(None, None, 3))
+    assert model.input_shape == (None, None, None, 3) and model.output_shape == (None, 64)
+    for height, width in ((28, 28), (64, 40)):
+        assert model(np.zeros((2, height, width, 3), "float32")).shape == (2, 64)
+    fixed = AlexNet(include_top=False, pooling="avg", variant="mini", input_shape=(28, 28, 3))
+    fixed.set_weights(model.get_weights())  # the same layers and weights as a fixed size
+    x = np.random.default_rng(0).random((2, 28, 28, 3), "float32")
+    np.testing.assert_allclose(fixed(x), model(x), atol=1e-5)
+    assert re.search(r"^pool5 +MaxPooling2D +\?x\?x64 +0$", format_summary(model), re.M)
 
 
 def test_min_input_sizes():
