@@ -39,6 +39,8 @@ def evaluate(
         image_size=(height, width), channels=channels, batch_size=batch_size, one_hot=False
     )
     datasets = make_datasets(config.data_spec(), pipeline, training=False)
+    output = RunDir(pathlib.Path(output_dir))
+    output.root.mkdir(parents=True, exist_ok=True)  # before the minutes of evaluation
     labels, outputs = [], []
     steps = math.ceil(datasets.num_test / batch_size)
     for images, batch_labels in report_progress(datasets.test, steps, batch_size, "evaluate"):
@@ -51,8 +53,6 @@ def evaluate(
     report["model"] = str(model_path)
     report["dataset"] = config.image_folder or config.dataset
 
-    output = RunDir(pathlib.Path(output_dir))
-    output.root.mkdir(parents=True, exist_ok=True)
     output.write_json(output.evaluation, report)
     plots.confusion_matrix(
         np.array(report["confusion_matrix"]),

@@ -11,7 +11,7 @@ import pytest
 
 import tf_alexnet
 from tests.conftest import REPO, run_cli
-from tf_alexnet import cli, startup
+from tf_alexnet import cli, contract, startup
 from tf_alexnet.cli import COMMANDS, main
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.specs import Augmentation
@@ -336,10 +336,15 @@ def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, c
     assert "on 2 images" in capsys.readouterr().out
 
 
-def test_file_system_refusals_are_one_line(trained_run, tmp_path, capsys):
+def test_file_system_refusals_are_one_line(trained_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(contract.ENV_PROGRESS_SECONDS, "0")  # a line per evaluation step
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert main(["export", str(trained_run), "--base-path", str(blocker / "models")]) == 1
     assert capsys.readouterr().err == (
         f"tf-alexnet: error: Not a directory: '{blocker / 'models' / 'alexnet'}'.\n"
     )
+    assert main(["evaluate", str(trained_run), "--output-dir", str(blocker / "report")]) == 1
+    out, err = capsys.readouterr()
+    assert err == f"tf-alexnet: error: Not a directory: '{blocker / 'report'}'.\n"
+    assert "evaluate: step" not in out  # refused before the test split is read
