@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import os
 import pathlib
 import shutil
@@ -198,6 +199,17 @@ def validate(
     )
 
 
+def _publish(temp: pathlib.Path, final: pathlib.Path) -> bool:
+    """Renames `temp` to `final` (atomic on one filesystem); False if `final` exists."""
+    try:
+        os.rename(temp, final)
+    except OSError as err:
+        if err.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            return False
+        raise
+    return True
+
+
 def export(
     source: str | os.PathLike[str],
     base_path: str | os.PathLike[str] = "models",
@@ -238,6 +250,7 @@ def export(
         raise UserError(f"The model has {classes} classes but {len(class_names)} class names.")
 
     model_dir = pathlib.Path(base_path) / name
+    numbered = version is None  # the next free number, even if another export takes this one
     if version is None:
         version = next_version(model_dir)
     final = model_dir / str(version)
@@ -291,7 +304,15 @@ def export(
         folder.write_metadata(metadata)
         if before_publish is not None:
             before_publish(temp)
-        os.rename(temp, final)  # atomic on one filesystem; fails if `final` appeared meanwhile
+        while not _publish(temp, final):  # another export published `final` meanwhile
+            if not numbered:
+                raise UserError(
+                    f"{str(final)!r} appeared while exporting: published versions are never "
+                    "overwritten. Nothing was published."
+                )
+            version = next_version(model_dir)
+            final = model_dir / str(version)
+            folder.write_metadata({**metadata, "version": version})
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise

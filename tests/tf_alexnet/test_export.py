@@ -168,6 +168,39 @@ def test_failed_export_leaves_nothing(trained_run, test_images, tmp_path):
     assert (existing / "keep").read_text() == "served"
 
 
+def test_an_export_that_loses_the_race_for_its_number_takes_the_next(
+    trained_run, test_images, tmp_path
+):
+    def another_export_publishes(number):
+        def publish(folder):
+            taken = tmp_path / "alexnet" / str(number)
+            taken.mkdir()
+            (taken / "saved_model.pb").write_text("another export")
+
+        return publish
+
+    result = export(
+        trained_run,
+        tmp_path,
+        sample_images=test_images[:2],
+        before_publish=another_export_publishes(1),
+    )
+    assert result.version == 2 and result.path == tmp_path / "alexnet" / "2"
+    metadata = json.loads((result.path / "assets.extra" / "metadata.json").read_text())
+    assert metadata["version"] == 2
+    assert (tmp_path / "alexnet" / "1" / "saved_model.pb").read_text() == "another export"
+    with pytest.raises(UserError, match=r"appeared while exporting: .* Nothing was published"):
+        export(  # a version asked for by number is never renumbered
+            trained_run,
+            tmp_path,
+            version=5,
+            sample_images=test_images[:2],
+            before_publish=another_export_publishes(5),
+        )
+    assert (tmp_path / "alexnet" / "5" / "saved_model.pb").read_text() == "another export"
+    assert sorted(p.name for p in (tmp_path / "alexnet").iterdir()) == ["1", "2", "5"]
+
+
 def test_load_exported_inside_a_keras_model(exported, test_images):
     import keras
 
