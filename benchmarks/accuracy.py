@@ -351,8 +351,24 @@ def plot(runs: list[dict[str, Any]], path: pathlib.Path) -> str:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     tested = any(r.get("test_accuracy_by_epoch") for r in runs)
-    if not tested and not any(v is not None for r in runs for v in r["val_accuracy_by_epoch"]):
-        return _plot_test_accuracy(runs, fig, ax, path)
+    if tested or any(v is not None for r in runs for v in r["val_accuracy_by_epoch"]):
+        title = _draw_curves(runs, ax, tested)
+    else:
+        title = _draw_test_points(runs, ax)
+    for goal, label in goal_lines(runs):
+        ax.axhline(goal, color="grey", ls=":", lw=1, label=label)
+    ax.set_title(title)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return title
+
+
+def _draw_curves(runs: list[dict[str, Any]], ax: Any, tested: bool) -> str:
+    """Validation accuracy per epoch, and test accuracy per epoch where measured."""
+    import matplotlib
+
     for r in runs:
         label = f"{r['name']} seed {r['seed']} ({policy(r)})"
         curve = [v for v in r["val_accuracy_by_epoch"] if v is not None]
@@ -366,22 +382,13 @@ def plot(runs: list[dict[str, Any]], path: pathlib.Path) -> str:
                 color=line[0].get_color(),
                 label=f"{label} (test)",
             )
-    for goal, label in goal_lines(runs):
-        ax.axhline(goal, color="grey", ls=":", lw=1, label=label)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole epochs
-    title = "Test and validation accuracy per epoch" if tested else "Validation accuracy per epoch"
-    ax.set(xlabel="epoch", ylabel="accuracy", title=title)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return title
+    ax.set(xlabel="epoch", ylabel="accuracy")
+    return "Test and validation accuracy per epoch" if tested else "Validation accuracy per epoch"
 
 
-def _plot_test_accuracy(runs: list[dict[str, Any]], fig: Any, ax: Any, path: pathlib.Path) -> str:
+def _draw_test_points(runs: list[dict[str, Any]], ax: Any) -> str:
     """One point per run: test accuracy by configuration and dtype policy, seeds side by side."""
-    import matplotlib.pyplot as plt
-
     groups = list(dict.fromkeys((r["name"], policy(r)) for r in runs))
     for x, (name, dtype) in enumerate(groups):
         mine = [r for r in runs if (r["name"], policy(r)) == (name, dtype)]
@@ -393,17 +400,10 @@ def _plot_test_accuracy(runs: list[dict[str, Any]], fig: Any, ax: Any, path: pat
         mean = statistics.fmean(r["test_accuracy"] for r in mine)
         label = f"{name} ({dtype}) mean {mean:.4f}"
         ax.plot([x - 0.2, x + 0.2], [mean, mean], color=f"C{x}", lw=2, label=label)
-    for goal, label in goal_lines(runs):
-        ax.axhline(goal, color="grey", ls=":", lw=1, label=label)
     ax.set_xticks(range(len(groups)), [f"{name}\n{dtype}" for name, dtype in groups], fontsize=7)
     ax.set_xlim(-0.6, len(groups) - 0.4)
-    title = "Test accuracy per run (no validation split)"
-    ax.set(ylabel="test accuracy", title=title)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return title
+    ax.set(ylabel="test accuracy")
+    return "Test accuracy per run (no validation split)"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
