@@ -34,8 +34,12 @@ class PipelineSpec:
 
 
 def _options(pipeline: PipelineSpec) -> tf.data.Options:
+    # `pipeline.deterministic` goes to our own parallel maps, never to `options.deterministic`:
+    # that global option also frees the order of parallel ops upstream that we do not write
+    # (TFDS's reads, tf.data's own rewrites), and the splits pick examples by their position
+    # in the source (data.py), so a free order gave each pass over the data another
+    # validation split (tests/tf_alexnet/test_data.py).
     options = tf.data.Options()
-    options.deterministic = pipeline.deterministic
     # Each worker reads its own share of examples (FILE would need >= 1 file per worker).
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return options

@@ -138,6 +138,7 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
         return ds.map(
             lambda path, label: (decode(tf.io.read_file(path), channels), label),
             num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,  # the splits pick images by position (data.py)
         )
 
     train_paths, train_labels = listing(train_root)

@@ -1,5 +1,7 @@
 """The input pipeline on real Fashion-MNIST and on image folders."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -229,6 +231,37 @@ def test_image_folder_with_train_and_test(tmp_path):
         _write_images(tmp_path / split / "b", count, 20, "RGB")
     source = folder_source(tmp_path)
     assert (source.num_train, source.num_test, source.class_names) == (12, 6, ("a", "b"))
+
+
+def _image_hashes(ds):
+    return [hashlib.sha1(image.tobytes()).hexdigest() for batch, _ in ds for image in batch.numpy()]
+
+
+def test_splits_hold_the_same_images_on_every_pass(fashion_mnist, tmp_path):
+    """Splits pick examples by their position in the source, so its order must hold on every
+    pass: a freed order (tf.data's global `deterministic=False`) gave every pass over the data
+    another split, and the test part of an image folder shared images with training."""
+    for name in ("a", "bb", "ccc"):  # _write_images seeds by the path's length
+        _write_images(tmp_path / name, 30, 24, "RGB")
+    spec = PipelineSpec(image_size=(16, 16), channels=3, batch_size=4)
+    folder = DataSpec(image_folder=str(tmp_path), validation_fraction=0.2, test_fraction=0.2)
+    splits = []
+    for _ in range(2):
+        datasets = make_datasets(folder, spec)
+        train, validation, test = (
+            _image_hashes(ds) for ds in (datasets.train, datasets.validation, datasets.test)
+        )
+        assert (len(validation), len(test)) == (18, 18) and len(train) == 52  # 54, whole batches
+        shared = len(train) + len(validation) + len(test) - len({*train, *validation, *test})
+        assert shared == 0, f"{shared} images in two splits"
+        splits.append((set(train), set(validation), set(test)))
+    assert splits[0][1:] == splits[1][1:]
+    assert len(splits[0][0] & splits[1][0]) >= 50  # the same 54, less 2 dropped at random
+
+    small = DataSpec(train_examples=2048, validation_fraction=0.02)
+    plain = PipelineSpec(image_size=(28, 28), channels=1, batch_size=64)
+    first, second = (set(_image_hashes(make_datasets(small, plain).validation)) for _ in range(2))
+    assert len(first) == 1200 and first == second
 
 
 @pytest.mark.parametrize(
