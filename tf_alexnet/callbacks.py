@@ -113,6 +113,36 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 os.remove(os.path.join(self.backup_dir, name))
 
 
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Validation and the epoch's checkpoints see the optimizer's moving average of the weights.
+
+    For an optimizer with `use_ema=True`. Keras's `SwapEMAWeights(swap_on_epoch=True)` leaves
+    the average in the model until the next epoch begins, so a resume backup saved at the
+    epoch's end would hold the weights swapped and a resumed run would train on from the
+    average. Here the average goes in at the epoch's end (place this before the checkpoints)
+    and the raw weights come back in `restore_raw()`, a callback to place just before the
+    backup. After the last epoch `fit` itself writes the average into the model.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(swap_on_epoch=False)  # validation: the parent's on_test_begin/end
+        self._ema_weights_in_model: bool = False  # the parent's flag: is the average in?
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._use_average(True)
+
+    def restore_raw(self) -> keras.callbacks.Callback:
+        """The callback that puts the raw weights back at the epoch's end."""
+        return keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: self._use_average(False)
+        )
+
+    def _use_average(self, average: bool) -> None:
+        if self._ema_weights_in_model != average:
+            self._swap_variables()
+            self._ema_weights_in_model = average
+
+
 class BestModelCheckpoint(keras.callbacks.Callback):
     """Saves the model whenever `monitor` improves (higher is better), atomically.
 

@@ -65,6 +65,13 @@ class TrainConfig(DataSpec):
         0.0, ge=0, description="linear learning-rate warm-up from 0, then the schedule"
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing")
+    ema_momentum: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="keep a moving average of the weights with this momentum (0: off); "
+        "validation, the checkpoints and the final model use the average",
+    )
     # Input pipeline
     augment: Augmentation = Field(
         default_factory=Augmentation, description="training-image augmentation"

@@ -31,6 +31,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay or None,
+        use_ema=config.ema_momentum > 0,
+        ema_momentum=config.ema_momentum or 0.99,  # Keras's default when unused
     )
 
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 from tf_alexnet import plots
 from tf_alexnet.callbacks import (
     AtomicBackupAndRestore,
+    AveragedWeights,
     BestModelCheckpoint,
     EpochTimer,
     SyncMovingStatistics,
@@ -189,10 +190,15 @@ def _callbacks(
         shared.insert(
             1, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=2)
         )
-    # Last, so an epoch counts as done only once everything before has recorded it.
-    backup_callback = AtomicBackupAndRestore(str(backup))
+    # Last, so an epoch counts as done only once everything before has recorded it, and with
+    # the raw weights (not their average) in the model.
+    last: list[keras.callbacks.Callback] = [AtomicBackupAndRestore(str(backup))]
+    if config.ema_momentum:  # on every worker: they validate the same (averaged) weights
+        averaged = AveragedWeights()
+        shared.append(averaged)
+        last.insert(0, averaged.restore_raw())
     if not role.is_chief:
-        return [*shared, backup_callback]
+        return [*shared, *last]
     # A resumed run: only a better model may replace best.keras.
     best = max((row.get("val_accuracy", float("-inf")) for row in history), default=float("-inf"))
     checkpoint = [BestModelCheckpoint(run.best_model, monitor="val_accuracy", best=best)]
@@ -203,7 +209,7 @@ def _callbacks(
         *(checkpoint if validated else []),
         keras.callbacks.CSVLogger(str(run.history), append=True),
         keras.callbacks.TensorBoard(str(run.logs)),
-        backup_callback,
+        *last,
     ]
 
 

@@ -239,3 +239,91 @@ def test_evaluate_a_model_file_from_the_command_line(fashion_mnist, tmp_path):
     assert report["accuracy"] < 0.3  # an untrained model is near chance
     # Probabilities (softmax output) are read as such: the loss of a near-uniform guess.
     assert report["loss"] == pytest.approx(np.log(10), abs=0.5)
+
+
+class _Weights(keras.callbacks.Callback):
+    """Records, at each epoch's end, the model's weights and the optimizer's averages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[list[np.ndarray], list[np.ndarray], float]] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        averages = self.model.optimizer._model_variables_moving_average
+        self.seen.append(
+            (
+                [v.numpy() for v in self.model.trainable_weights],
+                [v.numpy() for v in averages],
+                float((logs or {}).get("val_loss", np.nan)),
+            )
+        )
+
+
+def test_averaged_weights_are_in_the_model_for_validation_and_checkpoints_only():
+    """`AveragedWeights`: validation and the checkpoints see the moving average; training,
+    and the backup saved last at each epoch's end, the raw weights; after fit, the average."""
+    from tf_alexnet.callbacks import AveragedWeights
+
+    keras.utils.set_random_seed(0)
+    x, y = np.random.rand(256, 8).astype("float32"), np.random.randint(0, 3, 256)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(3)])
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.5, use_ema=True, ema_momentum=0.8),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    averaged, at_checkpoint, at_backup = AveragedWeights(), _Weights(), _Weights()
+    model.fit(
+        x,
+        y,
+        validation_data=(x[:64], y[:64]),
+        epochs=3,
+        batch_size=32,
+        verbose=0,
+        callbacks=[averaged, at_checkpoint, averaged.restore_raw(), at_backup],
+    )
+    for (model_c, slots_c, _), (model_b, slots_b, _) in zip(
+        at_checkpoint.seen, at_backup.seen, strict=True
+    ):
+        for average, raw, swapped_average, swapped_raw in zip(
+            model_c, model_b, slots_b, slots_c, strict=True
+        ):
+            np.testing.assert_allclose(average, swapped_average, atol=1e-5)
+            np.testing.assert_allclose(raw, swapped_raw, atol=1e-5)
+        assert any(not np.allclose(a, r, atol=1e-3) for a, r in zip(model_c, model_b, strict=True))
+    # The last epoch's validation loss is the average's; the model ends holding the average.
+    final = [w.numpy() for w in model.trainable_weights]
+    for weight, average in zip(final, at_backup.seen[-1][1], strict=True):
+        np.testing.assert_allclose(weight, average, atol=1e-5)
+    last_val_loss = at_checkpoint.seen[-1][2]
+    assert model.evaluate(x[:64], y[:64], verbose=0) == pytest.approx(last_val_loss, rel=1e-4)
+    model.set_weights(at_backup.seen[-1][0])  # the raw weights score differently
+    assert model.evaluate(x[:64], y[:64], verbose=0) != pytest.approx(last_val_loss, rel=1e-3)
+
+
+def test_a_run_with_averaged_weights_checkpoints_and_keeps_the_average(fashion_mnist, tmp_path):
+    """`ema_momentum`: best.keras and final.keras hold the weights whose validation figures
+    history.csv records, and the backup sits after the swap back to the raw weights."""
+    from tf_alexnet.callbacks import AtomicBackupAndRestore, AveragedWeights, BestModelCheckpoint
+    from tf_alexnet.cluster import SINGLE_PROCESS
+    from tf_alexnet.data import make_datasets
+    from tf_alexnet.train import _callbacks
+
+    config = config_lib.from_dict({**TINY, "ema_momentum": 0.9, "learning_rate": 0.05})
+    run = RunDir(tmp_path / "run")
+    train(config, run.root)
+    history = run.read_history()
+    validation = make_datasets(config.data_spec(), config.pipeline_spec(64)).validation
+    best_row = max(history, key=lambda row: row["val_accuracy"])
+    for path, row in ((run.final_model, history[-1]), (run.best_model, best_row)):
+        loss, accuracy = keras.saving.load_model(path).evaluate(validation, verbose=0)
+        assert loss == pytest.approx(row["val_loss"], rel=1e-4), path.name
+        assert accuracy == pytest.approx(row["val_accuracy"], abs=1.5 / 1200), path.name
+
+    names = [type(c).__name__ for c in _callbacks(config, run, run.backup, [], SINGLE_PROCESS)]
+    assert (
+        names.index(AveragedWeights.__name__)
+        < names.index(BestModelCheckpoint.__name__)
+        < names.index("LambdaCallback")  # restore_raw()
+        == names.index(AtomicBackupAndRestore.__name__) - 1
+        == len(names) - 2
+    )
