@@ -84,7 +84,9 @@ def make_datasets(
             raise UserError(
                 f"`train_examples` should be a positive integer. Received: {data.train_examples}"
             )
-        train_mask[np.flatnonzero(train_mask)[data.train_examples :]] = False
+        # A seeded random subset, not the first images: an image folder lists class by class.
+        kept = np.random.default_rng(data.seed).permutation(np.flatnonzero(train_mask))
+        train_mask[kept[data.train_examples :]] = False
     num_train, num_validation = int(train_mask.sum()), int(validation_mask.sum())
     if training and num_train < pipeline.batch_size:
         raise UserError(

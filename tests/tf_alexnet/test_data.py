@@ -264,6 +264,25 @@ def test_splits_hold_the_same_images_on_every_pass(fashion_mnist, tmp_path):
     assert len(first) == 1200 and first == second
 
 
+def test_train_examples_is_a_seeded_sample_of_every_class(tmp_path):
+    """An image folder lists its images class by class: the first 24 were all of one class."""
+    for name in ("a", "bb", "ccc"):
+        _write_images(tmp_path / name, 30, 8, "RGB")
+    spec = PipelineSpec(image_size=(8, 8), channels=3, batch_size=8, one_hot=False)
+
+    def sample(seed):
+        data = DataSpec(image_folder=str(tmp_path), train_examples=24, seed=seed)
+        batches = [
+            (images.numpy(), labels.numpy()) for images, labels in make_datasets(data, spec).train
+        ]
+        labels = np.concatenate([labels for _, labels in batches])
+        return {hashlib.sha1(i.tobytes()).hexdigest() for b, _ in batches for i in b}, labels
+
+    images, labels = sample(1)
+    assert len(images) == 24 and set(labels) == {0, 1, 2}
+    assert sample(1)[0] == images and sample(2)[0] != images
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
