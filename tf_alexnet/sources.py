@@ -141,6 +141,13 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
             deterministic=True,  # the splits pick images by position (data.py)
         )
 
+    if has_test:
+        unknown = sorted({p.name for p in (root / "test").iterdir() if p.is_dir()} - {*class_names})
+        if unknown:
+            raise UserError(
+                f"{str(root / 'test')!r} has class folders that {str(train_root)!r} has not: "
+                f"{', '.join(map(repr, unknown))}. The model could never predict them."
+            )
     train_paths, train_labels = listing(train_root)
     test_paths, test_labels = listing(root / "test") if has_test else ([], [])
     return Source(
