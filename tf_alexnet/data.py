@@ -6,7 +6,9 @@ Sources (TFDS, image folders) are in `tf_alexnet.sources`, the tf.data pipelines
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -15,7 +17,7 @@ from tf_alexnet.augment import rgb_pca
 from tf_alexnet.errors import UserError
 from tf_alexnet.pipeline import PipelineSpec, evaluation_pipeline, training_pipeline
 from tf_alexnet.preprocess import to_channels
-from tf_alexnet.sources import Source, load_source
+from tf_alexnet.sources import Source, load_source, unreadable_images
 from tf_alexnet.specs import DataSpec  # declared there (no TensorFlow), used here
 
 
@@ -28,11 +30,29 @@ class Datasets:
     num_train: int
     num_validation: int
     num_test: int
+    files: tuple[str, ...] = ()  # an image folder's files
 
     @property
     def validated(self) -> bool:
         """Whether a validation split is held out (`validation_fraction > 0`)."""
         return self.validation is not None
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Turns a decoding failure in the pipelines into one line naming the unreadable images
+        (TensorFlow's own error names no file). The pipelines decode lazily, so a bad file in
+        an image folder fails training or evaluation only when it is reached."""
+        try:
+            yield
+        except tf.errors.InvalidArgumentError as err:
+            unreadable = unreadable_images(self.files)
+            if not unreadable:
+                raise
+            shown = ", ".join(unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
+            raise UserError(
+                f"{len(unreadable)} of the {len(self.files):,} images cannot be read: {shown}. "
+                "Remove or replace them, then run the command again."
+            ) from err
 
 
 def split_masks(num: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
@@ -117,6 +137,7 @@ def make_datasets(
         num_train=num_train,
         num_validation=num_validation,
         num_test=num_test,
+        files=source.files,
     )
 
 

@@ -43,9 +43,10 @@ def evaluate(
     output.root.mkdir(parents=True, exist_ok=True)  # before the minutes of evaluation
     labels, outputs = [], []
     steps = math.ceil(datasets.num_test / batch_size)
-    for images, batch_labels in report_progress(datasets.test, steps, batch_size, "evaluate"):
-        outputs.append(np.asarray(model.predict_on_batch(images), np.float64))
-        labels.append(batch_labels.numpy())
+    with datasets.reading():
+        for images, batch_labels in report_progress(datasets.test, steps, batch_size, "evaluate"):
+            outputs.append(np.asarray(model.predict_on_batch(images), np.float64))
+            labels.append(batch_labels.numpy())
     y_true = np.concatenate(labels)
     scores = np.concatenate(outputs)
     probabilities = to_probabilities(scores, from_logits=not outputs_probabilities(model))

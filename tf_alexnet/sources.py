@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,26 @@ class Source:
     test: tf.data.Dataset | None
     num_test: int
     class_names: tuple[str, ...]
+    files: tuple[str, ...] = ()
+    """An image folder's files (to name the unreadable ones); none for TFDS datasets."""
+
+
+def unreadable_images(files: Sequence[str]) -> list[str]:
+    """`path (reason)` for each file that does not decode. Slow (it decodes every file): for
+    naming the culprits once a pipeline has failed."""
+    found = []
+    for path in files:
+        try:
+            decode(tf.io.read_file(path), 3)
+        except tf.errors.OpError as err:
+            found.append(f"{path} ({_reason(err)})")
+    return found
+
+
+def _reason(err: tf.errors.OpError) -> str:
+    """TensorFlow's message without its op decorations: "Invalid PNG data, size 100"."""
+    message = re.sub(r"\{\{[^}]*\}\}|\[Op:.*", "", err.message.strip().splitlines()[0])
+    return message.strip() or type(err).__name__
 
 
 def load_source(spec: DataSpec) -> Source:
@@ -156,6 +178,7 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
         test=read(test_paths, test_labels) if has_test else None,
         num_test=len(test_paths),
         class_names=class_names,
+        files=(*train_paths, *test_paths),
     )
 
 

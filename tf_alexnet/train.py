@@ -140,16 +140,17 @@ def _train(
     )
     start = time.perf_counter()
     try:
-        model.fit(
-            datasets.train,
-            validation_data=datasets.validation,
-            epochs=config.epochs,
-            shuffle=False,  # the dataset shuffles examples itself
-            callbacks=_callbacks(
-                config, run, backup, history_before, role, callbacks, datasets.validated
-            ),
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
+        with datasets.reading():
+            model.fit(
+                datasets.train,
+                validation_data=datasets.validation,
+                epochs=config.epochs,
+                shuffle=False,  # the dataset shuffles examples itself
+                callbacks=_callbacks(
+                    config, run, backup, history_before, role, callbacks, datasets.validated
+                ),
+                verbose=1 if sys.stdout.isatty() else 2,
+            )
     except PEER_ERRORS as err:
         if not multiworker:
             raise

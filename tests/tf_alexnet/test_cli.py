@@ -336,6 +336,38 @@ def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, c
     assert "on 2 images" in capsys.readouterr().out
 
 
+def test_unreadable_images_are_named_in_one_line(tmp_path, capsys):
+    """TensorFlow's decoding error names no file and came as a traceback mid-epoch."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    for split, count in (("train", 6), ("test", 2)):
+        for name in ("a", "b"):
+            (data / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+                (data / split / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    train = ["train", "--preset", "quick", "--image-folder", str(data), "--epochs", "1"]
+    train += ["--batch-size", "4", "--validation-fraction", "0"]
+    assert main([*train, "--run-dir", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    truncated = data / "test" / "b" / "1.png"
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    assert main(["evaluate", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (
+        f"tf-alexnet: error: 1 of the 16 images cannot be read: {truncated} (Invalid PNG data, "
+        "size 100). Remove or replace them, then run the command again.\n"
+    )
+    (data / "train" / "a" / "notes.png").write_text("not an image")
+    assert main([*train, "--run-dir", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 of the 17 images cannot be read: " in err
+    assert f"{data / 'train' / 'a' / 'notes.png'} (Unknown image file format." in err
+    assert f"{truncated} (Invalid PNG data, size 100)" in err
+
+
 def test_file_system_refusals_are_one_line(trained_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(contract.ENV_PROGRESS_SECONDS, "0")  # a line per evaluation step
     blocker = tmp_path / "a-file"
