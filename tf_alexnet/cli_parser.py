@@ -164,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(export, "data settings (where the sample images come from)", DATA_FLAGS)
 
     predict = commands.add_parser("predict", help="classify image files")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF or BMP files")
+    predict.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF, BMP or WebP files"
+    )
     predict.add_argument(
         "--model", required=True, help="an exported folder (BASE/NAME[/VERSION]) or a .keras file"
     )

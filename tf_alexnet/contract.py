@@ -42,7 +42,7 @@ VARIANTS = ("d2l", "paper", "mini")
 
 # --- SavedModel signatures (used by export and serving) -----------------------------------
 SIGNATURE_IMAGE_BYTES = "serving_default"
-"""Signature taking a batch of encoded images (JPEG, PNG, GIF, BMP)."""
+"""Signature taking a batch of encoded images (JPEG, PNG, GIF, BMP, WebP)."""
 SIGNATURE_IMAGE_TENSOR = "serving_pixels"
 """Signature taking float pixels already at the model's input size, in INPUT_RANGE."""
 

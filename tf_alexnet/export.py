@@ -2,7 +2,7 @@
 
 `export` writes `BASE/NAME/<version>/` that `tensorflow/serving` loads unchanged:
 
-- `serving_default`: a batch of encoded images (JPEG, PNG, GIF, BMP; any size; gray, RGB
+- `serving_default`: a batch of encoded images (JPEG, PNG, GIF, BMP, WebP; any size; gray, RGB
   or RGBA) decoded, converted, resized and scaled in the graph exactly as in training.
 - `serving_pixels`: float pixels already at the model's input size, in [0, 1].
 

@@ -76,7 +76,7 @@ def _read_image(path: str) -> bytes:
     try:
         tf.io.decode_image(data, expand_animations=False)
     except (tf.errors.InvalidArgumentError, ValueError):
-        raise ValueError("not a JPEG, PNG, GIF or BMP image") from None
+        raise ValueError("not a JPEG, PNG, GIF, BMP or WebP image") from None
     return data
 
 

@@ -21,7 +21,7 @@ from tf_alexnet.errors import UserError
 from tf_alexnet.preprocess import decode
 from tf_alexnet.specs import DataSpec  # declared there (no TensorFlow), used here
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 
 
 @dataclasses.dataclass(frozen=True)

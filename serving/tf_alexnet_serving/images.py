@@ -10,7 +10,7 @@ class ImageError(ValueError):
 
 
 def image_size(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) read from the header of a PNG, JPEG, GIF or BMP file."""
+    """(format, width, height) read from the header of a PNG, JPEG, GIF, BMP or WebP file."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         if len(data) < 24 or data[12:16] != b"IHDR":
             raise ImageError("truncated PNG header")
@@ -31,7 +31,26 @@ def image_size(data: bytes) -> tuple[str, int, int]:
         return "bmp", abs(width), abs(height)
     if data.startswith(b"\xff\xd8"):
         return ("jpeg", *_jpeg_size(data))
-    raise ImageError("unsupported format: expected JPEG, PNG, GIF or BMP")
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return ("webp", *_webp_size(data))
+    raise ImageError("unsupported format: expected JPEG, PNG, GIF, BMP or WebP")
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    """The canvas size from the first chunk of the WebP container: VP8X (extended: alpha,
+    animation), VP8L (lossless) or "VP8 " (lossy key frame)."""
+    if len(data) < 30:
+        raise ImageError("truncated WebP header")
+    chunk = data[12:16]
+    if chunk == b"VP8X":  # 24-bit width and height, each minus one
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8L" and data[20] == 0x2F:  # 14-bit width and height, each minus one
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF)
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # after the key frame's start code
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF  # the top 2 bits are the scaling
+    raise ImageError("corrupt WebP header")
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from tf_alexnet_serving import Settings, create_app
-from tf_alexnet_serving.images import check_image
+from tf_alexnet_serving.images import check_image, image_size
 
 
 def _picture(mode, size=(37, 23)):
@@ -96,6 +96,8 @@ def _corpus():
     exif[0x0112] = 6  # orientation: rotate 90°
     baseline = _save(rgb, "JPEG", quality=90)
     frames = [_picture("P"), _picture("P").rotate(90), _picture("P").rotate(180)]
+    translucent = _picture("RGBA")
+    translucent.putalpha(128)  # an opaque alpha channel would be dropped by the WebP encoder
     corpus = {
         "baseline.jpg": baseline,
         "progressive.jpg": _save(rgb, "JPEG", progressive=True),
@@ -135,6 +137,12 @@ def _corpus():
         "v4-header.bmp": _bmp(108),
         "v5-header.bmp": _bmp(124),
         "v5-header-32-bit-top-down.bmp": _bmp(124, bpp=32, top_down=True),
+        "lossy.webp": _save(rgb, "WEBP", quality=80),
+        "lossless.webp": _save(rgb, "WEBP", lossless=True),
+        "lossless-alpha.webp": _save(translucent, "WEBP", lossless=True),
+        "alpha.webp": _save(translucent, "WEBP"),
+        "gray.webp": _save(gray, "WEBP"),
+        "truncated.webp": _save(rgb, "WEBP")[:60],
     }
     return corpus
 
@@ -187,9 +195,18 @@ def test_the_usual_encodings_are_all_accepted(served_model):
     refused = {name for name, data in CORPUS.items() if not served_model(data)}
     assert refused == {
         "truncated.jpg", "truncated.png", "bad-crc.png", "pillow-1-bit.bmp", "core-header.bmp",
+        "truncated.webp",
     }  # fmt: skip
 
 
 def test_jpeg_fill_bytes_before_markers_are_read():
     data = _with_jpeg_fill_bytes(_save(_picture("RGB"), "JPEG"), count=7)
     assert check_image(data, 10_000) == "jpeg"
+
+
+@pytest.mark.parametrize("name", ["lossy.webp", "lossless.webp", "alpha.webp", "gray.webp"])
+def test_webp_sizes_come_from_each_kind_of_header(name):
+    """`VP8 ` (lossy), `VP8L` (lossless) and `VP8X` (extended: alpha) headers."""
+    kinds = {"lossy.webp": b"VP8 ", "lossless.webp": b"VP8L", "alpha.webp": b"VP8X"}
+    assert CORPUS[name][12:16] == kinds.get(name, CORPUS[name][12:16])
+    assert image_size(CORPUS[name]) == ("webp", 37, 23)

@@ -310,3 +310,23 @@ def test_decode_handles_formats_and_channels():
     assert int(decode(tf.io.encode_png(gray), 3)[0, 0, 2]) == 100
     out = preprocess(decode(tf.io.encode_png(gray), 1), (10, 14), 1)
     assert out.shape == (10, 14, 1) and abs(float(out[0, 0, 0]) - 100 / 255) < 1e-6
+
+
+def test_webp_with_alpha_decodes_and_image_folders_read_webp(tmp_path):
+    """TensorFlow decodes a WebP with alpha only at 4 channels; it was refused as corrupt."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.zeros((5, 7, 4), np.uint8)
+    pixels[..., 0], pixels[..., 3] = 200, 128  # red, half transparent
+    for lossless in (False, True):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, "RGBA").save(buffer, "WEBP", lossless=lossless)
+        image = decode(buffer.getvalue(), 3).numpy()
+        assert image.shape == (5, 7, 3) and abs(int(image[2, 3, 0]) - 200) <= 8
+        assert image[..., 1:].max() <= 8  # the alpha is dropped, not mixed into the colours
+        for label in ("a", "b"):
+            (tmp_path / label).mkdir(exist_ok=True)
+            (tmp_path / label / f"{lossless}.webp").write_bytes(buffer.getvalue())
+    assert folder_source(tmp_path).num_train == 4

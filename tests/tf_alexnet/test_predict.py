@@ -59,7 +59,7 @@ def test_bad_files_get_one_line_and_the_rest_are_answered(images, exported_dir, 
     errors = [line for line in result.stderr.splitlines() if line.startswith("tf-alexnet: error:")]
     assert errors == [
         f"tf-alexnet: error: {tmp_path / 'missing.png'}: No such file or directory",
-        f"tf-alexnet: error: {text}: not a JPEG, PNG, GIF or BMP image",
+        f"tf-alexnet: error: {text}: not a JPEG, PNG, GIF, BMP or WebP image",
     ]
 
 
