@@ -20,6 +20,9 @@ from tf_alexnet.predictions import Top, decode_predictions, to_probabilities
 from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.saving import load_model
 
+PREDICT_BATCH = 64
+"""Images per model call: a command line of thousands of files is not one giant batch."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
@@ -74,7 +77,7 @@ def _read_image(path: str) -> bytes:
     except OSError as err:
         raise ValueError(err.strerror or str(err)) from None
     try:
-        tf.io.decode_image(data, expand_animations=False)
+        decode(data, 3)  # the model's own decoder: what passes here, the model reads
     except (tf.errors.InvalidArgumentError, ValueError):
         raise ValueError("not a JPEG, PNG, GIF, BMP or WebP image") from None
     return data
@@ -95,7 +98,13 @@ def predict_files(
         except ValueError as err:
             results[image] = Prediction(image, error=str(err))
     if readable:
-        probabilities = predictor.probabilities(list(readable.values()))
+        encoded = list(readable.values())
+        probabilities = np.concatenate(
+            [
+                predictor.probabilities(encoded[start : start + PREDICT_BATCH])
+                for start in range(0, len(encoded), PREDICT_BATCH)
+            ]
+        )
         tops = decode_predictions(probabilities, top_k, predictor.class_names)
         for image, top in zip(readable, tops, strict=True):
             results[image] = Prediction(image, top=top)

@@ -37,6 +37,27 @@ def test_savedmodel_and_keras_agree(images, exported_dir, trained_run):
         assert len(a.top) == 3 and a.top[0][2] >= a.top[1][2] >= a.top[2][2]
 
 
+def test_many_files_are_predicted_in_batches(images, exported_dir, monkeypatch):
+    """Thousands of files on a command line were one batch (memory grows with it)."""
+    from tf_alexnet import predict
+
+    whole = predict_files(images, exported_dir)
+    sizes = []
+    probabilities = predict.Predictor.probabilities
+
+    def recorded(self, encoded):
+        sizes.append(len(encoded))
+        return probabilities(self, encoded)
+
+    monkeypatch.setattr(predict, "PREDICT_BATCH", 2)
+    monkeypatch.setattr(predict.Predictor, "probabilities", recorded)
+    batched = predict_files(images, exported_dir)
+    assert len(images) == 3 and sizes == [2, 1]
+    for one, other in zip(batched, whole, strict=True):
+        assert [i for i, _, _ in one.top] == [i for i, _, _ in other.top]
+        np.testing.assert_allclose([p for *_, p in one.top], [p for *_, p in other.top], atol=1e-6)
+
+
 def test_table_and_json_output(images, exported_dir):
     result = run_cli("predict", *images[:2], "--model", str(exported_dir), "--top-k", "2")
     assert result.returncode == 0, result.stderr[-2000:]
