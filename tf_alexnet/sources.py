@@ -142,6 +142,11 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
     class_names = tuple(sorted(p.name for p in train_root.iterdir() if p.is_dir()))
     if not class_names:
         raise UserError(f"The image folder {str(train_root)!r} has no class subfolders.")
+    if len(class_names) == 1:  # it trained, to a "100% accuracy" that means nothing
+        raise UserError(
+            f"The image folder {str(train_root)!r} has one class subfolder "
+            f"({class_names[0]!r}): a classifier needs two or more."
+        )
 
     def listing(folder: pathlib.Path) -> tuple[list[str], list[int]]:
         paths, labels = [], []

@@ -231,6 +231,10 @@ def test_image_folder_with_train_and_test(tmp_path):
         _write_images(tmp_path / split / "b", count, 20, "RGB")
     source = folder_source(tmp_path)
     assert (source.num_train, source.num_test, source.class_names) == (12, 6, ("a", "b"))
+    # One class trained to a meaningless 100% accuracy.
+    _write_images(tmp_path / "single" / "a", 3, 20, "RGB")
+    with pytest.raises(UserError, match=r"has one class subfolder \('a'\): .* two or more"):
+        folder_source(tmp_path / "single")
     # A test class the training images lack was skipped without a word.
     _write_images(tmp_path / "test" / "zebra", 2, 20, "RGB")
     with pytest.raises(UserError, match=r"test' has class folders that .*train' has not: 'zebra'"):
