@@ -10,7 +10,7 @@ import dataclasses
 import os
 import pathlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -129,17 +129,19 @@ def _supervised_keys(builder: Any, name: str) -> tuple[str, str]:
 
 
 def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
-    """Images in `root/<class>/*` (or `root/train/<class>/*` and `root/test/<class>/*`).
+    """Images in `root/<class>/` (or `root/train/<class>/` and `root/test/<class>/`).
 
     Images are decoded to `channels` (1 or 3) at their own size; class names are the
-    sorted subfolder names.
+    sorted subfolder names. As in Keras's `image_dataset_from_directory`, a class folder's
+    subfolders are read too. Hidden files and folders (`.ipynb_checkpoints/`, macOS's
+    `._name.png` companions, which are not images) are skipped.
     """
     root = pathlib.Path(root)
     if not root.is_dir():
         raise UserError(f"The image folder {str(root)!r} does not exist.")
     has_test = (root / "train").is_dir() and (root / "test").is_dir()
     train_root = root / "train" if has_test else root
-    class_names = tuple(sorted(p.name for p in train_root.iterdir() if p.is_dir()))
+    class_names = tuple(sorted(p.name for p in _visible(train_root.iterdir()) if p.is_dir()))
     if not class_names:
         raise UserError(f"The image folder {str(train_root)!r} has no class subfolders.")
     if len(class_names) == 1:  # it trained, to a "100% accuracy" that means nothing
@@ -151,8 +153,13 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
     def listing(folder: pathlib.Path) -> tuple[list[str], list[int]]:
         paths, labels = [], []
         for label, name in enumerate(class_names):
+            found = (folder / name).rglob("*")
             files = sorted(
-                p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                p
+                for p in found
+                if p.suffix.lower() in IMAGE_EXTENSIONS
+                and not _hidden(p.relative_to(folder))
+                and p.is_file()
             )
             paths += [str(p) for p in files]
             labels += [label] * len(files)
@@ -169,7 +176,8 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
         )
 
     if has_test:
-        unknown = sorted({p.name for p in (root / "test").iterdir() if p.is_dir()} - {*class_names})
+        test_classes = {p.name for p in _visible((root / "test").iterdir()) if p.is_dir()}
+        unknown = sorted(test_classes - {*class_names})
         if unknown:
             raise UserError(
                 f"{str(root / 'test')!r} has class folders that {str(train_root)!r} has not: "
@@ -185,6 +193,14 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
         class_names=class_names,
         files=(*train_paths, *test_paths),
     )
+
+
+def _hidden(path: pathlib.Path) -> bool:
+    return any(part.startswith(".") for part in path.parts)
+
+
+def _visible(paths: Iterable[pathlib.Path]) -> list[pathlib.Path]:
+    return [p for p in paths if not p.name.startswith(".")]
 
 
 def sample_images(spec: DataSpec, count: int = 8) -> list[bytes]:

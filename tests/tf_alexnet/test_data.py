@@ -241,6 +241,22 @@ def test_image_folder_with_train_and_test(tmp_path):
         folder_source(tmp_path)
 
 
+def test_image_folders_read_subfolders_and_skip_hidden_files(tmp_path):
+    """Class folders are read recursively, as Keras's image_dataset_from_directory does;
+    `.ipynb_checkpoints/` was a class and macOS's `._name.png` files failed to decode."""
+    _write_images(tmp_path / "a", 3, 20, "RGB")
+    _write_images(tmp_path / "a" / "more" / "deeper", 2, 20, "RGB")
+    _write_images(tmp_path / "bb", 3, 20, "RGB")
+    (tmp_path / "bb" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    _write_images(tmp_path / "bb" / ".cache", 2, 20, "RGB")
+    _write_images(tmp_path / ".ipynb_checkpoints", 2, 20, "RGB")
+    source = folder_source(tmp_path)
+    assert source.class_names == ("a", "bb") and source.num_train == 8
+    assert sum("deeper" in name for name in source.files) == 2
+    assert not any("/." in name for name in source.files)
+    assert sum(1 for _ in source.train) == 8  # every listed file decodes
+
+
 def _image_hashes(ds):
     return [hashlib.sha1(image.tobytes()).hexdigest() for batch, _ in ds for image in batch.numpy()]
 
