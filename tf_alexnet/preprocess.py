@@ -16,25 +16,13 @@ RESIZE_METHOD = "bilinear"
 def decode(encoded: Any, channels: int) -> tf.Tensor:
     """Decodes a JPEG, PNG, GIF (first frame), BMP or WebP string to uint8 `[h, w, channels]`.
 
-    Alpha is dropped. TensorFlow 2.21 decodes a WebP with alpha only at its own 4 channels
-    (asked for 3 it fails), so WebP is decoded at its own channels and cut to RGB.
+    Always asked for 3 channels. TensorFlow 2.21 then refuses a WebP with transparency or
+    animation cleanly; asked for the file's own channels instead, it corrupts the heap on an
+    animated WebP and the process aborts (tests/tf_alexnet/test_data.py).
     """
-    image = tf.cond(
-        _is_webp(encoded),
-        lambda: tf.io.decode_image(encoded, channels=0, expand_animations=False)[..., :3],
-        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
-    )
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return to_channels(image, channels)
-
-
-def _is_webp(encoded: Any) -> tf.Tensor:
-    """Whether `encoded` starts with the WebP container's "RIFF....WEBP"."""
-    head = tf.strings.join([tf.strings.substr(encoded, 0, 12), "\0" * 12])  # >= 12 bytes
-    return tf.logical_and(
-        tf.equal(tf.strings.substr(head, 0, 4), "RIFF"),
-        tf.equal(tf.strings.substr(head, 8, 4), "WEBP"),
-    )
 
 
 def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:

@@ -42,10 +42,13 @@ def unreadable_images(files: Sequence[str]) -> list[str]:
     naming the culprits once a pipeline has failed."""
     found = []
     for path in files:
+        data = tf.io.read_file(path)
         try:
-            decode(tf.io.read_file(path), 3)
+            decode(data, 3)
         except tf.errors.OpError as err:
-            found.append(f"{path} ({_reason(err)})")
+            webp = data.numpy()[:4] == b"RIFF" and data.numpy()[8:12] == b"WEBP"
+            reason = "WebP with transparency or animation" if webp else _reason(err)
+            found.append(f"{path} ({reason})")
     return found
 
 

@@ -37,15 +37,22 @@ def image_size(data: bytes) -> tuple[str, int, int]:
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:
-    """The canvas size from the first chunk of the WebP container: VP8X (extended: alpha,
-    animation), VP8L (lossless) or "VP8 " (lossy key frame)."""
+    """The canvas size from the first chunk of the WebP container: VP8X (extended), VP8L
+    (lossless) or "VP8 " (lossy key frame). Transparency and animation are refused here, as
+    the model's decoder refuses them (see `tf_alexnet.preprocess.decode`)."""
     if len(data) < 30:
         raise ImageError("truncated WebP header")
     chunk = data[12:16]
-    if chunk == b"VP8X":  # 24-bit width and height, each minus one
+    if chunk == b"VP8X":  # flags, then 24-bit width and height, each minus one
+        if data[20] & 0x02:
+            raise ImageError("animated WebP is not supported")
+        if data[20] & 0x10:
+            raise ImageError("WebP with transparency is not supported")
         return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-    if chunk == b"VP8L" and data[20] == 0x2F:  # 14-bit width and height, each minus one
+    if chunk == b"VP8L" and data[20] == 0x2F:  # 14-bit width and height - 1, then alpha_is_used
         bits = int.from_bytes(data[21:25], "little")
+        if bits >> 28 & 1:
+            raise ImageError("WebP with transparency is not supported")
         return 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF)
     if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # after the key frame's start code
         width, height = struct.unpack("<HH", data[26:30])

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from tf_alexnet_serving import Settings, create_app
-from tf_alexnet_serving.images import check_image, image_size
+from tf_alexnet_serving.images import ImageError, check_image, image_size
 
 
 def _picture(mode, size=(37, 23)):
@@ -143,6 +143,7 @@ def _corpus():
         "alpha.webp": _save(translucent, "WEBP"),
         "gray.webp": _save(gray, "WEBP"),
         "truncated.webp": _save(rgb, "WEBP")[:60],
+        "animated.webp": _save(rgb, "WEBP", save_all=True, append_images=[gray.convert("RGB")]),
     }
     return corpus
 
@@ -195,7 +196,7 @@ def test_the_usual_encodings_are_all_accepted(served_model):
     refused = {name for name, data in CORPUS.items() if not served_model(data)}
     assert refused == {
         "truncated.jpg", "truncated.png", "bad-crc.png", "pillow-1-bit.bmp", "core-header.bmp",
-        "truncated.webp",
+        "truncated.webp", "alpha.webp", "lossless-alpha.webp", "animated.webp",
     }  # fmt: skip
 
 
@@ -204,9 +205,22 @@ def test_jpeg_fill_bytes_before_markers_are_read():
     assert check_image(data, 10_000) == "jpeg"
 
 
-@pytest.mark.parametrize("name", ["lossy.webp", "lossless.webp", "alpha.webp", "gray.webp"])
-def test_webp_sizes_come_from_each_kind_of_header(name):
-    """`VP8 ` (lossy), `VP8L` (lossless) and `VP8X` (extended: alpha) headers."""
-    kinds = {"lossy.webp": b"VP8 ", "lossless.webp": b"VP8L", "alpha.webp": b"VP8X"}
-    assert CORPUS[name][12:16] == kinds.get(name, CORPUS[name][12:16])
-    assert image_size(CORPUS[name]) == ("webp", 37, 23)
+@pytest.mark.parametrize(
+    ("name", "chunk", "answer"),
+    [
+        ("lossy.webp", b"VP8 ", ("webp", 37, 23)),
+        ("lossless.webp", b"VP8L", ("webp", 37, 23)),
+        ("gray.webp", b"VP8 ", ("webp", 37, 23)),
+        ("alpha.webp", b"VP8X", "WebP with transparency is not supported"),
+        ("lossless-alpha.webp", b"VP8L", "WebP with transparency is not supported"),
+        ("animated.webp", b"VP8X", "animated WebP is not supported"),
+    ],
+)
+def test_webp_headers_give_the_size_or_what_the_model_refuses(name, chunk, answer):
+    """Each kind of WebP header: the size, or the reason the model's decoder would refuse."""
+    assert CORPUS[name][12:16] == chunk
+    if isinstance(answer, tuple):
+        assert image_size(CORPUS[name]) == answer
+    else:
+        with pytest.raises(ImageError, match=answer):
+            image_size(CORPUS[name])

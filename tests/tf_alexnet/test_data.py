@@ -11,7 +11,7 @@ from tf_alexnet.data import make_datasets, split_masks
 from tf_alexnet.errors import UserError
 from tf_alexnet.pipeline import PipelineSpec
 from tf_alexnet.preprocess import decode, preprocess
-from tf_alexnet.sources import folder_source
+from tf_alexnet.sources import folder_source, unreadable_images
 from tf_alexnet.specs import DataSpec
 
 AUGMENTED = Augmentation(flip=True, crop="pad", brightness=0.2, contrast=0.3)
@@ -332,21 +332,53 @@ def test_decode_handles_formats_and_channels():
     assert out.shape == (10, 14, 1) and abs(float(out[0, 0, 0]) - 100 / 255) < 1e-6
 
 
-def test_webp_with_alpha_decodes_and_image_folders_read_webp(tmp_path):
-    """TensorFlow decodes a WebP with alpha only at 4 channels; it was refused as corrupt."""
+def test_webp_decodes_and_transparent_or_animated_webp_fails_cleanly(tmp_path):
+    """RGB WebP decodes and image folders read `.webp`. TensorFlow 2.21 decodes a WebP with
+    transparency or animation only at the file's own channels, and on an animated one that
+    corrupts the heap (the process aborts): `decode` must refuse both with an error, which
+    is checked in a child process so that an abort fails this test, not the whole run."""
     import io
+    import subprocess
+    import sys
 
     from PIL import Image
 
-    pixels = np.zeros((5, 7, 4), np.uint8)
-    pixels[..., 0], pixels[..., 3] = 200, 128  # red, half transparent
-    for lossless in (False, True):
+    def webp(mode, **options):
         buffer = io.BytesIO()
-        Image.fromarray(pixels, "RGBA").save(buffer, "WEBP", lossless=lossless)
-        image = decode(buffer.getvalue(), 3).numpy()
+        Image.fromarray(np.full((5, 7, 4), 200, np.uint8), "RGBA").convert(mode).save(
+            buffer, "WEBP", **options
+        )
+        return buffer.getvalue()
+
+    for lossless in (False, True):
+        image = decode(webp("RGB", lossless=lossless), 3).numpy()
         assert image.shape == (5, 7, 3) and abs(int(image[2, 3, 0]) - 200) <= 8
-        assert image[..., 1:].max() <= 8  # the alpha is dropped, not mixed into the colours
         for label in ("a", "b"):
             (tmp_path / label).mkdir(exist_ok=True)
-            (tmp_path / label / f"{lossless}.webp").write_bytes(buffer.getvalue())
+            (tmp_path / label / f"{lossless}.webp").write_bytes(webp("RGB", lossless=lossless))
     assert folder_source(tmp_path).num_train == 4
+
+    refused = {
+        "alpha": webp("RGBA"),
+        "lossless-alpha": webp("RGBA", lossless=True),
+        "animated": webp("RGB", save_all=True, append_images=[Image.new("RGB", (7, 5))]),
+    }
+    for name, data in refused.items():
+        (tmp_path / f"{name}.webp").write_bytes(data)
+    script = (
+        "import sys, tensorflow as tf\n"
+        "from tf_alexnet.preprocess import decode\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        decode(open(path, 'rb').read(), 3)\n"
+        "        print(path, 'decoded')\n"
+        "    except tf.errors.InvalidArgumentError:\n"
+        "        print(path, 'refused')\n"
+    )
+    paths = [str(tmp_path / f"{name}.webp") for name in refused]
+    child = subprocess.run(
+        [sys.executable, "-c", script, *paths], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.split() == [word for path in paths for word in (path, "refused")]
+    assert unreadable_images(paths[:1]) == [f"{paths[0]} (WebP with transparency or animation)"]
