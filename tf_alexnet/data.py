@@ -20,6 +20,12 @@ from tf_alexnet.preprocess import to_channels
 from tf_alexnet.sources import Source, load_source, unreadable_images
 from tf_alexnet.specs import DataSpec  # declared there (no TensorFlow), used here
 
+READ_ERRORS = (
+    tf.errors.InvalidArgumentError,  # a file that does not decode
+    tf.errors.NotFoundError,  # deleted since it was listed
+    tf.errors.PermissionDeniedError,
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Datasets:
@@ -44,7 +50,7 @@ class Datasets:
         an image folder fails training or evaluation only when it is reached."""
         try:
             yield
-        except tf.errors.InvalidArgumentError as err:
+        except READ_ERRORS as err:
             unreadable = unreadable_images(self.files)
             if not unreadable:
                 raise

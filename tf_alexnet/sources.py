@@ -42,11 +42,15 @@ def unreadable_images(files: Sequence[str]) -> list[str]:
     naming the culprits once a pipeline has failed."""
     found = []
     for path in files:
-        data = tf.io.read_file(path)
+        try:
+            data = pathlib.Path(path).read_bytes()
+        except OSError as err:  # gone or locked since it was listed
+            found.append(f"{path} ({err.strerror or type(err).__name__})")
+            continue
         try:
             decode(data, 3)
         except tf.errors.OpError as err:
-            webp = data.numpy()[:4] == b"RIFF" and data.numpy()[8:12] == b"WEBP"
+            webp = data[:4] == b"RIFF" and data[8:12] == b"WEBP"
             reason = "WebP with transparency or animation" if webp else _reason(err)
             found.append(f"{path} ({reason})")
     return found

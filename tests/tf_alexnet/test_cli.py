@@ -366,6 +366,23 @@ def test_unreadable_images_are_named_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "2 of the 17 images cannot be read: " in err
     assert f"{data / 'train' / 'a' / 'notes.png'} (Unknown image file format." in err
     assert f"{truncated} (Invalid PNG data, size 100)" in err
+    # A file deleted after it was listed (here: between listing and reading, by the source).
+    from tf_alexnet import sources
+
+    listing = sources.folder_source
+
+    def listed_then_deleted(root, channels=3):
+        source = listing(root, channels)
+        (data / "train" / "a" / "notes.png").unlink()
+        truncated.write_bytes(b"")  # and one emptied
+        return source
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sources, "folder_source", listed_then_deleted)
+        assert main([*train, "--run-dir", str(tmp_path / "third")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 of the 17 images cannot be read: " in err
+    assert f"{data / 'train' / 'a' / 'notes.png'} (No such file or directory)" in err
 
 
 def test_file_system_refusals_are_one_line(trained_run, tmp_path, capsys, monkeypatch):
