@@ -10,7 +10,7 @@ import dataclasses
 import os
 import pathlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -148,7 +148,7 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
         raise UserError(f"The image folder {str(root)!r} does not exist.")
     has_test = (root / "train").is_dir() and (root / "test").is_dir()
     train_root = root / "train" if has_test else root
-    class_names = tuple(sorted(p.name for p in _visible(train_root.iterdir()) if p.is_dir()))
+    class_names = tuple(sorted(_class_folders(train_root)))
     if not class_names:
         raise UserError(f"The image folder {str(train_root)!r} has no class subfolders.")
     if len(class_names) == 1:  # it trained, to a "100% accuracy" that means nothing
@@ -183,8 +183,7 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
         )
 
     if has_test:
-        test_classes = {p.name for p in _visible((root / "test").iterdir()) if p.is_dir()}
-        unknown = sorted(test_classes - {*class_names})
+        unknown = sorted(set(_class_folders(root / "test")) - {*class_names})
         if unknown:
             raise UserError(
                 f"{str(root / 'test')!r} has class folders that {str(train_root)!r} has not: "
@@ -206,8 +205,9 @@ def _hidden(path: pathlib.Path) -> bool:
     return any(part.startswith(".") for part in path.parts)
 
 
-def _visible(paths: Iterable[pathlib.Path]) -> list[pathlib.Path]:
-    return [p for p in paths if not p.name.startswith(".")]
+def _class_folders(folder: pathlib.Path) -> list[str]:
+    """The names of `folder`'s subfolders, hidden ones left out."""
+    return [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
 
 def sample_images(spec: DataSpec, count: int = 8) -> list[bytes]:
