@@ -22,24 +22,30 @@ API_KEY_HEADER = APIKeyHeader(
 # hop per dependency per request.
 
 
-async def get_settings(request: Request) -> Settings:
+def settings_of(request: Request) -> Settings:
+    """The app's settings (a plain call: /predict's hot path solves no dependency for it)."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-async def get_backend(request: Request) -> Backend:
+def backend_of(request: Request) -> Backend:
+    """The app's backend (a plain call, as `settings_of`)."""
     backend: Backend = request.app.state.backend
     return backend
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def get_backend(request: Request) -> Backend:
+    return backend_of(request)
+
+
 BackendDep = Annotated[Backend, Depends(get_backend)]
 
 
 async def require_api_key(
-    settings: SettingsDep, key: Annotated[str | None, Security(API_KEY_HEADER)]
+    request: Request, key: Annotated[str | None, Security(API_KEY_HEADER)]
 ) -> None:
     """401 unless `X-API-Key` equals the configured key (compared in constant time)."""
+    settings = settings_of(request)
     if settings.api_key and not secrets.compare_digest(
         (key or "").encode(), settings.api_key.encode()
     ):  # constant time: the comparison does not reveal how much of a guess is right

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tf_alexnet_serving.backends import Backend
 from tf_alexnet_serving.classes import ClassNames
-from tf_alexnet_serving.deps import BackendDep, SettingsDep, require_api_key
+from tf_alexnet_serving.deps import BackendDep, backend_of, require_api_key, settings_of
 from tf_alexnet_serving.errors import UpstreamError, error_response
 from tf_alexnet_serving.images import ImageError, check_image
 from tf_alexnet_serving.inputs import PREDICT_BODY, read_images
@@ -36,36 +36,7 @@ def build_router(max_top_k: int) -> APIRouter:
     """The facade's routes; `top_k` is validated up to `max_top_k` (422 past it)."""
     router = APIRouter()
 
-    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> str:
-        return PAGE.read_text()
-
-    @router.get("/healthz")
-    async def healthz() -> Health:
-        """Liveness: the process answers."""
-        return Health(status="ok")
-
-    @router.get("/readyz", response_model=Ready, responses=errors(503))
-    async def readyz(model: BackendDep) -> JSONResponse:
-        """Readiness: the backend reports the model available, with the class names it has."""
-        available = await model.ready()
-        if model.names.problem:
-            return error_response(503, model.names.problem)
-        if available:
-            ready = Ready(status="ready", model=model.name, version=model.version)
-            return JSONResponse(ready.model_dump())
-        return error_response(503, "The model is not available.")
-
-    @router.get("/v1/metadata", dependencies=[Depends(require_api_key)], responses=errors(401, 503))
-    async def metadata(model: BackendDep) -> Metadata:
-        """The served model: name, version, class names, input spec."""
-        return Metadata(**model.metadata())
-
-    @router.get("/metrics", include_in_schema=False)
-    async def prometheus(request: Request) -> Response:
-        registry = request.app.state.metrics.registry
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
+    # /predict first: a request is matched against the routes in order, and it is the busy one.
     @router.post(
         "/predict",
         dependencies=[Depends(require_api_key)],
@@ -75,13 +46,12 @@ def build_router(max_top_k: int) -> APIRouter:
     )
     async def predict(
         request: Request,
-        model: BackendDep,
-        settings: SettingsDep,
         top_k: Annotated[int, Query(ge=1, le=max_top_k)] = 5,
     ) -> Response:
         """Classify images: multipart `file` parts, `{"instances": [{"b64": ...}]}`, or one
         image as the whole body (`Content-Type: image/png`, `image/jpeg`, ...)."""
         start = time.perf_counter()
+        model, settings = backend_of(request), settings_of(request)
         if model.names.problem:  # refuse rather than label with names the model does not have
             raise HTTPException(503, model.names.problem)
         images = await read_images(request, settings)
@@ -116,6 +86,36 @@ def build_router(max_top_k: int) -> APIRouter:
         # Built and validated above: serialized once here, not validated again by FastAPI.
         return Response(answer.model_dump_json(), media_type="application/json")
 
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return PAGE.read_text()
+
+    @router.get("/healthz")
+    async def healthz() -> Health:
+        """Liveness: the process answers."""
+        return Health(status="ok")
+
+    @router.get("/readyz", response_model=Ready, responses=errors(503))
+    async def readyz(model: BackendDep) -> JSONResponse:
+        """Readiness: the backend reports the model available, with the class names it has."""
+        available = await model.ready()
+        if model.names.problem:
+            return error_response(503, model.names.problem)
+        if available:
+            ready = Ready(status="ready", model=model.name, version=model.version)
+            return JSONResponse(ready.model_dump())
+        return error_response(503, "The model is not available.")
+
+    @router.get("/v1/metadata", dependencies=[Depends(require_api_key)], responses=errors(401, 503))
+    async def metadata(model: BackendDep) -> Metadata:
+        """The served model: name, version, class names, input spec."""
+        return Metadata(**model.metadata())
+
+    @router.get("/metrics", include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        registry = request.app.state.metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     return router
 
 
@@ -130,9 +130,14 @@ async def _predict_all(model: Backend, images: list[bytes]) -> list[Any]:
 
 
 def _prediction(name: str, probabilities: Any, names: ClassNames, top_k: int) -> Prediction:
-    order = (-probabilities).argsort(kind="stable")[:top_k]  # ties: the lowest id, as argmax
-    top = [
-        TopClass(class_id=int(i), class_name=names.name(int(i)), score=float(probabilities[i]))
-        for i in order
-    ]
-    return Prediction(file=name, **top[0].model_dump(), top_k=top)
+    scores = probabilities.tolist()  # Python floats: a few of them sort faster than numpy's
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])[:top_k]  # stable sort: ties
+    top = [TopClass(class_id=i, class_name=names.name(i), score=scores[i]) for i in order]
+    best = top[0]  # go to the lowest id, as argmax
+    return Prediction(
+        file=name,
+        class_id=best.class_id,
+        class_name=best.class_name,
+        score=best.score,
+        top_k=top,
+    )

@@ -9,10 +9,13 @@ import time
 import zlib
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from tf_alexnet_serving import Settings, create_app
 from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
+from tf_alexnet_serving.classes import ClassNames
+from tf_alexnet_serving.routes import _prediction
 
 from tests.conftest import LiveServer
 from tf_alexnet.predict import predict_files
@@ -138,6 +141,19 @@ def test_top_k_out_of_range(client, test_images):
     for top_k in (0, 11):
         response = client.post(f"/predict?top_k={top_k}", files={"file": ("a.png", test_images[0])})
         assert response.status_code == 422
+
+
+def test_top_k_ranks_by_score_and_ties_go_to_the_lowest_class_id():
+    names = ClassNames(None)
+    names.reset(5, ["a", "b", "c", "d", "e"])
+    scores = np.array([0.1, 0.3, 0.05, 0.3, 0.25], np.float32)
+    prediction = _prediction("x.png", scores, names, top_k=4)
+    assert [(t.class_id, t.class_name) for t in prediction.top_k] == [
+        (1, "b"), (3, "d"), (4, "e"), (0, "a")
+    ]  # fmt: skip
+    assert (prediction.class_id, prediction.class_name) == (1, "b") == (int(scores.argmax()), "b")
+    assert prediction.score == pytest.approx(0.3) and type(prediction.score) is float
+    assert len(_prediction("x.png", scores, names, top_k=9).top_k) == 5  # no more than classes
 
 
 def test_health_metadata_metrics_and_page(client):
