@@ -1,14 +1,18 @@
 """The facade's own cost: server CPU per request against the raw signature call, side by side.
 
-CPU time is what a process itself spent (`/proc/PID/stat`, every thread), so it holds up
-when neighbours share the machine, where wall time does not.
+CPU time is what a process itself spent (`/proc/PID/task/*/schedstat`, every thread, in
+nanoseconds), so it holds up better than wall time when neighbours share the machine.
 
 - Raw: the exported `serving_default` signature (PNG bytes in) called in a fresh process,
   one image per call, `--requests` times in a row: CPU and wall time per call.
 - Facade: `tf-alexnet serve` (local backend) on a loopback port, `--requests` one-image
   requests in a row from one keep-alive client, per body kind (multipart `file`, TF
   Serving-style JSON `b64`, and a binary `image/png` body where the server has it): the
-  server's CPU time per request. Facade overhead = that minus the raw call's CPU.
+  server's CPU time per request. Facade overhead = that minus the raw call's CPU. Every
+  server runs at once and the requests go in `--chunks` chunks, the servers taking turns, so a
+  neighbour that slows the host for a while slows each of them; each figure is the median
+  over the chunks, the raw call's the median of a run before and one after them. The event
+  loop thread's own CPU (the facade's Python: HTTP, parsing, the answer) is shown beside it.
 - Throughput: at concurrency 32 (closed loop) the facade's images/s over the raw ceiling
   (the best images/s of the signature called in process with batches), with the load
   generator's own CPU share beside it, since it runs on the same cores. `--rounds` rounds,
@@ -43,10 +47,20 @@ from tf_alexnet.hardware import bf16_support
 BODIES = loadgen.BODIES
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all threads (`/proc/PID/stat`)."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def process_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of a live process: (every thread, its main thread), from the scheduler's
+    nanosecond counters (`/proc/PID/task/TID/schedstat`; a thread gone since is not counted,
+    and the server's threads live as long as it does)."""
+    total = main = 0.0
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            seconds = int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError):  # the thread ended while listed
+            continue
+        total += seconds
+        if task.name == str(pid):
+            main = seconds
+    return total, main
 
 
 def raw_worker(model_dir: str, requests: int, batches: list[int]) -> dict[str, Any]:
@@ -118,32 +132,70 @@ def raw_run(base: pathlib.Path, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def sequential_cost(url: str, pid: int, body: str, requests: int) -> dict[str, Any] | None:
-    """Server CPU and client-side latency per request, `requests` one-image requests in a row."""
+def answers(client: Any, url: str, body: str) -> bool:
+    """Whether the server takes this body kind (an older server may lack the binary body)."""
+    png = loadgen.fashion_mnist_pngs(1)[0]
+    return bool(client.post(f"{url}/predict", **loadgen.request_body(png, body)).status_code == 200)
+
+
+def sequential_chunk(client: Any, url: str, pid: int, body: str, requests: int) -> dict[str, Any]:
+    """`requests` one-image requests in a row: the server's CPU per request (all threads, and
+    its event loop's thread), the client's, and each request's wall time."""
+    pngs = loadgen.fashion_mnist_pngs(64)
+    walls = []
+    (cpu_start, loop_start), client_start = process_cpu_seconds(pid), time.process_time()
+    for i in range(requests):
+        start = time.perf_counter()
+        response = client.post(f"{url}/predict", **loadgen.request_body(pngs[i % len(pngs)], body))
+        walls.append(time.perf_counter() - start)
+        response.raise_for_status()
+    cpu_end, loop_end = process_cpu_seconds(pid)
+    return {
+        "server_cpu_ms_per_request": (cpu_end - cpu_start) / requests * 1000,
+        "loop_cpu_ms_per_request": (loop_end - loop_start) / requests * 1000,
+        "client_cpu_ms_per_request": (time.process_time() - client_start) / requests * 1000,
+        "walls_ms": [wall * 1000 for wall in walls],
+    }
+
+
+def sequential_costs(
+    live: dict[str, tuple[str, int]], requests: int, chunks: int
+) -> dict[str, dict[str, Any]]:
+    """Per server and body: the median over `chunks` chunks of `requests` in all, the servers
+    taking turns chunk by chunk (first one, then the other)."""
     import httpx
 
-    pngs = loadgen.fashion_mnist_pngs(64)
+    size = max(1, requests // chunks)
+    found: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in live}
     with httpx.Client(timeout=60) as client:
-        probe = client.post(f"{url}/predict", **loadgen.request_body(pngs[0], body))
-        if probe.status_code != 200:  # e.g. an older server without the binary body
-            return None
-        for png in pngs[:16]:  # warm-up
-            client.post(f"{url}/predict", **loadgen.request_body(png, body))
-        walls = []
-        cpu_start, client_start = process_cpu_seconds(pid), time.process_time()
-        for i in range(requests):
-            start = time.perf_counter()
-            arguments = loadgen.request_body(pngs[i % len(pngs)], body)
-            response = client.post(f"{url}/predict", **arguments)
-            walls.append(time.perf_counter() - start)
-            response.raise_for_status()
-        server_cpu = process_cpu_seconds(pid) - cpu_start
-        client_cpu = time.process_time() - client_start
+        for body in BODIES:
+            takers = {
+                name: url_pid for name, url_pid in live.items() if answers(client, url_pid[0], body)
+            }
+            for url, pid in takers.values():
+                sequential_chunk(client, url, pid, body, 16)  # warm-up
+            for number in range(chunks):
+                order = list(takers) if number % 2 == 0 else list(reversed(takers))
+                for name in order:
+                    url, pid = takers[name]
+                    found[name].setdefault(body, []).append(
+                        sequential_chunk(client, url, pid, body, size)
+                    )
     return {
-        "server_cpu_ms_per_request": server_cpu / requests * 1000,
-        "client_cpu_ms_per_request": client_cpu / requests * 1000,
-        "p50_ms": common.percentile(walls, 50) * 1000,
-        "requests": requests,
+        name: {body: _chunk_medians(rows) for body, rows in bodies.items()}
+        for name, bodies in found.items()
+    }
+
+
+def _chunk_medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    walls = [wall for row in rows for wall in row["walls_ms"]]
+    keys = ("server_cpu_ms_per_request", "loop_cpu_ms_per_request", "client_cpu_ms_per_request")
+    return {
+        **{key: common.median([row[key] for row in rows]) for key in keys},
+        "server_cpu_ms_per_request_by_chunk": [row["server_cpu_ms_per_request"] for row in rows],
+        "p50_ms": common.percentile(walls, 50),
+        "requests": len(walls),
+        "chunks": len(rows),
     }
 
 
@@ -183,21 +235,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def cost_section(
     base: pathlib.Path, servers: dict[str, pathlib.Path | None], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """The raw call's CPU, then each server's CPU per sequential request, per body kind."""
-    raw = raw_run(base, args)
-    section: dict[str, Any] = {"model": "mini 28px", "raw": raw, "servers": {}}
+    """The raw call's CPU before and after; between them, every server's CPU per sequential
+    request, per body kind, the servers taking turns."""
+    raw_runs = [raw_run(base, args)]
+    with contextlib.ExitStack() as stack:
+        live = {
+            name: stack.enter_context(server(base, source, args.batch_wait_ms))
+            for name, source in servers.items()
+        }
+        rows = sequential_costs(live, args.requests, args.chunks)
+    raw_runs.append(raw_run(base, args))
+    raw = {
+        key: common.median([run[key] for run in raw_runs])
+        for key in ("cpu_ms_per_call", "wall_ms_per_call_median")
+    }
     print(f"mini 28px raw: {raw['cpu_ms_per_call']:.2f} ms CPU/call", flush=True)
-    for name, source in servers.items():
-        with server(base, source, args.batch_wait_ms) as (url, pid):
-            rows = {body: sequential_cost(url, pid, body, args.requests) for body in BODIES}
-        section["servers"][name] = {body: row for body, row in rows.items() if row}
-        for body, row in section["servers"][name].items():
+    for name, bodies in rows.items():
+        for body, row in bodies.items():
             print(
-                f"  {name} {body}: {row['server_cpu_ms_per_request']:.2f} ms server "
-                f"CPU/request, p50 {row['p50_ms']:.1f} ms",
+                f"  {name} {body}: {row['server_cpu_ms_per_request']:.2f} ms server CPU/request "
+                f"({row['loop_cpu_ms_per_request']:.2f} on the event loop), "
+                f"p50 {row['p50_ms']:.1f} ms",
                 flush=True,
             )
-    return section
+    return {
+        "model": "mini 28px",
+        "raw": {**raw, "runs": raw_runs},
+        "chunks": args.chunks,
+        "servers": rows,
+    }
 
 
 def throughput_section(
@@ -208,16 +274,21 @@ def throughput_section(
     Each round's loads are compared with the ceiling measured just before and just after it
     (the median of the two), so a neighbour that slows the host for a while moves both.
     """
+    import httpx
+
     pngs = loadgen.fashion_mnist_pngs(64)
     raw_runs = [raw_run(base, args)["images_per_second_by_batch"]]
     rounds: list[dict[str, dict[str, Any]]] = []
     for number in range(1, args.rounds + 1):
         loads: dict[str, dict[str, Any]] = {}
         for name, source in servers.items():
-            with server(base, source, args.batch_wait_ms) as (url, pid):
+            with (
+                server(base, source, args.batch_wait_ms) as (url, _),
+                httpx.Client(timeout=60) as client,
+            ):
                 loads[name] = {}
                 for body in ("multipart", "binary"):
-                    if sequential_cost(url, pid, body, 1) is None:  # no binary body there
+                    if not answers(client, url, body):  # no binary body there
                         continue
                     row = loadgen.measure(url, pngs, 32, args.seconds, args.warmup, body)
                     loads[name][body] = row
@@ -308,6 +379,7 @@ def markdown(result: dict[str, Any]) -> str:
             body,
             row["server_cpu_ms_per_request"],
             row["overhead_cpu_ms"],
+            row["loop_cpu_ms_per_request"],
             row["p50_ms"],
             row["overhead_p50_ms"],
             row["client_cpu_ms_per_request"],
@@ -321,6 +393,7 @@ def markdown(result: dict[str, Any]) -> str:
             "body",
             "server CPU ms/request",
             "overhead CPU ms",
+            "event loop CPU ms/request",
             "p50 ms",
             "overhead p50 ms",
             "client CPU ms/request",
@@ -375,8 +448,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"## CPU per one-image request, {cost['model']} (sequential, one keep-alive client)",
         "",
         f"Raw signature call in process: {raw['cpu_ms_per_call']:.2f} ms CPU, "
-        f"{raw['wall_ms_per_call_median']:.2f} ms wall (median). Overhead = the server's CPU "
-        "per request minus that; overhead p50 = the request's p50 minus the raw call's.",
+        f"{raw['wall_ms_per_call_median']:.2f} ms wall (median; the median of a run before and "
+        "one after the servers'). Overhead = the server's CPU per request minus that; overhead "
+        "p50 = the request's p50 minus the raw call's. The servers run at once and take turns "
+        f"in {cost['chunks']} chunks of requests per body; the CPU figures are the medians over "
+        "the chunks. The event loop's CPU is the server's main thread alone: HTTP, parsing and "
+        "the answer, without the model.",
         "",
         cost_table,
         "",
@@ -417,7 +494,8 @@ def markdown(result: dict[str, Any]) -> str:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", help="also measure the facade of this git commit")
-    parser.add_argument("--requests", type=int, default=300, help="sequential requests per body")
+    parser.add_argument("--requests", type=int, default=600, help="sequential requests per body")
+    parser.add_argument("--chunks", type=int, default=10, help="turns the servers take per body")
     parser.add_argument("--variant", default="d2l", help="model of the concurrency-32 run")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--raw-batches", type=int, nargs="+", default=[1, 8, 16, 32, 64])
@@ -434,7 +512,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.requests, args.variant, args.image_size = 20, "mini", 28
+        args.requests, args.chunks, args.variant, args.image_size = 20, 2, "mini", 28
         args.raw_batches, args.seconds, args.warmup, args.rounds = [1, 8], 2, 1, 2
     return args
 

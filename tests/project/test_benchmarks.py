@@ -126,11 +126,19 @@ def test_facade_cost_smoke(tmp_path, fashion_mnist):
     """Server CPU per request for every body kind, against the raw call and a baseline commit."""
     result = _run("facade_cost.py", tmp_path, "--baseline", "HEAD")
     cost = result["cost"]
-    assert cost["raw"]["cpu_ms_per_call"] > 0
+    # the raw call before and after the servers' requests, the median of the two
+    before, after = (run["cpu_ms_per_call"] for run in cost["raw"]["runs"])
+    assert cost["raw"]["cpu_ms_per_call"] == pytest.approx((before + after) / 2) and before > 0
     this, baseline = cost["servers"]["this commit"], cost["servers"]["baseline HEAD"]
     assert set(this) == {"multipart", "json", "binary"} and set(baseline) <= set(this)
     for row in this.values():
         assert row["server_cpu_ms_per_request"] > 0 and row["requests"] == 20
+        # two chunks of 10 requests, alternated with the baseline's; the event loop is one
+        # of the server's threads
+        chunks = row["server_cpu_ms_per_request_by_chunk"]
+        assert row["chunks"] == len(chunks) == 2
+        assert row["server_cpu_ms_per_request"] == pytest.approx(sum(chunks) / 2)
+        assert 0 < row["loop_cpu_ms_per_request"] < row["server_cpu_ms_per_request"]
         assert row["overhead_cpu_ms"] == pytest.approx(
             row["server_cpu_ms_per_request"] - cost["raw"]["cpu_ms_per_call"]
         )
