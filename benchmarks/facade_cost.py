@@ -22,7 +22,7 @@ nanoseconds), so it holds up better than wall time when neighbours share the mac
 `--baseline REF` also serves the facade of an earlier commit (a temporary `git worktree`),
 so old and new are measured in one run on one machine.
 
-    python -m benchmarks.facade_cost --baseline 5d578fa   # about 8 min on 2 cores
+    python -m benchmarks.facade_cost --baseline 5d578fa   # about 10 min on 2 cores
     python -m benchmarks.facade_cost --smoke              # seconds
 """
 
@@ -481,11 +481,11 @@ def markdown(result: dict[str, Any]) -> str:
         for body, ratio in goals["overhead_cpu_over_baseline"].items():
             lines.append(
                 f"- {'MET' if ratio <= 0.5 else 'MISSED'}: facade CPU overhead, {body} body, "
-                f"{ratio:.2f}x the baseline's multipart overhead (goal <= 0.5x)"
+                f"{ratio:.3f}x the baseline's multipart overhead (goal <= 0.5x)"
             )
     for body, share in goals["c32_share_of_ceiling"].items():
         lines.append(
-            f"- {'MET' if share >= 0.8 else 'MISSED'}: {body} at c32, {share:.0%} of the raw "
+            f"- {'MET' if share >= 0.8 else 'MISSED'}: {body} at c32, {share:.1%} of the raw "
             "ceiling, the median over the rounds (goal >= 80%)"
         )
     return "\n".join(lines) + "\n"

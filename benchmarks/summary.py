@@ -165,7 +165,7 @@ def _facade_cost(result: dict[str, Any]) -> list[list[str]]:
         rows.append(
             [
                 f"facade CPU overhead, {kind}: {body} body ({result['cost']['model']})",
-                f"{this[body]['overhead_cpu_ms']:.2f} ms per request = {ratio:.2f}x the "
+                f"{this[body]['overhead_cpu_ms']:.2f} ms per request = {ratio:.3f}x the "
                 "baseline's multipart overhead",
                 "<= 0.5x the baseline",
                 "met" if ratio <= 0.5 else "missed",
@@ -178,7 +178,7 @@ def _facade_cost(result: dict[str, Any]) -> list[list[str]]:
         rows.append(
             [
                 f"facade at c32, {kind}: {body} body ({result['throughput']['model']})",
-                f"{share:.0%} of the raw ceiling{rounds}; load generator "
+                f"{share:.1%} of the raw ceiling{rounds}; load generator "
                 f"{load['loadgen_cpu_share']:.0%} of a core",
                 ">= 80% of the raw ceiling",
                 "met" if share >= 0.8 else "missed",
