@@ -135,7 +135,8 @@ def raw_run(base: pathlib.Path, args: argparse.Namespace) -> dict[str, Any]:
 def answers(client: Any, url: str, body: str) -> bool:
     """Whether the server takes this body kind (an older server may lack the binary body)."""
     png = loadgen.fashion_mnist_pngs(1)[0]
-    return bool(client.post(f"{url}/predict", **loadgen.request_body(png, body)).status_code == 200)
+    status: int = client.post(f"{url}/predict", **loadgen.request_body(png, body)).status_code
+    return status == 200
 
 
 def sequential_chunk(client: Any, url: str, pid: int, body: str, requests: int) -> dict[str, Any]:
@@ -494,7 +495,9 @@ def markdown(result: dict[str, Any]) -> str:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", help="also measure the facade of this git commit")
-    parser.add_argument("--requests", type=int, default=600, help="sequential requests per body")
+    parser.add_argument(
+        "--requests", type=int, default=600, help="sequential requests per server and body"
+    )
     parser.add_argument("--chunks", type=int, default=10, help="turns the servers take per body")
     parser.add_argument("--variant", default="d2l", help="model of the concurrency-32 run")
     parser.add_argument("--image-size", type=int, default=224)
