@@ -162,25 +162,26 @@ def sequential_chunk(client: Any, url: str, pid: int, body: str, requests: int) 
 def sequential_costs(
     live: dict[str, tuple[str, int]], requests: int, chunks: int
 ) -> dict[str, dict[str, Any]]:
-    """Per server and body: the median over `chunks` chunks of `requests` in all, the servers
-    taking turns chunk by chunk (first one, then the other)."""
+    """Per server and body: the median over `chunks` chunks of `requests` in all. In each turn
+    every body is sent to every server, a chunk each, the servers' order reversed every other
+    turn, so a slow spell of the host falls on all of them alike."""
     import httpx
 
     size = max(1, requests // chunks)
     found: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in live}
     with httpx.Client(timeout=60) as client:
-        for body in BODIES:
-            takers = {
-                name: url_pid for name, url_pid in live.items() if answers(client, url_pid[0], body)
-            }
-            for url, pid in takers.values():
-                sequential_chunk(client, url, pid, body, 16)  # warm-up
-            for number in range(chunks):
-                order = list(takers) if number % 2 == 0 else list(reversed(takers))
-                for name in order:
-                    url, pid = takers[name]
+        takers = {  # per body, the servers that take it
+            body: [name for name, (url, _) in live.items() if answers(client, url, body)]
+            for body in BODIES
+        }
+        for body, names in takers.items():
+            for name in names:
+                sequential_chunk(client, *live[name], body, 16)  # warm-up
+        for number in range(chunks):  # each turn: every body, every server
+            for body, names in takers.items():
+                for name in names if number % 2 == 0 else reversed(names):
                     found[name].setdefault(body, []).append(
-                        sequential_chunk(client, url, pid, body, size)
+                        sequential_chunk(client, *live[name], body, size)
                     )
     return {
         name: {body: _chunk_medians(rows) for body, rows in bodies.items()}
