@@ -132,17 +132,17 @@ def raw_run(base: pathlib.Path, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def answers(client: Any, url: str, body: str) -> bool:
+def answers(client: Any, url: str, png: bytes, body: str) -> bool:
     """Whether the server takes this body kind (an older server may lack the binary body)."""
-    png = loadgen.fashion_mnist_pngs(1)[0]
     status: int = client.post(f"{url}/predict", **loadgen.request_body(png, body)).status_code
     return status == 200
 
 
-def sequential_chunk(client: Any, url: str, pid: int, body: str, requests: int) -> dict[str, Any]:
+def sequential_chunk(
+    client: Any, url: str, pid: int, pngs: list[bytes], body: str, requests: int
+) -> dict[str, Any]:
     """`requests` one-image requests in a row: the server's CPU per request (all threads, and
     its event loop's thread), the client's, and each request's wall time."""
-    pngs = loadgen.fashion_mnist_pngs(64)
     walls = []
     (cpu_start, loop_start), client_start = process_cpu_seconds(pid), time.process_time()
     for i in range(requests):
@@ -168,20 +168,21 @@ def sequential_costs(
     import httpx
 
     size = max(1, requests // chunks)
+    pngs = loadgen.fashion_mnist_pngs(64)
     found: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in live}
     with httpx.Client(timeout=60) as client:
         takers = {  # per body, the servers that take it
-            body: [name for name, (url, _) in live.items() if answers(client, url, body)]
+            body: [name for name, (url, _) in live.items() if answers(client, url, pngs[0], body)]
             for body in BODIES
         }
         for body, names in takers.items():
             for name in names:
-                sequential_chunk(client, *live[name], body, 16)  # warm-up
+                sequential_chunk(client, *live[name], pngs, body, 16)  # warm-up
         for number in range(chunks):  # each turn: every body, every server
             for body, names in takers.items():
                 for name in names if number % 2 == 0 else reversed(names):
                     found[name].setdefault(body, []).append(
-                        sequential_chunk(client, *live[name], body, size)
+                        sequential_chunk(client, *live[name], pngs, body, size)
                     )
     return {
         name: {body: _chunk_medians(rows) for body, rows in bodies.items()}
@@ -290,7 +291,7 @@ def throughput_section(
             ):
                 loads[name] = {}
                 for body in ("multipart", "binary"):
-                    if not answers(client, url, body):  # no binary body there
+                    if not answers(client, url, pngs[0], body):  # no binary body there
                         continue
                     row = loadgen.measure(url, pngs, 32, args.seconds, args.warmup, body)
                     loads[name][body] = row

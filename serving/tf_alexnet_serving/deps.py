@@ -18,10 +18,6 @@ API_KEY_HEADER = APIKeyHeader(
 )
 
 
-# Every dependency is `async def`: FastAPI runs a plain `def` one in a worker thread, a thread
-# hop per dependency per request.
-
-
 def settings_of(request: Request) -> Settings:
     """The app's settings (a plain call: /predict's hot path solves no dependency for it)."""
     settings: Settings = request.app.state.settings
@@ -32,6 +28,10 @@ def backend_of(request: Request) -> Backend:
     """The app's backend (a plain call, as `settings_of`)."""
     backend: Backend = request.app.state.backend
     return backend
+
+
+# Every dependency is `async def`: FastAPI runs a plain `def` one in a worker thread, a thread
+# hop per dependency per request.
 
 
 async def get_backend(request: Request) -> Backend:

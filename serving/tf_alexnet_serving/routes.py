@@ -131,9 +131,10 @@ async def _predict_all(model: Backend, images: list[bytes]) -> list[Any]:
 
 def _prediction(name: str, probabilities: Any, names: ClassNames, top_k: int) -> Prediction:
     scores = probabilities.tolist()  # Python floats: a few of them sort faster than numpy's
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])[:top_k]  # stable sort: ties
+    # A stable sort: ties go to the lowest class id, as argmax.
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])[:top_k]
     top = [TopClass(class_id=i, class_name=names.name(i), score=scores[i]) for i in order]
-    best = top[0]  # go to the lowest id, as argmax
+    best = top[0]
     return Prediction(
         file=name,
         class_id=best.class_id,
