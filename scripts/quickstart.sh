@@ -63,7 +63,7 @@ if [ ! -f "$RUN_DIR/evaluation.txt" ]; then
 fi
 cat "$RUN_DIR/evaluation.txt"
 if [ ! -f "$RUN_DIR/exported.txt" ]; then
-  "$CLI" export "$RUN_DIR" --base-path "$MODEL_BASE_PATH" --name alexnet > "$RUN_DIR/exported.tmp"
+  "$CLI" export "$RUN_DIR" --model-base-path "$MODEL_BASE_PATH" --model-name alexnet > "$RUN_DIR/exported.tmp"
   mv "$RUN_DIR/exported.tmp" "$RUN_DIR/exported.txt"
 fi
 cat "$RUN_DIR/exported.txt"

@@ -152,8 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a SavedModel for TF Serving")
     export.add_argument("source", help="a run directory (its best model) or a .keras file")
-    export.add_argument("--base-path", default="models", help="TF Serving's MODEL_BASE_PATH")
-    export.add_argument("--name", default=contract.MODEL_NAME, help="TF Serving's MODEL_NAME")
+    # Named as `serve` names them (and TF Serving's --model_base_path, --model_name); the short
+    # names are the earlier spellings, kept.
+    export.add_argument(
+        "--model-base-path",
+        "--base-path",
+        dest="base_path",
+        metavar="PATH",
+        default="models",
+        help="TF Serving's MODEL_BASE_PATH: the models folder `serve` reads",
+    )
+    export.add_argument(
+        "--model-name",
+        "--name",
+        dest="name",
+        metavar="NAME",
+        default=contract.MODEL_NAME,
+        help="TF Serving's MODEL_NAME",
+    )
     export.add_argument("--version", type=int, help="version number (default: the next one)")
     export.add_argument(
         "--sample-images",

@@ -213,9 +213,15 @@ def test_load_exported_inside_a_keras_model(exported, test_images):
 
 
 def test_export_from_the_command_line(trained_run, tmp_path):
-    result = run_cli("export", str(trained_run), "--base-path", str(tmp_path), "--name", "fashion")
+    # The flags as `serve` spells them; the earlier --base-path/--name still work.
+    result = run_cli(
+        "export", str(trained_run), "--model-base-path", str(tmp_path), "--model-name", "fashion"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Exported version 1" in result.stdout
     assert (tmp_path / "fashion" / "1" / "saved_model.pb").is_file()
+    again = run_cli("export", str(trained_run), "--base-path", str(tmp_path), "--name", "fashion")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "fashion" / "2" / "saved_model.pb").is_file()
     bad = run_cli("export", str(tmp_path / "missing"), "--base-path", str(tmp_path))
     assert bad.returncode == 2 and "No run directory or model file" in bad.stderr
