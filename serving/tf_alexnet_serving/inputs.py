@@ -13,6 +13,7 @@ import json
 
 from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tf_alexnet_serving.settings import Settings
 
@@ -86,8 +87,8 @@ async def _multipart_images(
 ) -> list[tuple[str, bytes]]:
     try:
         form = await request.form(max_files=settings.max_files, max_fields=settings.max_files)
-    except HTTPException:
-        raise
+    except StarletteHTTPException as err:  # Starlette's own: too many files or fields, no boundary
+        raise HTTPException(err.status_code, err.detail) from None
     except Exception as err:
         raise HTTPException(400, f"Malformed multipart body: {err}") from None
     files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]

@@ -111,7 +111,12 @@ def test_predict_json_instances_and_several_files(client, test_images):
         (
             {"files": [("file", (f"{i}.png", b"x", "image/png")) for i in range(6)]},
             400,
-            "Too many files",
+            "Too many files. Maximum number of files is 4.",
+        ),
+        (
+            {"content": b"junk", "headers": {"content-type": "multipart/form-data"}},
+            400,
+            "Missing boundary in multipart.",
         ),
         (
             {"content": b"x" * 300_000, "headers": {"content-type": "application/json"}},
@@ -123,7 +128,8 @@ def test_predict_json_instances_and_several_files(client, test_images):
 def test_bad_requests_get_clear_json_errors(client, kwargs, status, message):
     response = client.post("/predict", **kwargs)
     assert response.status_code == status, response.text
-    assert message in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert message in detail and f"{status}: " not in detail  # the status is not the message
 
 
 def test_corrupt_image_fails_the_request_naming_it(client, test_images):
