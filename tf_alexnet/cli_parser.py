@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         "images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF, BMP or WebP files"
     )
     predict.add_argument(
-        "--model", required=True, help="an exported folder (BASE/NAME[/VERSION]) or a .keras file"
+        "--model",
+        required=True,
+        help="an exported folder (BASE/NAME[/VERSION]), a run directory or a .keras file",
     )
     predict.add_argument("--top-k", type=int, default=contract.TOP_K, help="classes per image")
     predict.add_argument("--json", action="store_true", help="print JSON")

@@ -1,4 +1,4 @@
-"""Local prediction from an exported SavedModel or a `.keras` file."""
+"""Local prediction from an exported SavedModel, a run directory or a `.keras` file."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tf_alexnet.exported import ExportedModel
 from tf_alexnet.model import outputs_probabilities
 from tf_alexnet.predictions import Top, decode_predictions, to_probabilities
 from tf_alexnet.preprocess import decode, preprocess
+from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
 
 PREDICT_BATCH = 64
@@ -32,10 +33,13 @@ class Prediction:
 
 
 class Predictor:
-    """Probabilities for encoded images, from a SavedModel folder or a `.keras` file."""
+    """Probabilities for encoded images, from a SavedModel folder, a run directory (its best
+    model, else its final one, as `export` reads it) or a `.keras` file."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         path = pathlib.Path(path)
+        if path.is_dir() and RunDir(path).is_run():
+            path = RunDir(path).model_path()
         if path.is_file():
             self._model = load_model(path, compile=False)
             self._signature = None

@@ -37,6 +37,17 @@ def test_savedmodel_and_keras_agree(images, exported_dir, trained_run):
         assert len(a.top) == 3 and a.top[0][2] >= a.top[1][2] >= a.top[2][2]
 
 
+def test_a_run_directory_predicts_with_its_best_model(images, trained_run, tmp_path):
+    """`--model RUN_DIR`, as `export` and `evaluate` take it: the run's best model, its names."""
+    from_run = predict_files(images, trained_run, top_k=2)
+    from_keras = predict_files(images, trained_run / "best.keras", top_k=2)
+    assert [p.top for p in from_run] == [p.top for p in from_keras]
+    assert all(p.error is None and len(p.top) == 2 for p in from_run)
+    (tmp_path / "config.json").write_text("{}")  # a run killed before its first model
+    with pytest.raises(UserError, match="has no saved model yet"):
+        predict_files(images, tmp_path)
+
+
 def test_many_files_are_predicted_in_batches(images, exported_dir, monkeypatch):
     """Thousands of files on a command line were one batch (memory grows with it)."""
     from tf_alexnet import predict
