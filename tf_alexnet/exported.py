@@ -64,8 +64,24 @@ def saved_model_path(path: str | os.PathLike[str]) -> pathlib.Path:
         return path
     versions = version_numbers(path)
     if not versions:
-        raise UserError(f"No exported SavedModel at {str(path)!r}.")
+        raise UserError(f"No exported SavedModel at {str(path)!r}.{_models_hint(path)}")
     return path / str(versions[-1])
+
+
+def model_names(base_path: str | os.PathLike[str]) -> list[str]:
+    """The models in a base path (TF Serving's MODEL_BASE_PATH): folders with a version."""
+    base_path = pathlib.Path(base_path)
+    if not base_path.is_dir():
+        return []
+    return sorted(p.name for p in base_path.iterdir() if version_numbers(p))
+
+
+def _models_hint(path: pathlib.Path) -> str:
+    """When `path` is a base path rather than a model folder, which models it holds."""
+    models = model_names(path)
+    if not models:
+        return ""
+    return f" It holds models ({', '.join(models)}): give one, e.g. {str(path / models[0])!r}."
 
 
 def version_folder(model_dir: str | os.PathLike[str], version: int | None = None) -> pathlib.Path:

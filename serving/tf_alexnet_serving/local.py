@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from tf_alexnet import contract
-from tf_alexnet.exported import ExportedModel, version_folder
+from tf_alexnet.errors import UserError
+from tf_alexnet.exported import ExportedModel, model_names, version_folder
 from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
 from tf_alexnet_serving.classes import ClassNames, probe_images
 from tf_alexnet_serving.errors import UpstreamError
@@ -19,7 +20,15 @@ from tf_alexnet_serving.settings import Settings
 
 def local_model_folder(settings: Settings) -> pathlib.Path:
     """The SavedModel folder the local backend serves (raises UserError when there is none)."""
-    model_dir = pathlib.Path(settings.model_base_path) / settings.model_name
+    base_path = pathlib.Path(settings.model_base_path)
+    model_dir = base_path / settings.model_name
+    others = model_names(base_path)
+    if not model_dir.exists() and others:
+        raise UserError(
+            f"No model named {settings.model_name!r} in {str(base_path)!r}; it holds "
+            f"{', '.join(map(repr, others))}. Pass --model-name (or set "
+            "TF_ALEXNET_SERVE_MODEL_NAME)."
+        )
     return version_folder(model_dir, settings.model_version)
 
 

@@ -287,6 +287,17 @@ def test_serve_without_models_is_a_clear_error(tmp_path):
     )
 
 
+def test_serve_with_a_model_name_not_in_the_base_path_names_those_there(model_base):
+    from tests.conftest import run_cli
+
+    result = run_cli("serve", "--model-base-path", str(model_base), "--model-name", "shoes")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tf-alexnet: error: No model named 'shoes' in {str(model_base)!r}; it holds 'alexnet'. "
+        "Pass --model-name (or set TF_ALEXNET_SERVE_MODEL_NAME)."
+    )
+
+
 def test_serve_where_it_cannot_listen_is_one_line_before_the_model_loads(model_base):
     import socket
 

@@ -48,13 +48,26 @@ def test_only_integer_named_folders_with_a_saved_model_are_versions(tmp_path):
 
 
 def test_missing_versions_are_user_errors(tmp_path):
-    with pytest.raises(UserError, match="No exported SavedModel at"):
+    with pytest.raises(UserError, match="No exported SavedModel at") as found:
         saved_model_path(tmp_path)
+    assert "It holds models" not in str(found.value)
     _version(tmp_path, "7", saved_model=False)
     with pytest.raises(UserError, match="No exported version 7 in"):
         version_folder(tmp_path, 7)
     with pytest.raises(UserError, match="not a version folder"):
         _ = ExportedModel(tmp_path / ".tmp-1-2").version
+
+
+def test_a_base_path_given_for_a_model_folder_names_its_models(tmp_path):
+    _version(tmp_path / "fashion", "1")
+    _version(tmp_path / "alexnet", "3")
+    _version(tmp_path / "empty", "2", saved_model=False)
+    with pytest.raises(UserError) as found:
+        saved_model_path(tmp_path)
+    assert str(found.value) == (
+        f"No exported SavedModel at {str(tmp_path)!r}. It holds models (alexnet, fashion): "
+        f"give one, e.g. {str(tmp_path / 'alexnet')!r}."
+    )
 
 
 def test_assets_and_metadata_round_trip(tmp_path):
