@@ -69,6 +69,12 @@ def decode_predictions(
         )
     if top < 1:
         raise ValueError(f"`top` should be >= 1. Received: top={top}")
+    if not from_logits and (preds < 0).any():  # a probability never is
+        raise ValueError(
+            "`decode_predictions` received negative scores: logits, not probabilities (the "
+            "AlexNet builder's top ends in logits unless `classifier_activation` is set). Pass "
+            f"from_logits=True. Received: preds.min()={preds.min():.4g}"
+        )
     scores = to_probabilities(preds, from_logits)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
     return [

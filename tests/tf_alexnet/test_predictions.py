@@ -36,6 +36,7 @@ def test_decode_logits_matches_tensorflow_softmax_and_top_k():
         (np.ones(3), {}, r"2D array of shape \(samples, classes\). Received: preds.shape=\(3,\)"),
         (np.ones((1, 3)), {"class_names": ["a"]}, "one name per class \\(3\\). Received: 1"),
         (np.ones((1, 3)), {"top": 0}, "`top` should be >= 1. Received: top=0"),
+        (np.array([[0.5, -0.25]]), {}, r"Pass from_logits=True. Received: preds.min\(\)=-0.25"),
     ],
 )
 def test_decode_refuses_what_it_cannot_answer(preds, kwargs, message):
