@@ -50,6 +50,6 @@ extra_flags=(${TRAIN_ARGS:-})
 if [ ! -f "$run_dir/metrics.json" ]; then
   tf-alexnet train "${train_flags[@]}" "${data_flags[@]}" "${extra_flags[@]}"
 fi
-tf-alexnet export "$run_dir" --base-path "$base_path" --name "$model_name" > "$run_dir/exported.tmp"
+tf-alexnet export "$run_dir" --model-base-path "$base_path" --model-name "$model_name" > "$run_dir/exported.tmp"
 mv "$run_dir/exported.tmp" "$run_dir/exported.txt"
 cat "$run_dir/exported.txt"

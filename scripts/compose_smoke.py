@@ -88,6 +88,8 @@ def smoke(data: pathlib.Path, summary: dict[str, Any]) -> None:
         check(trainer["State"]["ExitCode"] == 0, "the trainer failed")
         check(finished(trainer) <= started(tfserving), "tfserving started before training ended")
         check(started(tfserving) <= started(api), "the api started before tfserving")
+        no_init = [c["Name"] for c in (trainer, tfserving, api) if not c["HostConfig"].get("Init")]
+        check(not no_init, f"not under an init (docker stop would wait 10 s): {no_init}")
         owner = stack(
             "run", "--rm", "--no-deps", "-T", "--entrypoint", "stat", "trainer",
             "-c", "%u:%g %n", f"/models/{MODEL_NAME}/1", f"/models/{MODEL_NAME}/1/saved_model.pb",

@@ -15,10 +15,14 @@ TensorFlow; commands that need it start it quietly (see `tf_alexnet.startup`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import pathlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from tf_alexnet import config as config_lib
 from tf_alexnet import startup
@@ -30,7 +34,7 @@ from tf_alexnet.cli_parser import (
     build_parser,
     overrides_from,
 )
-from tf_alexnet.errors import ClusterError, UserError, missing_tensorflow
+from tf_alexnet.errors import ClusterError, Terminated, UserError, missing_tensorflow
 
 
 def run_summary(args: argparse.Namespace) -> int:
@@ -156,9 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     startup.set_log_level()
     try:
-        if args.command != "serve":  # serve starts it only for its local backend
-            startup.start_tensorflow()
-        return COMMANDS[args.command](args)
+        with _sigterm_stops():
+            if args.command != "serve":  # serve starts it only for its local backend
+                startup.start_tensorflow()
+            return COMMANDS[args.command](args)
     except ModuleNotFoundError as err:
         if not missing_tensorflow(err):
             raise
@@ -182,6 +187,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM raises `Terminated` while the command runs, as SIGINT raises KeyboardInterrupt.
+
+    Without a handler, SIGTERM kills the process outright, and a process that is PID 1 in a
+    container ignores it (`docker stop` then waits 10 s and kills). `serve` installs uvicorn's
+    own handlers over this one while it serves.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -19,3 +19,10 @@ def missing_tensorflow(err: ModuleNotFoundError) -> bool:
 
 class ClusterError(RuntimeError):
     """Multi-worker training lost a peer: the CLI prints one line and exits with status 1."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (`docker stop`, Kubernetes): the command stops as Ctrl-C stops it.
+
+    A BaseException, as KeyboardInterrupt is: no `except Exception` on the way swallows it.
+    """

@@ -57,6 +57,15 @@ def test_compose_files_validate(files: tuple[pathlib.Path, ...], env: dict[str, 
     assert set(services) == {"trainer", "tfserving", "api"}
 
 
+def test_every_service_runs_under_an_init_that_passes_sigterm_on(compose) -> None:
+    """PID 1 ignores a SIGTERM it has no handler for: `docker stop` would wait 10 s and kill."""
+    assert {name: service.get("init") for name, service in compose.items()} == {
+        "trainer": True,
+        "tfserving": True,
+        "api": True,
+    }
+
+
 def test_gpu_override_reserves_gpus_and_uses_the_gpu_images() -> None:
     base = compose_config(COMPOSE)["services"]
     gpu = compose_config(COMPOSE, COMPOSE_GPU)["services"]

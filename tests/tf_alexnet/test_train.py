@@ -127,7 +127,9 @@ def test_strategy_choices():
     assert isinstance(make_strategy("mirrored"), tf.distribute.MirroredStrategy)
 
 
-def test_resume_after_sigkill(fashion_mnist, tmp_path):
+def test_resume_after_sigterm_then_sigkill(fashion_mnist, tmp_path):
+    """SIGTERM (`docker stop`) stops with one line and status 143; SIGKILL just stops. Both
+    resume after the last finished epoch."""
     run = RunDir(tmp_path / "run")
     command = [
         sys.executable,
@@ -148,17 +150,33 @@ def test_resume_after_sigkill(fashion_mnist, tmp_path):
         str(run.root),
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(
-        command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    deadline = time.monotonic() + 300
-    while run.finished_epochs() < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert process.poll() is None, "training ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+
+    def stop_after(epochs: int, sig: signal.Signals) -> subprocess.CompletedProcess[str]:
+        process = subprocess.Popen(
+            command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 300
+        while (
+            run.finished_epochs() < epochs
+            and time.monotonic() < deadline
+            and process.poll() is None
+        ):
+            time.sleep(0.05)
+        assert process.poll() is None, "training ended before it could be stopped"
+        process.send_signal(sig)
+        stdout, stderr = process.communicate(timeout=120)
+        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+    terminated = stop_after(1, signal.SIGTERM)
+    assert terminated.returncode == 143, terminated.stderr[-3000:]
+    assert terminated.stderr.strip().splitlines()[-1] == "tf-alexnet: terminated"
+    assert "Traceback" not in terminated.stderr
+    terminated_at = run.finished_epochs()
+    assert 1 <= terminated_at < 3
+    killed = stop_after(terminated_at + 1, signal.SIGKILL)
+    assert f"resuming after epoch {terminated_at}" in killed.stdout
     killed_at = run.finished_epochs()
-    assert 2 <= killed_at < 4
+    assert terminated_at < killed_at < 4
     assert not run.metrics.exists()
     # What a kill in the middle of the next backup leaves: a truncated weights file.
     (run.backup / f"epoch{killed_at + 1}-batch0.weights.h5").write_bytes(b"\x89HDF\r\n")
