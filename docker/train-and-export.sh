@@ -47,9 +47,27 @@ train_flags=(--preset "$preset" --run-dir "$run_dir")
 # shellcheck disable=SC2206
 extra_flags=(${TRAIN_ARGS:-})
 
+# `docker stop` sends SIGTERM to this script (the init passes it to its child, this bash); bash
+# would die and leave the command it waits for to be killed. Pass the signal on instead: the
+# command stops cleanly ("tf-alexnet: terminated", status 143) and a rerun resumes.
+forward_stop() {
+  "$@" &
+  local child=$!
+  trap 'kill -TERM "$child" 2>/dev/null || true' TERM INT
+  local status=0
+  wait "$child" || status=$?
+  if kill -0 "$child" 2>/dev/null; then  # the signal cut the wait short: wait for the stop
+    status=0
+    wait "$child" || status=$?
+  fi
+  trap - TERM INT
+  return "$status"
+}
+
 if [ ! -f "$run_dir/metrics.json" ]; then
-  tf-alexnet train "${train_flags[@]}" "${data_flags[@]}" "${extra_flags[@]}"
+  forward_stop tf-alexnet train "${train_flags[@]}" "${data_flags[@]}" "${extra_flags[@]}"
 fi
-tf-alexnet export "$run_dir" --model-base-path "$base_path" --model-name "$model_name" > "$run_dir/exported.tmp"
+forward_stop tf-alexnet export "$run_dir" --model-base-path "$base_path" --model-name "$model_name" \
+  > "$run_dir/exported.tmp"
 mv "$run_dir/exported.tmp" "$run_dir/exported.txt"
 cat "$run_dir/exported.txt"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -36,3 +38,40 @@ def test_smoke_driver_says_what_is_missing(tmp_path: pathlib.Path) -> None:
     assert result.stderr.strip() == (
         f"compose_smoke: error: no Fashion-MNIST originals in {tmp_path}"
     )
+
+
+FAKE_CLI = """#!/usr/bin/env python3
+import os, pathlib, signal, sys, time
+mark = pathlib.Path(os.environ["FAKE_MARK"])
+def stop(signum, frame):
+    mark.write_text("terminated")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+mark.with_suffix(".started").write_text(" ".join(sys.argv[1:3]))
+time.sleep(120)
+"""
+
+
+def test_trainer_script_passes_sigterm_on_to_training(tmp_path: pathlib.Path) -> None:
+    """`docker stop` reaches the script (the init's child): training must get the SIGTERM."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "tf-alexnet"
+    fake.write_text(FAKE_CLI)
+    fake.chmod(0o755)
+    mark = tmp_path / "mark"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_MARK": str(mark),
+        "RUNS_DIR": str(tmp_path / "runs"),
+        "EXPORT_BASE_PATH": str(tmp_path / "models"),
+    }
+    script = subprocess.Popen(["bash", str(TRAINER_SCRIPT)], env=env, text=True)
+    deadline = time.monotonic() + 60
+    while not mark.with_suffix(".started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mark.with_suffix(".started").read_text() == "train --preset"
+    script.send_signal(signal.SIGTERM)
+    assert script.wait(timeout=30) == 143
+    assert mark.read_text() == "terminated"
