@@ -197,8 +197,9 @@ def _sigterm_stops() -> Iterator[None]:
     """SIGTERM raises `Terminated` while the command runs, as SIGINT raises KeyboardInterrupt.
 
     Without a handler, SIGTERM kills the process outright, and a process that is PID 1 in a
-    container ignores it (`docker stop` then waits 10 s and kills). `serve` installs uvicorn's
-    own handlers over this one while it serves.
+    container ignores it (`docker stop` then waits 10 s and kills). While `serve` serves,
+    uvicorn's handlers stand over this one: it shuts down gracefully, then raises the signal
+    again, and the command ends here too.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
