@@ -160,7 +160,7 @@ def sequential_chunk(
 
 
 def sequential_costs(
-    live: dict[str, tuple[str, int]], requests: int, chunks: int
+    live: dict[str, tuple[str, int]], pngs: list[bytes], requests: int, chunks: int
 ) -> dict[str, dict[str, Any]]:
     """Per server and body: the median over `chunks` chunks of `requests` in all. In each turn
     every body is sent to every server, a chunk each, the servers' order reversed every other
@@ -168,7 +168,6 @@ def sequential_costs(
     import httpx
 
     size = max(1, requests // chunks)
-    pngs = loadgen.fashion_mnist_pngs(64)
     found: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in live}
     with httpx.Client(timeout=60) as client:
         takers = {  # per body, the servers that take it
@@ -228,15 +227,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, baseline_source(args.baseline) as old:
         bases = export_models(pathlib.Path(tmp), variants)
         servers = {"this commit": None} | ({f"baseline {args.baseline}": old} if old else {})
-        result["cost"] = cost_section(bases["mini-28"], servers, args)
+        pngs = loadgen.fashion_mnist_pngs(64)  # the request images, read once for the run
+        result["cost"] = cost_section(bases["mini-28"], servers, pngs, args)
         base = bases[f"{args.variant}-{args.image_size}"]
-        result["throughput"] = throughput_section(base, servers, args)
+        result["throughput"] = throughput_section(base, servers, pngs, args)
     result["goals"] = goals(result)
     return result
 
 
 def cost_section(
-    base: pathlib.Path, servers: dict[str, pathlib.Path | None], args: argparse.Namespace
+    base: pathlib.Path,
+    servers: dict[str, pathlib.Path | None],
+    pngs: list[bytes],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     """The raw call's CPU before and after; between them, every server's CPU per sequential
     request, per body kind, the servers taking turns."""
@@ -246,7 +249,7 @@ def cost_section(
             name: stack.enter_context(server(base, source, args.batch_wait_ms))
             for name, source in servers.items()
         }
-        rows = sequential_costs(live, args.requests, args.chunks)
+        rows = sequential_costs(live, pngs, args.requests, args.chunks)
     raw_runs.append(raw_run(base, args))
     raw = {
         key: common.median([run[key] for run in raw_runs])
@@ -270,7 +273,10 @@ def cost_section(
 
 
 def throughput_section(
-    base: pathlib.Path, servers: dict[str, pathlib.Path | None], args: argparse.Namespace
+    base: pathlib.Path,
+    servers: dict[str, pathlib.Path | None],
+    pngs: list[bytes],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     """`args.rounds` rounds of concurrency-32 loads, the raw ceiling measured between them.
 
@@ -279,7 +285,6 @@ def throughput_section(
     """
     import httpx
 
-    pngs = loadgen.fashion_mnist_pngs(64)
     raw_runs = [raw_run(base, args)["images_per_second_by_batch"]]
     rounds: list[dict[str, dict[str, Any]]] = []
     for number in range(1, args.rounds + 1):

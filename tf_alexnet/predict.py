@@ -38,8 +38,9 @@ class Predictor:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         path = pathlib.Path(path)
-        if path.is_dir() and RunDir(path).is_run():
-            path = RunDir(path).model_path()
+        run = RunDir(path)
+        if path.is_dir() and run.is_run():
+            path = run.model_path()
         if path.is_file():
             self._model = load_model(path, compile=False)
             self._signature = None

@@ -22,8 +22,7 @@ def local_model_folder(settings: Settings) -> pathlib.Path:
     """The SavedModel folder the local backend serves (raises UserError when there is none)."""
     base_path = pathlib.Path(settings.model_base_path)
     model_dir = base_path / settings.model_name
-    others = model_names(base_path)
-    if not model_dir.exists() and others:
+    if not model_dir.exists() and (others := model_names(base_path)):
         raise UserError(
             f"No model named {settings.model_name!r} in {str(base_path)!r}; it holds "
             f"{', '.join(map(repr, others))}. Pass --model-name (or set "
