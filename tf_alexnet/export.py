@@ -36,6 +36,7 @@ from tf_alexnet.exported import (
     next_version,
     saved_model_path,
 )
+from tf_alexnet.hardware import without_bf16_rewrite
 from tf_alexnet.model import outputs_probabilities
 from tf_alexnet.predictions import to_probabilities
 from tf_alexnet.preprocess import decode, preprocess
@@ -186,13 +187,14 @@ def validate(
         np.asarray(model(pixels, training=False), np.float64),
         from_logits=not outputs_probabilities(model),
     )
-    loaded = tf.saved_model.load(str(saved_model_dir))
-    from_bytes = loaded.signatures[contract.SIGNATURE_IMAGE_BYTES](
-        **{contract.INPUT_IMAGE_BYTES: tf.constant(list(encoded_images))}
-    )
-    from_pixels = loaded.signatures[contract.SIGNATURE_IMAGE_TENSOR](
-        **{contract.INPUT_IMAGE_TENSOR: pixels}
-    )
+    with without_bf16_rewrite():  # a process that serves in bf16 still checks in float32
+        loaded = tf.saved_model.load(str(saved_model_dir))
+        from_bytes = loaded.signatures[contract.SIGNATURE_IMAGE_BYTES](
+            **{contract.INPUT_IMAGE_BYTES: tf.constant(list(encoded_images))}
+        )
+        from_pixels = loaded.signatures[contract.SIGNATURE_IMAGE_TENSOR](
+            **{contract.INPUT_IMAGE_TENSOR: pixels}
+        )
     return max(
         float(np.abs(outputs[contract.OUTPUT_PROBABILITIES].numpy() - expected).max())
         for outputs in (from_bytes, from_pixels)

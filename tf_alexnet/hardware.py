@@ -16,10 +16,11 @@ Intel Cooper Lake) is not measured here and keeps float32; an explicit choice al
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 AMX_FLAG = "amx_bf16"
 """Intel's bf16 matrix tiles: bf16 faster than float32 wherever they are."""
@@ -164,3 +165,18 @@ def enable_bf16_rewrite(mode: str = "auto", support: Bf16Support | None = None) 
         {"auto_mixed_precision_onednn_bfloat16": verdict.available}
     )
     return verdict
+
+
+@contextlib.contextmanager
+def without_bf16_rewrite() -> Iterator[None]:
+    """TensorFlow functions first run inside keep float32 (export's checks compare float32
+    graphs), whatever `enable_bf16_rewrite` set for this process; restored on the way out."""
+    import tensorflow as tf
+
+    option = "auto_mixed_precision_onednn_bfloat16"
+    before = bool(tf.config.optimizer.get_experimental_options().get(option, False))
+    tf.config.optimizer.set_experimental_options({option: False})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({option: before})

@@ -153,6 +153,27 @@ def test_next_version_and_no_overwrite(exported, trained_run, test_images):
         export(trained_run, base, version=1, sample_images=test_images[:2])
 
 
+def test_export_checks_in_float32_in_a_process_that_serves_in_bf16(test_images, tmp_path):
+    """The local backend turns on grappler's bf16 rewrite for the whole process; an export
+    there (a notebook that serves and exports) used to fail its own float32 check
+    ("max |difference| 9.77e-04 > 1e-05") on bf16 hardware. The rewrite is on again after."""
+    from tf_alexnet import AlexNet
+    from tf_alexnet.hardware import enable_bf16_rewrite
+
+    option = "auto_mixed_precision_onednn_bfloat16"
+    source = tmp_path / "three.keras"
+    AlexNet(variant="mini", input_shape=(28, 28, 1), classes=3).save(source)
+    try:
+        enable_bf16_rewrite("on")
+        result = export(
+            source, tmp_path, sample_images=test_images[:4], class_names=["a", "b", "c"]
+        )
+        assert result.max_abs_difference < 1e-5
+        assert tf.config.optimizer.get_experimental_options()[option]
+    finally:
+        tf.config.optimizer.set_experimental_options({option: False})
+
+
 def test_failed_export_leaves_nothing(trained_run, test_images, tmp_path):
     existing = tmp_path / "alexnet" / "3"
     existing.mkdir(parents=True)
