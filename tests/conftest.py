@@ -112,9 +112,17 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """`tf-alexnet serve` in a subprocess on a loopback port, ready when entered."""
+    """`tf-alexnet serve` in a subprocess on a loopback port, ready when entered (`env` adds
+    to its environment; `stderr`, a file to keep its log in)."""
 
-    def __init__(self, model_base: pathlib.Path) -> None:
+    def __init__(
+        self,
+        model_base: pathlib.Path,
+        env: dict[str, str] | None = None,
+        stderr: pathlib.Path | None = None,
+    ) -> None:
+        self.env = env or {}
+        self.stderr = stderr
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._command = [
@@ -127,11 +135,12 @@ class LiveServer:
 
         import httpx
 
+        self._log = self.stderr.open("wb") if self.stderr else None
         self.process = subprocess.Popen(
             self._command,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **self.env},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=self._log or subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and self.process.poll() is None:
@@ -146,6 +155,8 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
+        if self._log:
+            self._log.close()
 
 
 TINY_TRAINING = {

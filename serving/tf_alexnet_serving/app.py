@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_latency=metrics.backend_latency.observe,
         )
         await backend.start()
+        metrics.model_version.set_function(lambda: backend.version)
         if backend.names.problem:  # serve /readyz and the reason, but never a wrong label
             logging.getLogger("tf_alexnet_serving").error("Not ready: %s", backend.names.problem)
         app.state.backend = backend

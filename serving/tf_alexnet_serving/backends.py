@@ -1,6 +1,7 @@
 """The backends behind one small interface, and the factory that picks one from the settings.
 
-- `local` (`local.py`): the exported SavedModel in process, micro-batched;
+- `local` (`local.py`): the exported SavedModel in process, micro-batched, new versions
+  picked up as they are exported;
 - `tfserving-rest` (`tfserving_rest.py`) and `tfserving-grpc` (`tfserving_grpc.py`): a TF
   Serving that serves the exported model.
 """
@@ -10,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import numpy as np
-
-from tf_alexnet_serving.classes import ClassNames
+from tf_alexnet_serving.classes import Answer, ClassNames
 from tf_alexnet_serving.local import LocalBackend, local_model_folder
 from tf_alexnet_serving.settings import Settings
 
@@ -21,13 +20,19 @@ __all__ = ["Backend", "LocalBackend", "local_model_folder", "make_backend"]
 
 class Backend(Protocol):
     name: str
-    version: int
-    names: ClassNames
+
+    @property
+    def version(self) -> int:
+        """The version served now (an answer carries the version that computed it)."""
+
+    @property
+    def names(self) -> ClassNames:
+        """The class names of the version served now."""
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def ready(self) -> bool: ...
-    async def predict(self, image: bytes) -> np.ndarray: ...
+    async def predict(self, image: bytes) -> Answer: ...
     def metadata(self) -> dict[str, Any]: ...
 
 

@@ -9,9 +9,11 @@ with the model: by its length at start-up, or by any name the model reports.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 from tf_alexnet_serving.errors import UpstreamError
 
@@ -77,6 +79,15 @@ class ClassNames:
 
     def as_list(self) -> list[str | None]:
         return list(self._names)
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """One image's scores, with the version and class names of the model that computed them."""
+
+    probabilities: Any  # a 1-D numpy array, one score per class
+    version: int
+    names: ClassNames
 
 
 def _disagreement(index: int, model_name: str, configured: str) -> str:

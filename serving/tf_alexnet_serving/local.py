@@ -1,19 +1,32 @@
-"""The local backend: the exported SavedModel run in process, micro-batched (the default)."""
+"""The local backend: the exported SavedModel run in process, micro-batched (the default).
+
+Like TF Serving with its default version policy, it serves the highest version in
+`BASE/NAME` and looks for a new one every `model_poll_s` seconds: a new version is loaded and
+warmed up beside the old one, then swapped in between two batches. A version that fails to
+load is logged and skipped; the version served before stays. Each answer carries the version
+and class names of the model that computed it, so a swap never mislabels an answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import gc
+import json
+import logging
 import pathlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
-from tf_alexnet.exported import ExportedModel, model_names, version_folder
+from tf_alexnet.exported import ExportedModel, model_names, version_folder, version_numbers
 from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
-from tf_alexnet_serving.classes import ClassNames, probe_images
+from tf_alexnet_serving.classes import Answer, ClassNames, probe_images
 from tf_alexnet_serving.errors import UpstreamError
 from tf_alexnet_serving.settings import Settings
 
@@ -31,6 +44,28 @@ def local_model_folder(settings: Settings) -> pathlib.Path:
     return version_folder(model_dir, settings.model_version)
 
 
+def model_logger() -> logging.Logger:
+    """`tf_alexnet_serving.model`: one JSON line on stderr per version loaded or refused."""
+    logger = logging.getLogger("tf_alexnet_serving.model")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedVersion:
+    """One version in memory: what runs it and what labels its answers."""
+
+    version: int
+    signature: Callable[..., Any]
+    names: ClassNames
+    metadata: dict[str, Any]
+
+
 class LocalBackend:
     """Runs the exported SavedModel's bytes signature in process, micro-batched."""
 
@@ -40,15 +75,15 @@ class LocalBackend:
         from tf_alexnet.hardware import enable_bf16_rewrite
 
         self.bf16 = enable_bf16_rewrite(settings.bf16)  # before the model's functions first run
-        exported = ExportedModel(local_model_folder(settings))
         self.name = settings.model_name
-        self.version = exported.version
-        self._signature = exported.signature(contract.SIGNATURE_IMAGE_BYTES)
-        outputs = self._signature.structured_outputs[contract.OUTPUT_PROBABILITIES]
-        self.names = ClassNames(settings.class_names)
-        self.names.reset(outputs.shape[-1], list(exported.class_names()))
-        self._metadata = exported.metadata()
         self._tf = tf
+        self._settings = settings
+        self._model_dir = pathlib.Path(settings.model_base_path) / settings.model_name
+        self._loaded = self._load(local_model_folder(settings))
+        self._refused: set[int] = set()  # versions that failed to load: not tried again
+        self._missing_logged = False
+        self._poller: asyncio.Task[None] | None = None
+        self._log = model_logger()
         self._on_latency = on_latency
         self._batcher = MicroBatcher(
             self._run,
@@ -59,41 +94,121 @@ class LocalBackend:
             timeout_s=settings.timeout_s,
         )
 
-    def _run(self, images: list[bytes]) -> np.ndarray:
+    @property
+    def version(self) -> int:
+        return self._loaded.version
+
+    @property
+    def names(self) -> ClassNames:
+        return self._loaded.names
+
+    def _load(self, folder: pathlib.Path) -> LoadedVersion:
+        exported = ExportedModel(folder)
+        signature = exported.signature(contract.SIGNATURE_IMAGE_BYTES)
+        outputs = signature.structured_outputs[contract.OUTPUT_PROBABILITIES]
+        names = ClassNames(self._settings.class_names)
+        names.reset(outputs.shape[-1], list(exported.class_names()))
+        return LoadedVersion(exported.version, signature, names, exported.metadata())
+
+    def _run(self, images: list[bytes], loaded: LoadedVersion | None = None) -> list[Answer]:
+        loaded = loaded or self._loaded  # read once: a swap waits for the next batch
         start = time.perf_counter()
-        outputs = self._signature(**{contract.INPUT_IMAGE_BYTES: self._tf.constant(images)})
+        outputs = loaded.signature(**{contract.INPUT_IMAGE_BYTES: self._tf.constant(images)})
         if self._on_latency is not None:
             self._on_latency(time.perf_counter() - start)
-        return np.asarray(outputs[contract.OUTPUT_PROBABILITIES])
+        probabilities = np.asarray(outputs[contract.OUTPUT_PROBABILITIES])
+        return [Answer(row, loaded.version, loaded.names) for row in probabilities]
+
+    def _load_and_warm_up(self, folder: pathlib.Path) -> LoadedVersion:
+        loaded = self._load(folder)
+        # TensorFlow's first run of a function is slow (thread pools, kernels): not on a client.
+        self._run(probe_images()[:1], loaded)
+        return loaded
 
     async def start(self) -> None:
-        # One call before the first request: TensorFlow's first run is slow (thread pools,
-        # kernels), and it would count against the first client's timeout.
         await asyncio.to_thread(self._run, probe_images()[:1])
         self._batcher.start()
+        if self._settings.model_poll_s > 0 and self._settings.model_version is None:
+            self._poller = asyncio.create_task(self._poll(self._settings.model_poll_s))
 
     async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
         await self._batcher.stop()
+
+    async def _poll(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Serves the highest version in the model folder if it is not the one served (a
+        newer one, or an older one when the newest was removed); True when it swapped."""
+        versions = await asyncio.to_thread(version_numbers, self._model_dir)
+        if not versions:
+            if not self._missing_logged:
+                self._missing_logged = True
+                self._event("no_versions", version=self.version, path=str(self._model_dir))
+            return False
+        self._missing_logged = False
+        newest = versions[-1]
+        if newest == self.version or newest in self._refused:
+            return False
+        start = time.perf_counter()
+        try:
+            loaded = await asyncio.to_thread(self._load_and_warm_up, self._model_dir / str(newest))
+        except Exception as err:  # a broken or foreign folder must not take the server down
+            self._refused.add(newest)
+            self._event("load_failed", version=newest, serving=self.version, error=_one_line(err))
+            return False
+        previous, self._loaded = self.version, loaded
+        load_s = time.perf_counter() - start
+        # The old version's graph is held in reference cycles: without a collection it stays
+        # in memory for a while (measured with d2l: RSS grew by 100-200 MB a swap, to 2.1 GB
+        # after ten swaps, against a flat 1.2 GB with it).
+        collected = time.perf_counter()
+        await asyncio.to_thread(gc.collect)
+        self._event(
+            "loaded",
+            version=loaded.version,
+            previous_version=previous,
+            classes=loaded.names.count,
+            load_s=round(load_s, 3),
+            gc_s=round(time.perf_counter() - collected, 3),
+            problem=loaded.names.problem,
+        )
+        return True
+
+    def _event(self, event: str, **fields: Any) -> None:
+        self._log.info(json.dumps({"event": f"model_{event}", "model": self.name, **fields}))
 
     async def ready(self) -> bool:
         return True
 
-    async def predict(self, image: bytes) -> np.ndarray:
+    async def predict(self, image: bytes) -> Answer:
         try:
-            result: np.ndarray = await self._batcher.submit(image)
+            answer: Answer = await self._batcher.submit(image)
         except QueueFull as err:
             raise UpstreamError(503, f"Overloaded: {err}; retry later.", retry_after=1) from None
         except DeadlineExceeded as err:
             raise UpstreamError(504, f"The model gave no answer in time: {err}.") from None
-        return result
+        return answer
 
     def metadata(self) -> dict[str, Any]:
+        loaded = self._loaded
         return {
             "name": self.name,
-            "version": self.version,
-            "class_names": self.names.as_list(),
-            "input_shape": self._metadata.get("input_shape"),
-            "signatures": self._metadata.get("signatures"),
+            "version": loaded.version,
+            "class_names": loaded.names.as_list(),
+            "input_shape": loaded.metadata.get("input_shape"),
+            "signatures": loaded.metadata.get("signatures"),
             "bf16_rewrite": {"enabled": self.bf16.available, "reason": self.bf16.reason},
-            "training_metrics": self._metadata.get("training_metrics", {}),
+            "training_metrics": loaded.metadata.get("training_metrics", {}),
         }
+
+
+def _one_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")

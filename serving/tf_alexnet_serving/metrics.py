@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
@@ -22,4 +22,7 @@ class Metrics:
         )
         self.backend_latency = Histogram(
             "tf_alexnet_backend_seconds", "Model call latency", registry=self.registry
+        )
+        self.model_version = Gauge(
+            "tf_alexnet_model_version", "Model version served", registry=self.registry
         )

@@ -111,7 +111,7 @@ class RequestMiddleware:
                     "images": state.get("images", 0),
                     "latency_ms": round(seconds * 1000, 3),
                     "model": getattr(backend, "name", None),
-                    "model_version": getattr(backend, "version", None),
+                    "model_version": state.get("model_version", getattr(backend, "version", None)),
                 }
             )
         )

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tf_alexnet_serving.backends import Backend
-from tf_alexnet_serving.classes import ClassNames
+from tf_alexnet_serving.classes import Answer, ClassNames
 from tf_alexnet_serving.deps import BackendDep, backend_of, require_api_key, settings_of
 from tf_alexnet_serving.errors import UpstreamError, error_response
 from tf_alexnet_serving.images import ImageError, check_image
@@ -61,9 +61,11 @@ def build_router(max_top_k: int) -> APIRouter:
                 check_image(data, settings.max_pixels)
             except ImageError as err:
                 raise HTTPException(400, f"{name}: {err}") from None
-        results = await _predict_all(model, [data for _, data in images])
-        if model.names.problem:  # learnt from these very answers
-            raise HTTPException(503, model.names.problem)
+        results = await _predict_one_version(model, [data for _, data in images])
+        answers = [result for result in results if isinstance(result, Answer)]
+        names = answers[0].names if answers else model.names
+        if names.problem:  # learnt from these very answers
+            raise HTTPException(503, names.problem)
         for result in results:
             if isinstance(result, UpstreamError) and result.status != 400:
                 headers = {"Retry-After": str(result.retry_after)} if result.retry_after else None
@@ -75,11 +77,12 @@ def build_router(max_top_k: int) -> APIRouter:
         ]
         if failed:  # the whole request fails, naming every bad image
             raise HTTPException(400, f"{', '.join(failed)}: corrupt or truncated image")
+        request.state.model_version = answers[0].version
         answer = PredictResponse(
-            model=ModelRef(name=model.name, version=model.version),
+            model=ModelRef(name=model.name, version=answers[0].version),
             predictions=[
-                _prediction(name, result, model.names, top_k)
-                for (name, _), result in zip(images, results, strict=True)
+                _prediction(name, result.probabilities, names, top_k)
+                for (name, _), result in zip(images, answers, strict=True)
             ],
             server_time_ms=round((time.perf_counter() - start) * 1000, 3),
         )
@@ -117,6 +120,18 @@ def build_router(max_top_k: int) -> APIRouter:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+async def _predict_one_version(model: Backend, images: list[bytes]) -> list[Any]:
+    """`_predict_all`, with every answer from one model version. A new version swapped in
+    between a request's images means asking again, once: all of them go to the new one."""
+    for _ in range(2):
+        results = await _predict_all(model, images)
+        if len({r.version for r in results if isinstance(r, Answer)}) <= 1:
+            return results
+    raise HTTPException(
+        503, "The model changed version during the request; retry.", headers={"Retry-After": "1"}
+    )
 
 
 async def _predict_all(model: Backend, images: list[bytes]) -> list[Any]:

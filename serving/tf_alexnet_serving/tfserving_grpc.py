@@ -10,7 +10,7 @@ import numpy as np
 
 from tf_alexnet import contract
 from tf_alexnet_serving import classes
-from tf_alexnet_serving.classes import ClassNames
+from tf_alexnet_serving.classes import Answer, ClassNames
 from tf_alexnet_serving.errors import UpstreamError
 from tf_alexnet_serving.settings import Settings
 
@@ -164,8 +164,9 @@ class GrpcBackend:
             ]
         return probabilities, ids, names
 
-    async def predict(self, image: bytes) -> np.ndarray:
+    async def predict(self, image: bytes) -> Answer:
         batch, ids, names = await self._call([image])
+        version = self.version  # the version that answered (`_call` set it, no await since)
         probabilities = batch[0]
         if self.version != self._names_version:  # another version answered
             await self._learn_classes()
@@ -174,7 +175,7 @@ class GrpcBackend:
             self.names.reset(len(probabilities))
             for class_id, name in zip(ids, names, strict=True):
                 self.names.learn(class_id, name)
-        return probabilities
+        return Answer(probabilities, version, self.names)
 
     def metadata(self) -> dict[str, Any]:
         return {

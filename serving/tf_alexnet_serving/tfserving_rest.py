@@ -109,7 +109,7 @@ class RestBackend:
         predictions: list[dict[str, Any]] = response.json()["predictions"]
         return predictions
 
-    async def predict(self, image: bytes) -> np.ndarray:
+    async def predict(self, image: bytes) -> classes.Answer:
         (prediction,) = await self._predict([image])
         probabilities = np.asarray(prediction[contract.OUTPUT_PROBABILITIES], np.float32)
         if len(probabilities) != self.names.count or not self._learn(prediction):
@@ -117,7 +117,7 @@ class RestBackend:
             if len(probabilities) != self.names.count or not self._learn(prediction):
                 self.names.reset(len(probabilities))
                 self._learn(prediction)
-        return probabilities
+        return classes.Answer(probabilities, self.version, self.names)  # REST names no version
 
     def metadata(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,260 @@
+"""The local backend picks up new versions while serving, and labels each answer by its version."""
+
+import asyncio
+import gc
+import json
+import logging
+import shutil
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import HTTPException
+from tf_alexnet_serving import Settings
+from tf_alexnet_serving.classes import Answer, ClassNames
+from tf_alexnet_serving.local import LocalBackend, model_logger
+from tf_alexnet_serving.routes import _predict_one_version
+
+from tests.conftest import LiveServer
+from tf_alexnet import contract
+from tf_alexnet.export import export
+
+THREE_CLASSES = ["cat", "dög", "bird"]
+
+
+@pytest.fixture(scope="module")
+def three_class_model(tmp_path_factory):
+    """An untrained 3-class mini AlexNet at 28 px, as a `.keras` file."""
+    from tf_alexnet import AlexNet
+
+    path = tmp_path_factory.mktemp("three") / "three.keras"
+    AlexNet(variant="mini", input_shape=(28, 28, 1), classes=3, name="three").save(path)
+    return path
+
+
+# In process, the backends run with BF16=off: the bf16 rewrite is a process-wide TensorFlow
+# option, and later tests in this process compare float32 graphs.
+
+
+@pytest.fixture
+def one_version(model_base, tmp_path):
+    """A base path of our own holding a copy of `alexnet/1`."""
+    base = tmp_path / "models"
+    shutil.copytree(model_base / "alexnet" / "1", base / "alexnet" / "1")
+    return base
+
+
+class Events(logging.Handler):
+    """The model log's JSON lines, as dicts."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(json.loads(record.getMessage()))
+
+
+def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
+    one_version, three_class_model, test_images
+):
+    events = Events()
+    model_logger().addHandler(events)  # beside its own stderr handler
+    fashion = list(contract.default_class_names(10))
+
+    async def main():
+        backend = LocalBackend(
+            Settings(model_base_path=str(one_version), model_poll_s=0, bf16="off")
+        )
+        await backend.start()
+        try:
+            first = await backend.predict(test_images[0])
+            assert (first.version, len(first.probabilities)) == (1, 10)
+            assert not await backend.reload()  # nothing new
+
+            export(
+                three_class_model,
+                one_version,
+                sample_images=test_images[:1],
+                class_names=THREE_CLASSES,
+            )
+            assert await backend.reload()
+            second = await backend.predict(test_images[0])
+            assert (second.version, len(second.probabilities)) == (2, 3)
+            assert second.names.as_list() == THREE_CLASSES
+            assert first.names.as_list() == fashion  # an earlier answer keeps its own labels
+            assert backend.metadata()["version"] == 2
+            assert backend.metadata()["class_names"] == THREE_CLASSES
+
+            shutil.rmtree(one_version / "alexnet" / "2")  # the newest removed: back to 1
+            assert await backend.reload()
+            assert (await backend.predict(test_images[0])).version == 1
+
+            broken = one_version / "alexnet" / "7"
+            broken.mkdir()
+            (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+            assert not await backend.reload()
+            assert not await backend.reload()  # refused once, not tried again every poll
+            third = await backend.predict(test_images[0])
+            assert (third.version, third.names.as_list()) == (1, fashion)
+        finally:
+            await backend.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        model_logger().removeHandler(events)
+    assert [(e["event"], e["version"]) for e in events.lines] == [
+        ("model_loaded", 2),
+        ("model_loaded", 1),
+        ("model_load_failed", 7),
+    ]
+    assert events.lines[0]["previous_version"] == 1
+    assert events.lines[0]["classes"] == 3
+    assert events.lines[2]["serving"] == 1
+    assert events.lines[2]["error"]  # the reason, on one line
+    assert "\n" not in events.lines[2]["error"]
+
+
+def test_a_swap_frees_the_old_version_at_once(one_version):
+    """The old version's graph lives in reference cycles: the backend collects them as it swaps,
+    rather than leave them to Python's GC (with d2l, RSS grew 100-200 MB a swap without)."""
+
+    async def main():
+        backend = LocalBackend(
+            Settings(model_base_path=str(one_version), model_poll_s=0, bf16="off")
+        )
+        await backend.start()
+        left = []
+        gc.disable()  # only the backend's own collection runs
+        try:
+            for _ in range(3):
+                if (one_version / "alexnet" / "2").exists():
+                    shutil.rmtree(one_version / "alexnet" / "2")
+                else:
+                    shutil.copytree(one_version / "alexnet" / "1", one_version / "alexnet" / "2")
+                assert await backend.reload()
+                left.append(gc.collect())  # what the swap left for the GC to find
+        finally:
+            gc.enable()
+            await backend.stop()
+        return left
+
+    left = asyncio.run(main())
+    assert max(left) < 500, left  # measured: 0 each time; about 6,300 objects without it
+
+
+def test_a_pinned_version_is_never_swapped(one_version, three_class_model, test_images):
+    async def main():
+        settings = Settings(
+            model_base_path=str(one_version), model_version=1, model_poll_s=0.05, bf16="off"
+        )
+        backend = LocalBackend(settings)
+        await backend.start()
+        try:
+            export(three_class_model, one_version, sample_images=test_images[:1])
+            await asyncio.sleep(0.5)  # ten polls, were it polling
+            return (await backend.predict(test_images[0])).version
+        finally:
+            await backend.stop()
+
+    assert asyncio.run(main()) == 1
+
+
+class Swapping:
+    """A backend whose answers come from the versions given, in turn."""
+
+    def __init__(self, versions):
+        self.versions = iter(versions)
+        self.calls = 0
+
+    async def predict(self, image):
+        self.calls += 1
+        return Answer(np.zeros(2), next(self.versions), ClassNames(None))
+
+
+def test_a_request_split_across_two_versions_is_asked_again_once():
+    async def answered(versions, images=2):
+        model = Swapping(versions)
+        results = await _predict_one_version(model, [b"png"] * images)
+        return [r.version for r in results], model.calls
+
+    assert asyncio.run(answered([1, 1])) == ([1, 1], 2)  # one version: asked once
+    assert asyncio.run(answered([1, 2, 2, 2])) == ([2, 2], 4)  # split: asked again
+    with pytest.raises(HTTPException) as refused:  # split twice: the client retries
+        asyncio.run(answered([1, 2, 2, 3]))
+    assert refused.value.status_code == 503
+    assert refused.value.headers == {"Retry-After": "1"}
+
+
+def test_live_server_moves_to_a_new_export_without_a_failed_or_mislabelled_answer(
+    one_version, three_class_model, test_images, tmp_path
+):
+    """Clients keep asking while a 3-class version 2 is exported beside version 1."""
+    fashion = set(contract.default_class_names(10))
+    seen = []  # (client, status, version, class names in the answer, top-k length)
+    stop = threading.Event()
+
+    def client(url, me):
+        files = [
+            ("file", ("a.png", test_images[0], "image/png")),
+            ("file", ("b.png", test_images[1], "image/png")),
+        ]
+        with httpx.Client(base_url=url, timeout=30) as http:
+            while not stop.is_set():
+                response = http.post("/predict", files=files)
+                body = response.json()
+                if response.status_code != 200:
+                    seen.append((me, response.status_code, None, body, 0))
+                    continue
+                for prediction in body["predictions"]:
+                    names = {prediction["class_name"]} | {
+                        c["class_name"] for c in prediction["top_k"]
+                    }
+                    version, top_k = body["model"]["version"], len(prediction["top_k"])
+                    seen.append((me, 200, version, names, top_k))
+
+    log = tmp_path / "serve.log"
+    with LiveServer(one_version, {"TF_ALEXNET_SERVE_MODEL_POLL_S": "0.2"}, log) as server:
+        threads = [threading.Thread(target=client, args=(server.url, me)) for me in range(3)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(1)
+            export(
+                three_class_model,
+                one_version,
+                sample_images=test_images[:1],
+                class_names=THREE_CLASSES,
+            )
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(s[2] == 2 for s in seen[-6:]):
+                time.sleep(0.2)
+            time.sleep(1)  # more answers from version 2
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+        metrics = httpx.get(f"{server.url}/metrics").text
+        metadata = httpx.get(f"{server.url}/v1/metadata").json()
+
+    assert [s for s in seen if s[1] != 200] == []
+    for me in range(3):  # each client: version 1, then version 2, never back
+        versions = [s[2] for s in seen if s[0] == me]
+        assert versions[0] == 1 and versions[-1] == 2 and versions == sorted(versions)
+    for _, _, version, names, top_k in seen:
+        if version == 1:
+            assert names <= fashion and top_k == 5
+        else:
+            assert names <= set(THREE_CLASSES) and top_k == 3  # all 3 classes, no 4th
+    assert "tf_alexnet_model_version 2.0" in metrics
+    assert (metadata["version"], metadata["class_names"]) == (2, THREE_CLASSES)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    events = [line for line in lines if "event" in line]
+    assert [(e["event"], e["version"], e["previous_version"]) for e in events] == [
+        ("model_loaded", 2, 1)
+    ]
+    answered = {line["model_version"] for line in lines if line.get("path") == "/predict"}
+    assert answered == {1, 2}  # the request log names the version that answered
