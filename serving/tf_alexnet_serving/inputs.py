@@ -12,6 +12,7 @@ import binascii
 import json
 
 from fastapi import HTTPException, Request
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -91,12 +92,25 @@ async def _multipart_images(
         raise HTTPException(err.status_code, err.detail) from None
     except Exception as err:
         raise HTTPException(400, f"Malformed multipart body: {err}") from None
+    if not _closed(body, request.headers["content-type"]):
+        raise HTTPException(
+            400,
+            "Malformed multipart body: it ends before its closing boundary (was the upload cut "
+            "short?).",
+        )
     files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
     if not files:
         raise HTTPException(400, "No image file in the request (send it as -F file=@image.png).")
     if len(files) > settings.max_files:
         raise HTTPException(400, f"Too many files: at most {settings.max_files} per request.")
     return [(upload.filename or f"file{i}", await upload.read()) for i, upload in enumerate(files)]
+
+
+def _closed(body: bytes, content_type: str) -> bool:
+    """Whether the body holds its closing delimiter (`--BOUNDARY--`). Without one, the form
+    parser silently drops the part it was in: a cut-off upload would be answered in part."""
+    boundary = parse_options_header(content_type)[1][b"boundary"]  # the form parser found it
+    return b"--" + boundary + b"--" in body
 
 
 def _json_images(body: bytes, settings: Settings) -> list[tuple[str, bytes]]:

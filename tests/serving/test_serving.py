@@ -133,6 +133,28 @@ def test_bad_requests_get_clear_json_errors(client, kwargs, status, message):
     assert message in detail and f"{status}: " not in detail  # the status is not the message
 
 
+def test_a_multipart_body_cut_short_is_refused_not_answered_in_part(client, test_images):
+    """The form parser drops a part that never ends: a body cut inside its second image (or
+    without its closing delimiter) was answered 200 with one prediction."""
+
+    def part(name, data):
+        return (
+            b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="%s"\r\n'
+            b"Content-Type: image/png\r\n\r\n%s\r\n" % (name, data)
+        )
+
+    first, second = part(b"a.png", test_images[0]), part(b"b.png", test_images[1])
+    headers = {"content-type": "multipart/form-data; boundary=XyZ"}
+    whole = first + second + b"--XyZ--\r\nan epilogue"  # an epilogue is allowed
+    answer = client.post("/predict", content=whole, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert [p["file"] for p in answer.json()["predictions"]] == ["a.png", "b.png"]
+    for cut in (first + second[: len(second) // 2], first + second):
+        response = client.post("/predict", content=cut, headers=headers)
+        assert response.status_code == 400
+        assert "ends before its closing boundary" in response.json()["detail"]
+
+
 def test_corrupt_image_fails_the_request_naming_it(client, test_images):
     truncated = test_images[1][:60]  # a valid PNG header, then the data stops
     files = [
