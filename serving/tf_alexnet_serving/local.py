@@ -3,7 +3,8 @@
 Like TF Serving with its default version policy, it serves the highest version in
 `BASE/NAME` and looks for a new one every `model_poll_s` seconds: a new version is loaded and
 warmed up beside the old one, then swapped in between two batches. A version that fails to
-load is logged and skipped; the version served before stays. Each answer carries the version
+load is logged and skipped until its `saved_model.pb` changes; the version served before stays.
+With no version left, the one in memory is still served. Each answer carries the version
 and class names of the model that computed it, so a swap never mislabels an answer.
 """
 
@@ -24,7 +25,13 @@ import numpy as np
 
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
-from tf_alexnet.exported import ExportedModel, model_names, version_folder, version_numbers
+from tf_alexnet.exported import (
+    SAVED_MODEL_FILE,
+    ExportedModel,
+    model_names,
+    version_folder,
+    version_numbers,
+)
 from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
 from tf_alexnet_serving.classes import Answer, ClassNames, probe_images
 from tf_alexnet_serving.errors import UpstreamError
@@ -64,6 +71,9 @@ class LoadedVersion:
     signature: Callable[..., Any]
     names: ClassNames
     metadata: dict[str, Any]
+    stamp: tuple[int, int, int]
+    """The version folder's `saved_model.pb` as found (inode, size, mtime): a folder removed and
+    published again under the same number is another model."""
 
 
 class LocalBackend:
@@ -80,7 +90,7 @@ class LocalBackend:
         self._settings = settings
         self._model_dir = pathlib.Path(settings.model_base_path) / settings.model_name
         self._loaded = self._load(local_model_folder(settings))
-        self._refused: set[int] = set()  # versions that failed to load: not tried again
+        self._refused: set[tuple[int, int, int]] = set()  # failed to load: not tried again
         self._missing_logged = False
         self._poller: asyncio.Task[None] | None = None
         self._log = model_logger()
@@ -104,11 +114,12 @@ class LocalBackend:
 
     def _load(self, folder: pathlib.Path) -> LoadedVersion:
         exported = ExportedModel(folder)
+        stamp = _stamp(folder)
         signature = exported.signature(contract.SIGNATURE_IMAGE_BYTES)
         outputs = signature.structured_outputs[contract.OUTPUT_PROBABILITIES]
         names = ClassNames(self._settings.class_names)
         names.reset(outputs.shape[-1], list(exported.class_names()))
-        return LoadedVersion(exported.version, signature, names, exported.metadata())
+        return LoadedVersion(exported.version, signature, names, exported.metadata(), stamp)
 
     def _run(self, images: list[bytes], loaded: LoadedVersion | None = None) -> list[Answer]:
         loaded = loaded or self._loaded  # read once: a swap waits for the next batch
@@ -146,21 +157,21 @@ class LocalBackend:
     async def reload(self) -> bool:
         """Serves the highest version in the model folder if it is not the one served (a
         newer one, or an older one when the newest was removed); True when it swapped."""
-        versions = await asyncio.to_thread(version_numbers, self._model_dir)
-        if not versions:
+        found = await asyncio.to_thread(self._newest)
+        if found is None:
             if not self._missing_logged:
                 self._missing_logged = True
                 self._event("no_versions", version=self.version, path=str(self._model_dir))
             return False
         self._missing_logged = False
-        newest = versions[-1]
-        if newest == self.version or newest in self._refused:
+        newest, stamp = found
+        if (newest, stamp) == (self.version, self._loaded.stamp) or stamp in self._refused:
             return False
         start = time.perf_counter()
         try:
             loaded = await asyncio.to_thread(self._load_and_warm_up, self._model_dir / str(newest))
         except Exception as err:  # a broken or foreign folder must not take the server down
-            self._refused.add(newest)
+            self._refused.add(stamp)
             self._event("load_failed", version=newest, serving=self.version, error=_one_line(err))
             return False
         previous, self._loaded = self.version, loaded
@@ -180,6 +191,14 @@ class LocalBackend:
             problem=loaded.names.problem,
         )
         return True
+
+    def _newest(self) -> tuple[int, tuple[int, int, int]] | None:
+        """The highest version in the model folder and its stamp (None when there is none)."""
+        versions = version_numbers(self._model_dir)
+        try:
+            return (versions[-1], _stamp(self._model_dir / str(versions[-1]))) if versions else None
+        except OSError:  # removed meanwhile: no change until the next poll
+            return self._loaded.version, self._loaded.stamp
 
     def _event(self, event: str, **fields: Any) -> None:
         self._log.info(json.dumps({"event": f"model_{event}", "model": self.name, **fields}))
@@ -207,6 +226,11 @@ class LocalBackend:
             "bf16_rewrite": {"enabled": self.bf16.available, "reason": self.bf16.reason},
             "training_metrics": loaded.metadata.get("training_metrics", {}),
         }
+
+
+def _stamp(folder: pathlib.Path) -> tuple[int, int, int]:
+    found = (folder / SAVED_MODEL_FILE).stat()
+    return found.st_ino, found.st_size, found.st_mtime_ns
 
 
 def _one_line(err: Exception) -> str:

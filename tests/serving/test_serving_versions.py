@@ -99,6 +99,20 @@ def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
             assert not await backend.reload()  # refused once, not tried again every poll
             third = await backend.predict(test_images[0])
             assert (third.version, third.names.as_list()) == (1, fashion)
+
+            shutil.rmtree(one_version / "alexnet")  # every version gone: keep serving
+            assert not await backend.reload()
+            assert not await backend.reload()  # said once
+            assert (await backend.predict(test_images[0])).version == 1
+            export(  # another model published as version 1 again: served, though same number
+                three_class_model,
+                one_version,
+                sample_images=test_images[:1],
+                class_names=THREE_CLASSES,
+            )
+            assert await backend.reload()
+            fourth = await backend.predict(test_images[0])
+            assert (fourth.version, fourth.names.as_list()) == (1, THREE_CLASSES)
         finally:
             await backend.stop()
 
@@ -110,6 +124,8 @@ def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
         ("model_loaded", 2),
         ("model_loaded", 1),
         ("model_load_failed", 7),
+        ("model_no_versions", 1),
+        ("model_loaded", 1),
     ]
     assert events.lines[0]["previous_version"] == 1
     assert events.lines[0]["classes"] == 3
