@@ -3,7 +3,7 @@
 Like TF Serving with its default version policy, it serves the highest version in
 `BASE/NAME` and looks for a new one every `model_poll_s` seconds: a new version is loaded and
 warmed up beside the old one, then swapped in between two batches. A version that fails to
-load is logged and skipped until its `saved_model.pb` changes; the version served before stays.
+load is logged and skipped until its files change; the version served before stays.
 With no version left, the one in memory is still served. Each answer carries the version
 and class names of the model that computed it, so a swap never mislabels an answer.
 """
@@ -25,13 +25,7 @@ import numpy as np
 
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
-from tf_alexnet.exported import (
-    SAVED_MODEL_FILE,
-    ExportedModel,
-    model_names,
-    version_folder,
-    version_numbers,
-)
+from tf_alexnet.exported import ExportedModel, model_names, version_folder, version_numbers
 from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
 from tf_alexnet_serving.classes import Answer, ClassNames, probe_images
 from tf_alexnet_serving.errors import UpstreamError
@@ -63,6 +57,12 @@ def model_logger() -> logging.Logger:
     return logger
 
 
+Stamp = tuple[tuple[str, int, int, int], ...]
+"""A version folder's files as found (path, inode, size, mtime). Another stamp under the same
+number is another model (removed and published again), and a folder that failed to load is
+tried again once it changes (a `cp -r` caught halfway, then finished)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LoadedVersion:
     """One version in memory: what runs it and what labels its answers."""
@@ -71,9 +71,7 @@ class LoadedVersion:
     signature: Callable[..., Any]
     names: ClassNames
     metadata: dict[str, Any]
-    stamp: tuple[int, int, int]
-    """The version folder's `saved_model.pb` as found (inode, size, mtime): a folder removed and
-    published again under the same number is another model."""
+    stamp: Stamp
 
 
 class LocalBackend:
@@ -90,7 +88,7 @@ class LocalBackend:
         self._settings = settings
         self._model_dir = pathlib.Path(settings.model_base_path) / settings.model_name
         self._loaded = self._load(local_model_folder(settings))
-        self._refused: set[tuple[int, int, int]] = set()  # failed to load: not tried again
+        self._refused: set[Stamp] = set()  # failed to load: not tried again as they are
         self._missing_logged = False
         self._poller: asyncio.Task[None] | None = None
         self._log = model_logger()
@@ -192,7 +190,7 @@ class LocalBackend:
         )
         return True
 
-    def _newest(self) -> tuple[int, tuple[int, int, int]] | None:
+    def _newest(self) -> tuple[int, Stamp] | None:
         """The highest version in the model folder and its stamp (None when there is none)."""
         versions = version_numbers(self._model_dir)
         try:
@@ -228,9 +226,12 @@ class LocalBackend:
         }
 
 
-def _stamp(folder: pathlib.Path) -> tuple[int, int, int]:
-    found = (folder / SAVED_MODEL_FILE).stat()
-    return found.st_ino, found.st_size, found.st_mtime_ns
+def _stamp(folder: pathlib.Path) -> Stamp:
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    return tuple(
+        (str(path.relative_to(folder)), found.st_ino, found.st_size, found.st_mtime_ns)
+        for path, found in ((path, path.stat()) for path in files)
+    )
 
 
 def _one_line(err: Exception) -> str:

@@ -134,6 +134,39 @@ def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
     assert "\n" not in events.lines[2]["error"]
 
 
+def test_a_version_copied_in_halfway_is_loaded_once_the_copy_is_complete(one_version):
+    """`cp -r` is not atomic: a poll can see `saved_model.pb` before the variables. That load
+    fails; it is tried again once the folder's files change, not refused for good."""
+    served, copy = one_version / "alexnet" / "1", one_version / "alexnet" / "2"
+
+    async def main():
+        backend = LocalBackend(
+            Settings(model_base_path=str(one_version), model_poll_s=0, bf16="off")
+        )
+        await backend.start()
+        try:
+            copy.mkdir()
+            shutil.copy2(served / "saved_model.pb", copy)  # the copy, caught halfway
+            assert not await backend.reload()
+            assert not await backend.reload()  # the same files: not tried again
+            shutil.copytree(served, copy, dirs_exist_ok=True)  # the copy finishes
+            assert await backend.reload()
+            return backend.version
+        finally:
+            await backend.stop()
+
+    events = Events()
+    model_logger().addHandler(events)
+    try:
+        assert asyncio.run(main()) == 2
+    finally:
+        model_logger().removeHandler(events)
+    assert [(e["event"], e["version"]) for e in events.lines] == [
+        ("model_load_failed", 2),  # once, not at every poll
+        ("model_loaded", 2),
+    ]
+
+
 def test_a_swap_frees_the_old_version_at_once(one_version):
     """The old version's graph lives in reference cycles: the backend collects them as it swaps,
     rather than leave them to Python's GC (with d2l, RSS grew 100-200 MB a swap without)."""
