@@ -57,17 +57,29 @@ class Events(logging.Handler):
         self.lines.append(json.loads(record.getMessage()))
 
 
+@pytest.fixture
+def events():
+    """What the backends of the test log (beside the log's own stderr handler)."""
+    handler = Events()
+    model_logger().addHandler(handler)
+    yield handler
+    model_logger().removeHandler(handler)
+
+
+def local_backend(base, **settings):
+    """A local backend over `base` that swaps only when told (`reload`)."""
+    return LocalBackend(
+        Settings(model_base_path=str(base), **{"model_poll_s": 0, "bf16": "off", **settings})
+    )
+
+
 def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
-    one_version, three_class_model, test_images
+    one_version, three_class_model, test_images, events
 ):
-    events = Events()
-    model_logger().addHandler(events)  # beside its own stderr handler
     fashion = list(contract.default_class_names(10))
 
     async def main():
-        backend = LocalBackend(
-            Settings(model_base_path=str(one_version), model_poll_s=0, bf16="off")
-        )
+        backend = local_backend(one_version)
         await backend.start()
         try:
             first = await backend.predict(test_images[0])
@@ -116,10 +128,7 @@ def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
         finally:
             await backend.stop()
 
-    try:
-        asyncio.run(main())
-    finally:
-        model_logger().removeHandler(events)
+    asyncio.run(main())
     assert [(e["event"], e["version"]) for e in events.lines] == [
         ("model_loaded", 2),
         ("model_loaded", 1),
@@ -134,15 +143,13 @@ def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
     assert "\n" not in events.lines[2]["error"]
 
 
-def test_a_version_copied_in_halfway_is_loaded_once_the_copy_is_complete(one_version):
+def test_a_version_copied_in_halfway_is_loaded_once_the_copy_is_complete(one_version, events):
     """`cp -r` is not atomic: a poll can see `saved_model.pb` before the variables. That load
     fails; it is tried again once the folder's files change, not refused for good."""
     served, copy = one_version / "alexnet" / "1", one_version / "alexnet" / "2"
 
     async def main():
-        backend = LocalBackend(
-            Settings(model_base_path=str(one_version), model_poll_s=0, bf16="off")
-        )
+        backend = local_backend(one_version)
         await backend.start()
         try:
             copy.mkdir()
@@ -155,12 +162,7 @@ def test_a_version_copied_in_halfway_is_loaded_once_the_copy_is_complete(one_ver
         finally:
             await backend.stop()
 
-    events = Events()
-    model_logger().addHandler(events)
-    try:
-        assert asyncio.run(main()) == 2
-    finally:
-        model_logger().removeHandler(events)
+    assert asyncio.run(main()) == 2
     assert [(e["event"], e["version"]) for e in events.lines] == [
         ("model_load_failed", 2),  # once, not at every poll
         ("model_loaded", 2),
@@ -172,9 +174,7 @@ def test_a_swap_frees_the_old_version_at_once(one_version):
     rather than leave them to Python's GC (with d2l, RSS grew 100-200 MB a swap without)."""
 
     async def main():
-        backend = LocalBackend(
-            Settings(model_base_path=str(one_version), model_poll_s=0, bf16="off")
-        )
+        backend = local_backend(one_version)
         await backend.start()
         left = []
         gc.disable()  # only the backend's own collection runs
@@ -197,10 +197,7 @@ def test_a_swap_frees_the_old_version_at_once(one_version):
 
 def test_a_pinned_version_is_never_swapped(one_version, three_class_model, test_images):
     async def main():
-        settings = Settings(
-            model_base_path=str(one_version), model_version=1, model_poll_s=0.05, bf16="off"
-        )
-        backend = LocalBackend(settings)
+        backend = local_backend(one_version, model_version=1, model_poll_s=0.05)
         await backend.start()
         try:
             export(three_class_model, one_version, sample_images=test_images[:1])
