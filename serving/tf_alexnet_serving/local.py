@@ -87,7 +87,9 @@ class LocalBackend:
         self._tf = tf
         self._settings = settings
         self._model_dir = pathlib.Path(settings.model_base_path) / settings.model_name
+        start = time.perf_counter()
         self._loaded = self._load(local_model_folder(settings))
+        self._load_s = time.perf_counter() - start  # reported with the warm-up, in `start`
         self._refused: set[Stamp] = set()  # failed to load: not tried again as they are
         self._missing_logged = False
         self._poller: asyncio.Task[None] | None = None
@@ -135,7 +137,17 @@ class LocalBackend:
         return loaded
 
     async def start(self) -> None:
+        start = time.perf_counter()
         await asyncio.to_thread(self._run, probe_images()[:1])
+        loaded = self._loaded
+        self._event(
+            "loaded",
+            version=loaded.version,
+            previous_version=None,
+            classes=loaded.names.count,
+            load_s=round(self._load_s + time.perf_counter() - start, 3),
+            problem=loaded.names.problem,
+        )
         self._batcher.start()
         if self._settings.model_poll_s > 0 and self._settings.model_version is None:
             self._poller = asyncio.create_task(self._poll(self._settings.model_poll_s))

@@ -130,17 +130,19 @@ def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
 
     asyncio.run(main())
     assert [(e["event"], e["version"]) for e in events.lines] == [
+        ("model_loaded", 1),  # at start
         ("model_loaded", 2),
         ("model_loaded", 1),
         ("model_load_failed", 7),
         ("model_no_versions", 1),
         ("model_loaded", 1),
     ]
-    assert events.lines[0]["previous_version"] == 1
-    assert events.lines[0]["classes"] == 3
-    assert events.lines[2]["serving"] == 1
-    assert events.lines[2]["error"]  # the reason, on one line
-    assert "\n" not in events.lines[2]["error"]
+    assert events.lines[0]["previous_version"] is None
+    assert events.lines[1]["previous_version"] == 1
+    assert events.lines[1]["classes"] == 3
+    assert events.lines[3]["serving"] == 1
+    assert events.lines[3]["error"]  # the reason, on one line
+    assert "\n" not in events.lines[3]["error"]
 
 
 def test_a_version_copied_in_halfway_is_loaded_once_the_copy_is_complete(one_version, events):
@@ -164,6 +166,7 @@ def test_a_version_copied_in_halfway_is_loaded_once_the_copy_is_complete(one_ver
 
     assert asyncio.run(main()) == 2
     assert [(e["event"], e["version"]) for e in events.lines] == [
+        ("model_loaded", 1),
         ("model_load_failed", 2),  # once, not at every poll
         ("model_loaded", 2),
     ]
@@ -300,7 +303,8 @@ def test_live_server_moves_to_a_new_export_without_a_failed_or_mislabelled_answe
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     events = [line for line in lines if "event" in line]
     assert [(e["event"], e["version"], e["previous_version"]) for e in events] == [
-        ("model_loaded", 2, 1)
+        ("model_loaded", 1, None),
+        ("model_loaded", 2, 1),
     ]
     answered = {line["model_version"] for line in lines if line.get("path") == "/predict"}
     assert answered == {1, 2}  # the request log names the version that answered
