@@ -160,9 +160,16 @@ class LocalBackend:
         await self._batcher.stop()
 
     async def _poll(self, seconds: float) -> None:
+        failing = ""  # the last poll's error, logged once until polls succeed again
         while True:
             await asyncio.sleep(seconds)
-            await self.reload()
+            try:
+                await self.reload()
+                failing = ""
+            except Exception as err:  # an unreadable folder, say: keep serving, keep polling
+                if _one_line(err) != failing:
+                    failing = _one_line(err)
+                    self._event("poll_failed", version=self.version, error=failing)
 
     async def reload(self) -> bool:
         """Serves the highest version in the model folder if it is not the one served (a

@@ -172,6 +172,38 @@ def test_a_version_copied_in_halfway_is_loaded_once_the_copy_is_complete(one_ver
     ]
 
 
+def test_polling_survives_a_failing_look_and_says_so_once(one_version, events, monkeypatch):
+    """A model folder that cannot be read (permissions, a network mount gone) must not end the
+    polling for good: the error is logged once, and the next good look swaps as usual."""
+    from tf_alexnet_serving import local
+
+    real, broken = local.version_numbers, {"looks": 3}
+
+    def flaky(model_dir):
+        if broken["looks"] > 0:
+            broken["looks"] -= 1
+            raise PermissionError(13, "Permission denied", str(model_dir))
+        return real(model_dir)
+
+    async def main():
+        monkeypatch.setattr(local, "version_numbers", flaky)
+        backend = local_backend(one_version, model_poll_s=0.05)
+        await backend.start()
+        try:
+            shutil.copytree(one_version / "alexnet" / "1", one_version / "alexnet" / "2")
+            for _ in range(100):  # the three failing looks, then the swap
+                await asyncio.sleep(0.05)
+                if backend.version == 2:
+                    return 2
+            return backend.version
+        finally:
+            await backend.stop()
+
+    assert asyncio.run(main()) == 2
+    failed = [e for e in events.lines if e["event"] == "model_poll_failed"]
+    assert len(failed) == 1 and "Permission denied" in failed[0]["error"]
+
+
 def test_a_swap_frees_the_old_version_at_once(one_version):
     """The old version's graph lives in reference cycles: the backend collects them as it swaps,
     rather than leave them to Python's GC (with d2l, RSS grew 100-200 MB a swap without)."""
