@@ -93,6 +93,7 @@ class LocalBackend:
         self._refused: set[Stamp] = set()  # failed to load: not tried again as they are
         self._missing_logged = False
         self._poller: asyncio.Task[None] | None = None
+        self._reloading = asyncio.Lock()
         self._log = model_logger()
         self._on_latency = on_latency
         self._batcher = MicroBatcher(
@@ -174,6 +175,10 @@ class LocalBackend:
     async def reload(self) -> bool:
         """Serves the highest version in the model folder if it is not the one served (a
         newer one, or an older one when the newest was removed); True when it swapped."""
+        async with self._reloading:  # one load at a time, whoever asks
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         found = await asyncio.to_thread(self._newest)
         if found is None:
             if not self._missing_logged:

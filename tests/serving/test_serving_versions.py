@@ -204,6 +204,20 @@ def test_polling_survives_a_failing_look_and_says_so_once(one_version, events, m
     assert len(failed) == 1 and "Permission denied" in failed[0]["error"]
 
 
+def test_reloads_asked_at_once_load_the_new_version_once(one_version, events):
+    async def main():
+        backend = local_backend(one_version)
+        await backend.start()
+        try:
+            shutil.copytree(one_version / "alexnet" / "1", one_version / "alexnet" / "2")
+            return sorted(await asyncio.gather(backend.reload(), backend.reload()))
+        finally:
+            await backend.stop()
+
+    assert asyncio.run(main()) == [False, True]
+    assert [e["version"] for e in events.lines if e["event"] == "model_loaded"] == [1, 2]
+
+
 def test_a_swap_frees_the_old_version_at_once(one_version):
     """The old version's graph lives in reference cycles: the backend collects them as it swaps,
     rather than leave them to Python's GC (with d2l, RSS grew 100-200 MB a swap without)."""
