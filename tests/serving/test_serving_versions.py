@@ -34,6 +34,16 @@ def three_class_model(tmp_path_factory):
     return path
 
 
+@pytest.fixture
+def publish_three_classes(three_class_model, test_images):
+    """Exports the 3-class model as the next version in a base path, as `export` does."""
+
+    def publish(base):
+        export(three_class_model, base, sample_images=test_images[:1], class_names=THREE_CLASSES)
+
+    return publish
+
+
 # In process, the backends run with BF16=off: the bf16 rewrite is a process-wide TensorFlow
 # option, and later tests in this process compare float32 graphs.
 
@@ -74,7 +84,7 @@ def local_backend(base, **settings):
 
 
 def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
-    one_version, three_class_model, test_images, events
+    one_version, publish_three_classes, test_images, events
 ):
     fashion = list(contract.default_class_names(10))
 
@@ -86,12 +96,7 @@ def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
             assert (first.version, len(first.probabilities)) == (1, 10)
             assert not await backend.reload()  # nothing new
 
-            export(
-                three_class_model,
-                one_version,
-                sample_images=test_images[:1],
-                class_names=THREE_CLASSES,
-            )
+            publish_three_classes(one_version)
             assert await backend.reload()
             second = await backend.predict(test_images[0])
             assert (second.version, len(second.probabilities)) == (2, 3)
@@ -116,12 +121,8 @@ def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
             assert not await backend.reload()
             assert not await backend.reload()  # said once
             assert (await backend.predict(test_images[0])).version == 1
-            export(  # another model published as version 1 again: served, though same number
-                three_class_model,
-                one_version,
-                sample_images=test_images[:1],
-                class_names=THREE_CLASSES,
-            )
+            # Another model published as version 1 again: served, though the same number.
+            publish_three_classes(one_version)
             assert await backend.reload()
             fourth = await backend.predict(test_images[0])
             assert (fourth.version, fourth.names.as_list()) == (1, THREE_CLASSES)
@@ -285,7 +286,7 @@ def test_a_request_split_across_two_versions_is_asked_again_once():
 
 
 def test_live_server_moves_to_a_new_export_without_a_failed_or_mislabelled_answer(
-    one_version, three_class_model, test_images, tmp_path
+    one_version, publish_three_classes, test_images, tmp_path
 ):
     """Clients keep asking while a 3-class version 2 is exported beside version 1."""
     fashion = set(contract.default_class_names(10))
@@ -318,12 +319,7 @@ def test_live_server_moves_to_a_new_export_without_a_failed_or_mislabelled_answe
             thread.start()
         try:
             time.sleep(1)
-            export(
-                three_class_model,
-                one_version,
-                sample_images=test_images[:1],
-                class_names=THREE_CLASSES,
-            )
+            publish_three_classes(one_version)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not any(s[2] == 2 for s in seen[-6:]):
                 time.sleep(0.2)
