@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="classify image files")
     predict.add_argument(
-        "images", nargs="+", metavar="IMAGE", help="JPEG, PNG, GIF, BMP or WebP files"
+        "images", nargs="+", metavar="IMAGE", help=f"{contract.IMAGE_FORMATS} files"
     )
     predict.add_argument(
         "--model",

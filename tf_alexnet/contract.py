@@ -40,9 +40,14 @@ INPUT_RANGE = (0.0, 1.0)
 VARIANTS = ("d2l", "paper", "mini")
 """`d2l`: the chapter's network; `paper`: the 2012 paper's; `mini`: a small CPU variant."""
 
+IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
+"""The encoded image formats read everywhere (TensorFlow's `decode_image`; GIF: first frame)."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
+"""The file suffixes an image folder is read by (any case)."""
+
 # --- SavedModel signatures (used by export and serving) -----------------------------------
 SIGNATURE_IMAGE_BYTES = "serving_default"
-"""Signature taking a batch of encoded images (JPEG, PNG, GIF, BMP, WebP)."""
+"""Signature taking a batch of encoded images (see IMAGE_FORMATS)."""
 SIGNATURE_IMAGE_TENSOR = "serving_pixels"
 """Signature taking float pixels already at the model's input size, in INPUT_RANGE."""
 

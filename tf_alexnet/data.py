@@ -37,6 +37,7 @@ class Datasets:
     num_validation: int
     num_test: int
     files: tuple[str, ...] = ()  # an image folder's files
+    skipped: tuple[str, ...] = ()  # an image folder's files of other types, not read
 
     @property
     def validated(self) -> bool:
@@ -144,6 +145,7 @@ def make_datasets(
         num_validation=num_validation,
         num_test=num_test,
         files=source.files,
+        skipped=source.skipped,
     )
 
 

@@ -18,6 +18,7 @@ from tf_alexnet.predictions import to_probabilities
 from tf_alexnet.progress import report_progress
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
+from tf_alexnet.sources import skipped_notice
 
 
 def evaluate(
@@ -39,6 +40,8 @@ def evaluate(
         image_size=(height, width), channels=channels, batch_size=batch_size, one_hot=False
     )
     datasets = make_datasets(config.data_spec(), pipeline, training=False)
+    if notice := skipped_notice(datasets.skipped):
+        print(notice, flush=True)
     output = RunDir(pathlib.Path(output_dir))
     output.root.mkdir(parents=True, exist_ok=True)  # before the minutes of evaluation
     labels, outputs = [], []

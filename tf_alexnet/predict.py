@@ -84,7 +84,7 @@ def _read_image(path: str) -> bytes:
     try:
         decode(data, 3)  # the model's own decoder: what passes here, the model reads
     except (tf.errors.InvalidArgumentError, ValueError):
-        raise ValueError("not a JPEG, PNG, GIF, BMP or WebP image") from None
+        raise ValueError(f"not a {contract.IMAGE_FORMATS} image") from None
     return data
 
 

@@ -6,6 +6,7 @@ Each yields `(uint8 image [h, w, c], int label)`, with a test split when it has 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import pathlib
@@ -21,8 +22,6 @@ from tf_alexnet.errors import UserError
 from tf_alexnet.preprocess import decode
 from tf_alexnet.specs import DataSpec  # declared there (no TensorFlow), used here
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
-
 
 @dataclasses.dataclass(frozen=True)
 class Source:
@@ -35,6 +34,20 @@ class Source:
     class_names: tuple[str, ...]
     files: tuple[str, ...] = ()
     """An image folder's files (to name the unreadable ones); none for TFDS datasets."""
+    skipped: tuple[str, ...] = ()
+    """The files in an image folder's class folders that are not read: not of an image type."""
+
+
+def skipped_notice(skipped: Sequence[str]) -> str | None:
+    """One line telling which files of an image folder were left out, by suffix, or None."""
+    if not skipped:
+        return None
+    suffixes = collections.Counter(pathlib.Path(p).suffix.lower() or "no suffix" for p in skipped)
+    counts = ", ".join(f"{n} {suffix}" for suffix, n in suffixes.most_common())
+    return (
+        f"Skipped {len(skipped):,} file(s) that are not {contract.IMAGE_FORMATS} images "
+        f"({counts}), e.g. {skipped[0]!r}. Convert them to train on them."
+    )
 
 
 def unreadable_images(files: Sequence[str]) -> list[str]:
@@ -157,21 +170,25 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
             f"({class_names[0]!r}): a classifier needs two or more."
         )
 
+    skipped: list[str] = []
+
     def listing(folder: pathlib.Path) -> tuple[list[str], list[int]]:
         paths, labels = [], []
         for label, name in enumerate(class_names):
-            found = (folder / name).rglob("*")
-            files = sorted(
+            found = sorted(
                 p
-                for p in found
-                if p.suffix.lower() in IMAGE_EXTENSIONS
-                and not _hidden(p.relative_to(folder))
-                and p.is_file()
+                for p in (folder / name).rglob("*")
+                if not _hidden(p.relative_to(folder)) and p.is_file()
             )
+            files = [p for p in found if p.suffix.lower() in contract.IMAGE_SUFFIXES]
+            skipped.extend(str(p) for p in found if p.suffix.lower() not in contract.IMAGE_SUFFIXES)
             paths += [str(p) for p in files]
             labels += [label] * len(files)
         if not paths:
-            raise UserError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {str(folder)!r}.")
+            raise UserError(
+                f"No images ({', '.join(contract.IMAGE_SUFFIXES)}) under {str(folder)!r}."
+                + (f" {skipped_notice(skipped)}" if skipped else "")
+            )
         return paths, labels
 
     def read(paths: list[str], labels: list[int]) -> tf.data.Dataset:
@@ -198,6 +215,7 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
         num_test=len(test_paths),
         class_names=class_names,
         files=(*train_paths, *test_paths),
+        skipped=tuple(skipped),
     )
 
 

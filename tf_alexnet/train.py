@@ -37,6 +37,7 @@ from tf_alexnet.optim import compile_model
 from tf_alexnet.progress import TrainingProgress
 from tf_alexnet.run_dir import RunDir, prepare
 from tf_alexnet.saving import save_model_atomic
+from tf_alexnet.sources import skipped_notice
 from tf_alexnet.strategy import Precision, make_strategy, set_mixed_precision, split_cpu
 from tf_alexnet.workers import WORKER_WEIGHTS, finish_worker, prepare_worker, remove_if_empty
 
@@ -105,6 +106,8 @@ def _train(
     if multiworker:
         pipeline = dataclasses.replace(pipeline, deterministic=True)
     datasets = make_datasets(config.data_spec(), pipeline)
+    if notice := skipped_notice(datasets.skipped):
+        print(notice, flush=True)
     steps_per_epoch = datasets.num_train // global_batch
 
     with strategy.scope():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+from tf_alexnet import contract
+
 
 class ImageError(ValueError):
     """An upload that is not an acceptable image; the message is shown to the client."""
@@ -33,7 +35,7 @@ def image_size(data: bytes) -> tuple[str, int, int]:
         return ("jpeg", *_jpeg_size(data))
     if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
         return ("webp", *_webp_size(data))
-    raise ImageError("unsupported format: expected JPEG, PNG, GIF, BMP or WebP")
+    raise ImageError(f"unsupported format: expected {contract.IMAGE_FORMATS}")
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:

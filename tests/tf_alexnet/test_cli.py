@@ -324,16 +324,22 @@ def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, c
         for i in range(6):
             pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
             (tmp_path / "data" / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    (tmp_path / "data" / "c" / "scan.tiff").write_bytes(b"II*\x00")  # read by no decoder
     train = ["train", "--preset", "quick", "--image-folder", str(tmp_path / "data")]
     run = str(tmp_path / "run")
     assert main([*train, "--run-dir", str(tmp_path / "refused")]) == 2
     assert "error: Only 14 training examples for a batch of 128: lower --batch-size" in (
         capsys.readouterr().err
     )
+    skipped = (
+        "Skipped 1 file(s) that are not JPEG, PNG, GIF, BMP or WebP images (1 .tiff), e.g. "
+        f"{str(tmp_path / 'data' / 'c' / 'scan.tiff')!r}. Convert them to train on them.\n"
+    )
     assert main([*train, "--epochs", "1", "--batch-size", "4", "--run-dir", run]) == 0
-    capsys.readouterr()
+    assert skipped in capsys.readouterr().out
     assert main(["evaluate", run]) == 0, capsys.readouterr().err
-    assert "on 2 images" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "on 2 images" in out and skipped in out
 
 
 def test_unreadable_images_are_named_in_one_line(tmp_path, capsys):

@@ -11,7 +11,7 @@ from tf_alexnet.data import make_datasets, split_masks
 from tf_alexnet.errors import UserError
 from tf_alexnet.pipeline import PipelineSpec
 from tf_alexnet.preprocess import decode, preprocess
-from tf_alexnet.sources import folder_source, unreadable_images
+from tf_alexnet.sources import folder_source, skipped_notice, unreadable_images
 from tf_alexnet.specs import DataSpec
 
 AUGMENTED = Augmentation(flip=True, crop="pad", brightness=0.2, contrast=0.3)
@@ -250,11 +250,35 @@ def test_image_folders_read_subfolders_and_skip_hidden_files(tmp_path):
     (tmp_path / "bb" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     _write_images(tmp_path / "bb" / ".cache", 2, 20, "RGB")
     _write_images(tmp_path / ".ipynb_checkpoints", 2, 20, "RGB")
+    (tmp_path / "bb" / "scan.TIFF").write_bytes(b"II*\x00")
+    (tmp_path / "a" / "more" / "README").write_text("where these came from")
+    (tmp_path / "notes.txt").write_text("not in a class folder: not a skipped image")
     source = folder_source(tmp_path)
     assert source.class_names == ("a", "bb") and source.num_train == 8
     assert sum("deeper" in name for name in source.files) == 2
     assert not any("/." in name for name in source.files)
     assert sum(1 for _ in source.train) == 8  # every listed file decodes
+    assert source.skipped == (str(tmp_path / "a/more/README"), str(tmp_path / "bb/scan.TIFF"))
+
+
+def test_files_of_other_types_are_named_not_silently_dropped(tmp_path):
+    """A folder with TIFF scans trained on the rest without a word, or said "No images"
+    without naming what it had found."""
+    assert skipped_notice(()) is None
+    assert skipped_notice(["x/a/1.tif", "x/b/2.TIF", "x/b/notes.txt", "x/b/LICENSE"]) == (
+        "Skipped 4 file(s) that are not JPEG, PNG, GIF, BMP or WebP images (2 .tif, 1 .txt, "
+        "1 no suffix), e.g. 'x/a/1.tif'. Convert them to train on them."
+    )
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "scan.tiff").write_bytes(b"II*\x00")
+    with pytest.raises(UserError) as refused:
+        folder_source(tmp_path)
+    assert str(refused.value) == (
+        f"No images (.jpg, .jpeg, .png, .gif, .bmp, .webp) under {str(tmp_path)!r}. Skipped 2 "
+        "file(s) that are not JPEG, PNG, GIF, BMP or WebP images (2 .tiff), e.g. "
+        f"{str(tmp_path / 'a/scan.tiff')!r}. Convert them to train on them."
+    )
 
 
 def _image_hashes(ds):
