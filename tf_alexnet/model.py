@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 
 from tf_alexnet import contract
 from tf_alexnet.layers import LocalResponseNormalization
@@ -42,6 +43,9 @@ from tf_alexnet.variants import (
     check_width,
     get_variant,
 )
+
+FIRST_CONV = "conv1"
+"""Every variant's first layer: the one that reads the image's channels."""
 
 
 def _check_input_shape(
@@ -102,7 +106,9 @@ def AlexNet(
         include_top: whether to include the fc6, fc7 and predictions layers.
         weights: `None` (random initialization) or the path of a tf_alexnet `.keras` file
             (weights are copied by layer name, so a trained classifier can seed a
-            feature extractor) or of a `.weights.h5` file saved from the same architecture.
+            feature extractor; a gray model seeds an RGB one and back, see
+            `adapt_input_channels`) or of a `.weights.h5` file saved from the same
+            architecture.
         input_shape: `(height, width, channels)`, channels 1 or 3; with `include_top=False`,
             height and width may be `None` (images of any size at least the variant's
             smallest input).
@@ -257,12 +263,31 @@ def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
                 f"another variant? Layers with weights there: "
                 f"{[name for name, lay in source_layers.items() if lay.weights]}"
             )
+        values = donor.get_weights()
+        if layer.name == FIRST_CONV:
+            values[0] = adapt_input_channels(values[0], layer.weights[0].shape[2])
         expected = [tuple(w.shape) for w in layer.weights]
-        received = [tuple(w.shape) for w in donor.weights]
+        received = [tuple(v.shape) for v in values]
         if expected != received:
             raise ValueError(
                 f"Layer {layer.name!r} expects weights of shapes {expected}, but {path!r} holds "
-                f"{received}. Use the input_shape, classes and variant it was trained with "
-                f"(or include_top=False to keep only the convolutional features)."
+                f"{received}. Use the input_shape, classes, variant and width it was trained "
+                f"with (or include_top=False to keep only the convolutional features)."
             )
-        layer.set_weights(donor.get_weights())
+        layer.set_weights(values)
+
+
+def adapt_input_channels(kernel: np.ndarray, channels: int) -> np.ndarray:
+    """A first convolution's kernel `[h, w, in, out]` made to read `channels` input channels.
+
+    A kernel trained on gray images is spread over RGB (each channel a third of it); one
+    trained on RGB images is summed to read gray. Either way a gray image, given as gray or
+    as three equal channels, gets the same features as before. Other counts are returned as
+    they are (and refused by the shape check).
+    """
+    received = kernel.shape[2]
+    if (received, channels) == (1, 3):
+        return np.repeat(kernel, 3, axis=2) / 3.0
+    if (received, channels) == (3, 1):
+        return kernel.sum(axis=2, keepdims=True)
+    return kernel

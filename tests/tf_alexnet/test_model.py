@@ -222,11 +222,31 @@ def test_weights_from_keras_file_seed_a_feature_extractor(tmp_path):
             np.testing.assert_array_equal(got, expected)
 
     with pytest.raises(ValueError, match="expects weights of shapes"):
-        AlexNet(input_shape=(32, 32, 3), variant="mini", weights=path)
+        AlexNet(input_shape=(32, 32, 1), variant="mini", width=2.0, weights=path)
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="dense")])
     other.save(tmp_path / "other.keras")
     with pytest.raises(ValueError, match="Layer 'conv1' has no counterpart"):
         AlexNet(input_shape=(32, 32, 1), variant="mini", weights=tmp_path / "other.keras")
+
+
+@pytest.mark.parametrize(("trained_on", "used_on"), [(1, 3), (3, 1)])
+def test_gray_weights_seed_an_rgb_model_and_back(tmp_path, trained_on, used_on):
+    """A Fashion-MNIST (gray) model refused to seed a feature extractor for RGB images: conv1's
+    kernel is spread over the channels (or summed), so a gray image's features do not change."""
+    trained = AlexNet(include_top=False, input_shape=(32, 32, trained_on), variant="mini")
+    path = tmp_path / "trained.keras"
+    trained.save(path)
+    adapted = AlexNet(
+        include_top=False, input_shape=(32, 32, used_on), variant="mini", weights=path
+    )
+    gray = np.random.default_rng(0).random((2, 32, 32, 1), np.float32)
+    expected = trained(np.repeat(gray, trained_on, axis=3), training=False)
+    got = adapted(np.repeat(gray, used_on, axis=3), training=False)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    kernel = adapted.get_layer("conv1").get_weights()[0]
+    assert kernel.shape == (3, 3, used_on, 32)
+    if used_on == 3:  # every colour counts, not only the first channel
+        assert np.all(kernel[:, :, 0] == kernel[:, :, 2])
 
 
 def test_weights_h5_round_trip(tmp_path):
