@@ -4,7 +4,7 @@ tf-alexnet summary  [--variant V] [--input-shape 224,224,1] [--classes 10]
 tf-alexnet train    [--preset P] [--config FILE] [flags] [--run-dir DIR] [--overwrite]
 tf-alexnet evaluate RUN_DIR_OR_MODEL [--output-dir DIR] [--batch-size N] [data flags]
 tf-alexnet export   RUN_DIR_OR_MODEL [--base-path models] [--name alexnet] [--version N]
-tf-alexnet predict  IMAGE... --model models/alexnet [--top-k 5] [--json]
+tf-alexnet predict  IMAGE|FOLDER... --model models/alexnet [--top-k 5] [--json]
 tf-alexnet serve    [--model-base-path models] [--host 127.0.0.1] [--port 8000]
 tf-alexnet --version
 
@@ -108,9 +108,13 @@ def _exists(path: str) -> bool:
 def run_predict(args: argparse.Namespace) -> int:
     import json
 
-    from tf_alexnet.predict import format_predictions, predict_files, to_json
+    from tf_alexnet.predict import format_predictions, list_images, predict_files, to_json
+    from tf_alexnet.sources import skipped_notice
 
-    predictions = predict_files(args.images, args.model, args.top_k)
+    images, skipped = list_images(args.images)
+    if notice := skipped_notice(skipped):
+        print(notice, file=sys.stderr)
+    predictions = predict_files(images, args.model, args.top_k)
     if args.json:
         print(json.dumps(to_json(predictions), indent=2))
     elif any(not p.error for p in predictions):

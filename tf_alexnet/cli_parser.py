@@ -181,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="classify image files")
     predict.add_argument(
-        "images", nargs="+", metavar="IMAGE", help=f"{contract.IMAGE_FORMATS} files"
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help=f"{contract.IMAGE_FORMATS} files, or folders of them (read at any depth)",
     )
     predict.add_argument(
         "--model",

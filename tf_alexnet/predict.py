@@ -20,6 +20,7 @@ from tf_alexnet.predictions import Top, decode_predictions, to_probabilities
 from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
+from tf_alexnet.sources import image_files
 
 PREDICT_BATCH = 64
 """Images per model call: a command line of thousands of files is not one giant batch."""
@@ -75,8 +76,26 @@ def _keras_class_names(path: pathlib.Path, classes: int) -> tuple[str, ...]:
     return contract.default_class_names(classes)
 
 
+def list_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The image files named: a folder stands for the images under it (at any depth, sorted,
+    hidden ones left out; one without images stays, to be reported). Also returns the folders'
+    files of other types, left out."""
+    images: list[str] = []
+    skipped: list[str] = []
+    for argument in arguments:
+        if not os.path.isdir(argument):
+            images.append(argument)
+            continue
+        found, others = image_files(argument)
+        images += found or [argument]
+        skipped += others
+    return images, skipped
+
+
 def _read_image(path: str) -> bytes:
     """The file's bytes, checked to decode as an image (raises ValueError otherwise)."""
+    if os.path.isdir(path):
+        raise ValueError(f"a folder without {contract.IMAGE_FORMATS} images")
     try:
         data = pathlib.Path(path).read_bytes()
     except OSError as err:

@@ -46,7 +46,7 @@ def skipped_notice(skipped: Sequence[str]) -> str | None:
     counts = ", ".join(f"{n} {suffix}" for suffix, n in suffixes.most_common())
     return (
         f"Skipped {len(skipped):,} file(s) that are not {contract.IMAGE_FORMATS} images "
-        f"({counts}), e.g. {skipped[0]!r}. Convert them to train on them."
+        f"({counts}), e.g. {skipped[0]!r}."
     )
 
 
@@ -175,14 +175,9 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
     def listing(folder: pathlib.Path) -> tuple[list[str], list[int]]:
         paths, labels = [], []
         for label, name in enumerate(class_names):
-            found = sorted(
-                p
-                for p in (folder / name).rglob("*")
-                if not _hidden(p.relative_to(folder)) and p.is_file()
-            )
-            files = [p for p in found if p.suffix.lower() in contract.IMAGE_SUFFIXES]
-            skipped.extend(str(p) for p in found if p.suffix.lower() not in contract.IMAGE_SUFFIXES)
-            paths += [str(p) for p in files]
+            files, others = image_files(folder / name)
+            skipped.extend(others)
+            paths += files
             labels += [label] * len(files)
         if not paths:
             raise UserError(
@@ -217,6 +212,19 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
         files=(*train_paths, *test_paths),
         skipped=tuple(skipped),
     )
+
+
+def image_files(folder: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """The image files under `folder`, at any depth and sorted, and its files of other types.
+
+    Hidden files and folders (`.ipynb_checkpoints/`, macOS's `._name.png`) are left out of both.
+    """
+    folder = pathlib.Path(folder)
+    found = sorted(
+        p for p in folder.rglob("*") if not _hidden(p.relative_to(folder)) and p.is_file()
+    )
+    images = [str(p) for p in found if p.suffix.lower() in contract.IMAGE_SUFFIXES]
+    return images, [str(p) for p in found if p.suffix.lower() not in contract.IMAGE_SUFFIXES]
 
 
 def _hidden(path: pathlib.Path) -> bool:

@@ -333,7 +333,7 @@ def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, c
     )
     skipped = (
         "Skipped 1 file(s) that are not JPEG, PNG, GIF, BMP or WebP images (1 .tiff), e.g. "
-        f"{str(tmp_path / 'data' / 'c' / 'scan.tiff')!r}. Convert them to train on them.\n"
+        f"{str(tmp_path / 'data' / 'c' / 'scan.tiff')!r}.\n"
     )
     assert main([*train, "--epochs", "1", "--batch-size", "4", "--run-dir", run]) == 0
     assert skipped in capsys.readouterr().out

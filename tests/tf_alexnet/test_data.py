@@ -267,7 +267,7 @@ def test_files_of_other_types_are_named_not_silently_dropped(tmp_path):
     assert skipped_notice(()) is None
     assert skipped_notice(["x/a/1.tif", "x/b/2.TIF", "x/b/notes.txt", "x/b/LICENSE"]) == (
         "Skipped 4 file(s) that are not JPEG, PNG, GIF, BMP or WebP images (2 .tif, 1 .txt, "
-        "1 no suffix), e.g. 'x/a/1.tif'. Convert them to train on them."
+        "1 no suffix), e.g. 'x/a/1.tif'."
     )
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
@@ -277,7 +277,7 @@ def test_files_of_other_types_are_named_not_silently_dropped(tmp_path):
     assert str(refused.value) == (
         f"No images (.jpg, .jpeg, .png, .gif, .bmp, .webp) under {str(tmp_path)!r}. Skipped 2 "
         "file(s) that are not JPEG, PNG, GIF, BMP or WebP images (2 .tiff), e.g. "
-        f"{str(tmp_path / 'a/scan.tiff')!r}. Convert them to train on them."
+        f"{str(tmp_path / 'a/scan.tiff')!r}."
     )
 
 

@@ -100,3 +100,32 @@ def test_missing_model_is_a_user_error(images, tmp_path):
         predict_files(images, tmp_path / "nothing")
     with pytest.raises(UserError, match="No exported SavedModel"):
         predict_files(images, tmp_path)
+
+
+def test_a_folder_stands_for_its_images(images, exported_dir, tmp_path):
+    """`predict photos/` said "Is a directory": a folder is read as its images, at any depth."""
+    import shutil
+
+    folder = tmp_path / "photos"
+    (folder / "inner").mkdir(parents=True)
+    shutil.copy(images[0], folder / "b.png")
+    shutil.copy(images[1], folder / "inner" / "a.PNG")
+    shutil.copy(images[2], folder / ".hidden.png")
+    (folder / "scan.tiff").write_bytes(b"II*\x00")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    result = run_cli(
+        "predict", str(folder), images[2], str(tmp_path / "empty"), "--model", str(exported_dir)
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    answered = [line for line in result.stdout.splitlines() if not line.startswith("  ")]
+    assert answered == [str(folder / "b.png"), str(folder / "inner" / "a.PNG"), images[2]]
+    errors = [line for line in result.stderr.splitlines() if "tf-alexnet: error:" in line]
+    assert errors == [
+        f"tf-alexnet: error: {tmp_path / 'empty'}: a folder without JPEG, PNG, GIF, BMP or WebP "
+        "images"
+    ]
+    assert (
+        "Skipped 2 file(s) that are not JPEG, PNG, GIF, BMP or WebP images (1 .tiff, 1 .txt), "
+        f"e.g. {str(folder / 'scan.tiff')!r}.\n"
+    ) in result.stderr
