@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -43,6 +44,8 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.beta = float(beta)
 
     def call(self, inputs: Any) -> Any:
+        if keras.backend.backend() != "tensorflow":
+            return self._call_with_keras_ops(inputs)
         # TensorFlow's CPU LRN kernel takes float32 and float16 only: under a bf16 policy,
         # normalize in float32 and hand back the compute dtype.
         compute_in_float32 = inputs.dtype == tf.bfloat16
@@ -54,6 +57,19 @@ class LocalResponseNormalization(keras.layers.Layer):
             beta=self.beta,
         )
         return tf.cast(outputs, inputs.dtype) if compute_in_float32 else outputs
+
+    def _call_with_keras_ops(self, inputs: Any) -> Any:
+        """The same formula in `keras.ops`, for Keras's other backends (JAX, PyTorch), in
+        float32: the window's sum of squares is `2 * depth_radius + 1` shifted slices."""
+        x = keras.ops.cast(inputs, "float32")
+        channels = x.shape[-1]
+        radius = self.depth_radius
+        padded = keras.ops.pad(keras.ops.square(x), [[0, 0]] * (len(x.shape) - 1) + [[radius] * 2])
+        window = functools.reduce(
+            keras.ops.add, (padded[..., i : i + channels] for i in range(2 * radius + 1))
+        )
+        outputs = x / keras.ops.power(self.bias + self.alpha * window, self.beta)
+        return keras.ops.cast(outputs, inputs.dtype)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape

@@ -22,16 +22,25 @@ Top = list[tuple[int, str, float]]
 """One image's answer: `(class_id, class_name, score)`, best first."""
 
 
+def as_numpy(values: Any) -> np.ndarray:
+    """Any Keras backend's tensor as a numpy array, without importing the backend: a PyTorch
+    tensor that is part of a graph (a model's output) refuses `np.asarray`, and one on a GPU
+    must come to the CPU first."""
+    if type(values).__module__.startswith("torch"):
+        values = values.detach().cpu()
+    return np.asarray(values)
+
+
 def softmax(logits: Any, axis: int = -1) -> np.ndarray:
     """Softmax over `axis` (numerically stable: the maximum is subtracted first)."""
-    logits = np.asarray(logits, np.float64)
+    logits = as_numpy(logits).astype(np.float64)
     exp = np.exp(logits - logits.max(axis=axis, keepdims=True))
     return np.asarray(exp / exp.sum(axis=axis, keepdims=True))
 
 
 def to_probabilities(scores: Any, from_logits: bool) -> np.ndarray:
     """`scores` as probabilities: softmax of logits, or the probabilities unchanged."""
-    return softmax(scores) if from_logits else np.asarray(scores)
+    return softmax(scores) if from_logits else as_numpy(scores)
 
 
 def decode_predictions(
@@ -54,7 +63,7 @@ def decode_predictions(
         One list per image of `(class_id, class_name, score)` tuples. Ties go to the lower
         class id, as in the exported signatures' `tf.math.top_k`.
     """
-    preds = np.asarray(preds)
+    preds = as_numpy(preds)
     if preds.ndim != 2 or preds.shape[1] < 1:
         raise ValueError(
             "`decode_predictions` expects a batch of scores: a 2D array of shape "

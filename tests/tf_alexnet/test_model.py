@@ -1,5 +1,6 @@
 """Model contracts for every variant: shapes, parameters, initialization, arguments, saving."""
 
+import os
 import re
 import subprocess
 import sys
@@ -144,9 +145,12 @@ def test_softmax_classifier_returns_probabilities():
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_lrn_matches_the_paper_formula():
+@pytest.mark.parametrize("path", ["tensorflow", "keras_ops"])
+def test_lrn_matches_the_paper_formula(path):
+    """TensorFlow's fused op, and the `keras.ops` formula Keras's other backends run."""
     x = np.random.default_rng(0).uniform(-3, 3, (1, 2, 2, 8)).astype("float32")
-    got = LocalResponseNormalization()(x).numpy()
+    layer = LocalResponseNormalization()
+    got = np.asarray(layer(x) if path == "tensorflow" else layer._call_with_keras_ops(x))
     squares = x**2
     expected = np.empty_like(x)
     for c in range(8):
@@ -268,7 +272,13 @@ def test_mixed_precision_keeps_logits_float32():
     assert model(tf.zeros((1, 28, 28, 1))).dtype == tf.float32
 
 
-def test_keras_round_trip_in_a_fresh_process(tmp_path):
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_keras_round_trip_in_a_fresh_process(tmp_path, backend):
+    """A saved model loads and computes the same in a fresh process, under TensorFlow and under
+    another Keras backend (PyTorch here), where the LRN layer failed ("Can't call numpy() on
+    Tensor that requires grad"); there it also trains and saves."""
+    if backend == "torch":  # installed by .ci/run (the benchmarks' PyTorch), not by the package
+        pytest.importorskip("torch", reason="PyTorch is not installed: pip install torch")
     model = AlexNet(input_shape=(67, 67, 3), variant="paper")
     images = np.random.default_rng(1).uniform(size=(2, 67, 67, 3)).astype("float32")
     path = tmp_path / "paper.keras"
@@ -278,14 +288,27 @@ def test_keras_round_trip_in_a_fresh_process(tmp_path):
     code = (
         "import sys, numpy as np, keras\n"
         "import tf_alexnet\n"
+        f"assert keras.backend.backend() == {backend!r}\n"
         f"model = keras.models.load_model({str(path)!r})\n"
         "assert type(model.get_layer('norm1')).__name__ == 'LocalResponseNormalization'\n"
-        f"out = model(np.load({str(tmp_path / 'images.npy')!r}))\n"
+        f"images = np.load({str(tmp_path / 'images.npy')!r})\n"
+        "out = keras.ops.convert_to_numpy(model(images))\n"
         f"np.testing.assert_allclose(out, np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-5)\n"
+        "model.compile(optimizer='sgd', loss=keras.losses.SparseCategoricalCrossentropy(True))\n"
+        "loss = model.fit(images, np.array([3, 7]), epochs=2, verbose=0).history['loss']\n"
+        "assert np.isfinite(loss).all(), loss\n"
+        f"model.save({str(tmp_path / 'trained.keras')!r})\n"
+        f"again = keras.models.load_model({str(tmp_path / 'trained.keras')!r})\n"
+        "np.testing.assert_allclose(keras.ops.convert_to_numpy(again(images)), "
+        "keras.ops.convert_to_numpy(model(images)), atol=1e-5)\n"
         "print('ok')\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": backend},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")

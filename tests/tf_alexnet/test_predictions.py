@@ -17,6 +17,18 @@ def test_decode_probabilities_best_first_with_names():
     assert len(decode_predictions(probabilities, top=10, class_names="abc")[0]) == 3
 
 
+def test_decode_takes_other_keras_backends_tensors():
+    """Under Keras's PyTorch backend a model's output requires grad, and `np.asarray` on it
+    raised "Can't call numpy() on Tensor that requires grad"."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install torch")
+    logits = torch.tensor([[0.5, 2.0, -1.0]], requires_grad=True) * 1.0
+    top = decode_predictions(logits, top=2, class_names=["a", "b", "c"], from_logits=True)
+    expected = decode_predictions(
+        np.array([[0.5, 2.0, -1.0]]), top=2, class_names=["a", "b", "c"], from_logits=True
+    )
+    assert top == expected and [name for _, name, _ in top[0]] == ["b", "a"]
+
+
 def test_decode_logits_matches_tensorflow_softmax_and_top_k():
     logits = np.random.default_rng(0).normal(size=(4, 10)).astype(np.float32)
     decoded = decode_predictions(logits, top=3, from_logits=True)
