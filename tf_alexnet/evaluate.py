@@ -12,6 +12,7 @@ import numpy as np
 from tf_alexnet import plots
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.data import make_datasets
+from tf_alexnet.errors import UserError
 from tf_alexnet.model import outputs_probabilities
 from tf_alexnet.pipeline import PipelineSpec
 from tf_alexnet.predictions import to_probabilities
@@ -42,6 +43,15 @@ def evaluate(
     datasets = make_datasets(config.data_spec(), pipeline, training=False)
     if notice := skipped_notice(datasets.skipped):
         print(notice, flush=True)
+    classes = model.output_shape[-1]
+    if classes != len(datasets.class_names):
+        names = ", ".join(map(repr, datasets.class_names[:4]))
+        more = ", ..." if len(datasets.class_names) > 4 else ""
+        raise UserError(
+            f"The model {str(model_path)!r} has {classes} classes, but "
+            f"{config.image_folder or config.dataset!r} has {len(datasets.class_names)} "
+            f"({names}{more}). Evaluate it on the data it was trained on."
+        )
     output = RunDir(pathlib.Path(output_dir))
     output.root.mkdir(parents=True, exist_ok=True)  # before the minutes of evaluation
     labels, outputs = [], []

@@ -340,6 +340,14 @@ def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, c
     assert main(["evaluate", run]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "on 2 images" in out and skipped in out
+    # Other data with another number of classes: an IndexError after the whole evaluation.
+    (tmp_path / "data" / "c").rename(tmp_path / "c")
+    assert main(["evaluate", run, "--image-folder", str(tmp_path / "data")]) == 2
+    assert capsys.readouterr().err == (
+        f"tf-alexnet: error: The model {str(tmp_path / 'run' / 'best.keras')!r} has 3 classes, "
+        f"but {str(tmp_path / 'data')!r} has 2 ('a', 'b'). Evaluate it on the data it was "
+        "trained on.\n"
+    )
 
 
 def test_unreadable_images_are_named_in_one_line(tmp_path, capsys):
