@@ -164,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     startup.set_log_level()
     try:
+        if other_backend := startup.keras_on_tensorflow():
+            print(
+                f"{PROG}: note: KERAS_BACKEND={other_backend} is set; the {PROG} commands run "
+                "Keras on TensorFlow.",
+                file=sys.stderr,
+            )
         with _sigterm_stops():
             if args.command != "serve":  # serve starts it only for its local backend
                 startup.start_tensorflow()

@@ -18,7 +18,10 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
+from tf_alexnet.errors import UserError
+
 LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+KERAS_BACKEND = "KERAS_BACKEND"
 
 NOISE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
@@ -60,6 +63,21 @@ def filtered_stderr(pattern: re.Pattern[str] = NOISE) -> Iterator[None]:
                 if not pattern.fullmatch(line.rstrip("\n")):
                     sys.stderr.write(line)
             sys.stderr.flush()
+
+
+def keras_on_tensorflow() -> str | None:
+    """Makes Keras run on TensorFlow, as the commands need (they train, export and serve with
+    it), whatever `KERAS_BACKEND` says; before Keras is imported. Returns the other backend
+    the user had set, to be told, or None."""
+    asked = os.environ.get(KERAS_BACKEND)
+    os.environ[KERAS_BACKEND] = "tensorflow"
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.backend.backend() != "tensorflow":  # called from Python
+        raise UserError(
+            "The tf-alexnet commands run Keras on TensorFlow, and this process imported Keras "
+            f"on {keras.backend.backend()!r}. Run them in a process of their own."
+        )
+    return asked if asked and asked != "tensorflow" else None
 
 
 def start_tensorflow() -> None:

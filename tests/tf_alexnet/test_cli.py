@@ -234,6 +234,38 @@ def test_tensorflow_start_up_is_quiet_unless_asked():
     assert any(startup.NOISE.fullmatch(line) for line in loud.stderr.splitlines()), loud.stderr
 
 
+def test_commands_run_keras_on_tensorflow_whatever_keras_backend_says():
+    """A user of Keras's PyTorch backend (`KERAS_BACKEND=torch` in the shell) got an
+    AttributeError traceback ('Functional' object has no attribute 'distribute_strategy')."""
+    summary = ["summary", "--variant", "mini", "--input-shape", "28,28,1"]
+    quiet = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+    def run(code: str, backend: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", f"import sys\n{code}sys.exit(main({summary!r}))\n"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**quiet, "KERAS_BACKEND": backend},
+        )
+
+    told = run("from tf_alexnet.cli import main\n", "torch")
+    assert told.returncode == 0 and "Total parameters: 1,006,250" in told.stdout
+    assert told.stderr == (
+        "tf-alexnet: note: KERAS_BACKEND=torch is set; the tf-alexnet commands run Keras on "
+        "TensorFlow.\n"
+    )
+    assert run("from tf_alexnet.cli import main\n", "tensorflow").stderr == ""
+    # Called from Python after Keras started on another backend: one line, no traceback.
+    pytest.importorskip("torch", reason="PyTorch is not installed: pip install torch")
+    refused = run("import keras\nfrom tf_alexnet.cli import main\n", "torch")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert refused.stderr.endswith(  # after what `import keras` printed before main ran
+        "\ntf-alexnet: error: The tf-alexnet commands run Keras on TensorFlow, and this process "
+        "imported Keras on 'torch'. Run them in a process of their own.\n"
+    )
+
+
 def test_filtered_stderr_keeps_everything_else(capfd):
     with startup.filtered_stderr():
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
