@@ -120,10 +120,13 @@ class TrainConfig(DataSpec):
     def data_spec(self) -> DataSpec:
         return DataSpec(**{name: getattr(self, name) for name in DataSpec.model_fields})
 
-    def pipeline_spec(self, global_batch_size: int, one_hot: bool = True) -> PipelineSpec:
+    def pipeline_spec(
+        self, global_batch_size: int, one_hot: bool = True, replicas: int = 1
+    ) -> PipelineSpec:
         from tf_alexnet.pipeline import PipelineSpec
 
         return PipelineSpec(
+            replicas=replicas,
             image_size=(self.image_size, self.image_size),
             channels=self.channels,
             batch_size=global_batch_size,

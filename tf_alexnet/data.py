@@ -114,11 +114,19 @@ def make_datasets(
         # A seeded random subset, not the first images: an image folder lists class by class.
         kept = np.random.default_rng(data.seed).permutation(np.flatnonzero(train_mask))
         train_mask[kept[data.train_examples :]] = False
+    num_split = int(validation_mask.sum())
+    validation_mask = _even_for_replicas(validation_mask, pipeline.replicas)
     num_train, num_validation = int(train_mask.sum()), int(validation_mask.sum())
     if training and num_train < pipeline.batch_size:
         raise UserError(
             f"Only {num_train} training examples for a batch of {pipeline.batch_size}: "
             f"lower --batch-size or use more data."
+        )
+    if num_validation == 0 and num_split > 0:
+        raise UserError(
+            f"The validation split holds {num_split} image(s), fewer than the "
+            f"{pipeline.replicas} replicas that share each batch: raise `validation_fraction` "
+            "(or set it to 0 to train on every training image)."
         )
     if num_validation == 0 and data.validation_fraction > 0:
         raise UserError(
@@ -147,6 +155,23 @@ def make_datasets(
         files=source.files,
         skipped=source.skipped,
     )
+
+
+def _even_for_replicas(mask: np.ndarray, replicas: int) -> np.ndarray:
+    """The validation mask less its last `count % replicas` examples, so that every batch,
+    the last included, splits evenly over the replicas (the global batch is a multiple).
+
+    Under a multi-replica strategy Keras 3.15 fails on other batches: it builds the model
+    from the first batch of `evaluate`'s data by averaging the replicas' shares ("Inputs to
+    operation AddN ... must have the same size and shape"), and a replica handed no example
+    fails in batch normalization ("Incompatible shapes: [0,14,14,32] vs. [64]").
+    """
+    extra = int(mask.sum()) % replicas
+    if extra == 0:
+        return mask
+    mask = mask.copy()
+    mask[np.flatnonzero(mask)[-extra:]] = False
+    return mask
 
 
 def _sample_pixels(ds: tf.data.Dataset, channels: int, count: int = 1000) -> np.ndarray:

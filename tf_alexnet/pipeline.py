@@ -26,11 +26,14 @@ class PipelineSpec:
     image_size: tuple[int, int]
     channels: int
     batch_size: int
+    """The global batch: all replicas' examples of one step."""
     augmentation: Augmentation = dataclasses.field(default_factory=Augmentation)
     shuffle_buffer: int = 10_000
     cache: bool = True
     deterministic: bool = False
     one_hot: bool = True
+    replicas: int = 1
+    """Replicas that share each batch (a `tf.distribute` strategy's `num_replicas_in_sync`)."""
 
 
 def _options(pipeline: PipelineSpec) -> tf.data.Options:

@@ -102,7 +102,7 @@ def _train(
     # policy (see pipeline.py), so worker i takes every i-th slice of each global batch. The
     # workers must then see the examples in the same order: no non-deterministic map.
     global_batch = config.batch_size * replicas
-    pipeline = config.pipeline_spec(global_batch)
+    pipeline = config.pipeline_spec(global_batch, replicas=replicas)
     if multiworker:
         pipeline = dataclasses.replace(pipeline, deterministic=True)
     datasets = make_datasets(config.data_spec(), pipeline)

@@ -120,6 +120,36 @@ def test_mirrored_strategy_over_two_cpus_keeps_replicas_in_sync(fashion_mnist):
     assert not np.allclose(replicas[0], before)
 
 
+def test_mirrored_validation_splits_evenly_over_the_replicas(tmp_path):
+    """A validation split of 3 images over 2 replicas ended epoch 1 in a traceback: Keras builds
+    from the first batch by averaging the replicas' shares ("Inputs to operation AddN ... must
+    have the same size and shape"), and a replica given no image fails in batch norm."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(8):
+            pixels = rng.integers(0, 255, (28, 28, 1), dtype=np.uint8)
+            (tmp_path / "data" / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    settings = {
+        **TINY,
+        "image_folder": str(tmp_path / "data"),
+        "train_examples": None,
+        "validation_fraction": 0.125,  # 3 of the 24 images
+        "test_fraction": 0.125,
+        "batch_size": 4,  # a global batch of 8 over the 2 replicas
+        "epochs": 1,
+        "strategy": "mirrored",
+    }
+    metrics = train(config_lib.from_dict(settings), tmp_path / "run")
+    assert metrics["replicas"] == 2 and metrics["num_train"] == 18
+    assert metrics["num_validation"] == 2  # the third would leave a replica without one
+    assert np.isfinite(RunDir(tmp_path / "run").read_history()[0]["val_loss"])
+    with pytest.raises(
+        UserError, match=r"The validation split holds 1 image\(s\), fewer than the 2 replicas"
+    ):
+        train(config_lib.from_dict({**settings, "validation_fraction": 0.05}), tmp_path / "r2")
+
+
 def test_strategy_choices():
     assert make_strategy("default").num_replicas_in_sync == 1
     assert make_strategy("one-device").num_replicas_in_sync == 1
