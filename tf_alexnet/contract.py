@@ -34,6 +34,9 @@ IMAGE_SIZE = 224
 CHANNELS = 1
 """Fashion-MNIST is grayscale."""
 
+INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
+"""The chapter's model input, `(height, width, channels)`: the builder's default."""
+
 INPUT_RANGE = (0.0, 1.0)
 """Pixel range the models expect: images are scaled to [0, 1] before the first layer."""
 

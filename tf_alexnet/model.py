@@ -78,14 +78,29 @@ def _check_input_shape(
     return height, width, channels
 
 
+def _input_shape_of(input_shape: Any, input_tensor: Any) -> Any:
+    """`input_shape`, else `input_tensor`'s shape, else the default; the two must agree."""
+    if input_tensor is None:
+        return contract.INPUT_SHAPE if input_shape is None else input_shape
+    if not keras.utils.is_keras_tensor(input_tensor):
+        raise ValueError(
+            "`input_tensor` should be a Keras tensor: `keras.Input(...)` or a layer's output. "
+            f"Received: input_tensor of type {type(input_tensor).__name__}"
+        )
+    shape = tuple(input_tensor.shape[1:])
+    if input_shape is not None and tuple(input_shape) != shape:
+        raise ValueError(
+            f"`input_shape` and the shape of `input_tensor` differ: pass one of them. "
+            f"Received: input_shape={tuple(input_shape)}, input_tensor.shape={input_tensor.shape}"
+        )
+    return shape
+
+
 def AlexNet(
     include_top: bool = True,
     weights: str | os.PathLike[str] | None = None,
-    input_shape: tuple[int | None, int | None, int] = (
-        contract.IMAGE_SIZE,
-        contract.IMAGE_SIZE,
-        contract.CHANNELS,
-    ),
+    input_tensor: Any = None,
+    input_shape: tuple[int | None, int | None, int] | None = None,
     pooling: str | None = None,
     classes: int = contract.NUM_CLASSES,
     classifier_activation: str | Callable[..., Any] | None = None,
@@ -109,9 +124,12 @@ def AlexNet(
             feature extractor; a gray model seeds an RGB one and back, see
             `adapt_input_channels`) or of a `.weights.h5` file saved from the same
             architecture.
-        input_shape: `(height, width, channels)`, channels 1 or 3; with `include_top=False`,
-            height and width may be `None` (images of any size at least the variant's
-            smallest input).
+        input_tensor: optional Keras tensor (`keras.Input(...)` or a layer's output) to
+            use as the image input: the network is built on it, and the model's inputs are
+            the ones it comes from.
+        input_shape: `(height, width, channels)`, channels 1 or 3 (default: the tensor's
+            shape, else `(224, 224, 1)`); with `include_top=False`, height and width may be
+            `None` (images of any size at least the variant's smallest input).
         pooling: with `include_top=False`, `None` (4D pool5 output), `"avg"` or `"max"`
             (global pooling to a 2D feature vector).
         classes: number of classes of the top layer.
@@ -127,7 +145,9 @@ def AlexNet(
         A `keras.Model`.
     """
     spec = get_variant(variant).scaled(check_width(width))
-    input_shape = _check_input_shape(input_shape, variant, include_top)
+    input_shape = _check_input_shape(
+        _input_shape_of(input_shape, input_tensor), variant, include_top
+    )
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` should be None, 'avg' or 'max'. Received: pooling={pooling!r}")
     if include_top and (not isinstance(classes, int) or classes < 1):
@@ -141,7 +161,7 @@ def AlexNet(
         )
     activation = keras.activations.get(classifier_activation)
 
-    inputs = keras.Input(shape=input_shape, name="image")
+    inputs = keras.Input(shape=input_shape, name="image") if input_tensor is None else input_tensor
     x = inputs
     for layer_spec in spec.features:
         x = _block(layer_spec, spec, x)
@@ -171,9 +191,14 @@ def AlexNet(
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
 
-    model = keras.Model(inputs, x, name=name)
+    if input_tensor is None:
+        model = keras.Model(inputs, x, name=name)
+    else:
+        sources = keras.utils.get_source_inputs(input_tensor)
+        model = keras.Model(sources[0] if len(sources) == 1 else sources, x, name=name)
     if weights is not None:
-        load_weights_into(model, weights)
+        # Into the network's own layers only, not those that made `input_tensor`.
+        load_weights_into(model if input_tensor is None else keras.Model(inputs, x), weights)
     return model
 
 

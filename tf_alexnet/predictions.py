@@ -94,7 +94,7 @@ def decode_predictions(
 
 def preprocess_input(
     images: Any,
-    input_shape: Sequence[int] = (contract.IMAGE_SIZE, contract.IMAGE_SIZE, contract.CHANNELS),
+    input_shape: Sequence[int] = contract.INPUT_SHAPE,
 ) -> np.ndarray:
     """Images -> the models' input: float32 in [0, 1] at `input_shape` (height, width, channels).
 

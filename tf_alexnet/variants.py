@@ -184,7 +184,7 @@ def reference_input(variant: str) -> tuple[tuple[int, int, int], int]:
     """
     if variant == "paper":
         return (227, 227, 3), 1000
-    return (contract.IMAGE_SIZE, contract.IMAGE_SIZE, contract.CHANNELS), contract.NUM_CLASSES
+    return contract.INPUT_SHAPE, contract.NUM_CLASSES
 
 
 def check_input_size(variant: str, size: int, received: str) -> None:

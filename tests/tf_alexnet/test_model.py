@@ -205,6 +205,40 @@ def test_without_the_top_height_and_width_may_be_any_size():
     assert re.search(r"^pool5 +MaxPooling2D +\?x\?x64 +0$", format_summary(model), re.M)
 
 
+def test_input_tensor_builds_on_a_given_tensor(tmp_path):
+    """`input_tensor`, as in `keras.applications`: the network on a tensor the user made, the
+    model's inputs being the ones that tensor comes from; weights go to the network's own
+    layers, not to those before it."""
+    trained = AlexNet(input_shape=(32, 32, 1), variant="mini")
+    trained.save(tmp_path / "trained.keras")
+    raw = keras.Input((32, 32, 1), name="raw_pixels")
+    scaled = keras.layers.Rescaling(1 / 255, name="scale")(raw)
+    shifted = keras.layers.Conv2D(1, 1, name="mix", use_bias=False)(scaled)  # with weights
+    model = AlexNet(
+        input_tensor=shifted, variant="mini", weights=tmp_path / "trained.keras", name="on_top"
+    )
+    assert model.inputs == [raw] and model.input is raw and model.output_shape == (None, 10)
+    assert [layer.name for layer in model.layers[:4]] == ["raw_pixels", "scale", "mix", "conv1"]
+    np.testing.assert_array_equal(
+        model.get_layer("conv1").get_weights()[0], trained.get_layer("conv1").get_weights()[0]
+    )
+    assert model.layers[2].get_weights()[0].shape == (1, 1, 1, 1)  # left as it was made
+    model.layers[2].set_weights([np.ones((1, 1, 1, 1), "float32")])
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 1)).astype("float32")
+    np.testing.assert_allclose(model(pixels), trained(pixels / 255), rtol=1e-4, atol=1e-5)
+
+    features = AlexNet(input_tensor=keras.Input((64, 48, 3)), include_top=False, variant="mini")
+    assert features.input_shape == (None, 64, 48, 3)
+    assert AlexNet(input_tensor=keras.Input((67, 67, 1))).input_shape == (None, 67, 67, 1)
+    assert AlexNet(variant="mini", input_shape=None).input_shape == (None, 224, 224, 1)
+    with pytest.raises(ValueError, match=r"Received: input_shape=\(32, 32, 3\), input_tensor"):
+        AlexNet(input_tensor=raw, input_shape=(32, 32, 3), variant="mini")
+    with pytest.raises(ValueError, match="`input_tensor` should be a Keras tensor"):
+        AlexNet(input_tensor=np.zeros((1, 32, 32, 1)), variant="mini")
+    with pytest.raises(ValueError, match=r"should have 1 \(grayscale\) or 3 \(RGB\) channels"):
+        AlexNet(input_tensor=keras.Input((32, 32, 2)), variant="mini")
+
+
 def test_min_input_sizes():
     assert min_input_size("d2l") == 67
     assert min_input_size("paper") == 67
