@@ -189,6 +189,12 @@ def load_exported(path: str | os.PathLike[str]) -> Any:
     """
     import keras
 
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "`load_exported` wraps a SavedModel, which runs on TensorFlow only: use Keras's "
+            "TensorFlow backend (KERAS_BACKEND=tensorflow), or load the `.keras` model with "
+            f"`tf_alexnet.load_model`. Received: Keras backend {keras.backend.backend()!r}"
+        )
     return keras.layers.TFSMLayer(
         str(saved_model_path(path)), call_endpoint=contract.SIGNATURE_IMAGE_TENSOR
     )
