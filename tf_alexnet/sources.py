@@ -69,6 +69,26 @@ def unreadable_images(files: Sequence[str]) -> list[str]:
     return found
 
 
+def in_colour(files: Sequence[str], count: int = 16) -> bool:
+    """Whether an image folder's images have colour: any of `count` files spread over the list
+    (so over the classes) whose channels differ by more than 2 levels on average (lossy
+    codecs leave gray images 1 level apart). Unreadable files are passed over."""
+    step = max(1, len(files) // count)
+    for path in files[::step][:count]:
+        try:
+            image = tf.io.decode_image(
+                pathlib.Path(path).read_bytes(), channels=0, expand_animations=False
+            )
+        except (OSError, tf.errors.OpError):
+            continue
+        if image.shape[-1] >= 3:
+            rgb = tf.cast(image[..., :3], tf.float32)
+            spread = tf.reduce_mean(tf.abs(rgb - tf.reduce_mean(rgb, axis=-1, keepdims=True)))
+            if float(spread) > 2.0:
+                return True
+    return False
+
+
 def _reason(err: tf.errors.OpError) -> str:
     """TensorFlow's message without its op decorations: "Invalid PNG data, size 100"."""
     message = re.sub(r"\{\{[^}]*\}\}|\[Op:.*", "", err.message.strip().splitlines()[0])

@@ -37,7 +37,7 @@ from tf_alexnet.optim import compile_model
 from tf_alexnet.progress import TrainingProgress
 from tf_alexnet.run_dir import RunDir, prepare
 from tf_alexnet.saving import save_model_atomic
-from tf_alexnet.sources import skipped_notice
+from tf_alexnet.sources import in_colour, skipped_notice
 from tf_alexnet.strategy import Precision, make_strategy, set_mixed_precision, split_cpu
 from tf_alexnet.workers import WORKER_WEIGHTS, finish_worker, prepare_worker, remove_if_empty
 
@@ -108,6 +108,12 @@ def _train(
     datasets = make_datasets(config.data_spec(), pipeline)
     if notice := skipped_notice(datasets.skipped):
         print(notice, flush=True)
+    if config.channels == 1 and in_colour(datasets.files):
+        print(
+            "Note: the images are in colour and the model reads them in gray (channels 1); "
+            "pass --channels 3 to keep the colour.",
+            flush=True,
+        )
     steps_per_epoch = datasets.num_train // global_batch
 
     with strategy.scope():
@@ -126,7 +132,9 @@ def _train(
     print(
         f"Training {config.variant} AlexNet ("
         + (f"width {config.width:g}, " if config.width != 1 else "")
-        + f"{model.count_params():,} parameters) on "
+        + f"{model.count_params():,} parameters, "
+        + "x".join(map(str, config.input_shape))
+        + " inputs) on "
         f"{datasets.num_train:,} images ("
         + (
             f"{datasets.num_validation:,} for validation"

@@ -368,7 +368,10 @@ def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, c
         f"{str(tmp_path / 'data' / 'c' / 'scan.tiff')!r}.\n"
     )
     assert main([*train, "--epochs", "1", "--batch-size", "4", "--run-dir", run]) == 0
-    assert skipped in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert skipped in out and "28x28x1 inputs) on 14 images" in out
+    # Random RGB pixels, read in gray by the quick preset: said once, with the way out.
+    assert out.count("pass --channels 3 to keep the colour.\n") == 1
     assert main(["evaluate", run]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "on 2 images" in out and skipped in out

@@ -11,7 +11,7 @@ from tf_alexnet.data import make_datasets, split_masks
 from tf_alexnet.errors import UserError
 from tf_alexnet.pipeline import PipelineSpec
 from tf_alexnet.preprocess import decode, preprocess
-from tf_alexnet.sources import folder_source, skipped_notice, unreadable_images
+from tf_alexnet.sources import folder_source, in_colour, skipped_notice, unreadable_images
 from tf_alexnet.specs import DataSpec
 
 AUGMENTED = Augmentation(flip=True, crop="pad", brightness=0.2, contrast=0.3)
@@ -259,6 +259,29 @@ def test_image_folders_read_subfolders_and_skip_hidden_files(tmp_path):
     assert not any("/." in name for name in source.files)
     assert sum(1 for _ in source.train) == 8  # every listed file decodes
     assert source.skipped == (str(tmp_path / "a/more/README"), str(tmp_path / "bb/scan.TIFF"))
+
+
+def test_in_colour_tells_colour_from_gray_stored_as_rgb(tmp_path):
+    """Gray images saved as RGB (a JPEG or WebP leaves their channels a level apart) are gray;
+    one coloured image among the sampled ones is enough."""
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 255, (24, 24, 1), dtype=np.uint8)
+    paths = []
+    for i, encoded in enumerate(
+        [
+            tf.io.encode_png(np.repeat(gray, 3, axis=2)),
+            tf.io.encode_jpeg(np.repeat(gray, 3, axis=2), quality=70),
+            tf.io.encode_png(gray),
+            tf.io.encode_png(np.concatenate([np.repeat(gray, 3, axis=2), gray], axis=2)),
+        ]
+    ):
+        paths.append(str(tmp_path / f"{i}.img"))
+        tf.io.write_file(paths[-1], encoded)
+    (tmp_path / "broken.img").write_bytes(b"not an image")
+    assert not in_colour([*paths, str(tmp_path / "broken.img")])
+    colour = tmp_path / "colour.png"
+    tf.io.write_file(str(colour), tf.io.encode_png(rng.integers(0, 255, (24, 24, 3), np.uint8)))
+    assert in_colour([*paths, str(colour)])
 
 
 def test_files_of_other_types_are_named_not_silently_dropped(tmp_path):
