@@ -1,7 +1,8 @@
 """The tf.data pipelines: training (shuffle, seeded augmentation) and evaluation (in order).
 
-Both cache examples at source resolution, then resize (and, for training only, augment) in
-a parallel map, batch and prefetch.
+Both cache examples at source resolution (large images first shrunk to twice the size the
+model needs, see `shrink_large`), then resize (and, for training only, augment) in a parallel
+map, batch and prefetch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_alexnet.augment import Augmentation, augment
-from tf_alexnet.preprocess import preprocess, to_channels
+from tf_alexnet.preprocess import SOURCE_MARGIN, preprocess, shrink, to_channels
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -60,6 +61,10 @@ def training_pipeline(
     pca: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """Cache -> shuffle examples -> per-image seeded resize/augment -> batch (drop remainder)."""
+    needed = max(pipeline.image_size)
+    if pipeline.augmentation.crop != "none":  # cropped from an enlarged canvas
+        needed = round(needed / pipeline.augmentation.crop_fraction)
+    ds = shrink_large(ds, SOURCE_MARGIN * needed)
     if pipeline.cache:
         ds = ds.cache()
     ds = ds.shuffle(pipeline.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -97,6 +102,7 @@ def evaluation_pipeline(
     ds: tf.data.Dataset, pipeline: PipelineSpec, num_classes: int
 ) -> tf.data.Dataset:
     """Resize and scale only, in order, every example kept."""
+    ds = shrink_large(ds, SOURCE_MARGIN * max(pipeline.image_size))
     if pipeline.cache:
         ds = ds.cache()
     prepare = functools.partial(_prepare, pipeline=pipeline, num_classes=num_classes)
@@ -108,6 +114,19 @@ def evaluation_pipeline(
         ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
         ds = ds.batch(pipeline.batch_size)
     return ds.prefetch(AUTOTUNE).with_options(_options(pipeline))
+
+
+def shrink_large(ds: tf.data.Dataset, limit: int) -> tf.data.Dataset:
+    """`(image, label)` examples with images larger than `limit` shrunk to it (`shrink`), in
+    order; a dataset of known small shapes (Fashion-MNIST) is returned as it is."""
+    shape = ds.element_spec[0].shape
+    if shape.is_fully_defined() and min(shape[0], shape[1]) <= limit:
+        return ds
+    return ds.map(
+        lambda image, label: (shrink(image, limit), label),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
 
 
 def _uniform_shapes(ds: tf.data.Dataset) -> bool:
