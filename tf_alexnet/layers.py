@@ -6,7 +6,6 @@ import functools
 from typing import Any
 
 import keras
-import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="tf_alexnet")
@@ -46,6 +45,8 @@ class LocalResponseNormalization(keras.layers.Layer):
     def call(self, inputs: Any) -> Any:
         if keras.backend.backend() != "tensorflow":
             return self._call_with_keras_ops(inputs)
+        import tensorflow as tf  # here: Keras's other backends never import TensorFlow
+
         # TensorFlow's CPU LRN kernel takes float32 and float16 only: under a bf16 policy,
         # normalize in float32 and hand back the compute dtype.
         compute_in_float32 = inputs.dtype == tf.bfloat16
