@@ -35,12 +35,23 @@ def cpu_flags() -> set[str]:
     return set(read_cpu_info().flags)
 
 
-def cpu_kind(model: str | None = None, flags: set[str] | None = None) -> str:
+AMD_AVX512_GENERATIONS = {25: "zen4", 26: "zen5"}
+"""AMD `cpu family` -> core generation, for CPUs with AVX-512 (family 25 without it is Zen 3).
+Zen 4 runs AVX-512 on 256-bit units and Zen 5 on full-width ones, so bf16 pays off differently."""
+
+
+def cpu_kind(
+    model: str | None = None, flags: set[str] | None = None, family: int | None = None
+) -> str:
     """A short name for the kind of CPU, for results kept one per kind: `intel-amx`,
-    `intel-avx512-bf16` (bf16 instructions, no AMX), `intel-avx512`, `amd-avx2`, ..."""
+    `intel-avx512-bf16` (bf16 instructions, no AMX), `amd-zen4-avx512-bf16`, `amd-avx2`, ..."""
+    cpu = read_cpu_info()
     model = cpu_model() if model is None else model
     flags = cpu_flags() if flags is None else flags
+    family = cpu.family if family is None else family
     vendor = "amd" if "AMD" in model.upper() else "intel" if "INTEL" in model.upper() else "cpu"
+    if vendor == "amd" and "avx512f" in flags and family in AMD_AVX512_GENERATIONS:
+        vendor = f"amd-{AMD_AVX512_GENERATIONS[family]}"
     for flag, isa in (
         ("amx_bf16", "amx"),
         ("avx512_bf16", "avx512-bf16"),

@@ -433,3 +433,20 @@ def test_loadgen_speaks_http_and_counts_failures():
     assert multipart.startswith(b"POST /predict HTTP/1.1\r\n") and pngs[1] in multipart
     with pytest.raises(ValueError, match="Received: 'xml'"):
         loadgen.encode_request(url, pngs[0], "xml")
+
+
+@pytest.mark.parametrize(
+    ("model", "flags", "family", "kind"),
+    [
+        ("AMD EPYC", {"avx2", "avx512f", "avx512_bf16"}, 25, "amd-zen4-avx512-bf16"),
+        ("AMD EPYC", {"avx2", "avx512f", "avx512_bf16"}, 26, "amd-zen5-avx512-bf16"),
+        ("AMD EPYC 7B13", {"avx2"}, 25, "amd-avx2"),  # Zen 3: family 25 without AVX-512
+        ("AMD EPYC 7B12", {"avx2"}, 23, "amd-avx2"),
+        ("Intel(R) Xeon(R) Platinum", {"avx2", "avx512f", "amx_bf16"}, 6, "intel-amx"),
+        ("Intel(R) Xeon(R)", {"avx2", "avx512f", "avx512_bf16"}, 6, "intel-avx512-bf16"),
+    ],
+)
+def test_cpu_kinds_keep_results_of_different_cpus_apart(model, flags, family, kind):
+    from benchmarks.common import cpu_kind
+
+    assert cpu_kind(model, flags, family) == kind
