@@ -4,14 +4,14 @@ bf16 beats float32 through oneDNN (TensorFlow's CPU kernels) only where the CPU 
 products at least twice as fast as float32 ones. Measured on these machines (docs/precision.md):
 
 - Intel AMX tiles (`amx_bf16`): training about 2x float32, serving 2.4x;
-- AMD Zen 5 and newer (`cpu family` 26+) with AVX512-BF16 (`avx512_bf16`): full-width
-  AVX-512, training 1.7x float32, serving 1.5-1.7x;
+- AMD Zen 4 and newer (`cpu family` 25+) with AVX512-BF16 (`avx512_bf16`): Zen 5 training
+  1.7x float32, serving 1.6x; Zen 4 (256-bit data paths) training 1.8-2.0x, serving 1.9x;
 - an Intel Xeon with AVX512-BF16 but no AMX (a VM hiding it): training 0.54x, serving 0.56x;
 - AVX2-only CPUs (older AMD EPYC and Xeons) have no bf16 units: bf16 is emulated, 0.7-0.8x.
 
 `bf16_support` says which case this is, and why, so `mixed_precision="auto"` and the serving
-fast path can choose by themselves. AVX512-BF16 on CPUs not listed (AMD Zen 4, family 25;
-Intel Cooper Lake) is not measured here and keeps float32; an explicit choice always wins.
+fast path can choose by themselves. AVX512-BF16 on CPUs not listed (Intel Cooper Lake) is not
+measured here and keeps float32; an explicit choice always wins.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ AMX_FLAG = "amx_bf16"
 AVX512_BF16_FLAG = "avx512_bf16"
 """bf16 dot-product instructions: faster than float32 only on the CPUs below."""
 
-FAST_AVX512_BF16_VENDORS = {"AuthenticAMD": 26}
-"""Per `vendor_id`, the first `cpu family` whose AVX512-BF16 beat float32 (measured: Zen 5)."""
+FAST_AVX512_BF16_VENDORS = {"AuthenticAMD": 25}
+"""Per `vendor_id`, the first `cpu family` whose AVX512-BF16 beat float32 (measured: AMD Zen 4
+and Zen 5; AMD family 25 without AVX512-BF16 is Zen 3, which the flag check already leaves out)."""
 
 ONEDNN_ISAS_WITHOUT_AMX = frozenset(
     {
@@ -102,7 +103,7 @@ def _fast_units(cpu: CpuInfo) -> tuple[str, frozenset[str]] | str:
         return units, ONEDNN_ISAS_WITHOUT_AVX512_BF16
     return (
         f"the CPU ({cpu.model}) has {AVX512_BF16_FLAG} but no AMX ({AMX_FLAG}); bf16 beats "
-        "float32 with AVX512-BF16 alone only on AMD Zen 5 and newer (cpu family 26+), and "
+        "float32 with AVX512-BF16 alone only on AMD Zen 4 and newer (cpu family 25+), and "
         "measured slower than float32 on a Xeon without AMX"
     )
 

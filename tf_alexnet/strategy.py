@@ -80,7 +80,7 @@ def choose_precision(mode: str, bf16: Bf16Support | None = None) -> Precision:
     """The policy for `mode`; `auto` picks by hardware.
 
     `auto`: bf16 on GPUs of compute capability >= 8.0, fp16 on 7.x; on a CPU (no GPU), bf16
-    where the CPU's bf16 units beat float32 (AMX; AVX512-BF16 on AMD Zen 5 and newer: see
+    where the CPU's bf16 units beat float32 (AMX; AVX512-BF16 on AMD Zen 4 and newer: see
     `tf_alexnet.hardware`), float32 elsewhere. An explicit mode always wins; fp16 needs a GPU of
     capability >= 7.0.
     """

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     with TF Serving, it also names top-k classes the model has not reported yet."""
     bf16: Literal["auto", "on", "off"] = "auto"
     """Local backend: run the float32 export on the CPU's bf16 units (AMX, or AVX512-BF16 on
-    AMD Zen 5+) through TensorFlow's graph rewrite; `auto` turns it on where they beat float32."""
+    AMD Zen 4+) through TensorFlow's graph rewrite; `auto` turns it on where they beat float32."""
     model_poll_s: float = Field(default=1.0, ge=0)
     """Local backend: how often to look for a new version in the model folder (TF Serving's
     `--file_system_poll_wait_seconds`); 0 never looks. Not used when `model_version` is set."""
