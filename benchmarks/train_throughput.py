@@ -35,6 +35,8 @@ TF_VARIANTS: dict[str, dict[str, Any]] = {
     "tf-steps-per-execution-4": {"steps_per_execution": 4},
     "tf-xla": {"jit_compile": True},
     "tf-onednn-off": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
+    # one op at a time: independent ops (a convolution's two gradients) no longer share the cores
+    "tf-inter-op-1": {"env": {"TF_NUM_INTEROP_THREADS": "1"}},
 }
 
 
