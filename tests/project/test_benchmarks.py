@@ -450,3 +450,50 @@ def test_cpu_kinds_keep_results_of_different_cpus_apart(model, flags, family, ki
     from benchmarks.common import cpu_kind
 
     assert cpu_kind(model, flags, family) == kind
+
+
+@pytest.mark.parametrize(
+    ("baseline", "ratio", "verdict"),
+    [("5d578fa", 0.48, "MET"), ("5d578fa", 0.51, "MISSED"),
+     ("5d578fa" + "0" * 33, 0.3, "MET"),
+     ("411a67c", 0.3, "COMPARED"), ("411a67c", 1.1, "COMPARED"), ("HEAD", 0.3, "COMPARED"),
+     ("None", 0.3, "COMPARED"), (None, 0.3, "COMPARED")],
+)  # fmt: skip
+def test_facade_overhead_goal_is_judged_against_its_own_baseline(baseline, ratio, verdict):
+    """At most half the overhead of the facade the goal was set on; other baselines compare."""
+    from benchmarks import facade_cost, summary
+
+    assert facade_cost.overhead_verdict(baseline, ratio) == verdict
+    row = {"overhead_cpu_ms": 2.0}
+    result = {
+        "machine": {"cpu_kind": "kind"},
+        "settings": {"baseline": str(baseline)},
+        "goals": {"overhead_cpu_over_baseline": {"multipart": ratio}, "c32_share_of_ceiling": {}},
+        "cost": {"model": "mini 28px", "servers": {"this commit": {"multipart": row}}},
+        "throughput": {"model": "d2l 224px", "servers": {"this commit": {}}},
+    }
+    ((_, figure, goal, status),) = summary._facade_cost(result)
+    assert f"{ratio:.3f}x the multipart overhead of the facade at {baseline}" in figure
+    expected = {"MET": "met", "MISSED": "missed", "COMPARED": "-"}[verdict]
+    assert status == expected and goal.startswith("measured only" if expected == "-" else "<=")
+
+
+def test_throughput_summary_names_every_batch_size():
+    """The row of a CPU kind shows like for like at each batch size, and is judged on all."""
+    from benchmarks import summary
+
+    def row(name, batch, ratio):
+        return {"name": name, "batch": batch, "median_images_per_second": 10.0,
+                "median_ratio_to_torch": ratio}  # fmt: skip
+
+    result = {
+        "machine": {"cpu_kind": "kind", "cpu": "CPU", "cpu_features": ["avx512_bf16"]},
+        "settings": {"batches": [128, 32]},
+        "summary": [row("torch", 128, 1.0), row("tf", 128, 1.4), row("tf-bf16", 128, 1.27),
+                    row("torch", 32, 1.0), row("tf", 32, 1.18), row("tf-bf16", 32, 1.25)],
+    }  # fmt: skip
+    ((_, figures, _, status),) = summary._throughput(result)
+    assert "batch 32: fp32 1.18x, bf16 1.25x" in figures and "fp32 10.0 img/s = 1.40x" in figures
+    assert status == "missed"  # 1.18x at batch 32
+    result["summary"][4]["median_ratio_to_torch"] = 1.21
+    assert summary._throughput(result)[0][3] == "met"
