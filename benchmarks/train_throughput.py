@@ -290,7 +290,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--variants", nargs="*", default=list(TF_VARIANTS), help="TF settings")
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        default=list(TF_VARIANTS),
+        help="TF settings measured beside the plain runs (default: all; --variants alone: none)",
+    )
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
     parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
     parser.add_argument("--name", help="results file name (default: train_throughput_<cpu kind>)")
