@@ -24,6 +24,7 @@ import pathlib
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks import common
@@ -36,8 +37,6 @@ ENCLOSING_EVENTS = frozenset({"Process"})
 def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
     import keras
     import numpy as np
-    import tensorflow as tf
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     from tf_alexnet import AlexNet
 
@@ -54,11 +53,23 @@ def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
     labels = np.eye(10, dtype=np.float32)[rng.integers(0, 10, args.batch)]
     for _ in range(2):
         model.train_on_batch(images, labels)
+    totals, wall = traced_op_seconds(lambda: model.train_on_batch(images, labels), args.steps)
+    return table(totals, wall, args.steps)
+
+
+def traced_op_seconds(
+    step: Callable[[], Any], steps: int
+) -> tuple[collections.Counter[str], float]:
+    """Runs `step` `steps` times under TensorFlow's profiler: seconds by op type, summed over
+    the executor threads (the host plane of the trace's XSpace), and the wall time."""
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         start = time.perf_counter()
-        for _ in range(args.steps):
-            model.train_on_batch(images, labels)
+        for _ in range(steps):
+            step()
         wall = time.perf_counter() - start
         tf.profiler.experimental.stop()
         (path,) = pathlib.Path(logdir).rglob("*.xplane.pb")
@@ -75,7 +86,7 @@ def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
                 kind = op_type(plane.event_metadata[event.metadata_id].name)
                 if kind not in ENCLOSING_EVENTS:
                     totals[kind] += event.duration_ps / 1e12
-    return table(totals, wall, args.steps)
+    return totals, wall
 
 
 def op_type(name: str) -> str:

@@ -2,9 +2,9 @@
 
 Importing the package is cheap: it does not import TensorFlow. The public API (`AlexNet`,
 `load_model`, `decode_predictions`, ...) loads on first use. Every custom Keras object the
-package saves (the LRN layer, the warm-up schedule) is registered as soon as Keras is imported,
-before or after `import tf_alexnet`, so `.keras` files written by tf_alexnet load with
-`keras.models.load_model` (or `tf_alexnet.load_model`), optimizer included.
+package saves (the LRN and fused batch-norm layers, the warm-up schedule) is registered as soon
+as Keras is imported, before or after `import tf_alexnet`, so `.keras` files written by
+tf_alexnet load with `keras.models.load_model` (or `tf_alexnet.load_model`), optimizer included.
 
 Without TensorFlow installed (the facade's slim `api` image talks to TF Serving and needs none),
 only the pure-Python parts work: `tf_alexnet.contract`, `tf_alexnet.errors`,
@@ -23,7 +23,7 @@ from tf_alexnet.errors import missing_tensorflow
 
 if TYPE_CHECKING:
     from tf_alexnet.exported import load_exported
-    from tf_alexnet.layers import LocalResponseNormalization
+    from tf_alexnet.layers import FusedBatchNormalization, LocalResponseNormalization
     from tf_alexnet.model import AlexNet
     from tf_alexnet.predictions import decode_predictions, preprocess_input
     from tf_alexnet.saving import load_model
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlexNet",
+    "FusedBatchNormalization",
     "LocalResponseNormalization",
     "WarmUp",
     "__version__",
@@ -45,6 +46,7 @@ __all__ = [
 
 _LAZY = {
     "AlexNet": "tf_alexnet.model",
+    "FusedBatchNormalization": "tf_alexnet.layers",
     "LocalResponseNormalization": "tf_alexnet.layers",
     "WarmUp": "tf_alexnet.schedules",
     "decode_predictions": "tf_alexnet.predictions",

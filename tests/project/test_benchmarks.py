@@ -81,6 +81,24 @@ def test_profile_ops_smoke(tmp_path):
     assert any("convolution" in row["op"] for row in tables["PyTorch"]["top_ops"])
 
 
+def test_batch_norm_smoke(tmp_path):
+    result = _run("batch_norm.py", tmp_path)
+    policies = ["float32"] + (["mixed_bfloat16"] if bf16_support().available else [])
+    assert list(result["summary"]) == [
+        f"{p} {layer}" for p in policies for layer in ("keras", "fused")
+    ]
+    for key, runs in result["runs"].items():
+        # each row trained the layer it names: Keras's, or ours
+        assert runs[0]["batch_norm_layer"] == (
+            "FusedBatchNormalization" if key.endswith("fused") else "BatchNormalization"
+        )
+        ops = {row["op"] for row in runs[0]["op_table"]["top_ops"]}
+        assert any("FusedBatchNorm" in op for op in ops) == key.endswith("fused"), ops
+    for policy in policies:
+        assert result["summary"][f"{policy} keras"]["ratio_to_keras_median"] == 1.0
+        assert result["summary"][f"{policy} fused"]["images_per_second_median"] > 0
+
+
 def test_pipeline_smoke(tmp_path, fashion_mnist):
     result = _run("pipeline.py", tmp_path)
     (row,) = result["rows"]
