@@ -32,6 +32,8 @@ class PipelineSpec:
     shuffle_buffer: int = 10_000
     cache: bool = True
     deterministic: bool = False
+    autotune: bool = False
+    """tf.data's model-based autotuning (off: see `_options`)."""
     one_hot: bool = True
     replicas: int = 1
     """Replicas that share each batch (a `tf.distribute` strategy's `num_replicas_in_sync`)."""
@@ -46,6 +48,12 @@ def _options(pipeline: PipelineSpec) -> tf.data.Options:
     options = tf.data.Options()
     # Each worker reads its own share of examples (FILE would need >= 1 file per worker).
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # No model-based autotuning: Keras makes a new iterator each epoch, and freeing the last one
+    # waits out its autotuning thread's sleep, which doubles up to a minute (TF 2.21). Measured
+    # on the `cpu` preset: 17 s of one 41 s epoch spent idle there, none with autotuning off.
+    # `AUTOTUNE` then means one parallel map call per core and a self-sizing prefetch buffer;
+    # the model trains at a tenth of what the pipeline delivers (docs/benchmarks/pipeline.md).
+    options.autotune.enabled = pipeline.autotune
     return options
 
 

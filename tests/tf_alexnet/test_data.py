@@ -71,6 +71,25 @@ def test_validation_fraction_zero_holds_nothing_out(fashion_mnist):
     assert (datasets.num_train, datasets.num_validation) == (256, 0)
 
 
+def test_pipelines_run_without_tf_data_autotuning(fashion_mnist):
+    """Keras frees each epoch's iterator; with autotuning on, freeing it waited out the sleep of
+    its autotuning thread (17 s of a 41 s epoch of the `cpu` preset, up to a minute in TF 2.21:
+    docs/benchmarks/pipeline.md). Training and evaluation batches alike."""
+    datasets = make_datasets(
+        DataSpec(train_examples=256),
+        PipelineSpec(image_size=(28, 28), channels=1, batch_size=64, augmentation=AUGMENTED),
+    )
+    for dataset in (datasets.train, datasets.validation):
+        assert dataset.options().autotune.enabled is False
+        images, _ = _first_batch(dataset)  # AUTOTUNE settings still run without the tuner
+        assert images.shape == (64, 28, 28, 1)
+    tuned = make_datasets(
+        DataSpec(train_examples=256),
+        PipelineSpec(image_size=(28, 28), channels=1, batch_size=64, autotune=True),
+    )
+    assert tuned.train.options().autotune.enabled is True
+
+
 def test_seeded_pipeline_is_deterministic(fashion_mnist):
     def batch(seed):
         spec = PipelineSpec(
