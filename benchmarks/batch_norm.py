@@ -54,6 +54,12 @@ def measure(layer: str, policy: str, steps: int, smoke: bool) -> dict[str, Any]:
     images = rng.random((batch * per_call, size, size, 1), dtype=np.float32)
     labels = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch * per_call)]
     data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch).cache().repeat()
+    # As the project's pipelines (tf_alexnet/pipeline.py): with tf.data's autotuning on, freeing
+    # each timed fit's iterator waited out its tuning thread's sleep (timed rates stuck at
+    # 1,000.3 img/s whatever the layer).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    data = data.with_options(options)
 
     def fit(count: int) -> None:
         model.fit(data, steps_per_epoch=count, epochs=1, verbose=0)
