@@ -116,6 +116,24 @@ def _pipeline(result: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _batch_norm(result: dict[str, Any]) -> list[list[str]]:
+    """One row per CPU kind: the fused layer's training rate against Keras's, per policy."""
+    fused = [
+        f"{key.split()[0]} {found['ratio_to_keras_median']:.2f}x "
+        f"({found['images_per_second_median']:,.0f} img/s)"
+        for key, found in result["summary"].items()
+        if key.endswith(" fused")
+    ]
+    return [
+        [
+            f"batch norm in `mini` ({result['machine']['cpu_kind']}): fused against Keras's",
+            "training img/s, side by side: " + "; ".join(fused),
+            "",
+            "measured only",
+        ]
+    ]
+
+
 def _serving(result: dict[str, Any]) -> list[list[str]]:
     goals = result["goals"]
     settings = result["settings"]
@@ -206,6 +224,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], list[list[str]]]] = {
     "train_throughput": _throughput,
     "precision": _precision,
     "pipeline": _pipeline,
+    "batch_norm": _batch_norm,
     "serving": _serving,
     "facade_cost": _facade_cost,
 }

@@ -97,6 +97,19 @@ def test_batch_norm_smoke(tmp_path):
     for policy in policies:
         assert result["summary"][f"{policy} keras"]["ratio_to_keras_median"] == 1.0
         assert result["summary"][f"{policy} fused"]["images_per_second_median"] > 0
+    summary = subprocess.run(
+        [sys.executable, "-m", "benchmarks.summary", "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert summary.returncode == 0, summary.stderr
+    fused = result["summary"]["float32 fused"]
+    assert (
+        f"float32 {fused['ratio_to_keras_median']:.2f}x "
+        f"({fused['images_per_second_median']:,.0f} img/s)"
+    ) in (tmp_path / "README.md").read_text()
 
 
 def test_pipeline_smoke(tmp_path, fashion_mnist):
