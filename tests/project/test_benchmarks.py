@@ -35,6 +35,19 @@ def _run(script: str, tmp_path, *args: str) -> dict:
     return result
 
 
+def _summary_page(results) -> str:
+    """Runs `benchmarks.summary` over the results in `results`; returns the page it wrote."""
+    summary = subprocess.run(
+        [sys.executable, "-m", "benchmarks.summary", "--results", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert summary.returncode == 0, summary.stderr
+    return (results / "README.md").read_text()
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("torch") is None,
     reason="PyTorch is a benchmark-only dependency (pip install torch==2.13.0); CI installs it",
@@ -97,19 +110,11 @@ def test_batch_norm_smoke(tmp_path):
     for policy in policies:
         assert result["summary"][f"{policy} keras"]["ratio_to_keras_median"] == 1.0
         assert result["summary"][f"{policy} fused"]["images_per_second_median"] > 0
-    summary = subprocess.run(
-        [sys.executable, "-m", "benchmarks.summary", "--results", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-    assert summary.returncode == 0, summary.stderr
     fused = result["summary"]["float32 fused"]
     assert (
         f"float32 {fused['ratio_to_keras_median']:.2f}x "
         f"({fused['images_per_second_median']:,.0f} img/s)"
-    ) in (tmp_path / "README.md").read_text()
+    ) in _summary_page(tmp_path)
 
 
 def test_pipeline_smoke(tmp_path, fashion_mnist):
@@ -222,15 +227,7 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     assert "in bf16 against float32" in page and "| cpu | float32 |" in page
     assert "epoch 1: test accuracy" in (logs / "accuracy-cpu-bf16-seed1.log").read_text()
     assert (logs / "accuracy-cpu-off-seed1.log").is_file()
-    summary = subprocess.run(
-        [sys.executable, "-m", "benchmarks.summary", "--results", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-    assert summary.returncode == 0, summary.stderr
-    headline = (tmp_path / "README.md").read_text()
+    headline = _summary_page(tmp_path)
     assert f"test accuracy {run['test_accuracy']:.4f}" in headline
     assert "bf16 at most 0.003 below" in headline and ">= 0.935 mean" not in headline
 
