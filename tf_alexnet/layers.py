@@ -95,6 +95,13 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     (the moving variance is updated with the batch's biased variance, as Keras does); any case
     the kernel does not cover (other backends, channels-first or non-4D inputs, masks, renorm,
     synchronized statistics, epsilon below the kernel's 1.001e-5) runs Keras's own code.
+
+    Under a `tf.distribute` strategy with several replicas, each replica still normalizes with
+    its own share of the batch (as Keras's layer does unless `synchronized=True`), but the moving
+    statistics follow the whole global batch, so every replica keeps the same ones. Keras's
+    layer updates each replica's copy from its own share: after `MirroredStrategy` training the
+    copies differ, an image's prediction depends on the replica that computes it, and a saved
+    model keeps the first replica's.
     """
 
     MIN_FUSED_EPSILON = 1.001e-5
@@ -147,7 +154,31 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         # variance follows the biased one, which the kernel normalizes with.
         count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
         variance = variance * tf.maximum(count - 1.0, 1.0) / count
+        mean, variance = _global_batch_moments(mean, variance, count)
         momentum = self.momentum
         self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
         self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
         return tf.cast(outputs, self.compute_dtype)
+
+
+def _global_batch_moments(mean: Any, variance: Any, count: Any) -> tuple[Any, Any]:
+    """The mean and biased variance of the global batch, from each replica's share's (`count`
+    values per channel); the share's own where one replica computes the whole batch.
+
+    The variance is pooled as the mean of the shares' variances plus the spread of their means
+    about the global mean, which keeps float32 exact where the means are large.
+    """
+    import tensorflow as tf
+
+    replica = tf.distribute.get_replica_context()
+    if replica is None or replica.num_replicas_in_sync == 1:
+        return mean, variance
+    total_sum, total_count = replica.all_reduce(
+        tf.distribute.ReduceOp.SUM, [tf.math.multiply_no_nan(mean, count), count]
+    )
+    global_mean = tf.math.divide_no_nan(total_sum, total_count)
+    spread = variance + tf.square(mean - global_mean)
+    total_spread = replica.all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.math.multiply_no_nan(spread, count)
+    )
+    return global_mean, tf.math.divide_no_nan(total_spread, total_count)

@@ -8,6 +8,7 @@ import tensorflow as tf
 from tf_alexnet import AlexNet
 from tf_alexnet import model as model_module
 from tf_alexnet.layers import FusedBatchNormalization
+from tf_alexnet.strategy import make_strategy
 
 POLICIES = {"float32": 1e-5, "mixed_bfloat16": 1e-2}
 """Dtype policy -> the relative tolerance of float results against Keras's layer."""
@@ -142,3 +143,59 @@ def test_models_saved_with_keras_batch_norm_still_seed_and_load(tmp_path, monkey
     seeded = AlexNet(input_shape=(28, 28, 1), variant="mini", weights=path)
     assert type(seeded.get_layer("conv1_bn")) is FusedBatchNormalization
     np.testing.assert_allclose(seeded(images, training=False), expected, rtol=1e-5, atol=1e-5)
+
+
+def _replica_values(variable):
+    """Each replica's copy of a mirrored Keras variable."""
+    return [v.numpy() for v in variable.value.values]
+
+
+@pytest.mark.parametrize("share_sizes", [(3, 5), (0, 4)])
+def test_fused_batch_norm_moving_statistics_follow_the_global_batch(share_sizes):
+    """Under MirroredStrategy each replica normalizes its own share, but the moving statistics
+    are the global batch's (biased) moments on every replica, even when one share is empty.
+    Keras's layer moved each replica's copy by its own share: afterwards the copies differed."""
+    strategy = make_strategy("mirrored")  # over the 2 logical CPUs (conftest)
+    rng = np.random.default_rng(4)
+    shares = [
+        rng.normal(5.0 * i, 1.0 + i, (n, 3, 3, 2)).astype("float32")
+        for i, n in enumerate(share_sizes)
+    ]
+    with strategy.scope():
+        layer = FusedBatchNormalization(momentum=0.0)  # the moving statistics = the last batch's
+        layer.build((None, 3, 3, 2))
+    step = tf.function(lambda images: layer(images, training=True))
+    strategy.run(
+        step,
+        args=(
+            strategy.experimental_distribute_values_from_function(
+                lambda context: tf.constant(shares[context.replica_id_in_sync_group])
+            ),
+        ),
+    )
+    whole = np.concatenate(shares)
+    for replicas, expected in (
+        (_replica_values(layer.moving_mean), whole.mean(axis=(0, 1, 2))),
+        (_replica_values(layer.moving_variance), whole.var(axis=(0, 1, 2))),
+    ):
+        assert len(replicas) == 2
+        np.testing.assert_array_equal(replicas[0], replicas[1])
+        np.testing.assert_allclose(replicas[0], expected, rtol=1e-5)
+
+
+def test_mirrored_training_predicts_alike_on_every_replica():
+    """After `fit` under MirroredStrategy, an image gets the same prediction whichever replica
+    computes it (with per-replica moving statistics, these differed by about 2.5)."""
+    strategy = make_strategy("mirrored")  # over the 2 logical CPUs (conftest)
+    rng = np.random.default_rng(5)
+    images = rng.normal(size=(8, 4, 4, 3)).astype("float32")
+    images[4:] += 5.0  # the second replica's share differs from the first's
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4, 4, 3)), FusedBatchNormalization(momentum=0.5)])
+        model.compile(optimizer="sgd", loss="mse")
+    model.fit(images, rng.normal(size=images.shape), batch_size=8, verbose=0, shuffle=False)
+    twice = np.concatenate([images[:4], images[:4]])  # one copy on each replica
+    with strategy.scope():
+        predictions = model.predict(twice, batch_size=8, verbose=0)
+    np.testing.assert_allclose(predictions[:4], predictions[4:], rtol=0, atol=1e-6)
+    assert not np.allclose(model.layers[0].moving_mean.numpy(), 0.0)

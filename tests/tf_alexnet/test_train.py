@@ -118,6 +118,11 @@ def test_mirrored_strategy_over_two_cpus_keeps_replicas_in_sync(fashion_mnist):
     assert len(replicas) == 2
     np.testing.assert_array_equal(replicas[0], replicas[1])
     assert not np.allclose(replicas[0], before)
+    # Batch norm's moving statistics too: each replica's copy follows the global batch.
+    for layer in (model.get_layer(f"conv{i}_bn") for i in range(1, 6)):
+        for variable in (layer.moving_mean, layer.moving_variance):
+            copies = [v.numpy() for v in variable.value.values]
+            np.testing.assert_array_equal(copies[0], copies[1])
 
 
 def test_mirrored_validation_splits_evenly_over_the_replicas(tmp_path):
@@ -375,3 +380,4 @@ def test_a_run_with_averaged_weights_checkpoints_and_keeps_the_average(fashion_m
         == names.index(AtomicBackupAndRestore.__name__) - 1
         == len(names) - 2
     )
+
