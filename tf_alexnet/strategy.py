@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -51,7 +53,7 @@ def make_strategy(name: str = "auto", collective_timeout: float = 300.0) -> tf.d
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         if len(gpus) > 1:
-            return tf.distribute.MirroredStrategy()
+            return mirrored_strategy()
         name = "one-device" if gpus else "default"
     if name == "default":
         return tf.distribute.get_strategy()
@@ -59,12 +61,31 @@ def make_strategy(name: str = "auto", collective_timeout: float = 300.0) -> tf.d
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "mirrored":
         if gpus:
-            return tf.distribute.MirroredStrategy()
+            return mirrored_strategy()
         cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(
-            cpus, cross_device_ops=tf.distribute.ReductionToOneDevice()
-        )
+        return mirrored_strategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
     raise UserError(f"Unknown strategy {name!r}.")
+
+
+_MIRRORED_STRATEGIES = itertools.count(1)
+COLLECTIVE_KEYS_PER_STRATEGY = 100_000
+
+
+def mirrored_strategy(devices: Any = None, cross_device_ops: Any = None) -> tf.distribute.Strategy:
+    """`tf.distribute.MirroredStrategy(devices, cross_device_ops)` with collective keys of its own.
+
+    TensorFlow numbers every MirroredStrategy's collective ops from the same keys, so in one
+    process a second strategy that all-reduces other shapes than the first (another model, say)
+    fails with "Shape mismatch in the collective instance 100" (tensorflow/tensorflow#62790).
+    Each strategy made here starts its keys past the last one's, as TensorFlow's own tests do.
+    """
+    cls = tf.distribute.MirroredStrategy
+    default = cls._collective_key_base
+    cls._collective_key_base = next(_MIRRORED_STRATEGIES) * COLLECTIVE_KEYS_PER_STRATEGY
+    try:
+        return cls(devices, cross_device_ops=cross_device_ops)
+    finally:
+        cls._collective_key_base = default
 
 
 @dataclasses.dataclass(frozen=True)

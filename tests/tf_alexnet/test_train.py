@@ -381,3 +381,21 @@ def test_a_run_with_averaged_weights_checkpoints_and_keeps_the_average(fashion_m
         == len(names) - 2
     )
 
+
+def test_mirrored_strategies_train_different_models_in_one_process():
+    """A second MirroredStrategy in one process all-reduced with the first one's collective keys:
+    TensorFlow's own MirroredStrategy failed here on the second model ("Shape mismatch in the
+    collective instance 100", tensorflow/tensorflow#62790). Collective all-reduce over the two
+    logical CPUs, the kind MirroredStrategy uses on GPUs."""
+    from tf_alexnet.strategy import mirrored_strategy
+
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+    for units in (3, 5):
+        strategy = mirrored_strategy(devices)
+        assert strategy.num_replicas_in_sync == 2
+        with strategy.scope():
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
+            model.compile(optimizer="sgd", loss="mse")
+        model.fit(np.ones((8, 4)), np.ones((8, units)), batch_size=8, verbose=0)
+        copies = [v.numpy() for v in model.layers[0].kernel.value.values]
+        np.testing.assert_array_equal(copies[0], copies[1])
