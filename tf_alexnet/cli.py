@@ -33,6 +33,7 @@ from tf_alexnet.cli_parser import (
     TRAIN_FLAGS,
     build_parser,
     overrides_from,
+    parse_arguments,
 )
 from tf_alexnet.errors import ClusterError, Terminated, UserError, missing_tensorflow
 
@@ -161,7 +162,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `tf-alexnet`; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     startup.set_log_level()
     try:
         if other_backend := startup.keras_on_tensorflow():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -103,6 +104,42 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_TAKES_THE_RUN = "takes the run directory as its argument:"
+TARGET_FLAG_HINTS = {
+    ("evaluate", "--run-dir"): f"evaluate {_TAKES_THE_RUN} {PROG} evaluate RUN_DIR",
+    ("export", "--run-dir"): f"export {_TAKES_THE_RUN} {PROG} export RUN_DIR",
+    ("predict", "--run-dir"): "predict reads a run directory with --model RUN_DIR",
+}
+"""Flags of one command tried on another, and what that command takes instead."""
+
+
+def parse_arguments(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, with a mistaken flag reported against the command's own help
+    (`tf-alexnet evaluate: error: ... (see tf-alexnet evaluate --help)`) and, for a flag of
+    another command, what this one takes instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = _commands(parser)
+    command = next((word for word in argv if not word.startswith("-")), None)
+    for word in argv:
+        hint = TARGET_FLAG_HINTS.get((command or "", word.split("=", 1)[0]))
+        if command in commands and hint:
+            commands[command].error(f"unrecognized argument {word}; {hint}")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The command parsers of a parser built by `build_parser`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise ValueError("The parser has no commands.")
 
 
 def build_parser() -> argparse.ArgumentParser:

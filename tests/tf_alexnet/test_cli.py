@@ -122,6 +122,26 @@ def test_unknown_dataset_in_a_real_process(tmp_path):
             ["evaluate", "run", "--batch-size", "0"],  # was a traceback from tf.data
             "tf-alexnet evaluate: error: argument --batch-size: should be an integer >= 1, got '0'",
         ),
+        (  # named the top-level help, which does not list a command's flags
+            ["train", "--epochs", "1", "--bogus"],
+            "tf-alexnet train: error: unrecognized arguments: --bogus "
+            "(see tf-alexnet train --help)",
+        ),
+        (  # train's flag, after `train --run-dir run`
+            ["evaluate", "--run-dir", "run"],
+            "tf-alexnet evaluate: error: unrecognized argument --run-dir; evaluate takes the run "
+            "directory as its argument: tf-alexnet evaluate RUN_DIR",
+        ),
+        (  # was "the following arguments are required: source"
+            ["export", "--run-dir=run"],
+            "tf-alexnet export: error: unrecognized argument --run-dir=run; export takes the run "
+            "directory as its argument: tf-alexnet export RUN_DIR",
+        ),
+        (
+            ["predict", "shirt.png", "--run-dir", "run"],
+            "tf-alexnet predict: error: unrecognized argument --run-dir; predict reads a run "
+            "directory with --model RUN_DIR",
+        ),
     ],
 )
 def test_argparse_mistakes_are_one_line(argv, message, capsys):
