@@ -34,6 +34,7 @@ from tf_alexnet.data import Datasets, make_datasets
 from tf_alexnet.errors import ClusterError, UserError
 from tf_alexnet.model import AlexNet
 from tf_alexnet.optim import compile_model
+from tf_alexnet.pipeline import device_datasets_without_autotune
 from tf_alexnet.progress import TrainingProgress
 from tf_alexnet.run_dir import RunDir, prepare
 from tf_alexnet.saving import save_model_atomic
@@ -151,7 +152,7 @@ def _train(
     )
     start = time.perf_counter()
     try:
-        with datasets.reading():
+        with datasets.reading(), device_datasets_without_autotune():
             model.fit(
                 datasets.train,
                 validation_data=datasets.validation,

@@ -9,10 +9,16 @@ import tensorflow as tf
 from tf_alexnet.augment import Augmentation, augment, rgb_pca
 from tf_alexnet.data import make_datasets, split_masks
 from tf_alexnet.errors import UserError
-from tf_alexnet.pipeline import PipelineSpec, evaluation_pipeline, shrink_large
+from tf_alexnet.pipeline import (
+    PipelineSpec,
+    device_datasets_without_autotune,
+    evaluation_pipeline,
+    shrink_large,
+)
 from tf_alexnet.preprocess import decode, preprocess, shrink
 from tf_alexnet.sources import folder_source, in_colour, skipped_notice, unreadable_images
 from tf_alexnet.specs import DataSpec
+from tf_alexnet.strategy import make_strategy
 
 AUGMENTED = Augmentation(flip=True, crop="pad", brightness=0.2, contrast=0.3)
 
@@ -88,6 +94,33 @@ def test_pipelines_run_without_tf_data_autotuning(fashion_mnist):
         PipelineSpec(image_size=(28, 28), channels=1, batch_size=64, autotune=True),
     )
     assert tuned.train.options().autotune.enabled is True
+
+
+def _per_device_autotune(strategy, dataset):
+    """The autotune option of each dataset a mirrored strategy feeds its replicas from."""
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    next(iterator)
+    per_device = iterator._iterators[0]._iterator._device_iterators  # TF 2.21's layout
+    return [device_iterator._dataset.options().autotune.enabled for device_iterator in per_device]
+
+
+def test_mirrored_replicas_are_fed_without_tf_data_autotuning():
+    """MirroredStrategy feeds each replica from a per-device dataset that TensorFlow builds
+    with default options, ignoring the source's: autotuning on, so freeing each epoch's
+    iterator waited for their tuning threads too (docs/benchmarks/mirrored_epochs*.md).
+    `device_datasets_without_autotune`, around `fit` in `train`, turns it off there."""
+    strategy = make_strategy("mirrored")  # the 2 logical CPUs (conftest)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    dataset = tf.data.Dataset.range(8).batch(4).with_options(options)
+    # Still needed: TensorFlow leaves autotuning unset (on) in the per-device datasets.
+    assert _per_device_autotune(strategy, dataset) == [None, None]
+    with device_datasets_without_autotune():
+        assert _per_device_autotune(strategy, dataset) == [False, False]
+    assert _per_device_autotune(strategy, dataset) == [None, None]  # undone on leaving
+    with pytest.raises(KeyError), device_datasets_without_autotune():
+        raise KeyError("a failed fit")
+    assert _per_device_autotune(strategy, dataset) == [None, None]
 
 
 def test_seeded_pipeline_is_deterministic(fashion_mnist):

@@ -145,8 +145,19 @@ def test_mirrored_validation_splits_evenly_over_the_replicas(tmp_path):
         "epochs": 1,
         "strategy": "mirrored",
     }
-    metrics = train(config_lib.from_dict(settings), tmp_path / "run")
+    from tensorflow.python.data.ops import multi_device_iterator_ops as per_device
+
+    tensorflows = per_device._create_device_dataset
+    patched_in_fit = []
+    probe = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: patched_in_fit.append(
+            per_device._create_device_dataset is not tensorflows
+        )
+    )
+    metrics = train(config_lib.from_dict(settings), tmp_path / "run", callbacks=[probe])
     assert metrics["replicas"] == 2 and metrics["num_train"] == 18
+    # the replicas' own datasets ran without autotuning (test_data.py), and only in the fit
+    assert patched_in_fit == [True] and per_device._create_device_dataset is tensorflows
     assert metrics["num_validation"] == 2  # the third would leave a replica without one
     assert np.isfinite(RunDir(tmp_path / "run").read_history()[0]["val_loss"])
     with pytest.raises(
