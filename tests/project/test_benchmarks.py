@@ -117,6 +117,18 @@ def test_batch_norm_smoke(tmp_path):
     ) in _summary_page(tmp_path)
 
 
+def test_mirrored_epochs_smoke(tmp_path, fashion_mnist):
+    result = _run("mirrored_epochs.py", tmp_path)
+    assert list(result["runs"]) == ["autotune-off", "autotune-on"]
+    for runs in result["runs"].values():
+        (run,) = runs  # one round
+        assert run["replicas"] == 2 and len(run["epoch_seconds"]) == result["epochs"] == 2
+        assert all(seconds > 0 for seconds in run["epoch_seconds"])
+    off = result["summary"]["autotune-off"]
+    assert result["summary"]["autotune-on"]["speedup_over_autotune_on_median"] == 1.0
+    assert f"{off['speedup_over_autotune_on_median']:.2f}x (epochs 2-2: " in _summary_page(tmp_path)
+
+
 def test_pipeline_smoke(tmp_path, fashion_mnist):
     result = _run("pipeline.py", tmp_path)
     (row,) = result["rows"]
