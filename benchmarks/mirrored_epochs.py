@@ -93,27 +93,21 @@ def main(argv: list[str] | None = None) -> None:
             runs[setting].append(result)
             epochs_text = ", ".join(f"{s:.1f}" for s in result["epoch_seconds"])
             print(f"{setting}: epochs {epochs_text} s", flush=True)
+    # Epoch 1 traces the step functions: the later epochs show the waits.
+    later = {s: [sum(r["epoch_seconds"][1:]) for r in runs[s]] for s in SETTINGS}
     summary, rows = {}, []
     for setting in SETTINGS:
-        # Epoch 1 traces the step functions: the later epochs show the waits.
-        later = [sum(r["epoch_seconds"][1:]) for r in runs[setting]]
-        last = [r["epoch_seconds"][-1] for r in runs[setting]]
-        summary[setting] = {
-            "later_epochs_seconds_median": common.median(later),
-            "last_epoch_seconds_median": common.median(last),
-            "train_seconds_median": common.median([r["train_seconds"] for r in runs[setting]]),
-        }
-    for setting in SETTINGS:
         per_round = [
-            base / ours
-            for ours, base in zip(
-                [sum(r["epoch_seconds"][1:]) for r in runs[setting]],
-                [sum(r["epoch_seconds"][1:]) for r in runs["autotune-on"]],
-                strict=True,
-            )
+            base / ours for ours, base in zip(later[setting], later["autotune-on"], strict=True)
         ]
-        summary[setting]["speedup_over_autotune_on_median"] = common.median(per_round)
-        found = summary[setting]
+        found = summary[setting] = {
+            "later_epochs_seconds_median": common.median(later[setting]),
+            "last_epoch_seconds_median": common.median(
+                [r["epoch_seconds"][-1] for r in runs[setting]]
+            ),
+            "train_seconds_median": common.median([r["train_seconds"] for r in runs[setting]]),
+            "speedup_over_autotune_on_median": common.median(per_round),
+        }
         median_epochs = [
             common.median([r["epoch_seconds"][i] for r in runs[setting]]) for i in range(epochs)
         ]
