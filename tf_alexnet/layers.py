@@ -124,16 +124,21 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf  # here: Keras's other backends never import TensorFlow
 
+        def float32(variable: Any) -> Any:
+            # The kernel's parameters and statistics are float32 whatever the input's dtype
+            # (they are bfloat16 or float16 variables under a plain "bfloat16" policy).
+            return tf.cast(variable, tf.float32)
+
         channels = inputs.shape[-1]
-        scale = tf.convert_to_tensor(self.gamma) if self.scale else tf.ones([channels])
-        offset = tf.convert_to_tensor(self.beta) if self.center else tf.zeros([channels])
+        scale = float32(self.gamma) if self.scale else tf.ones([channels])
+        offset = float32(self.beta) if self.center else tf.zeros([channels])
         if not (training and self.trainable):
             outputs, *_ = tf.raw_ops.FusedBatchNormV3(
                 x=inputs,
                 scale=scale,
                 offset=offset,
-                mean=tf.convert_to_tensor(self.moving_mean),
-                variance=tf.convert_to_tensor(self.moving_variance),
+                mean=float32(self.moving_mean),
+                variance=float32(self.moving_variance),
                 epsilon=self.epsilon,
                 data_format="NHWC",
                 is_training=False,
@@ -155,9 +160,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
         variance = variance * tf.maximum(count - 1.0, 1.0) / count
         mean, variance = _global_batch_moments(mean, variance, count)
-        momentum = self.momentum
-        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
-        self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
+        for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            updated = float32(moving) * self.momentum + batch * (1.0 - self.momentum)
+            moving.assign(tf.cast(updated, moving.dtype))
         return tf.cast(outputs, self.compute_dtype)
 
 

@@ -10,8 +10,9 @@ from tf_alexnet import model as model_module
 from tf_alexnet.layers import FusedBatchNormalization
 from tf_alexnet.strategy import make_strategy
 
-POLICIES = {"float32": 1e-5, "mixed_bfloat16": 1e-2}
-"""Dtype policy -> the relative tolerance of float results against Keras's layer."""
+POLICIES = {"float32": 1e-5, "mixed_bfloat16": 1e-2, "bfloat16": 5e-2, "float16": 1e-2}
+"""Dtype policy -> the relative tolerance of float results against Keras's layer. Under the
+plain "bfloat16" and "float16" policies the weights themselves are 16-bit."""
 
 
 def _twins(shape, policy, **kwargs):
@@ -199,3 +200,22 @@ def test_mirrored_training_predicts_alike_on_every_replica():
         predictions = model.predict(twice, batch_size=8, verbose=0)
     np.testing.assert_allclose(predictions[:4], predictions[4:], rtol=0, atol=1e-6)
     assert not np.allclose(model.layers[0].moving_mean.numpy(), 0.0)
+
+
+@pytest.mark.parametrize("policy", ["bfloat16", "float16"])
+def test_mini_trains_and_predicts_under_plain_16_bit_policies(policy):
+    """Under a plain 16-bit policy the batch norm's weights are 16-bit too, while the fused
+    kernel takes float32 ones; the stranger who set "bfloat16" got "No OpKernel was
+    registered to support Op 'FusedBatchNormV3'" from `predict`."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = AlexNet(input_shape=(16, 16, 3), variant="mini", width=0.25)
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        images = np.random.default_rng(0).random((8, 16, 16, 3), "float32")
+        history = model.fit(images, np.arange(8) % 10, epochs=2, batch_size=4, verbose=0)
+        predictions = model.predict(images, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert predictions.shape == (8, 10) and np.all(np.isfinite(predictions))
+    assert model.get_layer("conv1_bn").moving_mean.dtype == policy
