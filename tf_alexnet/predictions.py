@@ -11,6 +11,7 @@ resizes with TensorFlow (as training and the exported signatures do) and imports
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,23 +95,28 @@ def decode_predictions(
 
 def preprocess_input(
     images: Any,
-    input_shape: Sequence[int] = contract.INPUT_SHAPE,
+    input_shape: Sequence[int | None] = contract.INPUT_SHAPE,
 ) -> np.ndarray:
     """Images -> the models' input: float32 in [0, 1] at `input_shape` (height, width, channels).
 
     Args:
         images: one image `(height, width, channels)` or a batch of them, with 1 or 3
             channels: integers (uint8, 0-255) are scaled to [0, 1]; floats must be in [0, 1]
-            already. Any size: images are resized (bilinear, antialiased) as in training.
-        input_shape: the model's `model.input_shape[1:]`.
+            already (NaN is refused). Booleans are refused: convert a 0/1 mask with
+            `.astype("float32")`. Any size: images are resized (bilinear, antialiased) as in
+            training.
+        input_shape: the model's `model.input_shape[1:]`. A height or width of None (a
+            feature extractor built with `include_top=False`) keeps the images' own size on
+            that side: only channels and scale change there.
 
     Returns:
-        A float32 batch of shape `(samples, *input_shape)`.
+        A float32 batch of shape `(samples, height, width, channels)`.
     """
     import tensorflow as tf
 
     from tf_alexnet.preprocess import preprocess
 
+    height, width, channels = _check_input_shape(input_shape)
     array = np.asarray(images)
     if array.ndim == 3:
         array = array[None]
@@ -119,7 +125,17 @@ def preprocess_input(
             "`preprocess_input` expects an image (height, width, channels) or a batch of them, "
             f"with 1 or 3 channels. Received: images.shape={np.shape(images)}"
         )
+    if array.dtype.kind not in "uif":  # bool, strings, objects, complex numbers
+        raise ValueError(
+            "`preprocess_input` expects integer (0-255) or float ([0, 1]) pixels; convert a "
+            "0/1 boolean mask with `.astype('float32')`. "
+            f"Received: images.dtype={array.dtype}"
+        )
     if array.dtype.kind == "f":
+        if nans := int(np.isnan(array).sum()):
+            raise ValueError(
+                f"Float pixels should be in [0, 1], and NaN is not. Received: {nans} NaN values"
+            )
         low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
         if low < contract.INPUT_RANGE[0] or high > contract.INPUT_RANGE[1]:
             raise ValueError(
@@ -133,6 +149,36 @@ def preprocess_input(
                 f"Received: values in [{array.min()}, {array.max()}]"
             )
         array = array.astype(np.uint8)
-    height, width, channels = (int(n) for n in input_shape)
-    output = preprocess(tf.constant(array), (height, width), channels)
+    size = (height or array.shape[1], width or array.shape[2])
+    output = preprocess(tf.constant(array), size, channels)
     return np.asarray(output, np.float32)
+
+
+def _check_input_shape(input_shape: Any) -> tuple[int | None, int | None, int]:
+    """`(height, width, channels)` as ints (height and width may be None), or a ValueError."""
+
+    def side(n: Any) -> bool:
+        return n is None or (_is_integer(n) and n > 0)
+
+    if (
+        not isinstance(input_shape, Sequence)
+        or isinstance(input_shape, str)
+        or len(input_shape) != 3
+        or not (side(input_shape[0]) and side(input_shape[1]))
+        or not (_is_integer(input_shape[2]) and input_shape[2] in (1, 3))
+    ):
+        raise ValueError(
+            "`input_shape` should be (height, width, channels): positive integers or None for "
+            f"height and width, 1 or 3 channels. Received: input_shape={input_shape!r}"
+        )
+    height, width, channels = input_shape
+    return (
+        None if height is None else int(height),
+        None if width is None else int(width),
+        int(channels),
+    )
+
+
+def _is_integer(value: Any) -> bool:
+    """An int or a numpy integer, but not a bool (`True` is an int in Python)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -1,5 +1,7 @@
 """`decode_predictions` and `preprocess_input`: the input and output conventions."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -84,6 +86,44 @@ def test_preprocess_input_states_the_convention():
     ],
 )
 def test_preprocess_input_refuses_other_conventions(images, message):
+    with pytest.raises(ValueError, match=message):
+        preprocess_input(images, (28, 28, 1))
+
+
+def test_preprocess_input_keeps_the_images_own_size_where_the_shape_says_none():
+    """A feature extractor's `input_shape` (include_top=False) has None for height and width."""
+    gray = np.random.default_rng(0).integers(0, 256, (2, 40, 30, 1), dtype=np.uint8)
+    np.testing.assert_allclose(preprocess_input(gray, (None, None, 1)), gray / 255.0, atol=1e-6)
+    assert preprocess_input(gray[0], [None, None, 3]).shape == (1, 40, 30, 3)
+    assert preprocess_input(gray, (None, 20, 1)).shape == (2, 40, 20, 1)
+    assert preprocess_input(gray, (np.int64(20), 20, 1)).shape == (2, 20, 20, 1)
+
+
+@pytest.mark.parametrize(
+    "input_shape",
+    [(28, 28), (28, 28, 1, 1), (28, 28, None), (28, 28, 2), (0, 28, 1), (28.5, 28, 1), "28"],
+)
+def test_preprocess_input_refuses_an_input_shape_it_cannot_meet(input_shape):
+    message = (
+        r"`input_shape` should be \(height, width, channels\): positive integers or None "
+        r"for height and width, 1 or 3 channels. Received: input_shape="
+    )
+    with pytest.raises(ValueError, match=message + re.escape(repr(input_shape))):
+        preprocess_input(np.zeros((28, 28, 1), np.uint8), input_shape)
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.full((28, 28, 1), np.nan), r"Float pixels should be in \[0, 1\].*Received: 784 NaN"),
+        (np.ones((28, 28, 1), bool), r"integer \(0-255\) or float \(\[0, 1\]\) pixels.*"),
+        (np.ones((28, 28, 1), complex), r"Received: images.dtype=complex128"),
+        (np.full((28, 28, 1), "a"), r"Received: images.dtype=<U1"),
+    ],
+)
+def test_preprocess_input_refuses_what_is_not_a_pixel(images, message):
+    """NaN passed the [0, 1] check (NaN compares false) and gave NaN pixels; bool arrays were
+    read as integers (True: 1/255)."""
     with pytest.raises(ValueError, match=message):
         preprocess_input(images, (28, 28, 1))
 
