@@ -22,6 +22,9 @@ from tf_alexnet import contract
 Top = list[tuple[int, str, float]]
 """One image's answer: `(class_id, class_name, score)`, best first."""
 
+PROBABILITY_TOLERANCE = 1e-3
+"""How far above 1 a probability may be (float rounding) before the scores are taken for logits."""
+
 
 def as_numpy(values: Any) -> np.ndarray:
     """Any Keras backend's tensor as a numpy array, without importing the backend: a PyTorch
@@ -53,9 +56,10 @@ def decode_predictions(
     """The `top` classes of each image in a batch of scores, best first.
 
     Args:
-        preds: scores of shape `(samples, classes)`: probabilities, or logits with
-            `from_logits=True`.
-        top: how many classes per image (at most the number of classes).
+        preds: scores of shape `(samples, classes)`: probabilities (in [0, 1]), or logits with
+            `from_logits=True`. NaN and infinite scores are refused.
+        top: how many classes per image, a positive integer. A `top` above the number of
+            classes gives all of them (as `keras.applications` does).
         class_names: index = class id; default: Fashion-MNIST's for 10 classes, else
             `class_0`, `class_1`, ...
         from_logits: apply a softmax first (the AlexNet builder's default top ends in logits).
@@ -70,23 +74,39 @@ def decode_predictions(
             "`decode_predictions` expects a batch of scores: a 2D array of shape "
             f"(samples, classes). Received: preds.shape={preds.shape}"
         )
+    if preds.dtype.kind not in "uif":  # bool, strings, objects, complex numbers
+        raise ValueError(
+            f"`decode_predictions` expects numeric scores. Received: preds.dtype={preds.dtype}"
+        )
+    if not np.isfinite(preds).all():
+        raise ValueError(
+            "`decode_predictions` expects finite scores. Received: "
+            f"{int(np.isnan(preds).sum())} NaN and {int(np.isinf(preds).sum())} infinite values"
+        )
     classes = preds.shape[1]
+    if isinstance(class_names, str | bytes):
+        raise ValueError(
+            "`class_names` should be a sequence of names, one per class, not a single string. "
+            f"Received: class_names={class_names!r}"
+        )
     names = tuple(class_names) if class_names is not None else contract.default_class_names(classes)
     if len(names) != classes:
         raise ValueError(
             f"`class_names` should have one name per class ({classes}). "
             f"Received: {len(names)} class names"
         )
-    if top < 1:
-        raise ValueError(f"`top` should be >= 1. Received: top={top}")
-    if not from_logits and (preds < 0).any():  # a probability never is
+    if not _is_integer(top) or top < 1:
+        raise ValueError(f"`top` should be a positive integer. Received: top={top!r}")
+    low, high = (preds.min(), preds.max()) if preds.size else (0, 0)
+    if not from_logits and (low < 0 or high > 1 + PROBABILITY_TOLERANCE):  # not probabilities
         raise ValueError(
-            "`decode_predictions` received negative scores: logits, not probabilities (the "
+            "`decode_predictions` received scores outside [0, 1]: logits, not probabilities (the "
             "AlexNet builder's top ends in logits unless `classifier_activation` is set). Pass "
-            f"from_logits=True. Received: preds.min()={preds.min():.4g}"
+            f"from_logits=True. Received: preds.min()={low:.4g}, preds.max()={high:.4g}"
         )
     scores = to_probabilities(preds, from_logits)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
+    # As floats: negated unsigned integers wrap around.
+    order = np.argsort(-scores.astype(np.float64), axis=1, kind="stable")[:, : int(top)]
     return [
         [(int(i), names[i], float(row[i])) for i in indices]
         for row, indices in zip(scores, order, strict=True)

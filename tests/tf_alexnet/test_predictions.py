@@ -15,8 +15,16 @@ def test_decode_probabilities_best_first_with_names():
     probabilities = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
     decoded = decode_predictions(probabilities, top=2, class_names=["cat", "dog", "fox"])
     assert decoded == [[(1, "dog", 0.6), (2, "fox", 0.3)], [(0, "cat", 0.5), (2, "fox", 0.3)]]
-    # More than there are classes: all of them.
-    assert len(decode_predictions(probabilities, top=10, class_names="abc")[0]) == 3
+    # More than there are classes: all of them, as in `keras.applications`.
+    assert len(decode_predictions(probabilities, top=10, class_names=list("abc"))[0]) == 3
+    # numpy integers as `top`; scores a rounding above 1 are still probabilities.
+    assert decode_predictions(probabilities, top=np.int64(1), class_names=("a", "b", "c")) == [
+        [(1, "b", 0.6)],
+        [(0, "a", 0.5)],
+    ]
+    assert decode_predictions([[1.0000001, 0.0]], top=1)[0][0][0] == 0
+    # One-hot unsigned integers (whose negation wraps around): the one, not a zero.
+    assert decode_predictions(np.array([[0, 1, 0]], np.uint8), top=1)[0][0][:2] == (1, "class_1")
 
 
 def test_decode_takes_other_keras_backends_tensors():
@@ -49,8 +57,21 @@ def test_decode_logits_matches_tensorflow_softmax_and_top_k():
     [
         (np.ones(3), {}, r"2D array of shape \(samples, classes\). Received: preds.shape=\(3,\)"),
         (np.ones((1, 3)), {"class_names": ["a"]}, "one name per class \\(3\\). Received: 1"),
-        (np.ones((1, 3)), {"top": 0}, "`top` should be >= 1. Received: top=0"),
+        (np.ones((1, 3)), {"top": 0}, "`top` should be a positive integer. Received: top=0"),
+        (np.ones((1, 3)), {"top": 1.5}, "`top` should be a positive integer. Received: top=1.5"),
+        (np.ones((1, 3)), {"top": "1"}, "positive integer. Received: top='1'"),
+        (np.ones((1, 3)), {"top": True}, "positive integer. Received: top=True"),
         (np.array([[0.5, -0.25]]), {}, r"Pass from_logits=True. Received: preds.min\(\)=-0.25"),
+        (np.array([[3.0, 0.5]]), {}, r"Pass from_logits=True. Received: .*preds.max\(\)=3"),
+        (np.array([["0.5", "0.5"]]), {}, "numeric scores. Received: preds.dtype=<U3"),
+        (np.array([[True, False]]), {}, "numeric scores. Received: preds.dtype=bool"),
+        (np.array([[np.nan, 0.5]]), {}, "finite scores. Received: 1 NaN and 0 infinite"),
+        (np.array([[np.inf, 0.5]]), {"from_logits": True}, "Received: 0 NaN and 1 infinite"),
+        (
+            np.ones((1, 3)),
+            {"class_names": "abc"},
+            "not a single string. Received: class_names='abc'",
+        ),
     ],
 )
 def test_decode_refuses_what_it_cannot_answer(preds, kwargs, message):
