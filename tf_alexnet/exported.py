@@ -186,15 +186,32 @@ def load_exported(path: str | os.PathLike[str]) -> Any:
 
     Returns:
         A `keras.layers.TFSMLayer` mapping float pixels in [0, 1] to the output dict.
+
+    Raises:
+        ValueError: `path` is no tf_alexnet export. One written by Keras's `model.export()`
+            loads with `keras.layers.TFSMLayer(path, call_endpoint="serve")`.
     """
     import keras
 
+    if not isinstance(path, str | os.PathLike):
+        raise UserError(
+            f"`load_exported` expects the path of an exported model folder. Received: path={path!r}"
+        )
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             "`load_exported` wraps a SavedModel, which runs on TensorFlow only: use Keras's "
             "TensorFlow backend (KERAS_BACKEND=tensorflow), or load the `.keras` model with "
             f"`tf_alexnet.load_model`. Received: Keras backend {keras.backend.backend()!r}"
         )
-    return keras.layers.TFSMLayer(
-        str(saved_model_path(path)), call_endpoint=contract.SIGNATURE_IMAGE_TENSOR
-    )
+    endpoint = contract.SIGNATURE_IMAGE_TENSOR
+    try:
+        return keras.layers.TFSMLayer(str(saved_model_path(path)), call_endpoint=endpoint)
+    except ValueError as err:
+        if f"'{endpoint}'" not in str(err):  # Keras's words for a missing endpoint
+            raise
+        raise UserError(
+            "`load_exported` expects a SavedModel written by `tf-alexnet export` (or "
+            f"`tf_alexnet.export.export`), which has a {endpoint!r} signature, and this one has "
+            "none. A SavedModel written by Keras's `model.export()` loads with "
+            f'`keras.layers.TFSMLayer(path, call_endpoint="serve")`. Received: path={str(path)!r}'
+        ) from None

@@ -11,6 +11,10 @@ from tf_alexnet.errors import UserError
 
 def load_model(path: str | os.PathLike[str], compile: bool = True) -> keras.Model:
     """Loads a tf_alexnet `.keras` file (custom layers are registered by this package)."""
+    if not isinstance(path, str | os.PathLike):
+        raise UserError(
+            f"`load_model` expects the path of a `.keras` file. Received: path={path!r}"
+        )
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserError(f"No model file at {path!r}.")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO
@@ -166,3 +167,29 @@ def test_readers_do_not_import_the_writer(module):
     imported = _imports(module)
     assert "tf_alexnet.exported" in imported
     assert not {"tf_alexnet.export", "tf_alexnet.train", "tf_alexnet.data"} & imported
+
+
+def test_load_exported_says_what_it_takes_instead_of_a_plain_keras_export(tmp_path):
+    import tf_alexnet
+
+    model = tf_alexnet.AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.25)
+    model.export(str(tmp_path / "keras_export"), verbose=False)
+    with pytest.raises(ValueError) as found:
+        tf_alexnet.load_exported(tmp_path / "keras_export")
+    message = str(found.value)
+    assert message.startswith("`load_exported` expects a SavedModel written by `tf-alexnet export`")
+    assert 'keras.layers.TFSMLayer(path, call_endpoint="serve")' in message
+    assert message.endswith(f"Received: path={str(tmp_path / 'keras_export')!r}")
+    # What the message suggests works.
+    import keras
+
+    layer = keras.layers.TFSMLayer(str(tmp_path / "keras_export"), call_endpoint="serve")
+    assert layer(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("path", [None, 3])
+def test_load_exported_wants_a_path(path):
+    import tf_alexnet
+
+    with pytest.raises(ValueError, match=f"Received: path={path}$"):
+        tf_alexnet.load_exported(path)

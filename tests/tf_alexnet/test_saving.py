@@ -104,3 +104,13 @@ def test_every_recipe_loads_in_a_fresh_process_after_import_tf_alexnet(trained_r
         assert schedules[str(trained_recipes[recipe] / "final.keras")] == "WarmUp"
         assert schedules[str(trained_recipes[recipe] / "best.keras")] == "WarmUp"
     assert schedules[str(trained_recipes["cpu"] / "final.keras")] == "CosineDecay"
+
+
+@pytest.mark.parametrize("path", [None, 3])
+def test_load_model_wants_a_path(path):
+    import tf_alexnet
+
+    with pytest.raises(
+        ValueError, match=r"the path of a `\.keras` file\. Received: path=" + str(path)
+    ):
+        tf_alexnet.load_model(path)
