@@ -7,6 +7,8 @@ from typing import Any
 
 import keras
 
+from tf_alexnet.variants import check_input_size, min_input_size
+
 
 @keras.saving.register_keras_serializable(package="tf_alexnet")
 class LocalResponseNormalization(keras.layers.Layer):
@@ -80,6 +82,56 @@ class LocalResponseNormalization(keras.layers.Layer):
         config.update(
             depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha, beta=self.beta
         )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tf_alexnet")
+class MinimumImageSize(keras.layers.Layer):
+    """Passes images through unchanged, and refuses those too small for an AlexNet variant.
+
+    A network built for images of any size (`input_shape=(None, None, C)`) cannot check
+    their size when it is built; given too small an image, TensorFlow's oneDNN pooling fails
+    with an obscure error, or kills the process with a division by zero. This layer checks
+    each batch: with the size known when the model is called or traced, a `ValueError`;
+    otherwise (TensorFlow graphs of unknown size), an `InvalidArgumentError` with the same
+    message when the batch runs.
+
+    Args:
+        variant: the AlexNet variant whose smallest input (`min_input_size`) applies.
+    """
+
+    def __init__(self, variant: str, **kwargs: Any) -> None:
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.variant = variant
+        self.min_size = min_input_size(variant)
+
+    def call(self, inputs: Any) -> Any:
+        height, width = inputs.shape[1], inputs.shape[2]
+        if height is not None and width is not None:
+            check_input_size(self.variant, min(height, width), f"images of {height}x{width}")
+            return inputs
+        if keras.backend.backend() != "tensorflow":
+            return inputs
+        import tensorflow as tf  # here: Keras's other backends never import TensorFlow
+
+        check = tf.debugging.assert_greater_equal(
+            tf.shape(inputs)[1:3],
+            self.min_size,
+            message=(
+                f"Input size must be at least {self.min_size}x{self.min_size} for "
+                f"variant={self.variant!r}. Received images of (height, width):"
+            ),
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(inputs)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update(variant=self.variant)
         return config
 
 

@@ -32,7 +32,11 @@ import keras
 import numpy as np
 
 from tf_alexnet import contract
-from tf_alexnet.layers import FusedBatchNormalization, LocalResponseNormalization
+from tf_alexnet.layers import (
+    FusedBatchNormalization,
+    LocalResponseNormalization,
+    MinimumImageSize,
+)
 from tf_alexnet.variants import (
     POOL_SIZE,
     POOL_STRIDE,
@@ -43,6 +47,7 @@ from tf_alexnet.variants import (
     check_input_size,
     check_width,
     get_variant,
+    min_input_size,
 )
 
 FIRST_CONV = "conv1"
@@ -164,6 +169,9 @@ def AlexNet(
 
     inputs = keras.Input(shape=input_shape, name="image") if input_tensor is None else input_tensor
     x = inputs
+    if None in input_shape[:2] and min_input_size(variant) > 1:
+        # Sizes known only when called: too small an image must fail clearly, not in oneDNN.
+        x = MinimumImageSize(variant, name="size_check")(x)
     for layer_spec in spec.features:
         x = _block(layer_spec, spec, x)
 

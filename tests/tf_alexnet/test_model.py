@@ -239,6 +239,35 @@ def test_input_tensor_builds_on_a_given_tensor(tmp_path):
         AlexNet(input_tensor=keras.Input((32, 32, 2)), variant="mini")
 
 
+@pytest.mark.parametrize("variant", ["d2l", "paper"])
+def test_any_size_feature_extractor_refuses_too_small_images_clearly(tmp_path, variant):
+    """With `input_shape=(None, None, 3)` the size is known only when called: a 40 px image
+    killed the process (SIGFPE in oneDNN's pooling), a 60 px one failed in oneDNN with "could
+    not create a descriptor", and without oneDNN the features were NaN."""
+    features = AlexNet(
+        include_top=False, pooling="avg", input_shape=(None, None, 3), variant=variant, width=0.125
+    )
+    message = f"at least 67x67 for variant='{variant}'"
+    for size in (10, 40, 66):
+        images = np.zeros((1, size, size + 5, 3), "float32")
+        with pytest.raises(ValueError, match=rf"{message}\. Received: images of {size}x"):
+            features(images)
+        with pytest.raises(ValueError, match=message):
+            features.predict(images, verbose=0)
+    graph = tf.function(features, input_signature=[tf.TensorSpec([None, None, None, 3])])
+    # (TensorFlow's error text escapes the quotes.)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"67x67 for variant=\W+{variant}"):
+        graph(tf.zeros([1, 40, 80, 3]))
+    for size in (67, 90):
+        assert np.all(np.isfinite(graph(tf.zeros([1, size, size, 3]))))
+        assert features(np.zeros((1, size, size, 3), "float32")).shape == (1, 32)
+    features.save(tmp_path / "features.keras")
+    with pytest.raises(ValueError, match=message):
+        keras.saving.load_model(tmp_path / "features.keras")(np.zeros((1, 40, 40, 3), "float32"))
+    fixed = AlexNet(include_top=False, input_shape=(67, 67, 3), variant=variant, width=0.125)
+    assert "size_check" not in [layer.name for layer in fixed.layers]  # checked when built
+
+
 def test_min_input_sizes():
     assert min_input_size("d2l") == 67
     assert min_input_size("paper") == 67
