@@ -82,6 +82,11 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    """The module's names and the public ones not loaded yet, as `dir()` and completion see."""
+    return sorted(set(globals()) | set(_LAZY))
+
+
 def _register_keras_objects(_keras: object = None) -> None:
     for module in KERAS_OBJECT_MODULES:
         importlib.import_module(module)

@@ -1,6 +1,8 @@
 """`decode_predictions` and `preprocess_input`: the input and output conventions."""
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -154,3 +156,16 @@ def test_exported_from_the_package():
     assert tf_alexnet.preprocess_input is preprocess_input
     for name in ("decode_predictions", "preprocess_input", "WarmUp"):
         assert name in tf_alexnet.__all__
+
+
+def test_dir_lists_the_public_api_before_it_loads():
+    """The public names load on first use (`__getattr__`); `dir()` and completion list them."""
+    code = (
+        "import sys, tf_alexnet; names = dir(tf_alexnet); "
+        "print(sorted(set(tf_alexnet.__all__) - set(names)), 'keras' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "[] False"  # all listed, nothing imported for it
