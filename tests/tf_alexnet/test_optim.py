@@ -1,5 +1,7 @@
 """The training objective: optimizer, learning-rate schedules and the warm-up schedule."""
 
+import re
+
 import keras
 import pytest
 
@@ -7,6 +9,7 @@ from tests.conftest import TINY_TRAINING
 from tf_alexnet import config as config_lib
 from tf_alexnet.errors import UserError
 from tf_alexnet.optim import learning_rate_schedule, make_optimizer
+from tf_alexnet.schedules import WarmUp
 
 TINY = TINY_TRAINING
 
@@ -74,3 +77,37 @@ def test_a_step_schedule_shorter_than_its_step_stays_constant(warmup_epochs):
     )
     rate = learning_rate_schedule(config, steps_per_epoch=100)
     assert float(rate(999) if callable(rate) else rate) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("after", "warmup_steps", "message"),
+    [
+        ("x", 10, "`after` should be a positive learning rate or a Keras LearningRateSchedule"),
+        (None, 10, "Received: after=None"),
+        (-0.1, 10, "Received: after=-0.1"),
+        (0.0, 10, "Received: after=0.0"),
+        (float("nan"), 10, "Received: after=nan"),
+        (True, 10, "Received: after=True"),
+        (0.1, -5, "`warmup_steps` should be a non-negative integer. Received: warmup_steps=-5"),
+        (0.1, 2.5, "Received: warmup_steps=2.5"),
+        (0.1, "10", "Received: warmup_steps='10'"),
+    ],
+)
+def test_warmup_refuses_what_is_not_a_rate_or_a_step_count(after, warmup_steps, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        WarmUp(after, warmup_steps)
+
+
+def test_warmup_takes_numbers_of_any_kind_and_survives_its_config():
+    """Numbers (numpy ones too) and schedules, through JSON as a `.keras` file stores them."""
+    import json
+
+    import numpy as np
+
+    decay = keras.optimizers.schedules.ExponentialDecay(0.1, 100, 0.5)
+    for after, steps in ((np.float32(0.1), np.int64(10)), (1, 0), (decay, 10)):
+        schedule = WarmUp(after, steps)
+        config = json.loads(json.dumps(keras.optimizers.schedules.serialize(schedule)))
+        restored = keras.optimizers.schedules.deserialize(config)
+        assert float(restored(20)) == pytest.approx(float(schedule(20)))
+    assert float(WarmUp(1, 0)(0)) == 1.0  # no warm-up: the rate from step 0
