@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from typing import Any
 
 import keras
@@ -35,23 +37,35 @@ class LocalResponseNormalization(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if depth_radius < 0:
+        if not (
+            isinstance(depth_radius, numbers.Integral)
+            and not isinstance(depth_radius, bool)
+            and depth_radius >= 0
+        ):
             raise ValueError(
                 f"`depth_radius` should be a non-negative integer. Received: {depth_radius=}"
             )
         self.depth_radius = int(depth_radius)
-        self.bias = float(bias)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
+        self.bias = _check_number("bias", bias, "a positive number", lambda v: v > 0)
+        self.alpha = _check_number("alpha", alpha, "a non-negative number", lambda v: v >= 0)
+        self.beta = _check_number("beta", beta, "a non-negative number", lambda v: v >= 0)
+
+    def build(self, input_shape: Any) -> None:
+        if len(input_shape) != 4:
+            raise ValueError(
+                "`LocalResponseNormalization` normalizes 4D inputs (batch, height, width, "
+                f"channels). Received: input_shape={tuple(input_shape)}"
+            )
+        super().build(input_shape)
 
     def call(self, inputs: Any) -> Any:
         if keras.backend.backend() != "tensorflow":
             return self._call_with_keras_ops(inputs)
         import tensorflow as tf  # here: Keras's other backends never import TensorFlow
 
-        # TensorFlow's CPU LRN kernel takes float32 and float16 only: under a bf16 policy,
-        # normalize in float32 and hand back the compute dtype.
-        compute_in_float32 = inputs.dtype == tf.bfloat16
+        # TensorFlow's CPU LRN kernel takes float32 and float16 only: under a bf16 (or a
+        # float64) policy, normalize in float32 and hand back the compute dtype.
+        compute_in_float32 = inputs.dtype not in (tf.float32, tf.float16)
         outputs = tf.nn.local_response_normalization(
             tf.cast(inputs, tf.float32) if compute_in_float32 else inputs,
             depth_radius=self.depth_radius,
@@ -83,6 +97,18 @@ class LocalResponseNormalization(keras.layers.Layer):
             depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha, beta=self.beta
         )
         return config
+
+
+def _check_number(name: str, value: Any, expected: str, valid: Any) -> float:
+    """`value` as a float; a ValueError unless it is a finite real number that is `valid`."""
+    if (
+        not isinstance(value, numbers.Real)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not valid(value)
+    ):
+        raise ValueError(f"`{name}` should be {expected}. Received: {name}={value!r}")
+    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="tf_alexnet")

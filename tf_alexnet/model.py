@@ -24,7 +24,10 @@ The variants' layer tables, and the smallest input each takes, are in `tf_alexne
 
 from __future__ import annotations
 
+import numbers
 import os
+import warnings
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +57,11 @@ FIRST_CONV = "conv1"
 """Every variant's first layer: the one that reads the image's channels."""
 
 
+def _is_integer(value: Any) -> bool:
+    """A Python or NumPy integer, not a bool (`True` is an `int` to Python)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
 def _check_input_shape(
     input_shape: Any, variant: str, include_top: bool
 ) -> tuple[int | None, int | None, int]:
@@ -62,7 +70,7 @@ def _check_input_shape(
         not isinstance(input_shape, tuple | list)
         or len(input_shape) != 3
         or not all(
-            (isinstance(d, int) and d > 0) or (d is None and i < 2 and not include_top)
+            (_is_integer(d) and d > 0) or (d is None and i < 2 and not include_top)
             for i, d in enumerate(input_shape)
         )
     ):
@@ -72,16 +80,66 @@ def _check_input_shape(
             "`input_shape` should be a tuple of 3 positive integers (height, width, channels)"
             f"{sides}. Received: input_shape={input_shape!r}"
         )
-    height, width, channels = input_shape
+    height, width, channels = (None if d is None else int(d) for d in input_shape)
     if channels not in (1, 3):
         raise ValueError(
             f"`input_shape` should have 1 (grayscale) or 3 (RGB) channels. "
-            f"Received: input_shape={tuple(input_shape)}"
+            f"Received: input_shape={(height, width, channels)}"
         )
     known = [side for side in (height, width) if side is not None]
     if known:
-        check_input_size(variant, min(known), f"input_shape={tuple(input_shape)}")
+        check_input_size(variant, min(known), f"input_shape={(height, width, channels)}")
     return height, width, channels
+
+
+def _check_arguments(include_top: Any, weights: Any, classes: Any, dropout: Any, name: Any) -> None:
+    """The builder's scalar arguments; a ValueError says what was expected and received."""
+    if not isinstance(include_top, bool | np.bool_):
+        raise ValueError(
+            f"`include_top` should be True or False. Received: include_top={include_top!r}"
+        )
+    if include_top and not (_is_integer(classes) and classes >= 1):
+        raise ValueError(f"`classes` should be a positive integer. Received: classes={classes!r}")
+    if not (
+        isinstance(dropout, numbers.Real)
+        and not isinstance(dropout, bool | np.bool_)
+        and 0.0 <= dropout < 1.0
+    ):
+        raise ValueError(f"`dropout` should be a number in [0, 1). Received: dropout={dropout!r}")
+    if weights is not None and not (
+        isinstance(weights, str | os.PathLike)
+        and isinstance(os.fspath(weights), str)
+        and os.path.isfile(weights)
+    ):
+        raise ValueError(
+            "`weights` should be None or the path of an existing `.keras` or `.weights.h5` "
+            f"file. Received: weights={weights!r}"
+        )
+    if not (isinstance(name, str) and name):
+        raise ValueError(f"`name` should be a non-empty string. Received: name={name!r}")
+
+
+def _check_activation(classifier_activation: Any) -> Any:
+    """The top layer's activation function, from a name, a callable or None."""
+    try:
+        return keras.activations.get(classifier_activation)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            "`classifier_activation` should be None (logits), the name of a Keras activation "
+            "such as 'softmax', or a callable. "
+            f"Received: classifier_activation={classifier_activation!r}"
+        ) from err
+
+
+def _check_input_dtype(input_tensor: Any) -> None:
+    if input_tensor is not None and "float" not in keras.backend.standardize_dtype(
+        input_tensor.dtype
+    ):
+        raise ValueError(
+            "`input_tensor` should hold floating-point pixels in [0, 1]: cast or scale integer "
+            "images first, e.g. with `keras.layers.Rescaling(1 / 255)`. "
+            f"Received: input_tensor with dtype {input_tensor.dtype}"
+        )
 
 
 def _input_shape_of(input_shape: Any, input_tensor: Any) -> Any:
@@ -156,16 +214,9 @@ def AlexNet(
     )
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` should be None, 'avg' or 'max'. Received: pooling={pooling!r}")
-    if include_top and (not isinstance(classes, int) or classes < 1):
-        raise ValueError(f"`classes` should be a positive integer. Received: classes={classes!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout!r}")
-    if weights is not None and not os.path.exists(weights):
-        raise ValueError(
-            "`weights` should be None or the path of an existing `.keras` or `.weights.h5` "
-            f"file. Received: weights={weights!r}"
-        )
-    activation = keras.activations.get(classifier_activation)
+    _check_arguments(include_top, weights, classes, dropout, name)
+    _check_input_dtype(input_tensor)
+    activation = _check_activation(classifier_activation)
 
     inputs = keras.Input(shape=input_shape, name="image") if input_tensor is None else input_tensor
     x = inputs
@@ -185,11 +236,11 @@ def AlexNet(
                 bias_initializer=keras.initializers.Constant(spec.hidden_bias),
                 name=f"fc{i}",
             )(x)
-            x = keras.layers.Dropout(dropout, name=f"drop{i}")(x)
+            x = keras.layers.Dropout(float(dropout), name=f"drop{i}")(x)
         # Under a mixed-precision policy the top layer stays float32 for a stable loss.
         top_dtype = "float32" if keras.config.dtype_policy().name.startswith("mixed") else None
         x = keras.layers.Dense(
-            classes,
+            int(classes),
             activation=activation,
             kernel_initializer=spec.kernel_initializer(),
             dtype=top_dtype,
@@ -274,18 +325,21 @@ def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
     """Loads weights from a `.keras` file (matched by layer name) or a `.weights.h5` file."""
     path = os.fspath(path)
     if path.endswith(".weights.h5"):
-        try:
-            model.load_weights(path)
-        except ValueError as err:
-            raise ValueError(
-                f"The weights in {path!r} do not fit this architecture: {err}"
-            ) from err
+        _load_weights_file(model, path)
         return
     if not path.endswith(".keras"):
         raise ValueError(
             f"`weights` should be a `.keras` or `.weights.h5` file. Received: weights={path!r}"
         )
-    source = keras.saving.load_model(path, compile=False)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"`weights` should be a `.keras` file (a zip archive) saved by Keras, but {path!r} "
+            "is not one: it is damaged, truncated, or another kind of file."
+        )
+    try:
+        source = keras.saving.load_model(path, compile=False)
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        raise ValueError(f"Could not read the model in {path!r}: {err}") from err
     source_layers = {layer.name: layer for layer in source.layers}
     for layer in model.layers:
         if not layer.weights:
@@ -309,6 +363,24 @@ def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
                 f"with (or include_top=False to keep only the convolutional features)."
             )
         layer.set_weights(values)
+
+
+def _load_weights_file(model: keras.Model, path: str) -> None:
+    """A `.weights.h5` file of the same architecture (variables matched in order, as Keras
+    does); a mismatch is reported in one paragraph, without the variables' values."""
+    try:
+        with warnings.catch_warnings():
+            # Keras warns of "nested containers" on any mismatch; the error below says it all.
+            warnings.simplefilter("ignore", UserWarning)
+            model.load_weights(path)
+    except (ValueError, OSError) as err:
+        # Keras appends the target variable's values; keep the message up to them.
+        reason = " ".join(str(err).split("Target variable:")[0].split())
+        raise ValueError(
+            f"The weights in {path!r} do not fit this architecture: {reason[:600]} "
+            "Use the input_shape, classes, variant and width they were saved with, or save "
+            "the model as a `.keras` file, which seeds other shapes layer by layer."
+        ) from err
 
 
 def adapt_input_channels(kernel: np.ndarray, channels: int) -> np.ndarray:

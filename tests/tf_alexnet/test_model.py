@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -162,6 +163,30 @@ def test_lrn_matches_the_paper_formula(path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"depth_radius": "2"}, "`depth_radius` should be a non-negative integer"),
+        ({"depth_radius": 2.5}, "Received: depth_radius=2.5"),  # was truncated to 2
+        ({"beta": "x"}, "`beta` should be a non-negative number. Received: beta='x'"),
+        ({"bias": -1.0}, "`bias` should be a positive number. Received: bias=-1.0"),
+        ({"alpha": float("nan")}, "Received: alpha=nan"),
+    ],
+)
+def test_lrn_refuses_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        LocalResponseNormalization(**kwargs)
+
+
+def test_lrn_takes_4d_inputs_of_any_float_dtype():
+    with pytest.raises(ValueError, match=r"4D inputs .* Received: input_shape=\(1, 4, 8\)"):
+        LocalResponseNormalization()(np.ones((1, 4, 8), "float32"))
+    x = np.random.default_rng(0).uniform(-3, 3, (1, 2, 2, 8))
+    float64 = LocalResponseNormalization(dtype="float64")(x)  # TensorFlow's kernel has no float64
+    assert float64.dtype == "float64"
+    np.testing.assert_allclose(float64, LocalResponseNormalization()(x.astype("float32")), 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
         (
             {"input_shape": (28, 28, 1)},
             "at least 67x67 for variant='d2l'. Received: input_shape=(28, 28, 1)",
@@ -179,6 +204,17 @@ def test_lrn_matches_the_paper_formula(path):
         ({"classes": 0}, "Received: classes=0"),
         ({"dropout": 1.0}, "Received: dropout=1.0"),
         ({"weights": "/nonexistent.keras"}, "Received: weights='/nonexistent.keras'"),
+        # Wrong types a stranger passed: each got a raw TypeError, or was silently accepted.
+        ({"classes": True}, "`classes` should be a positive integer. Received: classes=True"),
+        ({"input_shape": (True, 224, 1)}, "Received: input_shape=(True, 224, 1)"),
+        ({"include_top": "False"}, "True or False. Received: include_top='False'"),
+        ({"dropout": "0.5"}, "`dropout` should be a number in [0, 1). Received: dropout='0.5'"),
+        ({"dropout": None}, "Received: dropout=None"),
+        ({"weights": True}, "Received: weights=True"),
+        ({"weights": 0}, "Received: weights=0"),  # not file descriptor 0
+        ({"weights": b"model.keras"}, "Received: weights=b'model.keras'"),
+        ({"classifier_activation": "sofmax"}, "Received: classifier_activation='sofmax'"),
+        ({"name": None}, "`name` should be a non-empty string. Received: name=None"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):
@@ -239,6 +275,14 @@ def test_input_tensor_builds_on_a_given_tensor(tmp_path):
         AlexNet(input_tensor=keras.Input((32, 32, 2)), variant="mini")
 
 
+def test_numpy_integers_are_accepted():
+    """A class count or shape computed with NumPy (`labels.max() + 1`) is an integer too."""
+    model = AlexNet(
+        input_shape=tuple(np.array([28, 28, 1])), classes=np.int64(5), variant="mini", width=0.25
+    )
+    assert model.input_shape == (None, 28, 28, 1) and model.output_shape == (None, 5)
+
+
 @pytest.mark.parametrize("variant", ["d2l", "paper"])
 def test_any_size_feature_extractor_refuses_too_small_images_clearly(tmp_path, variant):
     """With `input_shape=(None, None, 3)` the size is known only when called: a 40 px image
@@ -266,6 +310,14 @@ def test_any_size_feature_extractor_refuses_too_small_images_clearly(tmp_path, v
         keras.saving.load_model(tmp_path / "features.keras")(np.zeros((1, 40, 40, 3), "float32"))
     fixed = AlexNet(include_top=False, input_shape=(67, 67, 3), variant=variant, width=0.125)
     assert "size_check" not in [layer.name for layer in fixed.layers]  # checked when built
+
+
+def test_integer_input_tensor_is_refused_when_built():
+    with pytest.raises(ValueError, match=r"floating-point pixels .* Received: .*dtype uint8"):
+        AlexNet(input_tensor=keras.Input((28, 28, 1), dtype="uint8"), variant="mini")
+    scaled = keras.layers.Rescaling(1 / 255)(keras.Input((28, 28, 1), dtype="uint8"))
+    model = AlexNet(input_tensor=scaled, variant="mini", width=0.25)
+    assert model.predict(np.zeros((1, 28, 28, 1), np.uint8), verbose=0).shape == (1, 10)
 
 
 def test_min_input_sizes():
@@ -314,6 +366,24 @@ def test_gray_weights_seed_an_rgb_model_and_back(tmp_path, trained_on, used_on):
     assert kernel.shape == (3, 3, used_on, 32)
     if used_on == 3:  # every colour counts, not only the first channel
         assert np.all(kernel[:, :, 0] == kernel[:, :, 2])
+
+
+def test_damaged_or_mismatched_weight_files_are_reported_in_one_paragraph(tmp_path):
+    """A damaged `.keras` file was reported as "File not found"; a `.weights.h5` file of
+    another shape printed a misleading warning and the target variable's values."""
+    junk = tmp_path / "junk.keras"
+    junk.write_text("hello")
+    with pytest.raises(ValueError, match=r"junk\.keras' is not one: it is damaged"):
+        AlexNet(input_shape=(28, 28, 1), variant="mini", weights=junk)
+    path = tmp_path / "mini.weights.h5"
+    AlexNet(input_shape=(28, 28, 1), variant="mini").save_weights(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras's "Skipping nested container" warning
+        with pytest.raises(ValueError) as caught:
+            AlexNet(input_shape=(28, 28, 1), variant="mini", classes=3, weights=path)
+    message = str(caught.value)
+    assert "do not fit this architecture" in message and "value.shape=(512, 10)" in message
+    assert "Target variable" not in message and "\n" not in message and len(message) < 1000
 
 
 def test_weights_h5_round_trip(tmp_path):
