@@ -35,7 +35,13 @@ from tf_alexnet.cli_parser import (
     overrides_from,
     parse_arguments,
 )
-from tf_alexnet.errors import ClusterError, Terminated, UserError, missing_tensorflow
+from tf_alexnet.errors import (
+    ClusterError,
+    MissingServeExtra,
+    Terminated,
+    UserError,
+    missing_tensorflow,
+)
 
 
 def run_summary(args: argparse.Namespace) -> int:
@@ -135,11 +141,11 @@ def run_serve(args: argparse.Namespace) -> int:
     found = importlib.metadata.entry_points(group=group, name=name)
     try:
         serve = next(iter(found)).load()
-    except (StopIteration, ImportError) as err:
-        reason = f" ({err})" if isinstance(err, ImportError) else ""
-        raise UserError(
-            f"Serving needs the 'serve' extra: pip install 'tf-alexnet[serve]'{reason}."
-        ) from None
+    except StopIteration:  # the serving package is not installed
+        raise UserError(str(MissingServeExtra())) from None
+    except ImportError as err:  # it is, without its dependencies
+        missing = err if isinstance(err, MissingServeExtra) else MissingServeExtra(err)
+        raise UserError(str(missing)) from None
     serve(
         host=args.host,
         port=args.port,

@@ -17,6 +17,24 @@ def missing_tensorflow(err: ModuleNotFoundError) -> bool:
     return (err.name or "").split(".")[0] in TENSORFLOW_MODULES
 
 
+SERVE_EXTRA = "pip install 'tf-alexnet[serve]'"
+"""What installs the serving facade's dependencies (FastAPI, uvicorn, ...)."""
+
+
+class MissingServeExtra(ModuleNotFoundError):
+    """The serving facade is used without the `serve` extra: says what to install.
+
+    Raised on importing the serving package, and turned into one line by `tf-alexnet serve`.
+    """
+
+    def __init__(self, cause: ImportError | None = None) -> None:
+        reason = f" ({cause})" if cause else ""
+        super().__init__(
+            f"Serving needs the 'serve' extra: {SERVE_EXTRA}{reason}.",
+            name=cause.name if cause else None,
+        )
+
+
 class ClusterError(RuntimeError):
     """Multi-worker training lost a peer: the CLI prints one line and exits with status 1."""
 

@@ -6,6 +6,7 @@ import pathlib
 import re
 import signal
 import subprocess
+import sys
 import time
 import zlib
 
@@ -309,6 +310,34 @@ def test_serve_without_models_is_a_clear_error(tmp_path):
     assert (
         result.stderr.strip()
         .splitlines()[-1]
+WITHOUT_FASTAPI = """
+import argparse, sys
+
+sys.modules["fastapi"] = None  # as if the serve extra were not installed: imports fail
+try:
+    import tf_alexnet_serving
+except ModuleNotFoundError as err:
+    print(type(err).__name__, err)
+from tf_alexnet import cli
+
+try:
+    cli.run_serve(argparse.Namespace(host="", port=0, model_base_path=None, model_name=None))
+except ValueError as err:
+    print(err)
+"""
+
+
+def test_without_the_serve_extra_importing_the_facade_says_what_to_install():
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_FASTAPI], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    hint = "Serving needs the 'serve' extra: pip install 'tf-alexnet[serve]' (import of fastapi"
+    imported, served = result.stdout.splitlines()[-2:]
+    assert imported.startswith(f"MissingServeExtra {hint}")
+    assert served.startswith(hint) and served.count("pip install") == 1  # the CLI's one line
+
+
         .startswith("tf-alexnet: error: No exported SavedModel")
     )
 
