@@ -12,17 +12,16 @@ class ImageError(ValueError):
 
 
 def image_size(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) read from the header of a PNG, JPEG, GIF, BMP or WebP file."""
+    """(format, width, height) read from the header of a PNG, JPEG, GIF, BMP or WebP file: the
+    size the decoder gives (for a GIF, the largest frame's; see `_gif_frames`)."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         if len(data) < 24 or data[12:16] != b"IHDR":
             raise ImageError("truncated PNG header")
         width, height = struct.unpack(">II", data[16:24])
         return "png", width, height
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        if len(data) < 10:
-            raise ImageError("truncated GIF header")
-        width, height = struct.unpack("<HH", data[6:10])
-        return "gif", width, height
+    if data.startswith(GIF_SIGNATURES):
+        frames, _ = _gif_frames(data)
+        return "gif", max(w for w, _ in frames), max(h for _, h in frames)
     if data.startswith(b"BM"):
         if len(data) < 26:
             raise ImageError("truncated BMP header")
@@ -36,6 +35,48 @@ def image_size(data: bytes) -> tuple[str, int, int]:
     if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
         return ("webp", *_webp_size(data))
     raise ImageError(f"unsupported format: expected {contract.IMAGE_FORMATS}")
+
+
+GIF_SIGNATURES = (b"GIF87a", b"GIF89a")
+
+
+def _gif_frames(data: bytes) -> tuple[list[tuple[int, int]], int]:
+    """Each frame's (width, height) from its image descriptor, and where the first frame's
+    image data ends (0 when it does not). TensorFlow ignores the logical screen size and the
+    frames' offsets: it decodes every frame at the largest frame's width and height."""
+    if len(data) < 13:
+        raise ImageError("truncated GIF header")
+    frames: list[tuple[int, int]] = []
+    first_end = 0
+    index = 13 + _gif_color_table(data[10])
+    while index < len(data) and data[index] in (0x21, 0x2C):  # extension, image; else the end
+        if data[index] == 0x21:  # an extension: its label, then sub-blocks
+            index = _after_sub_blocks(data, index + 2)
+            continue
+        if index + 10 > len(data):
+            break
+        width, height = struct.unpack("<HH", data[index + 5 : index + 9])
+        frames.append((width, height))
+        # The descriptor, a local color table, the LZW code size, then the data's sub-blocks.
+        index = _after_sub_blocks(data, index + 10 + _gif_color_table(data[index + 9]) + 1)
+        if len(frames) == 1 and index <= len(data):
+            first_end = index
+    if not frames:
+        raise ImageError("GIF without an image")
+    return frames, first_end
+
+
+def _gif_color_table(flags: int) -> int:
+    """The size of the color table that a GIF's screen or image descriptor announces."""
+    return 3 * 2 ** ((flags & 0x07) + 1) if flags & 0x80 else 0
+
+
+def _after_sub_blocks(data: bytes, index: int) -> int:
+    """Where a chain of GIF sub-blocks (each a length byte, then data) that starts at `index`
+    ends, past its terminating zero (beyond `len(data)` when the chain is cut short)."""
+    while index < len(data) and data[index]:
+        index += data[index] + 1
+    return index + 1
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:

@@ -38,6 +38,13 @@ def _png_bomb(width=100_000, height=100_000):
     return header + len(ihdr[4:]).to_bytes(4, "big") + ihdr + zlib.crc32(ihdr).to_bytes(4, "big")
 
 
+def _gif_bomb(width=10_000, height=10_000):
+    """A GIF whose 1x1 logical screen holds one frame of `width` x `height` (data cut short)."""
+    screen = b"GIF89a" + (1).to_bytes(2, "little") * 2 + b"\x00\x00\x00"
+    frame = b"," + b"\x00" * 4 + width.to_bytes(2, "little") + height.to_bytes(2, "little")
+    return screen + frame + b"\x00\x08\x02\x00\x01\x00;"
+
+
 def test_predict_multipart_matches_the_exported_model(client, model_base, test_images, tmp_path):
     image = tmp_path / "shirt.png"
     image.write_bytes(test_images[0])
@@ -102,6 +109,7 @@ def test_predict_json_instances_and_several_files(client, test_images):
         ),
         ({"files": {"file": ("empty.png", b"", "image/png")}}, 400, "empty.png: empty file"),
         ({"files": {"file": ("bomb.png", _png_bomb(), "image/png")}}, 400, "over the limit"),
+        ({"files": {"file": ("bomb.gif", _gif_bomb(), "image/gif")}}, 400, "over the limit"),
         ({"files": {"note": (None, "just text")}}, 400, "No image file"),
         ({"data": {"field": "value"}}, 415, "multipart/form-data"),
         ({"json": {"instances": [{"b64": "%%%"}]}}, 400, "instances[0]: invalid base64"),
@@ -302,14 +310,6 @@ def metadata_names(port):
     return httpx.get(f"http://127.0.0.1:{port}/v1/metadata").json()["class_names"]
 
 
-def test_serve_without_models_is_a_clear_error(tmp_path):
-    from tests.conftest import run_cli
-
-    result = run_cli("serve", "--model-base-path", str(tmp_path))
-    assert result.returncode == 2
-    assert (
-        result.stderr.strip()
-        .splitlines()[-1]
 WITHOUT_FASTAPI = """
 import argparse, sys
 
@@ -338,6 +338,14 @@ def test_without_the_serve_extra_importing_the_facade_says_what_to_install():
     assert served.startswith(hint) and served.count("pip install") == 1  # the CLI's one line
 
 
+def test_serve_without_models_is_a_clear_error(tmp_path):
+    from tests.conftest import run_cli
+
+    result = run_cli("serve", "--model-base-path", str(tmp_path))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
         .startswith("tf-alexnet: error: No exported SavedModel")
     )
 

@@ -90,6 +90,22 @@ def _bmp(header_size, width=6, height=4, bpp=24, top_down=False):
     return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + dib + pixels
 
 
+def _gif(*frames, canvas=None):
+    """A GIF of `frames`, each (width, height) or (width, height, left, top): Pillow's one-frame
+    GIFs spliced together, each frame with its own palette as a local color table. The logical
+    screen is `canvas`, or the first frame's size."""
+    out = b""
+    for width, height, *offset in frames:
+        one = _save(_picture("P", (width, height)), "GIF")
+        start = 13 + 3 * 2 ** ((one[10] & 7) + 1)  # after the global color table
+        assert one[start] == 0x2C  # the image descriptor
+        left, top = offset or (0, 0)
+        descriptor = b"," + struct.pack("<HHHHB", left, top, width, height, 0x80 | one[10] & 7)
+        out += descriptor + one[13:start] + one[start + 10 : -1]
+    screen = struct.pack("<HHBBB", *(canvas or frames[0][:2]), 0, 0, 0)
+    return b"GIF89a" + screen + out + b";"
+
+
 def _corpus():
     rgb, gray = _picture("RGB"), _picture("L")
     exif = Image.Exif()
@@ -127,6 +143,9 @@ def _corpus():
         "static.gif": _save(_picture("P"), "GIF"),
         "animated.gif": _save(frames[0], "GIF", save_all=True, append_images=frames[1:]),
         "transparent.gif": _save(_picture("P"), "GIF", transparency=0),
+        "frame-larger-than-screen.gif": _gif((37, 23), canvas=(1, 1)),
+        "frame-outside-screen.gif": _gif((37, 23, 500, 400), canvas=(40, 30)),
+        "first-frame-smaller.gif": _gif((10, 10), (37, 23)),
         "pillow-24-bit.bmp": _save(rgb, "BMP"),
         "pillow-8-bit.bmp": _save(gray, "BMP"),
         "pillow-1-bit.bmp": _save(_picture("1"), "BMP"),
@@ -203,6 +222,30 @@ def test_the_usual_encodings_are_all_accepted(served_model):
 def test_jpeg_fill_bytes_before_markers_are_read():
     data = _with_jpeg_fill_bytes(_save(_picture("RGB"), "JPEG"), count=7)
     assert check_image(data, 10_000) == "jpeg"
+
+
+@pytest.mark.parametrize(
+    ("frames", "canvas", "size"),
+    [
+        ([(100, 80)], (1, 1), (100, 80)),  # a frame larger than the screen
+        ([(100, 80, 50, 40)], None, (100, 80)),  # partly outside: clipped, never grown
+        ([(10, 10, 500, 400)], (300, 300), (10, 10)),  # wholly outside: black
+        ([(10, 10), (100, 80), (30, 5)], None, (100, 80)),  # every frame at the largest's size
+        ([(100, 5), (5, 80)], None, (100, 80)),  # the widest and the tallest frames
+    ],
+)
+def test_gif_size_is_the_size_tensorflow_decodes_its_frames_at(frames, canvas, size):
+    """TensorFlow ignores a GIF's logical screen and its frames' offsets: it decodes every frame
+    at the largest frame width by the largest frame height. A 1x1 screen around a 10,000 x
+    10,000 frame slipped past MAX_PIXELS (2.5 GB of memory for one request)."""
+    import tensorflow as tf
+
+    data = _gif(*frames, canvas=canvas)
+    decoded = tf.io.decode_image(data, channels=3, expand_animations=False)
+    assert tuple(decoded.shape) == (size[1], size[0], 3)
+    assert image_size(data) == ("gif", *size)
+    with pytest.raises(ImageError, match=f"{size[0]}x{size[1]} pixels is over the limit"):
+        check_image(data, size[0] * size[1] - 1)
 
 
 @pytest.mark.parametrize(
