@@ -45,10 +45,10 @@ class LocalResponseNormalization(keras.layers.Layer):
             raise ValueError(
                 f"`depth_radius` should be a non-negative integer. Received: {depth_radius=}"
             )
-        self.depth_radius = int(depth_radius)
-        self.bias = _check_number("bias", bias, "a positive number", lambda v: v > 0)
-        self.alpha = _check_number("alpha", alpha, "a non-negative number", lambda v: v >= 0)
-        self.beta = _check_number("beta", beta, "a non-negative number", lambda v: v >= 0)
+        self.depth_radius: int = int(depth_radius)
+        self.bias: float = _check_number("bias", bias, "a positive number", lambda v: v > 0)
+        self.alpha: float = _check_number("alpha", alpha, "a non-negative number", lambda v: v >= 0)
+        self.beta: float = _check_number("beta", beta, "a non-negative number", lambda v: v >= 0)
 
     def build(self, input_shape: Any) -> None:
         if len(input_shape) != 4:

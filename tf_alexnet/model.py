@@ -103,7 +103,7 @@ def _check_arguments(include_top: Any, weights: Any, classes: Any, dropout: Any,
     if not (
         isinstance(dropout, numbers.Real)
         and not isinstance(dropout, bool | np.bool_)
-        and 0.0 <= dropout < 1.0
+        and 0.0 <= float(dropout) < 1.0
     ):
         raise ValueError(f"`dropout` should be a number in [0, 1). Received: dropout={dropout!r}")
     if weights is not None and not (
