@@ -56,12 +56,13 @@ def build_router(max_top_k: int) -> APIRouter:
             raise HTTPException(503, model.names.problem)
         images = await read_images(request, settings)
         request.state.images = len(images)
+        decodable = []  # what the backend decodes (an animated GIF's first frame alone)
         for name, data in images:
             try:
-                check_image(data, settings.max_pixels)
+                decodable.append(check_image(data, settings.max_pixels))
             except ImageError as err:
                 raise HTTPException(400, f"{name}: {err}") from None
-        results = await _predict_one_version(model, [data for _, data in images])
+        results = await _predict_one_version(model, decodable)
         answers = [result for result in results if isinstance(result, Answer)]
         names = answers[0].names if answers else model.names
         if names.problem:  # learnt from these very answers

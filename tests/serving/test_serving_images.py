@@ -90,6 +90,13 @@ def _bmp(header_size, width=6, height=4, bpp=24, top_down=False):
     return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + dib + pixels
 
 
+def _with_square(image, x):
+    """`image` with a small square painted at (x, 2): an animation's next frame."""
+    image = image.copy()
+    image.paste(7, (x, 2, x + 4, 6))
+    return image
+
+
 def _gif(*frames, canvas=None):
     """A GIF of `frames`, each (width, height) or (width, height, left, top): Pillow's one-frame
     GIFs spliced together, each frame with its own palette as a local color table. The logical
@@ -146,6 +153,12 @@ def _corpus():
         "frame-larger-than-screen.gif": _gif((37, 23), canvas=(1, 1)),
         "frame-outside-screen.gif": _gif((37, 23, 500, 400), canvas=(40, 30)),
         "first-frame-smaller.gif": _gif((10, 10), (37, 23)),
+        "animated-delta.gif": _save(
+            frames[0],
+            "GIF",
+            save_all=True,
+            append_images=[_with_square(frames[0], x) for x in (3, 9)],
+        ),
         "pillow-24-bit.bmp": _save(rgb, "BMP"),
         "pillow-8-bit.bmp": _save(gray, "BMP"),
         "pillow-1-bit.bmp": _save(_picture("1"), "BMP"),
@@ -221,31 +234,84 @@ def test_the_usual_encodings_are_all_accepted(served_model):
 
 def test_jpeg_fill_bytes_before_markers_are_read():
     data = _with_jpeg_fill_bytes(_save(_picture("RGB"), "JPEG"), count=7)
-    assert check_image(data, 10_000) == "jpeg"
+    assert check_image(data, 10_000) == data
+
+
+def _decode(data):
+    import tensorflow as tf
+
+    return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
 
 
 @pytest.mark.parametrize(
     ("frames", "canvas", "size"),
     [
         ([(100, 80)], (1, 1), (100, 80)),  # a frame larger than the screen
-        ([(100, 80, 50, 40)], None, (100, 80)),  # partly outside: clipped, never grown
+        ([(100, 80, 50, 40)], None, (100, 80)),  # partly outside the screen: clipped, not grown
         ([(10, 10, 500, 400)], (300, 300), (10, 10)),  # wholly outside: black
-        ([(10, 10), (100, 80), (30, 5)], None, (100, 80)),  # every frame at the largest's size
-        ([(100, 5), (5, 80)], None, (100, 80)),  # the widest and the tallest frames
+        ([(100, 80), (10, 10, 5, 5)], None, (100, 80)),  # the first frame, passed on alone
+        ([(10, 10), (100, 80)], None, (10, 10)),  # (whole, TensorFlow would give 100x80)
     ],
 )
-def test_gif_size_is_the_size_tensorflow_decodes_its_frames_at(frames, canvas, size):
-    """TensorFlow ignores a GIF's logical screen and its frames' offsets: it decodes every frame
+def test_gif_size_is_the_size_tensorflow_decodes_of_what_the_facade_passes_on(frames, canvas, size):
+    """TensorFlow ignores a GIF's logical screen and its frames' offsets: it decodes each frame
     at the largest frame width by the largest frame height. A 1x1 screen around a 10,000 x
     10,000 frame slipped past MAX_PIXELS (2.5 GB of memory for one request)."""
-    import tensorflow as tf
-
     data = _gif(*frames, canvas=canvas)
-    decoded = tf.io.decode_image(data, channels=3, expand_animations=False)
-    assert tuple(decoded.shape) == (size[1], size[0], 3)
+    assert _decode(check_image(data, size[0] * size[1])).shape == (size[1], size[0], 3)
     assert image_size(data) == ("gif", *size)
     with pytest.raises(ImageError, match=f"{size[0]}x{size[1]} pixels is over the limit"):
         check_image(data, size[0] * size[1] - 1)
+
+
+@pytest.mark.parametrize("name", [name for name in CORPUS if name.endswith(".gif")])
+def test_a_gif_is_passed_on_as_its_first_frame_alone(name):
+    """TensorFlow decodes every frame of a GIF although the model takes the first (a 1 MB GIF
+    of 250 frames of 2000x2000: 6 s and 1 GB): the facade passes on the first frame alone,
+    which decodes to the same pixels (unless a later frame is larger than the first)."""
+    data = CORPUS[name]
+    passed_on = check_image(data, 1_000_000)
+    assert Image.open(io.BytesIO(passed_on)).n_frames == 1
+    whole, first = _decode(data), _decode(passed_on)
+    if name == "first-frame-smaller.gif":  # whole, TensorFlow pads it to the largest frame
+        assert first.shape == (10, 10, 3) and whole.shape == (23, 37, 3)
+        whole = whole[:10, :10]
+    np.testing.assert_array_equal(first, whole)
+
+
+def test_the_backend_gets_the_first_frame_of_a_gif_of_many(client, served_model):
+    """The cut is made before the backend: TF Serving decodes one frame too."""
+    data = _gif(*[(400, 300)] * 200)
+    assert served_model(data)
+    backend, received = client.app.state.backend, []
+    predict = backend.predict
+
+    async def recording(image):
+        received.append(image)
+        return await predict(image)
+
+    backend.predict = recording
+    try:
+        response = client.post("/predict", files={"file": ("many.gif", data, "image/gif")})
+    finally:
+        del backend.predict  # the method again
+    assert response.status_code == 200, response.text
+    (image,) = received
+    assert Image.open(io.BytesIO(image)).n_frames == 1 and len(image) < len(data) / 100
+
+
+def test_a_gif_of_tiny_data_blocks_is_refused_quickly():
+    """Encoders write GIF data in blocks of 255 bytes: a 10 MB file of 1-byte blocks took 1.6 s
+    to walk, block by block, on the event loop."""
+    import time
+
+    frame = b"," + struct.pack("<HHHHB", 0, 0, 2000, 2000, 0) + b"\x08"
+    data = b"GIF89a" + struct.pack("<HHBBB", 2000, 2000, 0, 0, 0) + frame + b"\x01\x00" * 5_000_000
+    start = time.perf_counter()
+    with pytest.raises(ImageError, match="GIF of too many small data blocks"):
+        check_image(data, 25_000_000)
+    assert time.perf_counter() - start < 0.5
+    assert check_image(_gif((37, 23)), 10_000)  # 255-byte blocks, as written
 
 
 @pytest.mark.parametrize(
