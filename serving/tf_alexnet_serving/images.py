@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 from tf_alexnet import contract
@@ -108,21 +109,23 @@ def _webp_size(data: bytes) -> tuple[int, int]:
     raise ImageError("corrupt WebP header")
 
 
+JPEG_MARKER = re.compile(rb"\xff[^\x00\xff]")
+"""A marker's last 0xFF byte (any marker may be preceded by 0xFF fill bytes, ITU T.81 B.1.1.2)
+and its code (0xFF 0x00 is a 0xFF byte of data)."""
+
+
 def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """The frame size from the first SOFn segment (ITU T.81 B.1.1.2: any marker may be
-    preceded by 0xFF fill bytes)."""
+    """The frame size from the first SOFn segment. Like libjpeg, which TensorFlow decodes
+    with, it skips bytes that are not a marker between segments (libjpeg warns "Corrupt JPEG
+    data: 3 extraneous bytes before marker 0xdb" and decodes the image)."""
     index = 2
-    while index + 9 < len(data):
-        if data[index] != 0xFF:
-            raise ImageError("corrupt JPEG header")
-        while index + 1 < len(data) and data[index + 1] == 0xFF:  # fill bytes
-            index += 1
-        marker = data[index + 1]
+    while found := JPEG_MARKER.search(data, index):
+        index, marker = found.start(), found[0][1]
+        if index + 9 >= len(data):
+            break
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             index += 2
             continue
-        if index + 9 >= len(data):
-            break
         (length,) = struct.unpack(">H", data[index + 2 : index + 4])
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             height, width = struct.unpack(">HH", data[index + 5 : index + 9])

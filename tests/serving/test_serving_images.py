@@ -45,6 +45,13 @@ def _with_jpeg_fill_bytes(data, count=3):
     raise AssertionError("no scan")
 
 
+def _with_junk_after_app0(data, junk):
+    """The same JPEG with `junk` between its APP0 segment and the next marker."""
+    assert data[2:4] == b"\xff\xe0"  # Pillow's JFIF APP0 segment
+    end = 4 + struct.unpack(">H", data[4:6])[0]
+    return data[:end] + junk + data[end:]
+
+
 def _png_chunk(kind, payload):
     return (
         struct.pack(">I", len(payload))
@@ -128,6 +135,8 @@ def _corpus():
         "restart-rows.jpg": _save(rgb, "JPEG", restart_marker_rows=1),
         "fill-bytes.jpg": _with_jpeg_fill_bytes(baseline),
         "fill-bytes-progressive.jpg": _with_jpeg_fill_bytes(_save(rgb, "JPEG", progressive=True)),
+        "junk-before-a-marker.jpg": _with_junk_after_app0(baseline, b"abc"),
+        "junk-and-fill-bytes.jpg": _with_junk_after_app0(baseline, b"ab\xff\x00c\xff\xff"),
         "exif-orientation.jpg": _save(rgb, "JPEG", exif=exif.tobytes()),
         "grayscale.jpg": _save(gray, "JPEG"),
         "cmyk.jpg": _save(_picture("CMYK"), "JPEG"),
@@ -235,6 +244,13 @@ def test_the_usual_encodings_are_all_accepted(served_model):
 def test_jpeg_fill_bytes_before_markers_are_read():
     data = _with_jpeg_fill_bytes(_save(_picture("RGB"), "JPEG"), count=7)
     assert check_image(data, 10_000) == data
+
+
+def test_jpeg_junk_before_a_marker_is_skipped_as_libjpeg_skips_it():
+    """libjpeg skips bytes other than a marker between two segments, with a warning, and
+    TensorFlow decodes the image: the header check read them as a corrupt header."""
+    for name in ("junk-before-a-marker.jpg", "junk-and-fill-bytes.jpg"):
+        assert image_size(CORPUS[name]) == ("jpeg", 37, 23), name
 
 
 def _decode(data):
