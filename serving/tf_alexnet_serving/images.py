@@ -119,7 +119,11 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     with, it skips bytes that are not a marker between segments (libjpeg warns "Corrupt JPEG
     data: 3 extraneous bytes before marker 0xdb" and decodes the image)."""
     index = 2
-    while found := JPEG_MARKER.search(data, index):
+    # Files have tens of segments before the frame header; a 10 MB file of 2.6 million empty
+    # comments took 1.5 s to walk, segment by segment, on the event loop.
+    for _ in range(1_000):
+        if (found := JPEG_MARKER.search(data, index)) is None:
+            break
         index, marker = found.start(), found[0][1]
         if index + 9 >= len(data):
             break
@@ -131,6 +135,8 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
             height, width = struct.unpack(">HH", data[index + 5 : index + 9])
             return width, height
         index += 2 + length
+    else:
+        raise ImageError("JPEG of over 1,000 segments before its frame header")
     raise ImageError("truncated JPEG header")
 
 
