@@ -15,6 +15,7 @@ from fastapi import HTTPException, Request
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from tf_alexnet_serving.settings import Settings
 
@@ -73,11 +74,14 @@ async def read_images(request: Request, settings: Settings) -> list[tuple[str, b
 async def _limited_body(request: Request, limit: int) -> bytes:
     """The body, read in chunks; 413 past `limit` even without a Content-Length header."""
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"Request body over {limit:,} bytes.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"Request body over {limit:,} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:  # no one to answer: 499 in the log and metrics, as nginx has it
+        raise HTTPException(499, "The client closed the connection during the upload.") from None
     body = b"".join(chunks)
     request._body = body  # let request.form()/json() reuse what was read
     return body

@@ -306,6 +306,37 @@ def test_real_server_answers_curl(model_base, test_images, tmp_path):
     assert server.process.returncode == 128 + signal.SIGTERM
 
 
+def _log_lines(path):
+    """The request log lines in a server's stderr."""
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines() if '"request_id"' in line]
+
+
+def test_an_upload_the_client_abandons_is_one_499_line_without_a_traceback(model_base, tmp_path):
+    """A client that closes the connection mid-upload was a 500 in the metrics, with a
+    65-line traceback in the log."""
+    import socket
+
+    log = tmp_path / "serve.log"
+    with LiveServer(model_base, stderr=log) as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 1000\r\n\r\n\x89PNG"
+            )
+            time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while not any(line["path"] == "/predict" for line in _log_lines(log)):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'tf_alexnet_requests_total{route="/predict",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
+    assert [line["status"] for line in _log_lines(log) if line["path"] == "/predict"] == [499]
+    assert "Traceback" not in log.read_text()
+
+
 def metadata_names(port):
     return httpx.get(f"http://127.0.0.1:{port}/v1/metadata").json()["class_names"]
 
