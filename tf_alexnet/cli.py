@@ -10,6 +10,14 @@ tf-alexnet --version
 
 The parser and its flags are in `tf_alexnet.cli_parser`. `--help` and `--version` import no
 TensorFlow; commands that need it start it quietly (see `tf_alexnet.startup`).
+
+Exit status: 0 on success; 2 for a mistake in what was asked (an unknown flag or setting, a
+missing or unreadable file or folder, images that do not decode), with one line
+`tf-alexnet: error: ...`; 1 when the machine fails the command (the file system refuses a write,
+memory runs out, a worker is lost), also in one line; 130 and 143 on Ctrl-C and SIGTERM. A
+closed standard output (`tf-alexnet summary | head -1`) ends the command quietly with status
+141, 128 + SIGPIPE, as a shell reports a command that SIGPIPE killed (`cat big | head`): no
+message, since the reader has gone, and a status that `set -o pipefail` still sees.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import os
 import pathlib
+import re
 import signal
 import sys
 import threading
@@ -180,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _sigterm_stops():
             if args.command != "serve":  # serve starts it only for its local backend
                 startup.start_tensorflow()
-            return COMMANDS[args.command](args)
+            status = COMMANDS[args.command](args)
+            sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+            return status
     except ModuleNotFoundError as err:
         if not missing_tensorflow(err):
             raise
@@ -197,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClusterError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader of stdout has gone (`| head`): nothing left to say
+        _detach_stdout()
+        return 128 + signal.SIGPIPE
     except OSError as err:  # the file system said no: a folder that cannot be made, a full disk
         where = f": '{err.filename}'" if err.filename else ""
         print(f"{PROG}: error: {err.strerror or err}{where}.", file=sys.stderr)
@@ -207,6 +222,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print(f"{PROG}: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except Exception as err:
+        if (message := out_of_memory(err, args.command)) is None:
+            raise
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 1
+
+
+OUT_OF_MEMORY_HINTS = {
+    "summary": "a smaller --input-shape or --width",
+    "train": "a smaller --image-size, --batch-size or --width",
+    "evaluate": "a smaller --batch-size",
+}
+"""What lowers the memory a command needs, by command."""
+
+
+def out_of_memory(err: BaseException, command: str) -> str | None:
+    """One line for a command that ran out of memory (TensorFlow's ResourceExhaustedError,
+    Python's MemoryError), naming what ran out and what to lower; None for other errors.
+
+    TensorFlow is looked up, not imported: an error raised before it started is not its.
+    """
+    if isinstance(err, MemoryError):
+        what = "the process ran out of memory"
+    else:
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(err, tf.errors.ResourceExhaustedError):
+            return None
+        lines = (err.message or "").strip().splitlines() or [type(err).__name__]
+        what = re.sub(r"\{\{[^}]*\}\}|\[Op:.*|/job:[^ ]*/device:", "", lines[0])
+        what = re.sub(r"\s+", " ", what).strip().rstrip(".")
+    hint = OUT_OF_MEMORY_HINTS.get(command, "a smaller model or fewer images at once")
+    return f"Out of memory: {what}. Try {hint}."
+
+
+def _detach_stdout() -> None:
+    """Points stdout at /dev/null, so that the interpreter's last flush at exit finds no closed
+    pipe to write to (it would print "Exception ignored ... BrokenPipeError")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (a test's capture): nothing to flush at exit
+        pass
+    finally:
+        os.close(devnull)
 
 
 @contextlib.contextmanager

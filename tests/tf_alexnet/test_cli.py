@@ -3,6 +3,7 @@
 import importlib.metadata
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -468,3 +469,61 @@ def test_file_system_refusals_are_one_line(trained_run, tmp_path, capsys, monkey
     out, err = capsys.readouterr()
     assert err == f"tf-alexnet: error: Not a directory: '{blocker / 'report'}'.\n"
     assert "evaluate: step" not in out  # refused before the test split is read
+
+
+def test_a_closed_stdout_ends_the_command_quietly():
+    """`tf-alexnet summary | head -1` said "tf-alexnet: error: Broken pipe." with status 1."""
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the first line is written
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "tf_alexnet.cli", "summary", "--variant", "mini"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},  # quiet
+        )
+    finally:
+        os.close(write)
+    assert result.stderr == ""
+    assert result.returncode == 128 + signal.SIGPIPE == 141
+
+
+def test_running_out_of_memory_is_one_line(monkeypatch, capsys):
+    """`train --image-size 5000` ended in ResourceExhaustedError's traceback."""
+    import tensorflow as tf
+
+    def exhausted(args):
+        raise tf.errors.ResourceExhaustedError(
+            None,
+            None,
+            "{{function_node __wrapped__MatMul_device_/job:localhost/replica:0/task:0/device:"
+            "CPU:0}} OOM when allocating tensor with shape[25000000,512] and type float on "
+            "/job:localhost/replica:0/task:0/device:CPU:0 by allocator cpu [Op:MatMul] name: ",
+        )
+
+    monkeypatch.setitem(COMMANDS, "train", exhausted)
+    assert main(["train", "--preset", "quick"]) == 1
+    assert capsys.readouterr().err == (
+        "tf-alexnet: error: Out of memory: OOM when allocating tensor with shape[25000000,512] "
+        "and type float on CPU:0 by allocator cpu. Try a smaller --image-size, --batch-size or "
+        "--width.\n"
+    )
+
+    def memory_error(args):
+        raise MemoryError
+
+    monkeypatch.setitem(COMMANDS, "evaluate", memory_error)
+    assert main(["evaluate", "runs/x"]) == 1
+    assert capsys.readouterr().err == (
+        "tf-alexnet: error: Out of memory: the process ran out of memory. Try a smaller "
+        "--batch-size.\n"
+    )
+
+    def other_error(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(COMMANDS, "summary", other_error)
+    with pytest.raises(RuntimeError, match="a bug"):  # other errors stay tracebacks
+        main(["summary"])
