@@ -223,9 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except Exception as err:
-        if (message := out_of_memory(err, args.command)) is None:
+        if (ran_out := out_of_memory(err, args.command)) is None:
             raise
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        print(f"{PROG}: error: {ran_out}", file=sys.stderr)
         return 1
 
 
