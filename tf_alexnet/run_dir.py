@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import json
 import os
 import pathlib
 import shutil
+from collections.abc import Iterator
 from typing import Any
 
 from tf_alexnet import config as config_lib
@@ -164,6 +167,32 @@ def source_config(
     return config_lib.resolve(preset, file, overrides)
 
 
+@contextlib.contextmanager
+def in_use_by_this_process(root: str | os.PathLike[str]) -> Iterator[None]:
+    """Holds the run directory (creating it) for one training process: another is refused.
+
+    Two trainings into one directory interleaved their `history.csv` and left it unusable.
+    The lock is the kernel's (`flock` on the directory itself): it writes nothing into the
+    directory, and a killed process leaves none behind.
+    """
+    path = pathlib.Path(root)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"The run directory {str(path)!r} is a file.")
+    path.mkdir(parents=True, exist_ok=True)
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"{str(path)!r} is in use by another training process. Wait for it to end "
+                "(a killed one frees it at once), or choose another --run-dir."
+            ) from None
+        yield
+    finally:
+        os.close(handle)
+
+
 def prepare(
     root: str | os.PathLike[str], config: config_lib.TrainConfig, overwrite: bool
 ) -> RunDir:
@@ -176,7 +205,12 @@ def prepare(
     if run.root.exists() and not run.root.is_dir():
         raise UserError(f"The run directory {str(run.root)!r} is a file.")
     if overwrite and run.is_run():  # only ever delete what a run wrote
-        shutil.rmtree(run.root)
+        # Its contents, not the directory: the training process holds the directory itself.
+        for child in run.root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     if run.is_run() or run.metrics.is_file():
         check_resumable(run, config)
     elif run.root.is_dir() and any(run.root.iterdir()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -36,7 +37,7 @@ from tf_alexnet.model import AlexNet
 from tf_alexnet.optim import compile_model
 from tf_alexnet.pipeline import device_datasets_without_autotune
 from tf_alexnet.progress import TrainingProgress
-from tf_alexnet.run_dir import RunDir, prepare
+from tf_alexnet.run_dir import RunDir, in_use_by_this_process, prepare
 from tf_alexnet.saving import save_model_atomic
 from tf_alexnet.sources import in_colour, skipped_notice
 from tf_alexnet.strategy import Precision, make_strategy, set_mixed_precision, split_cpu
@@ -65,8 +66,11 @@ def train(
     as it was afterwards, so the caller's later models are not built in bf16 by surprise.
     """
     previous_policy = keras.mixed_precision.global_policy()
+    chief = config.strategy != "multiworker" or read_tf_config().is_chief
     try:
-        return _train(config, run_dir, overwrite, callbacks)
+        # Workers keep their own files; the chief's process holds the run directory.
+        with in_use_by_this_process(run_dir) if chief else contextlib.nullcontext():
+            return _train(config, run_dir, overwrite, callbacks)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -247,6 +248,23 @@ def test_resume_refuses_changed_settings(fashion_mnist, tmp_path):
     run.write_json(run.config, config.to_dict())
     with pytest.raises(UserError, match=r"other settings \(learning_rate\)"):
         train(config.replace(learning_rate=0.1), run.root)
+
+
+def test_a_second_training_into_a_run_directory_in_use_is_refused(tmp_path):
+    """Two trainings into one directory both trained, interleaved history.csv's rows and
+    left a run that failed ("invalid literal for int() ... 'epoch'") on every resume."""
+    from tf_alexnet.run_dir import in_use_by_this_process
+
+    config = config_lib.from_dict(TINY)
+    with in_use_by_this_process(tmp_path / "run"):
+        with pytest.raises(UserError, match="is in use by another training process"):
+            train(config, tmp_path / "run")
+        result = run_cli("train", "--preset", "quick", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "in use by another training process" in result.stderr.strip().splitlines()[-1]
+    assert list((tmp_path / "run").iterdir()) == []  # nothing written into it
+    with in_use_by_this_process(tmp_path / "run"):  # freed when the holder ends
+        pass
 
 
 def test_a_run_started_before_a_setting_existed_resumes(tmp_path):
