@@ -6,6 +6,7 @@ The progress and estimate callback is in `tf_alexnet.progress`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any
@@ -163,6 +164,43 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if value is not None and float(value) > self.best:
             self.best = float(value)
             save_model_atomic(self.model, self.path)
+
+
+class TrainingDiverged(UserError):
+    """The loss stopped being a finite number: the settings (most often too high a learning
+    rate) made training diverge. The CLI prints it as one line."""
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is not finite, before its epoch counts.
+
+    Keras's `TerminateOnNaN` stops after that batch, but the epoch then ends as usual: its NaN
+    weights are backed up (a resumed run starts from them), its row is logged, and the run is
+    reported as finished, exported and served with NaN scores. Raising `TrainingDiverged`
+    here leaves the run at its last finished epoch instead.
+
+    Args:
+        learning_rate: the run's (peak) learning rate, for the message.
+    """
+
+    def __init__(self, learning_rate: float) -> None:
+        super().__init__()
+        self.learning_rate = learning_rate
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(np.asarray(loss))):
+            return
+        raise TrainingDiverged(
+            f"Training diverged: the loss became {float(np.asarray(loss))} in epoch "
+            f"{self._epoch + 1}, batch {batch + 1}. Nothing of that epoch was kept. Train "
+            f"again with a lower learning rate (--learning-rate, now {self.learning_rate:g}) "
+            "and --overwrite, or into another --run-dir."
+        )
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -21,6 +21,7 @@ from tf_alexnet.callbacks import (
     AveragedWeights,
     BestModelCheckpoint,
     EpochTimer,
+    StopOnDivergence,
     SyncMovingStatistics,
 )
 from tf_alexnet.cluster import (
@@ -200,7 +201,7 @@ def _callbacks(
     # Callbacks that change training run on every worker, from the same (all-reduced) logs.
     shared: list[keras.callbacks.Callback] = [
         SyncMovingStatistics(),  # first: what follows saves or evaluates the statistics
-        keras.callbacks.TerminateOnNaN(),
+        StopOnDivergence(config.learning_rate),
         *extra,
     ]
     if config.schedule == "plateau":

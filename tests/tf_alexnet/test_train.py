@@ -250,6 +250,39 @@ def test_resume_refuses_changed_settings(fashion_mnist, tmp_path):
         train(config.replace(learning_rate=0.1), run.root)
 
 
+def test_a_diverging_run_stops_at_its_last_finished_epoch(fashion_mnist, tmp_path):
+    """Keras's TerminateOnNaN let the NaN epoch end as usual: its weights were backed up and
+    logged, the run was reported as "Done" with a metrics.json, and its export served NaN."""
+    from tf_alexnet.callbacks import TrainingDiverged
+
+    class PoisonSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                bias = self.model.get_layer("predictions").bias  # (oneDNN's ReLU drops NaN)
+                bias.assign(np.full(bias.shape, np.nan, "float32"))
+
+    config = config_lib.from_dict(TINY)
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 2, batch 1\. Nothing"):
+        train(config, run.root, callbacks=[PoisonSecondEpoch()])
+    assert not run.metrics.exists() and not run.final_model.exists()
+    assert [int(row["epoch"]) for row in run.read_history()] == [0]  # epoch 2 not logged
+    assert run.finished_epochs() == 1  # nor backed up
+    metrics = train(config, run.root)  # resumes from the sane epoch
+    assert metrics["epochs"] == 2 and np.isfinite(metrics["final"]["loss"])
+
+    result = run_cli(
+        "train", "--preset", "quick", "--train-examples", "256", "--epochs", "1",
+        "--learning-rate", "1e12", "--run-dir", str(tmp_path / "cli"),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "Done" not in result.stdout
+    assert re.fullmatch(
+        r"tf-alexnet: error: Training diverged: .*--learning-rate, now 1e\+12.*",
+        result.stderr.strip().splitlines()[-1],
+    )
+
+
 def test_a_second_training_into_a_run_directory_in_use_is_refused(tmp_path):
     """Two trainings into one directory both trained, interleaved history.csv's rows and
     left a run that failed ("invalid literal for int() ... 'epoch'") on every resume."""
