@@ -99,16 +99,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from tf_alexnet.export import export
+    from tf_alexnet.export import ExportMismatch, export
     from tf_alexnet.run_dir import source_config
     from tf_alexnet.sources import sample_images
 
     if args.sample_images:
-        images = [pathlib.Path(p).read_bytes() for p in args.sample_images if _exists(p)]
+        images = [_sample_image(path) for path in args.sample_images]
     else:
         config = source_config(args.source, overrides=overrides_from(args, DATA_FLAGS))
         images = sample_images(config.data_spec())
-    result = export(args.source, args.base_path, args.name, args.version, sample_images=images)
+    try:
+        result = export(args.source, args.base_path, args.name, args.version, sample_images=images)
+    except ExportMismatch as err:  # a failure of the export, not a mistake in the command
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
     print(
         f"Exported version {result.version} to {result.path} "
         f"(max |difference| to Keras {result.max_abs_difference:.1e})"
@@ -116,10 +120,16 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exists(path: str) -> bool:
+def _sample_image(path: str) -> bytes:
+    """The bytes of an image file given to `export --sample-images`, checked to decode."""
+    from tf_alexnet.sources import image_problem
+
     if not pathlib.Path(path).is_file():
         raise UserError(f"No image file at {path!r}.")
-    return True
+    data = pathlib.Path(path).read_bytes()
+    if problem := image_problem(data):
+        raise UserError(f"The sample image {path!r} is {problem}.")
+    return data
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -139,7 +149,9 @@ def run_predict(args: argparse.Namespace) -> int:
     for prediction in predictions:
         if prediction.error:
             print(f"{PROG}: error: {prediction.image}: {prediction.error}", file=sys.stderr)
-    return 1 if any(p.error for p in predictions) else 0
+    # A file that is missing or no image is a mistake in what was asked (status 2), as for
+    # the other commands; the images that could be read are answered all the same.
+    return 2 if any(p.error for p in predictions) else 0
 
 
 SERVE_ENTRY_POINT = ("tf_alexnet.commands", "serve")

@@ -8,18 +8,23 @@
 
 Both answer per image: probabilities, class id, class name and the top-k ids and scores.
 The version folder is built under a non-integer temporary name (TF Serving ignores those),
-validated, then renamed: a crash leaves no partial version and never touches another one.
+validated, then renamed: a crash leaves no partial version and never touches another one, and
+the next export deletes the temporary folder a killed one left. The sample images are checked
+first (they decode; the model's outputs on them are finite), so a refused export writes nothing.
 The folder's layout, and reading it back, belong to `tf_alexnet.exported`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import errno
 import os
 import pathlib
+import re
 import shutil
+import socket
 from collections.abc import Callable, Sequence
 
 import keras
@@ -47,6 +52,7 @@ from tf_alexnet.saving import load_model
 __all__ = [
     "METADATA_FILE",
     "WARMUP_FILE",
+    "ExportMismatch",
     "ExportResult",
     "build_archive",
     "export",
@@ -68,6 +74,10 @@ TRAINING_PRECISION_TOLERANCE = {
 """Export vs the model as trained, by its dtype policy: bf16 keeps 8 bits of mantissa, so its
 probabilities differ from float32 ones by up to ~1e-2 (a tolerance that still catches wrong
 weights, whose differences are of the order of the probabilities themselves)."""
+
+
+class ExportMismatch(RuntimeError):
+    """The exported SavedModel does not answer as the Keras model: nothing was published."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,10 +205,87 @@ def validate(
         from_pixels = loaded.signatures[contract.SIGNATURE_IMAGE_TENSOR](
             **{contract.INPUT_IMAGE_TENSOR: pixels}
         )
-    return max(
-        float(np.abs(outputs[contract.OUTPUT_PROBABILITIES].numpy() - expected).max())
-        for outputs in (from_bytes, from_pixels)
+    # NaN where either side is not finite: `difference > tolerance` is then False, so callers
+    # check `not difference <= tolerance`.
+    return float(
+        np.max(
+            [
+                np.abs(outputs[contract.OUTPUT_PROBABILITIES].numpy() - expected).max()
+                for outputs in (from_bytes, from_pixels)
+            ]
+        )
     )
+
+
+def check_samples(model: keras.Model, encoded_images: Sequence[bytes]) -> None:
+    """Refuses sample images that do not decode, and a model whose outputs on them are not
+    finite (a diverged training): before anything is written."""
+    from tf_alexnet.sources import image_problem
+
+    for index, data in enumerate(encoded_images, start=1):
+        if problem := image_problem(data):
+            raise UserError(f"Sample image {index} of {len(encoded_images)} is {problem}.")
+    height, width, channels = model.input_shape[1:]
+    pixels = tf.stack(
+        [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
+    )
+    if not np.isfinite(np.asarray(model(pixels, training=False), np.float64)).all():
+        raise UserError(
+            "The model's outputs are not finite (NaN/inf): the training diverged; train it "
+            "again with a lower learning rate (--learning-rate) or a longer warm-up "
+            "(--warmup-epochs). Nothing was exported."
+        )
+
+
+TEMP_PREFIX = ".tmp-"
+"""An export builds `<model>/.tmp-<version>-<pid>@<host>/`, then renames it to `<version>`."""
+_TEMP_NAME = re.compile(r"\.tmp-\d+-(?P<pid>\d+)(?:@(?P<host>.+))?")
+
+
+def temp_name(version: int) -> str:
+    """The temporary folder name of this process's export of `version`: TF Serving ignores it
+    (not an integer); the pid and host tell a later export whether its builder still runs."""
+    return f"{TEMP_PREFIX}{version}-{os.getpid()}@{socket.gethostname()}"
+
+
+def remove_stale_temps(model_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Deletes the temporary folders of killed exports in `model_dir`; returns them.
+
+    A folder is stale when it was built on this host (by name; names without a host, from
+    earlier versions, count as this host's) by a process that no longer runs. Another host's
+    folders (a container sharing the volume has its own pids) are left alone.
+    """
+    removed = []
+    host = socket.gethostname()
+    for path in sorted(model_dir.glob(TEMP_PREFIX + "*")):
+        match = _TEMP_NAME.fullmatch(path.name)
+        if not match or (match["host"] or host) != host or _running(int(match["pid"])):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists on this host (another user's counts too)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _missing_folders(path: pathlib.Path) -> list[pathlib.Path]:
+    """`path` and its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def _publish(temp: pathlib.Path, final: pathlib.Path) -> bool:
@@ -250,6 +337,7 @@ def export(
     )
     if len(class_names) != classes:
         raise UserError(f"The model has {classes} classes but {len(class_names)} class names.")
+    check_samples(model, sample_images)
 
     model_dir = pathlib.Path(base_path) / name
     numbered = version is None  # the next free number, even if another export takes this one
@@ -258,8 +346,10 @@ def export(
     final = model_dir / str(version)
     if final.exists():
         raise UserError(f"{str(final)!r} exists: published versions are never overwritten.")
+    created = _missing_folders(model_dir)  # removed again if the export fails
     model_dir.mkdir(parents=True, exist_ok=True)
-    temp = model_dir / f".tmp-{version}-{os.getpid()}"
+    remove_stale_temps(model_dir)
+    temp = model_dir / temp_name(version)
     shutil.rmtree(temp, ignore_errors=True)
     try:
         build_archive(model, class_names).write_out(str(temp), verbose=False)
@@ -270,8 +360,8 @@ def export(
             for record in warmup_records(name, sample_images):
                 writer.write(record)
         difference = validate(temp, model, sample_images)
-        if difference > MAX_ABS_DIFFERENCE:
-            raise RuntimeError(
+        if not difference <= MAX_ABS_DIFFERENCE:  # NaN fails too
+            raise ExportMismatch(
                 f"The SavedModel disagrees with the Keras model: max |difference| {difference:.2e}"
                 f" > {MAX_ABS_DIFFERENCE:g}. Nothing was published."
             )
@@ -281,8 +371,8 @@ def export(
         tolerance = TRAINING_PRECISION_TOLERANCE.get(
             policy, max(TRAINING_PRECISION_TOLERANCE.values())
         )
-        if trained_difference > tolerance:
-            raise RuntimeError(
+        if not trained_difference <= tolerance:
+            raise ExportMismatch(
                 f"The SavedModel disagrees with the model as trained ({policy}): max |difference|"
                 f" {trained_difference:.2e} > {tolerance:g}. Nothing was published."
             )
@@ -317,5 +407,8 @@ def export(
             folder.write_metadata({**metadata, "version": version})
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
+        for made in created:  # the folders made for this export, if nothing else is there
+            with contextlib.suppress(OSError):
+                made.rmdir()
         raise
     return ExportResult(final, version, difference, policy, trained_difference)

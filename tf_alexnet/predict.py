@@ -20,7 +20,7 @@ from tf_alexnet.predictions import Top, decode_predictions, to_probabilities
 from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
-from tf_alexnet.sources import image_files
+from tf_alexnet.sources import image_files, image_problem
 
 PREDICT_BATCH = 64
 """Images per model call: a command line of thousands of files is not one giant batch."""
@@ -100,10 +100,8 @@ def _read_image(path: str) -> bytes:
         data = pathlib.Path(path).read_bytes()
     except OSError as err:
         raise ValueError(err.strerror or str(err)) from None
-    try:
-        decode(data, 3)  # the model's own decoder: what passes here, the model reads
-    except (tf.errors.InvalidArgumentError, ValueError):
-        raise ValueError(f"not a {contract.IMAGE_FORMATS} image") from None
+    if problem := image_problem(data):
+        raise ValueError(problem)
     return data
 
 

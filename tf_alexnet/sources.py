@@ -50,6 +50,47 @@ def skipped_notice(skipped: Sequence[str]) -> str | None:
     )
 
 
+IMAGE_SIGNATURES = {
+    "JPEG": (b"\xff\xd8\xff",),
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "BMP": (b"BM",),
+}
+"""The first bytes of each format TensorFlow decodes (WebP: `RIFF....WEBP`, see `image_format`)."""
+
+
+def image_format(data: bytes) -> str | None:
+    """The format that `data`'s first bytes announce ("PNG", "WebP", ...), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next(
+        (name for name, signatures in IMAGE_SIGNATURES.items() if data.startswith(signatures)),
+        None,
+    )
+
+
+def image_problem(data: bytes) -> str | None:
+    """Why encoded `data` is not an image the models read, or None if it decodes.
+
+    The reason completes "the file is ...": "an empty file", "not a JPEG, PNG, GIF, BMP or WebP
+    image", or, for a file of a known format that does not decode (a truncated or corrupt
+    download), "a PNG file that could not be decoded (Invalid PNG data, size 100)".
+    """
+    if not data:
+        return "an empty file"
+    try:
+        decode(data, 3)  # the models' own decoder: what passes here, they read
+    except (tf.errors.OpError, ValueError) as err:
+        found = image_format(data)
+        if found is None:
+            return f"not a {contract.IMAGE_FORMATS} image"
+        if found == "WebP":
+            return "a WebP image with transparency or animation, which TensorFlow does not decode"
+        reason = _reason(err) if isinstance(err, tf.errors.OpError) else str(err)
+        return f"a {found} file that could not be decoded ({reason})"
+    return None
+
+
 def unreadable_images(files: Sequence[str]) -> list[str]:
     """`path (reason)` for each file that does not decode. Slow (it decodes every file): for
     naming the culprits once a pipeline has failed."""

@@ -246,3 +246,120 @@ def test_export_from_the_command_line(trained_run, tmp_path):
     assert (tmp_path / "fashion" / "2" / "saved_model.pb").is_file()
     bad = run_cli("export", str(tmp_path / "missing"), "--base-path", str(tmp_path))
     assert bad.returncode == 2 and "No run directory or model file" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def mini_model(tmp_path_factory):
+    """A small untrained `mini` model file at 28x28x1 (exports in seconds)."""
+    from tf_alexnet import AlexNet
+
+    path = tmp_path_factory.mktemp("mini") / "mini.keras"
+    AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.25).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def diverged_model(mini_model, tmp_path_factory):
+    """`mini_model` with NaN weights, as a diverged training leaves them."""
+    model = load_model(mini_model, compile=False)
+    model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
+    path = tmp_path_factory.mktemp("nan") / "diverged.keras"
+    model.save(path)
+    return path
+
+
+def _png(height=28, width=28, seed=0):
+    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 1), dtype=np.uint8)
+    return tf.io.encode_png(pixels).numpy()
+
+
+def test_sample_images_that_do_not_decode_are_one_line_and_leave_no_folder(
+    mini_model, tmp_path, capsys
+):
+    """A text file as --sample-images ended in a 25-line traceback (Unknown image file format
+    [Op:DecodeImage]) and left an empty `<base>/alexnet/`."""
+    from tf_alexnet.cli import main
+
+    text, empty, corrupt = tmp_path / "notimg.png", tmp_path / "empty.png", tmp_path / "cut.png"
+    text.write_text("not an image\n")
+    empty.write_bytes(b"")
+    corrupt.write_bytes(_png()[:60])  # a PNG signature, then cut short
+    base = tmp_path / "models"
+    for path, reason in (
+        (text, "not a JPEG, PNG, GIF, BMP or WebP image"),
+        (empty, "an empty file"),
+        (corrupt, "a PNG file that could not be decoded"),
+    ):
+        argv = ["export", str(mini_model), "--base-path", str(base), "--sample-images"]
+        assert main([*argv, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tf-alexnet: error: The sample image {str(path)!r} is {reason}")
+        assert err.count("\n") == 1
+        assert not base.exists()
+    with pytest.raises(UserError, match="Sample image 2 of 2 is not a JPEG, PNG"):
+        export(mini_model, base, sample_images=[_png(), b"text"])
+    assert not base.exists()
+
+
+def test_a_failed_export_removes_the_folders_it_made(mini_model, tmp_path):
+    def crash(folder):
+        raise RuntimeError("disk full")
+
+    base = tmp_path / "new" / "models"
+    with pytest.raises(RuntimeError, match="disk full"):
+        export(mini_model, base, sample_images=[_png()], before_publish=crash)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_with_non_finite_outputs_is_not_exported(diverged_model, tmp_path, monkeypatch):
+    """A diverged training (NaN weights) exported with "max |difference| to Keras nan"."""
+    from tf_alexnet import export as export_lib
+
+    base = tmp_path / "models"
+    with pytest.raises(UserError, match=r"The model's outputs are not finite \(NaN/inf\): the "):
+        export(diverged_model, base, sample_images=[_png()])
+    assert not base.exists()
+    # And the comparison itself: a NaN difference fails it (NaN > tolerance is False).
+    monkeypatch.setattr(export_lib, "check_samples", lambda model, images: None)
+    with pytest.raises(export_lib.ExportMismatch, match=r"max \|difference\| nan > 1e-05"):
+        export(diverged_model, base, sample_images=[_png()])
+    assert not base.exists()
+
+
+def test_the_next_export_removes_the_temporary_folders_of_killed_ones(mini_model, tmp_path):
+    """A killed export left `alexnet/.tmp-<version>-<pid>/` behind for ever."""
+    import os
+    import socket
+
+    from tf_alexnet.export import remove_stale_temps, temp_name
+
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = int(finished.stdout)
+    host = socket.gethostname()
+    model_dir = tmp_path / "alexnet"
+    names = {
+        "old-style": f".tmp-3-{dead}",  # as earlier versions named them: this host's
+        "killed": f".tmp-4-{dead}@{host}",
+        "running": f".tmp-5-{os.getppid()}@{host}",  # a live process: never touched
+        "mine": temp_name(6),
+        "other-host": f".tmp-7-{dead}@not-{host}",  # another machine's pids mean nothing here
+    }
+    for name in names.values():
+        (model_dir / name / "variables").mkdir(parents=True)
+    (model_dir / "2").mkdir()
+    assert sorted(p.name for p in remove_stale_temps(model_dir)) == sorted(
+        [names["old-style"], names["killed"]]
+    )
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(
+        ["2", names["running"], names["mine"], names["other-host"]]
+    )
+    (model_dir / names["killed"]).mkdir()
+    result = export(mini_model, tmp_path, sample_images=[_png()])
+    assert result.version == 3  # next after the integer names ("2")
+    assert not (model_dir / names["killed"]).exists()
+    assert (model_dir / names["running"]).is_dir()

@@ -1,6 +1,7 @@
 """`tf-alexnet predict` and the Predictor over SavedModels and .keras files."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -83,15 +84,29 @@ def test_table_and_json_output(images, exported_dir):
 def test_bad_files_get_one_line_and_the_rest_are_answered(images, exported_dir, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not an image")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    corrupt = tmp_path / "cut.png"  # a PNG's signature and header, then cut short: not "not a PNG"
+    corrupt.write_bytes(pathlib.Path(images[0]).read_bytes()[:100])
     result = run_cli(
-        "predict", str(tmp_path / "missing.png"), images[0], str(text), "--model", str(exported_dir)
+        "predict",
+        str(tmp_path / "missing.png"),
+        images[0],
+        str(text),
+        str(empty),
+        str(corrupt),
+        "--model",
+        str(exported_dir),
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # mistakes in what was asked, as README says (it was 1)
     assert images[0] in result.stdout and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("tf-alexnet: error:")]
     assert errors == [
         f"tf-alexnet: error: {tmp_path / 'missing.png'}: No such file or directory",
         f"tf-alexnet: error: {text}: not a JPEG, PNG, GIF, BMP or WebP image",
+        f"tf-alexnet: error: {empty}: an empty file",
+        f"tf-alexnet: error: {corrupt}: a PNG file that could not be decoded (Invalid PNG data, "
+        "size 100)",
     ]
 
 
@@ -117,7 +132,7 @@ def test_a_folder_stands_for_its_images(images, exported_dir, tmp_path):
     result = run_cli(
         "predict", str(folder), images[2], str(tmp_path / "empty"), "--model", str(exported_dir)
     )
-    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.returncode == 2, result.stderr[-2000:]
     answered = [line for line in result.stdout.splitlines() if not line.startswith("  ")]
     assert answered == [str(folder / "b.png"), str(folder / "inner" / "a.PNG"), images[2]]
     errors = [line for line in result.stderr.splitlines() if "tf-alexnet: error:" in line]
