@@ -36,7 +36,13 @@ def serve(
         startup.start_tensorflow()  # the local backend runs the model in process
         local_model_folder(settings)  # fail early, with one line, when nothing is exported
     # The facade logs each request as one JSON line (REQUEST_LOG); uvicorn's own would repeat it.
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+    )
 
 
 def check_can_listen(host: str, port: int) -> None:

@@ -7,6 +7,7 @@ The body is read in chunks under `MAX_BODY_BYTES` whatever its headers say; ever
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -57,7 +58,7 @@ PREDICT_BODY = {  # the OpenAPI request body of POST /predict (FastAPI cannot in
 
 async def read_images(request: Request, settings: Settings) -> list[tuple[str, bytes]]:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await _limited_body(request, settings.max_body_bytes)
+    body = await _limited_body(request, settings.max_body_bytes, settings.body_timeout_s)
     if media_type == "multipart/form-data":
         return await _multipart_images(request, body, settings)
     if media_type == "application/json":
@@ -71,15 +72,21 @@ async def read_images(request: Request, settings: Settings) -> list[tuple[str, b
     )
 
 
-async def _limited_body(request: Request, limit: int) -> bytes:
-    """The body, read in chunks; 413 past `limit` even without a Content-Length header."""
+async def _limited_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, read in chunks; 413 past `limit` even without a Content-Length header, 408
+    unless it has all come within `timeout_s`."""
     chunks, size = [], 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPException(413, f"Request body over {limit:,} bytes.")
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"Request body over {limit:,} bytes.")
+                chunks.append(chunk)
+    except TimeoutError:  # the rest of the body may still come: answer, then close
+        raise HTTPException(
+            408, f"The whole body did not arrive within {timeout_s:g} s.", {"Connection": "close"}
+        ) from None
     except ClientDisconnect:  # no one to answer: 499 in the log and metrics, as nginx has it
         raise HTTPException(499, "The client closed the connection during the upload.") from None
     body = b"".join(chunks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -70,12 +71,12 @@ class RequestMiddleware:
         request_id = sent_id if REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"], state["images"] = request_id, 0
-        status = 500  # unless an answer starts
+        status, started = 500, False  # unless an answer starts
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
@@ -89,6 +90,13 @@ class RequestMiddleware:
                 await refusal(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running SHUTDOWN_TIMEOUT_S after SIGTERM, and
+            # waits for nothing more of them: an answer, rather than a 500 with a traceback.
+            if started:
+                raise
+            refusal = error_response(503, "The server shut down before the request ended.")
+            await refusal(scope, receive, send_with_id)
         finally:
             self._record(scope, state, request_id, status, time.perf_counter() - start)
 

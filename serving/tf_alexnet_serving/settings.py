@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=128, ge=1)
     """Images waiting for the local backend's model; more get 503 with Retry-After."""
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds to receive a request's whole body; a slower upload gets 408."""
+    shutdown_timeout_s: int = Field(default=5, ge=0)
+    """On SIGTERM, seconds that requests in progress get to finish before they are cancelled
+    (uvicorn's `timeout_graceful_shutdown`; without it, a stalled upload holds the shutdown up
+    for ever). Below Docker's 10 s before it kills the container."""
     max_files: int = Field(default=16, ge=1)
     max_pixels: int = Field(default=25_000_000, ge=1)
     max_top_k: int = Field(default=contract.NUM_CLASSES, ge=1)

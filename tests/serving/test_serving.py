@@ -313,6 +313,12 @@ def _log_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines() if '"request_id"' in line]
 
 
+STALLED_UPLOAD = (
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+    b"Content-Length: 1000\r\n\r\n\x89PNG"
+)
+
+
 def test_an_upload_the_client_abandons_is_one_499_line_without_a_traceback(model_base, tmp_path):
     """A client that closes the connection mid-upload was a 500 in the metrics, with a
     65-line traceback in the log."""
@@ -321,10 +327,7 @@ def test_an_upload_the_client_abandons_is_one_499_line_without_a_traceback(model
     log = tmp_path / "serve.log"
     with LiveServer(model_base, stderr=log) as server:
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
-            sock.sendall(
-                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                b"Content-Length: 1000\r\n\r\n\x89PNG"
-            )
+            sock.sendall(STALLED_UPLOAD)
             time.sleep(0.5)
         deadline = time.monotonic() + 10
         while not any(line["path"] == "/predict" for line in _log_lines(log)):
@@ -335,6 +338,45 @@ def test_an_upload_the_client_abandons_is_one_499_line_without_a_traceback(model
     assert 'status="500"' not in metrics
     assert [line["status"] for line in _log_lines(log) if line["path"] == "/predict"] == [499]
     assert "Traceback" not in log.read_text()
+
+
+def test_a_stalled_upload_gets_408_and_never_holds_up_the_shutdown(model_base, tmp_path):
+    """A client that stops sending its body: uvicorn waited for it for ever on SIGTERM."""
+    import json
+    import socket
+
+    log = tmp_path / "serve.log"
+    env = {"TF_ALEXNET_SERVE_BODY_TIMEOUT_S": "3", "TF_ALEXNET_SERVE_SHUTDOWN_TIMEOUT_S": "1"}
+    with LiveServer(model_base, env=env, stderr=log) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            start = time.monotonic()
+            sock.sendall(STALLED_UPLOAD)
+            answer = b""
+            while chunk := sock.recv(65536):  # until the server closes the connection
+                answer += chunk
+        assert 3 <= time.monotonic() - start < 10
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower()
+        assert json.loads(body) == {"detail": "The whole body did not arrive within 3 s."}
+
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(STALLED_UPLOAD)
+            time.sleep(0.5)  # the app is waiting for the body
+            start = time.monotonic()
+            server.process.terminate()
+            try:
+                server.process.wait(timeout=20)
+            finally:
+                server.process.kill()
+            stopped = time.monotonic() - start
+            answer = sock.recv(65536)
+    assert server.process.returncode == 128 + signal.SIGTERM
+    assert stopped < 3, stopped  # before the body's timeout: SHUTDOWN_TIMEOUT_S ended it
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert answer.endswith(b'{"detail":"The server shut down before the request ended."}')
+    text = log.read_text()
+    assert "timeout graceful shutdown exceeded" in text and "Traceback" not in text
+    assert [line["status"] for line in _log_lines(log) if line["path"] == "/predict"] == [408, 503]
 
 
 def metadata_names(port):
@@ -626,7 +668,7 @@ def test_openapi_declares_every_answer_error_and_the_api_key():
     assert ref("/readyz", "get", "200") == "Ready"
     assert ref("/v1/metadata", "get", "200") == "Metadata"
     assert ref("/healthz", "get", "200") == "Health"
-    for status in ("400", "401", "413", "415", "503", "504"):
+    for status in ("400", "401", "408", "413", "415", "503", "504"):
         assert ref("/predict", "post", status) == "ErrorBody", status
     assert ref("/readyz", "get", "503") == "ErrorBody"
     security = spec["components"]["securitySchemes"]["APIKeyHeader"]
