@@ -86,15 +86,24 @@ def _add_config_flags(parser: argparse.ArgumentParser, title: str, flags: list[C
             )
 
 
-def _add_config_source(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+PRESET_HELP = (
+    "the training recipe to start from (a set of settings, not pretrained weights): "
+    "chapter (the d2l chapter), chapter-improved, quick, cpu or gpu; auto picks chapter "
+    "when TensorFlow sees a GPU and cpu otherwise (default: {default})"
+)
+EVALUATE_PRESET_HELP = (
+    "for a .keras file only (a run directory reads its own config.json): the preset whose "
+    "data settings (dataset, split fractions, seed) choose the test split; auto picks chapter "
+    "when TensorFlow sees a GPU and cpu otherwise (default: {default})"
+)
+
+
+def _add_config_source(
+    parser: argparse.ArgumentParser, default: str = "auto", help_text: str = PRESET_HELP
+) -> None:
     presets = [config_lib.AUTO_PRESET, *config_lib.PRESETS]
     parser.add_argument(
-        "--preset",
-        default=default,
-        choices=presets,
-        help="the training recipe to start from (a set of settings, not pretrained weights): "
-        "chapter (the d2l chapter), chapter-improved, quick, cpu or gpu; auto picks chapter "
-        f"when TensorFlow sees a GPU and cpu otherwise (default: {default})",
+        "--preset", default=default, choices=presets, help=help_text.format(default=default)
     )
     parser.add_argument("--config", help="a .toml or .json file of settings (over the preset)")
 
@@ -184,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--batch-size", type=_int_in(1), default=256, help="evaluation batch size"
     )
-    _add_config_source(evaluate, default="chapter")
+    # chapter, not auto: its data settings hold out validation as the run's own did (cpu's
+    # validation_fraction 0 would move a folder's seeded test split)
+    _add_config_source(evaluate, default="chapter", help_text=EVALUATE_PRESET_HELP)
     _add_config_flags(evaluate, "data settings (for a .keras file; a run has its own)", DATA_FLAGS)
 
     export = commands.add_parser("export", help="export a SavedModel for TF Serving")

@@ -527,3 +527,27 @@ def test_running_out_of_memory_is_one_line(monkeypatch, capsys):
     monkeypatch.setitem(COMMANDS, "summary", other_error)
     with pytest.raises(RuntimeError, match="a bug"):  # other errors stay tracebacks
         main(["summary"])
+
+
+def test_evaluate_help_says_what_its_preset_does():
+    """`evaluate --help` described --preset as the training recipe, default chapter, beside
+    train's default auto: evaluate reads only its data settings, and only for a .keras file."""
+    from tf_alexnet.cli_parser import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["evaluate", "model.keras"]).preset == "chapter"
+    assert parser.parse_args(["train"]).preset == "auto"
+    evaluate = cli_parser_commands(parser)["evaluate"]
+    help_text = " ".join(evaluate.format_help().split())
+    assert (
+        "--preset {auto,chapter,chapter-improved,quick,cpu,gpu} for a .keras file only (a run "
+        "directory reads its own config.json): the preset whose data settings (dataset, split "
+        "fractions, seed) choose the test split;"
+    ) in help_text
+    assert "(default: chapter)" in help_text and "training recipe" not in help_text
+
+
+def cli_parser_commands(parser):
+    from tf_alexnet.cli_parser import _commands
+
+    return _commands(parser)
