@@ -64,3 +64,23 @@ def test_the_plot_has_both_matrices(report, tmp_path):
     )
     height, width, _ = matplotlib.image.imread(path).shape
     assert width == 2 * height  # two square panels side by side
+
+
+def test_class_names_the_font_lacks_draw_without_warnings(report, tmp_path):
+    """CJK folder names made `evaluate` print matplotlib's "Glyph 29483 missing from font(s)
+    DejaVu Sans" UserWarning, once per glyph."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        plots.confusion_matrix(
+            np.array(report["confusion_matrix"]),
+            np.array(report["confusion_matrix_normalized"]),
+            ("猫", "犬", "狐"),
+            tmp_path / "cm.png",
+            title="猫と犬",
+        )
+    assert (tmp_path / "cm.png").stat().st_size > 0
+    # Other warnings still show.
+    with pytest.warns(UserWarning, match="another"), plots._missing_glyphs_quiet():
+        warnings.warn("another warning", UserWarning, stacklevel=1)
