@@ -92,8 +92,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     target = pathlib.Path(args.target)
     config = source_config(target, args.preset, args.config, overrides_from(args, DATA_FLAGS))
     output_dir = args.output_dir or (target if target.is_dir() else target.parent)
-    report = evaluate(model_path, config, output_dir, batch_size=args.batch_size)
-    print(format_report(report))
+
+    def show(report: dict[str, Any]) -> None:  # before it is written: a failed write loses none
+        print(format_report(report), flush=True)
+
+    evaluate(model_path, config, output_dir, batch_size=args.batch_size, on_report=show)
     print(f"Report: {pathlib.Path(output_dir) / 'evaluation.json'}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,13 +28,16 @@ def evaluate(
     config: TrainConfig,
     output_dir: str | pathlib.Path,
     batch_size: int = 256,
+    on_report: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluates a `.keras` model on the test split of `config`'s data; writes report and plot.
 
     The input size and channels come from the model; only the data settings of `config`
     (source, split fractions, seed) are used.
 
-    Writes `evaluation.json` and `confusion_matrix.png` into `output_dir`.
+    Writes `evaluation.json` and `confusion_matrix.png` into `output_dir`. `on_report` is
+    called with the report before they are written (the CLI prints it there), so a write
+    that fails (a read-only or full disk) loses no result.
     """
     model = load_model(model_path, compile=False)
     height, width, channels = model.input_shape[1:]
@@ -66,6 +70,8 @@ def evaluate(
     report = classification_report(y_true, probabilities, datasets.class_names)
     report["model"] = str(model_path)
     report["dataset"] = config.image_folder or config.dataset
+    if on_report is not None:
+        on_report(report)
 
     output.write_json(output.evaluation, report)
     plots.confusion_matrix(

@@ -551,3 +551,45 @@ def cli_parser_commands(parser):
     from tf_alexnet.cli_parser import _commands
 
     return _commands(parser)
+
+
+def _image_folder(root, classes=("a", "b"), count=3, splits=("train", "test")):
+    """Tiny random PNGs in `root/<split>/<class>/` (or `root/<class>/` when `splits` is ())."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for split in splits or ("",):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+                (folder / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    return root
+
+
+def test_evaluate_prints_its_report_before_a_write_that_fails(tmp_path, capsys, monkeypatch):
+    """On a read-only run directory the whole evaluation ran, then the write failed and the
+    report was never printed."""
+    import errno
+
+    from tf_alexnet import AlexNet
+    from tf_alexnet.run_dir import RunDir
+
+    data = _image_folder(tmp_path / "data")
+    model = tmp_path / "model" / "mini.keras"
+    model.parent.mkdir()
+    AlexNet(input_shape=(28, 28, 1), classes=2, variant="mini", width=0.25).save(model)
+
+    def read_only(self, path, values):
+        raise OSError(errno.EROFS, "Read-only file system", str(path) + ".tmp")
+
+    monkeypatch.setattr(RunDir, "write_json", read_only)
+    assert main(["evaluate", str(model), "--image-folder", str(data)]) == 1
+    out, err = capsys.readouterr()
+    assert "test accuracy" in out and "on 6 images" in out
+    assert err == (
+        "tf-alexnet: error: Read-only file system: "
+        f"'{tmp_path / 'model' / 'evaluation.json.tmp'}'.\n"
+    )
