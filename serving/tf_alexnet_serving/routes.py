@@ -30,6 +30,8 @@ from tf_alexnet_serving.schemas import (
 )
 
 PAGE = pathlib.Path(__file__).with_name("page.html")
+PAGE_TOP_K = 10
+"""The page lists the 10 best classes, or `MAX_TOP_K` when it is lower."""
 
 
 def build_router(max_top_k: int) -> APIRouter:
@@ -90,9 +92,11 @@ def build_router(max_top_k: int) -> APIRouter:
         # Built and validated above: serialized once here, not validated again by FastAPI.
         return Response(answer.model_dump_json(), media_type="application/json")
 
+    page_html = PAGE.read_text().replace("{{TOP_K}}", str(min(PAGE_TOP_K, max_top_k)))
+
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
-        return PAGE.read_text()
+        return page_html
 
     @router.get("/healthz")
     async def healthz() -> Health:

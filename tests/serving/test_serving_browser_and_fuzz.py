@@ -112,8 +112,12 @@ def test_page_never_shows_a_stale_answer(live_server, test_images, tmp_path):
 @pytest.mark.skipif(
     not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
 )
-def test_page_sends_the_api_key(model_base, test_images, tmp_path, monkeypatch):
+def test_page_sends_the_api_key_and_asks_for_at_most_max_top_k(
+    model_base, test_images, tmp_path, monkeypatch
+):
+    """The page asked for top_k=10 whatever MAX_TOP_K was: below 10, every drop got a 422."""
     monkeypatch.setenv("TF_ALEXNET_SERVE_API_KEY", "s3cret")
+    monkeypatch.setenv("TF_ALEXNET_SERVE_MAX_TOP_K", "5")
     image = tmp_path / "fashion.png"
     image.write_bytes(test_images[0])
     with LiveServer(model_base) as server, _browser(tmp_path) as page:
@@ -127,6 +131,7 @@ def test_page_sends_the_api_key(model_base, test_images, tmp_path, monkeypatch):
         _wait_for_answer(page, "fashion.png")
         assert page.text_content("#file-name") == "fashion.png: classified"
         assert page.text_content("#error") == ""
+        assert page.locator("#bars .row").count() == 5
         page.reload()  # the key is kept in the browser
         assert page.input_value("#key") == "s3cret"
 
