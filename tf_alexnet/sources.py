@@ -216,15 +216,29 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
     sorted subfolder names. As in Keras's `image_dataset_from_directory`, a class folder's
     subfolders are read too. Hidden files and folders (`.ipynb_checkpoints/`, macOS's
     `._name.png` companions, which are not images) are skipped.
+
+    Refused in one line: a class folder without images (it would be a class never seen), and
+    `train/` without `test/` (or the reverse). Printed as a note: folders beside `train/` and
+    `test/` (a `val/`), and images outside the class folders, which are not read.
     """
     root = pathlib.Path(root)
     if not root.is_dir():
         raise UserError(f"The image folder {str(root)!r} does not exist.")
-    has_test = (root / "train").is_dir() and (root / "test").is_dir()
+    subfolders = set(_class_folders(root))
+    has_test = {"train", "test"} <= subfolders
+    if not has_test and subfolders & {"train", "test"} and subfolders <= SPLIT_FOLDERS:
+        (found,) = subfolders & {"train", "test"}
+        missing = "test" if found == "train" else "train"
+        raise UserError(
+            f"The image folder {str(root)!r} has {found}/ but no {missing}/: the train/test "
+            f"layout needs both (DIR/train/<class>/ and DIR/test/<class>/). For a folder of "
+            f"classes with a seeded test split, pass --image-folder {str(root / found)!r}."
+        )
     train_root = root / "train" if has_test else root
     class_names = tuple(sorted(_class_folders(train_root)))
     if not class_names:
         raise UserError(f"The image folder {str(train_root)!r} has no class subfolders.")
+    notes = _unread_notes(root, train_root, sorted(subfolders - {"train", "test"}), has_test)
     if len(class_names) == 1:  # it trained, to a "100% accuracy" that means nothing
         raise UserError(
             f"The image folder {str(train_root)!r} has one class subfolder "
@@ -263,7 +277,16 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
                 f"{', '.join(map(repr, unknown))}. The model could never predict them."
             )
     train_paths, train_labels = listing(train_root)
+    empty = [name for label, name in enumerate(class_names) if label not in set(train_labels)]
+    if empty:
+        raise UserError(
+            f"The class folder(s) {', '.join(map(repr, empty))} in {str(train_root)!r} hold no "
+            f"{contract.IMAGE_FORMATS} images: every class folder is a class. Add images or "
+            "remove the folder(s)."
+        )
     test_paths, test_labels = listing(root / "test") if has_test else ([], [])
+    for note in notes:
+        print(f"Note: {note}", flush=True)
     return Source(
         train=read(train_paths, train_labels),
         num_train=len(train_paths),
@@ -273,6 +296,39 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
         files=(*train_paths, *test_paths),
         skipped=tuple(skipped),
     )
+
+
+SPLIT_FOLDERS = frozenset({"train", "test", "val", "valid", "validation"})
+"""Subfolder names that mark a train/test layout rather than classes."""
+
+
+def _unread_notes(
+    root: pathlib.Path, train_root: pathlib.Path, others: list[str], has_test: bool
+) -> list[str]:
+    """One line for each part of an image folder that is not read: the folders beside train/
+    and test/ (a `val/`: the validation split comes out of train/), and images outside the
+    class folders."""
+    notes = []
+    if has_test and others:
+        shown = ", ".join(repr(str(root / name)) for name in others)
+        notes.append(
+            f"{shown} {'is' if len(others) == 1 else 'are'} not read: with train/ and test/, the "
+            "validation split comes out of train/ (--validation-fraction)."
+        )
+    for folder in dict.fromkeys([root, train_root, *([root / "test"] if has_test else [])]):
+        loose = sorted(
+            p
+            for p in folder.iterdir()
+            if p.is_file()
+            and not p.name.startswith(".")
+            and p.suffix.lower() in contract.IMAGE_SUFFIXES
+        )
+        if loose:
+            notes.append(
+                f"{len(loose)} image(s) directly in {str(folder)!r} are not read, e.g. "
+                f"{str(loose[0])!r}: images go in a subfolder per class."
+            )
+    return notes
 
 
 def image_files(folder: str | os.PathLike[str]) -> tuple[list[str], list[str]]:

@@ -513,3 +513,50 @@ def test_webp_decodes_and_transparent_or_animated_webp_fails_cleanly(tmp_path):
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.split() == [word for path in paths for word in (path, "refused")]
     assert unreadable_images(paths[:1]) == [f"{paths[0]} (WebP with transparency or animation)"]
+
+
+def test_image_folder_layout_mistakes_are_refused_or_noted(tmp_path, capsys):
+    """An empty class folder silently became a class; `train/` alone read as one class
+    named 'train'; a `val/` folder and loose images were ignored without a word."""
+    _write_images(tmp_path / "x" / "cat", 3, 20, "RGB")
+    _write_images(tmp_path / "x" / "dog", 3, 20, "RGB")
+    (tmp_path / "x" / "fox").mkdir()
+    (tmp_path / "x" / "owl").mkdir()
+    (tmp_path / "x" / "owl" / "notes.txt").write_text("no images")
+    with pytest.raises(UserError) as refused:
+        folder_source(tmp_path / "x")
+    assert str(refused.value) == (
+        f"The class folder(s) 'fox', 'owl' in {str(tmp_path / 'x')!r} hold no JPEG, PNG, GIF, "
+        "BMP or WebP images: every class folder is a class. Add images or remove the folder(s)."
+    )
+
+    _write_images(tmp_path / "only" / "train" / "cat", 3, 20, "RGB")
+    _write_images(tmp_path / "only" / "train" / "dog", 3, 20, "RGB")
+    with pytest.raises(UserError) as refused:
+        folder_source(tmp_path / "only")
+    assert str(refused.value) == (
+        f"The image folder {str(tmp_path / 'only')!r} has train/ but no test/: the train/test "
+        "layout needs both (DIR/train/<class>/ and DIR/test/<class>/). For a folder of classes "
+        f"with a seeded test split, pass --image-folder {str(tmp_path / 'only' / 'train')!r}."
+    )
+    assert folder_source(tmp_path / "only" / "train").class_names == ("cat", "dog")
+    # A class that happens to be named "train" is still a class.
+    _write_images(tmp_path / "vehicles" / "train", 2, 20, "RGB")
+    _write_images(tmp_path / "vehicles" / "bus", 2, 20, "RGB")
+    assert folder_source(tmp_path / "vehicles").class_names == ("bus", "train")
+    capsys.readouterr()
+
+    root = tmp_path / "ttv"
+    for split in ("train", "test", "val"):
+        _write_images(root / split / "cat", 2, 20, "RGB")
+        _write_images(root / split / "dog", 2, 20, "RGB")
+    _write_images(root, 2, 20, "RGB")  # 0.png, 1.jpg beside the splits
+    source = folder_source(root)
+    assert (source.num_train, source.num_test) == (4, 4)
+    assert capsys.readouterr().out == (
+        f"Note: {str(root / 'val')!r} is not read: with train/ and test/, the validation split "
+        "comes out of train/ (--validation-fraction).\n"
+        f"Note: 2 image(s) directly in {str(root)!r} are not read, e.g. {str(root / '0.png')!r}: "
+        "images go in a subfolder per class.\n"
+    )
+    assert folder_source(tmp_path / "only" / "train") and capsys.readouterr().out == ""
