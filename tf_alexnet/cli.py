@@ -79,18 +79,65 @@ def run_train(args: argparse.Namespace) -> int:
     config = config_lib.resolve(
         preset, args.config, overrides_from(args, DATA_FLAGS + TRAIN_FLAGS + AUGMENT_FLAGS)
     )
+    config = with_absolute_paths(config)
     run_dir = args.run_dir or str(pathlib.Path("runs") / preset)
     train(config, run_dir, overwrite=args.overwrite)
     return 0
 
 
+DATA_PATHS = ("image_folder", "data_dir", "manual_dir")
+"""The data settings that name folders."""
+
+
+def with_absolute_paths(config: config_lib.TrainConfig) -> config_lib.TrainConfig:
+    """`config` with its data folders made absolute, as the run's config.json then records
+    them: `evaluate` and `export` of the run work from any working directory."""
+    changes = {
+        key: os.path.abspath(value)
+        for key in DATA_PATHS
+        if (value := getattr(config, key)) and not os.path.isabs(value)
+    }
+    return config.replace(**changes) if changes else config
+
+
+def run_data_config(
+    target: str,
+    preset: str = "chapter",
+    file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> config_lib.TrainConfig:
+    """`run_dir.source_config`, and for a run recorded with a relative image folder (runs
+    trained before the paths were made absolute) that does not exist from here, one line
+    saying so and what to do."""
+    from tf_alexnet.run_dir import RunDir, source_config
+
+    config = source_config(target, preset, file, overrides)
+    folder = config.image_folder
+    given = "image_folder" in (overrides or {})
+    if (
+        not given
+        and folder
+        and not os.path.isabs(folder)
+        and not os.path.isdir(folder)
+        and RunDir(pathlib.Path(target)).is_run()
+    ):
+        raise UserError(
+            f"The run {target!r} records the image folder {folder!r} relative to the directory "
+            f"it was trained in, and there is no {folder!r} here ({os.getcwd()}). Run the "
+            "command from that directory, or pass --image-folder with the folder's path."
+        )
+    return config
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from tf_alexnet.evaluate import evaluate, format_report
-    from tf_alexnet.run_dir import resolve_source, source_config
+    from tf_alexnet.run_dir import resolve_source
 
     model_path, _ = resolve_source(args.target)
     target = pathlib.Path(args.target)
-    config = source_config(target, args.preset, args.config, overrides_from(args, DATA_FLAGS))
+    config = run_data_config(
+        args.target, args.preset, args.config, overrides_from(args, DATA_FLAGS)
+    )
     output_dir = args.output_dir or (target if target.is_dir() else target.parent)
 
     def show(report: dict[str, Any]) -> None:  # before it is written: a failed write loses none
@@ -103,13 +150,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from tf_alexnet.export import ExportMismatch, export
-    from tf_alexnet.run_dir import source_config
     from tf_alexnet.sources import sample_images
 
     if args.sample_images:
         images = [_sample_image(path) for path in args.sample_images]
     else:
-        config = source_config(args.source, overrides=overrides_from(args, DATA_FLAGS))
+        config = run_data_config(args.source, overrides=overrides_from(args, DATA_FLAGS))
         images = sample_images(config.data_spec())
     try:
         result = export(args.source, args.base_path, args.name, args.version, sample_images=images)

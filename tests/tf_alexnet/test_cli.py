@@ -593,3 +593,36 @@ def test_evaluate_prints_its_report_before_a_write_that_fails(tmp_path, capsys, 
         "tf-alexnet: error: Read-only file system: "
         f"'{tmp_path / 'model' / 'evaluation.json.tmp'}'.\n"
     )
+
+
+def test_a_run_records_its_image_folder_absolute(tmp_path, capsys, monkeypatch):
+    """`train --image-folder data/two` stored "data/two", so `evaluate` of the run from another
+    directory said "The image folder 'data/two' does not exist"."""
+    import json
+
+    _image_folder(tmp_path / "project" / "data")
+    run = tmp_path / "project" / "runs" / "r"
+    monkeypatch.chdir(tmp_path / "project")
+    train = ["train", "--preset", "quick", "--image-folder", "data", "--epochs", "1"]
+    assert (
+        main([*train, "--batch-size", "4", "--validation-fraction", "0", "--run-dir", "runs/r"])
+        == 0
+    )
+    config = json.loads((run / "config.json").read_text())
+    assert config["image_folder"] == str(tmp_path / "project" / "data")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0, capsys.readouterr().err
+    assert "on 6 images" in capsys.readouterr().out
+    # A run trained before: its relative folder is not here, and the way out is said.
+    config["image_folder"] = "data"
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"tf-alexnet: error: The run {str(run)!r} records the image folder 'data' relative to "
+        f"the directory it was trained in, and there is no 'data' here ({tmp_path}). Run the "
+        "command from that directory, or pass --image-folder with the folder's path.\n"
+    )
+    assert main(["export", str(run), "--base-path", str(tmp_path / "models")]) == 2
+    assert "records the image folder 'data' relative" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--image-folder", "project/data"]) == 0
