@@ -94,16 +94,21 @@ def build_router(max_top_k: int) -> APIRouter:
 
     page_html = PAGE.read_text().replace("{{TOP_K}}", str(min(PAGE_TOP_K, max_top_k)))
 
+    # Probes may ask with HEAD (curl -I, load balancers): the GET answer, without its body. Not
+    # in the OpenAPI document, where it would repeat the GET operation under the same id.
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @router.head("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
         return page_html
 
     @router.get("/healthz")
+    @router.head("/healthz", include_in_schema=False)
     async def healthz() -> Health:
         """Liveness: the process answers."""
         return Health(status="ok")
 
     @router.get("/readyz", response_model=Ready, responses=errors(503))
+    @router.head("/readyz", include_in_schema=False)
     async def readyz(model: BackendDep) -> JSONResponse:
         """Readiness: the backend reports the model available, with the class names it has."""
         available = await model.ready()

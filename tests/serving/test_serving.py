@@ -204,6 +204,10 @@ def test_health_metadata_metrics_and_page(client):
     assert "tf_alexnet_batch_size_bucket" in metrics
     page = client.get("/")
     assert page.status_code == 200 and '<input id="file" type="file"' in page.text
+    for path in ("/", "/healthz", "/readyz"):  # probes may ask with HEAD: it was a 405
+        head = client.head(path)
+        assert head.status_code == 200, path
+        assert head.headers["content-type"] == client.get(path).headers["content-type"]
 
 
 def test_api_key(model_base, test_images):
@@ -289,6 +293,13 @@ def test_real_server_answers_curl(model_base, test_images, tmp_path):
         answer = __import__("json").loads(result.stdout)
         assert answer["predictions"][0]["file"] == "shirt.png"
         assert answer["predictions"][0]["class_name"] in metadata_names(port)
+        head = subprocess.run(
+            ["curl", "-sS", "-I", f"http://127.0.0.1:{port}/readyz"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )  # a probe's HEAD: the status and headers, no body
+        assert head.stdout.startswith(b"HTTP/1.1 200 ") and head.stdout.endswith(b"\r\n\r\n")
 
         # Concurrent clients all get answers.
         async def many():
