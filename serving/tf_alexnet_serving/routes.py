@@ -44,7 +44,7 @@ def build_router(max_top_k: int) -> APIRouter:
         dependencies=[Depends(require_api_key)],
         openapi_extra=PREDICT_BODY,
         response_model=PredictResponse,
-        responses=errors(400, 401, 408, 413, 415, 503, 504),
+        responses=errors(400, 401, 408, 413, 415, 422, 503, 504),
     )
     async def predict(
         request: Request,
