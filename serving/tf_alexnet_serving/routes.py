@@ -29,6 +29,11 @@ from tf_alexnet_serving.schemas import (
     errors,
 )
 
+UNDECODABLE = (
+    "could not be decoded: corrupt, truncated, or a variant TensorFlow's decoder does not read "
+    "(such as 1-bit BMP)"
+)
+"""The model refused the image (its header looked right): the decoder does not say why."""
 PAGE = pathlib.Path(__file__).with_name("page.html")
 PAGE_TOP_K = 10
 """The page lists the 10 best classes, or `MAX_TOP_K` when it is lower."""
@@ -79,7 +84,7 @@ def build_router(max_top_k: int) -> APIRouter:
             if isinstance(result, Exception)
         ]
         if failed:  # the whole request fails, naming every bad image
-            raise HTTPException(400, f"{', '.join(failed)}: corrupt or truncated image")
+            raise HTTPException(400, f"{', '.join(failed)}: {UNDECODABLE}")
         request.state.model_version = answers[0].version
         answer = PredictResponse(
             model=ModelRef(name=model.name, version=answers[0].version),

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 class ErrorBody(BaseModel):
     """Every refusal: 4xx for a client's mistake, 503/504 for the backend, never a traceback."""
 
-    detail: str = Field(examples=["shirt.png: corrupt or truncated image"])
+    detail: str = Field(
+        examples=["shirt.png: image of 9000x9000 pixels is over the limit of 25,000,000 pixels"]
+    )
 
 
 class Health(BaseModel):

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from tf_alexnet_serving import Settings, create_app
 from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
 from tf_alexnet_serving.classes import ClassNames
-from tf_alexnet_serving.routes import _prediction
+from tf_alexnet_serving.routes import UNDECODABLE, _prediction
 
 from tests.conftest import LiveServer
 from tf_alexnet.predict import predict_files
@@ -172,7 +172,7 @@ def test_corrupt_image_fails_the_request_naming_it(client, test_images):
     ]
     response = client.post("/predict", files=files)
     assert response.status_code == 400
-    assert response.json()["detail"] == "cut.png: corrupt or truncated image"
+    assert response.json()["detail"] == f"cut.png: {UNDECODABLE}"
 
 
 @pytest.mark.parametrize("top_k", ["0", "-1", "11", "abc", "", "1.5"])

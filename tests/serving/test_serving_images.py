@@ -231,6 +231,16 @@ def test_the_facade_agrees_with_the_models_decoder(client, served_model, name):
         assert response.json()["detail"].startswith(f"{name}: ")
 
 
+def test_a_bmp_variant_tensorflow_does_not_read_is_not_called_corrupt(client):
+    """Every decoding failure was "corrupt or truncated image", a valid 1-bit BMP too."""
+    response = client.post("/predict", files={"file": ("1-bit.bmp", CORPUS["pillow-1-bit.bmp"])})
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "1-bit.bmp: could not be decoded: corrupt, truncated, or a variant TensorFlow's decoder "
+        "does not read (such as 1-bit BMP)"
+    )
+
+
 def test_the_usual_encodings_are_all_accepted(served_model):
     """The corpus is not trivially refused: the model decodes every common encoding, and
     refuses only broken files and the BMPs TensorFlow does not read (1-bit, OS/2 headers)."""

@@ -10,6 +10,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from tf_alexnet_serving import Settings, create_app
+from tf_alexnet_serving.routes import UNDECODABLE
 
 from serving.tfserving_standin.server import TFServingGRPC, TFServingREST
 from tests.conftest import free_port
@@ -112,7 +113,7 @@ def test_upstream_failures_map_to_clear_answers(tfserving, test_images):
         truncated = test_images[1][:60]
         response = client.post("/predict", files={"file": ("cut.png", truncated, "image/png")})
         assert response.status_code == 400
-        assert response.json()["detail"] == "cut.png: corrupt or truncated image"
+        assert response.json()["detail"] == f"cut.png: {UNDECODABLE}"
 
 
 @pytest.fixture(scope="module")
