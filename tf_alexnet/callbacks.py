@@ -203,6 +203,37 @@ class StopOnDivergence(keras.callbacks.Callback):
         )
 
 
+class ReseedEachEpoch(keras.callbacks.Callback):
+    """Starts every random layer's stream (dropout masks) afresh at each epoch, from the
+    layer's own seed and the epoch's number: a resumed run draws what an uninterrupted one
+    would have drawn.
+
+    Keras keeps these streams' state in `SeedGenerator` variables that `BackupAndRestore`
+    does not restore, so a run resumed at epoch `k` replayed epoch 1's masks there (the data
+    side is `PipelineSpec.epochs`).
+
+    Args:
+        stride: epoch `e` of a layer seeded `s` draws from seed `s + e * stride`.
+    """
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self._streams: list[tuple[Any, int]] = []
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # The layers' seeds, as built: the run's seed decides them.
+        self._streams = [
+            (variable, int(np.asarray(variable.value)[0]))
+            for variable in self.model.non_trainable_variables
+            if variable.path.endswith("seed_generator_state")
+        ]
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        for variable, seed in self._streams:
+            variable.assign(np.array([seed + epoch * self.stride, 0], variable.dtype))
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Adds `train_seconds` (the epoch's training part, validation excluded) to the logs."""
 

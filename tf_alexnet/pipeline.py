@@ -39,6 +39,11 @@ class PipelineSpec:
     one_hot: bool = True
     replicas: int = 1
     """Replicas that share each batch (a `tf.distribute` strategy's `num_replicas_in_sync`)."""
+    epochs: tuple[int, int] | None = None
+    """`(first, end)`: the training pipeline is one dataset of epochs `first` to `end - 1`, in
+    turn, each epoch's order and augmentation drawn from the seed and the epoch's number, so a
+    run resumed at epoch `first` sees what it would have seen uninterrupted. None: one epoch,
+    reshuffled on each pass."""
 
 
 def _options(pipeline: PipelineSpec) -> tf.data.Options:
@@ -97,25 +102,50 @@ def training_pipeline(
     num_classes: int,
     pca: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
-    """Cache -> shuffle examples -> per-image seeded resize/augment -> batch (drop remainder)."""
+    """Cache -> shuffle examples -> per-image seeded resize/augment -> batch (drop remainder),
+    for one epoch or for `pipeline.epochs` (see `PipelineSpec.epochs`)."""
     needed = max(pipeline.image_size)
     if pipeline.augmentation.crop != "none":  # cropped from an enlarged canvas
         needed = round(needed / pipeline.augmentation.crop_fraction)
     ds = shrink_large(ds, SOURCE_MARGIN * needed)
     if pipeline.cache:
         ds = ds.cache()
-    ds = ds.shuffle(pipeline.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    spec = pipeline.augmentation
+    if pipeline.epochs is None:
+        seed_tensor = tf.constant(seed, tf.int64)
+        batches = _epoch_batches(ds, pipeline, seed_tensor, num_classes, pca, reshuffle=True)
+    else:
 
+        def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+            epoch_seed = tf.constant(seed, tf.int64) * EPOCH_SEED_STRIDE + epoch
+            return _epoch_batches(ds, pipeline, epoch_seed, num_classes, pca, reshuffle=False)
+
+        batches = tf.data.Dataset.range(*pipeline.epochs).flat_map(epoch_batches)
+    return batches.prefetch(AUTOTUNE).with_options(_options(pipeline))
+
+
+EPOCH_SEED_STRIDE = 1_000_003
+"""Epoch `e` of a run seeded `s` shuffles and augments with seed `s * stride + e`."""
+
+
+def _epoch_batches(
+    ds: tf.data.Dataset,
+    pipeline: PipelineSpec,
+    seed: tf.Tensor,
+    num_classes: int,
+    pca: tuple[np.ndarray, np.ndarray] | None,
+    reshuffle: bool,
+) -> tf.data.Dataset:
+    """One epoch's batches: shuffled, prepared (augmented) per image, remainder dropped."""
+    ds = ds.shuffle(pipeline.shuffle_buffer, seed=seed, reshuffle_each_iteration=reshuffle)
+    spec = pipeline.augmentation
     if not spec.enabled and _uniform_shapes(ds):
         # No per-image randomness: preprocess whole batches, much cheaper per image.
-        ds = ds.batch(pipeline.batch_size, drop_remainder=True).map(
+        return ds.batch(pipeline.batch_size, drop_remainder=True).map(
             lambda images, labels: _prepare(images, labels, pipeline, num_classes),
             num_parallel_calls=AUTOTUNE,
             deterministic=pipeline.deterministic,
         )
-        return ds.prefetch(AUTOTUNE).with_options(_options(pipeline))
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle).batch(2)
 
     def prepare(example: tuple[tf.Tensor, tf.Tensor], pair: tf.Tensor) -> tuple[Any, Any]:
         image, label = example
@@ -128,11 +158,7 @@ def training_pipeline(
     ds = tf.data.Dataset.zip(ds, seeds).map(
         prepare, num_parallel_calls=AUTOTUNE, deterministic=pipeline.deterministic
     )
-    return (
-        ds.batch(pipeline.batch_size, drop_remainder=True)
-        .prefetch(AUTOTUNE)
-        .with_options(_options(pipeline))
-    )
+    return ds.batch(pipeline.batch_size, drop_remainder=True)
 
 
 def evaluation_pipeline(

@@ -21,6 +21,7 @@ from tf_alexnet.callbacks import (
     AveragedWeights,
     BestModelCheckpoint,
     EpochTimer,
+    ReseedEachEpoch,
     StopOnDivergence,
     SyncMovingStatistics,
 )
@@ -36,7 +37,7 @@ from tf_alexnet.data import Datasets, make_datasets
 from tf_alexnet.errors import ClusterError, UserError
 from tf_alexnet.model import AlexNet
 from tf_alexnet.optim import compile_model
-from tf_alexnet.pipeline import device_datasets_without_autotune
+from tf_alexnet.pipeline import EPOCH_SEED_STRIDE, device_datasets_without_autotune
 from tf_alexnet.progress import TrainingProgress
 from tf_alexnet.run_dir import RunDir, in_use_by_this_process, prepare
 from tf_alexnet.saving import save_model_atomic
@@ -111,6 +112,10 @@ def _train(
     pipeline = config.pipeline_spec(global_batch, replicas=replicas)
     if multiworker:
         pipeline = dataclasses.replace(pipeline, deterministic=True)
+    # One dataset of the epochs left, each drawn from its own number: a resumed run sees
+    # the same images, in the same order and augmentation, as an uninterrupted one.
+    resumed = run.finished_epochs(backup)
+    pipeline = dataclasses.replace(pipeline, epochs=(resumed, config.epochs))
     datasets = make_datasets(config.data_spec(), pipeline)
     if notice := skipped_notice(datasets.skipped):
         print(notice, flush=True)
@@ -151,7 +156,7 @@ def _train(
         f"{replicas} replica(s)"
         + (f" on {role.num_workers} workers (this is {role.name})" if multiworker else "")
         + f", global batch {global_batch}, policy {policy}"
-        + (f", resuming after epoch {resumed}" if (resumed := run.finished_epochs(backup)) else "")
+        + (f", resuming after epoch {resumed}" if resumed else "")
         + f" -> {run.root}",
         flush=True,
     )
@@ -162,6 +167,7 @@ def _train(
                 datasets.train,
                 validation_data=datasets.validation,
                 epochs=config.epochs,
+                steps_per_epoch=steps_per_epoch,  # and one iterator for all the epochs
                 shuffle=False,  # the dataset shuffles examples itself
                 callbacks=_callbacks(
                     config, run, backup, history_before, role, callbacks, datasets.validated
@@ -201,6 +207,7 @@ def _callbacks(
     # Callbacks that change training run on every worker, from the same (all-reduced) logs.
     shared: list[keras.callbacks.Callback] = [
         SyncMovingStatistics(),  # first: what follows saves or evaluates the statistics
+        ReseedEachEpoch(EPOCH_SEED_STRIDE),
         StopOnDivergence(config.learning_rate),
         *extra,
     ]

@@ -241,6 +241,38 @@ def test_resume_after_sigterm_then_sigkill(fashion_mnist, tmp_path):
     assert json.loads(run.metrics.read_text())["epochs"] == 4
 
 
+def test_a_resumed_run_trains_as_an_uninterrupted_one(fashion_mnist, tmp_path):
+    """The same epochs, in the same order, with the same augmentation and dropout masks. A
+    run resumed at epoch 3 replayed epoch 1's shuffle (the dataset's reshuffling counted
+    passes from its start) and epoch 1's dropout masks (Keras's seed state is not backed up),
+    and ended elsewhere: 0.7574 against 0.7506 accuracy in a stranger's run."""
+
+    class StopAtSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt  # a kill, after the first epoch's backup
+
+    config = config_lib.from_dict(
+        {**TINY, "train_examples": 1024, "augment": {"flip": True, "crop": "pad"}}
+    )
+    assert config.dropout > 0
+    train(config, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "resumed", callbacks=[StopAtSecondEpoch()])
+    assert RunDir(tmp_path / "resumed").finished_epochs() == 1
+    train(config, tmp_path / "resumed")
+    whole, resumed = (RunDir(tmp_path / name) for name in ("whole", "resumed"))
+    for row, other in zip(whole.read_history(), resumed.read_history(), strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert row[key] == other[key], (int(row["epoch"]), key)
+    for a, b in zip(
+        keras.saving.load_model(whole.final_model).get_weights(),
+        keras.saving.load_model(resumed.final_model).get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_resume_refuses_changed_settings(fashion_mnist, tmp_path):
     config = config_lib.from_dict(TINY)
     run = RunDir(tmp_path / "run")
