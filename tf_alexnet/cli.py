@@ -79,25 +79,9 @@ def run_train(args: argparse.Namespace) -> int:
     config = config_lib.resolve(
         preset, args.config, overrides_from(args, DATA_FLAGS + TRAIN_FLAGS + AUGMENT_FLAGS)
     )
-    config = with_absolute_paths(config)
     run_dir = args.run_dir or str(pathlib.Path("runs") / preset)
     train(config, run_dir, overwrite=args.overwrite)
     return 0
-
-
-DATA_PATHS = ("image_folder", "data_dir", "manual_dir")
-"""The data settings that name folders."""
-
-
-def with_absolute_paths(config: config_lib.TrainConfig) -> config_lib.TrainConfig:
-    """`config` with its data folders made absolute, as the run's config.json then records
-    them: `evaluate` and `export` of the run work from any working directory."""
-    changes = {
-        key: os.path.abspath(value)
-        for key in DATA_PATHS
-        if (value := getattr(config, key)) and not os.path.isabs(value)
-    }
-    return config.replace(**changes) if changes else config
 
 
 def run_data_config(

@@ -31,6 +31,10 @@ STRATEGIES = ("auto", "default", "one-device", "mirrored", "multiworker")
 MIXED_PRECISION = ("off", "bf16", "fp16", "auto")
 
 
+DATA_PATHS = ("image_folder", "data_dir", "manual_dir")
+"""The data settings that name folders."""
+
+
 class TrainConfig(DataSpec):
     """Everything a training run depends on. Defaults reproduce the d2l chapter.
 
@@ -139,6 +143,16 @@ class TrainConfig(DataSpec):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
+
+    def with_absolute_paths(self) -> TrainConfig:
+        """These settings with their data folders (`DATA_PATHS`) made absolute, as a run's
+        config.json records them: `evaluate` and `export` of the run work from any directory."""
+        changes = {
+            key: os.path.abspath(value)
+            for key in DATA_PATHS
+            if (value := getattr(self, key)) and not os.path.isabs(value)
+        }
+        return self.replace(**changes) if changes else self
 
     def replace(self, **changes: Any) -> TrainConfig:
         return from_dict(merge(self.to_dict(), changes))

@@ -229,7 +229,9 @@ def check_resumable(run: RunDir, config: config_lib.TrainConfig) -> None:
             "or choose another --run-dir."
         )
     # through the declarations: a setting added since the run started reads as its default
-    previous = config_lib.from_dict(config_lib.read_file(run.config)).to_dict()
+    # (Runs recorded relative data folders before they were made absolute.)
+    recorded = config_lib.from_dict(config_lib.read_file(run.config))
+    previous = recorded.with_absolute_paths().to_dict()
     current = config.to_dict()
     changed = sorted(
         key

@@ -67,6 +67,7 @@ def train(
     Keras's global dtype policy follows `config.mixed_precision` during the run and is put back
     as it was afterwards, so the caller's later models are not built in bf16 by surprise.
     """
+    config = config.with_absolute_paths()  # config.json then reads from any directory
     previous_policy = keras.mixed_precision.global_policy()
     chief = config.strategy != "multiworker" or read_tf_config().is_chief
     try:

@@ -346,6 +346,24 @@ def test_a_run_started_before_a_setting_existed_resumes(tmp_path):
         check_resumable(run, config.replace(width=2.0))
 
 
+def test_data_folders_are_recorded_absolute_and_older_relative_ones_resume(tmp_path, monkeypatch):
+    """config.json recorded `image_folder` as typed, so a run trained with a relative folder
+    could be evaluated or exported only from the directory it was trained in."""
+    from tf_alexnet.run_dir import check_resumable
+
+    monkeypatch.chdir(tmp_path)
+    config = config_lib.from_dict({**TINY, "image_folder": "data"})
+    absolute = config.with_absolute_paths()
+    assert absolute.image_folder == str(tmp_path / "data") and absolute.data_dir is None
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.write_json(run.config, config.to_dict())  # as recorded before
+    check_resumable(run, absolute)  # the same folder, seen from where the run was started
+    monkeypatch.chdir(run.root)
+    with pytest.raises(UserError, match=r"other settings \(image_folder\)"):
+        check_resumable(run, absolute)
+
+
 def test_overwrite_only_deletes_run_directories(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     config = config_lib.from_dict(TINY)
