@@ -118,8 +118,11 @@ class RunDir:
     def write_json(self, path: pathlib.Path, values: dict[str, Any]) -> None:
         """Writes JSON atomically (temp file + rename): readers never see half a file."""
         temp = path.with_suffix(path.suffix + ".tmp")
-        temp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-        os.replace(temp, path)
+        try:
+            temp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+            os.replace(temp, path)
+        finally:  # a full disk or a bad value leaves no partial file either
+            temp.unlink(missing_ok=True)
 
 
 def _number(text: str) -> float:

@@ -1,6 +1,8 @@
 """The run directory's one resolver: a run directory or a model file -> the model to use."""
 
+import errno
 import json
+import pathlib
 
 import pytest
 
@@ -38,3 +40,20 @@ def test_a_model_file_is_itself_and_anything_else_is_a_user_error(tmp_path):
 
 def test_export_keeps_the_name():
     assert export.resolve_source is resolve_source
+
+
+def test_write_json_leaves_no_partial_file(tmp_path, monkeypatch):
+    run = RunDir(tmp_path)
+    run.write_json(run.metrics, {"epochs": 1})
+    write_text = pathlib.Path.write_text
+
+    def disk_full(self, text, *args, **kwargs):
+        write_text(self, text[:5], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        run.write_json(run.metrics, {"epochs": 2})
+    monkeypatch.undo()
+    assert json.loads(run.metrics.read_text()) == {"epochs": 1}
+    assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
