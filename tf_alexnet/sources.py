@@ -104,7 +104,7 @@ def unreadable_images(files: Sequence[str]) -> list[str]:
         try:
             decode(data, 3)
         except tf.errors.OpError as err:
-            webp = data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+            webp = image_format(data) == "WebP"
             reason = "WebP with transparency or animation" if webp else _reason(err)
             found.append(f"{path} ({reason})")
     return found

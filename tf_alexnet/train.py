@@ -69,11 +69,11 @@ def train(
     """
     config = config.with_absolute_paths()  # config.json then reads from any directory
     previous_policy = keras.mixed_precision.global_policy()
-    chief = config.strategy != "multiworker" or read_tf_config().is_chief
+    role = read_tf_config() if config.strategy == "multiworker" else SINGLE_PROCESS
     try:
         # Workers keep their own files; the chief's process holds the run directory.
-        with in_use_by_this_process(run_dir) if chief else contextlib.nullcontext():
-            return _train(config, run_dir, overwrite, callbacks)
+        with in_use_by_this_process(run_dir) if role.is_chief else contextlib.nullcontext():
+            return _train(config, run_dir, overwrite, callbacks, role)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -83,10 +83,11 @@ def _train(
     run_dir: str | os.PathLike[str],
     overwrite: bool,
     callbacks: Sequence[keras.callbacks.Callback],
+    role: Role,
 ) -> dict[str, Any]:
-    """`train`, with Keras's global dtype policy left set to the run's."""
+    """`train`, with Keras's global dtype policy left set to the run's; `role` is this
+    process's place in the cluster (the single process's, without one)."""
     multiworker = config.strategy == "multiworker"
-    role = read_tf_config() if multiworker else SINGLE_PROCESS
     run = (
         prepare(run_dir, config, overwrite)
         if role.is_chief
