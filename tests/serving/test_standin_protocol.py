@@ -1,0 +1,290 @@
+"""The TF Serving stand-in (serving/tfserving_standin/) answers as TF Serving's source does.
+
+Each test names the TF Serving file the behaviour was read from (github.com/tensorflow/serving,
+tensorflow_serving/...). Tiny real SavedModels; REST through Starlette's TestClient, gRPC through
+a `grpc.aio` server on a loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import pathlib
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from fastapi.testclient import TestClient
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving.tfserving_standin.server import NOT_FOUND_PAGE, TFServingGRPC, TFServingREST
+from tests.conftest import free_port
+from tests.docker.test_tfserving_standin import save_version
+
+
+def save_bytes_model(folder: pathlib.Path) -> None:
+    """A SavedModel whose one input is named `image_bytes` (a string) and whose outputs are
+    its length and the input back (`echo_bytes`)."""
+    module = tf.Module()
+    module.serve = tf.function(
+        lambda image_bytes: {
+            "length": tf.strings.length(image_bytes),
+            "echo_bytes": image_bytes,
+        },
+        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+    )
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+
+
+@pytest.fixture(scope="module")
+def servables(tmp_path_factory: pytest.TempPathFactory) -> TFServingREST:
+    """Model `m`: version 1 (y = x), 2 (y = 2x), 3 cannot load; label `stable` = 1."""
+    base = tmp_path_factory.mktemp("standin")
+    (base / "m").mkdir()
+    save_version(base / "m" / "1", 1.0)
+    save_version(base / "m" / "2", 2.0)
+    (base / "m" / "3").mkdir()
+    return TFServingREST(base, "m", {"stable": 1}, max_num_load_retries=0)
+
+
+@pytest.fixture(scope="module")
+def client(servables: TFServingREST) -> TestClient:
+    return TestClient(servables.app)
+
+
+@contextlib.contextmanager
+def grpc_server(servables: TFServingREST) -> Iterator[grpc.Channel]:
+    """The stand-in's gRPC server (its own event loop, in a thread) and a channel to it."""
+    port = free_port()
+    loop = asyncio.new_event_loop()
+
+    async def start() -> grpc.aio.Server:
+        server = TFServingGRPC(servables).server()
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        return server
+
+    server = loop.run_until_complete(start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        # The client's own 4 MiB receive limit raised, as the facade's gRPC backend does.
+        options = [("grpc.max_receive_message_length", 2**31 - 1)]
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            yield channel
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def channel(servables: TFServingREST) -> Iterator[grpc.Channel]:
+    with grpc_server(servables) as channel:
+        yield channel
+
+
+def versions(answer: dict) -> list[tuple[str, str]]:
+    return [(s["version"], s["state"]) for s in answer["model_version_status"]]
+
+
+ALL_VERSIONS = [("3", "END"), ("2", "AVAILABLE"), ("1", "AVAILABLE")]
+
+
+def test_model_status_ignores_version_labels(client: TestClient, channel: grpc.Channel) -> None:
+    """get_model_status_impl.cc narrows only on `model_spec.has_version()`."""
+    for label in ("stable", "nope"):
+        answer = client.get(f"/v1/models/m/labels/{label}")
+        assert answer.status_code == 200, answer.text
+        assert versions(answer.json()) == ALL_VERSIONS
+    status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "m", "version_label": "x"})
+    )
+    assert [s.version for s in status.model_version_status] == [3, 2, 1]
+
+
+def test_unknown_label_is_invalid_argument(client: TestClient, channel: grpc.Channel) -> None:
+    """server_core.cc GetModelVersionForLabel(): InvalidArgument, so REST 400."""
+    message = "Unrecognized servable version label: nope"
+    predict = client.post("/v1/models/m/labels/nope:predict", json={"instances": [1.0]})
+    metadata = client.get("/v1/models/m/labels/nope/metadata")
+    for answer in (predict, metadata):
+        assert (answer.status_code, answer.json()) == (400, {"error": message})
+    assert client.post("/v1/models/m/labels/stable:predict", json={"instances": [1.0]}).json() == {
+        "predictions": [1.0]
+    }
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest(model_spec={"name": "m", "version_label": "nope"})
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
+    for call, argument in (
+        (stub.Predict, request),
+        (
+            stub.GetModelMetadata,
+            get_model_metadata_pb2.GetModelMetadataRequest(
+                model_spec={"name": "m", "version_label": "nope"}, metadata_field=["signature_def"]
+            ),
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as failure:
+            call(argument)
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert failure.value.details() == message
+
+
+def test_grpc_model_status_lists_every_version(channel: grpc.Channel) -> None:
+    """get_model_status_impl.cc: all versions with state and load status, or the one asked."""
+    stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    states = get_model_status_pb2.ModelVersionStatus.State
+    answer = stub.GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "m"})
+    )
+    assert [(s.version, states.Name(s.state)) for s in answer.model_version_status] == [
+        (int(v), state) for v, state in ALL_VERSIONS
+    ]
+    failed = answer.model_version_status[0].status
+    assert failed.error_code == 5 and failed.error_message  # NOT_FOUND: no saved_model.pb
+    one = stub.GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(
+            model_spec={"name": "m", "version": {"value": 1}}
+        )
+    )
+    assert [s.version for s in one.model_version_status] == [1]
+    for spec, message in (
+        ({"name": "m", "version": {"value": 7}}, "Could not find version 7 of model m"),
+        ({"name": "half"}, "Could not find any versions of model half"),
+    ):
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec=spec))
+        assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+        assert failure.value.details() == message
+
+
+def test_grpc_takes_messages_over_4_mib(servables: TFServingREST) -> None:
+    """server.cc SetMaxMessageSize(kint32max): a 6 MB request and answer go through."""
+    with grpc_server(servables) as channel:
+        request = predict_pb2.PredictRequest(model_spec={"name": "m"})
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.ones(1_500_000, np.float32)))
+        answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request)
+    assert tf.make_ndarray(answer.outputs["y"]).shape == (1_500_000,)
+
+
+def test_version_folders_with_leading_zeros_load(tmp_path: pathlib.Path) -> None:
+    """file_system_storage_path_source.cc: the version path is the child's own name."""
+    (tmp_path / "m").mkdir()
+    save_version(tmp_path / "m" / "0004", 4.0)
+    client = TestClient(TFServingREST(tmp_path, "m", max_num_load_retries=0).app)
+    assert versions(client.get("/v1/models/m").json()) == [("4", "AVAILABLE")]
+    answer = client.post("/v1/models/m/versions/4:predict", json={"instances": [1.0]})
+    assert answer.json() == {"predictions": [4.0]}
+
+
+def test_rest_routing_and_error_texts(client: TestClient) -> None:
+    """http_server.cc, http_rest_api_handler.cc, http_rest_api_util.cc, get_model_status_impl.cc."""
+
+    def error(answer) -> tuple[int, str]:
+        return answer.status_code, answer.json()["error"]
+
+    assert error(client.get("/v1/models")) == (400, "Missing model name in request.")
+    assert error(client.get("/v1/models/m/versions/x")) == (
+        400,
+        "Malformed request: GET /v1/models/m/versions/x",
+    )
+    assert error(client.put("/v1/models/m")) == (400, "Malformed request: PUT /v1/models/m")
+    assert error(client.get("/v1/models/half")) == (
+        404,
+        "Could not find any versions of model half",
+    )
+    assert error(client.get("/v1/models/m/versions/7")) == (
+        404,
+        "Could not find version 7 of model m",
+    )
+    outside = client.get("/healthz")
+    assert (outside.status_code, outside.text) == (404, NOT_FOUND_PAGE)
+    assert outside.headers["content-type"].startswith("text/html")
+    assert client.get("/V1/MODELS/m").status_code == 200  # the path regexes are (?i)
+    assert client.post("/V1/Models/m:predict", json={"instances": [1.0]}).status_code == 200
+    assert error(
+        client.post("/v1/models/m:predict", json={"signature_name": "x", "inputs": [1]})
+    ) == (
+        400,
+        'Serving signature name: "x" not found in signature def',
+    )
+    assert error(client.post("/v1/models/half:predict", json={"instances": [1.0]})) == (
+        404,
+        "Servable not found for request: Latest(half)",
+    )
+
+
+def test_predict_takes_named_row_inputs_and_checks_base64(tmp_path: pathlib.Path) -> None:
+    """json_tensor.cc: instances may be objects keyed by input name; bad base64 is
+    "Unable to base64 decode", wrapped in the element's error in row format."""
+    (tmp_path / "b").mkdir()
+    save_bytes_model(tmp_path / "b" / "1")
+    client = TestClient(TFServingREST(tmp_path, "b", max_num_load_retries=0).app)
+    encoded = base64.b64encode(b"abc").decode()
+    row = client.post(
+        "/v1/models/b:predict", json={"instances": [{"image_bytes": {"b64": encoded}}]}
+    )
+    assert row.status_code == 200, row.text
+    assert sorted(row.json()["predictions"][0].items()) == [
+        ("echo_bytes", {"b64": encoded}),
+        ("length", 3),
+    ]
+    columnar = client.post("/v1/models/b:predict", json={"inputs": {"b64": "@@@"}})
+    assert (columnar.status_code, columnar.json()) == (400, {"error": "Unable to base64 decode"})
+    bad_row = client.post("/v1/models/b:predict", json={"instances": [{"b64": "@@@"}]})
+    assert bad_row.json() == {
+        "error": "Failed to process element: 0 of 'instances' list. "
+        "Error: INVALID_ARGUMENT: Unable to base64 decode"
+    }
+    wrong_key = client.post("/v1/models/b:predict", json={"instances": [{"image": "x"}]})
+    assert wrong_key.json()["error"] == (
+        "Failed to process element: 0 key: image of 'instances' list. "
+        "Error: INVALID_ARGUMENT: JSON object: does not have named input: image"
+    )
+
+
+def test_float_outputs_are_written_as_tf_serving_writes_them(client: TestClient) -> None:
+    """json_tensor.cc WriteDecimal(): float32 precision, `.0` on whole numbers, NaN/Infinity."""
+    body = '{"instances": [0.3449514806270599, 2, 0.1, 1e-05, NaN, -Infinity]}'
+    answer = client.post(
+        "/v1/models/m/versions/1:predict",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.text.replace(" ", "") == (
+        '{"predictions":[0.344951481,2.0,0.1,1e-05,NaN,-Infinity]}'
+    )
+
+
+def test_failed_loads_are_retried_in_state_loading(tmp_path: pathlib.Path) -> None:
+    """basic_manager.cc: max_num_load_retries more attempts, load_retry_interval_micros apart,
+    LOADING meanwhile, then END with the failure's code."""
+    (tmp_path / "m").mkdir()
+    save_version(tmp_path / "m" / "1", 1.0)
+    servables = TFServingREST(
+        tmp_path, "m", num_versions=None, max_num_load_retries=2, load_retry_interval_micros=400_000
+    )
+    client = TestClient(servables.app)
+    (tmp_path / "m" / "2").mkdir()
+    started = time.monotonic()
+    poll = threading.Thread(target=servables.poll)
+    poll.start()
+    time.sleep(0.3)
+    assert versions(client.get("/v1/models/m").json()) == [("2", "LOADING"), ("1", "AVAILABLE")]
+    poll.join(timeout=60)
+    assert time.monotonic() - started >= 0.8  # two retries, 0.4 s apart
+    status = client.get("/v1/models/m/versions/2").json()["model_version_status"][0]
+    assert status["state"] == "END" and status["status"]["error_code"] == "NOT_FOUND"
