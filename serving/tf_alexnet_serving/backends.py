@@ -20,6 +20,8 @@ __all__ = ["Backend", "LocalBackend", "local_model_folder", "make_backend"]
 
 class Backend(Protocol):
     name: str
+    unavailable_reason: str
+    """Why `ready()` last answered False ("" when it answered True)."""
 
     @property
     def version(self) -> int:

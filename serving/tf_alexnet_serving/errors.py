@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+from tf_alexnet import contract
 
 
 class UpstreamError(Exception):
@@ -17,6 +21,54 @@ class UpstreamError(Exception):
         self.status = status
         self.message = message
         self.retry_after = retry_after
+
+
+MODEL_SELECTION = re.compile(
+    r"servable version label|Serving signature (?:name|key)|not found in signature def"
+)
+"""In TF Serving's INVALID_ARGUMENT and FAILED_PRECONDITION texts: the request named a version
+label ("Unrecognized servable version label: stable") or a signature (`Serving signature name:
+"serving_bytes" not found in signature def`) that the server does not have. Not a bare
+"signature": a failed decode names the graph's `signature_wrapper` function."""
+
+
+def refused_by_tfserving(message: str) -> UpstreamError:
+    """TF Serving refused a request as invalid: the image's fault (400), unless it is the
+    facade's settings' (503: TF Serving has no such version label, or the served model is not
+    a tf-alexnet export). Every image fails alike then, and "could not be decoded" would send
+    the client looking at their image."""
+    if MODEL_SELECTION.search(message):
+        return UpstreamError(503, f"TF Serving cannot serve the configured model: {message}")
+    return UpstreamError(400, message)
+
+
+def check_bytes_input(inputs: Collection[str] | None, version: int) -> None:
+    """Raises a 503 UpstreamError unless the served version's bytes signature (`inputs`: its
+    input names, None without the signature) takes encoded images, as an export's does."""
+    if inputs is not None and contract.INPUT_IMAGE_BYTES in inputs:
+        return
+    has = (
+        f"has no `{contract.SIGNATURE_IMAGE_BYTES}` signature"
+        if inputs is None
+        else f"takes {', '.join(f'`{name}`' for name in sorted(inputs)) or 'no input'} in its "
+        f"`{contract.SIGNATURE_IMAGE_BYTES}` signature, not `{contract.INPUT_IMAGE_BYTES}`"
+    )
+    raise UpstreamError(
+        503,
+        f"Version {version} served by TF Serving is not a tf-alexnet export: it {has}. "
+        "Serve what `tf-alexnet export` writes.",
+    )
+
+
+def none_available(statuses: list[tuple[int, str, str]]) -> str:
+    """Why TF Serving serves no version, from its model status: (version, state, error)."""
+    if not statuses:
+        return "TF Serving lists no version of the model."
+    listed = "; ".join(
+        f"version {version} is {state}" + (f" ({error})" if error else "")
+        for version, state, error in statuses
+    )
+    return f"TF Serving has no version of the model available: {listed}."
 
 
 def error_response(status: int, message: str) -> JSONResponse:

@@ -77,6 +77,8 @@ class LoadedVersion:
 class LocalBackend:
     """Runs the exported SavedModel's bytes signature in process, micro-batched."""
 
+    unavailable_reason = ""  # ready from the start: it does not start without a model
+
     def __init__(self, settings: Settings, on_batch: Any = None, on_latency: Any = None) -> None:
         import tensorflow as tf
 

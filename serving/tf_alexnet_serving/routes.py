@@ -122,7 +122,11 @@ def build_router(max_top_k: int) -> APIRouter:
         if available:
             ready = Ready(status="ready", model=model.name, version=model.version)
             return JSONResponse(ready.model_dump())
-        return error_response(503, "The model is not available.")
+        reason = model.unavailable_reason
+        return error_response(
+            503,
+            f"The model is not available: {reason}" if reason else "The model is not available.",
+        )
 
     @router.get("/v1/metadata", dependencies=[Depends(require_api_key)], responses=errors(401, 503))
     async def metadata(model: BackendDep) -> Metadata:

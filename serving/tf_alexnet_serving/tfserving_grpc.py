@@ -11,10 +11,17 @@ import numpy as np
 from tf_alexnet import contract
 from tf_alexnet_serving import classes
 from tf_alexnet_serving.classes import Answer, ClassNames
-from tf_alexnet_serving.errors import UpstreamError
+from tf_alexnet_serving.errors import (
+    UpstreamError,
+    check_bytes_input,
+    none_available,
+    refused_by_tfserving,
+)
 from tf_alexnet_serving.settings import Settings
 
 # gRPC status -> the facade's HTTP answer (client errors pass through, the rest is upstream).
+# INVALID_ARGUMENT and FAILED_PRECONDITION go through `refused_by_tfserving`: an image's fault,
+# or a version label or signature TF Serving does not have.
 _STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.FAILED_PRECONDITION: 400,
@@ -26,6 +33,14 @@ _STATUS = {
 }
 
 _RETRY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def _upstream_error(err: grpc.aio.AioRpcError) -> UpstreamError:
+    message = f"TF Serving: {err.code().name}: {err.details()}"
+    status = _STATUS.get(err.code(), 503)
+    if status == 400:
+        return refused_by_tfserving(message)
+    return UpstreamError(status, message, retry_after=1 if err.code() in _RETRY else None)
 
 
 class GrpcBackend:
@@ -51,6 +66,9 @@ class GrpcBackend:
         self.names = ClassNames(settings.class_names)
         self._names_version = 0  # the version whose class names `names` holds
         self._settings = settings
+        self._label = settings.model_label if not settings.model_version else None
+        self.unavailable_reason = ""
+        self._foreign = False  # the version served is not an export (it takes no image bytes)
         size = settings.grpc_max_message_bytes
         self._channel = grpc.aio.insecure_channel(
             settings.tfserving_grpc_address,
@@ -79,25 +97,58 @@ class GrpcBackend:
         await self._channel.close()
 
     async def ready(self) -> bool:
+        """Whether the configured version (the newest, a number, or a label's) is available;
+        when it is not, `unavailable_reason` says why."""
         from tensorflow_serving.apis import get_model_status_pb2
 
         spec = self._model_spec()
         spec.ClearField("signature_name")
+        # TF Serving's model status narrows to a version, never to a label: it lists every
+        # version whatever the label, and the label's version comes from the metadata.
+        spec.ClearField("version_label")
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
         try:
             response = await self._status.GetModelStatus(request, timeout=self._settings.timeout_s)
-        except grpc.aio.AioRpcError:
+        except grpc.aio.AioRpcError as err:
+            self.unavailable_reason = _upstream_error(err).message
             return False
-        available = [
-            status.version
+        states = get_model_status_pb2.ModelVersionStatus.State
+        statuses = [
+            (status.version, states.Name(status.state), status.status.error_message)
             for status in response.model_version_status
-            if status.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
         ]
-        if available:
-            self.version = max(available)
+        available = [version for version, state, _ in statuses if state == "AVAILABLE"]
+        if not available:
+            self.unavailable_reason = none_available(statuses)
+            return False
+        try:
+            self.version = await self._label_version() if self._label else max(available)
             if self.version != self._names_version:
                 await self._learn_classes()
-        return bool(available)
+        except UpstreamError as err:
+            self.unavailable_reason = err.message
+            return False
+        self.unavailable_reason = ""
+        return True
+
+    async def _metadata(self, spec: Any) -> Any:
+        """GetModelMetadata's signatures for `spec` (raises UpstreamError)."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=spec, metadata_field=["signature_def"]
+        )
+        try:
+            return await self._predict.GetModelMetadata(request, timeout=self._settings.timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise _upstream_error(err) from None
+
+    async def _label_version(self) -> int:
+        """The version the configured label points at, from its metadata."""
+        spec = self._model_spec()
+        spec.ClearField("signature_name")
+        version: int = (await self._metadata(spec)).model_spec.version.value
+        return version
 
     async def _learn_classes(self) -> None:
         """The served version's class count (its metadata), then a few names (a probe)."""
@@ -106,21 +157,28 @@ class GrpcBackend:
         version = self.version
         spec = model_pb2.ModelSpec(name=self.name)
         spec.version.value = version
-        request = get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=spec, metadata_field=["signature_def"]
-        )
         count = None  # else learnt from the first answer
         try:
-            response = await self._predict.GetModelMetadata(
-                request, timeout=self._settings.timeout_s
-            )
-            signatures = get_model_metadata_pb2.SignatureDefMap()
-            if response.metadata["signature_def"].Unpack(signatures):
-                signature = signatures.signature_def[contract.SIGNATURE_IMAGE_BYTES]
-                dims = signature.outputs[contract.OUTPUT_PROBABILITIES].tensor_shape.dim
-                count = dims[-1].size if dims and dims[-1].size > 0 else None
-        except (grpc.aio.AioRpcError, KeyError, IndexError):
-            pass
+            response = await self._metadata(spec)
+        except UpstreamError:
+            response = None
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        if response is not None and response.metadata["signature_def"].Unpack(signatures):
+            found = signatures.signature_def
+            self._foreign = False
+            try:
+                check_bytes_input(
+                    found[contract.SIGNATURE_IMAGE_BYTES].inputs
+                    if contract.SIGNATURE_IMAGE_BYTES in found
+                    else None,
+                    version,
+                )
+            except UpstreamError:
+                self._foreign = True
+                raise
+            signature = found[contract.SIGNATURE_IMAGE_BYTES]
+            dims = signature.outputs[contract.OUTPUT_PROBABILITIES].tensor_shape.dim
+            count = dims[-1].size if dims and dims[-1].size > 0 else None
         self.names.reset(count)
         self._names_version = version
         if self.names.problem:
@@ -145,10 +203,7 @@ class GrpcBackend:
         try:
             response = await self._predict.Predict(request, timeout=self._settings.timeout_s)
         except grpc.aio.AioRpcError as err:
-            status = _STATUS.get(err.code(), 503)
-            retry = 1 if err.code() in _RETRY else None
-            message = f"TF Serving: {err.code().name}: {err.details()}"
-            raise UpstreamError(status, message, retry_after=retry) from None
+            raise _upstream_error(err) from None
         if response.model_spec.HasField("version"):
             self.version = response.model_spec.version.value
         outputs = response.outputs
@@ -165,6 +220,8 @@ class GrpcBackend:
         return probabilities, ids, names
 
     async def predict(self, image: bytes) -> Answer:
+        if self._foreign and not await self.ready():  # unless another version serves now
+            raise UpstreamError(503, self.unavailable_reason)
         batch, ids, names = await self._call([image])
         version = self.version  # the version that answered (`_call` set it, no await since)
         probabilities = batch[0]

@@ -10,7 +10,12 @@ import numpy as np
 
 from tf_alexnet import contract
 from tf_alexnet_serving import classes
-from tf_alexnet_serving.errors import UpstreamError
+from tf_alexnet_serving.errors import (
+    UpstreamError,
+    check_bytes_input,
+    none_available,
+    refused_by_tfserving,
+)
 from tf_alexnet_serving.settings import Settings
 
 
@@ -25,16 +30,20 @@ class RestBackend:
         self.names = classes.ClassNames(settings.class_names)
         self._names_version = 0  # the version whose class names `names` holds
         self._base_url = f"{settings.tfserving_rest_url.rstrip('/')}/v1/models/{self.name}"
-        selector = (
-            f"/versions/{settings.model_version}"
-            if settings.model_version
-            else f"/labels/{settings.model_label}"
-            if settings.model_label
-            else ""
-        )
+        self._label = settings.model_label if not settings.model_version else None
         self._model_url = (
-            f"{settings.tfserving_rest_url.rstrip('/')}/v1/models/{self.name}{selector}"
+            f"{self._base_url}/versions/{settings.model_version}"
+            if settings.model_version
+            else f"{self._base_url}/labels/{self._label}"
+            if self._label
+            else self._base_url
         )
+        # TF Serving's model status narrows to a version, never to a label: it lists every
+        # version whatever the label (get_model_status_impl.cc), and the label's version comes
+        # from the metadata, which resolves it.
+        self._status_url = self._base_url if self._label else self._model_url
+        self.unavailable_reason = ""
+        self._foreign = False  # the version served is not an export (it takes no image bytes)
         self._client = httpx.AsyncClient(
             timeout=settings.timeout_s, limits=httpx.Limits(max_connections=64)
         )
@@ -46,22 +55,55 @@ class RestBackend:
         await self._client.aclose()
 
     async def ready(self) -> bool:
+        """Whether the configured version (the newest, a number, or a label's) is available;
+        when it is not, `unavailable_reason` says why."""
         try:
-            response = await self._client.get(self._model_url)
-        except httpx.HTTPError:
+            response = await self._client.get(self._status_url)
+        except httpx.HTTPError as err:
+            self.unavailable_reason = f"TF Serving is unreachable: {type(err).__name__}."
             return False
         if response.status_code != 200:
+            self.unavailable_reason = _upstream_error(response).message
             return False
-        available = [
-            int(status["version"])
+        statuses = [
+            (int(status["version"]), status.get("state", ""), _error_message(status))
             for status in response.json().get("model_version_status", [])
-            if status.get("state") == "AVAILABLE"
         ]
-        if available:
-            self.version = max(available)
-            if self.version != self._names_version:
+        available = [version for version, state, _ in statuses if state == "AVAILABLE"]
+        if not available:
+            self.unavailable_reason = none_available(statuses)
+            return False
+        version = max(available)
+        if self._label:
+            try:
+                version = await self._label_version()
+            except UpstreamError as err:
+                self.unavailable_reason = err.message
+                return False
+        self.version = version
+        if self.version != self._names_version:
+            try:
                 await self._learn_classes()
-        return bool(available)
+            except UpstreamError as err:
+                self.unavailable_reason = err.message
+                return False
+        self.unavailable_reason = ""
+        return True
+
+    async def _label_version(self) -> int:
+        """The version the configured label points at, from its metadata."""
+        try:
+            response = await self._client.get(f"{self._model_url}/metadata")
+        except httpx.HTTPError as err:
+            raise UpstreamError(503, f"TF Serving is unreachable: {type(err).__name__}.") from None
+        if response.status_code != 200:
+            raise _upstream_error(response)
+        try:
+            return int(response.json()["model_spec"]["version"])
+        except (ValueError, KeyError, TypeError):
+            raise UpstreamError(
+                503, f"TF Serving's metadata names no version: {response.text[:200]}"
+            ) from None
 
     async def _learn_classes(self) -> None:
         """The served version's class count (its metadata), then a few names (a probe)."""
@@ -69,11 +111,18 @@ class RestBackend:
         try:
             response = await self._client.get(f"{self._base_url}/versions/{version}/metadata")
             response.raise_for_status()
-            count = classes_in_signature_def(
-                response.json()["metadata"]["signature_def"]["signature_def"]
-            )
+            signature_defs = response.json()["metadata"]["signature_def"]["signature_def"]
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             count = None  # learnt from the first answer instead
+        else:
+            signature = signature_defs.get(contract.SIGNATURE_IMAGE_BYTES)
+            self._foreign = False
+            try:
+                check_bytes_input(signature.get("inputs", {}) if signature else None, version)
+            except UpstreamError:
+                self._foreign = True
+                raise
+            count = classes_in_signature_def(signature_defs)
         self.names.reset(count)
         self._names_version = version
         if self.names.problem:
@@ -110,6 +159,8 @@ class RestBackend:
         return predictions
 
     async def predict(self, image: bytes) -> classes.Answer:
+        if self._foreign and not await self.ready():  # unless another version serves now
+            raise UpstreamError(503, self.unavailable_reason)
         (prediction,) = await self._predict([image])
         probabilities = np.asarray(prediction[contract.OUTPUT_PROBABILITIES], np.float32)
         if len(probabilities) != self.names.count or not self._learn(prediction):
@@ -130,10 +181,18 @@ class RestBackend:
 
 def classes_in_signature_def(signature_defs: dict[str, Any]) -> int | None:
     """The width of `probabilities` in the bytes signature (TF Serving's metadata JSON)."""
-    outputs = signature_defs[contract.SIGNATURE_IMAGE_BYTES]["outputs"]
-    dims = outputs[contract.OUTPUT_PROBABILITIES]["tensor_shape"]["dim"]
-    size = int(dims[-1]["size"])
+    try:
+        outputs = signature_defs[contract.SIGNATURE_IMAGE_BYTES]["outputs"]
+        dims = outputs[contract.OUTPUT_PROBABILITIES]["tensor_shape"]["dim"]
+        size = int(dims[-1]["size"])
+    except (KeyError, IndexError, ValueError, TypeError):
+        return None  # learnt from the first answer instead
     return size if size > 0 else None
+
+
+def _error_message(status: dict[str, Any]) -> str:
+    found = status.get("status")
+    return str(found.get("error_message", "")) if isinstance(found, dict) else ""
 
 
 def _upstream_error(response: httpx.Response) -> UpstreamError:
@@ -142,7 +201,7 @@ def _upstream_error(response: httpx.Response) -> UpstreamError:
     except ValueError:
         message = response.text
     if response.status_code == 400:
-        return UpstreamError(400, message)
+        return refused_by_tfserving(message)
     if response.status_code == 404:
         return UpstreamError(503, f"TF Serving has no such model: {message}")
     if response.status_code == 504:

@@ -60,7 +60,7 @@ def test_test_server_follows_the_documented_protocol(tfserving, test_images):
     assert isinstance(row["predictions"][0]["class_name"], str)
     missing = httpx.get(f"{tfserving}/v1/models/half")
     assert missing.status_code == 404
-    assert missing.json() == {"error": "Servable not found for request: Latest(half)"}
+    assert missing.json() == {"error": "Could not find any versions of model half"}
     both = httpx.post(
         f"{tfserving}/v1/models/alexnet:predict", json={"instances": [], "inputs": []}
     )
@@ -83,7 +83,10 @@ def test_rest_backend_predicts_like_the_local_one(tfserving, trained_run, test_i
     assert answer["model"] == {"name": "alexnet", "version": 2}
     got, want = answer["predictions"][0], expected["predictions"][0]
     assert got["class_id"] == want["class_id"] and got["class_name"] == want["class_name"]
-    assert got["score"] == pytest.approx(want["score"], abs=1e-5)
+    # The local backend runs the float32 export in bf16 where the CPU has the units, and the
+    # stand-in in this process does too once a local backend has turned the rewrite on: the
+    # scores agree to bf16's precision (measured: 7e-4 and 9e-4 apart), not to float32's.
+    assert got["score"] == pytest.approx(want["score"], abs=5e-3)
 
 
 def test_version_and_label_selection(tfserving, test_images):
@@ -91,13 +94,30 @@ def test_version_and_label_selection(tfserving, test_images):
     with _client(tfserving, model_version=1) as client:
         assert client.get("/readyz").json()["version"] == 1
         assert client.post("/predict", files=files).json()["model"]["version"] == 1
-    with _client(tfserving, model_label="stable") as client:
+    with _client(tfserving, model_label="stable") as client:  # label 'stable' = version 1
+        # TF Serving's model status lists every version, whatever the label; the label's
+        # version comes from its metadata.
         assert client.get("/readyz").json()["version"] == 1
+        assert client.post("/predict", files=files).json()["model"]["version"] == 1
+        assert client.get("/v1/metadata").json()["version"] == 1
+    with _client(tfserving, model_label="nope") as client:
+        _assert_unknown_label_is_unavailable(client, files)
     with _client(tfserving, model_version=7) as client:
         assert client.get("/readyz").status_code == 503
         response = client.post("/predict", files=files)
         assert response.status_code == 503
         assert "Servable not found for request: Specific(alexnet, 7)" in response.json()["detail"]
+
+
+def _assert_unknown_label_is_unavailable(client, files):
+    """A label TF Serving does not have is the facade's setting at fault, not the image."""
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert "Unrecognized servable version label: nope" in ready.json()["detail"], ready.text
+    response = client.post("/predict", files=files)
+    assert response.status_code == 503, response.text
+    assert "Unrecognized servable version label: nope" in response.json()["detail"]
+    assert UNDECODABLE not in response.json()["detail"]
 
 
 def test_upstream_failures_map_to_clear_answers(tfserving, test_images):
@@ -138,15 +158,20 @@ def test_grpc_backend_predicts_like_rest(tfserving, tfserving_grpc, test_images)
     assert [p["class_id"] for p in answer["predictions"][0]["top_k"]] == [
         p["class_id"] for p in expected["predictions"][0]["top_k"]
     ]
+    # To bf16's precision, as in test_rest_backend_predicts_like_the_local_one: whether a
+    # stand-in's call is rewritten depends on what ran before in this process (1.7e-3 apart).
     assert answer["predictions"][0]["score"] == pytest.approx(
-        expected["predictions"][0]["score"], abs=1e-6
+        expected["predictions"][0]["score"], abs=5e-3
     )
 
 
 def test_grpc_versions_labels_and_failures(tfserving_grpc, test_images):
     files = {"file": ("a.png", test_images[0], "image/png")}
     with _grpc_client(tfserving_grpc, model_label="stable") as client:
+        assert client.get("/readyz").json()["version"] == 1
         assert client.post("/predict", files=files).json()["model"]["version"] == 1
+    with _grpc_client(tfserving_grpc, model_label="nope") as client:
+        _assert_unknown_label_is_unavailable(client, files)
     with _grpc_client(tfserving_grpc, model_version=7) as client:
         assert client.get("/readyz").status_code == 503
         response = client.post("/predict", files=files)
@@ -159,6 +184,47 @@ def test_grpc_versions_labels_and_failures(tfserving_grpc, test_images):
     with _grpc_client(f"127.0.0.1:{free_port()}", timeout_s=2) as unreachable:
         assert unreachable.get("/readyz").status_code == 503
         assert unreachable.post("/predict", files=files).status_code == 503
+
+
+@pytest.fixture(scope="module")
+def foreign_and_broken(tmp_path_factory):
+    """Model `plain`: a Keras `model.export()` (no tf-alexnet signatures); model `broken`: a
+    version folder that is no SavedModel."""
+    from tf_alexnet.model import AlexNet
+
+    base = tmp_path_factory.mktemp("foreign")
+    AlexNet(input_shape=(28, 28, 1), classes=3, variant="mini").export(
+        str(base / "plain" / "1"), verbose=False
+    )
+    (base / "broken" / "1").mkdir(parents=True)
+    (base / "broken" / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    return base
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_a_model_tfserving_cannot_serve_is_named_in_the_answers(
+    api, foreign_and_broken, test_images
+):
+    files = {"file": ("a.png", test_images[0], "image/png")}
+    serve, client_for = (_rest_server, _client) if api == "rest" else (_grpc_server, _grpc_client)
+    plain = TFServingREST(foreign_and_broken, "plain")
+    with serve(plain) as address, client_for(address, model_name="plain") as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        detail = ready.json()["detail"]
+        assert detail == (
+            "The model is not available: Version 1 served by TF Serving is not a tf-alexnet "
+            "export: it takes `image` in its `serving_default` signature, not `image_bytes`. "
+            "Serve what `tf-alexnet export` writes."
+        )
+        response = client.post("/predict", files=files)
+        assert response.status_code == 503, response.text
+        assert response.json()["detail"] in detail
+    broken = TFServingREST(foreign_and_broken, "broken", max_num_load_retries=0)
+    with serve(broken) as address, client_for(address, model_name="broken") as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "version 1 is END" in ready.json()["detail"], ready.text
 
 
 @contextlib.contextmanager
@@ -181,14 +247,12 @@ def _rest_server(servables):
 def _grpc_server(servables):
     import asyncio
 
-    import grpc
 
     port = free_port()
     loop = asyncio.new_event_loop()
 
     async def serve():
-        server = grpc.aio.server()
-        TFServingGRPC(servables).add_to(server)
+        server = TFServingGRPC(servables).server()  # TF Serving's message size limits
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         return server
