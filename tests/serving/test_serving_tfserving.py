@@ -247,7 +247,6 @@ def _rest_server(servables):
 def _grpc_server(servables):
     import asyncio
 
-
     port = free_port()
     loop = asyncio.new_event_loop()
 
