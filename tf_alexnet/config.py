@@ -97,7 +97,11 @@ class TrainConfig(DataSpec):
         "off", description="Keras mixed-precision policy"
     )
     jit_compile: bool = Field(False, description="XLA-compile the train step")
-    steps_per_execution: int = Field(1, ge=1, description="batches per tf.function call")
+    steps_per_execution: int = Field(
+        1,
+        ge=1,
+        description="batches per tf.function call (rounded so that each epoch is whole calls)",
+    )
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainConfig:
@@ -139,6 +143,7 @@ class TrainConfig(DataSpec):
             cache=self.cache,
             deterministic=self.deterministic,
             one_hot=one_hot,
+            steps_per_execution=self.steps_per_execution,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,7 +15,12 @@ import tensorflow as tf
 
 from tf_alexnet.augment import rgb_pca
 from tf_alexnet.errors import UserError
-from tf_alexnet.pipeline import PipelineSpec, evaluation_pipeline, training_pipeline
+from tf_alexnet.pipeline import (
+    PipelineSpec,
+    evaluation_pipeline,
+    fit_steps,
+    training_pipeline,
+)
 from tf_alexnet.preprocess import to_channels
 from tf_alexnet.sources import Source, load_source, unreadable_images
 from tf_alexnet.specs import DataSpec  # declared there (no TensorFlow), used here
@@ -36,6 +41,9 @@ class Datasets:
     num_train: int
     num_validation: int
     num_test: int
+    steps_per_epoch: int
+    """Training batches per epoch (`fit_steps`: whole executions with `epochs`)."""
+    steps_per_execution: int
     files: tuple[str, ...] = ()  # an image folder's files
     skipped: tuple[str, ...] = ()  # an image folder's files of other types, not read
 
@@ -140,8 +148,18 @@ def make_datasets(
     if pipeline.augmentation.pca_lighting:
         pca = rgb_pca(_sample_pixels(train, pipeline.channels))
     num_classes = len(source.class_names)
+    steps, per_execution = num_train // pipeline.batch_size, pipeline.steps_per_execution
+    if pipeline.epochs is not None:  # one iterator for every epoch: each of whole executions
+        steps, per_execution = fit_steps(steps, per_execution)
     return Datasets(
-        train=training_pipeline(train, pipeline, data.seed, num_classes, pca),
+        train=training_pipeline(
+            train,
+            pipeline,
+            data.seed,
+            num_classes,
+            pca,
+            epoch_steps=steps if pipeline.epochs is not None else None,
+        ),
         validation=(
             evaluation_pipeline(validation, pipeline, num_classes)
             if validation is not None
@@ -152,6 +170,8 @@ def make_datasets(
         num_train=num_train,
         num_validation=num_validation,
         num_test=num_test,
+        steps_per_epoch=steps,
+        steps_per_execution=per_execution,
         files=source.files,
         skipped=source.skipped,
     )

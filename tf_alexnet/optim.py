@@ -10,8 +10,14 @@ from tf_alexnet.config import TrainConfig
 from tf_alexnet.schedules import WarmUp
 
 
-def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> keras.Model:
-    """Compiles `model` with `config`'s optimizer, label-smoothed cross-entropy and accuracy."""
+def compile_model(
+    model: keras.Model,
+    config: TrainConfig,
+    steps_per_epoch: int,
+    steps_per_execution: int | None = None,
+) -> keras.Model:
+    """Compiles `model` with `config`'s optimizer, label-smoothed cross-entropy and accuracy
+    (`steps_per_execution`: default `config`'s)."""
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(
@@ -19,7 +25,7 @@ def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int)
         ),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile,
-        steps_per_execution=config.steps_per_execution,
+        steps_per_execution=steps_per_execution or config.steps_per_execution,
     )
     return model
 

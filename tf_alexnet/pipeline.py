@@ -44,6 +44,9 @@ class PipelineSpec:
     turn, each epoch's order and augmentation drawn from the seed and the epoch's number, so a
     run resumed at epoch `first` sees what it would have seen uninterrupted. None: one epoch,
     reshuffled on each pass."""
+    steps_per_execution: int = 1
+    """The training's batches per `tf.function` call: with `epochs`, each epoch's batches are
+    whole calls (see `fit_steps`)."""
 
 
 def _options(pipeline: PipelineSpec) -> tf.data.Options:
@@ -95,15 +98,35 @@ def _labels(label: tf.Tensor, pipeline: PipelineSpec, num_classes: int) -> tf.Te
     return tf.one_hot(label, num_classes) if pipeline.one_hot else label
 
 
+def fit_steps(batches: int, steps_per_execution: int) -> tuple[int, int]:
+    """(steps per epoch, steps per execution) for `fit` over one iterator of many epochs.
+
+    Keras runs whole executions: an epoch of 468 batches at 32 steps per execution would take
+    480, so each epoch would start 12 batches into the next one's data, and the last would run
+    out. The steps per execution become the divisor of the epoch's batches nearest below the
+    ones asked for, down to half of them (468 at 32: 26); failing that, the count that leaves
+    the fewest batches over, which each epoch drops, as batching drops its last partial batch
+    (421 at 32: 30, the last batch dropped).
+    """
+    if batches <= steps_per_execution:
+        return batches, batches
+    lowest = (steps_per_execution + 1) // 2
+    candidates = range(steps_per_execution, lowest - 1, -1)
+    per_execution = min(candidates, key=lambda steps: batches % steps)  # the largest of ties
+    return batches - batches % per_execution, per_execution
+
+
 def training_pipeline(
     ds: tf.data.Dataset,
     pipeline: PipelineSpec,
     seed: int,
     num_classes: int,
     pca: tuple[np.ndarray, np.ndarray] | None = None,
+    epoch_steps: int | None = None,
 ) -> tf.data.Dataset:
     """Cache -> shuffle examples -> per-image seeded resize/augment -> batch (drop remainder),
-    for one epoch or for `pipeline.epochs` (see `PipelineSpec.epochs`)."""
+    for one epoch or for `pipeline.epochs` (see `PipelineSpec.epochs`), each of them cut to
+    `epoch_steps` batches if set (see `fit_steps`)."""
     needed = max(pipeline.image_size)
     if pipeline.augmentation.crop != "none":  # cropped from an enlarged canvas
         needed = round(needed / pipeline.augmentation.crop_fraction)
@@ -117,7 +140,8 @@ def training_pipeline(
 
         def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
             epoch_seed = tf.constant(seed, tf.int64) * EPOCH_SEED_STRIDE + epoch
-            return _epoch_batches(ds, pipeline, epoch_seed, num_classes, pca, reshuffle=False)
+            batches = _epoch_batches(ds, pipeline, epoch_seed, num_classes, pca, reshuffle=False)
+            return batches if epoch_steps is None else batches.take(epoch_steps)
 
         batches = tf.data.Dataset.range(*pipeline.epochs).flat_map(epoch_batches)
     return batches.prefetch(AUTOTUNE).with_options(_options(pipeline))

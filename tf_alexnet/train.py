@@ -127,7 +127,15 @@ def _train(
             "pass --channels 3 to keep the colour.",
             flush=True,
         )
-    steps_per_epoch = datasets.num_train // global_batch
+    steps_per_epoch, per_execution = datasets.steps_per_epoch, datasets.steps_per_execution
+    if per_execution != config.steps_per_execution:
+        dropped = datasets.num_train // global_batch - steps_per_epoch
+        print(
+            f"Note: {per_execution} steps per execution rather than {config.steps_per_execution}"
+            f", so that each epoch's {steps_per_epoch:,} steps are whole executions"
+            + (f" (the last {dropped} batch(es) of each epoch dropped)." if dropped else "."),
+            flush=True,
+        )
 
     with strategy.scope():
         model = AlexNet(
@@ -137,7 +145,7 @@ def _train(
             variant=config.variant,
             width=config.width,
         )
-        compile_model(model, config, steps_per_epoch)
+        compile_model(model, config, steps_per_epoch, per_execution)
 
     if role.is_chief:  # data and model are valid: record the run
         run.write_json(run.config, config.to_dict())
@@ -255,7 +263,7 @@ def _finish(
     last = history[-1]
     # Without a validation split there is no best epoch: the run's model is the final one.
     best = max(history, key=lambda row: row.get("val_accuracy", float("-inf")))
-    images_per_epoch = (datasets.num_train // global_batch) * global_batch
+    images_per_epoch = datasets.steps_per_epoch * global_batch
     rates = [images_per_epoch / row["train_seconds"] for row in history if row.get("train_seconds")]
     metrics = {
         "variant": config.variant,

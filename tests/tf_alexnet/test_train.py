@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -19,6 +20,7 @@ from tf_alexnet.errors import UserError
 from tf_alexnet.evaluate import evaluate
 from tf_alexnet.model import AlexNet
 from tf_alexnet.optim import compile_model
+from tf_alexnet.pipeline import fit_steps
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.strategy import make_strategy, set_mixed_precision
 from tf_alexnet.train import train
@@ -253,7 +255,12 @@ def test_a_resumed_run_trains_as_an_uninterrupted_one(fashion_mnist, tmp_path):
                 raise KeyboardInterrupt  # a kill, after the first epoch's backup
 
     config = config_lib.from_dict(
-        {**TINY, "train_examples": 1024, "augment": {"flip": True, "crop": "pad"}}
+        {
+            **TINY,
+            "train_examples": 1024,
+            "augment": {"flip": True, "crop": "pad"},
+            "steps_per_execution": 4,  # 15 steps an epoch: 3 per execution (see below)
+        }
     )
     assert config.dropout > 0
     train(config, tmp_path / "whole")
@@ -271,6 +278,43 @@ def test_a_resumed_run_trains_as_an_uninterrupted_one(fashion_mnist, tmp_path):
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_each_epoch_is_whole_executions_of_its_own_data(fashion_mnist, tmp_path, capsys):
+    """Keras runs whole executions over the one iterator of all epochs: 31 steps an epoch at
+    4 per execution took 32 batches, so each epoch began in the next one's data and the last
+    ran out ("Your input ran out of data; interrupting training"), 40% short in the `cpu`
+    preset's last epoch (468 steps at 32)."""
+    config = config_lib.from_dict(
+        {**TINY, "train_examples": 1984, "epochs": 3, "steps_per_execution": 4}
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(config, tmp_path / "run")
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
+    run = RunDir(tmp_path / "run")
+    model = keras.saving.load_model(run.final_model)
+    assert int(model.optimizer.iterations) == 3 * 30  # every epoch ran in full
+    assert json.loads(run.metrics.read_text())["num_train"] == 1984
+    out = capsys.readouterr().out
+    # 1,984 images at 64 a step: 31 steps; 3 per execution leave 1 over, 4 leave 3.
+    assert "Note: 3 steps per execution rather than 4, so that each epoch's 30 steps are " in out
+    assert "(the last 1 batch(es) of each epoch dropped)" in out
+
+
+@pytest.mark.parametrize(
+    ("batches", "asked", "expected"),
+    [
+        (468, 32, (468, 26)),  # the cpu preset on all 60,000 images: a divisor
+        (421, 32, (420, 30)),  # prime (54,000 images): 1 batch over at 30
+        (15, 4, (15, 3)),
+        (3, 32, (3, 3)),  # fewer batches than asked: one execution an epoch
+        (100, 1, (100, 1)),
+        (97, 2, (97, 1)),
+    ],
+)
+def test_fit_steps(batches, asked, expected):
+    assert fit_steps(batches, asked) == expected
 
 
 def test_resume_refuses_changed_settings(fashion_mnist, tmp_path):
