@@ -65,10 +65,16 @@ class RestBackend:
         if response.status_code != 200:
             self.unavailable_reason = _upstream_error(response).message
             return False
-        statuses = [
-            (int(status["version"]), status.get("state", ""), _error_message(status))
-            for status in response.json().get("model_version_status", [])
-        ]
+        try:
+            statuses = [
+                (int(status["version"]), status.get("state", ""), _error_message(status))
+                for status in response.json().get("model_version_status", [])
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            self.unavailable_reason = (
+                f"TF Serving's model status is unreadable: {response.text[:200]}"
+            )
+            return False
         available = [version for version, state, _ in statuses if state == "AVAILABLE"]
         if not available:
             self.unavailable_reason = none_available(statuses)

@@ -227,6 +227,24 @@ def test_a_model_tfserving_cannot_serve_is_named_in_the_answers(
         assert "version 1 is END" in ready.json()["detail"], ready.text
 
 
+def test_an_unreadable_model_status_is_not_ready(test_images):
+    """A proxy in front of TF Serving answering 200 with another JSON: 503, not a 500."""
+    import types
+
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def status(request):
+        return JSONResponse({"model_version_status": [{"state": "AVAILABLE"}]})
+
+    proxy = types.SimpleNamespace(app=Starlette(routes=[Route("/{path:path}", status)]))
+    with _rest_server(proxy) as url, _client(url) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "TF Serving's model status is unreadable" in ready.json()["detail"]
+
+
 @contextlib.contextmanager
 def _rest_server(servables):
     server = uvicorn.Server(
