@@ -128,11 +128,16 @@ def _train(
             flush=True,
         )
     steps_per_epoch, per_execution = datasets.steps_per_epoch, datasets.steps_per_execution
-    if per_execution != config.steps_per_execution:
-        dropped = datasets.num_train // global_batch - steps_per_epoch
+    dropped = datasets.num_train // global_batch - steps_per_epoch
+    if per_execution != config.steps_per_execution or dropped:
         print(
-            f"Note: {per_execution} steps per execution rather than {config.steps_per_execution}"
-            f", so that each epoch's {steps_per_epoch:,} steps are whole executions"
+            f"Note: {per_execution} steps per execution"
+            + (
+                f" rather than {config.steps_per_execution}"
+                if per_execution != config.steps_per_execution
+                else ""
+            )
+            + f", so that each epoch's {steps_per_epoch:,} steps are whole executions"
             + (f" (the last {dropped} batch(es) of each epoch dropped)." if dropped else "."),
             flush=True,
         )

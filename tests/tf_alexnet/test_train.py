@@ -302,6 +302,22 @@ def test_each_epoch_is_whole_executions_of_its_own_data(fashion_mnist, tmp_path,
     assert "(the last 1 batch(es) of each epoch dropped)" in out
 
 
+def test_the_batches_an_epoch_drops_are_said_even_at_the_steps_asked(
+    fashion_mnist, tmp_path, capsys
+):
+    """23 steps at 7 per execution: 7 leaves 2 batches over, fewer than 6, 5 or 4 do."""
+    config = config_lib.from_dict(
+        {**TINY, "train_examples": 1472, "batch_size": 64, "epochs": 1, "steps_per_execution": 7}
+    )
+    train(config, tmp_path / "run")
+    model = keras.saving.load_model(RunDir(tmp_path / "run").final_model)
+    assert int(model.optimizer.iterations) == 21
+    assert (
+        "Note: 7 steps per execution, so that each epoch's 21 steps are whole executions "
+        "(the last 2 batch(es) of each epoch dropped)." in capsys.readouterr().out
+    )
+
+
 @pytest.mark.parametrize(
     ("batches", "asked", "expected"),
     [
