@@ -2,18 +2,16 @@
 
 import base64
 import contextlib
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from tf_alexnet_serving import Settings, create_app
 from tf_alexnet_serving.routes import UNDECODABLE
 
-from serving.tfserving_standin.server import TFServingGRPC, TFServingREST
+from serving.tfserving_standin.server import TFServingREST
 from tests.conftest import free_port
+from tests.serving.standin_servers import grpc_server, rest_server
 from tf_alexnet import contract
 from tf_alexnet.export import export
 
@@ -30,7 +28,7 @@ def servables(trained_run, test_images, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tfserving(servables):
     """The test TF Serving's REST API on a loopback port."""
-    with _rest_server(servables) as url:
+    with rest_server(servables) as url:
         yield url
 
 
@@ -139,7 +137,7 @@ def test_upstream_failures_map_to_clear_answers(tfserving, test_images):
 @pytest.fixture(scope="module")
 def tfserving_grpc(servables):
     """The test TF Serving's gRPC API on a loopback port (its own event loop, in a thread)."""
-    with _grpc_server(servables) as address:
+    with grpc_server(servables) as address:
         yield address
 
 
@@ -206,7 +204,7 @@ def test_a_model_tfserving_cannot_serve_is_named_in_the_answers(
     api, foreign_and_broken, test_images
 ):
     files = {"file": ("a.png", test_images[0], "image/png")}
-    serve, client_for = (_rest_server, _client) if api == "rest" else (_grpc_server, _grpc_client)
+    serve, client_for = (rest_server, _client) if api == "rest" else (grpc_server, _grpc_client)
     plain = TFServingREST(foreign_and_broken, "plain")
     with serve(plain) as address, client_for(address, model_name="plain") as client:
         ready = client.get("/readyz")
@@ -239,50 +237,10 @@ def test_an_unreadable_model_status_is_not_ready(test_images):
         return JSONResponse({"model_version_status": [{"state": "AVAILABLE"}]})
 
     proxy = types.SimpleNamespace(app=Starlette(routes=[Route("/{path:path}", status)]))
-    with _rest_server(proxy) as url, _client(url) as client:
+    with rest_server(proxy) as url, _client(url) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert "TF Serving's model status is unreadable" in ready.json()["detail"]
-
-
-@contextlib.contextmanager
-def _rest_server(servables):
-    server = uvicorn.Server(
-        uvicorn.Config(servables.app, host="127.0.0.1", port=free_port(), log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-@contextlib.contextmanager
-def _grpc_server(servables):
-    import asyncio
-
-    port = free_port()
-    loop = asyncio.new_event_loop()
-
-    async def serve():
-        server = TFServingGRPC(servables).server()  # TF Serving's message size limits
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        return server
-
-    server = loop.run_until_complete(serve())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
 
 
 CLASS_COUNTS = (2, 20)
@@ -319,7 +277,7 @@ def facade_for(request, class_models):
             name = f"c{classes}"
             if request.param != "local" and name not in servers:
                 servables = TFServingREST(class_models, name)
-                serve = _rest_server if request.param == "tfserving-rest" else _grpc_server
+                serve = rest_server if request.param == "tfserving-rest" else grpc_server
                 servers[name] = stack.enter_context(serve(servables))
             address = {
                 "tfserving-rest": "tfserving_rest_url",

@@ -7,7 +7,6 @@ a `grpc.aio` server on a loopback port.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import pathlib
@@ -28,9 +27,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.tfserving_standin.server import NOT_FOUND_PAGE, TFServingGRPC, TFServingREST
-from tests.conftest import free_port
+from serving.tfserving_standin.server import NOT_FOUND_PAGE, TFServingREST
 from tests.docker.test_tfserving_standin import save_version
+from tests.serving.standin_servers import grpc_server
 
 
 def save_bytes_model(folder: pathlib.Path) -> None:
@@ -64,34 +63,20 @@ def client(servables: TFServingREST) -> TestClient:
 
 
 @contextlib.contextmanager
-def grpc_server(servables: TFServingREST) -> Iterator[grpc.Channel]:
-    """The stand-in's gRPC server (its own event loop, in a thread) and a channel to it."""
-    port = free_port()
-    loop = asyncio.new_event_loop()
-
-    async def start() -> grpc.aio.Server:
-        server = TFServingGRPC(servables).server()
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        return server
-
-    server = loop.run_until_complete(start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        # The client's own 4 MiB receive limit raised, as the facade's gRPC backend does.
-        options = [("grpc.max_receive_message_length", 2**31 - 1)]
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
-            yield channel
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
+def grpc_channel(servables: TFServingREST) -> Iterator[grpc.Channel]:
+    """A channel to the stand-in's gRPC server, with the client's own 4 MiB receive limit
+    raised, as the facade's gRPC backend does."""
+    options = [("grpc.max_receive_message_length", 2**31 - 1)]
+    with (
+        grpc_server(servables) as address,
+        grpc.insecure_channel(address, options=options) as channel,
+    ):
+        yield channel
 
 
 @pytest.fixture(scope="module")
 def channel(servables: TFServingREST) -> Iterator[grpc.Channel]:
-    with grpc_server(servables) as channel:
+    with grpc_channel(servables) as channel:
         yield channel
 
 
@@ -172,7 +157,7 @@ def test_grpc_model_status_lists_every_version(channel: grpc.Channel) -> None:
 
 def test_grpc_takes_messages_over_4_mib(servables: TFServingREST) -> None:
     """server.cc SetMaxMessageSize(kint32max): a 6 MB request and answer go through."""
-    with grpc_server(servables) as channel:
+    with grpc_channel(servables) as channel:
         request = predict_pb2.PredictRequest(model_spec={"name": "m"})
         request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.ones(1_500_000, np.float32)))
         answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request)
