@@ -140,8 +140,9 @@ def format_predictions(predictions: Sequence[Prediction]) -> str:
             continue
         lines.append(prediction.image)
         width = max(len(name) for _, name, _ in prediction.top)
+        digits = len(str(len(prediction.top)))  # rank 10 in line with rank 9
         lines += [
-            f"  {rank}. {name:<{width}}  {probability:.4f}"
+            f"  {rank:>{digits}}. {name:<{width}}  {probability:.4f}"
             for rank, (_, name, probability) in enumerate(prediction.top, start=1)
         ]
     return "\n".join(lines)

@@ -176,12 +176,28 @@ def in_use_by_this_process(root: str | os.PathLike[str]) -> Iterator[None]:
 
     Two trainings into one directory interleaved their `history.csv` and left it unusable.
     The lock is the kernel's (`flock` on the directory itself): it writes nothing into the
-    directory, and a killed process leaves none behind.
+    directory, and a killed process leaves none behind. Folders it created are removed again
+    if the run wrote nothing into them (a mistake found before training: no empty run left).
     """
     path = pathlib.Path(root)
     if path.exists() and not path.is_dir():
         raise UserError(f"The run directory {str(path)!r} is a file.")
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]
     path.mkdir(parents=True, exist_ok=True)
+    try:
+        with _flocked(path):
+            yield
+    finally:
+        for folder in created:  # innermost first; stops at the first one not empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+@contextlib.contextmanager
+def _flocked(path: pathlib.Path) -> Iterator[None]:
+    """An exclusive `flock` on the directory `path`; UserError if another process has it."""
     handle = os.open(path, os.O_RDONLY)
     try:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 import keras
 
@@ -20,6 +21,11 @@ def load_model(path: str | os.PathLike[str], compile: bool = True) -> keras.Mode
         raise UserError(f"No model file at {path!r}.")
     if not path.endswith(".keras"):
         raise UserError(f"Expected a `.keras` model file. Received: {path!r}")
+    if not zipfile.is_zipfile(path):  # Keras itself says "File not found" for it
+        raise UserError(
+            f"{path!r} is not a `.keras` file (a zip archive) saved by Keras: it is damaged, "
+            "truncated, or another kind of file."
+        )
     try:
         return keras.saving.load_model(path, compile=compile)
     except (OSError, ValueError) as err:

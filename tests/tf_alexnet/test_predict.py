@@ -144,3 +144,13 @@ def test_a_folder_stands_for_its_images(images, exported_dir, tmp_path):
         "Skipped 2 file(s) that are not JPEG, PNG, GIF, BMP or WebP images (1 .tiff, 1 .txt), "
         f"e.g. {str(folder / 'scan.tiff')!r}.\n"
     ) in result.stderr
+
+
+def test_the_printed_ranks_line_up_past_nine():
+    from tf_alexnet.predict import Prediction, format_predictions
+
+    top = [(i, f"class {i}", 0.1 - i / 1000) for i in range(10)]
+    lines = format_predictions([Prediction("a.png", top=top)]).splitlines()
+    assert lines[0] == "a.png"
+    assert lines[9] == "   9. class 8  0.0920" and lines[10] == "  10. class 9  0.0910"
+    assert len({len(line) for line in lines[1:]}) == 1  # one column for the scores

@@ -114,3 +114,16 @@ def test_load_model_wants_a_path(path):
         ValueError, match=r"the path of a `\.keras` file\. Received: path=" + str(path)
     ):
         tf_alexnet.load_model(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model\n", b"PK\x03\x04 cut short"])
+def test_load_model_says_a_file_is_not_a_keras_archive(tmp_path, content):
+    """Keras answers "File not found" for a file that is there; this says what it is."""
+    import tf_alexnet
+
+    path = tmp_path / "bad.keras"
+    path.write_bytes(content)
+    with pytest.raises(
+        ValueError, match=r"is not a `\.keras` file \(a zip archive\) saved by Keras"
+    ):
+        tf_alexnet.load_model(path)

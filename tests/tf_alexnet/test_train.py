@@ -381,6 +381,7 @@ def test_a_second_training_into_a_run_directory_in_use_is_refused(tmp_path):
     from tf_alexnet.run_dir import in_use_by_this_process
 
     config = config_lib.from_dict(TINY)
+    (tmp_path / "run").mkdir()  # (a folder the holder creates, it removes again if empty)
     with in_use_by_this_process(tmp_path / "run"):
         with pytest.raises(UserError, match="is in use by another training process"):
             train(config, tmp_path / "run")
@@ -571,3 +572,20 @@ def test_mirrored_strategies_train_different_models_in_one_process():
         model.fit(np.ones((8, 4)), np.ones((8, units)), batch_size=8, verbose=0)
         copies = [v.numpy() for v in model.layers[0].kernel.value.values]
         np.testing.assert_array_equal(copies[0], copies[1])
+
+
+def test_a_mistake_found_before_training_leaves_no_empty_run_directory(tmp_path):
+    """`train` with data that is not there said so, and left an empty runs/e7/ behind."""
+    from tf_alexnet.train import train
+
+    config = config_lib.from_dict({**TINY, "image_folder": str(tmp_path / "nowhere")})
+    (tmp_path / "runs").mkdir()
+    for run_dir in (tmp_path / "runs" / "e7", tmp_path / "new" / "deeper" / "e7"):
+        with pytest.raises(UserError):
+            train(config, run_dir)
+    assert list((tmp_path / "runs").iterdir()) == []  # it was there before: kept
+    assert not (tmp_path / "new").exists()  # created for the run: removed, parents too
+    (tmp_path / "runs" / "mine").mkdir()  # an empty folder the user made is kept
+    with pytest.raises(UserError):
+        train(config, tmp_path / "runs" / "mine")
+    assert (tmp_path / "runs" / "mine").is_dir()
