@@ -91,7 +91,9 @@ def test_profile_ops_smoke(tmp_path):
         assert all(0 < row["share"] <= 1 for row in found["top_ops"])
     assert "Process" not in {row["op"] for row in tables["TensorFlow"]["top_ops"]}
     assert any("Conv2D" in row["op"] for row in tables["TensorFlow"]["top_ops"])
-    assert any("convolution" in row["op"] for row in tables["PyTorch"]["top_ops"])
+    # oneDNN's `aten::mkldnn_convolution`, or `aten::_slow_conv2d_*` where PyTorch has no oneDNN
+    # kernel for the precision (bf16 autocast on an AVX2-only CPU)
+    assert any("conv" in row["op"] for row in tables["PyTorch"]["top_ops"])
 
 
 def test_batch_norm_smoke(tmp_path):
