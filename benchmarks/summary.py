@@ -235,6 +235,38 @@ def _facade_cost(result: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _facade_memory(result: dict[str, Any]) -> list[list[str]]:
+    """Per model and image format: the largest load's peak memory and a small request's wait,
+    this commit against the baseline."""
+    kind = result["machine"].get("cpu_kind", "?")
+    largest: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for load in result["loads"]:
+        if "small_request_seconds" in load:  # the largest load: a small request sent into it
+            largest.setdefault((load["model"], load["format"]), {})[load["server"]] = load
+    rows = []
+    for (model, image_format), servers in largest.items():
+        this = servers["this commit"]
+        compared = [
+            f"{name}: {load['rss_peak_mb']:,.0f} MB, {load['small_request_seconds']:.1f} s"
+            for name, load in servers.items()
+            if name != "this commit"
+        ]
+        pixels = this["pixels"]
+        size = f"{pixels / 1e6:.0f} MP" if pixels >= 1e6 else f"{pixels:,} pixels"
+        rows.append(
+            [
+                f"facade memory, {kind}: {model}, {this['concurrency']} x "
+                f"{this['images_per_request']} {image_format} images of {size}",
+                f"peak RSS {this['rss_peak_mb']:,.0f} MB; a one-image request sent into the "
+                f"load waited {this['small_request_seconds']:.1f} s"
+                + (f" ({'; '.join(compared)})" if compared else ""),
+                "",
+                "measured only",
+            ]
+        )
+    return rows
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any]], list[list[str]]]] = {
     "accuracy": _accuracy,
     "train_throughput": _throughput,
@@ -244,6 +276,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], list[list[str]]]] = {
     "mirrored_epochs": _mirrored_epochs,
     "serving": _serving,
     "facade_cost": _facade_cost,
+    "facade_memory": _facade_memory,
 }
 
 

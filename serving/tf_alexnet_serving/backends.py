@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 from tf_alexnet_serving.classes import Answer, ClassNames
@@ -34,7 +34,11 @@ class Backend(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def ready(self) -> bool: ...
-    async def predict(self, image: bytes) -> Answer: ...
+    async def predict(self, image: bytes, group: Hashable | None = None) -> Answer:
+        """One image's answer. A request's images share a `group`: a backend that queues
+        images (the local one) takes groups in turn, so a large request does not hold a small
+        one up behind all of its images."""
+
     def metadata(self) -> dict[str, Any]: ...
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 
@@ -14,6 +15,44 @@ class QueueFull(Exception):
 
 class DeadlineExceeded(Exception):
     """An item waited and ran for longer than `timeout_s`."""
+
+
+class TakeTurns:
+    """A queue of entries in groups, taken one group at a time in turn (first come, first
+    served within a group, and between groups of one entry each).
+
+    So a request of 16 large images cannot make a one-image request wait for all 16: each
+    model call takes an image from each waiting request in turn.
+    """
+
+    def __init__(self) -> None:
+        self._lines: OrderedDict[Hashable, deque[Any]] = OrderedDict()  # in turn order
+        self._size = 0
+        self._arrived = asyncio.Event()
+
+    def __len__(self) -> int:
+        return self._size
+
+    def put(self, group: Hashable, entry: Any) -> None:
+        self._lines.setdefault(group, deque()).append(entry)
+        self._size += 1
+        self._arrived.set()
+
+    def get_nowait(self) -> Any:
+        if not self._size:
+            raise asyncio.QueueEmpty
+        group, line = self._lines.popitem(last=False)
+        self._size -= 1
+        entry = line.popleft()
+        if line:  # its next entry waits for the other groups' turns
+            self._lines[group] = line
+        return entry
+
+    async def get(self) -> Any:
+        while not self._size:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self.get_nowait()
 
 
 class MicroBatcher:
@@ -26,6 +65,9 @@ class MicroBatcher:
     closed loop, 2 ms default: batches of 32, one at a time, gave more images per second than
     a cap of 16, and than two batches in flight, with one or two TensorFlow threads each;
     see docs/benchmarks/facade_cost_*.md.)
+
+    Items submitted with the same `group` (one request's images) take turns with other
+    groups' (`TakeTurns`); an item without a group is a group of its own.
 
     `run` takes a list of items and returns one result per item; it runs in a worker thread,
     so inference never blocks the event loop. When a batch fails, its items are retried one
@@ -50,7 +92,7 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._timeout_s = timeout_s
         self._max_queue = max_queue
-        self._queue: asyncio.Queue[tuple[Any, asyncio.Future[Any]]] = asyncio.Queue()
+        self._queue = TakeTurns()  # of (item, future)
         self._waiting: set[asyncio.Future[Any]] = set()  # queued, not given up, not started
         self._task: asyncio.Task[None] | None = None
 
@@ -68,12 +110,12 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def submit(self, item: Any) -> Any:
+    async def submit(self, item: Any, group: Hashable | None = None) -> Any:
         if self._max_queue and len(self._waiting) >= self._max_queue:
             raise QueueFull(f"{self._max_queue} images are waiting already")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.add(future)
-        self._queue.put_nowait((item, future))
+        self._queue.put(future if group is None else group, (item, future))
         try:
             return await asyncio.wait_for(future, self._timeout_s)
         except TimeoutError:  # wait_for cancelled the future: the loop skips it
@@ -104,7 +146,7 @@ class MicroBatcher:
             if self._on_batch is not None:
                 self._on_batch(len(batch))
             results = await asyncio.to_thread(self._run_safely, [item for item, _ in batch])
-            expected = max(1, len(batch) + self._queue.qsize())
+            expected = max(1, len(batch) + len(self._queue))
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue

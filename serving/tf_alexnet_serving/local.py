@@ -18,7 +18,7 @@ import json
 import logging
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -230,9 +230,9 @@ class LocalBackend:
     async def ready(self) -> bool:
         return True
 
-    async def predict(self, image: bytes) -> Answer:
+    async def predict(self, image: bytes, group: Hashable | None = None) -> Answer:
         try:
-            answer: Answer = await self._batcher.submit(image)
+            answer: Answer = await self._batcher.submit(image, group)
         except QueueFull as err:
             raise UpstreamError(503, f"Overloaded: {err}; retry later.", retry_after=1) from None
         except DeadlineExceeded as err:

@@ -160,7 +160,10 @@ async def _predict_all(model: Backend, images: list[bytes]) -> list[Any]:
             return [await model.predict(images[0])]
         except Exception as err:
             return [err]
-    return await asyncio.gather(*(model.predict(data) for data in images), return_exceptions=True)
+    group = object()  # the request's images take turns with other requests' (`Backend.predict`)
+    return await asyncio.gather(
+        *(model.predict(data, group) for data in images), return_exceptions=True
+    )
 
 
 def _prediction(name: str, probabilities: Any, names: ClassNames, top_k: int) -> Prediction:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Hashable
 from typing import Any
 
 import grpc
@@ -219,7 +220,8 @@ class GrpcBackend:
             ]
         return probabilities, ids, names
 
-    async def predict(self, image: bytes) -> Answer:
+    async def predict(self, image: bytes, group: Hashable | None = None) -> Answer:
+        """(`group` is not used: TF Serving queues each call as it comes.)"""
         if self._foreign and not await self.ready():  # unless another version serves now
             raise UpstreamError(503, self.unavailable_reason)
         batch, ids, names = await self._call([image])

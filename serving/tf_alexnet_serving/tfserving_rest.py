@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Hashable
 from typing import Any
 
 import httpx
@@ -164,7 +165,8 @@ class RestBackend:
         predictions: list[dict[str, Any]] = response.json()["predictions"]
         return predictions
 
-    async def predict(self, image: bytes) -> classes.Answer:
+    async def predict(self, image: bytes, group: Hashable | None = None) -> classes.Answer:
+        """(`group` is not used: TF Serving queues each call as it comes.)"""
         if self._foreign and not await self.ready():  # unless another version serves now
             raise UpstreamError(503, self.unavailable_reason)
         (prediction,) = await self._predict([image])

@@ -173,6 +173,28 @@ def test_serving_smoke(tmp_path, fashion_mnist):
     }
 
 
+def test_facade_memory_smoke(tmp_path, fashion_mnist):
+    """Memory and waits under the largest uploads, this commit beside a baseline commit."""
+    result = _run("facade_memory.py", tmp_path, "--baseline", "HEAD")
+    rows = result["loads"]
+    # per server, model and format (the large images and 28x28 ones), each load
+    assert {(r["server"], r["format"]) for r in rows} == {
+        (server, kind) for server in ("this commit", "baseline HEAD") for kind in ("jpeg", "small")
+    }
+    assert len(rows) == 2 * 2 * 2 and result["pixels_per_image"] == 500 * 500
+    for row in rows:
+        assert row["statuses"] == [200] * row["concurrency"]
+        assert 0 < row["rss_before_mb"] <= row["rss_peak_mb"]  # the peak was reset per load
+        assert 0 < row["mean_seconds"] <= row["seconds"]
+        # the largest load has the small request sent during it
+        assert ("small_request_seconds" in row) == (row["concurrency"] == 2)
+    assert result["small_request_alone_seconds_median"] > 0
+    assert "| this commit | mini-28 | jpeg | 2 x 4 |" in (tmp_path / "facade_memory.md").read_text()
+    headline = _summary_page(tmp_path)
+    assert "facade memory, " in headline and "2 x 4 jpeg images of 250,000 pixels" in headline
+    assert "(baseline HEAD: " in headline
+
+
 def test_facade_cost_smoke(tmp_path, fashion_mnist):
     """Server CPU per request for every body kind, against the raw call and a baseline commit."""
     result = _run("facade_cost.py", tmp_path, "--baseline", "HEAD")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from tf_alexnet_serving import Settings, create_app
-from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
+from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull, TakeTurns
 from tf_alexnet_serving.classes import ClassNames
 from tf_alexnet_serving.routes import UNDECODABLE, _prediction
 
@@ -281,6 +281,55 @@ def test_micro_batcher_waits_only_for_callers_it_expects():
     alone = asyncio.run(main())
     assert alone < 0.5  # the model call takes 0.02 s; waiting for others would take 1 s
     assert sizes == [1, 4, 4, 4]  # the four callers came back together, every time
+
+
+def test_take_turns_serves_groups_in_turn_and_each_in_order():
+    async def main():
+        queue = TakeTurns()
+        for group, entry in ["A1", "A2", "A3", "B1", "C1", "C2"]:
+            queue.put(group, group + entry)
+        taken = [queue.get_nowait() for _ in range(len(queue))]
+        with pytest.raises(asyncio.QueueEmpty):
+            queue.get_nowait()
+        waiting = asyncio.create_task(queue.get())  # waits for the next entry
+        await asyncio.sleep(0.01)
+        queue.put("D", "D1")
+        return taken, await asyncio.wait_for(waiting, 1)
+
+    taken, later = asyncio.run(main())
+    assert taken == ["A1", "B1", "C1", "A2", "C2", "A3"]
+    assert later == "D1"
+
+
+def test_micro_batcher_does_not_hold_a_small_request_behind_a_large_one():
+    """A one-image request that comes while a 16-image request is being served goes into
+    the next model call, not after the large request's last image (first come, first served
+    put it in the fifth call of four images)."""
+    batches = []
+
+    def run(items):
+        batches.append(list(items))
+        time.sleep(0.05)
+        return [item.upper() for item in items]
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_size=4, max_wait_s=0)
+        batcher.start()
+        try:
+            large = asyncio.gather(*(batcher.submit(f"big{i}", "large") for i in range(16)))
+            await asyncio.sleep(0.02)  # the first model call runs meanwhile
+            small = await batcher.submit("small")
+            return await large, small
+        finally:
+            await batcher.stop()
+
+    large, small = asyncio.run(main())
+    assert small == "SMALL" and large == [f"BIG{i}" for i in range(16)]
+    assert any("small" in batch for batch in batches[:2])
+    # the large request's images still go in the order they came
+    assert [item for batch in batches for item in batch if item != "small"] == [
+        f"big{i}" for i in range(16)
+    ]
 
 
 def test_real_server_answers_curl(model_base, test_images, tmp_path):

@@ -265,10 +265,23 @@ class Swapping:
     def __init__(self, versions):
         self.versions = iter(versions)
         self.calls = 0
+        self.groups = []
 
-    async def predict(self, image):
+    async def predict(self, image, group=None):
         self.calls += 1
+        self.groups.append(group)
         return Answer(np.zeros(2), next(self.versions), ClassNames(None))
+
+
+def test_a_requests_images_are_one_group_for_the_backend():
+    """The backend's queue takes requests in turn (`TakeTurns`): it must know which images
+    are one request's."""
+    model = Swapping([1] * 5)
+    asyncio.run(_predict_one_version(model, [b"png"] * 3))
+    asyncio.run(_predict_one_version(model, [b"png"] * 2))
+    first, second = model.groups[:3], model.groups[3:]
+    assert len(set(map(id, first))) == 1 and len(set(map(id, second))) == 1
+    assert first[0] is not None and first[0] is not second[0]
 
 
 def test_a_request_split_across_two_versions_is_asked_again_once():
