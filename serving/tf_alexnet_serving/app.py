@@ -5,7 +5,8 @@
   reading a request's images; `images.py`: the header check; `errors.py`: one error shape;
 - `backends.py`: the interface and factory over `local.py`, `tfserving_rest.py` and
   `tfserving_grpc.py`; `batching.py`: the local micro-batcher; `classes.py`: class names;
-- `middleware.py`: request ids, metrics and the request log; `metrics.py`: Prometheus.
+- `middleware.py`: request ids, metrics and the request log; `metrics.py`: Prometheus;
+- `protocol.py`: uvicorn's HTTP protocol with header timeouts and size and connection limits.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from tf_alexnet_serving.backends import make_backend
 from tf_alexnet_serving.errors import install_error_handlers
+from tf_alexnet_serving.inputs import UploadBudget
 from tf_alexnet_serving.metrics import Metrics
 from tf_alexnet_serving.middleware import install_request_middleware
 from tf_alexnet_serving.routes import build_router
@@ -50,8 +52,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="AlexNet image classification (Fashion-MNIST classes by default).",
         lifespan=lifespan,
     )
+    # POST /predict/ is a 404 in JSON, not a 307 to an address built from the Host header.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.uploads = UploadBudget(settings.max_upload_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -20,6 +20,9 @@ from starlette.requests import ClientDisconnect
 
 from tf_alexnet_serving.settings import Settings
 
+EXAMPLE_PNG = (  # a black 28x28 PNG: the API page's "Try it out" sends it as it is
+    "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAAEElEQVR42mNgGAWjYBQQAwADLAAB1wvpfAAAAABJRU5ErkJggg=="
+)
 PREDICT_BODY = {  # the OpenAPI request body of POST /predict (FastAPI cannot infer it)
     "requestBody": {
         "required": True,
@@ -48,7 +51,7 @@ PREDICT_BODY = {  # the OpenAPI request body of POST /predict (FastAPI cannot in
                     },
                     "required": ["instances"],
                 },
-                "example": {"instances": [{"b64": "iVBORw0KGgo..."}]},
+                "example": {"instances": [{"b64": EXAMPLE_PNG}]},
             },
             "image/*": {"schema": {"type": "string", "format": "binary"}},
         },
@@ -56,9 +59,40 @@ PREDICT_BODY = {  # the OpenAPI request body of POST /predict (FastAPI cannot in
 }
 
 
-async def read_images(request: Request, settings: Settings) -> list[tuple[str, bytes]]:
+class UploadBudget:
+    """The bytes of request bodies held at once, across requests (`MAX_UPLOAD_BYTES`).
+
+    Each request's body is held while it is parsed, checked and predicted; 150 uploads of 10 MB
+    at once took the server to 7 GB. A body that would take the total past the limit is refused
+    with 503 as it arrives. Only the event loop calls it: no lock.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, request: Request, size: int) -> None:
+        if self.held + size > self.limit:
+            raise HTTPException(
+                503,
+                f"Overloaded: {self.held:,} bytes of uploads in progress; retry later.",
+                {"Retry-After": "1", "Connection": "close"},
+            )
+        self.held += size
+        request.state.upload_bytes = getattr(request.state, "upload_bytes", 0) + size
+
+    def release(self, request: Request) -> None:
+        """Gives back what `request` took (call when its answer is ready)."""
+        self.held -= getattr(request.state, "upload_bytes", 0)
+        request.state.upload_bytes = 0
+
+
+async def read_images(
+    request: Request, settings: Settings, budget: UploadBudget
+) -> list[tuple[str, bytes]]:
+    """The request's (name, bytes) images; its body counts against `budget` until released."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await _limited_body(request, settings.max_body_bytes, settings.body_timeout_s)
+    body = await _limited_body(request, settings, budget)
     if media_type == "multipart/form-data":
         return await _multipart_images(request, body, settings)
     if media_type == "application/json":
@@ -72,16 +106,18 @@ async def read_images(request: Request, settings: Settings) -> list[tuple[str, b
     )
 
 
-async def _limited_body(request: Request, limit: int, timeout_s: float) -> bytes:
-    """The body, read in chunks; 413 past `limit` even without a Content-Length header, 408
-    unless it has all come within `timeout_s`."""
+async def _limited_body(request: Request, settings: Settings, budget: UploadBudget) -> bytes:
+    """The body, read in chunks; 413 past `MAX_BODY_BYTES` even without a Content-Length
+    header, 408 unless it has all come within `BODY_TIMEOUT_S`, 503 past `budget`."""
     chunks, size = [], 0
+    limit, timeout_s = settings.max_body_bytes, settings.body_timeout_s
     try:
         async with asyncio.timeout(timeout_s):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
                     raise HTTPException(413, f"Request body over {limit:,} bytes.")
+                budget.take(request, len(chunk))
                 chunks.append(chunk)
     except TimeoutError:  # the rest of the body may still come: answer, then close
         raise HTTPException(
@@ -124,6 +160,16 @@ def _closed(body: bytes, content_type: str) -> bool:
     return b"--" + boundary + b"--" in body
 
 
+def decode_base64(text: str) -> bytes:
+    """Standard base64, also with line breaks (MIME's, as `base64.encodebytes` writes) or in
+    the URL-safe alphabet with or without its padding; binascii.Error for anything else."""
+    text = "".join(text.split())
+    if "-" in text or "_" in text:
+        text = text.replace("-", "+").replace("_", "/")
+        text += "=" * (-len(text) % 4)
+    return base64.b64decode(text, validate=True)
+
+
 def _json_images(body: bytes, settings: Settings) -> list[tuple[str, bytes]]:
     try:
         payload = json.loads(body)
@@ -145,7 +191,7 @@ def _json_images(body: bytes, settings: Settings) -> list[tuple[str, bytes]]:
         ):
             raise HTTPException(400, f'instances[{i}]: expected {{"b64": "<base64 image>"}}.')
         try:
-            images.append((f"instances[{i}]", base64.b64decode(instance["b64"], validate=True)))
+            images.append((f"instances[{i}]", decode_base64(instance["b64"])))
         except (binascii.Error, ValueError):
             raise HTTPException(400, f"instances[{i}]: invalid base64.") from None
     return images

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tf_alexnet_serving.errors import error_response
@@ -100,10 +101,20 @@ class RequestMiddleware:
         finally:
             self._record(scope, state, request_id, status, time.perf_counter() - start)
 
+    @staticmethod
+    def _route_label(scope: Scope) -> str:
+        """The path of a request that no API route answered (refused by the Content-Length
+        gate, the API pages, a method not allowed) when a route has it, else "unmatched": the
+        app's paths have no parameters, so the label takes one value per route at most."""
+        routes = scope["app"].router.routes
+        if any(route.matches(scope)[0] != Match.NONE for route in routes):
+            return str(scope["path"])
+        return "unmatched"
+
     def _record(
         self, scope: Scope, state: dict[str, Any], request_id: str, status: int, seconds: float
     ) -> None:
-        path = getattr(scope.get("route"), "path", "unmatched")
+        path = getattr(scope.get("route"), "path", None) or self._route_label(scope)
         self.metrics.requests.labels(path, str(status)).inc()
         self.metrics.latency.labels(path).observe(seconds)
         if self.request_log is None:

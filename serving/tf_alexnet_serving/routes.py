@@ -17,7 +17,7 @@ from tf_alexnet_serving.classes import Answer, ClassNames
 from tf_alexnet_serving.deps import BackendDep, backend_of, require_api_key, settings_of
 from tf_alexnet_serving.errors import UpstreamError, error_response
 from tf_alexnet_serving.images import ImageError, check_image
-from tf_alexnet_serving.inputs import PREDICT_BODY, read_images
+from tf_alexnet_serving.inputs import PREDICT_BODY, UploadBudget, read_images
 from tf_alexnet_serving.schemas import (
     Health,
     Metadata,
@@ -28,6 +28,7 @@ from tf_alexnet_serving.schemas import (
     TopClass,
     errors,
 )
+from tf_alexnet_serving.settings import Settings
 
 UNDECODABLE = (
     "could not be decoded: corrupt, truncated, or a variant TensorFlow's decoder does not read "
@@ -61,40 +62,12 @@ def build_router(max_top_k: int) -> APIRouter:
         model, settings = backend_of(request), settings_of(request)
         if model.names.problem:  # refuse rather than label with names the model does not have
             raise HTTPException(503, model.names.problem)
-        images = await read_images(request, settings)
-        request.state.images = len(images)
-        decodable = []  # what the backend decodes (an animated GIF's first frame alone)
-        for name, data in images:
-            try:
-                decodable.append(check_image(data, settings.max_pixels))
-            except ImageError as err:
-                raise HTTPException(400, f"{name}: {err}") from None
-        results = await _predict_one_version(model, decodable)
-        answers = [result for result in results if isinstance(result, Answer)]
-        names = answers[0].names if answers else model.names
-        if names.problem:  # learnt from these very answers
-            raise HTTPException(503, names.problem)
-        for result in results:
-            if isinstance(result, UpstreamError) and result.status != 400:
-                headers = {"Retry-After": str(result.retry_after)} if result.retry_after else None
-                raise HTTPException(result.status, result.message, headers=headers)
-        failed = [
-            name
-            for (name, _), result in zip(images, results, strict=True)
-            if isinstance(result, Exception)
-        ]
-        if failed:  # the whole request fails, naming every bad image
-            raise HTTPException(400, f"{', '.join(failed)}: {UNDECODABLE}")
-        request.state.model_version = answers[0].version
-        answer = PredictResponse(
-            model=ModelRef(name=model.name, version=answers[0].version),
-            predictions=[
-                _prediction(name, result.probabilities, names, top_k)
-                for (name, _), result in zip(images, answers, strict=True)
-            ],
-            server_time_ms=round((time.perf_counter() - start) * 1000, 3),
-        )
-        # Built and validated above: serialized once here, not validated again by FastAPI.
+        uploads = request.app.state.uploads
+        try:
+            answer = await _classify(request, model, settings, uploads, top_k, start)
+        finally:  # the images and the body are let go with the answer
+            uploads.release(request)
+        # Built and validated in `_classify`: serialized once here, not validated again.
         return Response(answer.model_dump_json(), media_type="application/json")
 
     page_html = PAGE.read_text().replace("{{TOP_K}}", str(min(PAGE_TOP_K, max_top_k)))
@@ -139,6 +112,50 @@ def build_router(max_top_k: int) -> APIRouter:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+async def _classify(
+    request: Request,
+    model: Backend,
+    settings: Settings,
+    uploads: UploadBudget,
+    top_k: int,
+    start: float,
+) -> PredictResponse:
+    """The answer to a /predict request, or the HTTPException that says why there is none."""
+    images = await read_images(request, settings, uploads)
+    request.state.images = len(images)
+    decodable = []  # what the backend decodes (an animated GIF's first frame alone)
+    for name, data in images:
+        try:
+            decodable.append(check_image(data, settings.max_pixels))
+        except ImageError as err:
+            raise HTTPException(400, f"{name}: {err}") from None
+    results = await _predict_one_version(model, decodable)
+    answers = [result for result in results if isinstance(result, Answer)]
+    names = answers[0].names if answers else model.names
+    if names.problem:  # learnt from these very answers
+        raise HTTPException(503, names.problem)
+    for result in results:
+        if isinstance(result, UpstreamError) and result.status != 400:
+            headers = {"Retry-After": str(result.retry_after)} if result.retry_after else None
+            raise HTTPException(result.status, result.message, headers=headers)
+    failed = [
+        name
+        for (name, _), result in zip(images, results, strict=True)
+        if isinstance(result, Exception)
+    ]
+    if failed:  # the whole request fails, naming every bad image
+        raise HTTPException(400, f"{', '.join(failed)}: {UNDECODABLE}")
+    request.state.model_version = answers[0].version
+    return PredictResponse(
+        model=ModelRef(name=model.name, version=answers[0].version),
+        predictions=[
+            _prediction(name, result.probabilities, names, top_k)
+            for (name, _), result in zip(images, answers, strict=True)
+        ],
+        server_time_ms=round((time.perf_counter() - start) * 1000, 3),
+    )
 
 
 async def _predict_one_version(model: Backend, images: list[bytes]) -> list[Any]:

@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     """On SIGTERM, seconds that requests in progress get to finish before they are cancelled
     (uvicorn's `timeout_graceful_shutdown`; without it, a stalled upload holds the shutdown up
     for ever). Below Docker's 10 s before it kills the container."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds for a request's headers to arrive, from the connection's opening or the
+    request's first byte; a slower client gets 408 (see `protocol.py`)."""
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Request line and headers; larger gets 431."""
+    max_connections: int = Field(default=1000, ge=1)
+    """Open connections; one more gets 503 at once (keep it under `ulimit -n`)."""
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    """Request bodies held at once, all requests together; a body that would go past it gets
+    503 with Retry-After (each byte held costs about four more while it is parsed)."""
     max_files: int = Field(default=16, ge=1)
     max_pixels: int = Field(default=25_000_000, ge=1)
     max_top_k: int = Field(default=contract.NUM_CLASSES, ge=1)

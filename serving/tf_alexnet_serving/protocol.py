@@ -1,0 +1,145 @@
+"""uvicorn's HTTP protocol with the limits a server facing clients needs before any request.
+
+uvicorn (0.54-0.55, httptools) times a connection out only between requests, and puts no limit
+on the size of a request's headers or on the number of connections. So a client that connects
+and sends nothing, or sends its headers a byte at a time, held its connection for good; 20,000
+such connections used up the process's file descriptors (the model poller failed with "Too many
+open files" and other clients were dropped); and a 100 MiB header was read whole, blocking the
+event loop for seconds. `guarded_protocol` adds, per connection:
+
+- `HEADER_TIMEOUT_S`: a request's headers must all come within it, from the connection's
+  opening or the request's first byte (408 and close past it; BODY_TIMEOUT_S covers the body);
+- `MAX_HEADER_BYTES`: headers past it get 431 and close;
+- `MAX_CONNECTIONS`: a connection past it gets 503 and close, at once.
+
+The answers are JSON, as the facade's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from tf_alexnet_serving.settings import Settings
+
+REASONS = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """See the module docstring; `guarded_protocol` sets the three limits."""
+
+    header_timeout_s = 10.0
+    max_header_bytes = 64 * 1024
+    max_connections = 1000
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_bytes = 0  # read while in the headers (bounds what httptools buffers)
+        self._header_size = 0  # the request line and headers, from the parser
+        self._refused = False
+        self._in_headers = True  # the next bytes are a request's start line and headers
+        self._header_timer: asyncio.TimerHandle | None = None
+        if len(self.connections) > self.max_connections:
+            self._refuse(503, f"Over {self.max_connections:,} connections; retry later.")
+            return
+        self._start_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:  # answered and closing: what the client still sends is dropped
+            return
+        if self._in_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if (
+            self._in_headers
+            and self._header_bytes > self.max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._refuse(431, f"Request headers over {self.max_header_bytes:,} bytes.")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_headers:  # a later request on a kept-alive connection (its first
+            self._in_headers, self._header_bytes = True, 0  # read is not counted: one read)
+            self._start_header_timer()
+        self._header_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._header_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_size += len(name) + len(value) + 4
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._stop_header_timer()
+        if self._header_size > self.max_header_bytes:  # they came in one read
+            self._refuse(431, f"Request headers over {self.max_header_bytes:,} bytes.")
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+    def _start_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self._in_headers and not self.transport.is_closing():
+            self._refuse(
+                408, f"The request's headers did not come within {self.header_timeout_s:g} s."
+            )
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answers `status` with `{"detail": ...}` and closes the connection."""
+        self._refused = True
+        self._stop_header_timer()
+        body = json.dumps({"detail": detail}).encode()
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status])]
+        head += [
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        ]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+
+def guarded_protocol(settings: Settings) -> type[Any]:
+    """`GuardedHttpToolsProtocol` with the limits of `settings`, for `uvicorn.run(http=...)`."""
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {
+            "header_timeout_s": settings.header_timeout_s,
+            "max_header_bytes": settings.max_header_bytes,
+            "max_connections": settings.max_connections,
+        },
+    )
