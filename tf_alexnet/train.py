@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tf_alexnet import plots
+from tf_alexnet import plots, startup
 from tf_alexnet.callbacks import (
     AtomicBackupAndRestore,
     AveragedWeights,
@@ -287,6 +287,10 @@ def _finish(
         "global_batch_size": global_batch,
         "dtype_policy": precision.policy,
         "mixed_precision": {"requested": precision.mode, "reason": precision.reason},
+        "onednn": {
+            "in_use": startup.onednn_in_use(),
+            startup.ONEDNN: os.environ.get(startup.ONEDNN),
+        },
         "num_train": datasets.num_train,
         "num_validation": datasets.num_validation,
         "class_names": list(datasets.class_names),

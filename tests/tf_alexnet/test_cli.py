@@ -1,7 +1,9 @@
 """The command line: summaries, and one clear line with a non-zero exit for user mistakes."""
 
 import importlib.metadata
+import json
 import os
+import platform
 import resource
 import signal
 import subprocess
@@ -173,6 +175,10 @@ def test_train_and_evaluate_from_the_command_line(fashion_mnist, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Done: best val_accuracy" in result.stdout
+    switch = os.environ.get(startup.ONEDNN, "1")  # the commands' default on x86 (oneDNN)
+    if platform.machine().lower() in {"x86_64", "amd64"}:
+        onednn = json.loads((run_dir / "metrics.json").read_text())["onednn"]
+        assert onednn == {"in_use": switch != "0", startup.ONEDNN: switch}
     result = run_cli("evaluate", str(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout and "on 10,000 images" in result.stdout
@@ -253,6 +259,32 @@ def test_tensorflow_start_up_is_quiet_unless_asked():
     loud = _fresh_python(argv, env={"TF_CPP_MIN_LOG_LEVEL": "0"})
     assert loud.returncode == 0
     assert any(startup.NOISE.fullmatch(line) for line in loud.stderr.splitlines()), loud.stderr
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in {"x86_64", "amd64"},
+    reason="oneDNN's switch is turned on for x86 CPUs only",
+)
+def test_commands_run_onednn_kernels_unless_told_not_to(monkeypatch):
+    """TensorFlow 2.21 leaves oneDNN off on AVX2-only CPUs, where it trains d2l 1.4x faster."""
+    code = (
+        "from tf_alexnet import startup\nstartup.start_tensorflow()\nprint(startup.onednn_in_use())"
+    )
+    unset = {k: v for k, v in os.environ.items() if k != startup.ONEDNN}
+    for value, in_use in ((None, "True"), ("0", "False"), ("1", "True")):
+        env = {**unset, startup.ONEDNN: value} if value else unset
+        found = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+        )
+        assert found.returncode == 0, found.stderr[-2000:]
+        assert found.stdout.split() == [in_use], (value, found.stdout, found.stderr[-2000:])
+    chosen: dict[str, str] = {startup.ONEDNN: "0"}
+    startup.prefer_onednn(chosen)
+    assert chosen == {startup.ONEDNN: "0"}  # the user's choice stands
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    elsewhere: dict[str, str] = {}
+    startup.prefer_onednn(elsewhere)
+    assert elsewhere == {}  # TensorFlow's own default on other CPUs
 
 
 def test_commands_run_keras_on_tensorflow_whatever_keras_backend_says():
