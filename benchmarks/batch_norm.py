@@ -23,12 +23,14 @@ from typing import Any
 
 from benchmarks import common
 from benchmarks.profile_ops import table, traced_op_seconds
+from tf_alexnet import startup
 
 LAYERS = ("keras", "fused")
 
 
 def measure(layer: str, policy: str, steps: int, smoke: bool) -> dict[str, Any]:
     """In this (fresh) process: the preset's `mini` training on synthetic batches."""
+    startup.prefer_onednn()  # TensorFlow's kernels as `tf-alexnet train` picks them
     import keras
     import numpy as np
     import tensorflow as tf

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tf_alexnet import startup
 from tf_alexnet.hardware import read_cpu_info
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -165,9 +164,7 @@ def run_json(
     With `log`, the helper's output goes to that file as it comes (long runs can be followed
     with `tail -f`), stderr included.
     """
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    startup.prefer_onednn(full_env)  # TensorFlow's kernels as tf-alexnet's commands pick them
-    full_env.update(env or {})
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     if log is None:
         proc = subprocess.run(
             [sys.executable, *args],

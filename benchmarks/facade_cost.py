@@ -131,7 +131,9 @@ def server(
     if source is not None:  # an earlier commit's code first on the path
         env["PYTHONPATH"] = os.pathsep.join([str(source), str(source / "serving")])
     command = [sys.executable, "-m", "tf_alexnet.cli", "serve", "--port", str(port)]
-    with process([*command, "--model-base-path", str(base)], env) as proc:
+    # Run from `source`: `python -m` puts the working folder before PYTHONPATH, and this
+    # checkout's `tf_alexnet` there would start this checkout's server with the old settings.
+    with process([*command, "--model-base-path", str(base)], env, cwd=source) as proc:
         wait_ready(url, proc)
         yield url, proc.pid
 

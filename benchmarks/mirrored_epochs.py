@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from benchmarks import common
+from tf_alexnet import startup
 
 SETTINGS = ("autotune-off", "autotune-on")
 """`autotune-off`: the per-device datasets as tf_alexnet trains; `autotune-on`: TensorFlow's."""
@@ -33,6 +34,7 @@ SETTINGS = ("autotune-off", "autotune-on")
 
 def measure(setting: str, epochs: int, examples: int) -> dict[str, Any]:
     """In this (fresh) process: one mirrored `quick` run; each epoch's wall seconds."""
+    startup.prefer_onednn()  # TensorFlow's kernels as `tf-alexnet train` picks them
     import keras
 
     from tf_alexnet import config as config_lib

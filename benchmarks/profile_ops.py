@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks import common
+from tf_alexnet import startup
 
 TOP = 12
 ENCLOSING_EVENTS = frozenset({"Process"})
@@ -35,6 +36,7 @@ ENCLOSING_EVENTS = frozenset({"Process"})
 
 
 def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
+    startup.prefer_onednn()  # TensorFlow's kernels as `tf-alexnet train` picks them
     import keras
     import numpy as np
 

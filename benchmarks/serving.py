@@ -59,14 +59,17 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 180)
 
 
 @contextlib.contextmanager
-def process(command: list[str], env: dict[str, str] | None = None) -> Iterator[Any]:
-    """A background process, terminated (then killed) on exit."""
+def process(
+    command: list[str], env: dict[str, str] | None = None, cwd: pathlib.Path | None = None
+) -> Iterator[Any]:
+    """A background process in `cwd` (default: this checkout), terminated (then killed) on
+    exit."""
     proc = subprocess.Popen(
         command,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        cwd=common.REPO,
+        cwd=cwd or common.REPO,
     )
     try:
         yield proc

@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 from benchmarks import common
+from tf_alexnet import startup
 
 # TensorFlow settings tried against the baseline (oneDNN on, one step per call, no XLA).
 TF_VARIANTS: dict[str, dict[str, Any]] = {
@@ -41,6 +42,7 @@ TF_VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
+    startup.prefer_onednn()  # TensorFlow's kernels as `tf-alexnet train` picks them
     import keras
     import numpy as np
     import tensorflow as tf

@@ -90,7 +90,9 @@ def prefer_onednn(env: MutableMapping[str, str] | None = None) -> None:
     TensorFlow 2.21 turns them on by itself only where the CPU has AVX512_VNNI, AVX512_BF16,
     AVX_VNNI or AMX, and runs Eigen's kernels elsewhere. On an AVX2-only AMD EPYC, oneDNN trained
     d2l 1.4x and `mini` 1.5x as fast as Eigen (docs/benchmarks/train_throughput_amd-avx2.md);
-    on the other CPUs this changes nothing. `TF_ENABLE_ONEDNN_OPTS=0` keeps Eigen.
+    on the other CPUs this changes nothing. `TF_ENABLE_ONEDNN_OPTS=0` keeps Eigen. Serving
+    does not call it: there, one-image calls took longer with oneDNN
+    (docs/benchmarks/onednn_serving_amd-avx2.md).
     """
     if platform.machine().lower() in {"x86_64", "amd64"}:
         (os.environ if env is None else env).setdefault(ONEDNN, "1")
@@ -105,11 +107,12 @@ def onednn_in_use() -> bool | None:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
-def start_tensorflow() -> None:
-    """Imports TensorFlow, with oneDNN where it leaves it off, and probes its devices (where the
-    noise is printed), quietly."""
+def start_tensorflow(onednn: bool = True) -> None:
+    """Imports TensorFlow, with oneDNN where it leaves it off (unless `onednn` is False: then
+    TensorFlow's own choice), and probes its devices (where the noise is printed), quietly."""
     set_log_level()
-    prefer_onednn()
+    if onednn:
+        prefer_onednn()
     with filtered_stderr() if quiet() else contextlib.nullcontext():
         import tensorflow as tf
 

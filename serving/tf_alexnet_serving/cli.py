@@ -34,7 +34,10 @@ def serve(
         ) from None
     check_can_listen(host, port)  # before the model loads: a busy port fails in a second
     if settings.resolved_backend() == "local":
-        startup.start_tensorflow()  # the local backend runs the model in process
+        # The local backend runs the model in process, with TensorFlow's own kernel choice:
+        # oneDNN, which `start_tensorflow` adds on AVX2-only CPUs for training, made one-image
+        # calls slower there (docs/benchmarks/onednn_serving_amd-avx2.md).
+        startup.start_tensorflow(onednn=False)
         local_model_folder(settings)  # fail early, with one line, when nothing is exported
     # The facade logs each request as one JSON line (REQUEST_LOG); uvicorn's own would repeat it.
     uvicorn.run(

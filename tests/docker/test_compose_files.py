@@ -32,7 +32,7 @@ from tests.docker.common import (
     volume_at,
 )
 from tests.docker.text_proto import parse_text_proto
-from tf_alexnet import contract, startup
+from tf_alexnet import contract
 
 SMOKE_ENV = {"FASHION_MNIST_DIR": "/tmp"}
 
@@ -128,11 +128,6 @@ def test_smoke_overrides_change_only_images_and_the_data_mount() -> None:
     assert volumes(smoke["trainer"]) >= volumes(base["trainer"])
     for name in ("tfserving", "api"):
         assert volumes(smoke[name]) == volumes(base[name]), name
-
-
-def test_tfserving_runs_onednn_kernels_on_every_x86_cpu(compose: dict[str, Any]) -> None:
-    """As the tf-alexnet commands start TensorFlow (`startup.prefer_onednn`)."""
-    assert compose["tfserving"]["environment"] == {startup.ONEDNN: "1"}
 
 
 def test_trainer_exports_where_tfserving_loads(compose: dict[str, Any]) -> None:

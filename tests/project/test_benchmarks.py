@@ -195,6 +195,22 @@ def test_facade_memory_smoke(tmp_path, fashion_mnist):
     assert "(baseline HEAD: " in headline
 
 
+def test_onednn_serving_smoke(tmp_path, fashion_mnist):
+    """One-image calls and batches, TensorFlow's kernel choice beside oneDNN forced on."""
+    result = _run("onednn_serving.py", tmp_path)
+    assert set(result["summary"]) == {"mini-28"}
+    kernels = result["summary"]["mini-28"]
+    assert set(kernels) == {"tensorflow's choice", "oneDNN on"}
+    for row in kernels.values():
+        assert row["cpu_ms_per_call"] > 0 and row["wall_ms_per_call"] > 0
+        assert set(row["images_per_second"]) == {"1", "8", "32"}
+    assert isinstance(result["onednn_by_default"], bool)
+    assert len(result["runs"]) == 2  # one round: each setting once
+    page = (tmp_path / "onednn_serving.md").read_text()
+    assert "| mini-28 | oneDNN on |" in page and "| mini-28 | tensorflow's choice |" in page
+    assert "serving with oneDNN forced on, " in _summary_page(tmp_path)
+
+
 def test_facade_cost_smoke(tmp_path, fashion_mnist):
     """Server CPU per request for every body kind, against the raw call and a baseline commit."""
     result = _run("facade_cost.py", tmp_path, "--baseline", "HEAD")

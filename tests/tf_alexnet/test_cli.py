@@ -278,6 +278,13 @@ def test_commands_run_onednn_kernels_unless_told_not_to(monkeypatch):
         )
         assert found.returncode == 0, found.stderr[-2000:]
         assert found.stdout.split() == [in_use], (value, found.stdout, found.stderr[-2000:])
+    # Serving keeps TensorFlow's own choice (oneDNN slowed one-image calls on AVX2 CPUs).
+    kept = subprocess.run(
+        [sys.executable, "-c", code.replace("start_tensorflow()", "start_tensorflow(onednn=False)")
+         + "\nimport os\nprint(os.environ.get(startup.ONEDNN))"],
+        capture_output=True, text=True, timeout=300, env=unset,
+    )  # fmt: skip
+    assert kept.returncode == 0 and kept.stdout.split()[-1] == "None", kept.stderr[-2000:]
     chosen: dict[str, str] = {startup.ONEDNN: "0"}
     startup.prefer_onednn(chosen)
     assert chosen == {startup.ONEDNN: "0"}  # the user's choice stands
