@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         + "\n\n## Op tables\n\n"
         + "\n".join(tables)
     )
-    name = "batch_norm" if args.smoke else f"batch_norm_{common.cpu_kind()}"
+    name = common.result_name("batch_norm", args.smoke)
     common.write_results(
         name,
         {

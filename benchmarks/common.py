@@ -125,6 +125,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(ordered[rank - 1])
 
 
+def result_name(benchmark: str, smoke: bool, name: str | None = None) -> str:
+    """The results file's name: `name` if given, `benchmark` for a smoke run, else
+    `<benchmark>_<cpu kind>` (one result per kind of CPU)."""
+    return name or (benchmark if smoke else f"{benchmark}_{cpu_kind()}")
+
+
 def write_results(name: str, result: dict[str, Any], markdown: str, out: pathlib.Path) -> None:
     """Writes `<out>/<name>.json` (result + machine + command) and `<out>/<name>.md`."""
     out.mkdir(parents=True, exist_ok=True)

@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = run(args)
-    name = args.name or ("facade_cost" if args.smoke else f"facade_cost_{common.cpu_kind()}")
+    name = common.result_name("facade_cost", args.smoke, args.name)
     common.write_results(name, result, markdown(result), args.out)
 
 

@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = run(args)
-    name = args.name or ("facade_memory" if args.smoke else f"facade_memory_{common.cpu_kind()}")
+    name = common.result_name("facade_memory", args.smoke, args.name)
     common.write_results(name, result, markdown(result), args.out)
 
 

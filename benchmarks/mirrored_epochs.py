@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         + "\n"
     )
-    name = "mirrored_epochs" if args.smoke else f"mirrored_epochs_{common.cpu_kind()}"
+    name = common.result_name("mirrored_epochs", args.smoke)
     common.write_results(
         name,
         {

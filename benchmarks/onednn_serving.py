@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         "summary": summary,
         "runs": runs,
     }
-    name = "onednn_serving" if args.smoke else f"onednn_serving_{common.cpu_kind()}"
+    name = common.result_name("onednn_serving", args.smoke)
     common.write_results(name, result, markdown(result), args.out)
 
 
