@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from tf_alexnet_serving.backends import make_backend
 from tf_alexnet_serving.errors import install_error_handlers
@@ -25,6 +26,9 @@ from tf_alexnet_serving.metrics import Metrics
 from tf_alexnet_serving.middleware import install_request_middleware
 from tf_alexnet_serving.routes import build_router
 from tf_alexnet_serving.settings import Settings, get_settings
+
+DOCS_ASSETS = "/docs-assets"
+"""Where the API pages' scripts, stylesheet and icon are served from."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,10 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await backend.stop()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the facade itself: from a CDN (FastAPI's
+    # default) they were blank pages wherever the browser has no internet.
+    app = FastAPIOffline(
         title="tf_alexnet",
         summary="AlexNet image classification (Fashion-MNIST classes by default).",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
     )
     # POST /predict/ is a 404 in JSON, not a 307 to an address built from the Host header.
     app.router.redirect_slashes = False

@@ -215,6 +215,21 @@ def test_health_metadata_metrics_and_page(client):
         assert head.headers["content-type"] == client.get(path).headers["content-type"]
 
 
+def test_api_pages_assets_come_from_the_facade_under_one_metrics_label(client):
+    page = client.get("/docs").text
+    assert "/docs-assets/swagger-ui-bundle.js" in page and "cdn" not in page
+    assert "/docs-assets/redoc.standalone.js" in client.get("/redoc").text
+    script = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    missing = client.get("/docs-assets/no-such-file-4f1c")
+    assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+    metrics = client.get("/metrics").text
+    # Labelled by the mount, not by the path asked for: any number of paths, one label.
+    assert 'tf_alexnet_requests_total{route="/docs-assets",status="200"}' in metrics
+    assert 'tf_alexnet_requests_total{route="/docs-assets",status="404"}' in metrics
+    assert "no-such-file" not in metrics
+
+
 def test_api_key(model_base, test_images):
     settings = Settings(model_base_path=str(model_base), api_key="s3cret")
     with TestClient(create_app(settings)) as client:

@@ -112,6 +112,37 @@ def test_page_never_shows_a_stale_answer(live_server, test_images, tmp_path):
 @pytest.mark.skipif(
     not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
 )
+@pytest.mark.parametrize(
+    "path, rendered",
+    [
+        ("/docs", ".opblock-summary-path[data-path='/predict']"),
+        ("/redoc", "text=Classify images"),
+    ],
+)
+def test_api_pages_render_with_no_internet(live_server, tmp_path, path, rendered):
+    """Swagger UI and ReDoc came from a CDN: offline (compose, an air-gapped host) they were
+    blank. Every request that leaves the facade is refused here, as it is with no internet."""
+    elsewhere = []
+
+    def only_the_facade(route):
+        if route.request.url.startswith(live_server + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    with _browser(tmp_path) as page:
+        page.route("**/*", only_the_facade)
+        page.goto(live_server + path)
+        page.wait_for_selector(rendered, timeout=30_000)
+        assert "predict" in page.inner_text("body").lower()
+    # ReDoc's script asks for its maker's logo (the "API docs by Redocly" link); nothing else.
+    assert [url for url in elsewhere if url != "https://cdn.redoc.ly/redoc/logo-mini.svg"] == []
+
+
+@pytest.mark.skipif(
+    not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
+)
 def test_page_sends_the_api_key_and_asks_for_at_most_max_top_k(
     model_base, test_images, tmp_path, monkeypatch
 ):
