@@ -13,7 +13,12 @@ import binascii
 import json
 
 from fastapi import HTTPException, Request
-from python_multipart.multipart import parse_options_header
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import (
+    DEFAULT_MAX_HEADER_COUNT,
+    DEFAULT_MAX_HEADER_SIZE,
+    parse_options_header,
+)
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -136,7 +141,10 @@ async def _multipart_images(
     try:
         form = await request.form(max_files=settings.max_files, max_fields=settings.max_files)
     except StarletteHTTPException as err:  # Starlette's own: too many files or fields, no boundary
-        raise HTTPException(err.status_code, err.detail) from None
+        problem = _parser_problem(err)  # its "Invalid multipart data." says nothing of what
+        raise HTTPException(
+            err.status_code, f"Malformed multipart body: {problem}." if problem else err.detail
+        ) from None
     except Exception as err:
         raise HTTPException(400, f"Malformed multipart body: {err}") from None
     if not _closed(body, request.headers["content-type"]):
@@ -151,6 +159,24 @@ async def _multipart_images(
     if len(files) > settings.max_files:
         raise HTTPException(400, f"Too many files: at most {settings.max_files} per request.")
     return [(upload.filename or f"file{i}", await upload.read()) for i, upload in enumerate(files)]
+
+
+def _parser_problem(err: BaseException) -> str:
+    """What python-multipart found wrong, in words a client can act on; "" if it found
+    nothing (Starlette refused the form for another reason)."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, FormParserError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return ""
+    message = str(cause)
+    if message.startswith("Maximum header size"):
+        return f"a part has a header line over {DEFAULT_MAX_HEADER_SIZE:,} bytes"
+    if message.startswith("Maximum header count"):
+        return f"a part has over {DEFAULT_MAX_HEADER_COUNT} header lines"
+    if message.startswith("Expected boundary character"):
+        return "it does not begin with the boundary that its Content-Type names"
+    return message
 
 
 def _closed(body: bytes, content_type: str) -> bool:

@@ -124,24 +124,27 @@ class LocalBackend:
         names.reset(outputs.shape[-1], list(exported.class_names()))
         return LoadedVersion(exported.version, signature, names, exported.metadata(), stamp)
 
-    def _run(self, images: list[bytes], loaded: LoadedVersion | None = None) -> list[Answer]:
+    def _run(
+        self, images: list[bytes], loaded: LoadedVersion | None = None, timed: bool = True
+    ) -> list[Answer]:
         loaded = loaded or self._loaded  # read once: a swap waits for the next batch
         start = time.perf_counter()
         outputs = loaded.signature(**{contract.INPUT_IMAGE_BYTES: self._tf.constant(images)})
-        if self._on_latency is not None:
+        if timed and self._on_latency is not None:
             self._on_latency(time.perf_counter() - start)
         probabilities = np.asarray(outputs[contract.OUTPUT_PROBABILITIES])
         return [Answer(row, loaded.version, loaded.names) for row in probabilities]
 
     def _load_and_warm_up(self, folder: pathlib.Path) -> LoadedVersion:
         loaded = self._load(folder)
-        # TensorFlow's first run of a function is slow (thread pools, kernels): not on a client.
-        self._run(probe_images()[:1], loaded)
+        # TensorFlow's first run of a function is slow (thread pools, kernels): not on a client,
+        # and not in the model-call latency metric.
+        self._run(probe_images()[:1], loaded, timed=False)
         return loaded
 
     async def start(self) -> None:
         start = time.perf_counter()
-        await asyncio.to_thread(self._run, probe_images()[:1])
+        await asyncio.to_thread(self._run, probe_images()[:1], None, False)  # warm-up
         loaded = self._loaded
         self._event(
             "loaded",

@@ -38,6 +38,16 @@ def _png_bomb(width=100_000, height=100_000):
     return header + len(ihdr[4:]).to_bytes(4, "big") + ihdr + zlib.crc32(ihdr).to_bytes(4, "big")
 
 
+def _multipart_with(extra_headers, boundary=b"b0undary"):
+    """A one-file multipart request whose part has `extra_headers`, delimited by `boundary`
+    (the Content-Type always names b0undary)."""
+    body = (
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        + extra_headers + b"\r\nxx\r\n--" + boundary + b"--\r\n"
+    )  # fmt: skip
+    return {"content": body, "headers": {"content-type": "multipart/form-data; boundary=b0undary"}}
+
+
 def _gif_bomb(width=10_000, height=10_000):
     """A GIF whose 1x1 logical screen holds one frame of `width` x `height` (data cut short)."""
     screen = b"GIF89a" + (1).to_bytes(2, "little") * 2 + b"\x00\x00\x00"
@@ -133,6 +143,23 @@ def test_predict_json_instances_and_several_files(client, test_images):
             413,
             "over 200,000 bytes",
         ),
+        # python-multipart's findings, where Starlette says only "Invalid multipart data."
+        (
+            _multipart_with(b"X-Long: " + b"a" * 5_000 + b"\r\n"),
+            400,
+            "Malformed multipart body: a part has a header line over 4,224 bytes.",
+        ),
+        (
+            _multipart_with(b"".join(b"X-%d: 1\r\n" % i for i in range(9))),
+            400,
+            "Malformed multipart body: a part has over 8 header lines.",
+        ),
+        (
+            _multipart_with(b"", boundary=b"other"),
+            400,
+            "Malformed multipart body: it does not begin with the boundary that its Content-Type",
+        ),
+        (_multipart_with(b"no colon here\r\n"), 400, "Malformed multipart body: Found invalid"),
     ],
 )
 def test_bad_requests_get_clear_json_errors(client, kwargs, status, message):
@@ -228,6 +255,22 @@ def test_api_pages_assets_come_from_the_facade_under_one_metrics_label(client):
     assert 'tf_alexnet_requests_total{route="/docs-assets",status="200"}' in metrics
     assert 'tf_alexnet_requests_total{route="/docs-assets",status="404"}' in metrics
     assert "no-such-file" not in metrics
+
+
+def _sample(metrics_text, name):
+    return next(
+        float(line.split()[-1]) for line in metrics_text.splitlines() if line.startswith(name + " ")
+    )
+
+
+def test_model_call_metrics_count_client_calls_not_the_warm_up(model_base, test_images):
+    with TestClient(create_app(Settings(model_base_path=str(model_base)))) as client:
+        # the warm-up call at start (a slow first run) was not a client's: it was counted
+        assert _sample(client.get("/metrics").text, "tf_alexnet_backend_seconds_count") == 0
+        assert client.post("/predict", files={"file": ("a.png", test_images[0])}).status_code == 200
+        metrics = client.get("/metrics").text
+        assert _sample(metrics, "tf_alexnet_backend_seconds_count") == 1
+        assert _sample(metrics, "tf_alexnet_batch_size_count") == 1
 
 
 def test_api_key(model_base, test_images):
