@@ -11,6 +11,8 @@ import dataclasses
 import os
 import pathlib
 import re
+import socket
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -156,20 +158,26 @@ def tfds_source(name: str, data_dir: str | None = None, manual_dir: str | None =
     except tfds.core.registered.DatasetNotFoundError as err:
         raise UserError(f"Unknown TFDS dataset {name!r}.") from err
     image_key, label_key = _supervised_keys(builder, name)
+    hint = (
+        f" Put the original files in a folder and pass --manual-dir or set "
+        f"${contract.ENV_MANUAL_DIR}."
+    )
+    if not manual_dir and not builder.is_prepared():
+        # Offline, TFDS retries each download for minutes before it gives up: say it now.
+        unresolved = _unresolved_hosts(builder.url_infos or {})
+        if unresolved:
+            raise UserError(
+                f"Could not prepare TFDS dataset {name!r}: its download host(s) "
+                f"{', '.join(unresolved)} cannot be resolved (no internet?).{hint}"
+            )
     try:
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
         )
     except Exception as err:  # TFDS raises many types: network, checksums, missing files
-        hint = (
-            f" Put the original files in a folder and pass --manual-dir or set "
-            f"${contract.ENV_MANUAL_DIR}."
-            if not manual_dir
-            else ""
-        )
         raise UserError(
             f"Could not prepare TFDS dataset {name!r}: {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}.{hint}"
+            f"{str(err).splitlines()[0] if str(err) else ''}.{'' if manual_dir else hint}"
         ) from err
     splits = builder.info.splits
     if "train" not in splits:
@@ -188,6 +196,31 @@ def tfds_source(name: str, data_dir: str | None = None, manual_dir: str | None =
         num_test=splits["test"].num_examples if has_test else 0,
         class_names=tuple(label_feature.names),
     )
+
+
+PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
+
+
+def _unresolved_hosts(urls: Any) -> list[str]:
+    """The hosts of `urls` that no name server knows (none behind a proxy, which resolves
+    names itself)."""
+    if any(os.environ.get(variable) for variable in PROXY_VARIABLES):
+        return []
+    hosts = sorted({urllib.parse.urlsplit(str(url)).hostname or "" for url in urls} - {""})
+    unresolved = []
+    for host in hosts:
+        try:
+            socket.getaddrinfo(host, None)
+        except OSError:
+            unresolved.append(host)
+    return unresolved
 
 
 def _supervised_keys(builder: Any, name: str) -> tuple[str, str]:

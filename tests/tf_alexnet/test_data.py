@@ -1,6 +1,9 @@
 """The input pipeline on real Fashion-MNIST and on image folders."""
 
+import contextlib
 import hashlib
+import socket
+import time
 
 import numpy as np
 import pytest
@@ -560,3 +563,43 @@ def test_image_folder_layout_mistakes_are_refused_or_noted(tmp_path, capsys):
         "images go in a subfolder per class.\n"
     )
     assert folder_source(tmp_path / "only" / "train") and capsys.readouterr().out == ""
+
+
+def test_tfds_offline_without_the_original_files_says_so_at_once(tmp_path, monkeypatch):
+    """Offline, TFDS retried its downloads for 3.5 minutes before the same advice."""
+    import tensorflow_datasets as tfds
+
+    from tf_alexnet.sources import PROXY_VARIABLES, tfds_source
+
+    monkeypatch.delenv("TF_ALEXNET_MANUAL_DIR", raising=False)
+    for variable in PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    hosts = {url.split("/")[2] for url in tfds.builder("fashion_mnist").url_infos}
+    online = []
+    for host in hosts:
+        with contextlib.suppress(OSError):
+            online.append(socket.getaddrinfo(host, None))
+    if online:
+        pytest.skip(f"this machine resolves {sorted(hosts)}: TFDS would download the files")
+    start = time.monotonic()
+    with pytest.raises(UserError) as caught:
+        tfds_source("fashion_mnist", data_dir=str(tmp_path / "tfds"))
+    assert time.monotonic() - start < 30
+    message = str(caught.value)
+    assert message.startswith("Could not prepare TFDS dataset 'fashion_mnist': its download host")
+    assert all(host in message for host in hosts)
+    assert (
+        "cannot be resolved (no internet?). Put the original files in a folder and pass " in message
+    )
+    assert "--manual-dir or set $TF_ALEXNET_MANUAL_DIR." in message
+
+
+def test_the_offline_check_leaves_names_to_a_proxy(monkeypatch):
+    from tf_alexnet.sources import PROXY_VARIABLES, _unresolved_hosts
+
+    urls = ["https://no-such-host.invalid/a.gz", "http://no-such-host.invalid/b.gz", "file:///x"]
+    for variable in PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    assert _unresolved_hosts(urls) == ["no-such-host.invalid"]  # .invalid never resolves
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    assert _unresolved_hosts(urls) == []  # the proxy resolves names, not this machine
