@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     # One result per kind of CPU (AMX, AVX512-BF16 without AMX, AVX2, ...): never compared
     # across machines.
-    name = "precision_smoke" if args.smoke else f"precision_{common.cpu_kind()}"
+    name = common.result_name("precision", args.smoke)
     common.write_results(
         name,
         {

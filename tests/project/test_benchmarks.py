@@ -211,6 +211,24 @@ def test_onednn_serving_smoke(tmp_path, fashion_mnist):
     assert "serving with oneDNN forced on, " in _summary_page(tmp_path)
 
 
+def test_precision_smoke(tmp_path):
+    """A bf16-trained mini exported both ways, each graph timed in fresh processes."""
+    result = _run("precision.py", tmp_path)
+    assert result["variant"] == "mini" and result["image_size"] == 28
+    assert result["bf16_support"]["available"] == bf16_support().available
+    configs = result["configs"]
+    assert set(configs) == {"float32 graph", "bf16 graph"}
+    for config in configs.values():
+        assert config["images_per_second_median"] > 0
+        assert config["images_per_cpu_second_median"] > 0
+    # each graph against the float32 one: itself exactly, bf16 within its rounding
+    assert configs["float32 graph"]["max_abs_difference"] == 0
+    assert 0 < configs["bf16 graph"]["max_abs_difference"] < 0.05
+    page = (tmp_path / "precision.md").read_text()
+    assert "| float32 graph |" in page and "| bf16 graph |" in page
+    assert "inference precision, " in _summary_page(tmp_path)
+
+
 def test_facade_cost_smoke(tmp_path, fashion_mnist):
     """Server CPU per request for every body kind, against the raw call and a baseline commit."""
     result = _run("facade_cost.py", tmp_path, "--baseline", "HEAD")

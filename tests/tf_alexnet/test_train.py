@@ -447,7 +447,9 @@ def test_mixed_precision_modes():
 def test_train_gives_back_the_callers_dtype_policy(fashion_mnist, tmp_path):
     """A bf16 run must not leave Keras building the caller's next models in bf16."""
     assert keras.mixed_precision.global_policy().name == "float32"
-    metrics = train(config_lib.from_dict({**TINY, "mixed_precision": "bf16"}), tmp_path / "run")
+    # a few steps: bf16 is emulated (slow) on CPUs without bf16 units
+    short = {**TINY, "train_examples": 256, "epochs": 1, "mixed_precision": "bf16"}
+    metrics = train(config_lib.from_dict(short), tmp_path / "run")
     assert metrics["dtype_policy"] == "mixed_bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"
     assert AlexNet(input_shape=(28, 28, 1), variant="mini").layers[1].dtype_policy.name == "float32"
