@@ -16,6 +16,7 @@ from tf_alexnet import startup
 from tf_alexnet.errors import UserError
 from tf_alexnet_serving.app import create_app
 from tf_alexnet_serving.local import local_model_folder
+from tf_alexnet_serving.logs import log_config
 from tf_alexnet_serving.protocol import guarded_protocol
 from tf_alexnet_serving.settings import Settings
 
@@ -45,6 +46,7 @@ def serve(
         host=host,
         port=port,
         access_log=False,
+        log_config=log_config(settings.log_format),
         http=guarded_protocol(settings),
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )

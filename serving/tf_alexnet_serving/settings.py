@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     api_key: str | None = None
     request_log: bool = True
     """One JSON line per request on stderr (logger `tf_alexnet_serving.requests`)."""
+    log_format: Literal["json", "text"] = "json"
+    """`tf-alexnet serve`: uvicorn's lines and other libraries' warnings as JSON lines too (the
+    facade's own are JSON either way), or in uvicorn's text format."""
     cors_origins: list[str] = []
 
     def resolved_backend(self) -> str:

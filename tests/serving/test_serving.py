@@ -436,6 +436,70 @@ def _log_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines() if '"request_id"' in line]
 
 
+TENSORFLOW_CPP_LINE = re.compile(
+    r"[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::InitializeLog"
+)
+
+
+def test_the_server_log_is_json_lines_unless_told_otherwise(model_base, test_images, tmp_path):
+    """uvicorn's lines were plain text among the facade's JSON ones."""
+    import json
+
+    log = tmp_path / "serve.log"
+    with LiveServer(model_base, stderr=log) as server:
+        answer = httpx.post(f"{server.url}/predict", files={"file": ("a.png", test_images[0])})
+        assert answer.status_code == 200
+    lines = log.read_text().splitlines()
+    objects = [json.loads(line) for line in lines if line.startswith("{")]
+    # Not Python's logging: TensorFlow's C++ lines (TF_CPP_MIN_LOG_LEVEL) and the command's
+    # own last word on SIGTERM.
+    others = [line for line in lines if not line.startswith("{")]
+    assert all(TENSORFLOW_CPP_LINE.match(line) for line in others[:-1]), others
+    assert others[-1] == "tf-alexnet: terminated"
+    uvicorn = [line for line in objects if line.get("logger") == "uvicorn.error"]
+    assert uvicorn[0]["message"].startswith("Started server process [")
+    assert any(line["message"].startswith("Uvicorn running on http://") for line in uvicorn)
+    assert uvicorn[-1]["message"].startswith("Finished server process [")
+    assert {line["level"] for line in uvicorn} == {"INFO"}
+    assert all(line["time"].endswith("+00:00") for line in uvicorn)
+    assert any(line.get("path") == "/predict" for line in objects)  # the request log, as before
+    text_log = tmp_path / "text.log"
+    with LiveServer(model_base, env={"TF_ALEXNET_SERVE_LOG_FORMAT": "text"}, stderr=text_log):
+        pass
+    assert "INFO:     Started server process [" in text_log.read_text()
+
+
+def test_json_log_lines_keep_a_traceback_on_the_line():
+    import json
+    import logging
+
+    from tf_alexnet_serving.logs import JsonFormatter
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord(
+            "uvicorn.error",
+            logging.ERROR,
+            __file__,
+            1,
+            "Exception in %s",
+            ("ASGI",),
+            sys.exc_info(),
+        )
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    parsed = json.loads(line)
+    assert (parsed["level"], parsed["logger"], parsed["message"]) == (
+        "ERROR",
+        "uvicorn.error",
+        "Exception in ASGI",
+    )
+    assert parsed["exception"].startswith("Traceback") and parsed["exception"].endswith(
+        "ValueError: boom"
+    )
+
+
 STALLED_UPLOAD = (
     b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
     b"Content-Length: 1000\r\n\r\n\x89PNG"
