@@ -7,6 +7,7 @@ code and that its JSON and Markdown hold the figures the README quotes.
 
 import importlib.util
 import json
+import platform
 import statistics
 import subprocess
 import sys
@@ -287,6 +288,9 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     )
     run, _ = result["runs"]
     assert 0 <= run["test_accuracy"] <= 1 and run["config"]["train_examples"] == 512  # 2 steps
+    # TensorFlow's kernels as `tf-alexnet train` picks them: oneDNN on every x86 CPU (it ran
+    # with Eigen's on AVX2-only CPUs, 1.25x slower, unlike the command it measures)
+    assert run["onednn"]["in_use"] == (platform.machine() in ("x86_64", "AMD64"))
     # the preset trains on every training image it is given: no validation split is held out
     assert (run["num_train"], run["num_validation"], run["best_val_accuracy"]) == (512, 0, None)
     # the per-epoch test curve: one point per epoch, its time kept out of the fit time
