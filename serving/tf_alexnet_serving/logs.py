@@ -3,8 +3,8 @@
 The facade's own lines (`tf_alexnet_serving.requests`, `tf_alexnet_serving.model`) are JSON
 already; this formats uvicorn's (`Started server process`, errors with their traceback) and any
 other library's warnings the same way, so a log shipper reads every line. `LOG_FORMAT=text`
-keeps uvicorn's own format. (TensorFlow's C++ lines are written by TensorFlow, not Python's
-logging: `TF_CPP_MIN_LOG_LEVEL` is their knob.)
+keeps uvicorn's own format. (TensorFlow's C++ lines are not Python's logging:
+`TF_CPP_MIN_LOG_LEVEL` is their knob.)
 """
 
 from __future__ import annotations
@@ -55,5 +55,7 @@ def log_config(log_format: str) -> dict[str, Any]:
             "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"level": "INFO"},
             "uvicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            # TensorFlow's Python logger has a text handler of its own (retracing warnings...)
+            "tensorflow": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
         },
     }

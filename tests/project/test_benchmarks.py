@@ -600,3 +600,38 @@ def test_throughput_summary_names_every_batch_size():
     assert status == "missed"  # 1.18x at batch 32
     result["summary"][4]["median_ratio_to_torch"] = 1.21
     assert summary._throughput(result)[0][3] == "met"
+
+
+def test_throughput_verdicts_leave_pairs_whose_rounds_disagree_unjudged():
+    from benchmarks.summary import _throughput
+
+    def result(tf_rates, torch_rates):
+        runs = [
+            {"round": i, "batch": 128, "name": name, "images_per_second": rate}
+            for i, (tf, torch) in enumerate(zip(tf_rates, torch_rates, strict=True))
+            for name, rate in (("tf", tf), ("torch", torch))
+        ]
+        ratio = statistics.median(t / p for t, p in zip(tf_rates, torch_rates, strict=True))
+        summary = [
+            {"name": "tf", "batch": 128, "median_ratio_to_torch": ratio,
+             "median_images_per_second": statistics.median(tf_rates)},
+            {"name": "torch", "batch": 128, "median_ratio_to_torch": 1.0,
+             "median_images_per_second": statistics.median(torch_rates)},
+        ]  # fmt: skip
+        machine = {"cpu_kind": "amd-avx2", "cpu": "AMD EPYC", "cpu_features": ["avx2"]}
+        return {
+            "machine": machine,
+            "settings": {"batches": [128]},
+            "summary": summary,
+            "runs": runs,
+        }
+
+    def status(tf_rates, torch_rates):
+        ((*_, verdict),) = _throughput(result(tf_rates, torch_rates))
+        return verdict
+
+    assert (
+        status([25.3, 24.0, 27.3], [19.1, 22.5, 22.7]) == "unsettled: rounds spread"
+    )  # 1.07-1.33x
+    assert status([28.6, 28.9, 28.6], [23.8, 24.2, 24.4]) == "missed"  # 1.17-1.20x, settled
+    assert status([30.0, 29.5, 30.2], [24.0, 24.1, 24.2]) == "met"  # 1.22-1.25x

@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import os
 import pathlib
 import re
 import signal
@@ -467,6 +468,34 @@ def test_the_server_log_is_json_lines_unless_told_otherwise(model_base, test_ima
     with LiveServer(model_base, env={"TF_ALEXNET_SERVE_LOG_FORMAT": "text"}, stderr=text_log):
         pass
     assert "INFO:     Started server process [" in text_log.read_text()
+
+
+def test_json_log_takes_tensorflows_and_other_libraries_warnings():
+    script = (
+        "import logging, logging.config\n"
+        "import tensorflow as tf\n"
+        "from tf_alexnet_serving.logs import log_config\n"
+        "import sys\n"
+        "tf.get_logger().warning('retracing, say')\n"  # TensorFlow's logger, its own handler
+        "logging.config.dictConfig(log_config('json'))\n"
+        "print('---', file=sys.stderr, flush=True)\n"
+        "tf.get_logger().warning('retracing again')\n"
+        "logging.getLogger('python_multipart').warning('skipping data')\n"
+        "logging.getLogger('python_multipart').info('not shown: below WARNING')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    after = lines[len(lines) - lines[::-1].index("---") :]
+    import json
+
+    assert [(json.loads(line)["logger"], json.loads(line)["message"]) for line in after] == [
+        ("tensorflow", "retracing again"),
+        ("python_multipart", "skipping data"),
+    ]
 
 
 def test_json_log_lines_keep_a_traceback_on_the_line():
