@@ -11,7 +11,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 
 from tf_alexnet import contract
 
@@ -104,13 +104,15 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 def allowed_methods(request: Request) -> list[str]:
     """The methods some route takes at the request's path (GET and HEAD are two routes here),
     found by asking the routes as the router does."""
+    # as the request came: a mount that routed it rewrote its root_path (keeping app_root_path)
+    scope = {**request.scope, "root_path": request.scope.get("app_root_path", "")}
+    routes = request.app.router.routes
+    if any(isinstance(r, Mount) and r.matches(scope)[0] == Match.FULL for r in routes):
+        return ["GET", "HEAD"]  # the API pages' files (StaticFiles), whatever the method
     return [
         method
         for method in HTTP_METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] == Match.FULL
-            for route in request.app.router.routes
-        )
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in routes)
     ]
 
 

@@ -251,6 +251,8 @@ def test_api_pages_assets_come_from_the_facade_under_one_metrics_label(client):
     assert script.status_code == 200 and len(script.content) > 100_000
     missing = client.get("/docs-assets/no-such-file-4f1c")
     assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+    posted = client.post("/docs-assets/swagger-ui.css")  # Allow was empty: a mount's methods
+    assert posted.status_code == 405 and posted.headers["allow"] == "GET, HEAD"
     metrics = client.get("/metrics").text
     # Labelled by the mount, not by the path asked for: any number of paths, one label.
     assert 'tf_alexnet_requests_total{route="/docs-assets",status="200"}' in metrics
