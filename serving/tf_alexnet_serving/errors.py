@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from tf_alexnet import contract
 
@@ -101,11 +102,16 @@ def install_error_handlers(app: FastAPI) -> None:
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
+def as_it_came(scope: Scope) -> Scope:
+    """`scope` with the root_path it arrived with: a mount that routed it rewrote root_path
+    (keeping the original in app_root_path), and routes no longer match it as it came."""
+    return {**scope, "root_path": scope.get("app_root_path", scope.get("root_path", ""))}
+
+
 def allowed_methods(request: Request) -> list[str]:
     """The methods some route takes at the request's path (GET and HEAD are two routes here),
     found by asking the routes as the router does."""
-    # as the request came: a mount that routed it rewrote its root_path (keeping app_root_path)
-    scope = {**request.scope, "root_path": request.scope.get("app_root_path", "")}
+    scope = as_it_came(request.scope)
     routes = request.app.router.routes
     if any(isinstance(r, Mount) and r.matches(scope)[0] == Match.FULL for r in routes):
         return ["GET", "HEAD"]  # the API pages' files (StaticFiles), whatever the method

@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tf_alexnet_serving.errors import error_response
+from tf_alexnet_serving.errors import as_it_came, error_response
 from tf_alexnet_serving.metrics import Metrics
 from tf_alexnet_serving.settings import Settings
 
@@ -66,7 +66,7 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start, root_path = time.perf_counter(), scope.get("root_path", "")
+        start = time.perf_counter()
         headers = Headers(scope=scope)
         sent_id = headers.get("x-request-id", "")
         request_id = sent_id if REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex
@@ -99,31 +99,24 @@ class RequestMiddleware:
             refusal = error_response(503, "The server shut down before the request ended.")
             await refusal(scope, receive, send_with_id)
         finally:
-            self._record(scope, root_path, state, request_id, status, time.perf_counter() - start)
+            self._record(scope, state, request_id, status, time.perf_counter() - start)
 
     @staticmethod
-    def _route_label(scope: Scope, root_path: str) -> str:
+    def _route_label(scope: Scope) -> str:
         """The route of a request that no API route answered (refused by the Content-Length
         gate, the API pages' assets, a method not allowed), else "unmatched": the app's paths
         have no parameters and a mount is labelled by its own path, so the label takes one
         value per route at most."""
-        # A mount rewrote the scope's root_path when it routed the request: match as it came.
-        scope = {**scope, "root_path": root_path}
+        scope = as_it_came(scope)
         for route in scope["app"].router.routes:
             if route.matches(scope)[0] != Match.NONE:
                 return str(route.path) if isinstance(route, Mount) else str(scope["path"])
         return "unmatched"
 
     def _record(
-        self,
-        scope: Scope,
-        root_path: str,
-        state: dict[str, Any],
-        request_id: str,
-        status: int,
-        seconds: float,
+        self, scope: Scope, state: dict[str, Any], request_id: str, status: int, seconds: float
     ) -> None:
-        path = getattr(scope.get("route"), "path", None) or self._route_label(scope, root_path)
+        path = getattr(scope.get("route"), "path", None) or self._route_label(scope)
         self.metrics.requests.labels(path, str(status)).inc()
         self.metrics.latency.labels(path).observe(seconds)
         if self.request_log is None:
