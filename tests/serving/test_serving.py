@@ -227,7 +227,9 @@ def test_top_k_ranks_by_score_and_ties_go_to_the_lowest_class_id():
     assert len(_prediction("x.png", scores, names, top_k=9).top_k) == 5  # no more than classes
 
 
-def test_health_metadata_metrics_and_page(client):
+def test_health_metadata_metrics_and_page(client, test_images):
+    # its own request, so that the metric below is there when this test runs alone
+    assert client.post("/predict", files={"file": ("a.png", test_images[0])}).status_code == 200
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready", "model": "alexnet", "version": 1}
     metadata = client.get("/v1/metadata").json()
