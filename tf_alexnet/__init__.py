@@ -8,8 +8,9 @@ tf_alexnet load with `keras.models.load_model` (or `tf_alexnet.load_model`), opt
 
 Without TensorFlow installed (the facade's slim `api` image talks to TF Serving and needs none),
 only the pure-Python parts work: `tf_alexnet.contract`, `tf_alexnet.errors`,
-`tf_alexnet.exported` (the exported-model layout), `decode_predictions`, the configuration
-declarations and the `tf-alexnet serve` command; the model API raises an ImportError that says so.
+`tf_alexnet.exported` (the exported-model layout), `decode_predictions`, `min_input_size`,
+the configuration declarations and the `tf-alexnet serve` command; the model API raises an
+ImportError that says so.
 """
 
 from __future__ import annotations

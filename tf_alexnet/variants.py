@@ -10,8 +10,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import keras
-
 from tf_alexnet import contract
 
 
@@ -41,6 +39,20 @@ class Norm:
     """The paper's local response normalization."""
 
     name: str
+
+
+def glorot_uniform() -> Any:
+    """The chapter's Xavier initialization (Glorot uniform), a new initializer per layer."""
+    import keras  # here, not at the top: the tables and their geometry need no TensorFlow
+
+    return keras.initializers.GlorotUniform()
+
+
+def paper_normal() -> Any:
+    """The paper's initialization: N(0, 0.01), a new initializer per layer."""
+    import keras
+
+    return keras.initializers.RandomNormal(stddev=0.01)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +96,7 @@ VARIANTS: dict[str, Variant] = {
         ),
         hidden_units=4096,
         hidden_bias=0.0,
-        kernel_initializer=lambda: keras.initializers.GlorotUniform(),
+        kernel_initializer=glorot_uniform,
     ),
     "paper": Variant(
         features=(
@@ -101,7 +113,7 @@ VARIANTS: dict[str, Variant] = {
         ),
         hidden_units=4096,
         hidden_bias=1.0,
-        kernel_initializer=lambda: keras.initializers.RandomNormal(stddev=0.01),
+        kernel_initializer=paper_normal,
     ),
     "mini": Variant(
         features=(
@@ -116,7 +128,7 @@ VARIANTS: dict[str, Variant] = {
         ),
         hidden_units=512,
         hidden_bias=0.0,
-        kernel_initializer=lambda: keras.initializers.GlorotUniform(),
+        kernel_initializer=glorot_uniform,
         batch_norm=True,
     ),
 }

@@ -326,6 +326,23 @@ def test_min_input_sizes():
     AlexNet(input_shape=(67, 67, 1))  # the smallest accepted input builds
 
 
+def test_the_variant_tables_import_first_and_without_tensorflow():
+    """`from tf_alexnet.variants import min_input_size` as a program's first import was a
+    circular ImportError: the tables imported Keras, whose import hook loads the layers, which
+    import the half-loaded tables."""
+    code = (
+        "import sys\n"
+        "from tf_alexnet.variants import min_input_size\n"
+        "import tf_alexnet\n"
+        "print(min_input_size('d2l'), tf_alexnet.min_input_size('mini'))\n"
+        "print('tensorflow' in sys.modules)\n"
+        "import keras\n"  # the hook still registers the custom layers afterwards
+        "print('tf_alexnet>FusedBatchNormalization' in keras.saving.get_custom_objects())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["67", "1", "False", "True"], result.stderr[-2000:]
+
+
 def test_weights_from_keras_file_seed_a_feature_extractor(tmp_path):
     trained = AlexNet(input_shape=(32, 32, 1), variant="mini")
     path = tmp_path / "trained.keras"
