@@ -13,6 +13,7 @@ filter off. It also turns on oneDNN's CPU kernels where TensorFlow leaves them o
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import re
@@ -107,9 +108,25 @@ def onednn_in_use() -> bool | None:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+class KerasGroupedConvRetracing(logging.Filter):
+    """Drops TensorFlow's "N out of the last N calls to <function conv.<locals>._conv_xla>
+    triggered tf.function retracing" warnings.
+
+    On a CPU, Keras runs a grouped convolution (the paper variant's conv2, conv4 and conv5)
+    through a `tf.function` it makes anew on every call, so tracing a paper model a few times
+    (export traces each signature) warned four times about code that is Keras's, not the
+    user's. Other retracing warnings pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("_conv_xla" in message and "triggered tf.function retracing" in message)
+
+
 def start_tensorflow(onednn: bool = True) -> None:
     """Imports TensorFlow, with oneDNN where it leaves it off (unless `onednn` is False: then
-    TensorFlow's own choice), and probes its devices (where the noise is printed), quietly."""
+    TensorFlow's own choice), and probes its devices (where the noise is printed), quietly.
+    TensorFlow's Python logger drops Keras's grouped-convolution retracing warnings."""
     set_log_level()
     if onednn:
         prefer_onednn()
@@ -117,3 +134,6 @@ def start_tensorflow(onednn: bool = True) -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices("GPU")
+    tf_logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, KerasGroupedConvRetracing) for f in tf_logger.filters):
+        tf_logger.addFilter(KerasGroupedConvRetracing())

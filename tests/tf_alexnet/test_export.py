@@ -248,6 +248,38 @@ def test_export_from_the_command_line(trained_run, tmp_path):
     assert bad.returncode == 2 and "No run directory or model file" in bad.stderr
 
 
+def test_the_paper_variant_exports_and_serves_quietly(tmp_path):
+    """The paper variant's grouped convolutions run through a function Keras makes anew per
+    call on a CPU: its export printed four tf.function retracing warnings."""
+    from tf_alexnet import AlexNet
+
+    model = AlexNet(input_shape=(67, 67, 3), variant="paper", width=0.25, classes=4)
+    model.save(tmp_path / "paper.keras")
+    rng = np.random.default_rng(0)
+    images = [
+        tf.io.encode_png(rng.integers(0, 255, (90, 70, 3), dtype=np.uint8)).numpy()
+        for _ in range(3)
+    ]
+    for i, image in enumerate(images):
+        (tmp_path / f"{i}.png").write_bytes(image)
+    result = run_cli(
+        "export",
+        str(tmp_path / "paper.keras"),
+        "--model-base-path",
+        str(tmp_path / "models"),
+        "--sample-images",
+        *(str(tmp_path / f"{i}.png") for i in range(3)),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "retracing" not in result.stderr, result.stderr[-3000:]
+    serve = tf.saved_model.load(str(tmp_path / "models" / "alexnet" / "1"))
+    outputs = serve.signatures[contract.SIGNATURE_IMAGE_BYTES](image_bytes=tf.constant(images))
+    pixels = tf.stack([tf.io.decode_png(image) for image in images])
+    pixels = tf.image.resize(tf.cast(pixels, tf.float32) / 255, (67, 67), antialias=True)
+    expected = tf.nn.softmax(model(pixels)).numpy()  # the paper variant outputs logits
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def mini_model(tmp_path_factory):
     """A small untrained `mini` model file at 28x28x1 (exports in seconds)."""
