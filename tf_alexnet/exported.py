@@ -163,10 +163,46 @@ class ExportedModel:
         self.extra.mkdir(parents=True, exist_ok=True)
         self.metadata_file.write_text(json.dumps(metadata, indent=2) + "\n")
 
+    def check_bytes_signature(self) -> None:
+        """UserError unless the SavedModel's bytes signature takes encoded images and gives
+        probabilities, as `tf-alexnet export` writes it. Read from `saved_model.pb` alone, without
+        the variables, so that `serve` refuses another model in a second, before it starts."""
+        from google.protobuf.message import DecodeError
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        saved = saved_model_pb2.SavedModel()
+        try:
+            saved.ParseFromString(self.saved_model_file.read_bytes())
+        except DecodeError:
+            raise UserError(
+                f"{str(self.saved_model_file)!r} is not a SavedModel (it does not parse)."
+            ) from None
+        name = contract.SIGNATURE_IMAGE_BYTES
+        found = [
+            graph.signature_def[name] for graph in saved.meta_graphs if name in graph.signature_def
+        ]
+        inputs = sorted(found[0].inputs) if found else []
+        outputs = sorted(found[0].outputs) if found else []
+        if contract.INPUT_IMAGE_BYTES in inputs and contract.OUTPUT_PROBABILITIES in outputs:
+            return
+        has = (
+            f"its {name!r} signature takes {_listed(inputs)} and gives {_listed(outputs)}"
+            if found
+            else f"it has no {name!r} signature"
+        )
+        raise UserError(
+            f"{str(self.path)!r} is not a tf-alexnet export: {has}, where an export takes "
+            f"{contract.INPUT_IMAGE_BYTES!r} and gives {contract.OUTPUT_PROBABILITIES!r}. Export "
+            "the model with `tf-alexnet export`."
+        )
+
     def signature(self, name: str = contract.SIGNATURE_IMAGE_BYTES) -> Any:
-        """A signature of the SavedModel as a TF function (imports TensorFlow)."""
+        """A signature of the SavedModel as a TF function (imports TensorFlow); the bytes
+        signature is checked to be an export's first."""
         import tensorflow as tf
 
+        if name == contract.SIGNATURE_IMAGE_BYTES:
+            self.check_bytes_signature()
         signatures = tf.saved_model.load(str(self.path)).signatures
         if name not in signatures:
             raise UserError(
@@ -175,6 +211,10 @@ class ExportedModel:
             )
         signature: Callable[..., Any] = signatures[name]
         return signature
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(map(repr, names)) if names else "nothing"
 
 
 def load_exported(path: str | os.PathLike[str]) -> Any:

@@ -14,6 +14,7 @@ import uvicorn
 
 from tf_alexnet import startup
 from tf_alexnet.errors import UserError
+from tf_alexnet.exported import ExportedModel
 from tf_alexnet_serving.app import create_app
 from tf_alexnet_serving.local import local_model_folder
 from tf_alexnet_serving.logs import log_config
@@ -39,7 +40,8 @@ def serve(
         # oneDNN, which `start_tensorflow` adds on AVX2-only CPUs for training, made one-image
         # calls slower there (docs/benchmarks/onednn_serving_amd-avx2.md).
         startup.start_tensorflow(onednn=False)
-        local_model_folder(settings)  # fail early, with one line, when nothing is exported
+        # Fail early, with one line, when nothing is exported or the model is not an export.
+        ExportedModel(local_model_folder(settings)).check_bytes_signature()
     # The facade logs each request as one JSON line (REQUEST_LOG); uvicorn's own would repeat it.
     uvicorn.run(
         create_app(settings),

@@ -643,6 +643,35 @@ def test_serve_without_models_is_a_clear_error(tmp_path):
     )
 
 
+def test_serve_refuses_a_model_that_is_not_an_export_in_one_line(tmp_path):
+    """A Keras `model.export()` served with the local backend ended in a KeyError traceback
+    from uvicorn's start-up, exit status 3."""
+    from tests.conftest import run_cli
+    from tf_alexnet.model import AlexNet
+
+    foreign = tmp_path / "foreign" / "alexnet" / "1"
+    AlexNet(input_shape=(28, 28, 1), classes=3, variant="mini", width=0.25).export(
+        str(foreign), verbose=False
+    )
+    result = run_cli("serve", "--model-base-path", str(tmp_path / "foreign"), timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tf-alexnet: error: {str(foreign)!r} is not a tf-alexnet export: its 'serving_default' "
+        "signature takes 'image' and gives 'output_0', where an export takes 'image_bytes' and "
+        "gives 'probabilities'. Export the model with `tf-alexnet export`."
+    )
+    broken = tmp_path / "broken" / "alexnet" / "1"
+    broken.mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    result = run_cli("serve", "--model-base-path", str(tmp_path / "broken"), timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tf-alexnet: error: {str(broken / 'saved_model.pb')!r} is not a SavedModel (it does "
+        "not parse)."
+    )
+
+
 def test_serve_with_a_model_name_not_in_the_base_path_names_those_there(model_base):
     from tests.conftest import run_cli
 

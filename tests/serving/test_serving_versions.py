@@ -84,9 +84,15 @@ def local_backend(base, **settings):
 
 
 def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
-    one_version, publish_three_classes, test_images, events
+    one_version, publish_three_classes, test_images, events, tmp_path
 ):
+    from tf_alexnet.model import AlexNet
+
     fashion = list(contract.default_class_names(10))
+    keras_export = tmp_path / "keras-export"  # a SavedModel, but not a tf-alexnet export
+    AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.25).export(
+        str(keras_export), verbose=False
+    )
 
     async def main():
         backend = local_backend(one_version)
@@ -114,6 +120,8 @@ def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
             (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
             assert not await backend.reload()
             assert not await backend.reload()  # refused once, not tried again every poll
+            shutil.copytree(keras_export, one_version / "alexnet" / "8")
+            assert not await backend.reload()
             third = await backend.predict(test_images[0])
             assert (third.version, third.names.as_list()) == (1, fashion)
 
@@ -135,6 +143,7 @@ def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
         ("model_loaded", 2),
         ("model_loaded", 1),
         ("model_load_failed", 7),
+        ("model_load_failed", 8),
         ("model_no_versions", 1),
         ("model_loaded", 1),
     ]
@@ -144,6 +153,10 @@ def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
     assert events.lines[3]["serving"] == 1
     assert events.lines[3]["error"]  # the reason, on one line
     assert "\n" not in events.lines[3]["error"]
+    assert (
+        "is not a tf-alexnet export: its 'serving_default' signature takes 'image'"
+        in (events.lines[4]["error"])
+    )
 
 
 def test_a_version_copied_in_halfway_is_loaded_once_the_copy_is_complete(one_version, events):

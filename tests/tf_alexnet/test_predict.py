@@ -117,6 +117,17 @@ def test_missing_model_is_a_user_error(images, tmp_path):
         predict_files(images, tmp_path)
 
 
+def test_a_saved_model_that_is_not_an_export_is_named_as_such(images, tmp_path):
+    """It said "has no class names asset", as if the export had lost a file."""
+    from tf_alexnet.model import AlexNet
+
+    AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.25).export(
+        str(tmp_path / "1"), verbose=False
+    )
+    with pytest.raises(UserError, match=r"/1' is not a tf-alexnet export: its 'serving_default'"):
+        predict_files(images, tmp_path)
+
+
 def test_a_folder_stands_for_its_images(images, exported_dir, tmp_path):
     """`predict photos/` said "Is a directory": a folder is read as its images, at any depth."""
     import shutil
