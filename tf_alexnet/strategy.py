@@ -103,7 +103,7 @@ def choose_precision(mode: str, bf16: Bf16Support | None = None) -> Precision:
     `auto`: bf16 on GPUs of compute capability >= 8.0, fp16 on 7.x; on a CPU (no GPU), bf16
     where the CPU's bf16 units beat float32 (AMX; AVX512-BF16 on AMD Zen 4 and newer: see
     `tf_alexnet.hardware`), float32 elsewhere. An explicit mode always wins; fp16 needs a GPU of
-    capability >= 7.0.
+    capability >= 7.0. An explicit bf16 on a CPU without bf16 units says it will be slow.
     """
     gpus = tf.config.list_physical_devices("GPU")
     capability = min(
@@ -132,7 +132,11 @@ def choose_precision(mode: str, bf16: Bf16Support | None = None) -> Precision:
         raise UserError(
             f"`mixed_precision` should be one of off, bf16, fp16, auto. Received: {mode!r}"
         )
-    return Precision(mode, policies[mode], f"{mode}: set explicitly")
+    reason = f"{mode}: set explicitly"
+    if mode == "bf16" and capability is None and not (support := bf16 or bf16_support()).available:
+        # TensorFlow says only "oneDNN supports DT_BFLOAT16 only on platforms with AVX-512".
+        reason += f"; {support.reason}, so bf16 runs emulated, slower than float32"
+    return Precision(mode, policies[mode], reason)
 
 
 def set_mixed_precision(mode: str, bf16: Bf16Support | None = None) -> Precision:

@@ -111,8 +111,13 @@ def test_auto_picks_bf16_only_where_the_units_are():
     assert choose_precision("auto", Bf16Support(True, "units")).policy == "mixed_bfloat16"
     fp32 = choose_precision("auto", Bf16Support(False, "no units"))
     assert fp32.policy == "float32" and fp32.reason == "auto: no units"
-    # An explicit choice always wins over the hardware.
-    assert choose_precision("bf16", Bf16Support(False, "no units")).policy == "mixed_bfloat16"
+    # An explicit choice always wins over the hardware, and says when it will be slow.
+    emulated = choose_precision("bf16", Bf16Support(False, "no units"))
+    assert emulated.policy == "mixed_bfloat16"
+    assert emulated.reason == (
+        "bf16: set explicitly; no units, so bf16 runs emulated, slower than float32"
+    )
+    assert choose_precision("bf16", Bf16Support(True, "units")).reason == "bf16: set explicitly"
     assert choose_precision("off", Bf16Support(True, "units")).policy == "float32"
     # On this machine, auto follows the detection.
     here = choose_precision("auto")
@@ -150,10 +155,12 @@ def test_a_bf16_trained_run_exports_as_float32(fashion_mnist, tmp_path):
         "train", "--config", str(tmp_path / "bf16.json"), "--run-dir", str(tmp_path / "run")
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
-    assert "Precision: mixed_bfloat16 (bf16: set explicitly)" in trained.stdout
+    reason = choose_precision("bf16").reason  # names the emulation where there are no units
+    assert reason.startswith("bf16: set explicitly")
+    assert f"Precision: mixed_bfloat16 ({reason})" in trained.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["dtype_policy"] == "mixed_bfloat16"
-    assert metrics["mixed_precision"] == {"requested": "bf16", "reason": "bf16: set explicitly"}
+    assert metrics["mixed_precision"] == {"requested": "bf16", "reason": reason}
 
     exported = run_cli("export", str(tmp_path / "run"), "--base-path", str(tmp_path / "models"))
     assert exported.returncode == 0, exported.stderr[-3000:]
