@@ -10,7 +10,8 @@ BASE/NAME/<version>/                  an integer-named folder (TF Serving ignore
 
 `export.py` writes this layout; prediction, evaluation and every serving backend read it
 through this module. The layout part is pure Python (the facade's REST backend runs without
-TensorFlow); only `ExportedModel.signature` and `load_exported` import TensorFlow, when called.
+TensorFlow); only `ExportedModel.signature`, `ExportedModel.check_bytes_signature` and
+`load_exported` import TensorFlow, when called.
 """
 
 from __future__ import annotations
