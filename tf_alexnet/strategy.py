@@ -135,7 +135,7 @@ def choose_precision(mode: str, bf16: Bf16Support | None = None) -> Precision:
     reason = f"{mode}: set explicitly"
     if mode == "bf16" and capability is None and not (support := bf16 or bf16_support()).available:
         # TensorFlow says only "oneDNN supports DT_BFLOAT16 only on platforms with AVX-512".
-        reason += f"; {support.reason}, so bf16 runs emulated, slower than float32"
+        reason += f"; {support.reason}, so bf16 runs slower than float32 here"
     return Precision(mode, policies[mode], reason)
 
 

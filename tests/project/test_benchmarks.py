@@ -598,8 +598,11 @@ def test_throughput_summary_names_every_batch_size():
     ((_, figures, _, status),) = summary._throughput(result)
     assert "batch 32: fp32 1.18x, bf16 1.25x" in figures and "fp32 10.0 img/s = 1.40x" in figures
     assert status == "missed"  # 1.18x at batch 32
+    assert "best TF setting" not in figures  # none measured: `tf` and `tf-bf16` are no settings
     result["summary"][4]["median_ratio_to_torch"] = 1.21
     assert summary._throughput(result)[0][3] == "met"
+    result["summary"].append(row("tf-xla", 128, 1.12))
+    assert "best TF setting `tf-xla` 1.12x" in summary._throughput(result)[0][1]
 
 
 def test_throughput_verdicts_leave_pairs_whose_rounds_disagree_unjudged():

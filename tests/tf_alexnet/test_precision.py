@@ -115,7 +115,7 @@ def test_auto_picks_bf16_only_where_the_units_are():
     emulated = choose_precision("bf16", Bf16Support(False, "no units"))
     assert emulated.policy == "mixed_bfloat16"
     assert emulated.reason == (
-        "bf16: set explicitly; no units, so bf16 runs emulated, slower than float32"
+        "bf16: set explicitly; no units, so bf16 runs slower than float32 here"
     )
     assert choose_precision("bf16", Bf16Support(True, "units")).reason == "bf16: set explicitly"
     assert choose_precision("off", Bf16Support(True, "units")).policy == "float32"
