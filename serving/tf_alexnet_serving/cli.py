@@ -31,8 +31,12 @@ def serve(
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except pydantic.ValidationError as err:
         first = err.errors()[0]
+        where = ".".join(map(str, first["loc"]))  # empty when settings disagree together
+        message = first["msg"].removeprefix("Value error, ")
         raise UserError(
-            f"Invalid serving setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            f"Invalid serving setting {where}: {message}"
+            if where
+            else f"Invalid serving settings: {message}"
         ) from None
     check_can_listen(host, port)  # before the model loads: a busy port fails in a second
     if settings.resolved_backend() == "local":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tf_alexnet import contract
@@ -67,6 +67,28 @@ class Settings(BaseSettings):
     """`tf-alexnet serve`: uvicorn's lines and other libraries' warnings as JSON lines too (the
     facade's own are JSON either way), or in uvicorn's text format."""
     cors_origins: list[str] = []
+
+    @field_validator("model_name")
+    @classmethod
+    def _a_plain_name(cls, name: str) -> str:
+        """A folder name under `model_base_path`, as TF Serving's model names are."""
+        if not name or name in {".", ".."} or any(c in name for c in "/\\\0"):
+            raise ValueError(f"should be a folder name, without '/'. Received: {name!r}")
+        return name
+
+    @model_validator(mode="after")
+    def _an_address_for_tf_serving(self) -> Settings:
+        """A TF Serving backend chosen by name needs its address."""
+        needed = {
+            "tfserving-rest": "tfserving_rest_url",
+            "tfserving-grpc": "tfserving_grpc_address",
+        }
+        setting = needed.get(self.backend)
+        if setting is not None and not getattr(self, setting):
+            raise ValueError(
+                f"backend {self.backend!r} needs {setting} (TF_ALEXNET_SERVE_{setting.upper()})"
+            )
+        return self
 
     def resolved_backend(self) -> str:
         if self.backend != "auto":

@@ -672,6 +672,33 @@ def test_serve_refuses_a_model_that_is_not_an_export_in_one_line(tmp_path):
     )
 
 
+@pytest.mark.parametrize("name", ["../models/alexnet", "a/b", "..", ".", ""])
+def test_a_model_name_is_a_folder_name(name):
+    """`--model-name ../models/alexnet` served a folder outside the base path."""
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="should be a folder name, without '/'"):
+        Settings(model_name=name)
+    assert Settings(model_name="fashion-v2.1_b").model_name == "fashion-v2.1_b"
+
+
+def test_a_tf_serving_backend_chosen_without_its_address_is_one_line():
+    """It started, then ended in a ValueError traceback from uvicorn's start-up (exit 3)."""
+    from tests.conftest import run_cli
+
+    for backend, variable in (
+        ("tfserving-rest", "TF_ALEXNET_SERVE_TFSERVING_REST_URL"),
+        ("tfserving-grpc", "TF_ALEXNET_SERVE_TFSERVING_GRPC_ADDRESS"),
+    ):
+        result = run_cli("serve", env={"TF_ALEXNET_SERVE_BACKEND": backend}, timeout=120)
+        assert result.returncode == 2, result.stderr[-3000:]
+        setting = variable.removeprefix("TF_ALEXNET_SERVE_").lower()
+        assert result.stderr.strip().splitlines() == [
+            f"tf-alexnet: error: Invalid serving settings: backend {backend!r} needs {setting} "
+            f"({variable})"
+        ]
+
+
 def test_serve_with_a_model_name_not_in_the_base_path_names_those_there(model_base):
     from tests.conftest import run_cli
 
