@@ -138,6 +138,23 @@ def _reason(err: tf.errors.OpError) -> str:
     return message.strip() or type(err).__name__
 
 
+def _builder_problem(tfds: Any, name: str, err: Exception) -> str:
+    """TFDS's reason a builder could not be made, without its preamble, with the dataset's
+    configs when the config was the problem (TFDS's own list comes after its message)."""
+    reason = re.sub(r'^Failed to construct dataset "[^"]*", builder_kwargs "[^"]*": ', "", str(err))
+    reason = reason.split(" Here are ")[0].strip().rstrip(".")
+    try:
+        configs = [
+            config.name for config in tfds.builder_cls(re.split(r"[/:]", name)[0]).BUILDER_CONFIGS
+        ]
+    except Exception:  # the list is a courtesy; the reason stands without it
+        configs = []
+    if configs and "BuilderConfig" in reason:
+        more = f", ... ({len(configs)} in all)" if len(configs) > 8 else ""
+        reason += f"; its configs: {', '.join(configs[:8])}{more}"
+    return reason + "."
+
+
 def load_source(spec: DataSpec) -> Source:
     """Opens the configured source (an image folder, else a TFDS dataset)."""
     if spec.image_folder:
@@ -157,6 +174,8 @@ def tfds_source(name: str, data_dir: str | None = None, manual_dir: str | None =
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as err:
         raise UserError(f"Unknown TFDS dataset {name!r}.") from err
+    except (ValueError, AssertionError) as err:  # TFDS's words for a config or version it lacks
+        raise UserError(f"TFDS dataset {name!r}: {_builder_problem(tfds, name, err)}") from err
     image_key, label_key = _supervised_keys(builder, name)
     hint = (
         f" Put the original files in a folder and pass --manual-dir or set "

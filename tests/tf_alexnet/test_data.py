@@ -446,6 +446,17 @@ def test_train_examples_is_a_seeded_sample_of_every_class(tmp_path):
     [
         ({"image_folder": "/nonexistent/folder"}, "does not exist"),
         ({"dataset": "no_such_dataset_xyz"}, "Unknown TFDS dataset 'no_such_dataset_xyz'"),
+        # a traceback (AssertionError) and a line ending in "whose name closely match:"
+        (
+            {"dataset": "fashion_mnist:9.9.9"},
+            r"^TFDS dataset 'fashion_mnist:9\.9\.9': Dataset fashion_mnist cannot be loaded at "
+            r"version 9\.9\.9, only: 3\.0\.1\.$",
+        ),
+        (
+            {"dataset": "mnist_corrupted/xyz"},
+            r"^TFDS dataset 'mnist_corrupted/xyz': BuilderConfig xyz not found with version None; "
+            r"its configs: identity, shot_noise, .*, \.\.\. \(\d+ in all\)\.$",
+        ),
         ({"validation_fraction": 1.5}, "validation_fraction"),  # refused by DataSpec itself
     ],
 )
