@@ -117,10 +117,13 @@ def raw_worker(model_dir: str, requests: int, batches: list[int]) -> dict[str, A
 
 @contextlib.contextmanager
 def server(
-    base: pathlib.Path, source: pathlib.Path | None = None, batch_wait_ms: float | None = None
+    base: pathlib.Path,
+    source: pathlib.Path | None = None,
+    batch_wait_ms: float | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
     """`tf-alexnet serve` on a free port, with its default settings: this checkout's, or the one
-    in `source`; `batch_wait_ms` overrides MAX_BATCH_WAIT_MS."""
+    in `source`; `batch_wait_ms` overrides MAX_BATCH_WAIT_MS; `extra_env` adds variables."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # What BF16=auto picks in this checkout, set explicitly so that a baseline with an older
@@ -128,6 +131,7 @@ def server(
     env = {"TF_ALEXNET_SERVE_BF16": "on" if bf16_support().available else "off"}
     if batch_wait_ms is not None:
         env["TF_ALEXNET_SERVE_MAX_BATCH_WAIT_MS"] = str(batch_wait_ms)
+    env |= extra_env or {}
     if source is not None:  # an earlier commit's code first on the path
         env["PYTHONPATH"] = os.pathsep.join([str(source), str(source / "serving")])
     command = [sys.executable, "-m", "tf_alexnet.cli", "serve", "--port", str(port)]

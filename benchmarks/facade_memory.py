@@ -109,13 +109,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     small = gradient_image(28, "png")
     rows = []
     with tempfile.TemporaryDirectory() as folder, baseline_source(args.baseline) as old:
-        servers = {"this commit": None} | ({f"baseline {args.baseline}": old} if old else {})
+        servers: dict[str, tuple[pathlib.Path | None, dict[str, str]]] = {"this commit": (None, {})}
+        servers |= {f"baseline {args.baseline}": (old, {})} if old else {}
+        servers |= {name: (None, env) for name, env in args.settings.items()}
         bases = export_models(pathlib.Path(folder), args.models)
         for model, base in bases.items():
             for kind in [*args.formats, "small"]:
                 image = small if kind == "small" else gradient_image(side, kind)
-                for name, source in servers.items():
-                    with server(base, source) as (url, pid):
+                for name, (source, env) in servers.items():
+                    with server(base, source, extra_env=env) as (url, pid):
                         post(url, small, 1)  # warm-up: the first call traces the model
                         for concurrency, per_request in args.loads:
                             probe = small if (concurrency, per_request) == args.loads[-1] else None
@@ -196,12 +198,26 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--models", nargs="+", default=["mini:28", "d2l:224"], help="VARIANT:SIZE exports"
     )
     parser.add_argument("--baseline", help="also serve this git ref's facade, side by side")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VAR=VALUE[,VAR=VALUE]",
+        help="also serve this commit's facade with these environment variables, side by side",
+    )
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
     parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
     parser.add_argument("--name")
     args = parser.parse_args(argv)
     args.models = [(variant, int(size)) for variant, size in (m.split(":") for m in args.models)]
     args.loads = LOADS
+    args.settings = {}
+    for setting in args.setting:
+        name, _, assignments = setting.partition("=")
+        pairs = [pair.partition("=") for pair in assignments.split(",")]
+        if not name or not all(var and sep for var, sep, _ in pairs):
+            parser.error(f"--setting should be NAME=VAR=VALUE[,VAR=VALUE], got {setting!r}")
+        args.settings[name] = {var: value for var, _, value in pairs}
     if args.smoke:
         args.pixels, args.formats, args.models = 250_000, ["jpeg"], [("mini", 28)]
         args.loads = [(1, 1), (2, 4)]

@@ -263,8 +263,8 @@ def _facade_cost(result: dict[str, Any]) -> list[list[str]]:
 
 
 def _facade_memory(result: dict[str, Any]) -> list[list[str]]:
-    """Per model and image format: the largest load's peak memory and a small request's wait,
-    this commit against the baseline."""
+    """Per model and image format: the largest load's peak memory, the memory kept after it and
+    a small request's wait, this commit against the baseline and other settings."""
     kind = result["machine"].get("cpu_kind", "?")
     largest: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for load in result["loads"]:
@@ -274,7 +274,8 @@ def _facade_memory(result: dict[str, Any]) -> list[list[str]]:
     for (model, image_format), servers in largest.items():
         this = servers["this commit"]
         compared = [
-            f"{name}: {load['rss_peak_mb']:,.0f} MB, {load['small_request_seconds']:.1f} s"
+            f"{name}: {load['rss_peak_mb']:,.0f} MB, {load['rss_after_mb']:,.0f} MB after, "
+            f"{load['small_request_seconds']:.1f} s"
             for name, load in servers.items()
             if name != "this commit"
         ]
@@ -284,7 +285,8 @@ def _facade_memory(result: dict[str, Any]) -> list[list[str]]:
             [
                 f"facade memory, {kind}: {model}, {this['concurrency']} x "
                 f"{this['images_per_request']} {image_format} images of {size}",
-                f"peak RSS {this['rss_peak_mb']:,.0f} MB; a one-image request sent into the "
+                f"peak RSS {this['rss_peak_mb']:,.0f} MB, {this['rss_after_mb']:,.0f} MB after; "
+                "a one-image request sent into the "
                 f"load waited {this['small_request_seconds']:.1f} s"
                 + (f" ({'; '.join(compared)})" if compared else ""),
                 "",

@@ -8,6 +8,7 @@ code and that its JSON and Markdown hold the figures the README quotes.
 import importlib.util
 import json
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -175,14 +176,17 @@ def test_serving_smoke(tmp_path, fashion_mnist):
 
 
 def test_facade_memory_smoke(tmp_path, fashion_mnist):
-    """Memory and waits under the largest uploads, this commit beside a baseline commit."""
-    result = _run("facade_memory.py", tmp_path, "--baseline", "HEAD")
+    """Memory and waits under the largest uploads, this commit beside a baseline commit and
+    beside itself under other environment variables."""
+    setting = "system-alloc=TF_ENABLE_ONEDNN_OPTS=1,TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1"
+    result = _run("facade_memory.py", tmp_path, "--baseline", "HEAD", "--setting", setting)
     rows = result["loads"]
     # per server, model and format (the large images and 28x28 ones), each load
+    servers = ("this commit", "baseline HEAD", "system-alloc")
     assert {(r["server"], r["format"]) for r in rows} == {
-        (server, kind) for server in ("this commit", "baseline HEAD") for kind in ("jpeg", "small")
+        (server, kind) for server in servers for kind in ("jpeg", "small")
     }
-    assert len(rows) == 2 * 2 * 2 and result["pixels_per_image"] == 500 * 500
+    assert len(rows) == 3 * 2 * 2 and result["pixels_per_image"] == 500 * 500
     for row in rows:
         assert row["statuses"] == [200] * row["concurrency"]
         assert 0 < row["rss_before_mb"] <= row["rss_peak_mb"]  # the peak was reset per load
@@ -193,7 +197,8 @@ def test_facade_memory_smoke(tmp_path, fashion_mnist):
     assert "| this commit | mini-28 | jpeg | 2 x 4 |" in (tmp_path / "facade_memory.md").read_text()
     headline = _summary_page(tmp_path)
     assert "facade memory, " in headline and "2 x 4 jpeg images of 250,000 pixels" in headline
-    assert "(baseline HEAD: " in headline
+    assert "(baseline HEAD: " in headline and "; system-alloc: " in headline
+    assert re.search(r"peak RSS [\d,]+ MB, [\d,]+ MB after;", headline)
 
 
 def test_onednn_serving_smoke(tmp_path, fashion_mnist):
