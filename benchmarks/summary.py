@@ -83,7 +83,7 @@ def _throughput(result: dict[str, Any]) -> list[list[str]]:
     like_for_like = [
         r["median_ratio_to_torch"]
         for r in result["summary"]
-        if r["name"] in ("tf", "tf-bf16") and r["median_ratio_to_torch"] is not None
+        if r["name"] in LIKE_FOR_LIKE and r["median_ratio_to_torch"] is not None
     ]
     settings = [r for r in result["summary"] if r["name"] not in PLAIN_RUNS]
     if settings:  # `tf` itself is no setting: named only when settings were measured
@@ -112,7 +112,10 @@ def _throughput(result: dict[str, Any]) -> list[list[str]]:
     ]
 
 
-PLAIN_RUNS = frozenset({"tf", "tf-bf16", "tf-default", "torch", "torch-bf16"})
+LIKE_FOR_LIKE = ("tf", "tf-bf16")
+"""TF's runs judged against PyTorch in the same precision (`torch`, `torch-bf16`)."""
+
+PLAIN_RUNS = frozenset({*LIKE_FOR_LIKE, "tf-default", "torch", "torch-bf16"})
 """The runs without a TF setting (XLA, steps per execution, ...) measured beside them."""
 
 UNSETTLED_SPREAD = 0.15
@@ -125,7 +128,7 @@ def _round_ratios(runs: list[dict[str, Any]]) -> dict[tuple[int, str], list[floa
     pairs: dict[tuple[int, str], list[float]] = {}
     for (round_, batch, name), rate in rates.items():
         torch = (round_, batch, "torch" + name.removeprefix("tf"))
-        if name in ("tf", "tf-bf16") and torch in rates:
+        if name in LIKE_FOR_LIKE and torch in rates:
             pairs.setdefault((batch, name), []).append(rate / rates[torch])
     return pairs
 
