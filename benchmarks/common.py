@@ -159,6 +159,33 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def parse_settings(values: Sequence[str]) -> dict[str, dict[str, str]]:
+    """`--setting NAME=VAR=VALUE[,VAR=VALUE]` values as {NAME: {VAR: VALUE}}.
+
+    Raises:
+        ValueError: a value not of that form.
+    """
+    settings = {}
+    for setting in values:
+        name, _, assignments = setting.partition("=")
+        pairs = [pair.partition("=") for pair in assignments.split(",")]
+        if not name or not all(var and sep for var, sep, _ in pairs):
+            raise ValueError(f"--setting should be NAME=VAR=VALUE[,VAR=VALUE], got {setting!r}")
+        settings[name] = {var: value for var, _, value in pairs}
+    return settings
+
+
+def add_setting_option(parser: Any) -> None:
+    """`--setting`: serve this commit's facade again under other environment variables."""
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VAR=VALUE[,VAR=VALUE]",
+        help="also serve this commit's facade with these environment variables, side by side",
+    )
+
+
 def run_json(
     args: Sequence[str],
     env: dict[str, str] | None = None,

@@ -20,7 +20,8 @@ nanoseconds), so it holds up better than wall time when neighbours share the mac
   round (one round's share moved by 5-10 points between runs on a shared host).
 
 `--baseline REF` also serves the facade of an earlier commit (a temporary `git worktree`),
-so old and new are measured in one run on one machine.
+so old and new are measured in one run on one machine; `--setting NAME=VAR=VALUE` serves this
+commit's facade again under other environment variables (an allocator, say), side by side.
 
     python -m benchmarks.facade_cost --baseline 5d578fa   # about 10 min on 2 cores
     python -m benchmarks.facade_cost --smoke              # seconds
@@ -45,6 +46,8 @@ from benchmarks.serving import MODEL_NAME, export_models, free_port, process, wa
 from tf_alexnet.hardware import bf16_support
 
 BODIES = loadgen.BODIES
+Servers = dict[str, tuple[pathlib.Path | None, dict[str, str]]]
+"""Per server's name: the checkout it runs (None: this one) and the variables it adds."""
 GOAL_BASELINE = "5d578fa"
 """The facade the overhead goal (at most half its overhead) is set against."""
 
@@ -243,10 +246,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "settings": {k: str(v) for k, v in vars(args).items()},
         "bf16_rewrite": {"enabled": support.available, "reason": support.reason},
+        "setting_env": args.settings,
     }
     with tempfile.TemporaryDirectory() as tmp, baseline_source(args.baseline) as old:
         bases = export_models(pathlib.Path(tmp), variants)
-        servers = {"this commit": None} | ({f"baseline {args.baseline}": old} if old else {})
+        servers: Servers = {"this commit": (None, {})}
+        servers |= {f"baseline {args.baseline}": (old, {})} if old else {}
+        servers |= {name: (None, env) for name, env in args.settings.items()}
         pngs = loadgen.fashion_mnist_pngs(64)  # the request images, read once for the run
         result["cost"] = cost_section(bases["mini-28"], servers, pngs, args)
         base = bases[f"{args.variant}-{args.image_size}"]
@@ -257,7 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def cost_section(
     base: pathlib.Path,
-    servers: dict[str, pathlib.Path | None],
+    servers: Servers,
     pngs: list[bytes],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
@@ -266,8 +272,8 @@ def cost_section(
     raw_runs = [raw_run(base, args)]
     with contextlib.ExitStack() as stack:
         live = {
-            name: stack.enter_context(server(base, source, args.batch_wait_ms))
-            for name, source in servers.items()
+            name: stack.enter_context(server(base, source, args.batch_wait_ms, env))
+            for name, (source, env) in servers.items()
         }
         rows = sequential_costs(live, pngs, args.requests, args.chunks)
     raw_runs.append(raw_run(base, args))
@@ -294,7 +300,7 @@ def cost_section(
 
 def throughput_section(
     base: pathlib.Path,
-    servers: dict[str, pathlib.Path | None],
+    servers: Servers,
     pngs: list[bytes],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
@@ -309,9 +315,9 @@ def throughput_section(
     rounds: list[dict[str, dict[str, Any]]] = []
     for number in range(1, args.rounds + 1):
         loads: dict[str, dict[str, Any]] = {}
-        for name, source in servers.items():
+        for name, (source, env) in servers.items():
             with (
-                server(base, source, args.batch_wait_ms) as (url, _),
+                server(base, source, args.batch_wait_ms, env) as (url, _),
                 httpx.Client(timeout=60) as client,
             ):
                 loads[name] = {}
@@ -366,7 +372,9 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
         for name in throughput["rounds"][0]
     }
     new = cost["servers"]["this commit"]
-    old = next((rows for name, rows in cost["servers"].items() if name != "this commit"), None)
+    old = next(
+        (rows for name, rows in cost["servers"].items() if name.startswith("baseline ")), None
+    )
     if old:
         before = old["multipart"]["overhead_cpu_ms"]
         found["overhead_cpu_over_baseline"] = {
@@ -379,6 +387,22 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
     found["c32_share_of_ceiling"] = {
         body: row["share_of_ceiling"] for body, row in throughput["servers"]["this commit"].items()
     }
+    settings = result.get("setting_env", {})
+    if settings:  # each setting against this commit's defaults, per body
+        found["settings_over_defaults"] = {
+            name: {
+                "server_cpu": {
+                    body: row["server_cpu_ms_per_request"] / new[body]["server_cpu_ms_per_request"]
+                    for body, row in cost["servers"][name].items()
+                },
+                "c32_images_per_second": {
+                    body: row["requests_per_second"] / defaults[body]["requests_per_second"]
+                    for body, row in throughput["servers"][name].items()
+                    for defaults in [throughput["servers"]["this commit"]]
+                },
+            }
+            for name in settings
+        }
     return found
 
 
@@ -518,6 +542,16 @@ def markdown(result: dict[str, Any]) -> str:
                 f"- {verdict}: facade CPU overhead, {body} body, "
                 f"{ratio:.3f}x the multipart overhead of the facade at {baseline} ({goal})"
             )
+    for name, ratios in goals.get("settings_over_defaults", {}).items():
+        env = ", ".join(f"{var}={value}" for var, value in result["setting_env"][name].items())
+        cpu = ", ".join(f"{body} {ratio:.2f}x" for body, ratio in ratios["server_cpu"].items())
+        c32 = ", ".join(
+            f"{body} {ratio:.2f}x" for body, ratio in ratios["c32_images_per_second"].items()
+        )
+        lines.append(
+            f"- Compared: {name} (`{env}`) against the defaults: server CPU per request {cpu}; "
+            f"images/s at c32 {c32} (medians; below 1x CPU is cheaper, above 1x images/s faster)"
+        )
     for body, share in goals["c32_share_of_ceiling"].items():
         lines.append(
             f"- {'MET' if share >= 0.8 else 'MISSED'}: {body} at c32, {share:.1%} of the raw "
@@ -544,10 +578,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-wait-ms", type=float, help="the servers' MAX_BATCH_WAIT_MS (default: theirs)"
     )
+    common.add_setting_option(parser)
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
     parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
     parser.add_argument("--name")
     args = parser.parse_args(argv)
+    try:
+        args.settings = common.parse_settings(args.setting)
+    except ValueError as error:
+        parser.error(str(error))
     if args.smoke:
         args.requests, args.chunks, args.variant, args.image_size = 20, 2, "mini", 28
         args.raw_batches, args.seconds, args.warmup, args.rounds = [1, 8], 2, 1, 2

@@ -198,26 +198,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--models", nargs="+", default=["mini:28", "d2l:224"], help="VARIANT:SIZE exports"
     )
     parser.add_argument("--baseline", help="also serve this git ref's facade, side by side")
-    parser.add_argument(
-        "--setting",
-        action="append",
-        default=[],
-        metavar="NAME=VAR=VALUE[,VAR=VALUE]",
-        help="also serve this commit's facade with these environment variables, side by side",
-    )
+    common.add_setting_option(parser)
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
     parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
     parser.add_argument("--name")
     args = parser.parse_args(argv)
     args.models = [(variant, int(size)) for variant, size in (m.split(":") for m in args.models)]
     args.loads = LOADS
-    args.settings = {}
-    for setting in args.setting:
-        name, _, assignments = setting.partition("=")
-        pairs = [pair.partition("=") for pair in assignments.split(",")]
-        if not name or not all(var and sep for var, sep, _ in pairs):
-            parser.error(f"--setting should be NAME=VAR=VALUE[,VAR=VALUE], got {setting!r}")
-        args.settings[name] = {var: value for var, _, value in pairs}
+    try:
+        args.settings = common.parse_settings(args.setting)
+    except ValueError as error:
+        parser.error(str(error))
     if args.smoke:
         args.pixels, args.formats, args.models = 250_000, ["jpeg"], [("mini", 28)]
         args.loads = [(1, 1), (2, 4)]

@@ -236,8 +236,10 @@ def test_precision_smoke(tmp_path):
 
 
 def test_facade_cost_smoke(tmp_path, fashion_mnist):
-    """Server CPU per request for every body kind, against the raw call and a baseline commit."""
-    result = _run("facade_cost.py", tmp_path, "--baseline", "HEAD")
+    """Server CPU per request for every body kind, against the raw call, a baseline commit and
+    this commit under another allocator."""
+    setting = "bfc=TF_CPU_ALLOCATOR_USE_BFC=true"
+    result = _run("facade_cost.py", tmp_path, "--baseline", "HEAD", "--setting", setting)
     cost = result["cost"]
     # the raw call before and after the servers' requests, the median of the two
     before, after = (run["cpu_ms_per_call"] for run in cost["raw"]["runs"])
@@ -273,7 +275,17 @@ def test_facade_cost_smoke(tmp_path, fashion_mnist):
     assert median == pytest.approx(sum(shares) / 2)  # the median of two
     assert result["goals"]["c32_share_of_ceiling"]["binary"] == median
     assert set(result["goals"]["overhead_cpu_over_baseline"]) == set(this)
-    assert "## Goals" in (tmp_path / "facade_cost.md").read_text()
+    # the setting's server: every body, each figure against the defaults'
+    assert result["setting_env"] == {"bfc": {"TF_CPU_ALLOCATOR_USE_BFC": "true"}}
+    ratios = result["goals"]["settings_over_defaults"]["bfc"]
+    assert set(ratios["server_cpu"]) == set(this) == set(cost["servers"]["bfc"])
+    assert ratios["server_cpu"]["json"] == pytest.approx(
+        cost["servers"]["bfc"]["json"]["server_cpu_ms_per_request"]
+        / this["json"]["server_cpu_ms_per_request"]
+    )
+    assert set(ratios["c32_images_per_second"]) == {"multipart", "binary"}
+    page = (tmp_path / "facade_cost.md").read_text()
+    assert "## Goals" in page and "- Compared: bfc (`TF_CPU_ALLOCATOR_USE_BFC=true`)" in page
     assert not (REPO / ".git" / "worktrees" / "baseline").exists()  # the worktree is removed
 
 
@@ -643,3 +655,15 @@ def test_throughput_verdicts_leave_pairs_whose_rounds_disagree_unjudged():
     )  # 1.07-1.33x
     assert status([28.6, 28.9, 28.6], [23.8, 24.2, 24.4]) == "missed"  # 1.17-1.20x, settled
     assert status([30.0, 29.5, 30.2], [24.0, 24.1, 24.2]) == "met"  # 1.22-1.25x
+
+
+def test_settings_name_environment_variables_or_say_what_is_wrong():
+    from benchmarks import common
+
+    assert common.parse_settings(["pool=TF_CPU_ALLOCATOR_USE_BFC=true,A=1", "empty=B="]) == {
+        "pool": {"TF_CPU_ALLOCATOR_USE_BFC": "true", "A": "1"},
+        "empty": {"B": ""},
+    }
+    for wrong in ("pool", "=A=1", "pool=A", "pool=A=1,B"):
+        with pytest.raises(ValueError, match=r"NAME=VAR=VALUE\[,VAR=VALUE\], got "):
+            common.parse_settings([wrong])
