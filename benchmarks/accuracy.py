@@ -65,7 +65,7 @@ D2L_IMPROVED = ("d2l-improved", "d2l-5-epochs", "d2l-5-epochs-faster", "d2l-5-ep
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     from tf_alexnet import startup
 
-    startup.prefer_onednn()  # TensorFlow's kernels as `tf-alexnet train` picks them
+    startup.prefer_cpu_settings()  # TensorFlow's kernels and pool as `tf-alexnet train` has them
     from tf_alexnet import config as config_lib
     from tf_alexnet.evaluate import evaluate
     from tf_alexnet.run_dir import RunDir
@@ -94,6 +94,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "test_eval_seconds": test_seconds,
         "precision": metrics["mixed_precision"] | {"policy": metrics["dtype_policy"]},
         "onednn": metrics["onednn"],
+        "cpu_memory_pool": metrics["cpu_memory_pool"],
         "train_seconds": sum(row.get("train_seconds", 0.0) for row in history),
         "train_images_per_second_median": metrics["train_images_per_second_median"],
         "val_accuracy_by_epoch": [row.get("val_accuracy") for row in history],

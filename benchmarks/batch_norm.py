@@ -30,7 +30,7 @@ LAYERS = ("keras", "fused")
 
 def measure(layer: str, policy: str, steps: int, smoke: bool) -> dict[str, Any]:
     """In this (fresh) process: the preset's `mini` training on synthetic batches."""
-    startup.prefer_onednn()  # TensorFlow's kernels as `tf-alexnet train` picks them
+    startup.prefer_cpu_settings()  # TensorFlow's kernels and pool as `tf-alexnet train` has them
     import keras
     import numpy as np
     import tensorflow as tf

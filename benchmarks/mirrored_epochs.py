@@ -34,7 +34,7 @@ SETTINGS = ("autotune-off", "autotune-on")
 
 def measure(setting: str, epochs: int, examples: int) -> dict[str, Any]:
     """In this (fresh) process: one mirrored `quick` run; each epoch's wall seconds."""
-    startup.prefer_onednn()  # TensorFlow's kernels as `tf-alexnet train` picks them
+    startup.prefer_cpu_settings()  # TensorFlow's kernels and pool as `tf-alexnet train` has them
     import keras
 
     from tf_alexnet import config as config_lib

@@ -36,7 +36,7 @@ ENCLOSING_EVENTS = frozenset({"Process"})
 
 
 def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
-    startup.prefer_onednn()  # TensorFlow's kernels as `tf-alexnet train` picks them
+    startup.prefer_cpu_settings()  # TensorFlow's kernels and pool as `tf-alexnet train` has them
     import keras
     import numpy as np
 

@@ -35,14 +35,21 @@ TF_VARIANTS: dict[str, dict[str, Any]] = {
     "tf": {},
     "tf-steps-per-execution-4": {"steps_per_execution": 4},
     "tf-xla": {"jit_compile": True},
-    "tf-onednn-off": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
+    # Eigen's kernels on malloc, as TensorFlow alone runs them on AVX2-only CPUs
+    "tf-onednn-off": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPU_ALLOCATOR_USE_BFC": "false"}},
+    # TensorFlow's own memory pool in place of malloc (what `train` runs with oneDNN off) or of
+    # oneDNN's pool
+    "tf-onednn-off-bfc": {
+        "env": {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPU_ALLOCATOR_USE_BFC": "true"}
+    },
+    "tf-bfc": {"env": {"TF_CPU_ALLOCATOR_USE_BFC": "true"}},
     # one op at a time: independent ops (a convolution's two gradients) no longer share the cores
     "tf-inter-op-1": {"env": {"TF_NUM_INTEROP_THREADS": "1"}},
 }
 
 
 def tf_worker(args: argparse.Namespace) -> dict[str, Any]:
-    startup.prefer_onednn()  # TensorFlow's kernels as `tf-alexnet train` picks them
+    startup.prefer_cpu_settings()  # TensorFlow's kernels and pool as `tf-alexnet train` has them
     import keras
     import numpy as np
     import tensorflow as tf

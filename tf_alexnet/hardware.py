@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import os
 import pathlib
+import platform
 from collections.abc import Iterator, Mapping
 
 AMX_FLAG = "amx_bf16"
@@ -52,6 +53,13 @@ ONEDNN_ISAS_WITHOUT_AVX512_BF16 = frozenset(
     {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 )
 """`ONEDNN_MAX_CPU_ISA` caps below AVX512_CORE_BF16: oneDNN then emulates bf16."""
+
+
+ONEDNN_DEFAULT_FLAGS = frozenset(
+    {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"}
+)
+"""The CPU flags on which TensorFlow 2.21 (Linux, x86) runs oneDNN's kernels without being asked;
+elsewhere it runs Eigen's, unless `TF_ENABLE_ONEDNN_OPTS` says otherwise."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +138,35 @@ def bf16_support(cpu: CpuInfo | None = None, env: Mapping[str, str] | None = Non
     if cap in idling_caps:
         return Bf16Support(False, f"the CPU has {units} but ONEDNN_MAX_CPU_ISA={cap} hides them")
     return Bf16Support(True, f"the CPU ({cpu.model}) has {units}")
+
+
+def on_x86() -> bool:
+    """Whether this machine is x86-64, the CPUs whose kernels and allocators are measured here."""
+    return platform.machine().lower() in {"x86_64", "amd64"}
+
+
+def env_flag(value: str | None) -> bool | None:
+    """A boolean environment variable as TensorFlow reads it (`1`/`true`, `0`/`false`, any
+    case); None when unset or unreadable (TensorFlow then keeps its default)."""
+    word = (value or "").strip().lower()
+    return True if word in {"1", "true"} else False if word in {"0", "false"} else None
+
+
+def onednn_expected(cpu: CpuInfo | None = None, env: Mapping[str, str] | None = None) -> bool:
+    """Whether TensorFlow will run oneDNN's CPU kernels: what `TF_ENABLE_ONEDNN_OPTS` says, else
+    TensorFlow's own rule (x86 CPUs with a flag of `ONEDNN_DEFAULT_FLAGS`); before it starts.
+
+    Args:
+        cpu: the CPU to judge; default: this machine's (`read_cpu_info()`).
+        env: the environment TensorFlow starts in; default: `os.environ`.
+    """
+    env = os.environ if env is None else env
+    chosen = env_flag(env.get("TF_ENABLE_ONEDNN_OPTS"))
+    if chosen is not None:
+        return chosen
+    if not on_x86():
+        return False
+    return bool((cpu or read_cpu_info()).flags & ONEDNN_DEFAULT_FLAGS)
 
 
 BF16_REWRITE_MODES = ("auto", "on", "off")

@@ -291,6 +291,7 @@ def _finish(
             "in_use": startup.onednn_in_use(),
             startup.ONEDNN: os.environ.get(startup.ONEDNN),
         },
+        "cpu_memory_pool": startup.memory_pool(),
         "num_train": datasets.num_train,
         "num_validation": datasets.num_validation,
         "class_names": list(datasets.class_names),

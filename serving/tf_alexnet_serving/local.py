@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from tf_alexnet import contract
+from tf_alexnet import contract, startup
 from tf_alexnet.errors import UserError
 from tf_alexnet.exported import ExportedModel, model_names, version_folder, version_numbers
 from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
@@ -92,6 +92,7 @@ class LocalBackend:
         start = time.perf_counter()
         self._loaded = self._load(local_model_folder(settings))
         self._load_s = time.perf_counter() - start  # reported with the warm-up, in `start`
+        self.memory_pool = startup.memory_pool()
         self._refused: set[Stamp] = set()  # failed to load: not tried again as they are
         self._missing_logged = False
         self._poller: asyncio.Task[None] | None = None
@@ -251,6 +252,7 @@ class LocalBackend:
             "input_shape": loaded.metadata.get("input_shape"),
             "signatures": loaded.metadata.get("signatures"),
             "bf16_rewrite": {"enabled": self.bf16.available, "reason": self.bf16.reason},
+            "cpu_memory_pool": self.memory_pool,
             "training_metrics": loaded.metadata.get("training_metrics", {}),
         }
 

@@ -308,6 +308,7 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     # TensorFlow's kernels as `tf-alexnet train` picks them: oneDNN on every x86 CPU (it ran
     # with Eigen's on AVX2-only CPUs, 1.25x slower, unlike the command it measures)
     assert run["onednn"]["in_use"] == (platform.machine() in ("x86_64", "AMD64"))
+    assert run["cpu_memory_pool"] == ("onednn" if run["onednn"]["in_use"] else "tensorflow-bfc")
     # the preset trains on every training image it is given: no validation split is held out
     assert (run["num_train"], run["num_validation"], run["best_val_accuracy"]) == (512, 0, None)
     # the per-epoch test curve: one point per epoch, its time kept out of the fit time

@@ -294,6 +294,39 @@ def test_commands_run_onednn_kernels_unless_told_not_to(monkeypatch):
     assert elsewhere == {}  # TensorFlow's own default on other CPUs
 
 
+@pytest.mark.parametrize(
+    ("flags", "env", "onednn", "pool"),
+    [
+        ({"avx2", "fma"}, {}, False, "true"),  # AVX2-only EPYC: Eigen on malloc, so a pool
+        ({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, {}, True, None),  # Zen 4/5: oneDNN's
+        ({"avx2", "avx512f", "amx_tile", "amx_bf16"}, {}, True, None),  # Xeon with AMX: oneDNN's
+        ({"avx2", "avx_vnni"}, {}, True, None),
+        ({"avx2"}, {"TF_ENABLE_ONEDNN_OPTS": "1"}, True, None),  # what `train` runs on AVX2
+        ({"avx512_vnni"}, {"TF_ENABLE_ONEDNN_OPTS": "False"}, False, "true"),  # oneDNN off
+        ({"avx512_vnni"}, {"TF_ENABLE_ONEDNN_OPTS": "maybe"}, True, None),  # unread: TF's rule
+        ({"avx2"}, {"TF_CPU_ALLOCATOR_USE_BFC": "false"}, False, "false"),  # the user's choice
+        ({"avx2"}, {"TF_CPU_ALLOCATOR_USE_BFC": ""}, False, ""),
+    ],
+)
+def test_a_memory_pool_where_onednn_brings_none(monkeypatch, flags, env, onednn, pool):
+    from tf_alexnet import hardware
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(
+        hardware, "read_cpu_info", lambda: hardware.CpuInfo("a CPU", frozenset(flags))
+    )
+    assert hardware.onednn_expected(env=env) is onednn
+    chosen = dict(env)
+    assert startup.prefer_memory_pool(chosen) is (pool == "true" and startup.MEMORY_POOL not in env)
+    assert chosen.get(startup.MEMORY_POOL) == pool
+    assert {k: v for k, v in chosen.items() if k != startup.MEMORY_POOL} == {
+        k: v for k, v in env.items() if k != startup.MEMORY_POOL
+    }  # nothing else changes
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")  # not measured: TF's default
+    elsewhere = dict(env)
+    assert not startup.prefer_memory_pool(elsewhere) and elsewhere == env
+
+
 def test_commands_run_keras_on_tensorflow_whatever_keras_backend_says():
     """A user of Keras's PyTorch backend (`KERAS_BACKEND=torch` in the shell) got an
     AttributeError traceback ('Functional' object has no attribute 'distribute_strategy')."""
