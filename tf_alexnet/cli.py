@@ -4,7 +4,7 @@ tf-alexnet summary  [--variant V] [--input-shape 224,224,1] [--classes 10]
 tf-alexnet train    [--preset P] [--config FILE] [flags] [--run-dir DIR] [--overwrite]
 tf-alexnet evaluate RUN_DIR_OR_MODEL [--output-dir DIR] [--batch-size N] [data flags]
 tf-alexnet export   RUN_DIR_OR_MODEL [--base-path models] [--name alexnet] [--version N]
-tf-alexnet predict  IMAGE|FOLDER... --model models/alexnet [--top-k 5] [--json]
+tf-alexnet predict  IMAGE|FOLDER|-... --model models/alexnet [--top-k 5] [--json]
 tf-alexnet serve    [--model-base-path models] [--host 127.0.0.1] [--port 8000]
 tf-alexnet --version
 

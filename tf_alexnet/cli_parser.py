@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         "images",
         nargs="+",
         metavar="IMAGE",
-        help=f"{contract.IMAGE_FORMATS} files, or folders of them (read at any depth)",
+        help=f"{contract.IMAGE_FORMATS} files, or folders of them (read at any depth); "
+        "- reads one image from standard input",
     )
     predict.add_argument(
         "--model",

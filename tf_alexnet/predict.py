@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,9 @@ from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
 from tf_alexnet.sources import image_files, image_problem
+
+STDIN = "-"
+"""An IMAGE argument that stands for one image read from standard input."""
 
 PREDICT_BATCH = 64
 """Images per model call: a command line of thousands of files is not one giant batch."""
@@ -83,7 +87,7 @@ def list_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
     images: list[str] = []
     skipped: list[str] = []
     for argument in arguments:
-        if not os.path.isdir(argument):
+        if argument == STDIN or not os.path.isdir(argument):
             images.append(argument)
             continue
         found, others = image_files(argument)
@@ -92,12 +96,27 @@ def list_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
     return images, skipped
 
 
+def _read_stdin() -> bytes:
+    """Standard input's bytes (ValueError when there is none, or it is a terminal)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        raise ValueError("no standard input to read an image from")
+    if stream.isatty():
+        raise ValueError(
+            "standard input is a terminal; pipe an image in (cat shirt.png | tf-alexnet predict "
+            "--model MODEL -)"
+        )
+    data: bytes = stream.read()
+    return data
+
+
 def _read_image(path: str) -> bytes:
-    """The file's bytes, checked to decode as an image (raises ValueError otherwise)."""
-    if os.path.isdir(path):
+    """The file's bytes (`-`: standard input's), checked to decode as an image (raises
+    ValueError otherwise)."""
+    if path != STDIN and os.path.isdir(path):
         raise ValueError(f"a folder without {contract.IMAGE_FORMATS} images")
     try:
-        data = pathlib.Path(path).read_bytes()
+        data = _read_stdin() if path == STDIN else pathlib.Path(path).read_bytes()
     except OSError as err:
         raise ValueError(err.strerror or str(err)) from None
     if problem := image_problem(data):
@@ -111,6 +130,8 @@ def predict_files(
     """Top-k classes per image; unreadable images get an error and do not stop the others."""
     if top_k < 1:
         raise UserError(f"`top_k` should be >= 1. Received: {top_k}")
+    if list(images).count(STDIN) > 1:
+        raise UserError(f"Standard input ({STDIN}) holds one image: name it once.")
     predictor = Predictor(model)
     results: dict[str, Prediction] = {}
     readable: dict[str, bytes] = {}

@@ -1,7 +1,10 @@
 """`tf-alexnet predict` and the Predictor over SavedModels and .keras files."""
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -165,3 +168,29 @@ def test_the_printed_ranks_line_up_past_nine():
     assert lines[0] == "a.png"
     assert lines[9] == "   9. class 8  0.0920" and lines[10] == "  10. class 9  0.0910"
     assert len({len(line) for line in lines[1:]}) == 1  # one column for the scores
+
+
+def test_a_dash_reads_one_image_from_standard_input(images, exported_dir, tmp_path):
+    """`cat shirt.png | tf-alexnet predict --model M -` said "-: No such file or directory"."""
+    command = [sys.executable, "-m", "tf_alexnet.cli", "predict", "--model", str(exported_dir)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [*command, *args], input=stdin, capture_output=True, timeout=600, env=env, cwd=tmp_path
+        )
+
+    (tmp_path / "-").mkdir()  # `-` is standard input even where a folder has that name
+    piped = run("--json", "-", images[1], stdin=pathlib.Path(images[0]).read_bytes())
+    assert piped.returncode == 0, piped.stderr[-2000:]
+    by_file = json.loads(run("--json", images[0], images[1]).stdout)
+    answer = json.loads(piped.stdout)
+    assert [row["image"] for row in answer] == ["-", images[1]]
+    assert answer[0]["predictions"] == by_file[0]["predictions"]
+    empty = run("-", images[0])  # nothing piped: one line, the file still answered
+    assert empty.returncode == 2 and images[0] in empty.stdout.decode()
+    assert empty.stderr.decode().splitlines()[-1] == "tf-alexnet: error: -: an empty file"
+    twice = run("-", "-", stdin=pathlib.Path(images[0]).read_bytes())
+    assert twice.returncode == 2 and twice.stderr.decode().splitlines()[-1] == (
+        "tf-alexnet: error: Standard input (-) holds one image: name it once."
+    )
