@@ -2,7 +2,7 @@
 
 tf-alexnet summary  [--variant V] [--input-shape 224,224,1] [--classes 10]
 tf-alexnet train    [--preset P] [--config FILE] [flags] [--run-dir DIR] [--overwrite]
-tf-alexnet evaluate RUN_DIR_OR_MODEL [--output-dir DIR] [--batch-size N] [data flags]
+tf-alexnet evaluate RUN_DIR|MODEL|EXPORT [--output-dir DIR] [--batch-size N] [data flags]
 tf-alexnet export   RUN_DIR_OR_MODEL [--base-path models] [--name alexnet] [--version N]
 tf-alexnet predict  IMAGE|FOLDER|-... --model models/alexnet [--top-k 5] [--json]
 tf-alexnet serve    [--model-base-path models] [--host 127.0.0.1] [--port 8000]
@@ -113,16 +113,35 @@ def run_data_config(
     return config
 
 
+def evaluation_source(target: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """What `evaluate` reads and where its report goes by default: a run directory's model and
+    the run; a `.keras` file and its folder; an exported model folder's version and
+    `./evaluation-NAME-VERSION` (the models folder is what TF Serving reads: nothing is added)."""
+    from tf_alexnet.exported import ExportedModel, models_hint
+    from tf_alexnet.run_dir import RunDir, resolve_source
+
+    path = pathlib.Path(target)
+    if not path.is_dir() or RunDir(path).is_run():
+        model_path, _ = resolve_source(target)
+        return model_path, path if path.is_dir() else path.parent
+    try:
+        version = ExportedModel.find(path).path
+    except UserError:
+        raise UserError(
+            f"{target!r} is neither a run directory (no config.json) nor an exported model "
+            f"folder (no saved_model.pb in it or in a numbered version folder).{models_hint(path)}"
+        ) from None
+    return version, pathlib.Path(f"evaluation-{version.parent.name}-{version.name}")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from tf_alexnet.evaluate import evaluate, format_report
-    from tf_alexnet.run_dir import resolve_source
 
-    model_path, _ = resolve_source(args.target)
-    target = pathlib.Path(args.target)
+    model_path, default_output = evaluation_source(args.target)
     config = run_data_config(
         args.target, args.preset, args.config, overrides_from(args, DATA_FLAGS)
     )
-    output_dir = args.output_dir or (target if target.is_dir() else target.parent)
+    output_dir = args.output_dir or default_output
 
     def show(report: dict[str, Any]) -> None:  # before it is written: a failed write loses none
         print(format_report(report), flush=True)

@@ -187,16 +187,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--overwrite", action="store_true", help="replace a finished run")
 
-    evaluate = commands.add_parser("evaluate", help="test-split report of a run or .keras model")
-    evaluate.add_argument("target", help="a run directory or a .keras file")
-    evaluate.add_argument("--output-dir", help="where the report goes (default: beside the model)")
+    evaluate = commands.add_parser(
+        "evaluate", help="test-split report of a run, a .keras model or an exported model"
+    )
+    evaluate.add_argument(
+        "target", help="a run directory, a .keras file or an exported model (BASE/NAME[/VERSION])"
+    )
+    evaluate.add_argument(
+        "--output-dir",
+        help="where the report goes (default: beside the model; for an export, "
+        "./evaluation-NAME-VERSION)",
+    )
     evaluate.add_argument(
         "--batch-size", type=_int_in(1), default=256, help="evaluation batch size"
     )
     # chapter, not auto: its data settings hold out validation as the run's own did (cpu's
     # validation_fraction 0 would move a folder's seeded test split)
     _add_config_source(evaluate, default="chapter", help_text=EVALUATE_PRESET_HELP)
-    _add_config_flags(evaluate, "data settings (for a .keras file; a run has its own)", DATA_FLAGS)
+    _add_config_flags(
+        evaluate, "data settings (for a .keras file or an export; a run has its own)", DATA_FLAGS
+    )
 
     export = commands.add_parser("export", help="export a SavedModel for TF Serving")
     export.add_argument("source", help="a run directory (its best model) or a .keras file")

@@ -3,6 +3,7 @@ confusion matrix (counts and normalized by true class)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 from collections.abc import Callable
@@ -10,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from tf_alexnet import plots
+from tf_alexnet import contract, plots
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.data import make_datasets
 from tf_alexnet.errors import UserError
+from tf_alexnet.exported import ExportedModel
 from tf_alexnet.model import outputs_probabilities
 from tf_alexnet.pipeline import PipelineSpec
 from tf_alexnet.predictions import to_probabilities
@@ -23,6 +25,50 @@ from tf_alexnet.saving import load_model
 from tf_alexnet.sources import skipped_notice
 
 
+@dataclasses.dataclass(frozen=True)
+class Scorer:
+    """A model to evaluate: its input shape, classes (and their names, where it carries them)
+    and a function from a batch of pixels to class probabilities."""
+
+    input_shape: tuple[int, int, int]
+    classes: int
+    class_names: tuple[str, ...] | None
+    probabilities: Callable[[Any], np.ndarray]
+
+
+def keras_scorer(path: str | pathlib.Path) -> Scorer:
+    """A `.keras` model (logits or probabilities, as it outputs them)."""
+    model = load_model(path, compile=False)
+    from_logits = not outputs_probabilities(model)
+
+    def probabilities(images: Any) -> np.ndarray:
+        scores = np.asarray(model.predict_on_batch(images), np.float64)
+        return to_probabilities(scores, from_logits=from_logits)
+
+    return Scorer(tuple(model.input_shape[1:]), model.output_shape[-1], None, probabilities)
+
+
+def export_scorer(path: str | pathlib.Path) -> Scorer:
+    """An exported model folder (`BASE/NAME`, its highest version, or `BASE/NAME/VERSION`):
+    its pixels signature, the graph that `serving_default` runs after decoding."""
+    exported = ExportedModel.find(path)
+    exported.check_bytes_signature()  # a tf-alexnet export, or one line saying what it is
+    names = exported.class_names()
+    signature = exported.signature(contract.SIGNATURE_IMAGE_TENSOR)
+    shape = signature.structured_input_signature[1][contract.INPUT_IMAGE_TENSOR].shape[1:]
+
+    def probabilities(images: Any) -> np.ndarray:
+        outputs = signature(**{contract.INPUT_IMAGE_TENSOR: images})
+        return np.asarray(outputs[contract.OUTPUT_PROBABILITIES], np.float64)
+
+    return Scorer(tuple(shape), len(names), names, probabilities)
+
+
+def scorer(path: str | pathlib.Path) -> Scorer:
+    """`export_scorer` for a folder, else `keras_scorer`."""
+    return export_scorer(path) if pathlib.Path(path).is_dir() else keras_scorer(path)
+
+
 def evaluate(
     model_path: str | pathlib.Path,
     config: TrainConfig,
@@ -30,31 +76,41 @@ def evaluate(
     batch_size: int = 256,
     on_report: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluates a `.keras` model on the test split of `config`'s data; writes report and plot.
+    """Evaluates a `.keras` model or an exported model folder on the test split of `config`'s
+    data; writes report and plot.
 
     The input size and channels come from the model; only the data settings of `config`
-    (source, split fractions, seed) are used.
+    (source, split fractions, seed) are used. An export is evaluated through its pixels
+    signature, as stored (float32), and its class names must be the data's.
 
     Writes `evaluation.json` and `confusion_matrix.png` into `output_dir`. `on_report` is
     called with the report before they are written (the CLI prints it there), so a write
     that fails (a read-only or full disk) loses no result.
     """
-    model = load_model(model_path, compile=False)
-    height, width, channels = model.input_shape[1:]
+    model = scorer(model_path)
+    height, width, channels = model.input_shape
     pipeline = PipelineSpec(
         image_size=(height, width), channels=channels, batch_size=batch_size, one_hot=False
     )
     datasets = make_datasets(config.data_spec(), pipeline, training=False)
     if notice := skipped_notice(datasets.skipped):
         print(notice, flush=True)
-    classes = model.output_shape[-1]
-    if classes != len(datasets.class_names):
+    data = config.image_folder or config.dataset
+    if model.classes != len(datasets.class_names):
         names = ", ".join(map(repr, datasets.class_names[:4]))
         more = ", ..." if len(datasets.class_names) > 4 else ""
         raise UserError(
-            f"The model {str(model_path)!r} has {classes} classes, but "
-            f"{config.image_folder or config.dataset!r} has {len(datasets.class_names)} "
-            f"({names}{more}). Evaluate it on the data it was trained on."
+            f"The model {str(model_path)!r} has {model.classes} classes, but {data!r} has "
+            f"{len(datasets.class_names)} ({names}{more}). Evaluate it on the data it was "
+            "trained on."
+        )
+    if model.class_names is not None and model.class_names != tuple(datasets.class_names):
+        known = zip(model.class_names, datasets.class_names, strict=True)  # counts agree
+        differ = next(i for i, (ours, theirs) in enumerate(known) if ours != theirs)
+        raise UserError(
+            f"The model {str(model_path)!r} names class {differ} {model.class_names[differ]!r}, "
+            f"but {data!r} names it {datasets.class_names[differ]!r}. Evaluate it on the data "
+            "it was trained on."
         )
     output = RunDir(pathlib.Path(output_dir))
     output.root.mkdir(parents=True, exist_ok=True)  # before the minutes of evaluation
@@ -62,11 +118,10 @@ def evaluate(
     steps = math.ceil(datasets.num_test / batch_size)
     with datasets.reading():
         for images, batch_labels in report_progress(datasets.test, steps, batch_size, "evaluate"):
-            outputs.append(np.asarray(model.predict_on_batch(images), np.float64))
+            outputs.append(model.probabilities(images))
             labels.append(batch_labels.numpy())
     y_true = np.concatenate(labels)
-    scores = np.concatenate(outputs)
-    probabilities = to_probabilities(scores, from_logits=not outputs_probabilities(model))
+    probabilities = np.concatenate(outputs)
     report = classification_report(y_true, probabilities, datasets.class_names)
     report["model"] = str(model_path)
     report["dataset"] = config.image_folder or config.dataset

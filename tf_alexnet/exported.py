@@ -65,7 +65,7 @@ def saved_model_path(path: str | os.PathLike[str]) -> pathlib.Path:
         return path
     versions = version_numbers(path)
     if not versions:
-        raise UserError(f"No exported SavedModel at {str(path)!r}.{_models_hint(path)}")
+        raise UserError(f"No exported SavedModel at {str(path)!r}.{models_hint(path)}")
     return path / str(versions[-1])
 
 
@@ -77,7 +77,7 @@ def model_names(base_path: str | os.PathLike[str]) -> list[str]:
     return sorted(p.name for p in base_path.iterdir() if version_numbers(p))
 
 
-def _models_hint(path: pathlib.Path) -> str:
+def models_hint(path: pathlib.Path) -> str:
     """When `path` is a base path rather than a model folder, which models it holds."""
     models = model_names(path)
     if not models:

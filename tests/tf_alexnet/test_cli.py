@@ -480,6 +480,55 @@ def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, c
     )
 
 
+def test_an_export_is_evaluated_as_served(tmp_path, capsys, monkeypatch):
+    """`tf-alexnet evaluate models/NAME` said "is not a run directory (no config.json)": the
+    model a server answers with could not be tested. It is read through its pixels signature,
+    its report goes to ./evaluation-NAME-VERSION (the models folder gains nothing), and its
+    class names must be the data's."""
+    import json
+
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    data = tmp_path / "data"
+    for split, count in (("train", 8), ("test", 4)):
+        for name in ("ant", "bee", "cow"):
+            (data / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+                (data / split / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    folder = ["--image-folder", str(data)]
+    run, base = str(tmp_path / "run"), tmp_path / "models"
+    train = ["train", "--preset", "quick", *folder, "--epochs", "1", "--batch-size", "4"]
+    assert main([*train, "--validation-fraction", "0", "--run-dir", run]) == 0
+    assert main(["export", run, "--model-base-path", str(base), *folder]) == 0
+    assert main(["evaluate", run]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    for target in (base / "alexnet", base / "alexnet" / "1"):
+        assert main(["evaluate", str(target), *folder]) == 0, capsys.readouterr().err
+        assert "on 12 images" in capsys.readouterr().out
+        served = json.loads((tmp_path / "evaluation-alexnet-1" / "evaluation.json").read_text())
+        keras = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+        assert served["confusion_matrix"] == keras["confusion_matrix"]
+        assert served["loss"] == pytest.approx(keras["loss"], abs=1e-5)
+    assert sorted(p.name for p in (base / "alexnet").iterdir()) == ["1"]
+    for split in ("train", "test"):  # as many classes, one named otherwise
+        (data / split / "cow").rename(data / split / "dog")
+    assert main(["evaluate", str(base / "alexnet"), *folder]) == 2
+    assert capsys.readouterr().err == (
+        f"tf-alexnet: error: The model {str(base / 'alexnet' / '1')!r} names class 2 'cow', but "
+        f"{str(data)!r} names it 'dog'. Evaluate it on the data it was trained on.\n"
+    )
+    assert main(["evaluate", str(base)]) == 2  # the models folder: which model to give
+    assert capsys.readouterr().err == (
+        f"tf-alexnet: error: {str(base)!r} is neither a run directory (no config.json) nor an "
+        "exported model folder (no saved_model.pb in it or in a numbered version folder). It "
+        f"holds models (alexnet): give one, e.g. {str(base / 'alexnet')!r}.\n"
+    )
+
+
 def test_unreadable_images_are_named_in_one_line(tmp_path, capsys):
     """TensorFlow's decoding error names no file and came as a traceback mid-epoch."""
     import numpy as np
