@@ -95,20 +95,29 @@ class UploadBudget:
 async def read_images(
     request: Request, settings: Settings, budget: UploadBudget
 ) -> list[tuple[str, bytes]]:
-    """The request's (name, bytes) images; its body counts against `budget` until released."""
+    """The request's (name, bytes) images; its body counts against `budget` until released.
+    A body the facade cannot read (its media type, or a content coding) is refused from the
+    headers, before a byte of it is read (nor is `100 Continue` sent)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ("multipart/form-data", "application/json") and not (
+        media_type.startswith("image/")
+    ):
+        raise HTTPException(
+            415,
+            "Send multipart/form-data with image files, application/json with instances, or "
+            "one image as the body (Content-Type: image/png, image/jpeg, ...).",
+        )
+    coding = request.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("", "identity"):
+        raise HTTPException(
+            415, f"Content-Encoding {coding} is not supported; send the body uncompressed."
+        )
     body = await _limited_body(request, settings, budget)
     if media_type == "multipart/form-data":
         return await _multipart_images(request, body, settings)
     if media_type == "application/json":
         return _json_images(body, settings)
-    if media_type.startswith("image/"):  # one image, no envelope: the cheapest to parse
-        return [(request.query_params.get("filename") or "body", body)]
-    raise HTTPException(
-        415,
-        "Send multipart/form-data with image files, application/json with instances, or one "
-        "image as the body (Content-Type: image/png, image/jpeg, ...).",
-    )
+    return [(request.query_params.get("filename") or "body", body)]  # one image, no envelope
 
 
 async def _limited_body(request: Request, settings: Settings, budget: UploadBudget) -> bytes:

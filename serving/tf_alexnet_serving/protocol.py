@@ -10,7 +10,12 @@ event loop for seconds. `guarded_protocol` adds, per connection:
 - `HEADER_TIMEOUT_S`: a request's headers must all come within it, from the connection's
   opening or the request's first byte (408 and close past it; BODY_TIMEOUT_S covers the body);
 - `MAX_HEADER_BYTES`: headers past it get 431 and close;
-- `MAX_CONNECTIONS`: a connection past it gets 503 and close, at once.
+- `MAX_CONNECTIONS`: a connection past it gets 503 and close, at once;
+- an answer sent before the request's body was all read (a 404, 401, 413 or 415, or any route
+  that reads no body) leaves `HEADER_TIMEOUT_S` for the rest of the body to arrive, then the
+  connection is closed. uvicorn reads such a body on to its end and re-arms its keep-alive
+  timer on every byte, so a body sent a byte every few seconds held the connection for good
+  (five of them locked every client out of a server with MAX_CONNECTIONS=5).
 
 The answers are JSON, as the facade's own.
 """
@@ -46,6 +51,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = False
         self._in_headers = True  # the next bytes are a request's start line and headers
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_pending = False  # the request's body is still coming
+        self._drain_timer: asyncio.TimerHandle | None = None
         if len(self.connections) > self.max_connections:
             self._refuse(503, f"Over {self.max_connections:,} connections; retry later.")
             return
@@ -53,6 +60,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
+        self._stop_drain_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -85,6 +93,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        self._body_pending = True  # until on_message_complete (at once without a body)
         self._stop_header_timer()
         if self._header_size > self.max_header_bytes:  # they came in one read
             self._refuse(431, f"Request headers over {self.max_header_bytes:,} bytes.")
@@ -96,8 +105,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._body_pending = False
+        self._stop_drain_timer()
         if not self._refused:
             super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._body_pending and not self.transport.is_closing():  # answered before the body
+            self._drain_timer = self.loop.call_later(self.header_timeout_s, self._body_late)
+
+    def _stop_drain_timer(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+
+    def _body_late(self) -> None:
+        """The rest of an answered request's body did not come in time: close (the client
+        has its answer)."""
+        self._drain_timer = None
+        if self._body_pending and not self.transport.is_closing():
+            self.transport.close()
 
     def _start_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)

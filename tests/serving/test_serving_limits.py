@@ -9,11 +9,13 @@ MAX_CONNECTIONS 8, MAX_UPLOAD_BYTES 3 MB).
 
 import base64
 import json
+import select
 import socket
 import time
 
 import httpx
 import pytest
+from tf_alexnet_serving.inputs import EXAMPLE_PNG
 
 from tests.conftest import LiveServer
 
@@ -84,6 +86,58 @@ def test_a_kept_alive_connection_may_idle_between_requests_longer_than_the_heade
             statuses.append(int(data.split()[1]))
             time.sleep(1.5)
     assert statuses == [200, 200, 200]
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /healthz HTTP/1.1\r\n",  # a route that reads no body
+        b"POST /nowhere HTTP/1.1\r\n",  # 404
+        b"POST /predict HTTP/1.1\r\nContent-Type: text/plain\r\n",  # 415
+    ],
+)
+def test_a_body_trickling_in_after_its_answer_does_not_hold_the_connection(server, request_head):
+    """The answer went out, then uvicorn read the unread body to its end, re-arming its
+    keep-alive timer on every byte: a byte every 0.3 s held the connection for good."""
+    with connect(server) as sock:
+        sock.sendall(request_head + b"Host: x\r\nContent-Length: 100000\r\n\r\n")
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 ") and b"\r\n\r\n" in answer
+        start, closed = time.monotonic(), False
+        while not closed and time.monotonic() - start < 10:
+            try:
+                sock.sendall(b"x")  # a byte every 0.3 s
+                if select.select([sock], [], [], 0.3)[0]:
+                    closed = sock.recv(65536) == b""  # nothing more to read: closed
+            except OSError:  # reset, or a broken pipe
+                closed = True
+        assert closed and 0.9 < time.monotonic() - start < 4  # HEADER_TIMEOUT_S is 1 s here
+    sent_whole = httpx.post(f"{server.url}/nowhere", content=b"x" * 100_000)
+    assert sent_whole.status_code == 404  # a body that comes at once: answered as before
+
+
+def test_a_body_the_facade_cannot_read_is_refused_before_it_is_sent(server):
+    """415 came after the whole body (9 MB sent for nothing, and `100 Continue` asked it), and
+    a gzipped body was read as an image: "unsupported format"."""
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 9000000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 415 "), answer[:200]  # no 100 Continue before it
+    png = base64.b64decode(EXAMPLE_PNG)
+    for coding in ("gzip", "br"):
+        refused = httpx.post(
+            f"{server.url}/predict",
+            content=png,
+            headers={"Content-Type": "image/png", "Content-Encoding": coding},
+        )
+        assert refused.status_code == 415 and refused.json() == {
+            "detail": f"Content-Encoding {coding} is not supported; send the body uncompressed."
+        }
+    plain = {"Content-Type": "image/png", "Content-Encoding": "identity"}
+    assert httpx.post(f"{server.url}/predict", content=png, headers=plain).status_code == 200
 
 
 def test_headers_over_the_limit_get_431(server):
