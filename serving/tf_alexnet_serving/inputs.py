@@ -189,10 +189,15 @@ def _parser_problem(err: BaseException) -> str:
 
 
 def _closed(body: bytes, content_type: str) -> bool:
-    """Whether the body holds its closing delimiter (`--BOUNDARY--`). Without one, the form
-    parser silently drops the part it was in: a cut-off upload would be answered in part."""
+    """Whether the body's last delimiter (a line `--BOUNDARY`) is the closing one
+    (`--BOUNDARY--`). Without it, the form parser silently drops the part it was in: a cut-off
+    upload would be answered in part. (`--BOUNDARY--` anywhere in the body passed for it: inside
+    an image's bytes, or as a field's value before a part cut short.)"""
     boundary = parse_options_header(content_type)[1][b"boundary"]  # the form parser found it
-    return b"--" + boundary + b"--" in body
+    delimiter = b"\r\n--" + boundary
+    framed = b"\r\n" + body  # the first delimiter opens the body without a line break
+    last = framed.rfind(delimiter)
+    return last >= 0 and framed[last + len(delimiter) : last + len(delimiter) + 2] == b"--"
 
 
 def decode_base64(text: str) -> bytes:

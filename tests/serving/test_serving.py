@@ -186,7 +186,14 @@ def test_a_multipart_body_cut_short_is_refused_not_answered_in_part(client, test
     answer = client.post("/predict", content=whole, headers=headers)
     assert answer.status_code == 200, answer.text
     assert [p["file"] for p in answer.json()["predictions"]] == ["a.png", "b.png"]
-    for cut in (first + second[: len(second) // 2], first + second):
+    field = b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\n--XyZ--\r\n'
+    spoofed = part(b"a.png", test_images[0] + b"--XyZ--")  # the closing words inside an image
+    for cut in (
+        first + second[: len(second) // 2],
+        first + second,
+        spoofed + second[: len(second) // 2],  # these two were answered 200, for a.png alone
+        first + field + second[: len(second) // 2],
+    ):
         response = client.post("/predict", content=cut, headers=headers)
         assert response.status_code == 400
         assert "ends before its closing boundary" in response.json()["detail"]
