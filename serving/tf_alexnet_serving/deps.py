@@ -49,4 +49,8 @@ async def require_api_key(
     if settings.api_key and not secrets.compare_digest(
         (key or "").encode(), settings.api_key.encode()
     ):  # constant time: the comparison does not reveal how much of a guess is right
-        raise HTTPException(401, "Missing or wrong API key (header X-API-Key).")
+        raise HTTPException(
+            401,
+            "Missing or wrong API key (header X-API-Key).",
+            {"WWW-Authenticate": 'ApiKey header="X-API-Key"'},  # a 401 names its scheme
+        )

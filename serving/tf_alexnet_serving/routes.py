@@ -102,11 +102,13 @@ def build_router(max_top_k: int) -> APIRouter:
         )
 
     @router.get("/v1/metadata", dependencies=[Depends(require_api_key)], responses=errors(401, 503))
+    @router.head("/v1/metadata", dependencies=[Depends(require_api_key)], include_in_schema=False)
     async def metadata(model: BackendDep) -> Metadata:
         """The served model: name, version, class names, input spec."""
         return Metadata(**model.metadata())
 
     @router.get("/metrics", include_in_schema=False)
+    @router.head("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
         registry = request.app.state.metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

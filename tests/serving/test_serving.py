@@ -246,7 +246,7 @@ def test_health_metadata_metrics_and_page(client, test_images):
     assert "tf_alexnet_batch_size_bucket" in metrics
     page = client.get("/")
     assert page.status_code == 200 and '<input id="file" type="file"' in page.text
-    for path in ("/", "/healthz", "/readyz"):  # probes may ask with HEAD: it was a 405
+    for path in ("/", "/healthz", "/readyz", "/v1/metadata", "/metrics"):  # HEAD was a 405
         head = client.head(path)
         assert head.status_code == 200, path
         assert head.headers["content-type"] == client.get(path).headers["content-type"]
@@ -289,7 +289,10 @@ def test_api_key(model_base, test_images):
     settings = Settings(model_base_path=str(model_base), api_key="s3cret")
     with TestClient(create_app(settings)) as client:
         files = {"file": ("a.png", test_images[0], "image/png")}
-        assert client.post("/predict", files=files).status_code == 401
+        refused = client.post("/predict", files=files)
+        assert refused.status_code == 401  # with the challenge HTTP asks of a 401
+        assert refused.headers["www-authenticate"] == 'ApiKey header="X-API-Key"'
+        assert client.head("/v1/metadata").status_code == 401
         ok = client.post("/predict", files=files, headers={"X-API-Key": "s3cret"})
         assert ok.status_code == 200
         for wrong in ("s3cre", "s3cret!", "S3CRET", "s3cr\u00e9t".encode()):
