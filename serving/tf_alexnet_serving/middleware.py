@@ -24,6 +24,11 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 """A client's X-Request-ID is kept when it looks like an id (a UUID, a trace id), else replaced."""
 
 
+RANGE_HEADERS = (b"range", b"if-range")
+"""Dropped from requests: the facade's answers are small, and the API pages' file server
+answered a malformed or unsatisfiable Range in plain text (400, 416), unlike every other error."""
+
+
 def request_logger() -> logging.Logger:
     """`tf_alexnet_serving.requests`: one JSON line per request on stderr (unless configured)."""
     logger = logging.getLogger("tf_alexnet_serving.requests")
@@ -67,6 +72,8 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        if any(name in RANGE_HEADERS for name, _ in scope["headers"]):  # every answer is whole
+            scope = {**scope, "headers": [h for h in scope["headers"] if h[0] not in RANGE_HEADERS]}
         headers = Headers(scope=scope)
         sent_id = headers.get("x-request-id", "")
         request_id = sent_id if REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex

@@ -260,6 +260,10 @@ def test_api_pages_assets_come_from_the_facade_under_one_metrics_label(client):
     assert script.status_code == 200 and len(script.content) > 100_000
     missing = client.get("/docs-assets/no-such-file-4f1c")
     assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+    whole = client.get("/docs-assets/swagger-ui.css").content
+    for asked in ("bytes=abc", "bytes=5-1", "bytes=99999999-", "bytes=0-9"):  # 400/416 in text
+        ranged = client.get("/docs-assets/swagger-ui.css", headers={"Range": asked})
+        assert ranged.status_code == 200 and ranged.content == whole, asked  # answered whole
     posted = client.post("/docs-assets/swagger-ui.css")  # Allow was empty: a mount's methods
     assert posted.status_code == 405 and posted.headers["allow"] == "GET, HEAD"
     metrics = client.get("/metrics").text
