@@ -57,5 +57,8 @@ def log_config(log_format: str) -> dict[str, Any]:
             "uvicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
             # TensorFlow's Python logger has a text handler of its own (retracing warnings...)
             "tensorflow": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+            # A client's malformed multipart body is its 400, in the same words: python-multipart
+            # also logged a WARNING line per such request, so any client could fill the log.
+            "python_multipart": {"level": "ERROR"},
         },
     }

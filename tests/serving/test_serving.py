@@ -491,6 +491,13 @@ def test_the_server_log_is_json_lines_unless_told_otherwise(model_base, test_ima
     with LiveServer(model_base, stderr=log) as server:
         answer = httpx.post(f"{server.url}/predict", files={"file": ("a.png", test_images[0])})
         assert answer.status_code == 200
+        for _ in range(3):  # a client's malformed body: its 400, not a log line per request
+            bad = httpx.post(
+                f"{server.url}/predict",
+                content=b'--XyZ\r\nContent-Disposition: form-data; name="file"\r\n\r\nx\r\n--XyZ',
+                headers={"Content-Type": "multipart/form-data; boundary=XyA"},
+            )
+            assert bad.status_code == 400, bad.text
     lines = log.read_text().splitlines()
     objects = [json.loads(line) for line in lines if line.startswith("{")]
     # Not Python's logging: TensorFlow's C++ lines (TF_CPP_MIN_LOG_LEVEL) and the command's
@@ -505,6 +512,7 @@ def test_the_server_log_is_json_lines_unless_told_otherwise(model_base, test_ima
     assert {line["level"] for line in uvicorn} == {"INFO"}
     assert all(line["time"].endswith("+00:00") for line in uvicorn)
     assert any(line.get("path") == "/predict" for line in objects)  # the request log, as before
+    assert not [line for line in objects if line.get("logger", "").startswith("python_multipart")]
     text_log = tmp_path / "text.log"
     with LiveServer(model_base, env={"TF_ALEXNET_SERVE_LOG_FORMAT": "text"}, stderr=text_log):
         pass
