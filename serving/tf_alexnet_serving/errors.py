@@ -122,6 +122,10 @@ def allowed_methods(request: Request) -> list[str]:
     ]
 
 
+ECHO_CHARS = 40
+"""At most this much of a client's invalid value is said back in its 422."""
+
+
 def invalid_parameter(request: Request, error: dict[str, Any]) -> str:
     """FastAPI's 422 has a list of pydantic errors as its detail: this says in one sentence
     which parameter, what it should be (an integer parameter: its whole range) and what came."""
@@ -137,7 +141,9 @@ def invalid_parameter(request: Request, error: dict[str, Any]) -> str:
         }
         if len(bounds) == 2:
             expected = f"an integer from {bounds['ge']} to {bounds['le']}"
+    received = repr(error.get("input"))
+    if len(received) > ECHO_CHARS:  # a 5,000-digit top_k came back whole
+        received = received[: ECHO_CHARS - 3] + "..."
     return (
-        f"{where.capitalize()} parameter {name} should be {expected}. "
-        f"Received: {name}={error.get('input')!r}."
+        f"{where.capitalize()} parameter {name} should be {expected}. Received: {name}={received}."
     )

@@ -221,6 +221,14 @@ def test_top_k_out_of_range_is_one_sentence(client, test_images, top_k):
     }
 
 
+def test_a_long_invalid_value_is_not_said_back_whole(client, test_images):
+    top_k = "9" * 5000  # came back in full
+    response = client.post(f"/predict?top_k={top_k}", files={"file": ("a.png", test_images[0])})
+    assert response.status_code == 422
+    assert response.json()["detail"].endswith(f"Received: top_k='{'9' * 36}....")
+    assert len(response.json()["detail"]) < 150
+
+
 def test_top_k_ranks_by_score_and_ties_go_to_the_lowest_class_id():
     names = ClassNames(None)
     names.reset(5, ["a", "b", "c", "d", "e"])
