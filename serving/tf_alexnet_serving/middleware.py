@@ -29,6 +29,14 @@ RANGE_HEADERS = (b"range", b"if-range")
 answered a malformed or unsatisfiable Range in plain text (400, 416), unlike every other error."""
 
 
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),  # a JSON answer is never read as a script
+    (b"x-frame-options", b"DENY"),  # the page (which keeps an API key) is never framed
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+)
+"""On every answer."""
+
+
 def request_logger() -> logging.Logger:
     """`tf_alexnet_serving.requests`: one JSON line per request on stderr (unless configured)."""
     logger = logging.getLogger("tf_alexnet_serving.requests")
@@ -88,6 +96,7 @@ class RequestMiddleware:
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
+                    *SECURITY_HEADERS,
                 ]
             await send(message)
 

@@ -258,6 +258,10 @@ def test_health_metadata_metrics_and_page(client, test_images):
         head = client.head(path)
         assert head.status_code == 200, path
         assert head.headers["content-type"] == client.get(path).headers["content-type"]
+    for answer in (page, client.get("/nowhere"), client.get("/docs")):  # never framed, sniffed
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["content-security-policy"] == "frame-ancestors 'none'"
+        assert answer.headers["x-content-type-options"] == "nosniff"
 
 
 def test_api_pages_assets_come_from_the_facade_under_one_metrics_label(client):
