@@ -541,8 +541,10 @@ def test_json_log_takes_tensorflows_and_other_libraries_warnings():
         "logging.config.dictConfig(log_config('json'))\n"
         "print('---', file=sys.stderr, flush=True)\n"
         "tf.get_logger().warning('retracing again')\n"
-        "logging.getLogger('python_multipart').warning('skipping data')\n"
-        "logging.getLogger('python_multipart').info('not shown: below WARNING')\n"
+        "logging.getLogger('httpx').warning('a library warns')\n"
+        "logging.getLogger('httpx').info('not shown: below WARNING')\n"
+        "logging.getLogger('python_multipart').warning('not shown: a bad client body, its 400')\n"
+        "logging.getLogger('python_multipart').error('shown: an error of its own')\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
@@ -555,7 +557,8 @@ def test_json_log_takes_tensorflows_and_other_libraries_warnings():
 
     assert [(json.loads(line)["logger"], json.loads(line)["message"]) for line in after] == [
         ("tensorflow", "retracing again"),
-        ("python_multipart", "skipping data"),
+        ("httpx", "a library warns"),
+        ("python_multipart", "shown: an error of its own"),
     ]
 
 
