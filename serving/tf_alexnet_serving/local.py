@@ -29,6 +29,7 @@ from tf_alexnet.exported import ExportedModel, model_names, version_folder, vers
 from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
 from tf_alexnet_serving.classes import Answer, ClassNames, probe_images
 from tf_alexnet_serving.errors import UpstreamError
+from tf_alexnet_serving.images import ImageError, image_size
 from tf_alexnet_serving.settings import Settings
 
 
@@ -106,6 +107,8 @@ class LocalBackend:
             on_batch,
             max_queue=settings.max_queue,
             timeout_s=settings.timeout_s,
+            cost=decoded_pixels,  # a model call decodes and shrinks its images first
+            max_batch_cost=settings.max_batch_pixels,
         )
 
     @property
@@ -255,6 +258,15 @@ class LocalBackend:
             "cpu_memory_pool": self.memory_pool,
             "training_metrics": loaded.metadata.get("training_metrics", {}),
         }
+
+
+def decoded_pixels(image: bytes) -> int:
+    """The pixels an image decodes to, from its header (checked on arrival: `check_image`)."""
+    try:
+        _, width, height = image_size(image)
+    except ImageError:
+        return 0
+    return width * height
 
 
 def _stamp(folder: pathlib.Path) -> Stamp:

@@ -421,6 +421,60 @@ def test_micro_batcher_does_not_hold_a_small_request_behind_a_large_one():
     ]
 
 
+def test_micro_batcher_keeps_each_model_call_within_its_pixel_budget():
+    """16 images of 25 MP in one request were one model call of 4.5 s: a one-image request
+    that came 0.5 s later waited for all of it. With a budget, large images go a few per call
+    (one alone when over it), and small ones fill calls as before."""
+    batches = []
+    sizes = {"big": 10, "small": 1, "odd": None}  # odd: a cost that cannot be read
+
+    def run(items):
+        batches.append(list(items))
+        time.sleep(0.05)
+        return [item.upper() for item in items]
+
+    def cost(item):
+        found = sizes[item.rstrip("0123456789")]
+        if found is None:
+            raise ValueError("no header")
+        return found
+
+    async def main():
+        batcher = MicroBatcher(run, 32, max_wait_s=0, cost=cost, max_batch_cost=25)
+        batcher.start()
+        try:
+            large = asyncio.gather(*(batcher.submit(f"big{i}", "large") for i in range(5)))
+            await asyncio.sleep(0.02)  # the first model call runs meanwhile
+            small = asyncio.gather(*(batcher.submit(f"small{i}", "many") for i in range(8)))
+            odd = asyncio.ensure_future(batcher.submit("odd"))
+            return await large, await small, await odd
+        finally:
+            await batcher.stop()
+
+    large, small, odd = asyncio.run(main())
+    assert large == [f"BIG{i}" for i in range(5)] and len(small) == 8 and odd == "ODD"
+    assert batches[0] == ["big0", "big1"]  # 20 of 25: a third big image would pass it
+    assert all(sum(cost(item) or 0 for item in batch if item != "odd") <= 25 for batch in batches)
+    # the small request and the odd one did not wait behind the large request's last images
+    assert batches[1][:3] == ["big2", "small0", "odd"]
+    lone = []
+    asyncio.run(_over_budget(lone))
+    assert lone == [["big0"], ["big1"]]  # each over the budget: alone, but served
+
+
+async def _over_budget(batches):
+    def run(items):
+        batches.append(list(items))
+        return list(items)
+
+    batcher = MicroBatcher(run, 32, max_wait_s=0, cost=lambda item: 100, max_batch_cost=25)
+    batcher.start()
+    try:
+        await asyncio.gather(batcher.submit("big0"), batcher.submit("big1"))
+    finally:
+        await batcher.stop()
+
+
 def test_served_model_allocates_from_a_memory_pool_unless_told_not_to(
     model_base, test_images, monkeypatch
 ):
