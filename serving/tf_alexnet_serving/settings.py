@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     `--file_system_poll_wait_seconds`); 0 never looks. Not used when `model_version` is set."""
     max_batch_size: int = Field(default=32, ge=1)
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
-    max_batch_pixels: int = Field(default=16_000_000, ge=1)
+    max_batch_pixels: int = Field(default=50_000_000, ge=1)
     max_queue: int = Field(default=128, ge=1)
     """Images waiting for the local backend's model; more get 503 with Retry-After."""
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
