@@ -389,6 +389,7 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
     }
     settings = result.get("setting_env", {})
     if settings:  # each setting against this commit's defaults, per body
+        defaults = throughput["servers"]["this commit"]
         found["settings_over_defaults"] = {
             name: {
                 "server_cpu": {
@@ -398,7 +399,6 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
                 "c32_images_per_second": {
                     body: row["requests_per_second"] / defaults[body]["requests_per_second"]
                     for body, row in throughput["servers"][name].items()
-                    for defaults in [throughput["servers"]["this commit"]]
                 },
             }
             for name in settings

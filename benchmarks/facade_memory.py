@@ -7,8 +7,9 @@ requests at once. For each load, on a `tf-alexnet serve` (local backend) started
 model and image format: the server's resident memory before it, its peak during it (`VmHWM`,
 reset through `/proc/PID/clear_refs` before each load) and after it, the wall time, and the
 status codes. A one-image 28x28 request sent while the largest load runs measures how long a
-small request waits behind big ones (the batcher is first come, first served). The same loads
-of 28x28 images give the memory the large images add.
+small request waits behind big ones (the batcher takes requests in turn, and a model call
+decodes at most `MAX_BATCH_PIXELS` pixels). The same loads of 28x28 images give the memory
+the large images add.
 
 The question it answers: does peak memory grow with the pixels a request carries, or with
 the pixels in flight at once (the batcher's `MAX_BATCH_SIZE` images per model call)? Only the

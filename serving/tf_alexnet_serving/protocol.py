@@ -116,9 +116,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._drain_timer = self.loop.call_later(self.header_timeout_s, self._body_late)
 
     def _stop_drain_timer(self) -> None:
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-            self._drain_timer = None
+        _cancel(self._drain_timer)
+        self._drain_timer = None
 
     def _body_late(self) -> None:
         """The rest of an answered request's body did not come in time: close (the client
@@ -131,9 +130,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
 
     def _stop_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        _cancel(self._header_timer)
+        self._header_timer = None
 
     def _headers_late(self) -> None:
         self._header_timer = None
@@ -171,3 +169,9 @@ def guarded_protocol(settings: Settings) -> type[Any]:
             "max_connections": settings.max_connections,
         },
     )
+
+
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    """Cancel `timer`, if there is one."""
+    if timer is not None:
+        timer.cancel()
