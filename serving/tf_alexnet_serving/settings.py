@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import functools
+import urllib.parse
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tf_alexnet import contract
+
+DAY_S = 86_400.0
+"""The longest any timeout or interval may be: a finite deadline for gRPC and asyncio."""
 
 
 class Settings(BaseSettings):
@@ -22,7 +26,7 @@ class Settings(BaseSettings):
     tfserving_rest_url: str | None = None
     tfserving_grpc_address: str | None = None
     grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
-    timeout_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0, le=DAY_S, allow_inf_nan=False)
     model_base_path: str = "models"
     model_name: str = contract.MODEL_NAME
     model_version: int | None = Field(default=None, ge=1)
@@ -33,22 +37,22 @@ class Settings(BaseSettings):
     bf16: Literal["auto", "on", "off"] = "auto"
     """Local backend: run the float32 export on the CPU's bf16 units (AMX, or AVX512-BF16 on
     AMD Zen 4+) through TensorFlow's graph rewrite; `auto` turns it on where they beat float32."""
-    model_poll_s: float = Field(default=1.0, ge=0)
+    model_poll_s: float = Field(default=1.0, ge=0, le=DAY_S, allow_inf_nan=False)
     """Local backend: how often to look for a new version in the model folder (TF Serving's
     `--file_system_poll_wait_seconds`); 0 never looks. Not used when `model_version` is set."""
     max_batch_size: int = Field(default=32, ge=1)
-    max_batch_wait_ms: float = Field(default=2.0, ge=0)
+    max_batch_wait_ms: float = Field(default=2.0, ge=0, allow_inf_nan=False)
     max_batch_pixels: int = Field(default=50_000_000, ge=1)
     max_queue: int = Field(default=128, ge=1)
     """Images waiting for the local backend's model; more get 503 with Retry-After."""
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
-    body_timeout_s: float = Field(default=60.0, gt=0)
+    body_timeout_s: float = Field(default=60.0, gt=0, le=DAY_S, allow_inf_nan=False)
     """Seconds to receive a request's whole body; a slower upload gets 408."""
     shutdown_timeout_s: int = Field(default=5, ge=0)
     """On SIGTERM, seconds that requests in progress get to finish before they are cancelled
     (uvicorn's `timeout_graceful_shutdown`; without it, a stalled upload holds the shutdown up
     for ever). Below Docker's 10 s before it kills the container."""
-    header_timeout_s: float = Field(default=10.0, gt=0)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=DAY_S, allow_inf_nan=False)
     """Seconds for a request's headers to arrive, from the connection's opening or the
     request's first byte; a slower client gets 408 (see `protocol.py`)."""
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
@@ -77,6 +81,42 @@ class Settings(BaseSettings):
             raise ValueError(f"should be a folder name, without '/'. Received: {name!r}")
         return name
 
+    @field_validator("tfserving_rest_url")
+    @classmethod
+    def _a_server_url(cls, url: str | None) -> str | None:
+        """TF Serving's REST root: `http(s)://host:port`, maybe under a proxy's path prefix,
+        never the model's own URL (the backend adds `/v1/models/NAME`)."""
+        if url is None:
+            return None
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"should be an http:// or https:// URL. Received: {url!r}")
+        if "/v1/" in f"{parsed.path}/":
+            raise ValueError(
+                "should be TF Serving's root (such as http://tfserving:8501), without "
+                f"/v1/models/...: the facade adds it. Received: {url!r}"
+            )
+        return url
+
+    @field_validator("tfserving_grpc_address")
+    @classmethod
+    def _a_grpc_target(cls, address: str | None) -> str | None:
+        """A gRPC target (`host:port`, `dns:///host:port`, `unix:PATH`), not a URL."""
+        if address is not None and address.startswith(("http://", "https://")):
+            raise ValueError(f"should be host:port, without http://. Received: {address!r}")
+        return address
+
+    @model_validator(mode="after")
+    def _one_model_selection(self) -> Settings:
+        """A version number or a label, not both (TF Serving's ModelSpec takes one)."""
+        if self.model_version is not None and self.model_label is not None:
+            raise ValueError(
+                "model_version and model_label both pick the version served: set one. "
+                f"Received: model_version={self.model_version}, "
+                f"model_label={self.model_label!r}"
+            )
+        return self
+
     @model_validator(mode="after")
     def _an_address_for_tf_serving(self) -> Settings:
         """A TF Serving backend chosen by name needs its address."""
@@ -88,6 +128,11 @@ class Settings(BaseSettings):
         if setting is not None and not getattr(self, setting):
             raise ValueError(
                 f"backend {self.backend!r} needs {setting} (TF_ALEXNET_SERVE_{setting.upper()})"
+            )
+        if self.backend == "auto" and self.tfserving_rest_url and self.tfserving_grpc_address:
+            raise ValueError(
+                "both tfserving_rest_url and tfserving_grpc_address are set: set backend "
+                "(TF_ALEXNET_SERVE_BACKEND) to tfserving-rest or tfserving-grpc to pick one"
             )
         return self
 

@@ -914,6 +914,64 @@ def test_serve_settings_mistakes_are_one_line(model_base):
     )
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"TFSERVING_REST_URL": "127.0.0.1:8501"},
+            "Invalid serving setting tfserving_rest_url: should be an http:// or https:// URL. "
+            "Received: '127.0.0.1:8501'",
+        ),
+        (
+            {"TFSERVING_REST_URL": "http://tfserving:8501/v1/models/alexnet"},
+            "Invalid serving setting tfserving_rest_url: should be TF Serving's root (such as "
+            "http://tfserving:8501), without /v1/models/...: the facade adds it. Received: "
+            "'http://tfserving:8501/v1/models/alexnet'",
+        ),
+        (
+            {"TFSERVING_GRPC_ADDRESS": "http://tfserving:8500"},
+            "Invalid serving setting tfserving_grpc_address: should be host:port, without "
+            "http://. Received: 'http://tfserving:8500'",
+        ),
+        (
+            {"TFSERVING_REST_URL": "http://a:8501", "TFSERVING_GRPC_ADDRESS": "a:8500"},
+            "Invalid serving settings: both tfserving_rest_url and tfserving_grpc_address are "
+            "set: set backend (TF_ALEXNET_SERVE_BACKEND) to tfserving-rest or tfserving-grpc "
+            "to pick one",
+        ),
+        (
+            {"MODEL_VERSION": "2", "MODEL_LABEL": "stable"},
+            "Invalid serving settings: model_version and model_label both pick the version "
+            "served: set one. Received: model_version=2, model_label='stable'",
+        ),
+        (
+            {"TIMEOUT_S": "inf"},
+            "Invalid serving setting timeout_s: Input should be a finite number",
+        ),
+        (
+            {"HEADER_TIMEOUT_S": "1e300"},
+            "Invalid serving setting header_timeout_s: Input should be less than or equal to 86400",
+        ),
+    ],
+)
+def test_tf_serving_addresses_and_choices_are_checked_at_start(env, message, monkeypatch):
+    """Each of these started, then served 503s for ever, or ignored a setting (a label beside
+    a version; the gRPC address beside the URL), or broke every gRPC deadline (inf)."""
+    from tf_alexnet_serving.cli import serve
+
+    from tf_alexnet.errors import UserError
+
+    for accepted in ("https://tfserving:8501", "http://gateway/tfserving"):
+        assert Settings(tfserving_rest_url=accepted).tfserving_rest_url == accepted
+    for target in ("tfserving:8500", "dns:///tfserving:8500", "unix:/run/tfserving.sock"):
+        assert Settings(tfserving_grpc_address=target).resolved_backend() == "tfserving-grpc"
+    for name, value in env.items():
+        monkeypatch.setenv(f"TF_ALEXNET_SERVE_{name}", value)
+    with pytest.raises(UserError) as refused:
+        serve("127.0.0.1", 0)
+    assert str(refused.value) == message
+
+
 def test_micro_batcher_bounds_its_queue_and_times_out():
     import threading
 
