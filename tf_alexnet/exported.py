@@ -204,7 +204,14 @@ class ExportedModel:
 
         if name == contract.SIGNATURE_IMAGE_BYTES:
             self.check_bytes_signature()
-        signatures = tf.saved_model.load(str(self.path)).signatures
+        try:
+            signatures = tf.saved_model.load(str(self.path)).signatures
+        except Exception as err:  # a truncated variables file: IndexError, DataLossError...
+            reason = " ".join(str(err).split())[:300] or type(err).__name__
+            raise UserError(
+                f"The exported model {str(self.path)!r} does not load (damaged, or still being "
+                f"copied?): {reason}"
+            ) from None
         if name not in signatures:
             raise UserError(
                 f"The exported model {str(self.path)!r} has no signature {name!r} "

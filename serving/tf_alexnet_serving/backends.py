@@ -12,10 +12,10 @@ from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 from tf_alexnet_serving.classes import Answer, ClassNames
-from tf_alexnet_serving.local import LocalBackend, local_model_folder
+from tf_alexnet_serving.local import LocalBackend, local_model_folders
 from tf_alexnet_serving.settings import Settings
 
-__all__ = ["Backend", "LocalBackend", "local_model_folder", "make_backend"]
+__all__ = ["Backend", "LocalBackend", "local_model_folders", "make_backend"]
 
 
 class Backend(Protocol):

@@ -16,7 +16,7 @@ from tf_alexnet import startup
 from tf_alexnet.errors import UserError
 from tf_alexnet.exported import ExportedModel
 from tf_alexnet_serving.app import create_app
-from tf_alexnet_serving.local import local_model_folder
+from tf_alexnet_serving.local import local_model_folders
 from tf_alexnet_serving.logs import log_config
 from tf_alexnet_serving.protocol import guarded_protocol
 from tf_alexnet_serving.settings import Settings
@@ -44,8 +44,17 @@ def serve(
         # oneDNN, which `start_tensorflow` adds on AVX2-only CPUs for training, made one-image
         # calls slower there (docs/benchmarks/onednn_serving_amd-avx2.md).
         startup.start_tensorflow(onednn=False)
-        # Fail early, with one line, when nothing is exported or the model is not an export.
-        ExportedModel(local_model_folder(settings)).check_bytes_signature()
+        # Fail early, with one line, when nothing is exported or no version is an export (a
+        # damaged newest version is skipped, as the backend skips it).
+        refusals = []
+        for folder in local_model_folders(settings):
+            try:
+                ExportedModel(folder).check_bytes_signature()
+                break
+            except UserError as err:
+                refusals.append(err)
+        else:
+            raise refusals[0]  # the newest version's
     # The facade logs each request as one JSON line (REQUEST_LOG); uvicorn's own would repeat it.
     uvicorn.run(
         create_app(settings),

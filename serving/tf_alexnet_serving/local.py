@@ -29,12 +29,14 @@ from tf_alexnet.exported import ExportedModel, model_names, version_folder, vers
 from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
 from tf_alexnet_serving.classes import Answer, ClassNames, probe_images
 from tf_alexnet_serving.errors import UpstreamError
-from tf_alexnet_serving.images import ImageError, image_size
+from tf_alexnet_serving.images import image_size
 from tf_alexnet_serving.settings import Settings
 
 
-def local_model_folder(settings: Settings) -> pathlib.Path:
-    """The SavedModel folder the local backend serves (raises UserError when there is none)."""
+def local_model_folders(settings: Settings) -> list[pathlib.Path]:
+    """The SavedModel folders the local backend may serve, the one it tries first first: the
+    pinned version, else every version from the highest down (a broken newest one must not
+    keep the server from starting on the one below). Raises UserError when there is none."""
     base_path = pathlib.Path(settings.model_base_path)
     model_dir = base_path / settings.model_name
     if not model_dir.exists() and (others := model_names(base_path)):
@@ -43,7 +45,10 @@ def local_model_folder(settings: Settings) -> pathlib.Path:
             f"{', '.join(map(repr, others))}. Pass --model-name (or set "
             "TF_ALEXNET_SERVE_MODEL_NAME)."
         )
-    return version_folder(model_dir, settings.model_version)
+    newest = version_folder(model_dir, settings.model_version)
+    if settings.model_version is not None or newest.parent != model_dir:
+        return [newest]  # pinned, or a version folder given as the model folder
+    return [model_dir / str(version) for version in reversed(version_numbers(model_dir))]
 
 
 def model_logger() -> logging.Logger:
@@ -90,15 +95,15 @@ class LocalBackend:
         self._tf = tf
         self._settings = settings
         self._model_dir = pathlib.Path(settings.model_base_path) / settings.model_name
+        self._refused: set[Stamp] = set()  # failed to load: not tried again as they are
+        self._log = model_logger()
         start = time.perf_counter()
-        self._loaded = self._load(local_model_folder(settings))
+        self._loaded = self._load_first(local_model_folders(settings))
         self._load_s = time.perf_counter() - start  # reported with the warm-up, in `start`
         self.memory_pool = startup.memory_pool()
-        self._refused: set[Stamp] = set()  # failed to load: not tried again as they are
         self._missing_logged = False
         self._poller: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
-        self._log = model_logger()
         self._on_latency = on_latency
         self._batcher = MicroBatcher(
             self._run,
@@ -118,6 +123,21 @@ class LocalBackend:
     @property
     def names(self) -> ClassNames:
         return self._loaded.names
+
+    def _load_first(self, folders: list[pathlib.Path]) -> LoadedVersion:
+        """The first of `folders` that loads; each that does not is logged and refused until
+        its files change. Raises UserError when none loads."""
+        failures = []
+        for folder in folders:
+            try:
+                return self._load(folder)
+            except Exception as err:  # a damaged or half-copied version: try the one below
+                failures.append(f"version {folder.name}: {_one_line(err)}")
+                with contextlib.suppress(OSError):
+                    self._refused.add(_stamp(folder))
+                version = int(folder.name) if folder.name.isdigit() else folder.name
+                self._event("load_failed", version=version, serving=None, error=_one_line(err))
+        raise UserError(f"No version in {str(self._model_dir)!r} loads: {'; '.join(failures)}")
 
     def _load(self, folder: pathlib.Path) -> LoadedVersion:
         exported = ExportedModel(folder)
@@ -224,12 +244,19 @@ class LocalBackend:
         return True
 
     def _newest(self) -> tuple[int, Stamp] | None:
-        """The highest version in the model folder and its stamp (None when there is none)."""
+        """The highest version in the model folder that has not failed to load as it is, and
+        its stamp (None when there is no version)."""
         versions = version_numbers(self._model_dir)
-        try:
-            return (versions[-1], _stamp(self._model_dir / str(versions[-1]))) if versions else None
-        except OSError:  # removed meanwhile: no change until the next poll
-            return self._loaded.version, self._loaded.stamp
+        if not versions:
+            return None
+        for version in reversed(versions):
+            try:
+                stamp = _stamp(self._model_dir / str(version))
+            except OSError:  # removed meanwhile: no change until the next poll
+                return self._loaded.version, self._loaded.stamp
+            if stamp not in self._refused:
+                return version, stamp
+        return self._loaded.version, self._loaded.stamp  # every one on disk failed: keep it
 
     def _event(self, event: str, **fields: Any) -> None:
         self._log.info(json.dumps({"event": f"model_{event}", "model": self.name, **fields}))
@@ -261,11 +288,9 @@ class LocalBackend:
 
 
 def decoded_pixels(image: bytes) -> int:
-    """The pixels an image decodes to, from its header (checked on arrival: `check_image`)."""
-    try:
-        _, width, height = image_size(image)
-    except ImageError:
-        return 0
+    """The pixels an image decodes to, from its header (checked on arrival: `check_image`;
+    the batcher counts an image it cannot read as costing nothing)."""
+    _, width, height = image_size(image)
     return width * height
 
 

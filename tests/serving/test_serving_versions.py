@@ -186,6 +186,62 @@ def test_a_version_copied_in_halfway_is_loaded_once_the_copy_is_complete(one_ver
     ]
 
 
+def test_a_damaged_newest_version_is_skipped_at_start_and_after_a_removal(
+    one_version, events, test_images
+):
+    """A truncated variables file in the newest version kept the server from starting (a
+    traceback, exit 3) though version 1 was fine; and with the served version removed while a
+    refused one sat above it, the removed version was served for ever."""
+    from tests.conftest import run_cli
+
+    served = one_version / "alexnet" / "1"
+    damaged = one_version / "alexnet" / "2"
+    shutil.copytree(served, damaged)
+    variables = damaged / "variables" / "variables.data-00000-of-00001"
+    variables.write_bytes(variables.read_bytes()[:1000])  # `cp -r` caught halfway
+    predicted = run_cli(
+        "predict",
+        str(_image_file(one_version, test_images)),
+        "--model",
+        str(one_version / "alexnet"),
+    )
+    assert predicted.returncode == 2
+    assert predicted.stderr.strip().splitlines()[-1].startswith(
+        f"tf-alexnet: error: The exported model '{damaged}' does not load (damaged, or still "
+        "being copied?): "
+    ), predicted.stderr
+    assert "Traceback" not in predicted.stderr
+
+    async def main():
+        backend = local_backend(one_version)
+        await backend.start()
+        try:
+            started_on = backend.version
+            shutil.copytree(served, one_version / "alexnet" / "3")
+            assert await backend.reload()
+            assert backend.version == 3
+            shutil.rmtree(one_version / "alexnet" / "3")  # below it: 2 (refused), then 1
+            assert await backend.reload()
+            return started_on, backend.version, (await backend.predict(test_images[0])).version
+        finally:
+            await backend.stop()
+
+    assert asyncio.run(main()) == (1, 1, 1)
+    assert [(e["event"], e["version"]) for e in events.lines] == [
+        ("model_load_failed", 2),  # at start, then not tried again as it is
+        ("model_loaded", 1),
+        ("model_loaded", 3),
+        ("model_loaded", 1),
+    ]
+    assert events.lines[0]["serving"] is None
+
+
+def _image_file(folder, test_images):
+    path = folder / "shirt.png"
+    path.write_bytes(test_images[0])
+    return path
+
+
 def test_polling_survives_a_failing_look_and_says_so_once(one_version, events, monkeypatch):
     """A model folder that cannot be read (permissions, a network mount gone) must not end the
     polling for good: the error is logged once, and the next good look swaps as usual."""
@@ -200,8 +256,8 @@ def test_polling_survives_a_failing_look_and_says_so_once(one_version, events, m
         return real(model_dir)
 
     async def main():
-        monkeypatch.setattr(local, "version_numbers", flaky)
         backend = local_backend(one_version, model_poll_s=0.05)
+        monkeypatch.setattr(local, "version_numbers", flaky)  # the looks after start-up
         await backend.start()
         try:
             shutil.copytree(one_version / "alexnet" / "1", one_version / "alexnet" / "2")
