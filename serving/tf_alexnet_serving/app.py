@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -43,10 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_batch=metrics.batch_size.observe,
             on_latency=metrics.backend_latency.observe,
         )
-        await backend.start()
+        await backend.start()  # a wrong CLASS_NAMES is logged as found (`ClassNames.problem`)
         metrics.model_version.set_function(lambda: backend.version)
-        if backend.names.problem:  # serve /readyz and the reason, but never a wrong label
-            logging.getLogger("tf_alexnet_serving").error("Not ready: %s", backend.names.problem)
         app.state.backend = backend
         yield
         await backend.stop()

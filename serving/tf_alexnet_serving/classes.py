@@ -9,10 +9,12 @@ with the model: by its length at start-up, or by any name the model reports.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from tf_alexnet_serving.errors import UpstreamError
@@ -24,13 +26,27 @@ class ClassNames:
     def __init__(self, configured: Sequence[str] | None) -> None:
         self.configured = tuple(configured) if configured is not None else None
         self.count: int | None = None
-        self.problem: str | None = None
+        self._problem: str | None = None
+        self._logged: str | None = None  # the last problem logged
         self._names: list[str | None] = []
         self._from_model: list[bool] = []
 
+    @property
+    def problem(self) -> str | None:
+        return self._problem
+
+    @problem.setter
+    def problem(self, problem: str | None) -> None:
+        """Logged as found, once (TF Serving's names are learnt after start-up, and each
+        version's again)."""
+        if problem is not None and problem != self._logged:
+            logging.getLogger("tf_alexnet_serving").error("Not ready: %s", problem)
+            self._logged = problem
+        self._problem = problem
+
     def reset(self, count: int | None, names: Sequence[str] | None = None) -> None:
         """A model (version) with `count` classes and, when it says, all their names."""
-        self.problem = None
+        self._problem = None
         self.count = len(names) if names is not None else count
         if names is not None and count is not None and len(names) != count:
             self.problem = (
@@ -88,6 +104,29 @@ class Answer:
     probabilities: Any  # a 1-D numpy array, one score per class
     version: int
     names: ClassNames
+
+
+async def learn_names(
+    names: ClassNames,
+    count: int | None,
+    probe: Callable[[list[bytes]], Awaitable[list[tuple[int, str]]]],
+) -> None:
+    """`names` for a newly served version of `count` classes (None: not known yet), with the
+    names the model gives the probe images (`probe`: TF Serving's (class id, name) for each).
+    Raises UpstreamError when TF Serving does not answer; when it refuses the probe, the names
+    come with the answers instead."""
+    names.reset(count)
+    if names.problem:
+        return
+    try:
+        pairs = await probe(probe_images())
+    except UpstreamError as err:
+        if err.status != 400:  # TF Serving lists the version but does not answer with it
+            raise
+        return
+    with contextlib.suppress(UpstreamError):  # a disagreement is kept in names.problem
+        for class_id, name in pairs:
+            names.learn(class_id, name)
 
 
 def _disagreement(index: int, model_name: str, configured: str) -> str:

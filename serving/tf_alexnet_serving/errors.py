@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -44,6 +44,28 @@ def refused_by_tfserving(message: str) -> UpstreamError:
     if MODEL_SELECTION.search(message):
         return UpstreamError(503, f"TF Serving cannot serve the configured model: {message}")
     return UpstreamError(400, message)
+
+
+class Checkable(Protocol):
+    unavailable_reason: str
+
+    async def ready(self) -> bool: ...
+    async def probe(self) -> None: ...
+
+
+async def image_or_model(refusal: UpstreamError, backend: Checkable) -> UpstreamError:
+    """What to answer for an image TF Serving refused as invalid (`refusal`, a 400): the
+    image's fault only when the configured model is served (a new version may not be an
+    export) and answers a known-good image; else a 503 that names the model's fault."""
+    if not await backend.ready():
+        return UpstreamError(503, backend.unavailable_reason, retry_after=1)
+    try:
+        await backend.probe()
+    except UpstreamError as err:
+        return UpstreamError(
+            503, f"TF Serving refuses a known-good image too, so not the image's fault: {err}"
+        )
+    return refusal
 
 
 def check_bytes_input(inputs: Collection[str] | None, version: int) -> None:

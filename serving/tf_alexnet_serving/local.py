@@ -271,6 +271,8 @@ class LocalBackend:
             raise UpstreamError(503, f"Overloaded: {err}; retry later.", retry_after=1) from None
         except DeadlineExceeded as err:
             raise UpstreamError(504, f"The model gave no answer in time: {err}.") from None
+        except self._tf.errors.InvalidArgumentError as err:  # the decoder refused the image
+            raise UpstreamError(400, _one_line(err)) from None
         return answer
 
     def metadata(self) -> dict[str, Any]:

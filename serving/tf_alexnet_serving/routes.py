@@ -89,23 +89,26 @@ def build_router(max_top_k: int) -> APIRouter:
     @router.head("/readyz", include_in_schema=False)
     async def readyz(model: BackendDep) -> JSONResponse:
         """Readiness: the backend reports the model available, with the class names it has."""
-        available = await model.ready()
-        if model.names.problem:
-            return error_response(503, model.names.problem)
-        if available:
-            ready = Ready(status="ready", model=model.name, version=model.version)
-            return JSONResponse(ready.model_dump())
-        reason = model.unavailable_reason
-        return error_response(
-            503,
-            f"The model is not available: {reason}" if reason else "The model is not available.",
-        )
+        problem = await _not_ready(model)
+        if problem:
+            return error_response(503, problem)
+        ready = Ready(status="ready", model=model.name, version=model.version)
+        return JSONResponse(ready.model_dump())
 
-    @router.get("/v1/metadata", dependencies=[Depends(require_api_key)], responses=errors(401, 503))
+    @router.get(
+        "/v1/metadata",
+        dependencies=[Depends(require_api_key)],
+        response_model=Metadata,
+        responses=errors(401, 503),
+    )
     @router.head("/v1/metadata", dependencies=[Depends(require_api_key)], include_in_schema=False)
-    async def metadata(model: BackendDep) -> Metadata:
-        """The served model: name, version, class names, input spec."""
-        return Metadata(**model.metadata())
+    async def metadata(model: BackendDep) -> Response:
+        """The served model: name, version, class names, input spec (503 when not ready:
+        TF Serving's model may have changed, or be gone)."""
+        problem = await _not_ready(model)
+        if problem:
+            return error_response(503, problem)
+        return JSONResponse(Metadata(**model.metadata()).model_dump(mode="json"))
 
     @router.get("/metrics", include_in_schema=False)
     @router.head("/metrics", include_in_schema=False)
@@ -114,6 +117,17 @@ def build_router(max_top_k: int) -> APIRouter:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+async def _not_ready(model: Backend) -> str:
+    """Why the model cannot answer now ("" when it can), asking the backend afresh."""
+    available = await model.ready()
+    if model.names.problem:
+        return model.names.problem
+    if available:
+        return ""
+    reason = model.unavailable_reason
+    return f"The model is not available: {reason}" if reason else "The model is not available."
 
 
 async def _classify(
@@ -142,10 +156,12 @@ async def _classify(
         if isinstance(result, UpstreamError) and result.status != 400:
             headers = {"Retry-After": str(result.retry_after)} if result.retry_after else None
             raise HTTPException(result.status, result.message, headers=headers)
-    failed = [
+        if isinstance(result, Exception) and not isinstance(result, UpstreamError):
+            raise result  # a bug, not the image's fault: a 500, its traceback in the log
+    failed = [  # each image the model refused (UpstreamError 400)
         name
         for (name, _), result in zip(images, results, strict=True)
-        if isinstance(result, Exception)
+        if isinstance(result, UpstreamError)
     ]
     if failed:  # the whole request fails, naming every bad image
         raise HTTPException(400, f"{', '.join(failed)}: {UNDECODABLE}")

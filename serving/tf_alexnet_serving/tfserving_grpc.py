@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Hashable
 from typing import Any
@@ -15,6 +16,7 @@ from tf_alexnet_serving.classes import Answer, ClassNames
 from tf_alexnet_serving.errors import (
     UpstreamError,
     check_bytes_input,
+    image_or_model,
     none_available,
     refused_by_tfserving,
 )
@@ -34,6 +36,11 @@ _STATUS = {
 }
 
 _RETRY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+RECONNECT_BACKOFF_MS = 1000
+"""The longest wait between two attempts to reach TF Serving: gRPC's default grows to 120 s,
+and every call fails at once meanwhile, so a facade stayed unready for up to 2 minutes after
+TF Serving came back."""
 
 
 def _upstream_error(err: grpc.aio.AioRpcError) -> UpstreamError:
@@ -67,7 +74,9 @@ class GrpcBackend:
         self.names = ClassNames(settings.class_names)
         self._names_version = 0  # the version whose class names `names` holds
         self._settings = settings
-        self._label = settings.model_label if not settings.model_version else None
+        self._label = settings.model_label
+        self._starting: asyncio.Task[bool] | None = None
+        self._asking = asyncio.Lock()
         self.unavailable_reason = ""
         self._foreign = False  # the version served is not an export (it takes no image bytes)
         size = settings.grpc_max_message_bytes
@@ -76,6 +85,8 @@ class GrpcBackend:
             options=[
                 ("grpc.max_send_message_length", size),
                 ("grpc.max_receive_message_length", size),
+                ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+                ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
             ],
         )
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
@@ -92,14 +103,24 @@ class GrpcBackend:
         return spec
 
     async def start(self) -> None:
-        await self.ready()
+        """Learns the served version in the background: the facade listens at once, even
+        while TF Serving is slow to answer (answers name their version from then on)."""
+        self._starting = asyncio.create_task(self.ready())
 
     async def stop(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
         await self._channel.close()
 
     async def ready(self) -> bool:
         """Whether the configured version (the newest, a number, or a label's) is available;
         when it is not, `unavailable_reason` says why."""
+        async with self._asking:  # one ask at a time: a second waits for what it learns
+            return await self._ready()
+
+    async def _ready(self) -> bool:
         from tensorflow_serving.apis import get_model_status_pb2
 
         spec = self._model_spec()
@@ -180,17 +201,13 @@ class GrpcBackend:
             signature = found[contract.SIGNATURE_IMAGE_BYTES]
             dims = signature.outputs[contract.OUTPUT_PROBABILITIES].tensor_shape.dim
             count = dims[-1].size if dims and dims[-1].size > 0 else None
-        self.names.reset(count)
+
+        async def probe(images: list[bytes]) -> list[tuple[int, str]]:
+            _, ids, names = await self._call(images)
+            return list(zip(ids, names, strict=True))
+
+        await classes.learn_names(self.names, count, probe)
         self._names_version = version
-        if self.names.problem:
-            return
-        try:
-            _, ids, names = await self._call(classes.probe_images())
-        except UpstreamError:
-            return  # the names come with the answers
-        with contextlib.suppress(UpstreamError):  # a disagreement is kept in names.problem
-            for class_id, name in zip(ids, names, strict=True):
-                self.names.learn(class_id, name)
 
     async def _call(self, images: list[bytes]) -> tuple[np.ndarray, list[int], list[str]]:
         """(probabilities, class ids, class names) for `images`, from one Predict call."""
@@ -205,9 +222,15 @@ class GrpcBackend:
             response = await self._predict.Predict(request, timeout=self._settings.timeout_s)
         except grpc.aio.AioRpcError as err:
             raise _upstream_error(err) from None
+        outputs = response.outputs
+        if contract.OUTPUT_PROBABILITIES not in outputs:
+            raise UpstreamError(
+                503,
+                f"TF Serving's answer has no `{contract.OUTPUT_PROBABILITIES}`: "
+                f"{', '.join(sorted(outputs)) or 'no outputs'}",
+            )
         if response.model_spec.HasField("version"):
             self.version = response.model_spec.version.value
-        outputs = response.outputs
         probabilities = np.asarray(
             tf.make_ndarray(outputs[contract.OUTPUT_PROBABILITIES]), np.float32
         )
@@ -224,7 +247,12 @@ class GrpcBackend:
         """(`group` is not used: TF Serving queues each call as it comes.)"""
         if self._foreign and not await self.ready():  # unless another version serves now
             raise UpstreamError(503, self.unavailable_reason)
-        batch, ids, names = await self._call([image])
+        try:
+            batch, ids, names = await self._call([image])
+        except UpstreamError as err:
+            if err.status == 400:
+                raise await image_or_model(err, self) from None
+            raise
         version = self.version  # the version that answered (`_call` set it, no await since)
         probabilities = batch[0]
         if self.version != self._names_version:  # another version answered
@@ -235,6 +263,10 @@ class GrpcBackend:
             for class_id, name in zip(ids, names, strict=True):
                 self.names.learn(class_id, name)
         return Answer(probabilities, version, self.names)
+
+    async def probe(self) -> None:
+        """Raises UpstreamError unless the served version answers a known-good image."""
+        await self._call(classes.probe_images()[:1])
 
     def metadata(self) -> dict[str, Any]:
         return {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 from collections.abc import Hashable
 from typing import Any
 
@@ -14,6 +16,7 @@ from tf_alexnet_serving import classes
 from tf_alexnet_serving.errors import (
     UpstreamError,
     check_bytes_input,
+    image_or_model,
     none_available,
     refused_by_tfserving,
 )
@@ -31,7 +34,11 @@ class RestBackend:
         self.names = classes.ClassNames(settings.class_names)
         self._names_version = 0  # the version whose class names `names` holds
         self._base_url = f"{settings.tfserving_rest_url.rstrip('/')}/v1/models/{self.name}"
-        self._label = settings.model_label if not settings.model_version else None
+        self._label = settings.model_label
+        self._poll_s = settings.model_poll_s
+        self._timeout_s = settings.timeout_s
+        self._watcher: asyncio.Task[None] | None = None
+        self._asking = asyncio.Lock()
         self._model_url = (
             f"{self._base_url}/versions/{settings.model_version}"
             if settings.model_version
@@ -44,65 +51,73 @@ class RestBackend:
         # from the metadata, which resolves it.
         self._status_url = self._base_url if self._label else self._model_url
         self.unavailable_reason = ""
+        self.failure: UpstreamError | None = None  # why `ready()` last answered False
         self._foreign = False  # the version served is not an export (it takes no image bytes)
         self._client = httpx.AsyncClient(
             timeout=settings.timeout_s, limits=httpx.Limits(max_connections=64)
         )
 
     async def start(self) -> None:
-        await self.ready()  # learn the served version; readiness is asked again by /readyz
+        """Learns the served version in the background (the facade listens at once, even
+        while TF Serving is slow to answer), then again every `model_poll_s`: REST answers
+        name no version, so a new one is found by asking."""
+        self._watcher = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self._client.aclose()
+
+    async def _watch(self) -> None:
+        await self.ready()
+        while self._poll_s > 0:
+            await asyncio.sleep(self._poll_s)
+            await self.ready()
 
     async def ready(self) -> bool:
         """Whether the configured version (the newest, a number, or a label's) is available;
         when it is not, `unavailable_reason` says why."""
         try:
+            async with self._asking:  # one ask at a time: a second waits for what it learns
+                await self._learn_version()
+        except UpstreamError as err:
+            self.failure, self.unavailable_reason = err, err.message
+            return False
+        self.failure, self.unavailable_reason = None, ""
+        return True
+
+    async def _learn_version(self) -> None:
+        """The version served and its classes, from TF Serving (raises UpstreamError)."""
+        try:
             response = await self._client.get(self._status_url)
         except httpx.HTTPError as err:
-            self.unavailable_reason = f"TF Serving is unreachable: {type(err).__name__}."
-            return False
+            raise self._failed_call(err) from None
         if response.status_code != 200:
-            self.unavailable_reason = _upstream_error(response).message
-            return False
+            raise _upstream_error(response)
         try:
             statuses = [
                 (int(status["version"]), status.get("state", ""), _error_message(status))
                 for status in response.json().get("model_version_status", [])
             ]
         except (ValueError, KeyError, TypeError, AttributeError):
-            self.unavailable_reason = (
-                f"TF Serving's model status is unreadable: {response.text[:200]}"
-            )
-            return False
+            raise UpstreamError(
+                503, f"TF Serving's model status is unreadable: {response.text[:200]}"
+            ) from None
         available = [version for version, state, _ in statuses if state == "AVAILABLE"]
         if not available:
-            self.unavailable_reason = none_available(statuses)
-            return False
-        version = max(available)
-        if self._label:
-            try:
-                version = await self._label_version()
-            except UpstreamError as err:
-                self.unavailable_reason = err.message
-                return False
-        self.version = version
+            raise UpstreamError(503, none_available(statuses), retry_after=1)
+        self.version = await self._label_version() if self._label else max(available)
         if self.version != self._names_version:
-            try:
-                await self._learn_classes()
-            except UpstreamError as err:
-                self.unavailable_reason = err.message
-                return False
-        self.unavailable_reason = ""
-        return True
+            await self._learn_classes()
 
     async def _label_version(self) -> int:
         """The version the configured label points at, from its metadata."""
         try:
             response = await self._client.get(f"{self._model_url}/metadata")
         except httpx.HTTPError as err:
-            raise UpstreamError(503, f"TF Serving is unreachable: {type(err).__name__}.") from None
+            raise self._failed_call(err) from None
         if response.status_code != 200:
             raise _upstream_error(response)
         try:
@@ -130,53 +145,95 @@ class RestBackend:
                 self._foreign = True
                 raise
             count = classes_in_signature_def(signature_defs)
-        self.names.reset(count)
+
+        async def probe(images: list[bytes]) -> list[tuple[int, str]]:
+            predictions = await self._predict(images, self._url_of(version))
+            return [pair for pair in map(_named, predictions) if pair is not None]
+
+        await classes.learn_names(self.names, count, probe)
         self._names_version = version
-        if self.names.problem:
-            return
-        try:
-            for prediction in await self._predict(classes.probe_images()):
-                self._learn(prediction)
-        except UpstreamError:
-            pass  # the names come with the answers
 
     def _learn(self, prediction: dict[str, Any]) -> bool:
-        class_id, name = (
-            prediction.get(contract.OUTPUT_CLASS_ID),
-            prediction.get(contract.OUTPUT_CLASS_NAME),
-        )
-        if isinstance(class_id, int) and isinstance(name, str):
-            return self.names.learn(class_id, name)
-        return True
+        pair = _named(prediction)
+        return self.names.learn(*pair) if pair is not None else True
 
-    async def _predict(self, images: list[bytes]) -> list[dict[str, Any]]:
+    def _unavailable(self) -> UpstreamError:
+        """Why the last `ready()` answered False, as a new error (504 when TF Serving did not
+        answer in time, 503 otherwise)."""
+        failure = self.failure or UpstreamError(503, self.unavailable_reason)
+        return UpstreamError(failure.status, failure.message, failure.retry_after)
+
+    def _url_of(self, version: int) -> str:
+        """Where to ask `version`. REST answers name no version: asking for the version by
+        number makes the answer's version known."""
+        return f"{self._base_url}/versions/{version}"
+
+    def _failed_call(self, err: httpx.HTTPError) -> UpstreamError:
+        if isinstance(err, httpx.TimeoutException):
+            return UpstreamError(504, f"TF Serving did not answer within {self._timeout_s:g} s.")
+        detail = str(err).strip()[:200]  # httpx's own words (a TLS failure, a refused port)
+        reason = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+        return UpstreamError(503, f"TF Serving is unreachable: {reason}.", retry_after=1)
+
+    async def _predict(self, images: list[bytes], url: str) -> list[dict[str, Any]]:
         body = {
             "signature_name": contract.SIGNATURE_IMAGE_BYTES,
             "instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images],
         }
         try:
-            response = await self._client.post(f"{self._model_url}:predict", json=body)
-        except httpx.TimeoutException:
-            raise UpstreamError(504, "TF Serving did not answer in time.") from None
+            response = await self._client.post(f"{url}:predict", json=body)
         except httpx.HTTPError as err:
-            raise UpstreamError(503, f"TF Serving is unreachable: {type(err).__name__}.") from None
+            raise self._failed_call(err) from None
         if response.status_code != 200:
-            raise _upstream_error(response)
-        predictions: list[dict[str, Any]] = response.json()["predictions"]
-        return predictions
+            found = _upstream_error(response)
+            if response.status_code == 404:
+                raise _VersionGone(found.status, found.message)
+            raise found
+        try:
+            predictions = response.json()["predictions"]
+            probabilities = [row[contract.OUTPUT_PROBABILITIES] for row in predictions]
+            if len(predictions) != len(images) or not all(
+                isinstance(row, list) for row in probabilities
+            ):
+                raise TypeError
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise UpstreamError(
+                503, f"TF Serving's answer holds no predictions: {_excerpt(response)}"
+            ) from None
+        return list(predictions)
+
+    async def probe(self) -> None:
+        """Raises UpstreamError unless the served version answers a known-good image."""
+        await self._predict(classes.probe_images()[:1], self._url_of(self.version))
 
     async def predict(self, image: bytes, group: Hashable | None = None) -> classes.Answer:
         """(`group` is not used: TF Serving queues each call as it comes.)"""
-        if self._foreign and not await self.ready():  # unless another version serves now
-            raise UpstreamError(503, self.unavailable_reason)
-        (prediction,) = await self._predict([image])
+        # Not before the version served is known (learnt at start, in the background), and
+        # not a version known not to be an export, unless another one serves now.
+        if (self._foreign or not self.version) and not await self.ready():
+            raise self._unavailable()
+        for attempt in range(2):
+            version = self.version
+            try:
+                (prediction,) = await self._predict([image], self._url_of(version))
+                break
+            except _VersionGone:
+                # Unloaded since the last ask (a newer one replaced it): ask again, once.
+                if attempt:
+                    raise
+                if not await self.ready():
+                    raise self._unavailable() from None
+            except UpstreamError as err:
+                if err.status == 400:
+                    raise await image_or_model(err, self) from None
+                raise
         probabilities = np.asarray(prediction[contract.OUTPUT_PROBABILITIES], np.float32)
         if len(probabilities) != self.names.count or not self._learn(prediction):
             await self.ready()  # another version answered: learn its classes, then check again
             if len(probabilities) != self.names.count or not self._learn(prediction):
                 self.names.reset(len(probabilities))
                 self._learn(prediction)
-        return classes.Answer(probabilities, self.version, self.names)  # REST names no version
+        return classes.Answer(probabilities, version, self.names)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -203,15 +260,33 @@ def _error_message(status: dict[str, Any]) -> str:
     return str(found.get("error_message", "")) if isinstance(found, dict) else ""
 
 
+def _named(prediction: dict[str, Any]) -> tuple[int, str] | None:
+    """(class id, class name) of one answer, when it names them."""
+    class_id = prediction.get(contract.OUTPUT_CLASS_ID)
+    name = prediction.get(contract.OUTPUT_CLASS_NAME)
+    return (class_id, name) if isinstance(class_id, int) and isinstance(name, str) else None
+
+
+class _VersionGone(UpstreamError):
+    """TF Serving answered 404: no such model or version (anymore)."""
+
+
+def _excerpt(response: httpx.Response) -> str:
+    kind = response.headers.get("content-type", "no content type")
+    return f"HTTP {response.status_code}, {kind}, {response.text[:100]!r}"
+
+
 def _upstream_error(response: httpx.Response) -> UpstreamError:
     try:
-        message = str(response.json().get("error", response.text))
-    except ValueError:
-        message = response.text
+        message = str(response.json()["error"])  # TF Serving's errors: {"error": "..."}
+    except (ValueError, KeyError, TypeError):
+        return UpstreamError(
+            503, f"The server at TFSERVING_REST_URL is not TF Serving: {_excerpt(response)}"
+        )
     if response.status_code == 400:
         return refused_by_tfserving(message)
     if response.status_code == 404:
-        return UpstreamError(503, f"TF Serving has no such model: {message}")
+        return UpstreamError(503, f"TF Serving has no such model or version: {message}")
     if response.status_code == 504:
         return UpstreamError(504, f"TF Serving timed out: {message}")
     if response.status_code in (429, 503):  # RESOURCE_EXHAUSTED, UNAVAILABLE (a full queue)

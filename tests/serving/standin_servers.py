@@ -34,10 +34,10 @@ def rest_server(servables: Any) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def grpc_server(servables: TFServingREST) -> Iterator[str]:
+def grpc_server(servables: TFServingREST, port: int | None = None) -> Iterator[str]:
     """The stand-in's gRPC API (TF Serving's message size limits) on its own event loop, in a
-    thread; yields its address."""
-    port = free_port()
+    thread, on `port` (else a free one); yields its address."""
+    port = port or free_port()
     loop = asyncio.new_event_loop()
 
     async def start() -> Any:

@@ -210,6 +210,27 @@ def test_corrupt_image_fails_the_request_naming_it(client, test_images):
     assert response.json()["detail"] == f"cut.png: {UNDECODABLE}"
 
 
+def test_a_failure_that_is_not_the_image_is_a_500_not_a_400(model_base, test_images):
+    """Any exception from the model call was answered 400 "could not be decoded", blaming the
+    client's image, and never reached the server's log."""
+
+    def out_of_memory(images):
+        raise MemoryError("the model call ran out of memory")
+
+    files = {"file": ("good.png", test_images[0], "image/png")}
+    settings = Settings(model_base_path=str(model_base))
+    for raised in (False, True):  # as a client sees it; as the server (uvicorn logs it) does
+        with TestClient(create_app(settings), raise_server_exceptions=raised) as client:
+            client.app.state.backend._batcher._run = out_of_memory
+            if raised:
+                with pytest.raises(MemoryError, match="the model call ran out of memory"):
+                    client.post("/predict", files=files)
+            else:
+                response = client.post("/predict", files=files)
+                assert response.status_code == 500
+                assert response.json() == {"detail": "Internal server error (MemoryError)."}
+
+
 @pytest.mark.parametrize("top_k", ["0", "-1", "11", "abc", "", "1.5"])
 def test_top_k_out_of_range_is_one_sentence(client, test_images, top_k):
     """FastAPI's own 422 had a list of pydantic errors as its detail, unlike every other refusal."""

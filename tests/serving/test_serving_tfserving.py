@@ -2,6 +2,7 @@
 
 import base64
 import contextlib
+import time
 
 import httpx
 import pytest
@@ -104,7 +105,8 @@ def test_version_and_label_selection(tfserving, test_images):
         assert client.get("/readyz").status_code == 503
         response = client.post("/predict", files=files)
         assert response.status_code == 503
-        assert "Servable not found for request: Specific(alexnet, 7)" in response.json()["detail"]
+        # TF Serving's own words, from its model status (asked first: no version known yet).
+        assert "Could not find version 7 of model alexnet" in response.json()["detail"]
 
 
 def _assert_unknown_label_is_unavailable(client, files):
@@ -124,9 +126,14 @@ def test_upstream_failures_map_to_clear_answers(tfserving, test_images):
         assert unreachable.get("/readyz").status_code == 503
         response = unreachable.post("/predict", files=files)
         assert response.status_code == 503 and "unreachable" in response.json()["detail"]
+        assert response.headers["retry-after"] == "1"
+        # Not a 200 with version 0 and no class names.
+        metadata = unreachable.get("/v1/metadata")
+        assert metadata.status_code == 503 and "unreachable" in metadata.json()["detail"]
     with _client(tfserving, timeout_s=0.0001) as impatient:
         response = impatient.post("/predict", files=files)
-        assert response.status_code == 504 and "in time" in response.json()["detail"]
+        assert response.status_code == 504
+        assert "did not answer within 0.0001 s" in response.json()["detail"]
     with _client(tfserving) as client:
         truncated = test_images[1][:60]
         response = client.post("/predict", files={"file": ("cut.png", truncated, "image/png")})
@@ -327,9 +334,157 @@ def test_configured_names_that_disagree_are_refused(facade_for, classes, test_im
         (right[::-1], "CLASS_NAMES disagrees with the served model: class "),
     ]:
         with facade_for(classes, class_names=wrong) as client:
-            assert message in caplog.text  # said at start-up
-            caplog.clear()
             ready = client.get("/readyz")
             assert ready.status_code == 503 and message in ready.json()["detail"], ready.text
+            assert caplog.text.count(f"Not ready: {message}") == 1  # logged as found, once
+            caplog.clear()
             response = client.post("/predict", files=files)
             assert response.status_code == 503 and message in response.json()["detail"]
+
+
+def _copy_version(source_base, model, version, target_base, target_version=None):
+    import shutil
+
+    shutil.copytree(
+        source_base / model / str(version),
+        target_base / "alexnet" / str(target_version or version),
+    )
+
+
+def test_rest_answers_name_the_version_that_computed_them(servables, test_images, tmp_path):
+    """REST answers name no version: the facade asks a version by number, and learns a new
+    one by polling (it said version 1 for ever, until something called /readyz)."""
+    files = {"file": ("a.png", test_images[0], "image/png")}
+    _copy_version(servables.base_path, "alexnet", 1, tmp_path)
+    latest = TFServingREST(tmp_path, "alexnet", num_versions=1)  # TF Serving's default policy
+    with rest_server(latest) as url, _client(url, model_poll_s=0) as client:
+        assert client.get("/readyz").json()["version"] == 1
+        _copy_version(servables.base_path, "alexnet", 1, tmp_path, 2)
+        latest.poll()  # 2 loads, 1 is unloaded
+        assert client.post("/predict", files=files).json()["model"]["version"] == 2
+        assert client.get("/v1/metadata").json()["version"] == 2
+    every = TFServingREST(tmp_path, "alexnet")  # the `all` policy: 1 and 2 stay AVAILABLE
+    with rest_server(every) as url, _client(url, model_poll_s=0.1) as client:
+        assert client.post("/predict", files=files).json()["model"]["version"] == 2
+        _copy_version(servables.base_path, "alexnet", 1, tmp_path, 3)
+        every.poll()
+        time.sleep(0.5)  # a few polls; no /readyz in between
+        assert client.post("/predict", files=files).json()["model"]["version"] == 3
+        assert "tf_alexnet_model_version 3.0" in client.get("/metrics").text
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_a_new_version_that_is_not_an_export_is_not_the_image_fault(
+    api, servables, foreign_and_broken, test_images, tmp_path
+):
+    """TF Serving refuses every image of such a version as invalid: the answer said the
+    client's image could not be decoded, until something called /readyz."""
+    import shutil
+
+    files = {"file": ("a.png", test_images[0], "image/png")}
+    serve, client_for = (rest_server, _client) if api == "rest" else (grpc_server, _grpc_client)
+    _copy_version(servables.base_path, "alexnet", 1, tmp_path)
+    latest = TFServingREST(tmp_path, "alexnet", num_versions=1)
+    with serve(latest) as address, client_for(address, model_poll_s=0) as client:
+        assert client.post("/predict", files=files).status_code == 200
+        shutil.copytree(foreign_and_broken / "plain" / "1", tmp_path / "alexnet" / "2")
+        latest.poll()
+        response = client.post("/predict", files=files)
+        assert response.status_code == 503, response.text
+        assert "Version 2 served by TF Serving is not a tf-alexnet export" in response.text
+        assert UNDECODABLE not in response.text
+        truncated = {"file": ("cut.png", test_images[1][:60], "image/png")}
+        assert client.post("/predict", files=truncated).status_code == 503  # nor this one
+
+
+def test_a_server_that_is_not_tf_serving_is_named(test_images):
+    """An HTML page where TF Serving's JSON was expected: a 503 that says so (a 200 page was a
+    400 blaming the image, a 404 page "TF Serving has no such model: <!DOCTYPE HTML>...")."""
+    import types
+
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
+
+    files = {"file": ("a.png", test_images[0], "image/png")}
+    page = "<!DOCTYPE HTML><html><body>Directory listing</body></html>"
+
+    async def not_found(request):
+        return HTMLResponse(page, status_code=404)
+
+    web_server = types.SimpleNamespace(app=Starlette(routes=[Route("/{path:path}", not_found)]))
+    with rest_server(web_server) as url, _client(url) as client:
+        for path in ("/readyz", "/v1/metadata"):
+            response = client.get(path)
+            assert response.status_code == 503
+            assert (
+                "The server at TFSERVING_REST_URL is not TF Serving: HTTP 404, text/html"
+                in (response.json()["detail"])
+            )
+        assert client.post("/predict", files=files).status_code == 503
+
+    async def status(request):  # a proxy that answers the status, then a page for predictions
+        return JSONResponse(
+            {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {}}]}
+        )
+
+    async def welcome(request):
+        return HTMLResponse(page)
+
+    proxy = types.SimpleNamespace(
+        app=Starlette(
+            routes=[
+                Route("/v1/models/alexnet", status),
+                Route("/{path:path}", welcome, methods=["GET", "POST"]),
+            ]
+        )
+    )
+    with rest_server(proxy) as url, _client(url) as client:
+        for response in (client.get("/readyz"), client.post("/predict", files=files)):
+            assert response.status_code == 503, response.text
+            assert (
+                "TF Serving's answer holds no predictions: HTTP 200, text/html"
+                in (response.json()["detail"])
+            )
+
+
+def test_the_facade_listens_while_tf_serving_does_not_answer(test_images):
+    """Start-up waited for TF Serving's status (TIMEOUT_S, twice when its metadata stalled
+    too): /healthz did not answer meanwhile, and a liveness probe could kill the facade."""
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        with _client(url, timeout_s=3) as client:
+            assert client.get("/healthz").status_code == 200
+            assert time.monotonic() - start < 1.5
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["detail"] == (
+                "The model is not available: TF Serving did not answer within 3 s."
+            )
+
+
+def test_grpc_reconnects_within_a_second_of_tf_serving_coming_back(servables, test_images):
+    """gRPC's reconnect backoff grows to 120 s, and calls fail at once meanwhile: after an
+    outage, the facade stayed unready for up to 2 minutes after TF Serving was back."""
+    port = free_port()
+    with _grpc_client(f"127.0.0.1:{port}") as client:
+        with grpc_server(servables, port):
+            _wait_until_ready(client, within_s=5)
+        start = time.monotonic()
+        while time.monotonic() - start < 16:  # the backoff would have reached 6-10 s
+            assert client.get("/readyz").status_code == 503
+            time.sleep(1)
+        with grpc_server(servables, port):
+            _wait_until_ready(client, within_s=3)
+
+
+def _wait_until_ready(client, within_s):
+    start = time.monotonic()
+    while (ready := client.get("/readyz")).status_code != 200:
+        assert time.monotonic() - start < within_s, ready.text
+        time.sleep(0.1)
