@@ -15,6 +15,7 @@ LOADING before END). Start-up fails as `server.cc`/`server_core.cc` make it fail
 version); the newest version failing to load. With no version yet, it waits (ports closed) and
 polls, as TF Serving does. The other flags of the official server (batching itself, warmup,
 monitoring, timeouts, config polling) are accepted and ignored, with one line saying so.
+`--help` (or `-h`) prints the emulated flags in tsl's `Flags::Usage()` layout and exits 0.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ FLAG_TYPES = {
 }
 # Parsed and checked, but what they configure is not emulated.
 NOT_EMULATED = ("enable_batching", "batching_parameters_file")
+HELP_FLAGS = ("--help", "-h")
 
 
 class StartupError(Exception):
@@ -74,12 +76,14 @@ class StartupError(Exception):
 
 
 def usage() -> str:
+    """The emulated flags with their defaults and types, laid out as tsl's Flags::Usage()."""
     lines = ["usage: tensorflow_model_server (stand-in)", "Flags:"]
     for field in dataclasses.fields(Options):
         kind = FLAG_TYPES[field.name]
         type_name = {str: "string", bool: "bool", INT32: "int32", INT64: "int64"}[kind]
         default = str(field.default).lower() if kind is bool else field.default
         lines.append(f"\t--{field.name}={default}\t{type_name}")
+    lines.append("Other tensorflow_model_server flags are accepted and ignored.")
     return "\n".join(lines) + "\n"
 
 
@@ -260,12 +264,16 @@ async def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    options, ignored, errors = parse_args(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    options, ignored, errors = parse_args(args)
     for error in errors:
         print(error, file=sys.stderr, flush=True)
     if options is None:
         print(usage(), end="", flush=True)
         return 255  # main.cc returns -1
+    if any(arg in HELP_FLAGS for arg in args):
+        print(usage(), end="", flush=True)
+        return 0
     if ignored:
         print("tfserving-standin: ignoring (not emulated): " + " ".join(ignored), flush=True)
     try:

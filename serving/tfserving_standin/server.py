@@ -23,7 +23,10 @@ What it follows, and where in TF Serving's source (github.com/tensorflow/serving
   loaded from their real name (`0004` is version 4); the newest `num_versions` (None: all);
   `poll()` loads a new version before it unloads the one it replaces; a failed load is retried
   `max_num_load_retries` times, `load_retry_interval_micros` apart, in state LOADING, then END
-  with the failure's canonical code (`core/basic_manager.cc`).
+  with the failure's canonical code (`core/basic_manager.cc`), and not tried again while its
+  folder stays. A deleted folder is no longer wanted: the newest remaining version is loaded
+  (again, if it was unloaded before) and the deleted one unloaded (END); with none left, none
+  is served (`core/availability_preserving_policy.cc`, `core/aspired_versions_manager.cc`).
 
 Not emulated: `:classify`/`:regress` (501), batching, warmup, request timeouts, config reloads,
 JSON parse error texts (rapidjson's own), and the order of outputs (TF Serving's is a hash map's).
@@ -123,6 +126,7 @@ class TFServingREST:
         self.models: dict[int, Any] = {}  # the AVAILABLE versions; replaced, never mutated
         self.signature_defs: dict[int, Any] = {}  # their SignatureDefMaps, for metadata
         self.states: dict[int, tuple[str, str, str]] = {}  # version: (state, code, message)
+        self._failed: set[int] = set()  # failed to load and still on disk: not tried again
         self._polling = threading.Lock()
         self.poll()
         methods = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"]
@@ -142,16 +146,20 @@ class TFServingREST:
     def poll(self) -> None:
         """One pass over the base path: load the wanted versions, then unload the others."""
         with self._polling:
+            if not self.model_path.is_dir():
+                return  # a file-system error: TF Serving changes nothing until the next poll
             found = self.versions_found()
             numbers = sorted(found)
             wanted = numbers if self.num_versions is None else numbers[-self.num_versions :]
+            self._failed &= set(wanted)  # a failure no longer wanted is forgotten
             for version in wanted:
-                if version in self.states:
+                if version in self.models or version in self._failed:
                     continue  # loaded, or failed to load (TF Serving gives up after its retries)
                 self._load(version, found[version])
-            if not any(version in self.models for version in wanted):
-                return  # availability preserving: keep serving until a wanted version serves
-            for version in set(self.models) - set(wanted):
+            unwanted = sorted(set(self.models) - set(wanted))
+            if wanted and not any(version in self.models for version in wanted):
+                unwanted = unwanted[:-1]  # availability preserving: the newest keeps serving
+            for version in unwanted:  # oldest first
                 self._set_state(version, "UNLOADING")
                 self.models = {v: m for v, m in self.models.items() if v != version}
                 self._set_state(version, "END")
@@ -175,6 +183,7 @@ class TFServingREST:
             self.models = {**self.models, version: model}
             self._set_state(version, "AVAILABLE")
             return
+        self._failed.add(version)
         self._set_state(version, "END", error.code, error.message)
 
     def poll_forever(self, wait_seconds: float, stop: threading.Event) -> None:

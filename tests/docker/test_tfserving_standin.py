@@ -193,3 +193,16 @@ def test_command_line_refuses_to_start_as_tf_serving_does(
         pytest.fail("the stand-in started where TF Serving refuses to")
     assert done.returncode == 255  # main.cc returns -1
     assert getattr(done, stream).endswith(message), (done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_emulated_flags(flag: str) -> None:
+    """main.cc prints tsl's Flags::Usage() text on --help: here, the flags the stand-in honours."""
+    command = [sys.executable, "-m", "serving.tfserving_standin", flag]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert done.stdout.startswith("usage: tensorflow_model_server")
+    for name in ("port", "rest_api_port", "model_name", "model_base_path", "model_config_file"):
+        assert f"\t--{name}=" in done.stdout
+    assert "\t--file_system_poll_wait_seconds=1\tint32" in done.stdout
+    assert "Failed to start server" not in done.stdout and "ignoring" not in done.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import pathlib
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -273,3 +274,59 @@ def test_failed_loads_are_retried_in_state_loading(tmp_path: pathlib.Path) -> No
     assert time.monotonic() - started >= 0.8  # two retries, 0.4 s apart
     status = client.get("/v1/models/m/versions/2").json()["model_version_status"][0]
     assert status["state"] == "END" and status["status"]["error_code"] == "NOT_FOUND"
+
+
+def test_deleting_the_newest_version_serves_the_previous_one(tmp_path: pathlib.Path) -> None:
+    """file_system_storage_path_source.cc aspires the newest version left on disk;
+    availability_preserving_policy.cc loads it, then unloads the deleted one (END). A version
+    unloaded before is a new servable when aspired again (aspired_versions_manager.cc)."""
+    base = tmp_path / "m"
+    base.mkdir()
+    save_version(base / "1", 1.0)
+    servables = TFServingREST(tmp_path, "m", num_versions=1, max_num_load_retries=0)
+    client = TestClient(servables.app)
+    names = get_model_status_pb2.ModelVersionStatus.State.Name
+    for _ in range(2):  # deploy version 2, then roll it back by deleting its folder
+        save_version(base / "2", 2.0)
+        servables.poll()
+        assert versions(client.get("/v1/models/m").json()) == [("2", "AVAILABLE"), ("1", "END")]
+        shutil.rmtree(base / "2")
+        servables.poll()
+        assert versions(client.get("/v1/models/m").json()) == [("2", "END"), ("1", "AVAILABLE")]
+        assert client.post("/v1/models/m:predict", json={"instances": [3.0]}).json() == {
+            "predictions": [3.0]
+        }
+        assert client.get("/v1/models/m/metadata").json()["model_spec"]["version"] == "1"
+        gone = client.post("/v1/models/m/versions/2:predict", json={"instances": [3.0]})
+        assert (gone.status_code, gone.json()) == (
+            404,
+            {"error": "Servable not found for request: Specific(m, 2)"},
+        )
+        with grpc_channel(servables) as channel:
+            status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+                get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "m"})
+            )
+            assert [(s.version, names(s.state)) for s in status.model_version_status] == [
+                (2, "END"),
+                (1, "AVAILABLE"),
+            ]
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = predict_pb2.PredictRequest(model_spec={"name": "m"})
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([3.0], np.float32)))
+            answer = stub.Predict(request)
+            assert answer.model_spec.version.value == 1
+            assert tf.make_ndarray(answer.outputs["y"]).tolist() == [3.0]
+            metadata = stub.GetModelMetadata(
+                get_model_metadata_pb2.GetModelMetadataRequest(
+                    model_spec={"name": "m"}, metadata_field=["signature_def"]
+                )
+            )
+            assert metadata.model_spec.version.value == 1
+    shutil.rmtree(base / "1")  # no version left: none AVAILABLE, nothing to serve
+    servables.poll()
+    assert versions(client.get("/v1/models/m").json()) == [("2", "END"), ("1", "END")]
+    empty = client.post("/v1/models/m:predict", json={"instances": [3.0]})
+    assert (empty.status_code, empty.json()) == (
+        404,
+        {"error": "Servable not found for request: Latest(m)"},
+    )
