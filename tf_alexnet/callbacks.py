@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from typing import Any
 
@@ -35,10 +36,19 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     workers therefore agree on the oldest epoch any of them has (an all-reduce at the
     start of training), and a worker that is ahead restores the previous epoch's weights,
     which it keeps for this reason. Mirrored weights stay identical across workers.
+
+    The backup outlives `fit`: Keras deletes it in `on_train_end`, and a kill between that
+    and the writing of the run's last files (`final.keras`, `metrics.json`) left a run that
+    the same command trained again from its first epoch. The caller deletes it with
+    `remove_backup` once those are written; a run resumed with every epoch finished trains
+    no epoch and only writes them.
     """
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._load_model()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        pass  # kept until the run's files are written: see `remove_backup`
 
     def _read_metadata(self) -> dict[str, Any] | None:
         if not os.path.exists(self._training_metadata_path):
@@ -112,6 +122,18 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         for name in os.listdir(self.backup_dir):
             if name.endswith(".weights.h5") and name not in keep:
                 os.remove(os.path.join(self.backup_dir, name))
+
+
+def remove_backup(backup_dir: str | os.PathLike[str]) -> None:
+    """Deletes a finished run's backup folder (`AtomicBackupAndRestore` leaves it).
+
+    The metadata goes first: a kill in the middle leaves either a whole backup or weights
+    files without metadata, which a resumed run ignores (no backup: nothing to resume).
+    """
+    metadata = os.path.join(backup_dir, "training_metadata.json")
+    if os.path.exists(metadata):
+        os.remove(metadata)
+    shutil.rmtree(backup_dir, ignore_errors=True)
 
 
 class AveragedWeights(keras.callbacks.SwapEMAWeights):

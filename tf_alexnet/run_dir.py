@@ -6,6 +6,7 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
+import io
 import json
 import os
 import pathlib
@@ -115,6 +116,37 @@ class RunDir:
                 rows[int(row["epoch"])] = {k: _number(v) for k, v in row.items() if v != "NA"}
         return [rows[epoch] for epoch in sorted(rows)]
 
+    def truncate_history(self, finished: int) -> None:
+        """Keeps in history.csv only the rows of the first `finished` epochs, atomically.
+
+        A kill after an epoch's row was written but before the backup recorded that epoch
+        left the row there, and the resumed run, which replays the epoch, appended it again.
+        Rows cut short by a kill go too. A history left with no row is deleted (the next
+        epoch's row then comes with its header).
+        """
+        if not self.history.is_file():
+            return
+        with open(self.history, newline="") as file:
+            text = file.read()
+        rows = list(csv.reader(io.StringIO(text)))
+        if not rows:
+            return
+        header = rows[0]
+        kept = [row for row in rows[1:] if len(row) == len(header) and _epoch(row[0]) < finished]
+        if not kept:
+            self.history.unlink()
+            return
+        output = io.StringIO()
+        csv.writer(output).writerows([header, *kept])
+        if output.getvalue() == text:
+            return
+        temp = self.history.with_suffix(self.history.suffix + ".tmp")
+        try:
+            temp.write_text(output.getvalue(), newline="")  # CSVLogger: "\r\n" lines
+            os.replace(temp, self.history)
+        finally:
+            temp.unlink(missing_ok=True)
+
     def write_json(self, path: pathlib.Path, values: dict[str, Any]) -> None:
         """Writes JSON atomically (temp file + rename): readers never see half a file."""
         temp = path.with_suffix(path.suffix + ".tmp")
@@ -123,6 +155,14 @@ class RunDir:
             os.replace(temp, path)
         finally:  # a full disk or a bad value leaves no partial file either
             temp.unlink(missing_ok=True)
+
+
+def _epoch(text: str) -> int | float:
+    """A history row's epoch number (infinity if it is not one: the row is dropped)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float("inf")
 
 
 def _number(text: str) -> float:
@@ -237,6 +277,11 @@ def prepare(
             f"{str(run.root)!r} is not empty and is not a run directory. Choose another --run-dir."
         )
     run.root.mkdir(parents=True, exist_ok=True)
+    # What a kill -9 during a model's save left (the caller holds the directory: no other
+    # training writes there).
+    from tf_alexnet.saving import remove_stale_temps  # Keras: only once training starts
+
+    remove_stale_temps(run.root)
     return run
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import re
 import zipfile
 
 import keras
@@ -21,25 +23,73 @@ def load_model(path: str | os.PathLike[str], compile: bool = True) -> keras.Mode
         raise UserError(f"No model file at {path!r}.")
     if not path.endswith(".keras"):
         raise UserError(f"Expected a `.keras` model file. Received: {path!r}")
+    not_keras = UserError(
+        f"{path!r} is not a `.keras` file (a zip archive) saved by Keras: it is damaged, "
+        "truncated, or another kind of file."
+    )
     if not zipfile.is_zipfile(path):  # Keras itself says "File not found" for it
-        raise UserError(
-            f"{path!r} is not a `.keras` file (a zip archive) saved by Keras: it is damaged, "
-            "truncated, or another kind of file."
-        )
+        raise not_keras
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile) as err:
+        raise not_keras from err
+    if "config.json" not in names:  # Keras: a raw KeyError
+        raise not_keras
     try:
         return keras.saving.load_model(path, compile=compile)
-    except (OSError, ValueError) as err:
+    except zipfile.BadZipFile as err:  # a damaged member
+        raise not_keras from err
+    except (OSError, ValueError, KeyError) as err:
         raise UserError(f"Could not load the model {path!r}: {err}") from err
 
 
+_TEMP_SUFFIX = ".tmp.keras"
+_TEMP_NAME = re.compile(r"\.(?P<name>.+\.keras)\.(?P<pid>\d+)" + re.escape(_TEMP_SUFFIX))
+"""`save_model_atomic` writes `NAME.keras` as `.NAME.keras.<pid>.tmp.keras`, then renames it."""
+
+
 def save_model_atomic(model: keras.Model, path: str | os.PathLike[str]) -> None:
-    """Saves a `.keras` file so that a reader (or a kill) never sees half of it."""
+    """Saves a `.keras` file so that a reader (or a kill) never sees half of it.
+
+    A SIGKILL during the save leaves the temp file: `remove_stale_temps` deletes it later.
+    """
     path = os.fspath(path)
     directory, name = os.path.split(path)
-    temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp.keras")
+    temp = os.path.join(directory, f".{name}.{os.getpid()}{_TEMP_SUFFIX}")
     try:
         model.save(temp)
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):
             os.remove(temp)
+
+
+def remove_stale_temps(directory: str | os.PathLike[str]) -> list[pathlib.Path]:
+    """Deletes the temp files that killed `save_model_atomic` calls left in `directory`.
+
+    A temp file is stale when the process named in it (by pid) no longer runs; returns the
+    files deleted. Training calls it on its run directory, which it holds alone.
+    """
+    removed = []
+    for path in sorted(pathlib.Path(directory).glob(".*" + _TEMP_SUFFIX)):
+        match = _TEMP_NAME.fullmatch(path.name)
+        if not match or not path.is_file() or process_running(int(match["pid"])):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def process_running(pid: int) -> bool:
+    """Whether process `pid` exists on this host (another user's counts too): the writer of a
+    temp file or folder named after it may still be writing."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True

@@ -24,6 +24,7 @@ from tf_alexnet.callbacks import (
     ReseedEachEpoch,
     StopOnDivergence,
     SyncMovingStatistics,
+    remove_backup,
 )
 from tf_alexnet.cluster import (
     PEER_ERRORS,
@@ -154,6 +155,8 @@ def _train(
 
     if role.is_chief:  # data and model are valid: record the run
         run.write_json(run.config, config.to_dict())
+        # Rows of epochs the backup had not recorded when the run was killed: replayed now.
+        run.truncate_history(resumed)
     history_before = run.read_history()
     print(
         f"Training {config.variant} AlexNet ("
@@ -198,12 +201,18 @@ def _train(
             "epoch."
         ) from err
     wall_seconds = time.perf_counter() - start
+    # The backup goes last: until then a kill leaves a run that resumes after its last epoch
+    # and only writes what is missing.
     if not role.is_chief:
-        return finish_worker(run, model, role)
+        result = finish_worker(run, model, role)
+        remove_backup(backup)
+        remove_if_empty(run.backup)
+        return result
     save_model_atomic(model, run.final_model)
     metrics = _finish(run, model, config, datasets, replicas, global_batch, precision, wall_seconds)
+    remove_backup(backup)
     if multiworker:
-        remove_if_empty(run.backup)  # each worker deleted its own backup folder
+        remove_if_empty(run.backup)  # each worker deletes its own backup folder
     return metrics
 
 

@@ -57,3 +57,28 @@ def test_write_json_leaves_no_partial_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert json.loads(run.metrics.read_text()) == {"epochs": 1}
     assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_training_starts_by_removing_the_temp_models_of_killed_writers(tmp_path):
+    """A kill -9 while best.keras was written (`save_model_atomic`) left its temp file, up to
+    the model's size, for ever; the writer's pid is in its name."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import TINY_TRAINING
+    from tf_alexnet import config as config_lib
+    from tf_alexnet.run_dir import prepare
+
+    config = config_lib.from_dict(TINY_TRAINING).with_absolute_paths()
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.write_json(run.config, config.to_dict())  # an unfinished run
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    stale = [f".best.keras.{ended.pid}.tmp.keras", f".final.keras.{ended.pid}.tmp.keras"]
+    kept = [f".best.keras.{os.getppid()}.tmp.keras", ".notes.tmp.keras", "best.keras"]
+    for name in stale + kept:
+        (run.root / name).write_bytes(b"PK")
+    prepare(run.root, config, overwrite=False)
+    assert sorted(path.name for path in run.root.iterdir()) == sorted(["config.json", *kept])

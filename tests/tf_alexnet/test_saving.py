@@ -127,3 +127,19 @@ def test_load_model_says_a_file_is_not_a_keras_archive(tmp_path, content):
         ValueError, match=r"is not a `\.keras` file \(a zip archive\) saved by Keras"
     ):
         tf_alexnet.load_model(path)
+
+
+def test_load_model_says_a_zip_without_a_model_is_not_a_keras_archive(tmp_path):
+    """A zip holding only hello.txt ended in a raw `KeyError: "There is no item named
+    'config.json' in the archive"` traceback."""
+    import zipfile
+
+    import tf_alexnet
+
+    path = tmp_path / "x.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("hello.txt", "hello\n")
+    with pytest.raises(
+        ValueError, match=r"is not a `\.keras` file \(a zip archive\) saved by Keras"
+    ):
+        tf_alexnet.load_model(path)

@@ -591,3 +591,69 @@ def test_a_mistake_found_before_training_leaves_no_empty_run_directory(tmp_path)
     with pytest.raises(UserError):
         train(config, tmp_path / "runs" / "mine")
     assert (tmp_path / "runs" / "mine").is_dir()
+
+
+def test_a_kill_after_the_last_epoch_finishes_the_run_without_training_again(
+    fashion_mnist, tmp_path, monkeypatch, capsys
+):
+    """Keras deleted `backup/` at the end of `fit`, before `final.keras` and `metrics.json`
+    were written: a kill in between left a run that the same command trained again from
+    epoch 1, doubling history.csv (0,1,0,1)."""
+    import tf_alexnet.train as train_module
+
+    config = config_lib.from_dict({**TINY, "train_examples": 512})
+    run = RunDir(tmp_path / "run")
+    trained = {}
+
+    def killed(model, path):
+        trained["weights"] = [w.copy() for w in model.get_weights()]
+        raise KeyboardInterrupt  # a kill once fit has returned
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "save_model_atomic", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, run.root)
+    assert run.finished_epochs() == 2 and not run.metrics.exists()
+    capsys.readouterr()
+
+    metrics = train(config, run.root)
+    out = capsys.readouterr().out
+    assert "resuming after epoch 2" in out and "Epoch 1/" not in out
+    assert [line.split(",")[0] for line in run.history.read_text().splitlines()[1:]] == ["0", "1"]
+    assert metrics["epochs"] == 2 and run.metrics.is_file() and run.final_model.is_file()
+    assert not run.backup.exists()  # deleted once the run's files are written
+    for a, b in zip(
+        keras.saving.load_model(run.final_model).get_weights(), trained["weights"], strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(UserError, match="finished run"):
+        train(config, run.root)
+
+
+def test_a_resumed_run_drops_history_rows_of_epochs_the_backup_had_not_recorded(
+    fashion_mnist, tmp_path
+):
+    """A kill after an epoch's row reached history.csv but before its backup: the resumed
+    run replays that epoch and CSVLogger appended its row a second time."""
+
+    class StopAtSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    config = config_lib.from_dict({**TINY, "train_examples": 512})
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run.root, callbacks=[StopAtSecondEpoch()])
+    assert run.finished_epochs() == 1
+    header, first = run.history.read_text().splitlines()[:2]
+    # The row of epoch 2 (index 1), written before the kill, and half of a row after it.
+    stray = "1" + first[first.index(",") :]
+    run.history.write_text(f"{header}\n{first}\n{stray}\n1,0.5\n")
+
+    train(config, run.root)
+    lines = run.history.read_text().splitlines()
+    assert lines[0] == header and lines[1] == first
+    assert [line.split(",")[0] for line in lines[1:]] == ["0", "1"]
+    assert lines[2] != stray  # the replayed epoch's own row
+    assert [int(row["epoch"]) for row in run.read_history()] == [0, 1]
