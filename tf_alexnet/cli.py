@@ -316,6 +316,9 @@ def out_of_memory(err: BaseException, command: str) -> str | None:
         lines = (err.message or "").strip().splitlines() or [type(err).__name__]
         what = re.sub(r"\{\{[^}]*\}\}|\[Op:.*|/job:[^ ]*/device:", "", lines[0])
         what = re.sub(r"\s+", " ", what).strip().rstrip(".")
+        if "No space left on device" in what:  # TensorFlow's file writers raise it too
+            where = what.split(";")[0].strip()
+            return f"No space left on device: {where}."
     hint = OUT_OF_MEMORY_HINTS.get(command, "a smaller model or fewer images at once")
     return f"Out of memory: {what}. Try {hint}."
 

@@ -642,6 +642,21 @@ def test_running_out_of_memory_is_one_line(monkeypatch, capsys):
         "--batch-size.\n"
     )
 
+    def disk_full(args):  # TensorFlow's checkpoint writer, on a full disk (seen on a tmpfs)
+        raise tf.errors.ResourceExhaustedError(
+            None,
+            None,
+            "models/alexnet/.tmp-1-7655@vm/variables/variables_temp/part-00000-of-00001.data-"
+            "00000-of-00001.tempstate123; No space left on device",
+        )
+
+    monkeypatch.setitem(COMMANDS, "export", disk_full)
+    assert main(["export", "runs/x"]) == 1
+    assert capsys.readouterr().err == (  # it said "Out of memory: ... Try a smaller model"
+        "tf-alexnet: error: No space left on device: models/alexnet/.tmp-1-7655@vm/variables/"
+        "variables_temp/part-00000-of-00001.data-00000-of-00001.tempstate123.\n"
+    )
+
     def other_error(args):
         raise RuntimeError("a bug")
 
