@@ -153,15 +153,30 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from tf_alexnet.export import ExportMismatch, export
-    from tf_alexnet.sources import sample_images
+    from tf_alexnet.sources import load_source, sample_images
 
+    overrides = overrides_from(args, DATA_FLAGS)
+    # The data named on the command line names the classes (with or without --sample-images);
+    # else export finds the run's names, as predict does.
+    data_given = bool(overrides.keys() & {"image_folder", "dataset"})
+    config = None
+    if data_given or not args.sample_images:
+        config = run_data_config(args.source, overrides=overrides)
     if args.sample_images:
         images = [_sample_image(path) for path in args.sample_images]
     else:
-        config = run_data_config(args.source, overrides=overrides_from(args, DATA_FLAGS))
+        assert config is not None
         images = sample_images(config.data_spec())
+    class_names = load_source(config.data_spec()).class_names if config and data_given else None
     try:
-        result = export(args.source, args.base_path, args.name, args.version, sample_images=images)
+        result = export(
+            args.source,
+            args.base_path,
+            args.name,
+            args.version,
+            sample_images=images,
+            class_names=class_names,
+        )
     except ExportMismatch as err:  # a failure of the export, not a mistake in the command
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1

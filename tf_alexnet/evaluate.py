@@ -16,7 +16,7 @@ from tf_alexnet.config import TrainConfig
 from tf_alexnet.data import make_datasets
 from tf_alexnet.errors import UserError
 from tf_alexnet.exported import ExportedModel
-from tf_alexnet.model import outputs_probabilities
+from tf_alexnet.model import check_classifier
 from tf_alexnet.pipeline import PipelineSpec
 from tf_alexnet.predictions import to_probabilities
 from tf_alexnet.progress import report_progress
@@ -39,7 +39,7 @@ class Scorer:
 def keras_scorer(path: str | pathlib.Path) -> Scorer:
     """A `.keras` model (logits or probabilities, as it outputs them)."""
     model = load_model(path, compile=False)
-    from_logits = not outputs_probabilities(model)
+    from_logits = not check_classifier(model, path)  # one line for a model it cannot score
 
     def probabilities(images: Any) -> np.ndarray:
         scores = np.asarray(model.predict_on_batch(images), np.float64)

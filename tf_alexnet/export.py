@@ -42,11 +42,11 @@ from tf_alexnet.exported import (
     saved_model_path,
 )
 from tf_alexnet.hardware import without_bf16_rewrite
-from tf_alexnet.model import outputs_probabilities
-from tf_alexnet.predictions import to_probabilities
+from tf_alexnet.model import check_classifier, outputs_probabilities
+from tf_alexnet.predictions import to_probabilities, trained_class_names
 from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.run_dir import resolve_source
-from tf_alexnet.saving import load_model
+from tf_alexnet.saving import load_model, process_running
 
 # Re-exported: export.py is where callers have found these.
 __all__ = [
@@ -259,24 +259,11 @@ def remove_stale_temps(model_dir: pathlib.Path) -> list[pathlib.Path]:
     host = socket.gethostname()
     for path in sorted(model_dir.glob(TEMP_PREFIX + "*")):
         match = _TEMP_NAME.fullmatch(path.name)
-        if not match or (match["host"] or host) != host or _running(int(match["pid"])):
+        if not match or (match["host"] or host) != host or process_running(int(match["pid"])):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _running(pid: int) -> bool:
-    """Whether process `pid` exists on this host (another user's counts too)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
 
 
 def _missing_folders(path: pathlib.Path) -> list[pathlib.Path]:
@@ -317,7 +304,8 @@ def export(
         name: TF Serving's `MODEL_NAME`.
         version: the version folder; default: the next integer.
         sample_images: a few real encoded images, for validation and warmup requests.
-        class_names: default: the run's, else Fashion-MNIST's when the model has 10 classes.
+        class_names: default: the run's (also for a `.keras` file in a run directory, as
+            `predict` finds them), else Fashion-MNIST's for 10 classes, else `class_0`, ...
         before_publish: called with the finished temporary folder just before the rename
             (tests use it to fail an export midway).
     """
@@ -329,11 +317,14 @@ def export(
         raise UserError("Export needs at least one sample image for validation and warmup.")
     model_path, metrics = resolve_source(source)
     trained = load_model(model_path, compile=False)
+    check_classifier(trained, model_path)  # before anything is written
     policy = training_policy(trained)
     model = float32_model(trained)
     classes = model.output_shape[-1]
     class_names = list(
-        class_names or metrics.get("class_names") or contract.default_class_names(classes)
+        class_names
+        or trained_class_names(model_path, classes)  # a run's model, or a file in a run
+        or contract.default_class_names(classes)
     )
     if len(class_names) != classes:
         raise UserError(f"The model has {classes} classes but {len(class_names)} class names.")

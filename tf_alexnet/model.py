@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from tf_alexnet import contract
+from tf_alexnet.errors import UserError
 from tf_alexnet.layers import (
     FusedBatchNormalization,
     LocalResponseNormalization,
@@ -300,9 +301,130 @@ def _block(layer_spec: Conv | Pool | Norm, spec: Variant, x: Any) -> Any:
     return keras.layers.Activation("relu", name=f"{layer_spec.name}_relu")(x)
 
 
-def outputs_probabilities(model: keras.Model) -> bool:
-    """Whether the model's top layer ends in a softmax (else its outputs are logits)."""
-    return getattr(model.layers[-1], "activation", None) is keras.activations.softmax
+def _passes_values_on(layer: keras.layers.Layer) -> bool:
+    """A layer whose output, at inference, is its input (so the layer before it decides)."""
+    if isinstance(layer, keras.layers.Dropout | keras.layers.Identity):
+        return True
+    return isinstance(layer, keras.layers.Activation) and _activation_name(layer) == "linear"
+
+
+def _activation_name(layer: keras.layers.Layer) -> str:
+    """What `layer` applies last: "softmax", "linear" (nothing), or another activation's name."""
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    if isinstance(layer, keras.layers.ReLU | keras.layers.LeakyReLU | keras.layers.ELU):
+        return type(layer).__name__.lower()
+    if isinstance(layer, keras.layers.PReLU):
+        return "prelu"
+    function = getattr(layer, "activation", None)
+    if function is None or function is keras.activations.linear:
+        return "linear"
+    if function is keras.activations.softmax:
+        return "softmax"
+    return str(getattr(function, "__name__", function))
+
+
+def output_layer(model: keras.Model) -> keras.layers.Layer:
+    """The layer that computes `model`'s (first) output: inside nested models and Sequentials,
+    and back past layers that pass their input on unchanged at inference (Dropout, ...)."""
+    layer: Any = model
+    while True:
+        if isinstance(layer, keras.Model):
+            try:
+                tensor = layer.outputs[0]
+            except (AttributeError, IndexError, TypeError, ValueError):  # a subclassed model
+                if not layer.layers or not isinstance(layer.layers[-1], keras.Model):
+                    return layer.layers[-1] if layer.layers else layer
+                layer = layer.layers[-1]
+                continue
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return layer
+        producer = history.operation
+        if isinstance(producer, keras.Model):
+            layer = producer
+            continue
+        if not _passes_values_on(producer) or not producer._inbound_nodes:
+            return producer
+        inputs = producer._inbound_nodes[history.node_index].input_tensors
+        if len(inputs) != 1:
+            return producer
+        layer, tensor = producer, inputs[0]
+
+
+def outputs_probabilities(model: keras.Model, source: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the model ends in a softmax (its outputs are probabilities) rather than in logits.
+
+    Its last layer is found inside nested models and Sequentials; a softmax is a `Softmax` or
+    `Activation("softmax")` layer or a layer with `activation="softmax"`. Raises `UserError`
+    for another final activation (sigmoid, relu, ...): its outputs are neither logits nor
+    class probabilities, and a softmax over them would give wrong scores (`source`, the file
+    the model came from, is named in the message).
+    """
+    last = output_layer(model)
+    name = _activation_name(last)
+    if name not in ("softmax", "linear"):
+        where = "The model" if source is None else f"The model {os.fspath(source)!r}"
+        raise UserError(
+            f"{where} should output logits or softmax probabilities (a last layer without "
+            "activation, or with softmax), as class scores are read from them. Received: a last "
+            f"layer {last.name!r} with activation={name!r}"
+        )
+    return name == "softmax"
+
+
+_FEATURE_LAYERS = (
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling2D,
+    keras.layers.Flatten,
+)
+"""Last layers of a feature extractor (`include_top=False`), not of a classifier."""
+
+
+def check_classifier(model: keras.Model, source: str | os.PathLike[str]) -> bool:
+    """Refuses (`UserError`, one line) a model that predict, evaluate and export cannot use:
+    one whose input is not images of a fixed height and width with 1 or 3 channels, or whose
+    output is not class scores `(batch, classes)` (2 or more) from a classification top, or
+    neither logits nor softmax probabilities. Returns `outputs_probabilities(model)`."""
+    where = f"The model {os.fspath(source)!r}"
+    input_shape = model.input_shape
+    if not (
+        isinstance(input_shape, tuple)
+        and len(input_shape) == 4
+        and all(_is_integer(side) for side in input_shape[1:3])
+        and input_shape[3] in (1, 3)
+    ):
+        raise UserError(
+            f"{where} should take images of a fixed height and width, with 1 or 3 channels "
+            "(build it with an input_shape such as (32, 32, 3)). "
+            f"Received: input_shape={input_shape}"
+        )
+    output_shape = model.output_shape
+    if not (
+        isinstance(output_shape, tuple)
+        and len(output_shape) == 2
+        and _is_integer(output_shape[1])
+        and output_shape[1] >= 2
+    ):
+        raise UserError(
+            f"{where} should output class scores of shape (batch, classes), for 2 or more "
+            f"classes (a classifier built with include_top=True). "
+            f"Received: output_shape={output_shape}"
+        )
+    last = output_layer(model)
+    if isinstance(last, _FEATURE_LAYERS):
+        raise UserError(
+            f"{where} should end in a classification top, but it ends in its {last.name!r} "
+            f"layer ({type(last).__name__}): a feature extractor (include_top=False) outputs "
+            f"features, not class scores. Received: output_shape={output_shape}"
+        )
+    return outputs_probabilities(model, source)
 
 
 def format_summary(model: keras.Model) -> str:

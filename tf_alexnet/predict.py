@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import sys
@@ -16,8 +15,13 @@ import tensorflow as tf
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
 from tf_alexnet.exported import ExportedModel
-from tf_alexnet.model import outputs_probabilities
-from tf_alexnet.predictions import Top, decode_predictions, to_probabilities
+from tf_alexnet.model import check_classifier
+from tf_alexnet.predictions import (
+    Top,
+    decode_predictions,
+    to_probabilities,
+    trained_class_names,
+)
 from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
@@ -48,6 +52,7 @@ class Predictor:
             path = run.model_path()
         if path.is_file():
             self._model = load_model(path, compile=False)
+            self._from_logits = not check_classifier(self._model, path)
             self._signature = None
             self.class_names = _keras_class_names(path, self._model.output_shape[-1])
         elif path.is_dir():
@@ -68,16 +73,11 @@ class Predictor:
             [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
         )
         outputs = np.asarray(self._model(pixels, training=False))
-        return to_probabilities(outputs, from_logits=not outputs_probabilities(self._model))
+        return to_probabilities(outputs, from_logits=self._from_logits)
 
 
 def _keras_class_names(path: pathlib.Path, classes: int) -> tuple[str, ...]:
-    metrics = path.parent / "metrics.json"
-    if metrics.is_file():
-        names = json.loads(metrics.read_text()).get("class_names")
-        if names and len(names) == classes:
-            return tuple(names)
-    return contract.default_class_names(classes)
+    return trained_class_names(path, classes) or contract.default_class_names(classes)
 
 
 def list_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:

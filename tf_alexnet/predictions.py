@@ -11,7 +11,10 @@ resizes with TensorFlow (as training and the exported signatures do) and imports
 
 from __future__ import annotations
 
+import json
 import numbers
+import os
+import pathlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +50,25 @@ def to_probabilities(scores: Any, from_logits: bool) -> np.ndarray:
     return softmax(scores) if from_logits else as_numpy(scores)
 
 
+def trained_class_names(model_path: str | os.PathLike[str], classes: int) -> tuple[str, ...] | None:
+    """The class names a `.keras` model was trained with, from the `metrics.json` of its run
+    beside it (a run's best.keras or final.keras), if they are there for `classes` classes.
+
+    The one lookup that `predict` and `export` share: a model whose names are known is never
+    given Fashion-MNIST's (`contract.default_class_names`) by default.
+    """
+    metrics = pathlib.Path(model_path).parent / "metrics.json"
+    if not metrics.is_file():
+        return None
+    try:
+        names = json.loads(metrics.read_text()).get("class_names")
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+        return None
+    if isinstance(names, list) and len(names) == classes and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return None
+
+
 def decode_predictions(
     preds: Any,
     top: int = contract.TOP_K,
@@ -57,7 +79,8 @@ def decode_predictions(
 
     Args:
         preds: scores of shape `(samples, classes)`: probabilities (in [0, 1]), or logits with
-            `from_logits=True`. NaN and infinite scores are refused.
+            `from_logits=True`, of any integer or float type (16-bit floats, bfloat16
+            included). NaN and infinite scores are refused.
         top: how many classes per image, a positive integer. A `top` above the number of
             classes gives all of them (as `keras.applications` does).
         class_names: index = class id; default: Fashion-MNIST's for 10 classes, else
@@ -69,6 +92,10 @@ def decode_predictions(
         class id, as in the exported signatures' `tf.math.top_k`.
     """
     preds = as_numpy(preds)
+    if (preds.dtype.kind == "f" and preds.dtype.itemsize < 4) or preds.dtype.name == "bfloat16":
+        # float16, and ml_dtypes' bfloat16 (dtype.kind "V"): a model's output under a
+        # "bfloat16" or "float16" dtype policy.
+        preds = preds.astype(np.float32)
     if preds.ndim != 2 or preds.shape[1] < 1:
         raise ValueError(
             "`decode_predictions` expects a batch of scores: a 2D array of shape "

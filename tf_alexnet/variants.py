@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from tf_alexnet import contract
 
@@ -144,11 +147,12 @@ def _scaled_count(count: int, width: float) -> int:
 
 
 def check_width(width: Any) -> float:
-    """`width` as a float; a ValueError unless it is a positive number."""
+    """`width` as a float; a ValueError unless it is a positive real number (Python's or
+    NumPy's, not a bool)."""
     if (
-        isinstance(width, bool)
-        or not isinstance(width, (int, float))
-        or not (math.isfinite(width) and width > 0)
+        isinstance(width, bool | np.bool_)
+        or not isinstance(width, numbers.Real)
+        or not (math.isfinite(width) and float(width) > 0)
     ):
         raise ValueError(f"`width` should be a positive number. Received: width={width!r}")
     return float(width)
@@ -180,7 +184,7 @@ def min_input_size(variant: str) -> int:
 
 def get_variant(variant: str) -> Variant:
     """The declaration of `variant`; a ValueError lists the variants."""
-    if variant not in VARIANTS:
+    if not isinstance(variant, str) or variant not in VARIANTS:
         raise ValueError(
             f"`variant` should be one of {', '.join(map(repr, contract.VARIANTS))}. "
             f"Received: variant={variant!r}"

@@ -84,3 +84,34 @@ def test_class_names_the_font_lacks_draw_without_warnings(report, tmp_path):
     # Other warnings still show.
     with pytest.warns(UserWarning, match="another"), plots._missing_glyphs_quiet():
         warnings.warn("another warning", UserWarning, stacklevel=1)
+
+
+def test_a_nested_softmax_model_is_scored_once(tmp_path):
+    """evaluate's loss was 0.3133 instead of 5.7e-05: the nested softmax applied twice."""
+    from tests.tf_alexnet.test_predict import wrapped_models
+    from tf_alexnet.evaluate import keras_scorer
+
+    pixels = np.zeros((2, 32, 32, 3), np.float32)
+    for kind, model in wrapped_models().items():
+        path = tmp_path / f"{kind}.keras"
+        model.save(path)
+        probabilities = keras_scorer(path).probabilities(pixels)
+        np.testing.assert_allclose(probabilities, np.asarray(model(pixels)), atol=1e-5)
+        loss = classification_report(np.array([0, 0]), probabilities, ("a", "b"))["loss"]
+        assert loss < 1e-3, kind
+
+
+@pytest.mark.parametrize("kind", ["any size", "avg features", "sigmoid"])
+def test_a_model_evaluate_cannot_score_is_one_line(kind, tmp_path, capsys):
+    """A None-size model ended in `TypeError: '>' not supported between ... 'NoneType'`."""
+    from tests.tf_alexnet.test_export import _image_folder
+    from tests.tf_alexnet.test_predict import FEATURES_MESSAGES, features_models
+    from tf_alexnet.cli import main
+
+    folder = _image_folder(tmp_path / "data", ["a", "b"])
+    path = tmp_path / "model.keras"
+    features_models()[kind].save(path)
+    argv = ["evaluate", str(path), "--image-folder", str(folder), "--output-dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert FEATURES_MESSAGES[kind] in err and err.count("\n") == 1, err

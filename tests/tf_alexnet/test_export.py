@@ -395,3 +395,84 @@ def test_the_next_export_removes_the_temporary_folders_of_killed_ones(mini_model
     assert result.version == 3  # next after the integer names ("2")
     assert not (model_dir / names["killed"]).exists()
     assert (model_dir / names["running"]).is_dir()
+
+
+def _served_probabilities(result, images):
+    outputs = load_exported_signature(result.path)(
+        **{contract.INPUT_IMAGE_BYTES: tf.constant(images)}
+    )
+    return outputs[contract.OUTPUT_PROBABILITIES].numpy()
+
+
+def load_exported_signature(path):
+    return tf.saved_model.load(str(path)).signatures[contract.SIGNATURE_IMAGE_BYTES]
+
+
+def test_an_export_serves_a_nested_softmax_once(tmp_path):
+    """The export of a model wrapping a softmax classifier served softmax(softmax(x))."""
+    from tests.tf_alexnet.test_predict import png32, wrapped_models
+
+    images = [png32(0), png32(1)]
+    for kind, model in list(wrapped_models().items())[:2]:
+        path = tmp_path / f"{kind}.keras"
+        model.save(path)
+        result = export(path, tmp_path / kind, sample_images=images)
+        served = _served_probabilities(result, images)
+        expected = np.asarray(model(np.zeros((1, 32, 32, 3), np.float32)))
+        assert served[:, 0].min() > 0.999, kind
+        np.testing.assert_allclose(served[0], expected[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["any size", "avg features", "sigmoid"])
+def test_a_model_export_cannot_serve_is_one_line(kind, tmp_path, capsys):
+    from tests.tf_alexnet.test_predict import FEATURES_MESSAGES, features_models, png32
+    from tf_alexnet.cli import main
+
+    image = tmp_path / "image.png"
+    image.write_bytes(png32())
+    path = tmp_path / "model.keras"
+    features_models()[kind].save(path)
+    base = tmp_path / "models"
+    argv = ["export", str(path), "--model-base-path", str(base), "--sample-images", str(image)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert FEATURES_MESSAGES[kind] in err and err.count("\n") == 1, err
+    assert not base.exists()
+
+
+def _image_folder(root, classes):
+    from tests.tf_alexnet.test_predict import png32
+
+    for c, name in enumerate(classes):
+        for split in ("train", "test"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(2):
+                (root / split / name / f"{i}.png").write_bytes(png32(10 * c + i))
+    return root
+
+
+def test_an_exported_keras_file_keeps_its_runs_class_names(tmp_path, capsys):
+    """`export runs/ds10/best.keras` wrote Fashion-MNIST's names for classes c00..c09, and a
+    3-class file got class_0.. even with --image-folder ds3."""
+    from tests.tf_alexnet.test_predict import confident_mini, png32
+    from tf_alexnet.cli import main
+
+    image = tmp_path / "image.png"
+    image.write_bytes(png32())
+    run = tmp_path / "ds10"
+    run.mkdir()
+    names10 = [f"c{i:02d}" for i in range(10)]
+    (run / "metrics.json").write_text(json.dumps({"class_names": names10}))
+    confident_mini(classes=10).save(run / "best.keras")
+    base = tmp_path / "m"
+    argv = ["export", str(run / "best.keras"), "--model-base-path", str(base)]
+    assert main([*argv, "--sample-images", str(image)]) == 0, capsys.readouterr().err
+    assert (base / "alexnet" / "1" / "assets" / "class_names.txt").read_text().split() == names10
+
+    ds3 = _image_folder(tmp_path / "ds3", ["ant", "bee", "cat"])
+    confident_mini(classes=3).save(tmp_path / "three.keras")
+    for version, extra in ((1, []), (2, ["--sample-images", str(image)])):
+        argv = ["export", str(tmp_path / "three.keras"), "--model-base-path", str(base / "3")]
+        assert main([*argv, "--image-folder", str(ds3), *extra]) == 0, capsys.readouterr().err
+        names = (base / "3" / "alexnet" / str(version) / "assets" / "class_names.txt").read_text()
+        assert names.split() == ["ant", "bee", "cat"], extra

@@ -480,3 +480,138 @@ def test_keras_round_trip_in_a_fresh_process(tmp_path, backend, variant, custom_
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def _mini(classes=2, activation="softmax", name="core", **kwargs):
+    return AlexNet(
+        variant="mini",
+        input_shape=(32, 32, 3),
+        classes=classes,
+        classifier_activation=activation,
+        name=name,
+        **kwargs,
+    )
+
+
+def _outputs_of(case):
+    """Models whose last layer is not the builder's own top, as users wrap it."""
+    inputs = keras.Input((32, 32, 3))
+    if case == "nested softmax":
+        return keras.Model(inputs, _mini()(inputs))
+    if case == "sequential softmax":
+        return keras.Sequential(
+            [keras.Input((32, 32, 3)), _mini(activation=None), keras.layers.Softmax()]
+        )
+    if case == "activation layer":
+        return keras.Model(
+            inputs, keras.layers.Activation("softmax")(_mini(activation=None)(inputs))
+        )
+    if case == "softmax then dropout":
+        return keras.Model(inputs, keras.layers.Dropout(0.1)(_mini()(inputs)))
+    if case == "nested logits":
+        return keras.Model(inputs, _mini(activation=None)(inputs))
+    if case == "sequential logits":
+        return keras.Sequential([keras.Input((32, 32, 3)), _mini(activation=None)])
+    return _mini(activation=None if case == "logits" else "softmax")
+
+
+@pytest.mark.parametrize(
+    ("case", "probabilities"),
+    [
+        ("softmax", True),
+        ("nested softmax", True),
+        ("sequential softmax", True),
+        ("activation layer", True),
+        ("softmax then dropout", True),
+        ("logits", False),
+        ("nested logits", False),
+        ("sequential logits", False),
+    ],
+)
+def test_outputs_probabilities_finds_the_softmax_in_nested_models(case, probabilities):
+    """A nested model, a Sequential ending in Softmax() or an Activation("softmax") layer were
+    taken for logits: predict, evaluate and export applied softmax a second time."""
+    from tf_alexnet.model import outputs_probabilities
+
+    assert outputs_probabilities(_outputs_of(case)) is probabilities
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda: _mini(activation="sigmoid"), "'sigmoid'"),
+        (lambda: _mini(activation="relu"), "'relu'"),
+        (
+            lambda: keras.Sequential(
+                [keras.Input((32, 32, 3)), _mini(activation=None), keras.layers.Activation("tanh")]
+            ),
+            "'tanh'",
+        ),
+        (
+            lambda: keras.Sequential(
+                [keras.Input((32, 32, 3)), _mini(activation=None), keras.layers.ReLU()]
+            ),
+            "'relu'",
+        ),
+    ],
+)
+def test_outputs_neither_logits_nor_softmax_are_refused_by_name(make, named):
+    from tf_alexnet.errors import UserError
+    from tf_alexnet.model import outputs_probabilities
+
+    with pytest.raises(
+        UserError, match=f"logits or softmax probabilities.*Received: .*{named}"
+    ) as err:
+        outputs_probabilities(make())
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: AlexNet(
+                variant="mini", input_shape=(None, None, 3), include_top=False, pooling="avg"
+            ),
+            r"fixed height and width.*Received: input_shape=\(None, None, None, 3\)",
+        ),
+        (
+            lambda: AlexNet(
+                variant="mini", input_shape=(32, 32, 3), include_top=False, pooling="avg"
+            ),
+            r"classification top.*'avg_pool'.*Received: output_shape=\(None, 64\)",
+        ),
+        (
+            lambda: AlexNet(variant="mini", input_shape=(32, 32, 3), include_top=False),
+            r"\(batch, classes\).*Received: output_shape=\(None, 4, 4, 64\)",
+        ),
+        (
+            lambda: _mini(classes=1, activation=None),
+            r"2 or more.*Received: output_shape=\(None, 1\)",
+        ),
+        (lambda: _mini(classes=1, activation="sigmoid"), r"Received: output_shape=\(None, 1\)"),
+    ],
+)
+def test_check_classifier_refuses_what_predict_export_and_evaluate_cannot_use(make, message):
+    """A None-size model crashed in preprocessing (TypeError comparing None); a feature
+    extractor was exported and predicted as a 64-class model."""
+    from tf_alexnet.errors import UserError
+    from tf_alexnet.model import check_classifier
+
+    with pytest.raises(UserError, match=message) as err:
+        check_classifier(make(), "it.keras")
+    assert "\n" not in str(err.value) and "'it.keras'" in str(err.value)
+    assert check_classifier(_outputs_of("nested softmax"), "ok.keras") is True
+    assert check_classifier(_mini(activation=None), "ok.keras") is False
+
+
+def test_variant_and_width_of_other_types():
+    """`variant=["mini"]` raised TypeError (unhashable list); a numpy width was refused."""
+    with pytest.raises(
+        ValueError, match=r"`variant` should be one of .*Received: variant=\['mini'\]"
+    ):
+        AlexNet(variant=["mini"], input_shape=(28, 28, 1))
+    model = AlexNet(variant="mini", input_shape=(28, 28, 1), width=np.float32(0.5))
+    assert model.get_layer("conv1").filters == 16
+    with pytest.raises(ValueError, match=r"Received: width=(np\.)?True"):
+        AlexNet(variant="mini", input_shape=(28, 28, 1), width=np.bool_(True))

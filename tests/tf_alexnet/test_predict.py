@@ -194,3 +194,103 @@ def test_a_dash_reads_one_image_from_standard_input(images, exported_dir, tmp_pa
     assert twice.returncode == 2 and twice.stderr.decode().splitlines()[-1] == (
         "tf-alexnet: error: Standard input (-) holds one image: name it once."
     )
+
+
+# --- Models from outside the builder's defaults: tiny, untrained, at 32x32x3 -----------------
+
+
+def confident_mini(activation="softmax", classes=2, name="core"):
+    """An untrained mini classifier whose class 0 scores 0.9999 (a bias of +-5 on its top):
+    softmax applied twice to that makes 0.7311, which no tolerance confuses."""
+    from tf_alexnet import AlexNet
+
+    model = AlexNet(
+        variant="mini",
+        input_shape=(32, 32, 3),
+        classes=classes,
+        classifier_activation=activation,
+        width=0.25,
+        name=name,
+    )
+    top = model.get_layer("predictions")
+    top.bias.assign(np.array([5.0, -5.0][:classes] + [0.0] * (classes - 2), np.float32))
+    return model
+
+
+def wrapped_models():
+    """A softmax model's last layer as users write it: a nested model, a Sequential ending in
+    Softmax(), an Activation("softmax") layer."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    return {
+        "nested": keras.Model(inputs, confident_mini()(inputs)),
+        "sequential": keras.Sequential(
+            [keras.Input((32, 32, 3)), confident_mini(None), keras.layers.Softmax()]
+        ),
+        "activation": keras.Model(
+            inputs, keras.layers.Activation("softmax")(confident_mini(None)(inputs))
+        ),
+    }
+
+
+def png32(seed=0, size=32):
+    import tensorflow as tf
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    return tf.io.encode_png(pixels).numpy()
+
+
+def features_models():
+    """What predict, export and evaluate cannot score: no fixed size, or no classification top."""
+    from tf_alexnet import AlexNet
+
+    return {
+        "any size": AlexNet(
+            variant="mini", input_shape=(None, None, 3), include_top=False, pooling="avg"
+        ),
+        "avg features": AlexNet(
+            variant="mini", input_shape=(32, 32, 3), include_top=False, pooling="avg"
+        ),
+        "feature maps": AlexNet(variant="mini", input_shape=(32, 32, 3), include_top=False),
+        "sigmoid": confident_mini("sigmoid"),
+        "one sigmoid": confident_mini("sigmoid", classes=1),
+    }
+
+
+FEATURES_MESSAGES = {
+    "any size": "should take images of a fixed height and width",
+    "avg features": "should end in a classification top",
+    "feature maps": "should output class scores of shape (batch, classes)",
+    "sigmoid": "logits or softmax probabilities",
+    "one sigmoid": "for 2 or more classes",
+}
+
+
+def test_a_softmax_inside_a_nested_model_is_not_applied_twice(tmp_path):
+    """0.99995 came out as 0.7311: the wrapped model's softmax was taken for logits."""
+    image = tmp_path / "image.png"
+    image.write_bytes(png32())
+    for kind, model in wrapped_models().items():
+        path = tmp_path / f"{kind}.keras"
+        model.save(path)
+        expected = float(model(np.zeros((1, 32, 32, 3), np.float32))[0, 0])
+        (prediction,) = predict_files([str(image)], path, top_k=2)
+        assert prediction.top[0][0] == 0, kind
+        assert prediction.top[0][2] == pytest.approx(expected, abs=1e-4) and expected > 0.999
+
+
+@pytest.mark.parametrize("kind", list(FEATURES_MESSAGES))
+def test_a_model_predict_cannot_score_is_one_line(kind, tmp_path, capsys):
+    """A None-size feature extractor ended in a TypeError traceback (None > None), a
+    fixed-size one answered as a 64-class model, a sigmoid one always 1.0."""
+    from tf_alexnet.cli import main
+
+    image = tmp_path / "image.png"
+    image.write_bytes(png32())
+    path = tmp_path / "model.keras"
+    features_models()[kind].save(path)
+    assert main(["predict", str(image), "--model", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tf-alexnet: error: The model {str(path)!r} should ")
+    assert FEATURES_MESSAGES[kind] in err and err.count("\n") == 1, err

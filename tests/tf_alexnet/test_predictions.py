@@ -169,3 +169,15 @@ def test_dir_lists_the_public_api_before_it_loads():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-1] == "[] False"  # all listed, nothing imported for it
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_decode_takes_16_bit_scores(dtype):
+    """A model's own output under the global "bfloat16" policy was refused: ml_dtypes'
+    bfloat16 has dtype.kind 'V' ("expects numeric scores")."""
+    logits = tf.constant([[2.0, -1.0, 0.5]], dtype)
+    top = decode_predictions(logits.numpy(), top=2, from_logits=True)
+    assert [i for i, _, _ in top[0]] == [0, 2]
+    np.testing.assert_allclose(top[0][0][2], softmax([[2.0, -1.0, 0.5]])[0, 0], atol=1e-3)
+    probabilities = tf.nn.softmax(logits)
+    assert decode_predictions(probabilities.numpy(), top=1)[0][0][0] == 0
