@@ -387,17 +387,26 @@ def image_files(folder: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
     """The image files under `folder`, at any depth and sorted, and its files of other types.
 
     Hidden files and folders (`.ipynb_checkpoints/`, macOS's `._name.png`) are left out of both.
+    Linked folders are followed (each real folder read once, so a link to an ancestor ends).
     """
-    folder = pathlib.Path(folder)
-    found = sorted(
-        p for p in folder.rglob("*") if not _hidden(p.relative_to(folder)) and p.is_file()
-    )
+    found = sorted(_files_under(pathlib.Path(folder)))
     images = [str(p) for p in found if p.suffix.lower() in contract.IMAGE_SUFFIXES]
     return images, [str(p) for p in found if p.suffix.lower() not in contract.IMAGE_SUFFIXES]
 
 
-def _hidden(path: pathlib.Path) -> bool:
-    return any(part.startswith(".") for part in path.parts)
+def _files_under(folder: pathlib.Path) -> list[pathlib.Path]:
+    """`folder`'s files at any depth, through linked folders (`Path.rglob` skips them before
+    Python 3.13: a class folder's linked subfolder was left out without a word)."""
+    files, seen = [], set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        files += [pathlib.Path(root, name) for name in names if not name.startswith(".")]
+    return [path for path in files if path.is_file()]
 
 
 def _class_folders(folder: pathlib.Path) -> list[str]:

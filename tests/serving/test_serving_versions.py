@@ -206,9 +206,13 @@ def test_a_damaged_newest_version_is_skipped_at_start_and_after_a_removal(
         str(one_version / "alexnet"),
     )
     assert predicted.returncode == 2
-    assert predicted.stderr.strip().splitlines()[-1].startswith(
-        f"tf-alexnet: error: The exported model '{damaged}' does not load (damaged, or still "
-        "being copied?): "
+    assert (
+        predicted.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"tf-alexnet: error: The exported model '{damaged}' does not load (damaged, or still "
+            "being copied?): "
+        )
     ), predicted.stderr
     assert "Traceback" not in predicted.stderr
 
