@@ -490,12 +490,24 @@ def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
 def _load_weights_file(model: keras.Model, path: str) -> None:
     """A `.weights.h5` file of the same architecture (variables matched in order, as Keras
     does); a mismatch is reported in one paragraph, without the variables' values."""
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        raise ValueError(
+            f"{path!r} is not a readable `.weights.h5` file (HDF5): it is damaged, truncated, "
+            "or another kind of file."
+        )
     try:
         with warnings.catch_warnings():
             # Keras warns of "nested containers" on any mismatch; the error below says it all.
             warnings.simplefilter("ignore", UserWarning)
             model.load_weights(path)
-    except (ValueError, OSError) as err:
+    except OSError as err:  # h5py's: a truncated file ("truncated file: eof = ...")
+        reason = " ".join(str(err).split())[:300]
+        raise ValueError(
+            f"{path!r} could not be read as a `.weights.h5` file (damaged or truncated?): {reason}"
+        ) from err
+    except ValueError as err:
         # Keras appends the target variable's values; keep the message up to them.
         reason = " ".join(str(err).split("Target variable:")[0].split())
         raise ValueError(

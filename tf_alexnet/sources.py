@@ -275,7 +275,8 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
     """
     root = pathlib.Path(root)
     if not root.is_dir():
-        raise UserError(f"The image folder {str(root)!r} does not exist.")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise UserError(f"The image folder {str(root)!r} {what}.")
     subfolders = set(_class_folders(root))
     has_test = {"train", "test"} <= subfolders
     if not has_test and subfolders & {"train", "test"} and subfolders <= SPLIT_FOLDERS:

@@ -329,6 +329,9 @@ def test_linked_folders_inside_class_folders_are_read(tmp_path):
     source = folder_source(tmp_path / "data")
     assert source.class_names == ("a", "b")
     assert source.num_train == 5 + 3
+    a_file = tmp_path / "data" / "a" / "0.png"
+    with pytest.raises(UserError, match=r"0\.png' is a file, not a folder\.$"):
+        folder_source(a_file)  # it said "does not exist"
     assert sum(1 for _ in source.train) == 8
 
 

@@ -403,6 +403,25 @@ def test_damaged_or_mismatched_weight_files_are_reported_in_one_paragraph(tmp_pa
     assert "Target variable" not in message and "\n" not in message and len(message) < 1000
 
 
+def test_damaged_weights_h5_files_are_not_called_another_architecture(tmp_path):
+    """Random bytes and a truncated copy were both "do not fit this architecture: Unable to
+    synchronously open file (file signature not found)", sending the user to check shapes."""
+    path = tmp_path / "mini.weights.h5"
+    AlexNet(input_shape=(28, 28, 1), variant="mini").save_weights(path)
+    garbage = tmp_path / "garbage.weights.h5"
+    garbage.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(
+        ValueError, match=r"garbage\.weights\.h5' is not a readable `\.weights\.h5`"
+    ):
+        AlexNet(input_shape=(28, 28, 1), variant="mini", weights=garbage)
+    half = tmp_path / "half.weights.h5"
+    half.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError) as caught:
+        AlexNet(input_shape=(28, 28, 1), variant="mini", weights=half)
+    assert "do not fit this architecture" not in str(caught.value)
+    assert "damaged or truncated" in str(caught.value)
+
+
 def test_weights_h5_round_trip(tmp_path):
     source = AlexNet(input_shape=(28, 28, 1), variant="mini")
     path = tmp_path / "mini.weights.h5"
