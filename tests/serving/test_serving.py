@@ -986,6 +986,7 @@ def test_tf_serving_addresses_and_choices_are_checked_at_start(env, message, mon
         assert Settings(tfserving_rest_url=accepted).tfserving_rest_url == accepted
     for target in ("tfserving:8500", "dns:///tfserving:8500", "unix:/run/tfserving.sock"):
         assert Settings(tfserving_grpc_address=target).resolved_backend() == "tfserving-grpc"
+
     def started(*args, **kwargs):
         raise AssertionError("served with settings it cannot use")
 
