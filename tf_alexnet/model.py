@@ -490,7 +490,7 @@ def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
 def _load_weights_file(model: keras.Model, path: str) -> None:
     """A `.weights.h5` file of the same architecture (variables matched in order, as Keras
     does); a mismatch is reported in one paragraph, without the variables' values."""
-    import h5py
+    import h5py  # type: ignore[import-untyped]
 
     if not h5py.is_hdf5(path):
         raise ValueError(
