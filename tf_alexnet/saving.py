@@ -27,14 +27,12 @@ def load_model(path: str | os.PathLike[str], compile: bool = True) -> keras.Mode
         f"{path!r} is not a `.keras` file (a zip archive) saved by Keras: it is damaged, "
         "truncated, or another kind of file."
     )
-    if not zipfile.is_zipfile(path):  # Keras itself says "File not found" for it
-        raise not_keras
-    try:
+    try:  # not a zip: Keras itself says "File not found"; no config.json: a raw KeyError
         with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
+            has_config = "config.json" in archive.namelist()
     except (OSError, zipfile.BadZipFile) as err:
         raise not_keras from err
-    if "config.json" not in names:  # Keras: a raw KeyError
+    if not has_config:
         raise not_keras
     try:
         return keras.saving.load_model(path, compile=compile)
