@@ -5,7 +5,7 @@
 
 `--image-folder` holds one subfolder of images per class (any size, gray or RGB); with
 network access, `--dataset mnist` (any TFDS image-classification dataset) works too.
-The input size, channels and variant come from the weights file.
+The input size, channels, variant and width come from the weights file.
 """
 
 from __future__ import annotations
@@ -20,11 +20,34 @@ from tf_alexnet.data import make_datasets
 from tf_alexnet.errors import UserError
 from tf_alexnet.pipeline import PipelineSpec
 from tf_alexnet.specs import DataSpec
+from tf_alexnet.variants import WIDTH_MULTIPLE, Conv, get_variant
 
 
 def variant_of(model: keras.Model) -> str:
     names = {layer.name for layer in model.layers}
     return "paper" if "norm1" in names else "mini" if "conv1_bn" in names else "d2l"
+
+
+def width_of(model: keras.Model, variant: str) -> float:
+    """A `width` that gives `model`'s conv filter counts (the features need nothing else).
+
+    Scaled counts are rounded to multiples of `WIDTH_MULTIPLE`, so each count allows an
+    interval of widths; any width in all of them builds the same layers.
+    """
+    convs = [spec for spec in get_variant(variant).features if isinstance(spec, Conv)]
+    filters = [model.get_layer(conv.name).filters for conv in convs]
+    half = WIDTH_MULTIPLE / 2
+    # The smallest count also takes every width below it.
+    low = max(
+        (count - half) / conv.filters if count > WIDTH_MULTIPLE else 0.0
+        for count, conv in zip(filters, convs, strict=True)
+    )
+    high = min((count + half) / conv.filters for count, conv in zip(filters, convs, strict=True))
+    width = (low + high) / 2
+    scaled = get_variant(variant).scaled(width).features
+    if [spec.filters for spec in scaled if isinstance(spec, Conv)] != filters:
+        raise UserError(f"The conv layers of {model.name!r} fit no width of {variant!r}: {filters}")
+    return width
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             image_size=input_shape[:2], channels=input_shape[2], batch_size=args.batch_size
         )
         datasets = make_datasets(data, pipeline)
+        variant = variant_of(trained)
+        width = width_of(trained, variant)
     except UserError as err:
         print(f"transfer_learning: error: {err}", file=sys.stderr)
         return 2
@@ -58,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         include_top=False,
         pooling="avg",
         input_shape=input_shape,
-        variant=variant_of(trained),
+        variant=variant,
+        width=width,
         weights=args.weights,
     )
     features.trainable = False

@@ -55,6 +55,35 @@ def test_transfer_learning_example(trained_run, tmp_path):
     assert float(line.split()[2]) >= 0.6
 
 
+@pytest.mark.parametrize("width", [0.5, 0.3, 0.1])
+def test_transfer_learning_example_takes_a_narrower_model(width, tmp_path):
+    """A model trained with `--width`: counts round to multiples of 8 (0.3 gives mini
+    8-16-32-32-16 filters, no single ratio of counts), and at least 8 (0.1: all 8)."""
+    from tf_alexnet import AlexNet
+
+    AlexNet(input_shape=(28, 28, 1), variant="mini", width=width).save(tmp_path / "narrow.keras")
+    _shapes_folder(tmp_path / "shapes", count=12)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "transfer_learning.py"),
+            "--weights",
+            str(tmp_path / "narrow.keras"),
+            "--image-folder",
+            str(tmp_path / "shapes"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "('disc', 'square')" in result.stdout
+
+
 @pytest.mark.slow
 def test_wheel_installs_and_works_outside_the_repository(trained_run, test_images, tmp_path):
     exported = export(trained_run, tmp_path / "models", sample_images=test_images[:2]).path
