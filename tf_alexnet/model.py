@@ -186,7 +186,8 @@ def AlexNet(
         include_top: whether to include the fc6, fc7 and predictions layers.
         weights: `None` (random initialization) or the path of a tf_alexnet `.keras` file
             (weights are copied by layer name, so a trained classifier can seed a
-            feature extractor; a gray model seeds an RGB one and back, see
+            feature extractor, and a model that holds an AlexNet, such as one with a new
+            head, seeds one; a gray model seeds an RGB one and back, see
             `adapt_input_channels`) or of a `.weights.h5` file saved from the same
             architecture.
         input_tensor: optional Keras tensor (`keras.Input(...)` or a layer's output) to
@@ -462,7 +463,7 @@ def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
         source = keras.saving.load_model(path, compile=False)
     except (ValueError, TypeError, KeyError, OSError) as err:
         raise ValueError(f"Could not read the model in {path!r}: {err}") from err
-    source_layers = {layer.name: layer for layer in source.layers}
+    source_layers = _layers_by_name(source, path)
     for layer in model.layers:
         if not layer.weights:
             continue
@@ -485,6 +486,24 @@ def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
                 f"with (or include_top=False to keep only the convolutional features)."
             )
         layer.set_weights(values)
+
+
+def _layers_by_name(model: keras.Model, path: str) -> dict[str, keras.Layer]:
+    """`model`'s layers by name, those of models nested in it included (an AlexNet inside a
+    transfer-learning model or a `Sequential`); a ValueError when two nested models share a name."""
+    found = {layer.name: layer for layer in model.layers}
+    nested: dict[str, keras.Layer] = {}
+    for inner in (layer for layer in model.layers if isinstance(layer, keras.Model)):
+        for name, layer in _layers_by_name(inner, path).items():
+            other = nested.get(name)
+            if other is not None and other is not layer and other.weights and layer.weights:
+                raise ValueError(
+                    f"{path!r} holds more than one layer named {name!r} (in nested models), so "
+                    "the weights to copy are ambiguous. Save the AlexNet you want on its own."
+                )
+            if other is None or not other.weights:
+                nested[name] = layer
+    return {**nested, **found}
 
 
 def _load_weights_file(model: keras.Model, path: str) -> None:

@@ -365,6 +365,37 @@ def test_weights_from_keras_file_seed_a_feature_extractor(tmp_path):
         AlexNet(input_shape=(32, 32, 1), variant="mini", weights=tmp_path / "other.keras")
 
 
+def test_weights_from_a_model_that_holds_alexnet(tmp_path):
+    """A transfer-learning model (AlexNet nested under a new head) or a `Sequential` around
+    AlexNet was refused as "Layer 'conv1' has no counterpart ... another variant?"."""
+    base = AlexNet(include_top=False, pooling="avg", input_shape=(32, 32, 1), variant="mini")
+    inputs = keras.Input((32, 32, 1))
+    keras.Model(inputs, keras.layers.Dense(5)(base(inputs))).save(tmp_path / "head.keras")
+    features = AlexNet(
+        include_top=False, input_shape=(32, 32, 1), variant="mini", weights=tmp_path / "head.keras"
+    )
+    for name in ("conv1", "conv5", "conv5_bn"):
+        for got, expected in zip(
+            features.get_layer(name).get_weights(), base.get_layer(name).get_weights(), strict=True
+        ):
+            np.testing.assert_array_equal(got, expected)
+
+    classifier = AlexNet(input_shape=(32, 32, 1), variant="mini", name="inner")
+    wrapped = keras.Sequential([keras.Input((32, 32, 1)), classifier, keras.layers.Softmax()])
+    wrapped.save(tmp_path / "wrapped.keras")
+    copy = AlexNet(input_shape=(32, 32, 1), variant="mini", weights=tmp_path / "wrapped.keras")
+    np.testing.assert_array_equal(
+        copy.get_layer("predictions").get_weights()[0],
+        classifier.get_layer("predictions").get_weights()[0],
+    )
+
+    twin_input = keras.Input((32, 32, 1))
+    twins = [AlexNet(input_shape=(32, 32, 1), variant="mini", name=n)(twin_input) for n in "ab"]
+    keras.Model(twin_input, keras.layers.Add()(twins)).save(tmp_path / "twins.keras")
+    with pytest.raises(ValueError, match="more than one layer named 'conv1'"):
+        AlexNet(input_shape=(32, 32, 1), variant="mini", weights=tmp_path / "twins.keras")
+
+
 @pytest.mark.parametrize(("trained_on", "used_on"), [(1, 3), (3, 1)])
 def test_gray_weights_seed_an_rgb_model_and_back(tmp_path, trained_on, used_on):
     """A Fashion-MNIST (gray) model refused to seed a feature extractor for RGB images: conv1's
