@@ -64,9 +64,11 @@ def _is_integer(value: Any) -> bool:
 
 
 def _check_input_shape(
-    input_shape: Any, variant: str, include_top: bool
+    input_shape: Any, variant: str, include_top: bool, label: str = "input_shape"
 ) -> tuple[int | None, int | None, int]:
-    """Height and width may be None (any size) without the top, as in `keras.applications`."""
+    """Height and width may be None (any size) without the top, as in `keras.applications`.
+
+    `label` names where the shape came from in messages (`input_tensor.shape[1:]`)."""
     if (
         not isinstance(input_shape, tuple | list)
         or len(input_shape) != 3
@@ -78,18 +80,18 @@ def _check_input_shape(
         has_none = isinstance(input_shape, tuple | list) and None in input_shape
         sides = " (height and width may be None with include_top=False)" if has_none else ""
         raise ValueError(
-            "`input_shape` should be a tuple of 3 positive integers (height, width, channels)"
-            f"{sides}. Received: input_shape={input_shape!r}"
+            f"`{label}` should be a tuple of 3 positive integers (height, width, channels)"
+            f"{sides}. Received: {label}={input_shape!r}"
         )
     height, width, channels = (None if d is None else int(d) for d in input_shape)
     if channels not in (1, 3):
         raise ValueError(
-            f"`input_shape` should have 1 (grayscale) or 3 (RGB) channels. "
-            f"Received: input_shape={(height, width, channels)}"
+            f"`{label}` should have 1 (grayscale) or 3 (RGB) channels. "
+            f"Received: {label}={(height, width, channels)}"
         )
     known = [side for side in (height, width) if side is not None]
     if known:
-        check_input_size(variant, min(known), f"input_shape={(height, width, channels)}")
+        check_input_size(variant, min(known), f"{label}={(height, width, channels)}")
     return height, width, channels
 
 
@@ -211,8 +213,12 @@ def AlexNet(
         A `keras.Model`.
     """
     spec = get_variant(variant).scaled(check_width(width))
+    from_tensor = input_shape is None and input_tensor is not None
     input_shape = _check_input_shape(
-        _input_shape_of(input_shape, input_tensor), variant, include_top
+        _input_shape_of(input_shape, input_tensor),
+        variant,
+        include_top,
+        "input_tensor.shape[1:]" if from_tensor else "input_shape",
     )
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` should be None, 'avg' or 'max'. Received: pooling={pooling!r}")

@@ -271,8 +271,15 @@ def test_input_tensor_builds_on_a_given_tensor(tmp_path):
         AlexNet(input_tensor=raw, input_shape=(32, 32, 3), variant="mini")
     with pytest.raises(ValueError, match="`input_tensor` should be a Keras tensor"):
         AlexNet(input_tensor=np.zeros((1, 32, 32, 1)), variant="mini")
-    with pytest.raises(ValueError, match=r"should have 1 \(grayscale\) or 3 \(RGB\) channels"):
+    # Messages name the tensor's shape, not an `input_shape` the user never passed.
+    with pytest.raises(ValueError, match=r"`input_tensor.shape\[1:\]` should have 1 \(grayscale\)"):
         AlexNet(input_tensor=keras.Input((32, 32, 2)), variant="mini")
+    with pytest.raises(
+        ValueError, match=r"may be None with include_top=False\). Received: input_t"
+    ):
+        AlexNet(input_tensor=keras.Input((None, None, 1)), variant="mini")
+    with pytest.raises(ValueError, match=r"Received: input_tensor.shape\[1:\]=\(20, 20, 1\)"):
+        AlexNet(input_tensor=keras.Input((20, 20, 1)))
 
 
 def test_numpy_integers_are_accepted():
