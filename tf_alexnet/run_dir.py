@@ -92,6 +92,24 @@ class RunDir:
     def is_run(self) -> bool:
         return self.config.is_file()
 
+    def has_progress(self) -> bool:
+        """Whether the run finished an epoch: a backup, a saved model or a history row."""
+        return (
+            (self.backup.is_dir() and any(self.backup.iterdir()))
+            or self.best_model.is_file()
+            or self.final_model.is_file()
+            or bool(self.read_history())
+        )
+
+    def clear(self) -> None:
+        """Deletes what the run wrote: its contents, not the directory (the training process
+        holds the directory itself)."""
+        for child in self.root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
     def model_path(self) -> pathlib.Path:
         """The best model if there is one, else the final one."""
         for path in (self.best_model, self.final_model):
@@ -264,14 +282,15 @@ def prepare(
     if run.root.exists() and not run.root.is_dir():
         raise UserError(f"The run directory {str(run.root)!r} is a file.")
     if overwrite and run.is_run():  # only ever delete what a run wrote
-        # Its contents, not the directory: the training process holds the directory itself.
-        for child in run.root.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        run.clear()
     if run.is_run() or run.metrics.is_file():
-        check_resumable(run, config)
+        if check_resumable(run, config):
+            print(
+                f"Note: {str(run.root)!r} holds a run with other settings that finished no "
+                "epoch (it failed or was stopped during its first); starting it over with these.",
+                flush=True,
+            )
+            run.clear()
     elif run.root.is_dir() and any(run.root.iterdir()):
         raise UserError(
             f"{str(run.root)!r} is not empty and is not a run directory. Choose another --run-dir."
@@ -285,8 +304,10 @@ def prepare(
     return run
 
 
-def check_resumable(run: RunDir, config: config_lib.TrainConfig) -> None:
-    """Refuses a finished run, or an unfinished one with other settings."""
+def check_resumable(run: RunDir, config: config_lib.TrainConfig) -> bool:
+    """Refuses a finished run, or an unfinished one with other settings that finished an
+    epoch; True when the run there has other settings but finished no epoch (nothing to
+    lose: the caller starts it over), False when it resumes."""
     if run.metrics.is_file():
         raise UserError(
             f"{str(run.root)!r} holds a finished run. Pass --overwrite to replace it, "
@@ -302,9 +323,12 @@ def check_resumable(run: RunDir, config: config_lib.TrainConfig) -> None:
         for key in set(previous) | set(current)
         if key not in RESUMABLE_CHANGES and previous.get(key) != current.get(key)
     )
+    if changed and not run.has_progress():
+        return True
     if changed:
         raise UserError(
             f"{str(run.root)!r} holds an unfinished run with other settings "
             f"({', '.join(changed)}). Resume it with the same settings, pass --overwrite, "
             "or choose another --run-dir."
         )
+    return False

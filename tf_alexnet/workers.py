@@ -40,7 +40,7 @@ def prepare_worker(
         for folder in own:
             shutil.rmtree(folder, ignore_errors=True)
     if run.is_run() and not overwrite:
-        check_resumable(run, config)
+        check_resumable(run, config)  # a run that finished no epoch: the chief starts it over
     if (own[1] / WORKER_WEIGHTS).is_file():
         raise UserError(
             f"{str(run.root)!r} holds a finished run of {role.name}. Pass --overwrite to "

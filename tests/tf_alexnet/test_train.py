@@ -333,13 +333,39 @@ def test_fit_steps(batches, asked, expected):
     assert fit_steps(batches, asked) == expected
 
 
+FINISHED_EPOCH = "epoch,loss\n0,2.25\n"
+"""history.csv of a run that finished one epoch."""
+
+
 def test_resume_refuses_changed_settings(fashion_mnist, tmp_path):
     config = config_lib.from_dict(TINY)
     run = RunDir(tmp_path / "run")
     run.root.mkdir()
     run.write_json(run.config, config.to_dict())
+    run.history.write_text(FINISHED_EPOCH)
     with pytest.raises(UserError, match=r"other settings \(learning_rate\)"):
         train(config.replace(learning_rate=0.1), run.root)
+    assert run.load_config() == config  # nothing touched
+
+
+def test_a_run_that_finished_no_epoch_starts_over_with_new_settings(
+    fashion_mnist, tmp_path, capsys
+):
+    """A first run that failed or was stopped before its first epoch ended (too large a
+    batch, a typo found once it ran) refused a corrected rerun without --overwrite, though
+    it had nothing to lose."""
+    config = config_lib.from_dict(TINY)
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.write_json(run.config, config.replace(learning_rate=0.5).to_dict())
+    run.logs.mkdir()
+    (run.logs / "events.out.tfevents.1").write_bytes(b"")
+    run.history.write_text("epoch,loss\n")  # the header, then the kill
+    train(config, run.root)
+    assert "finished no epoch" in capsys.readouterr().out
+    assert run.load_config() == config.with_absolute_paths()
+    assert run.metrics.is_file() and len(run.read_history()) == config.epochs
+    assert not (run.logs / "events.out.tfevents.1").exists()
 
 
 def test_a_diverging_run_stops_at_its_last_finished_epoch(fashion_mnist, tmp_path):
@@ -402,6 +428,7 @@ def test_a_run_started_before_a_setting_existed_resumes(tmp_path):
     run.root.mkdir()
     older = {key: value for key, value in config.to_dict().items() if key != "width"}
     run.write_json(run.config, older)
+    run.history.write_text(FINISHED_EPOCH)
     check_resumable(run, config)  # the default width: the same settings
     with pytest.raises(UserError, match=r"other settings \(width\)"):
         check_resumable(run, config.replace(width=2.0))
@@ -419,6 +446,7 @@ def test_data_folders_are_recorded_absolute_and_older_relative_ones_resume(tmp_p
     run = RunDir(tmp_path / "run")
     run.root.mkdir()
     run.write_json(run.config, config.to_dict())  # as recorded before
+    run.history.write_text(FINISHED_EPOCH)
     check_resumable(run, absolute)  # the same folder, seen from where the run was started
     monkeypatch.chdir(run.root)
     with pytest.raises(UserError, match=r"other settings \(image_folder\)"):
