@@ -98,6 +98,19 @@ class Settings(BaseSettings):
             )
         return url
 
+    @field_validator("api_key")
+    @classmethod
+    def _a_header_value(cls, key: str | None) -> str | None:
+        """Sent as `X-API-Key`: header values are bytes, and browsers (`fetch`) and most
+        clients send only ISO-8859-1, so a key beyond printable ASCII could never match."""
+        if key and not (key.isascii() and key.isprintable() and key == key.strip()):
+            raise ValueError(
+                "should be printable ASCII without leading or trailing spaces (it is sent as "
+                "the X-API-Key header). Received: a key of "
+                f"{len(key)} characters with {_first_unfit(key)!r}"
+            )
+        return key
+
     @field_validator("tfserving_grpc_address")
     @classmethod
     def _a_grpc_target(cls, address: str | None) -> str | None:
@@ -142,6 +155,13 @@ class Settings(BaseSettings):
         if self.tfserving_rest_url:
             return "tfserving-rest"
         return "tfserving-grpc" if self.tfserving_grpc_address else "local"
+
+
+def _first_unfit(key: str) -> str:
+    """The first character of `key` that makes it unfit for a header (never the key itself)."""
+    if key != key.strip():
+        return key[0] if key[0].isspace() else key[-1]
+    return next(c for c in key if not (c.isascii() and c.isprintable()))
 
 
 @functools.cache

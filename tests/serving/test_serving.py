@@ -966,6 +966,18 @@ def test_serve_settings_mistakes_are_one_line(model_base):
             "served: set one. Received: model_version=2, model_label='stable'",
         ),
         (
+            {"API_KEY": "clé secrète"},
+            "Invalid serving setting api_key: should be printable ASCII without leading or "
+            "trailing spaces (it is sent as the X-API-Key header). Received: a key of 11 "
+            "characters with 'é'",
+        ),
+        (
+            {"API_KEY": "s3cret\n"},
+            "Invalid serving setting api_key: should be printable ASCII without leading or "
+            "trailing spaces (it is sent as the X-API-Key header). Received: a key of 7 "
+            "characters with '\\n'",
+        ),
+        (
             {"TIMEOUT_S": "inf"},
             "Invalid serving setting timeout_s: Input should be a finite number",
         ),
@@ -977,7 +989,8 @@ def test_serve_settings_mistakes_are_one_line(model_base):
 )
 def test_tf_serving_addresses_and_choices_are_checked_at_start(env, message, monkeypatch):
     """Each of these started, then served 503s for ever, or ignored a setting (a label beside
-    a version; the gRPC address beside the URL), or broke every gRPC deadline (inf)."""
+    a version; the gRPC address beside the URL), or broke every gRPC deadline (inf), or asked
+    for an API key no browser can send (non-ASCII) or no client would type (a newline)."""
     from tf_alexnet_serving.cli import serve
 
     from tf_alexnet.errors import UserError
