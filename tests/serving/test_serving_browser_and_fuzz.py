@@ -37,6 +37,8 @@ def live_server(model_base):
     not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
 )
 def test_page_in_a_real_browser(live_server, test_images, tmp_path):
+    """Also: no console error (a /favicon.ico 404 was one on every load), and a long class
+    name wraps in its column instead of running over its bar."""
     from playwright.sync_api import sync_playwright
 
     image = tmp_path / "fashion.png"
@@ -51,11 +53,24 @@ def test_page_in_a_real_browser(live_server, test_images, tmp_path):
         )
         try:
             page = browser.new_page()
+            problems = []
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("requestfailed", lambda request: problems.append(request.url))
             page.goto(live_server + "/")
             page.set_input_files("#file", str(image))
             page.wait_for_function("document.getElementById('prediction').textContent.length > 0")
             assert page.text_content("#prediction").startswith(name + " (")
             assert page.locator("#bars .row").count() == 10
+            assert problems == []
+            overlap = page.evaluate(
+                """() => {
+                  const name = document.querySelector('#bars .row .name');
+                  name.textContent = 'a_very_long_class_name_without_spaces_' + 'x'.repeat(40);
+                  const bar = name.nextElementSibling.getBoundingClientRect();
+                  return name.getBoundingClientRect().right - bar.left;
+                }"""
+            )
+            assert overlap <= 0, f"the class name runs {overlap} px over its bar"
             page.screenshot(path=str(tmp_path / "page.png"))
         finally:
             browser.close()
@@ -103,7 +118,8 @@ def test_page_never_shows_a_stale_answer(live_server, test_images, tmp_path):
         assert page.text_content("#file-name") == "notes.png: refused"
         assert page.text_content("#prediction") == ""
         assert page.locator("#bars .row").count() == 0
-        assert page.text_content("#error").startswith("notes.png: notes.png: unsupported format")
+        # Once: the server's message names the file ("notes.png: notes.png: ..." before).
+        assert page.text_content("#error").startswith("notes.png: unsupported format")
         page.set_input_files("#file", str(good))
         _wait_for_answer(page, "good.png")
         assert page.text_content("#error") == "" and page.text_content("#prediction")
