@@ -71,5 +71,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     install_request_middleware(app, settings, metrics)
     install_error_handlers(app)
-    app.include_router(build_router(settings.max_top_k))
+    app.include_router(build_router(settings.max_top_k, settings.max_files))
     return app

@@ -23,45 +23,67 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from tf_alexnet import contract
 from tf_alexnet_serving.settings import Settings
 
 EXAMPLE_PNG = (  # a black 28x28 PNG: the API page's "Try it out" sends it as it is
     "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAAEElEQVR42mNgGAWjYBQQAwADLAAB1wvpfAAAAABJRU5ErkJggg=="
 )
-PREDICT_BODY = {  # the OpenAPI request body of POST /predict (FastAPI cannot infer it)
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
-                    },
-                    "required": ["file"],
-                }
-            },
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "instances": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {"b64": {"type": "string"}},
-                                "required": ["b64"],
-                            },
-                        }
-                    },
-                    "required": ["instances"],
-                },
-                "example": {"instances": [{"b64": EXAMPLE_PNG}]},
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
+B64 = {
+    "type": "object",
+    "properties": {"b64": {"type": "string"}},
+    "required": ["b64"],
+    "additionalProperties": False,
 }
+"""One base64 image, as TF Serving's JSON takes binary values."""
+
+
+def predict_body(max_files: int) -> dict[str, object]:
+    """The OpenAPI request body of POST /predict (FastAPI cannot infer it)."""
+    named = {  # TF Serving's row format with the input named
+        "type": "object",
+        "properties": {contract.INPUT_IMAGE_BYTES: B64},
+        "required": [contract.INPUT_IMAGE_BYTES],
+        "additionalProperties": False,
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                                "minItems": 1,
+                                "maxItems": max_files,
+                                "description": "Image files (any field name is read).",
+                            }
+                        },
+                        "required": ["file"],
+                    }
+                },
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "instances": {
+                                "type": "array",
+                                "items": {"oneOf": [B64, named]},
+                                "minItems": 1,
+                                "maxItems": max_files,
+                            }
+                        },
+                        "required": ["instances"],
+                    },
+                    "example": {"instances": [{"b64": EXAMPLE_PNG}]},
+                },
+                "image/*": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    }
 
 
 class UploadBudget:
@@ -93,9 +115,10 @@ class UploadBudget:
 
 
 async def read_images(
-    request: Request, settings: Settings, budget: UploadBudget
+    request: Request, settings: Settings, budget: UploadBudget, filename: str | None = None
 ) -> list[tuple[str, bytes]]:
     """The request's (name, bytes) images; its body counts against `budget` until released.
+    `filename` names an image sent as the whole body (default "body").
     A body the facade cannot read (its media type, or a content coding) is refused from the
     headers, before a byte of it is read (nor is `100 Continue` sent)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -117,7 +140,7 @@ async def read_images(
         return await _multipart_images(request, body, settings)
     if media_type == "application/json":
         return _json_images(body, settings)
-    return [(request.query_params.get("filename") or "body", body)]  # one image, no envelope
+    return [(filename or "body", body)]  # one image, no envelope
 
 
 async def _limited_body(request: Request, settings: Settings, budget: UploadBudget) -> bytes:
@@ -224,12 +247,18 @@ def _json_images(body: bytes, settings: Settings) -> list[tuple[str, bytes]]:
         raise HTTPException(400, f"Too many instances: at most {settings.max_files} per request.")
     images = []
     for i, instance in enumerate(instances):
+        if isinstance(instance, dict) and set(instance) == {contract.INPUT_IMAGE_BYTES}:
+            instance = instance[contract.INPUT_IMAGE_BYTES]  # the input named, as TF Serving takes
         if (
             not isinstance(instance, dict)
             or set(instance) != {"b64"}
             or not isinstance(instance["b64"], str)
         ):
-            raise HTTPException(400, f'instances[{i}]: expected {{"b64": "<base64 image>"}}.')
+            raise HTTPException(
+                400,
+                f'instances[{i}]: expected {{"b64": "<base64 image>"}} (or '
+                f'{{"{contract.INPUT_IMAGE_BYTES}": {{"b64": ...}}}}).',
+            )
         try:
             images.append((f"instances[{i}]", decode_base64(instance["b64"])))
         except (binascii.Error, ValueError):

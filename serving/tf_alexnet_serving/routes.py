@@ -17,7 +17,7 @@ from tf_alexnet_serving.classes import Answer, ClassNames
 from tf_alexnet_serving.deps import BackendDep, backend_of, require_api_key, settings_of
 from tf_alexnet_serving.errors import UpstreamError, error_response
 from tf_alexnet_serving.images import ImageError, check_image
-from tf_alexnet_serving.inputs import PREDICT_BODY, UploadBudget, read_images
+from tf_alexnet_serving.inputs import UploadBudget, predict_body, read_images
 from tf_alexnet_serving.schemas import (
     Health,
     Metadata,
@@ -40,21 +40,30 @@ PAGE_TOP_K = 10
 """The page lists the 10 best classes, or `MAX_TOP_K` when it is lower."""
 
 
-def build_router(max_top_k: int) -> APIRouter:
-    """The facade's routes; `top_k` is validated up to `max_top_k` (422 past it)."""
+def build_router(max_top_k: int, max_files: int) -> APIRouter:
+    """The facade's routes; `top_k` is validated up to `max_top_k` (422 past it), and the
+    schema says a request holds at most `max_files` images."""
     router = APIRouter()
 
     # /predict first: a request is matched against the routes in order, and it is the busy one.
     @router.post(
         "/predict",
         dependencies=[Depends(require_api_key)],
-        openapi_extra=PREDICT_BODY,
+        openapi_extra=predict_body(max_files),
         response_model=PredictResponse,
-        responses=errors(400, 401, 408, 413, 415, 422, 503, 504),
+        responses=errors(400, 401, 408, 413, 415, 422, 500, 503, 504),
     )
     async def predict(
         request: Request,
         top_k: Annotated[int, Query(ge=1, le=max_top_k)] = 5,
+        filename: Annotated[
+            str | None,
+            Query(
+                max_length=1024,
+                description="With one image as the whole body: the name its answer reports "
+                '(default "body").',
+            ),
+        ] = None,
     ) -> Response:
         """Classify images: multipart `file` parts, `{"instances": [{"b64": ...}]}`, or one
         image as the whole body (`Content-Type: image/png`, `image/jpeg`, ...)."""
@@ -64,7 +73,7 @@ def build_router(max_top_k: int) -> APIRouter:
             raise HTTPException(503, model.names.problem)
         uploads = request.app.state.uploads
         try:
-            answer = await _classify(request, model, settings, uploads, top_k, start)
+            answer = await _classify(request, model, settings, uploads, top_k, filename, start)
         finally:  # the images and the body are let go with the answer
             uploads.release(request)
         # Built and validated in `_classify`: serialized once here, not validated again.
@@ -136,10 +145,11 @@ async def _classify(
     settings: Settings,
     uploads: UploadBudget,
     top_k: int,
+    filename: str | None,
     start: float,
 ) -> PredictResponse:
     """The answer to a /predict request, or the HTTPException that says why there is none."""
-    images = await read_images(request, settings, uploads)
+    images = await read_images(request, settings, uploads, filename)
     request.state.images = len(images)
     decodable = []  # what the backend decodes (an animated GIF's first frame alone)
     for name, data in images:

@@ -71,6 +71,18 @@ class Metadata(BaseModel):
     class_names: list[str | None]
 
 
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before asking again (when the cause is passing).",
+        "schema": {"type": "integer"},
+    }
+}
+
+
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries: these statuses answer an `ErrorBody`."""
-    return {status: {"model": ErrorBody} for status in statuses}
+    """OpenAPI `responses` entries: these statuses answer an `ErrorBody` (a 503 may say when
+    to come back)."""
+    return {
+        status: {"model": ErrorBody, **({"headers": RETRY_AFTER} if status == 503 else {})}
+        for status in statuses
+    }

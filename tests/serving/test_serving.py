@@ -100,6 +100,18 @@ def test_predict_binary_body_answers_as_multipart(client, test_images):
     assert prediction["file"] == "shirt.png" and len(prediction["top_k"]) == 2
 
 
+def test_predict_takes_tf_servings_named_row_format(client, test_images):
+    """`{"instances": [{"image_bytes": {"b64": ...}}]}`, TF Serving's row format with the
+    input named, was refused (400 'instances[0]: expected {"b64": ...}')."""
+    encoded = base64.b64encode(test_images[0]).decode()
+    named = client.post("/predict", json={"instances": [{"image_bytes": {"b64": encoded}}]})
+    plain = client.post("/predict", json={"instances": [{"b64": encoded}]})
+    assert named.status_code == 200, named.text
+    assert named.json()["predictions"] == plain.json()["predictions"]
+    wrong = client.post("/predict", json={"instances": [{"pixels": {"b64": encoded}}]})
+    assert wrong.status_code == 400 and "image_bytes" in wrong.json()["detail"]
+
+
 def test_predict_json_instances_and_several_files(client, test_images):
     body = {"instances": [{"b64": base64.b64encode(b).decode()} for b in test_images[:3]]}
     from_json = client.post("/predict?top_k=2", json=body).json()["predictions"]
@@ -1157,8 +1169,27 @@ def test_openapi_declares_every_answer_error_and_the_api_key():
     assert ref("/readyz", "get", "200") == "Ready"
     assert ref("/v1/metadata", "get", "200") == "Metadata"
     assert ref("/healthz", "get", "200") == "Health"
-    for status in ("400", "401", "408", "413", "415", "422", "503", "504"):
+    for status in ("400", "401", "408", "413", "415", "422", "500", "503", "504"):
         assert ref("/predict", "post", status) == "ErrorBody", status
+    assert "Retry-After" in spec["paths"]["/predict"]["post"]["responses"]["503"]["headers"]
+    # What the server reads is declared: `filename` (an image as the whole body), the bounds
+    # of a request's images, TF Serving's named row, and no other keys beside b64.
+    predict = spec["paths"]["/predict"]["post"]
+    assert "filename" in [parameter["name"] for parameter in predict["parameters"]]
+    instances = predict["requestBody"]["content"]["application/json"]["schema"]["properties"][
+        "instances"
+    ]
+    assert (instances["minItems"], instances["maxItems"]) == (1, 16)
+    plain, named = instances["items"]["oneOf"]
+    assert plain["additionalProperties"] is False and list(named["properties"]) == ["image_bytes"]
+    files = predict["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert files["file"]["maxItems"] == 16
+    assert (
+        create_app(Settings(max_files=3)).openapi()["paths"]["/predict"]["post"]["requestBody"][
+            "content"
+        ]["multipart/form-data"]["schema"]["properties"]["file"]["maxItems"]
+        == 3
+    )
     assert "HTTPValidationError" not in schemas  # FastAPI's own 422 body, a list
     assert ref("/readyz", "get", "503") == "ErrorBody"
     security = spec["components"]["securitySchemes"]["APIKeyHeader"]
