@@ -1,5 +1,8 @@
 """Pictures of a run: training curves and the confusion matrix (matplotlib, no display).
 
+Figures are made with `matplotlib.figure.Figure`, not pyplot: no backend is chosen or
+changed for the process (a notebook importing the training API keeps its inline figures).
+
 Class names in scripts that matplotlib's default font (DejaVu Sans) lacks, such as Chinese or
 Japanese folder names, are drawn as empty boxes: the picture is still right by position, and
 `evaluation.json` has the names. matplotlib's warning for each missing glyph ("Glyph 29483
@@ -13,18 +16,16 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 
 def training_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str]) -> None:
     """Loss and accuracy per epoch, train against validation, side by side."""
     epochs = [int(row["epoch"]) + 1 for row in history]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    figure = Figure(figsize=(10, 4))
+    axes = figure.subplots(1, 2)
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, label in (("", "train"), ("val_", "validation")):
             values = [row.get(prefix + metric, np.nan) for row in history]
@@ -38,7 +39,6 @@ def training_curves(history: Sequence[dict[str, float]], path: str | os.PathLike
     axes[1].set_title("Accuracy")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 @contextlib.contextmanager
@@ -71,7 +71,8 @@ def _draw_confusion_matrix(
     title: str,
 ) -> None:
     size = max(6.0, 0.6 * len(class_names) + 2)
-    figure, axes = plt.subplots(1, 2, figsize=(2 * size, size))
+    figure = Figure(figsize=(2 * size, size))
+    axes = figure.subplots(1, 2)
     panels = (
         (axes[0], matrix, "counts", "{:d}"),
         (axes[1], normalized, "normalized by true class", "{:.2f}"),
@@ -95,4 +96,3 @@ def _draw_confusion_matrix(
     figure.suptitle(title or "Confusion matrix")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)

@@ -1,5 +1,7 @@
 """The evaluation report: per-class and averaged scores, counts and normalized confusion matrix."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -64,6 +66,25 @@ def test_the_plot_has_both_matrices(report, tmp_path):
     )
     height, width, _ = matplotlib.image.imread(path).shape
     assert width == 2 * height  # two square panels side by side
+
+
+def test_the_training_and_evaluation_api_leave_matplotlibs_backend_alone(tmp_path):
+    """`import tf_alexnet.evaluate` (or `.train`) switched the process to Agg: a notebook
+    that trained from Python lost its inline figures."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib\n"
+        "import tf_alexnet.evaluate, tf_alexnet.train\n"
+        "from tf_alexnet import plots\n"
+        f"plots.training_curves([{{'epoch': 0, 'loss': 1.0}}], {str(tmp_path / 'c.png')!r})\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.stdout.split()[-1:] == ["svg"], result.stderr[-2000:]
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_class_names_the_font_lacks_draw_without_warnings(report, tmp_path):
