@@ -325,6 +325,14 @@ def check_resumable(run: RunDir, config: config_lib.TrainConfig) -> bool:
     )
     if changed and not run.has_progress():
         return True
+    backups = [run.backup, *(path for path in run.backup.glob("*") if path.is_dir())]  # workers'
+    finished = max(run.finished_epochs(backup) for backup in backups)
+    if config.epochs < finished:
+        raise UserError(
+            f"{str(run.root)!r} holds an unfinished run that has finished {finished} epochs "
+            f"already (of {recorded.epochs}): --epochs may be raised when resuming, not set "
+            f"below {finished}. Received: --epochs {config.epochs}"
+        )
     if changed:
         raise UserError(
             f"{str(run.root)!r} holds an unfinished run with other settings "

@@ -348,6 +348,22 @@ def test_resume_refuses_changed_settings(fashion_mnist, tmp_path):
     assert run.load_config() == config  # nothing touched
 
 
+def test_resume_refuses_fewer_epochs_than_finished(tmp_path):
+    """A run killed after 2 of 6 epochs, resumed with --epochs 1, finished as a 2-epoch run
+    whose config.json said 1: `--config runs/x/config.json` no longer reproduced it."""
+    from tf_alexnet.run_dir import check_resumable
+
+    config = config_lib.from_dict({**TINY, "epochs": 6})
+    run = RunDir(tmp_path / "run")
+    run.backup.mkdir(parents=True)
+    run.write_json(run.config, config.to_dict())
+    run.write_json(run.backup_metadata, {"epoch": 2})
+    with pytest.raises(UserError, match=r"finished 2 epochs already \(of 6\).*--epochs 1$"):
+        check_resumable(run, config.replace(epochs=1))
+    for epochs in (2, 4, 9):  # fewer than asked, but not fewer than done; or more
+        assert check_resumable(run, config.replace(epochs=epochs)) is False
+
+
 def test_a_run_that_finished_no_epoch_starts_over_with_new_settings(
     fashion_mnist, tmp_path, capsys
 ):
