@@ -41,14 +41,14 @@ class Settings(BaseSettings):
     """Local backend: how often to look for a new version in the model folder (TF Serving's
     `--file_system_poll_wait_seconds`); 0 never looks. Not used when `model_version` is set."""
     max_batch_size: int = Field(default=32, ge=1)
-    max_batch_wait_ms: float = Field(default=2.0, ge=0, allow_inf_nan=False)
+    max_batch_wait_ms: float = Field(default=2.0, ge=0, le=DAY_S * 1000, allow_inf_nan=False)
     max_batch_pixels: int = Field(default=50_000_000, ge=1)
     max_queue: int = Field(default=128, ge=1)
     """Images waiting for the local backend's model; more get 503 with Retry-After."""
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     body_timeout_s: float = Field(default=60.0, gt=0, le=DAY_S, allow_inf_nan=False)
     """Seconds to receive a request's whole body; a slower upload gets 408."""
-    shutdown_timeout_s: int = Field(default=5, ge=0)
+    shutdown_timeout_s: int = Field(default=5, ge=0, le=DAY_S)
     """On SIGTERM, seconds that requests in progress get to finish before they are cancelled
     (uvicorn's `timeout_graceful_shutdown`; without it, a stalled upload holds the shutdown up
     for ever). Below Docker's 10 s before it kills the container."""

@@ -994,6 +994,16 @@ def test_serve_settings_mistakes_are_one_line(model_base):
             "Invalid serving setting timeout_s: Input should be a finite number",
         ),
         (
+            {"MAX_BATCH_WAIT_MS": "1e300"},
+            "Invalid serving setting max_batch_wait_ms: Input should be less than or equal to "
+            "86400000",
+        ),
+        (
+            {"SHUTDOWN_TIMEOUT_S": "99999999"},
+            "Invalid serving setting shutdown_timeout_s: Input should be less than or equal to "
+            "86400",
+        ),
+        (
             {"HEADER_TIMEOUT_S": "1e300"},
             "Invalid serving setting header_timeout_s: Input should be less than or equal to 86400",
         ),
