@@ -94,7 +94,7 @@ def _register_keras_objects(_keras: object = None) -> None:
 
 
 try:
-    import wrapt  # comes with TensorFlow
+    import wrapt  # a dependency (TensorFlow brings it too)
 except ModuleNotFoundError:  # no TensorFlow, hence no Keras: nothing to register
     pass
 else:
