@@ -160,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     summary = commands.add_parser("summary", help="print the per-layer output shapes")
-    summary.add_argument("--variant", default="d2l", help=f"one of {', '.join(contract.VARIANTS)}")
+    summary.add_argument(
+        "--variant", default="d2l", help=f"one of {', '.join(contract.VARIANTS)} (default d2l)"
+    )
     summary.add_argument(
         "--width",
         type=float,
@@ -199,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "./evaluation-NAME-VERSION)",
     )
     evaluate.add_argument(
-        "--batch-size", type=_int_in(1), default=256, help="evaluation batch size"
+        "--batch-size", type=_int_in(1), default=256, help="evaluation batch size (default 256)"
     )
     # chapter, not auto: its data settings hold out validation as the run's own did (cpu's
     # validation_fraction 0 would move a folder's seeded test split)
@@ -218,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="base_path",
         metavar="PATH",
         default="models",
-        help="TF Serving's MODEL_BASE_PATH: the models folder `serve` reads",
+        help="TF Serving's MODEL_BASE_PATH: the models folder `serve` reads (default models)",
     )
     export.add_argument(
         "--model-name",
@@ -226,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="name",
         metavar="NAME",
         default=contract.MODEL_NAME,
-        help="TF Serving's MODEL_NAME",
+        help=f"TF Serving's MODEL_NAME (default {contract.MODEL_NAME})",
     )
     export.add_argument("--version", type=int, help="version number (default: the next one)")
     export.add_argument(
@@ -250,16 +252,29 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="an exported folder (BASE/NAME[/VERSION]), a run directory or a .keras file",
     )
-    predict.add_argument("--top-k", type=int, default=contract.TOP_K, help="classes per image")
+    predict.add_argument(
+        "--top-k",
+        type=int,
+        default=contract.TOP_K,
+        help=f"classes per image (default {contract.TOP_K})",
+    )
     predict.add_argument("--json", action="store_true", help="print JSON")
 
     serve = commands.add_parser("serve", help="serve exported models over HTTP (FastAPI)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=_int_in(0, 65535), default=8000, help="port to listen on")
     serve.add_argument(
-        "--model-base-path", help="exported models folder (env TF_ALEXNET_SERVE_MODEL_BASE_PATH)"
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
-    serve.add_argument("--model-name", help="model name (env TF_ALEXNET_SERVE_MODEL_NAME)")
+    serve.add_argument(
+        "--port", type=_int_in(0, 65535), default=8000, help="port to listen on (default 8000)"
+    )
+    serve.add_argument(
+        "--model-base-path",
+        help="exported models folder (default $TF_ALEXNET_SERVE_MODEL_BASE_PATH, else models)",
+    )
+    serve.add_argument(
+        "--model-name",
+        help=f"model name (default $TF_ALEXNET_SERVE_MODEL_NAME, else {contract.MODEL_NAME})",
+    )
     return parser
 
 

@@ -421,6 +421,28 @@ def test_serve_is_a_plugin_of_the_serving_package(monkeypatch):
         cli.run_serve(args)
 
 
+def test_every_option_with_a_default_says_it_in_its_help():
+    """`serve --host/--port`, `predict --top-k`, `export --model-base-path/--model-name`,
+    `summary --variant` and `evaluate --batch-size` had defaults that only the README told."""
+    import argparse
+
+    from tf_alexnet.cli_parser import build_parser
+
+    parser = build_parser()
+    (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    silent = []
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            takes_value = action.nargs != 0 and action.option_strings
+            # Settings' flags have no default of their own: the preset gives it.
+            has_default = action.default not in (None, argparse.SUPPRESS)
+            if takes_value and has_default and "default" not in (action.help or ""):
+                silent.append(f"{name} {action.option_strings[0]}")
+    assert silent == []
+    serve_help = commands.choices["serve"].format_help()
+    assert "(default 8000)" in serve_help and "else models" in serve_help
+
+
 def test_flag_help_may_hold_a_percent_sign():
     """Help comes from the settings' descriptions; argparse must not read '%' as a format."""
     import argparse
