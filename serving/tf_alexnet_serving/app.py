@@ -5,8 +5,10 @@
   reading a request's images; `images.py`: the header check; `errors.py`: one error shape;
 - `backends.py`: the interface and factory over `local.py`, `tfserving_rest.py` and
   `tfserving_grpc.py`; `batching.py`: the local micro-batcher; `classes.py`: class names;
-- `middleware.py`: request ids, metrics and the request log; `metrics.py`: Prometheus;
-- `protocol.py`: uvicorn's HTTP protocol with header timeouts and size and connection limits.
+- `middleware.py`: the body-size gate, CORS, request ids, metrics and the request log;
+  `metrics.py`: Prometheus;
+- `protocol.py`: uvicorn's HTTP protocol with header timeouts and size and connection limits
+  (its refusals are counted and logged as the app's requests are).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from tf_alexnet_serving.backends import make_backend
@@ -61,15 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.uploads = UploadBudget(settings.max_upload_bytes)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["*"],
-            allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
-        )
-    install_request_middleware(app, settings, metrics)
+    install_request_middleware(app, settings, metrics)  # and CORS, when CORS_ORIGINS is set
     install_error_handlers(app)
     app.include_router(build_router(settings.max_top_k, settings.max_files))
     return app

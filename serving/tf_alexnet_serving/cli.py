@@ -56,13 +56,18 @@ def serve(
         else:
             raise refusals[0]  # the newest version's
     # The facade logs each request as one JSON line (REQUEST_LOG); uvicorn's own would repeat it.
+    # No WebSocket upgrades (the facade has no WebSocket route): uvicorn's websockets protocol
+    # refused one with a bare 403, past the protocol's limits; an `Upgrade` request is now
+    # answered as the plain HTTP request it also is.
+    app = create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         access_log=False,
         log_config=log_config(settings.log_format),
-        http=guarded_protocol(settings),
+        http=guarded_protocol(settings, app),
+        ws="none",
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+REFUSED_BEFORE_ROUTING = "refused_before_routing"
+"""The `route` of the requests and connections that the HTTP protocol refuses before the app
+sees them (`protocol.py`): 400 malformed HTTP, 408 headers too slow, 431 headers too large,
+503 over `MAX_CONNECTIONS`. A CORS preflight is labelled `OPTIONS <route>` (`middleware.py`)."""
+
 
 class Metrics:
     def __init__(self) -> None:

@@ -1,4 +1,5 @@
-"""Per request: the body-size gate, the request id, Prometheus metrics and the JSON log line."""
+"""Per request: the body-size gate, CORS in the facade's error shape, the request id, Prometheus
+metrics and the JSON log line."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import uuid
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -50,28 +53,114 @@ def request_logger() -> logging.Logger:
 
 
 def install_request_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
-    """Every request gets an id (`X-Request-ID`), is measured, and is logged on one line."""
+    """The middleware in the order they run: every request gets an id (`X-Request-ID`), is
+    measured and is logged on one line (outermost: it sees every answer, a CORS preflight's
+    too); then CORS, when `CORS_ORIGINS` is set; then the Content-Length gate, inside CORS so
+    that its 413 carries the CORS headers as every other answer (a browser app on another
+    origin saw "Failed to fetch"). Starlette runs the middleware added last first."""
+    app.add_middleware(BodySizeGate, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            JsonCORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     app.add_middleware(
         RequestMiddleware,
-        max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
         request_log=request_logger() if settings.request_log else None,
     )
 
 
+class BodySizeGate:
+    """A body over `MAX_BODY_BYTES` by its Content-Length is refused (413) before it is read."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = Headers(scope=scope).get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                refusal = error_response(413, f"Request body over {self.max_body_bytes:,} bytes.")
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in the facade's error shape
+    (`{"detail": "Disallowed CORS origin."}`): Starlette answers it in plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        refusal = error_response(response.status_code, f"{bytes(response.body).decode()}.")
+        for name, value in response.headers.items():  # Vary, Access-Control-Allow-*
+            if name not in ("content-type", "content-length"):
+                refusal.headers[name] = value
+        return refusal
+
+
+PREFLIGHT = "OPTIONS"
+"""An OPTIONS request (a CORS preflight, else a 405) is labelled `OPTIONS <route>` in the
+metrics, so that a browser app's preflights are not counted as its route's requests."""
+
+
+def client_address(client: tuple[str, int] | list[Any] | None) -> str | None:
+    """`host:port` (`[host]:port` for IPv6) of an ASGI scope's `client`, or None."""
+    if not client:
+        return None
+    host, port = client[0], client[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def request_line(
+    *,
+    request_id: str,
+    client: str | None,
+    method: str | None,
+    path: str | None,
+    status: int,
+    images: int,
+    seconds: float,
+    backend: Any,
+    model_version: Any,
+    detail: str | None = None,
+) -> str:
+    """One line of the request log; `detail` only for a refusal made before the app (see
+    `protocol.py`), whose method and path are None when they had not arrived."""
+    line = {
+        "request_id": request_id,
+        "client": client,
+        "method": method,
+        "path": path,
+        "status": status,
+        "images": images,
+        "latency_ms": round(seconds * 1000, 3),
+        "model": getattr(backend, "name", None),
+        "model_version": model_version,
+    }
+    if detail is not None:
+        line["detail"] = detail
+    return json.dumps(line)
+
+
 class RequestMiddleware:
     """Plain ASGI (no `BaseHTTPMiddleware`, which runs each request through an extra task and
-    memory streams): the Content-Length gate, the request id, metrics and the log line."""
+    memory streams): the request id, metrics and the log line."""
 
     def __init__(
         self,
         app: ASGIApp,
-        max_body_bytes: int,
         metrics: Metrics,
         request_log: logging.Logger | None,
     ) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.request_log = request_log
 
@@ -100,13 +189,8 @@ class RequestMiddleware:
                 ]
             await send(message)
 
-        length = headers.get("content-length")
         try:
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                refusal = error_response(413, f"Request body over {self.max_body_bytes:,} bytes.")
-                await refusal(scope, receive, send_with_id)
-            else:
-                await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
         except asyncio.CancelledError:
             # uvicorn cancels the requests still running SHUTDOWN_TIMEOUT_S after SIGTERM, and
             # waits for nothing more of them: an answer, rather than a 500 with a traceback.
@@ -133,22 +217,23 @@ class RequestMiddleware:
         self, scope: Scope, state: dict[str, Any], request_id: str, status: int, seconds: float
     ) -> None:
         path = getattr(scope.get("route"), "path", None) or self._route_label(scope)
+        if scope["method"] == PREFLIGHT:
+            path = f"{PREFLIGHT} {path}"
         self.metrics.requests.labels(path, str(status)).inc()
         self.metrics.latency.labels(path).observe(seconds)
         if self.request_log is None:
             return
         backend = getattr(scope["app"].state, "backend", None)
         self.request_log.info(
-            json.dumps(
-                {
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "images": state.get("images", 0),
-                    "latency_ms": round(seconds * 1000, 3),
-                    "model": getattr(backend, "name", None),
-                    "model_version": state.get("model_version", getattr(backend, "version", None)),
-                }
+            request_line(
+                request_id=request_id,
+                client=client_address(scope.get("client")),
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                images=state.get("images", 0),
+                seconds=seconds,
+                backend=backend,
+                model_version=state.get("model_version", getattr(backend, "version", None)),
             )
         )

@@ -17,20 +17,42 @@ event loop for seconds. `guarded_protocol` adds, per connection:
   timer on every byte, so a body sent a byte every few seconds held the connection for good
   (five of them locked every client out of a server with MAX_CONNECTIONS=5).
 
-The answers are JSON, as the facade's own.
+The answers are JSON, as the facade's own, and carry its `X-Request-ID` and security headers;
+malformed HTTP (uvicorn's plain-text 400) is answered so too. Each refusal is counted in the
+app's metrics (`tf_alexnet_requests_total{route="refused_before_routing"}`) and logged in its
+request log with the client's address, so an operator sees slowloris attempts and hits on the
+connection limit.
+
+A WebSocket upgrade is never attempted (`tf-alexnet serve` runs uvicorn with `ws="none"`; the
+facade has no WebSocket route): such a request is a plain HTTP request, answered as any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
+import uuid
 from typing import Any
 
+from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from tf_alexnet_serving.metrics import REFUSED_BEFORE_ROUTING, Metrics
+from tf_alexnet_serving.middleware import (
+    SECURITY_HEADERS,
+    client_address,
+    request_line,
+    request_logger,
+)
 from tf_alexnet_serving.settings import Settings
 
+LOGGED_PATH_CHARS = 200
+"""At most this much of a refused request's path is logged (a 431's may be 64 KiB)."""
+
 REASONS = {
+    400: b"Bad Request",
     408: b"Request Timeout",
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
@@ -38,11 +60,14 @@ REASONS = {
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """See the module docstring; `guarded_protocol` sets the three limits."""
+    """See the module docstring; `guarded_protocol` sets the three limits, and the app whose
+    metrics and request log count the refusals."""
 
     header_timeout_s = 10.0
     max_header_bytes = 64 * 1024
     max_connections = 1000
+    facade: FastAPI | None = None  # its state has the metrics and, once started, the backend
+    request_log: logging.Logger | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -53,6 +78,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_pending = False  # the request's body is still coming
         self._drain_timer: asyncio.TimerHandle | None = None
+        self._started = time.perf_counter()  # the request's, for a refusal's latency
+        self._method: str | None = None  # the request's, once its start line came
         if len(self.connections) > self.max_connections:
             self._refuse(503, f"Over {self.max_connections:,} connections; retry later.")
             return
@@ -81,10 +108,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self._in_headers:  # a later request on a kept-alive connection (its first
             self._in_headers, self._header_bytes = True, 0  # read is not counted: one read)
             self._start_header_timer()
-        self._header_size = 0
+            self._started = time.perf_counter()
+        self._header_size, self._method = 0, None
 
     def on_url(self, url: bytes) -> None:
         self._header_size += len(url)
+        if self._method is None:  # the parser has read the method by now
+            self._method = self.parser.get_method().decode("ascii", "replace")
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -140,14 +170,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 408, f"The request's headers did not come within {self.header_timeout_s:g} s."
             )
 
+    def send_400_response(self, msg: str) -> None:
+        """Malformed HTTP (uvicorn answered it in plain text, unlogged and uncounted)."""
+        if not self._refused:
+            self._refuse(400, msg)
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """An `Upgrade` request is answered as a plain HTTP request (see the module docstring):
+        uvicorn's two warnings per such request (one advising to install a WebSocket library)
+        let any client fill the log with advice for the operator."""
+
     def _refuse(self, status: int, detail: str) -> None:
-        """Answers `status` with `{"detail": ...}` and closes the connection."""
+        """Answers `status` with `{"detail": ...}`, closes the connection, and counts and logs
+        the refusal."""
         self._refused = True
         self._stop_header_timer()
+        request_id = uuid.uuid4().hex
         body = json.dumps({"detail": detail}).encode()
         head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status])]
         head += [
-            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+            name + b": " + value + b"\r\n"
+            for name, value in (
+                *self.server_state.default_headers,
+                (b"x-request-id", request_id.encode()),
+                *SECURITY_HEADERS,
+            )
         ]
         head += [
             b"content-type: application/json\r\n",
@@ -156,10 +203,44 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         ]
         self.transport.write(b"".join(head) + body)
         self.transport.close()
+        self._record(status, detail, request_id)
+
+    def _record(self, status: int, detail: str, request_id: str) -> None:
+        """The refusal in the app's metrics and request log, as a request the app answered."""
+        if self.facade is None:
+            return
+        seconds = time.perf_counter() - self._started
+        metrics: Metrics = self.facade.state.metrics
+        metrics.requests.labels(REFUSED_BEFORE_ROUTING, str(status)).inc()
+        metrics.latency.labels(REFUSED_BEFORE_ROUTING).observe(seconds)
+        if self.request_log is None:
+            return
+        path = None
+        if self._method is not None:  # the start line began: the path as far as it came
+            path = getattr(self, "url", b"").partition(b"?")[0].decode("latin-1")
+            if len(path) > LOGGED_PATH_CHARS:
+                path = path[: LOGGED_PATH_CHARS - 3] + "..."
+        backend = getattr(self.facade.state, "backend", None)
+        self.request_log.info(
+            request_line(
+                request_id=request_id,
+                client=client_address(self.client),
+                method=self._method,
+                path=path,
+                status=status,
+                images=0,
+                seconds=seconds,
+                backend=backend,
+                model_version=getattr(backend, "version", None),
+                detail=detail,
+            )
+        )
 
 
-def guarded_protocol(settings: Settings) -> type[Any]:
-    """`GuardedHttpToolsProtocol` with the limits of `settings`, for `uvicorn.run(http=...)`."""
+def guarded_protocol(settings: Settings, app: FastAPI | None = None) -> type[Any]:
+    """`GuardedHttpToolsProtocol` with the limits of `settings`, for `uvicorn.run(http=...)`;
+    its refusals are counted in `app`'s metrics and logged in its request log (the
+    `REQUEST_LOG` setting), when `app` is given (`create_app`'s)."""
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
@@ -167,6 +248,8 @@ def guarded_protocol(settings: Settings) -> type[Any]:
             "header_timeout_s": settings.header_timeout_s,
             "max_header_bytes": settings.max_header_bytes,
             "max_connections": settings.max_connections,
+            "facade": app,
+            "request_log": request_logger() if app is not None and settings.request_log else None,
         },
     )
 

@@ -4,7 +4,7 @@ the server hold more upload bytes than it allows. Also the small HTTP details st
 405's Allow header, no redirect on a trailing slash, base64 as other tools write it.
 
 One server with small limits for the whole module (HEADER_TIMEOUT_S 1, MAX_HEADER_BYTES 8 KiB,
-MAX_CONNECTIONS 8, MAX_UPLOAD_BYTES 3 MB).
+MAX_CONNECTIONS 8, MAX_UPLOAD_BYTES 3 MB), CORS for one origin, and its log kept in a file.
 """
 
 import base64
@@ -24,18 +24,28 @@ LIMITS = {
     "TF_ALEXNET_SERVE_MAX_HEADER_BYTES": "8192",
     "TF_ALEXNET_SERVE_MAX_CONNECTIONS": "8",
     "TF_ALEXNET_SERVE_MAX_UPLOAD_BYTES": "3000000",
+    "TF_ALEXNET_SERVE_CORS_ORIGINS": '["http://app.example"]',
 }
 
 
 @pytest.fixture(scope="module")
-def server(model_base):
-    with LiveServer(model_base, env=LIMITS) as live:
+def server(model_base, tmp_path_factory):
+    log = tmp_path_factory.mktemp("limits") / "serve.log"
+    with LiveServer(model_base, env=LIMITS, stderr=log) as live:
         yield live
 
 
 def connect(server: LiveServer) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     return sock
+
+
+def count(server: LiveServer, route: str, status: str) -> float:
+    """`tf_alexnet_requests_total` of `route` and `status` on the server's `/metrics`."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    pattern = f'tf_alexnet_requests_total{{route="{route}",status="{status}"}} '
+    lines = [line for line in text.splitlines() if line.startswith(pattern)]
+    return float(lines[0].split()[-1]) if lines else 0.0
 
 
 def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
@@ -234,13 +244,10 @@ def test_the_api_pages_example_body_is_answered(server):
 def test_metrics_label_refused_and_page_requests_with_their_route(server):
     """A 413 from the Content-Length gate and the API pages were counted as "unmatched"."""
 
-    def count(route: str, status: str) -> float:
-        text = httpx.get(f"{server.url}/metrics").text
-        pattern = f'tf_alexnet_requests_total{{route="{route}",status="{status}"}} '
-        lines = [line for line in text.splitlines() if line.startswith(pattern)]
-        return float(lines[0].split()[-1]) if lines else 0.0
+    def count_(route: str, status: str) -> float:
+        return count(server, route, status)
 
-    before = count("/predict", "413"), count("/docs", "200"), count("unmatched", "404")
+    before = count_("/predict", "413"), count_("/docs", "200"), count_("unmatched", "404")
     with connect(server) as sock:  # the gate answers from the header, before any body
         sock.sendall(
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
@@ -249,5 +256,145 @@ def test_metrics_label_refused_and_page_requests_with_their_route(server):
         assert read_answer(sock)[0] == 413
     assert httpx.get(f"{server.url}/docs").status_code == 200
     assert httpx.get(f"{server.url}/no/such/page").status_code == 404
-    after = count("/predict", "413"), count("/docs", "200"), count("unmatched", "404")
+    after = count_("/predict", "413"), count_("/docs", "200"), count_("unmatched", "404")
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
+
+
+def request_log_line(server: LiveServer, key: str, value: str) -> dict:
+    """The request log's line whose `key` is `value` (within 3 s: the line may follow the
+    answer)."""
+    deadline = time.monotonic() + 3
+    while True:
+        for text in server.stderr.read_text().splitlines():
+            line = json.loads(text) if text.startswith("{") else {}
+            if "request_id" in line and line.get(key) == value:
+                return line
+        assert time.monotonic() < deadline, f"no request log line with {key} {value}"
+        time.sleep(0.1)
+
+
+def _slow_headers(sock: socket.socket) -> None:
+    sock.sendall(b"GET /heal")  # and nothing more: HEADER_TIMEOUT_S (1 s) passes
+
+
+def _large_headers(sock: socket.socket) -> None:
+    sock.sendall(b"GET /healthz?" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+def _malformed(sock: socket.socket) -> None:
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "detail", "method", "path"),
+    [
+        (_slow_headers, 408, "The request's headers did not come within 1 s.", "GET", "/heal"),
+        (_large_headers, 431, "Request headers over 8,192 bytes.", "GET", "/healthz"),
+        (_malformed, 400, "Invalid HTTP request received.", "GET", "/healthz"),
+        (None, 503, "Over 8 connections; retry later.", None, None),  # the 9th connection
+    ],
+    ids=["408 slow headers", "431 large headers", "400 malformed", "503 connection limit"],
+)
+def test_refusals_below_the_app_are_counted_logged_and_have_the_apps_headers(
+    server, send, status, detail, method, path
+):
+    """The protocol's refusals had no request log line and no metric: slowloris attempts and
+    hits on the connection limit were invisible. (malformed HTTP was uvicorn's plain text.)"""
+    before = count(server, "refused_before_routing", str(status))
+    time.sleep(0.2)  # the /metrics connection is gone
+    held = [connect(server) for _ in range(8)] if send is None else []
+    try:
+        with connect(server) as sock:
+            client = f"127.0.0.1:{sock.getsockname()[1]}"
+            if send is not None:
+                send(sock)
+            answer_status, headers, body = read_answer(sock)
+    finally:
+        for other in held:
+            other.close()
+    assert answer_status == status
+    line = request_log_line(server, "client", client)
+    assert (line["status"], line["method"], line["path"], line["detail"]) == (
+        status,
+        method,
+        path,
+        detail,
+    )
+    time.sleep(0.2)
+    assert count(server, "refused_before_routing", str(status)) - before == 1
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"detail": detail}
+    assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
+    assert line["request_id"] == headers["x-request-id"]
+
+
+def test_the_request_log_names_each_requests_client(server):
+    with httpx.Client(timeout=10) as client:
+        answer = client.get(f"{server.url}/healthz")
+    line = request_log_line(server, "request_id", answer.headers["x-request-id"])
+    assert line["client"].startswith("127.0.0.1:") and line["status"] == 200
+
+
+def test_a_websocket_upgrade_request_is_answered_as_plain_http(server):
+    """uvicorn's websockets protocol took it, past the protocol's limits, and refused it with
+    a 403 and no body; the server now attempts no upgrade."""
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    answer = httpx.get(f"{server.url}/healthz", headers=upgrade, timeout=10)
+    assert answer.status_code == 200 and answer.json() == {"status": "ok"}
+    assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+ORIGIN = {"Origin": "http://app.example"}
+
+
+def test_a_413_from_the_body_gate_carries_the_cors_headers(server):
+    """The gate answered outside CORS: a browser app on another origin saw "Failed to fetch"
+    instead of the 413."""
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nOrigin: http://app.example\r\n"
+            b"Content-Type: image/png\r\nContent-Length: 20000000\r\nConnection: close\r\n\r\n"
+        )
+        status, headers, body = read_answer(sock)
+    assert status == 413 and json.loads(body) == {"detail": "Request body over 10,485,760 bytes."}
+    assert headers["access-control-allow-origin"] == "http://app.example"
+    assert "X-Request-ID" in headers["access-control-expose-headers"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({"Origin": "http://evil.example"}, "Disallowed CORS origin."),
+        ({**ORIGIN, "Access-Control-Request-Headers": "X-Evil"}, "Disallowed CORS headers."),
+    ],
+    ids=["origin", "headers"],
+)
+def test_a_refused_preflight_is_json(server, headers, detail):
+    """Starlette answered it in plain text, unlike every other error."""
+    answer = httpx.options(
+        f"{server.url}/predict",
+        headers={**headers, "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
+    assert answer.status_code == 400 and answer.json() == {"detail": detail}
+    assert answer.headers["content-type"] == "application/json"
+    assert "Origin" in answer.headers["vary"]
+
+
+def test_preflights_are_not_counted_as_predictions(server):
+    """A browser app's preflight was counted as route="/predict", status="200"."""
+    before = count(server, "/predict", "200"), count(server, "OPTIONS /predict", "200")
+    answer = httpx.options(
+        f"{server.url}/predict",
+        headers={**ORIGIN, "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] == "http://app.example"
+    after = count(server, "/predict", "200"), count(server, "OPTIONS /predict", "200")
+    assert [b - a for a, b in zip(before, after, strict=True)] == [0, 1]
