@@ -48,7 +48,7 @@ if [ -z "${TF_ALEXNET_MANUAL_DIR:-}" ] && [ -d ../shared/data/fashion-mnist ]; t
   export TF_ALEXNET_MANUAL_DIR="$PWD/../shared/data/fashion-mnist"
 fi
 
-step "2/4 Training the quick preset (mini AlexNet, 28 px, 2 epochs) into $RUN_DIR"
+step "2/4 Training the quick preset (mini AlexNet, 28 px, 2 epochs${QUICKSTART_TRAIN_FLAGS:+; flags: $QUICKSTART_TRAIN_FLAGS}) into $RUN_DIR"
 if [ -f "$RUN_DIR/metrics.json" ]; then
   echo "Already trained (delete $RUN_DIR to train again)."
 else
@@ -112,7 +112,10 @@ print(
 )
 PY
 if [ "$SERVE" = once ]; then
-  echo "Stopping the server (QUICKSTART_SERVE=once)."
+  echo "Stopping the server (QUICKSTART_SERVE=once); it says \"terminated\" as it stops."
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  echo "Done."
   exit 0
 fi
 echo "Serving until Ctrl-C."

@@ -88,6 +88,9 @@ def test_quickstart_trains_exports_serves_and_predicts(fashion_mnist, tmp_path):
     assert '"version": 1' in out
     assert f"curl -F file=@examples/images/sneaker.png 'http://127.0.0.1:{port}/predict" in out
     assert (REPO / "examples" / "images" / "sneaker.png").is_file()
+    # It ends saying so: the server's "tf-alexnet: terminated" was the last line, like an error.
+    assert out.rstrip().endswith("Done.")
+    assert "2 epochs; flags: --train-examples 512 --epochs 1" in out  # what it trains is told
     # Quiet: none of TensorFlow's C++ start-up lines.
     for noise in ("cuInit", "Could not find cuda drivers", "absl::InitializeLog", "oneDNN"):
         assert noise not in first.stderr, first.stderr[-2000:]
