@@ -187,7 +187,16 @@ async def _multipart_images(
         )
     files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
     if not files:
-        raise HTTPException(400, "No image file in the request (send it as -F file=@image.png).")
+        fields = [name for name, _ in form.multi_items()]
+        detail = "No image file in the request (send it as -F file=@image.png)."
+        if fields:  # a part without a plain `filename` parameter is a text field
+            named = ", ".join(field[:40] for field in fields[:5])
+            detail = (
+                f'No image file in the request: its parts ({named}) have no filename="..." '
+                "in their Content-Disposition, so they are text fields (send an image as "
+                "-F file=@image.png)."
+            )
+        raise HTTPException(400, detail)
     if len(files) > settings.max_files:
         raise HTTPException(400, f"Too many files: at most {settings.max_files} per request.")
     return [(upload.filename or f"file{i}", await upload.read()) for i, upload in enumerate(files)]

@@ -151,12 +151,14 @@ async def _classify(
     """The answer to a /predict request, or the HTTPException that says why there is none."""
     images = await read_images(request, settings, uploads, filename)
     request.state.images = len(images)
-    decodable = []  # what the backend decodes (an animated GIF's first frame alone)
+    decodable, refused = [], []  # what the backend decodes (an animated GIF's first frame)
     for name, data in images:
         try:
             decodable.append(check_image(data, settings.max_pixels))
         except ImageError as err:
-            raise HTTPException(400, f"{name}: {err}") from None
+            refused.append(f"{name}: {err}")
+    if refused:  # every bad image named, not only the first
+        raise HTTPException(400, "; ".join(refused))
     results = await _predict_one_version(model, decodable)
     answers = [result for result in results if isinstance(result, Answer)]
     names = answers[0].names if answers else model.names

@@ -112,6 +112,35 @@ def test_predict_takes_tf_servings_named_row_format(client, test_images):
     assert wrong.status_code == 400 and "image_bytes" in wrong.json()["detail"]
 
 
+def test_every_refused_image_of_a_request_is_named(client, test_images):
+    """Files a.png, x.svg, y.svg: only x.svg was named, so the client fixed one and was refused
+    again for the next."""
+    files = [
+        ("file", ("a.png", test_images[0], "image/png")),
+        ("file", ("x.svg", b"<svg/>", "image/svg+xml")),
+        ("file", ("y.txt", b"hello", "text/plain")),
+    ]
+    answer = client.post("/predict", files=files)
+    assert answer.status_code == 400
+    detail = answer.json()["detail"]
+    assert detail.startswith("x.svg: unsupported format") and "; y.txt: unsupported" in detail
+    assert "a.png" not in detail
+
+
+def test_a_file_part_with_only_an_encoded_filename_is_told_apart(client, test_images):
+    """`filename*=UTF-8''...` alone (RFC 5987, no plain filename) makes the part a text field:
+    "No image file in the request" left the client guessing why."""
+    body = (
+        b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''h%C3%A9.png\r\n"
+        b"Content-Type: image/png\r\n\r\n" + test_images[0] + b"\r\n--B--\r\n"
+    )
+    answer = client.post(
+        "/predict", content=body, headers={"content-type": "multipart/form-data; boundary=B"}
+    )
+    assert answer.status_code == 400
+    assert "its parts (file) have no filename=" in answer.json()["detail"]
+
+
 def test_predict_json_instances_and_several_files(client, test_images):
     body = {"instances": [{"b64": base64.b64encode(b).decode()} for b in test_images[:3]]}
     from_json = client.post("/predict?top_k=2", json=body).json()["predictions"]
@@ -133,7 +162,7 @@ def test_predict_json_instances_and_several_files(client, test_images):
         ({"files": {"file": ("empty.png", b"", "image/png")}}, 400, "empty.png: empty file"),
         ({"files": {"file": ("bomb.png", _png_bomb(), "image/png")}}, 400, "over the limit"),
         ({"files": {"file": ("bomb.gif", _gif_bomb(), "image/gif")}}, 400, "over the limit"),
-        ({"files": {"note": (None, "just text")}}, 400, "No image file"),
+        ({"files": {"note": (None, "just text")}}, 400, "its parts (note) have no filename="),
         ({"data": {"field": "value"}}, 415, "multipart/form-data"),
         ({"json": {"instances": [{"b64": "%%%"}]}}, 400, "instances[0]: invalid base64"),
         ({"json": {"instances": [{"b64": "aGk=", "x": 1}]}}, 400, "instances[0]: expected"),
