@@ -7,6 +7,10 @@ import struct
 
 from tf_alexnet import contract
 
+PNG_MAX_SIDE = 1_000_000
+"""libpng's default limit on a PNG's width and height, which TensorFlow's decoder keeps: a
+wider PNG fails to decode, and was answered as corrupt."""
+
 
 class ImageError(ValueError):
     """An upload that is not an acceptable image; the message is shown to the client."""
@@ -156,5 +160,10 @@ def check_image(data: bytes, max_pixels: int) -> bytes:
     if width * height > max_pixels:
         raise ImageError(
             f"image of {width}x{height} pixels is over the limit of {max_pixels:,} pixels"
+        )
+    if kind == "png" and max(width, height) > PNG_MAX_SIDE:
+        raise ImageError(
+            f"PNG image of {width}x{height} pixels: TensorFlow's PNG decoder (libpng) reads "
+            f"sides of at most {PNG_MAX_SIDE:,} pixels"
         )
     return data[:end] + b";" if end else data  # then the GIF trailer
