@@ -135,6 +135,16 @@ async def read_images(
         raise HTTPException(
             415, f"Content-Encoding {coding} is not supported; send the body uncompressed."
         )
+    # The HTTP parser undoes `chunked` alone: another transfer coding reached the image reader
+    # still applied, and was refused as an unknown image format.
+    transfer = request.headers.get("transfer-encoding", "")
+    codings = [part.strip().lower() for part in transfer.split(",") if part.strip()]
+    if any(coding not in ("chunked", "identity") for coding in codings):
+        raise HTTPException(
+            415,
+            f"Transfer-Encoding {transfer.strip()} is not supported; send the body "
+            "uncompressed (chunked alone, or with a Content-Length).",
+        )
     body = await _limited_body(request, settings, budget)
     if media_type == "multipart/form-data":
         return await _multipart_images(request, body, settings)

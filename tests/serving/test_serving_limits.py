@@ -150,6 +150,35 @@ def test_a_body_the_facade_cannot_read_is_refused_before_it_is_sent(server):
     assert httpx.post(f"{server.url}/predict", content=png, headers=plain).status_code == 200
 
 
+def test_a_transfer_coding_other_than_chunked_is_refused(server):
+    """`Transfer-Encoding: gzip, chunked` reached the image reader still gzipped: "body:
+    unsupported format: expected JPEG, PNG, ...", as if the image were at fault."""
+    import gzip
+
+    png = base64.b64decode(EXAMPLE_PNG)
+    packed = gzip.compress(png)
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(packed), packed)
+    for coding in (b"gzip, chunked", b"x-custom, chunked"):
+        with connect(server) as sock:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Transfer-Encoding: " + coding + b"\r\nConnection: close\r\n\r\n" + body
+            )
+            status, _, answer = read_answer(sock)
+        assert status == 415, answer
+        assert json.loads(answer)["detail"].startswith(
+            f"Transfer-Encoding {coding.decode()} is not supported"
+        )
+    plain = b"%x\r\n%s\r\n0\r\n\r\n" % (len(png), png)
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + plain
+        )
+        status, _, answer = read_answer(sock)
+    assert status == 200, answer
+
+
 def test_headers_over_the_limit_get_431(server):
     with connect(server) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
