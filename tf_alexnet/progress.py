@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -18,15 +19,17 @@ T = TypeVar("T")
 
 def progress_interval() -> float:
     """Seconds between progress lines without a terminal (`$TF_ALEXNET_PROGRESS_SECONDS`)."""
-    text = os.environ.get(contract.ENV_PROGRESS_SECONDS, "30")
+    text = os.environ.get(contract.ENV_PROGRESS_SECONDS, "").strip() or "30"  # empty: unset
     try:
         seconds = float(text)
     except ValueError:
+        seconds = math.nan
+    if not seconds >= 0:  # also NaN; inf means no progress lines
         raise UserError(
-            f"`{contract.ENV_PROGRESS_SECONDS}` should be a number of seconds. "
-            f"Received: {contract.ENV_PROGRESS_SECONDS}={text!r}"
-        ) from None
-    return max(seconds, 0.0)
+            f"`{contract.ENV_PROGRESS_SECONDS}` should be a number of seconds, 0 or more "
+            f"(inf: none). Received: {contract.ENV_PROGRESS_SECONDS}={text!r}"
+        )
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -39,7 +39,7 @@ from tf_alexnet.errors import ClusterError, UserError
 from tf_alexnet.model import AlexNet
 from tf_alexnet.optim import compile_model
 from tf_alexnet.pipeline import EPOCH_SEED_STRIDE, device_datasets_without_autotune
-from tf_alexnet.progress import TrainingProgress
+from tf_alexnet.progress import TrainingProgress, progress_interval
 from tf_alexnet.run_dir import RunDir, in_use_by_this_process, prepare
 from tf_alexnet.saving import save_model_atomic
 from tf_alexnet.sources import in_colour, skipped_notice
@@ -69,6 +69,7 @@ def train(
     as it was afterwards, so the caller's later models are not built in bf16 by surprise.
     """
     config = config.with_absolute_paths()  # config.json then reads from any directory
+    progress_interval()  # a wrong $TF_ALEXNET_PROGRESS_SECONDS is said before any file is written
     previous_policy = keras.mixed_precision.global_policy()
     role = read_tf_config() if config.strategy == "multiworker" else SINGLE_PROCESS
     try:

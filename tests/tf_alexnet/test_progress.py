@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 
 import keras
 import numpy as np
+import pytest
 
-from tf_alexnet.progress import TrainingProgress, format_duration, report_progress
+from tf_alexnet import contract
+from tf_alexnet.errors import UserError
+from tf_alexnet.progress import (
+    TrainingProgress,
+    format_duration,
+    progress_interval,
+    report_progress,
+)
 
 
 def _fit(progress: TrainingProgress, epochs: int = 2) -> None:
@@ -70,3 +79,28 @@ def test_evaluation_progress_without_a_terminal():
 
 def test_durations_read_well():
     assert [format_duration(s) for s in (4.4, 200, 7500)] == ["4 s", "3 min 20 s", "2 h 05 min"]
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_wrong_progress_interval_is_said_before_the_run_directory_is_made(
+    value, tmp_path, monkeypatch
+):
+    """`abc` was said after config.json was written (a run left behind); -1 printed a line per
+    step and nan silently none."""
+    from tests.conftest import TINY_TRAINING
+    from tf_alexnet import config as config_lib
+    from tf_alexnet.train import train
+
+    monkeypatch.setenv(contract.ENV_PROGRESS_SECONDS, value)
+    with pytest.raises(UserError, match=f"should be a number of seconds, 0 or more.*{value!r}"):
+        train(config_lib.from_dict(TINY_TRAINING), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("", 30.0), ("  ", 30.0), ("0", 0.0), ("inf", math.inf)]
+)
+def test_progress_interval_values(value, seconds, monkeypatch):
+    """An empty variable means unset (as a compose file's `${VAR:-}` gives it)."""
+    monkeypatch.setenv(contract.ENV_PROGRESS_SECONDS, value)
+    assert progress_interval() == seconds
