@@ -147,22 +147,29 @@ class ExportedModel:
         """The names export wrote beside the model, index = class id."""
         if not self.class_names_file.is_file():
             raise UserError(f"The exported model {str(self.path)!r} has no class names asset.")
-        return tuple(self.class_names_file.read_text().splitlines())
+        return tuple(self.class_names_file.read_text(encoding="utf-8").splitlines())
 
     def metadata(self) -> dict[str, Any]:
         """What export recorded (empty when the folder has no metadata file)."""
         if not self.metadata_file.is_file():
             return {}
-        values: dict[str, Any] = json.loads(self.metadata_file.read_text())
+        values: dict[str, Any] = json.loads(self.metadata_file.read_text(encoding="utf-8"))
         return values
 
     def write_class_names(self, class_names: list[str]) -> None:
+        text = "\n".join(class_names) + "\n"
+        if text.splitlines() != list(class_names):  # it would read back as other names
+            broken = next(name for name in class_names if len(f"{name}.".splitlines()) > 1)
+            raise UserError(
+                "Each class name should be one line of the export's class names, without line "
+                f"breaks. Received: a class named {broken!r}"
+            )
         self.assets.mkdir(parents=True, exist_ok=True)
-        self.class_names_file.write_text("\n".join(class_names) + "\n")
+        self.class_names_file.write_text(text, encoding="utf-8")
 
     def write_metadata(self, metadata: dict[str, Any]) -> None:
         self.extra.mkdir(parents=True, exist_ok=True)
-        self.metadata_file.write_text(json.dumps(metadata, indent=2) + "\n")
+        self.metadata_file.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 
     def check_bytes_signature(self) -> None:
         """UserError unless the SavedModel's bytes signature takes encoded images and gives

@@ -12,6 +12,7 @@ import os
 import pathlib
 import re
 import socket
+import unicodedata
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any
@@ -37,19 +38,31 @@ class Source:
     files: tuple[str, ...] = ()
     """An image folder's files (to name the unreadable ones); none for TFDS datasets."""
     skipped: tuple[str, ...] = ()
-    """The files in an image folder's class folders that are not read: not of an image type."""
+    """What an image folder's class folders hold that is not read: files not of an image type,
+    and linked folders that lead back into the dataset (ending in a separator, see
+    `image_files`)."""
 
 
 def skipped_notice(skipped: Sequence[str]) -> str | None:
-    """One line telling which files of an image folder were left out, by suffix, or None."""
-    if not skipped:
-        return None
-    suffixes = collections.Counter(pathlib.Path(p).suffix.lower() or "no suffix" for p in skipped)
-    counts = ", ".join(f"{n} {suffix}" for suffix, n in suffixes.most_common())
-    return (
-        f"Skipped {len(skipped):,} file(s) that are not {contract.IMAGE_FORMATS} images "
-        f"({counts}), e.g. {skipped[0]!r}."
-    )
+    """One line telling which files of an image folder were left out, by suffix, and which
+    linked folders (`image_files`'s entries ending in a separator), or None."""
+    links = [p for p in skipped if p.endswith(os.sep)]
+    files = [p for p in skipped if not p.endswith(os.sep)]
+    parts = []
+    if files:
+        suffixes = collections.Counter(pathlib.Path(p).suffix.lower() or "no suffix" for p in files)
+        counts = ", ".join(f"{n} {suffix}" for suffix, n in suffixes.most_common())
+        parts.append(
+            f"Skipped {len(files):,} file(s) that are not {contract.IMAGE_FORMATS} images "
+            f"({counts}), e.g. {files[0]!r}."
+        )
+    if links:
+        parts.append(
+            f"Skipped {len(links):,} linked folder(s) that lead back into the image folder (to "
+            "it, above it, or to another class's or split's images, which would be read again "
+            f"under the wrong class), e.g. {links[0].rstrip(os.sep)!r}."
+        )
+    return " ".join(parts) or None
 
 
 IMAGE_SIGNATURES = {
@@ -274,8 +287,12 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
     `test/` (a `val/`), and images outside the class folders, which are not read.
     """
     root = pathlib.Path(root)
-    if not root.is_dir():
-        what = "is a file, not a folder" if root.exists() else "does not exist"
+    try:
+        is_dir, exists = root.is_dir(), root.exists()
+    except OSError as err:  # a folder above it cannot be searched
+        raise UserError(_unreadable(err, root)) from err
+    if not is_dir:
+        what = "is a file, not a folder" if exists else "does not exist"
         raise UserError(f"The image folder {str(root)!r} {what}.")
     subfolders = set(_class_folders(root))
     has_test = {"train", "test"} <= subfolders
@@ -291,6 +308,12 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
     class_names = tuple(sorted(_class_folders(train_root)))
     if not class_names:
         raise UserError(f"The image folder {str(train_root)!r} has no class subfolders.")
+    for name in class_names:
+        if problem := _name_problem(name):
+            raise UserError(
+                f"The class folder {name!r} in {str(train_root)!r} has {problem} in its name: "
+                "class names are written one a line beside an exported model. Rename the folder."
+            )
     notes = _unread_notes(root, train_root, sorted(subfolders - {"train", "test"}), has_test)
     if len(class_names) == 1:  # it trained, to a "100% accuracy" that means nothing
         raise UserError(
@@ -303,7 +326,7 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
     def listing(folder: pathlib.Path) -> tuple[list[str], list[int]]:
         paths, labels = [], []
         for label, name in enumerate(class_names):
-            files, others = image_files(folder / name)
+            files, others = image_files(folder / name, root)
             skipped.extend(others)
             paths += files
             labels += [label] * len(files)
@@ -384,35 +407,97 @@ def _unread_notes(
     return notes
 
 
-def image_files(folder: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
-    """The image files under `folder`, at any depth and sorted, and its files of other types.
+def image_files(
+    folder: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """The image files under `folder`, at any depth and sorted, and what else it holds.
 
     Hidden files and folders (`.ipynb_checkpoints/`, macOS's `._name.png`) are left out of both.
-    Linked folders are followed (each real folder read once, so a link to an ancestor ends).
+    Linked folders are followed (each real folder read once, so a link within `folder` ends),
+    except those that lead back into the dataset folder `root` (default: `folder`) from
+    outside `folder`: to `root` or a folder above it, or into another class's folder or split
+    (whose images would be read again, under this class). Those are listed with the other
+    files, each with a trailing separator (`skipped_notice` names them). A folder that cannot
+    be read is a `UserError`.
     """
-    found = sorted(_files_under(pathlib.Path(folder)))
+    found, links = _files_under(pathlib.Path(folder), pathlib.Path(root or folder))
     images = [str(p) for p in found if p.suffix.lower() in contract.IMAGE_SUFFIXES]
-    return images, [str(p) for p in found if p.suffix.lower() not in contract.IMAGE_SUFFIXES]
+    others = [str(p) for p in found if p.suffix.lower() not in contract.IMAGE_SUFFIXES]
+    return images, sorted(others + [str(link) + os.sep for link in links])
 
 
-def _files_under(folder: pathlib.Path) -> list[pathlib.Path]:
+def _files_under(
+    folder: pathlib.Path, dataset: pathlib.Path
+) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
     """`folder`'s files at any depth, through linked folders (`Path.rglob` skips them before
-    Python 3.13: a class folder's linked subfolder was left out without a word)."""
-    files, seen = [], set()
-    for root, folders, names in os.walk(folder, followlinks=True):
+    Python 3.13: a class folder's linked subfolder was left out without a word), sorted, and
+    the linked folders not followed because they lead back into `dataset` (see `image_files`).
+    """
+    files, links, seen = [], [], set()
+    own, top = os.path.realpath(folder), os.path.realpath(dataset)
+
+    def inside(path: str, parent: str) -> bool:
+        return os.path.commonpath([path, parent]) == parent
+
+    def refuse(err: OSError) -> None:  # os.walk passes these over: "holds no images"
+        raise UserError(_unreadable(err, folder))
+
+    for root, folders, names in os.walk(folder, onerror=refuse, followlinks=True):
         real = os.path.realpath(root)
         if real in seen:
             folders[:] = []
             continue
         seen.add(real)
-        folders[:] = [name for name in folders if not name.startswith(".")]
+        kept = []
+        for name in folders:
+            if name.startswith("."):
+                continue
+            path = pathlib.Path(root, name)
+            target = os.path.realpath(path)
+            if (
+                path.is_symlink()
+                and not inside(target, own)  # own folders: each read once, as a loop ends
+                and (inside(top, target) or inside(target, top))
+            ):
+                links.append(path)
+            else:
+                kept.append(name)
+        folders[:] = kept
         files += [pathlib.Path(root, name) for name in names if not name.startswith(".")]
-    return [path for path in files if path.is_file()]
+    try:
+        return sorted(path for path in files if path.is_file()), sorted(links)
+    except OSError as err:  # a folder listed but not searchable (r without x)
+        raise UserError(_unreadable(err, folder)) from err
+
+
+def _unreadable(err: OSError, folder: pathlib.Path) -> str:
+    """One line for a folder of an image folder that cannot be listed (permissions)."""
+    path = err.filename if err.filename is not None else str(folder)
+    return (
+        f"{err.strerror or type(err).__name__}: {os.fspath(path)!r}. The image folder's folders "
+        "must be readable to list the images."
+    )
 
 
 def _class_folders(folder: pathlib.Path) -> list[str]:
     """The names of `folder`'s subfolders, hidden ones left out."""
-    return [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    try:
+        return [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError as err:
+        raise UserError(_unreadable(err, folder)) from err
+
+
+def _name_problem(name: str) -> str | None:
+    """What in a class folder's name would break the one-name-a-line `class_names.txt` (a
+    character that `str.splitlines` splits on, another control character, or a byte that is
+    not UTF-8), or None."""
+    for char in name:
+        category = unicodedata.category(char)
+        if category == "Cs":  # os.fsdecode's stand-in for an undecodable byte
+            return "a byte that is not UTF-8"
+        if category in ("Cc", "Zl", "Zp") or char.splitlines() != [char]:
+            return "a line break or another control character"
+    return None
 
 
 def sample_images(spec: DataSpec, count: int = 8) -> list[bytes]:

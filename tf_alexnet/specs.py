@@ -15,7 +15,7 @@ import os
 from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
@@ -129,7 +129,23 @@ class DataSpec(Spec):
     train_examples: int | None = Field(
         None, ge=1, description="keep only this many training images (quick runs)"
     )
-    seed: int = Field(42, ge=0, description="seed for splits, shuffling, augmentation and weights")
+    seed: int = Field(
+        42,
+        ge=0,
+        le=2**32 - 1,  # numpy's seeds stop there
+        description="seed for splits, shuffling, augmentation and weights",
+    )
+
+    @field_validator("image_folder")
+    @classmethod
+    def _folder_named(cls, value: str | None) -> str | None:
+        # An empty path is falsy: it read as "no image folder" and trained on the TFDS dataset.
+        if value == "":
+            raise ValueError(
+                "`image_folder` should be a folder with one subfolder of images per class, not an "
+                "empty string (null, the default, reads `dataset`). Received: image_folder=''"
+            )
+        return value
 
 
 # --- One-line messages --------------------------------------------------------------------

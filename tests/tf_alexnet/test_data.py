@@ -2,7 +2,11 @@
 
 import contextlib
 import hashlib
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -19,7 +23,13 @@ from tf_alexnet.pipeline import (
     shrink_large,
 )
 from tf_alexnet.preprocess import decode, preprocess, shrink
-from tf_alexnet.sources import folder_source, in_colour, skipped_notice, unreadable_images
+from tf_alexnet.sources import (
+    folder_source,
+    image_files,
+    in_colour,
+    skipped_notice,
+    unreadable_images,
+)
 from tf_alexnet.specs import DataSpec
 from tf_alexnet.strategy import make_strategy
 
@@ -633,3 +643,136 @@ def test_the_offline_check_leaves_names_to_a_proxy(monkeypatch):
     assert _unresolved_hosts(urls) == ["no-such-host.invalid"]  # .invalid never resolves
     monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
     assert _unresolved_hosts(urls) == []  # the proxy resolves names, not this machine
+
+
+def test_an_empty_image_folder_is_refused_not_read_as_none():
+    """`--image-folder=` (or `"image_folder": ""`) read as no folder and trained on
+    Fashion-MNIST without a word."""
+    with pytest.raises(UserError) as refused:
+        DataSpec(image_folder="")
+    assert str(refused.value) == (
+        "`image_folder` should be a folder with one subfolder of images per class, not an empty "
+        "string (null, the default, reads `dataset`). Received: image_folder=''"
+    )
+    assert DataSpec(image_folder=" ").image_folder == " "  # a name: "does not exist" later
+
+
+def test_a_seed_numpy_refuses_is_refused_by_the_spec():
+    """`--seed 4294967296` passed and numpy refused it later, without naming the setting."""
+    with pytest.raises(UserError) as refused:
+        DataSpec(seed=2**32)
+    assert str(refused.value) == "`seed` should be in [0, 4294967295]. Received: seed=4294967296"
+    assert DataSpec(seed=2**32 - 1).seed == 2**32 - 1
+    np.random.default_rng(2**32 - 1)  # the largest seed is one numpy takes
+
+
+def test_linked_folders_back_into_the_dataset_are_skipped_and_named(tmp_path):
+    """`ln -s .. data/cat/up` labelled every dog image cat too (48 images instead of 40): the
+    "each real folder once" guard only ended a link to the link's own folder."""
+    data = tmp_path / "data"
+    _write_images(data / "cat", 2, 20, "RGB")
+    _write_images(data / "dog", 3, 20, "RGB")
+    _write_images(tmp_path / "elsewhere", 1, 20, "RGB")
+    (data / "cat" / "up").symlink_to("..")  # the dataset itself
+    (data / "cat" / "above").symlink_to(tmp_path)  # a folder above it
+    (data / "cat" / "dogs").symlink_to(data / "dog")  # another class
+    (data / "cat" / "self").symlink_to(".")  # its own folder: ends, as before
+    (data / "dog" / "outside").symlink_to(tmp_path / "elsewhere")  # still read
+    source = folder_source(data)
+    assert source.num_train == 2 + 3 + 1
+    links = [str(data / "cat" / name) + os.sep for name in ("above", "dogs", "up")]
+    assert source.skipped == tuple(links)
+    assert skipped_notice([*source.skipped, "x/a/1.tif"]) == (
+        "Skipped 1 file(s) that are not JPEG, PNG, GIF, BMP or WebP images (1 .tif), e.g. "
+        "'x/a/1.tif'. Skipped 3 linked folder(s) that lead back into the image folder (to it, "
+        "above it, or to another class's or split's images, which would be read again under "
+        f"the wrong class), e.g. {str(data / 'cat' / 'above')!r}."
+    )
+    # Without a dataset folder (predict's folders), the folder itself is the limit.
+    images, others = image_files(data / "cat")
+    assert len(images) == 2 + 3 + 1 and others == links[:1] + links[2:]
+
+    # train/ and test/: a link from a training class into the test split leaks test images.
+    split = tmp_path / "split"
+    for part in ("train", "test"):
+        _write_images(split / part / "a", 2, 20, "RGB")
+        _write_images(split / part / "b", 2, 20, "RGB")
+    (split / "train" / "a" / "peek").symlink_to(split / "test" / "a")
+    source = folder_source(split)
+    assert (source.num_train, source.num_test) == (4, 4)
+    assert source.skipped == (str(split / "train" / "a" / "peek") + os.sep,)
+
+
+BREAKS_A_LINE = ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("char", [*BREAKS_A_LINE, "\t", "\x7f"])
+def test_class_folder_names_that_break_the_class_names_file_are_refused(tmp_path, char):
+    """A class folder named `line1<newline>line2` trained and exported; the export's
+    `class_names.txt` (one name a line) then read back as 4 names for 3 classes."""
+    assert char in BREAKS_A_LINE or char.splitlines() == [char]  # the rest: control characters
+    name = f"line1{char}line2"
+    for label in ("cat", name):
+        _write_images(tmp_path / label, 1, 20, "RGB")
+    with pytest.raises(UserError) as refused:
+        folder_source(tmp_path)
+    assert str(refused.value) == (
+        f"The class folder {name!r} in {str(tmp_path)!r} has a line break or another control "
+        "character in its name: class names are written one a line beside an exported model. "
+        "Rename the folder."
+    )
+    assert "\n" not in str(refused.value)
+
+
+def test_a_class_folder_name_that_is_not_utf8_is_refused(tmp_path):
+    """Its name (decoded with surrogates) could not be written to the UTF-8 class names file."""
+    try:
+        os.mkdir(os.fsencode(tmp_path) + b"/caf\xe9")
+    except OSError as err:  # a file system that takes UTF-8 names only
+        pytest.skip(f"this file system refuses a name that is not UTF-8: {err}")
+    _write_images(tmp_path / "cat", 1, 20, "RGB")
+    with pytest.raises(UserError, match=r"^The class folder 'caf\\udce9' in .* has a byte that"):
+        folder_source(tmp_path)
+
+
+UNREADABLE = """
+import sys
+from tf_alexnet.sources import folder_source
+for folder in sys.argv[1:]:
+    try:
+        folder_source(folder)
+        print("read")
+    except Exception as err:
+        print(type(err).__name__, err)
+"""
+
+
+def test_an_unreadable_folder_is_named_not_called_empty(tmp_path):
+    """`chmod 000 data/dog` said "The class folder(s) 'dog' ... hold no ... images" (os.walk
+    passes over the error); an unreadable image folder gave a PermissionError traceback."""
+    _write_images(tmp_path / "data" / "cat", 1, 20, "RGB")
+    _write_images(tmp_path / "data" / "dog", 1, 20, "RGB")
+    _write_images(tmp_path / "top" / "cat", 1, 20, "RGB")
+    _write_images(tmp_path / "top" / "dog", 1, 20, "RGB")
+    locked = [tmp_path / "data" / "dog", tmp_path / "top"]
+    command = [sys.executable, "-c", UNREADABLE, str(tmp_path / "data"), str(tmp_path / "top")]
+    if os.geteuid() == 0:  # root reads anything: in a user namespace, permissions apply
+        unshare = shutil.which("unshare")
+        if not unshare or subprocess.run([unshare, "-U", "true"], timeout=30).returncode:
+            pytest.skip("root reads folders whatever their permissions, and `unshare -U` fails")
+        command = [unshare, "-U", *command]
+    for folder in locked:
+        folder.chmod(0)
+    try:
+        child = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    finally:
+        for folder in locked:
+            folder.chmod(0o755)
+    assert child.returncode == 0, child.stderr[-2000:]
+    if os.geteuid() == 0 and child.stdout.splitlines()[0] == "read":
+        pytest.skip("the folder is still readable after chmod 000 (root without a namespace)")
+    assert child.stdout.splitlines() == [
+        f"UserError Permission denied: {str(folder)!r}. The image folder's folders must be "
+        "readable to list the images."
+        for folder in locked
+    ]

@@ -2,6 +2,7 @@
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -193,3 +194,52 @@ def test_load_exported_wants_a_path(path):
 
     with pytest.raises(ValueError, match=f"Received: path={path}$"):
         tf_alexnet.load_exported(path)
+
+
+READ_IN_ASCII = """
+import locale, sys
+from tf_alexnet.exported import ExportedModel
+folder = ExportedModel.find(sys.argv[1])
+print(locale.getpreferredencoding(False), ascii(folder.class_names()), ascii(folder.metadata()),
+      sep="\\n")
+folder.write_class_names(["caf\\u00e9", "na\\u00efve"])
+folder.write_metadata({"note": "\\u00e9t\\u00e9"})
+"""
+
+
+def test_class_names_are_utf8_whatever_the_locale(tmp_path):
+    """In a C (ASCII) locale, a class named `café` gave "'ascii' codec can't decode byte
+    0xc3" on reading the export."""
+    folder = ExportedModel(_version(tmp_path, "1"))
+    folder.write_class_names(["café", "naïve"])
+    folder.write_metadata({"class_names": ["café"]})
+    assert folder.class_names_file.read_bytes() == "café\nnaïve\n".encode()
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    env["PYTHONCOERCECLOCALE"] = "0"  # else Python 3.7+ switches a C locale to UTF-8
+    child = subprocess.run(
+        [sys.executable, "-c", READ_IN_ASCII, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    encoding, names, metadata = child.stdout.splitlines()
+    assert encoding == "ANSI_X3.4-1968"  # ASCII: the locale the test is about
+    assert (names, metadata) == ("('caf\\xe9', 'na\\xefve')", "{'class_names': ['caf\\xe9']}")
+    assert folder.class_names_file.read_bytes() == "café\nnaïve\n".encode()
+    assert folder.metadata() == {"note": "été"}
+
+
+@pytest.mark.parametrize("name", ["line1\nline2", "a\rb", "a\x85b", "a\u2028b", "a\r\n"])
+def test_class_names_that_would_read_back_as_more_names_are_refused(tmp_path, name):
+    folder = ExportedModel(_version(tmp_path, "1"))
+    with pytest.raises(UserError) as refused:
+        folder.write_class_names(["cat", name, ""])
+    assert str(refused.value) == (
+        "Each class name should be one line of the export's class names, without line breaks. "
+        f"Received: a class named {name!r}"
+    )
+    assert not folder.class_names_file.exists()
+    folder.write_class_names(["cat", ""])  # an empty name is a line of its own
+    assert folder.class_names() == ("cat", "")
