@@ -39,6 +39,8 @@ from tf_alexnet import startup
 from tf_alexnet.cli_parser import (
     AUGMENT_FLAGS,
     DATA_FLAGS,
+    EVALUATE_DEFAULT_PRESET,
+    EVALUATE_RUN_DATA_FLAGS,
     PROG,
     TRAIN_FLAGS,
     build_parser,
@@ -134,10 +136,37 @@ def evaluation_source(target: str) -> tuple[pathlib.Path, pathlib.Path]:
     return version, pathlib.Path(f"evaluation-{version.parent.name}-{version.name}")
 
 
+def run_settings_refused(args: argparse.Namespace) -> list[str]:
+    """The flags of `evaluate RUN_DIR` that would change the run's own data settings: the
+    split fractions, the seed, the dataset, --config and a --preset other than the default.
+    The run's test split is the one its config.json sets apart from its training images;
+    only where its data is now (--image-folder, --data-dir, --manual-dir) may be given."""
+    refused = [
+        flag.flag
+        for flag in DATA_FLAGS
+        if hasattr(args, flag.key) and flag.key not in EVALUATE_RUN_DATA_FLAGS
+    ]
+    if args.config is not None:
+        refused.append("--config")
+    if args.preset != EVALUATE_DEFAULT_PRESET:
+        refused.append("--preset")
+    return refused
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from tf_alexnet.evaluate import evaluate, format_report
+    from tf_alexnet.run_dir import RunDir
 
     model_path, default_output = evaluation_source(args.target)
+    of_run = RunDir(pathlib.Path(args.target)).is_run()
+    if of_run and (refused := run_settings_refused(args)):
+        # They moved the test split onto training images, and the report over the run's
+        # evaluation.json (which export copies into its metadata); --config was ignored.
+        verb = "applies" if len(refused) == 1 else "apply"
+        raise UserError(
+            f"evaluate RUN_DIR uses the run's own data settings (config.json); "
+            f"{', '.join(refused)} {verb} to a .keras file or an export."
+        )
     config = run_data_config(
         args.target, args.preset, args.config, overrides_from(args, DATA_FLAGS)
     )
@@ -146,7 +175,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     def show(report: dict[str, Any]) -> None:  # before it is written: a failed write loses none
         print(format_report(report), flush=True)
 
-    evaluate(model_path, config, output_dir, batch_size=args.batch_size, on_report=show)
+    evaluate(
+        model_path, config, output_dir, batch_size=args.batch_size, on_report=show, of_run=of_run
+    )
     print(f"Report: {pathlib.Path(output_dir) / 'evaluation.json'}")
     return 0
 
@@ -266,10 +297,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "Keras on TensorFlow.",
                 file=sys.stderr,
             )
-        with _sigterm_stops():
-            if args.command != "serve":  # serve starts it only for its local backend
-                startup.start_tensorflow()
-            status = COMMANDS[args.command](args)
+        with _sigterm_stops(), _sigint_recorded() as sigint:
+            try:
+                if args.command != "serve":  # serve starts it only for its local backend
+                    startup.start_tensorflow()
+                status = COMMANDS[args.command](args)
+            except Exception as err:
+                if caused_by_interrupt(err, sigint.received):
+                    raise KeyboardInterrupt from err
+                raise
             sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
             return status
     except ModuleNotFoundError as err:
@@ -336,6 +372,58 @@ def out_of_memory(err: BaseException, command: str) -> str | None:
             return f"No space left on device: {where}."
     hint = OUT_OF_MEMORY_HINTS.get(command, "a smaller model or fewer images at once")
     return f"Out of memory: {what}. Try {hint}."
+
+
+INTERRUPT_REPLACED = "REPLACED BY KeyboardInterrupt"
+"""What pybind11 says when Ctrl-C lands inside C++ that was raising another error (seen from
+`tf.saved_model.load` in an export's validation): "MISMATCH of original and normalized active
+exception types: ORIGINAL InvalidArgumentError REPLACED BY KeyboardInterrupt"."""
+
+
+def caused_by_interrupt(err: BaseException, sigint_received: bool = False) -> bool:
+    """Whether `err` is Ctrl-C's doing: a SIGINT came while the command ran (the error a
+    library made of the KeyboardInterrupt, e.g. TensorFlow's "ImportError: initialization
+    failed" when it lands in a module's initialization), or `err` or an error it came from is
+    a KeyboardInterrupt, or says it replaced one."""
+    if sigint_received:
+        return True
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, KeyboardInterrupt) or INTERRUPT_REPLACED in str(cause):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+class _SigintRecord:
+    received = False
+
+
+@contextlib.contextmanager
+def _sigint_recorded() -> Iterator[_SigintRecord]:
+    """Records that SIGINT came while the command runs, and raises KeyboardInterrupt as
+    Python's own handler does. A library may turn that KeyboardInterrupt into another error
+    (see `caused_by_interrupt`): the record says it was Ctrl-C all the same. A SIGINT handler
+    other than Python's (ignored in a background job, a caller's own) is left alone."""
+    record = _SigintRecord()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield record
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        record.received = True
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield record
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _detach_stdout() -> None:

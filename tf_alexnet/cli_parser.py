@@ -79,7 +79,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, title: str, flags: list[C
             group.add_argument(
                 flag.flag,
                 dest=flag.key,
-                type=flag.kind,
+                type=_path if flag.key in config_lib.DATA_PATHS else flag.kind,
                 default=argparse.SUPPRESS,
                 metavar=flag.key.split(".")[-1].upper(),
                 help=flag.help,
@@ -105,15 +105,34 @@ def _add_config_source(
     parser.add_argument(
         "--preset", default=default, choices=presets, help=help_text.format(default=default)
     )
-    parser.add_argument("--config", help="a .toml or .json file of settings (over the preset)")
+    parser.add_argument(
+        "--config", type=_path, help="a .toml or .json file of settings (over the preset)"
+    )
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line mistakes: `PROG CMD: error: ... (see PROG CMD --help)`."""
+    """argparse with one-line mistakes: `PROG CMD: error: ... (see PROG CMD --help)`.
+
+    No abbreviated flags (`--mod` for `--model`): a script that used one would break, or
+    change meaning, the day a flag sharing its prefix is added.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+
+EVALUATE_DEFAULT_PRESET = "chapter"
+"""`evaluate --preset`'s default: any other is a choice that `evaluate RUN_DIR` refuses."""
+EVALUATE_RUN_DATA_FLAGS = config_lib.DATA_PATHS
+"""The data settings `evaluate RUN_DIR` takes: where the run's data is now, not how it splits."""
+EVALUATE_DATA_TITLE = (
+    "data settings (for a .keras file or an export; a run has its own, and takes only "
+    "--image-folder, --data-dir and --manual-dir, to say where its data is now)"
+)
 
 _TAKES_THE_RUN = "takes the run directory as its argument:"
 TARGET_FLAG_HINTS = {
@@ -185,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(train, "training settings", TRAIN_FLAGS)
     _add_config_flags(train, "augmentation settings (training images only)", AUGMENT_FLAGS)
     train.add_argument(
-        "--run-dir", help="where the run is written (default runs/PRESET, the resolved preset)"
+        "--run-dir",
+        type=_path,
+        help="where the run is written (default runs/PRESET, the resolved preset)",
     )
     train.add_argument("--overwrite", action="store_true", help="replace a finished run")
 
@@ -193,10 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="test-split report of a run, a .keras model or an exported model"
     )
     evaluate.add_argument(
-        "target", help="a run directory, a .keras file or an exported model (BASE/NAME[/VERSION])"
+        "target",
+        type=_path,
+        help="a run directory, a .keras file or an exported model (BASE/NAME[/VERSION])",
     )
     evaluate.add_argument(
         "--output-dir",
+        type=_path,
         help="where the report goes (default: beside the model; for an export, "
         "./evaluation-NAME-VERSION)",
     )
@@ -205,13 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # chapter, not auto: its data settings hold out validation as the run's own did (cpu's
     # validation_fraction 0 would move a folder's seeded test split)
-    _add_config_source(evaluate, default="chapter", help_text=EVALUATE_PRESET_HELP)
-    _add_config_flags(
-        evaluate, "data settings (for a .keras file or an export; a run has its own)", DATA_FLAGS
-    )
+    _add_config_source(evaluate, default=EVALUATE_DEFAULT_PRESET, help_text=EVALUATE_PRESET_HELP)
+    _add_config_flags(evaluate, EVALUATE_DATA_TITLE, DATA_FLAGS)
 
     export = commands.add_parser("export", help="export a SavedModel for TF Serving")
-    export.add_argument("source", help="a run directory (its best model) or a .keras file")
+    export.add_argument(
+        "source", type=_path, help="a run directory (its best model) or a .keras file"
+    )
     # Named as `serve` names them (and TF Serving's --model_base_path, --model_name); the short
     # names are the earlier spellings, kept.
     export.add_argument(
@@ -219,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-path",
         dest="base_path",
         metavar="PATH",
+        type=_path,
         default="models",
         help="TF Serving's MODEL_BASE_PATH: the models folder `serve` reads (default models)",
     )
@@ -230,10 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=contract.MODEL_NAME,
         help=f"TF Serving's MODEL_NAME (default {contract.MODEL_NAME})",
     )
-    export.add_argument("--version", type=int, help="version number (default: the next one)")
+    export.add_argument(
+        "--version",
+        type=_int_in(1, contract.MAX_VERSION),
+        help="version number, up to 2**63-1 as TF Serving reads it (default: the next one)",
+    )
     export.add_argument(
         "--sample-images",
         nargs="+",
+        type=_path,
         metavar="IMAGE",
         help="images for validation and warmup (default: the first test images of the data)",
     )
@@ -244,12 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
         "images",
         nargs="+",
         metavar="IMAGE",
+        type=_path,
         help=f"{contract.IMAGE_FORMATS} files, or folders of them (read at any depth); "
         "- reads one image from standard input",
     )
     predict.add_argument(
         "--model",
         required=True,
+        type=_path,
         help="an exported folder (BASE/NAME[/VERSION]), a run directory or a .keras file",
     )
     predict.add_argument(
@@ -269,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--model-base-path",
+        type=_path,
         help="exported models folder (default $TF_ALEXNET_SERVE_MODEL_BASE_PATH, else models)",
     )
     serve.add_argument(
@@ -276,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"model name (default $TF_ALEXNET_SERVE_MODEL_NAME, else {contract.MODEL_NAME})",
     )
     return parser
+
+
+def _path(text: str) -> str:
+    """An argparse type for a file or folder: any text but none (`--run-dir=`, or `--run-dir
+    "$UNSET"`, fell back to the default or meant the current directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("should not be empty")
+    return text
 
 
 def _shape(text: str) -> tuple[int, ...]:

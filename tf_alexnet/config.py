@@ -255,15 +255,29 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Reads a `.toml` or `.json` configuration file (a run's `config.json` works too)."""
+    """Reads a `.toml` or `.json` configuration file (a run's `config.json` works too).
+
+    The suffix is matched in any case (`x.TOML`); a UTF-8 byte order mark, which some editors
+    write, is skipped for TOML as JSON skips it.
+    """
     path = os.fspath(path)
-    if not path.endswith((".toml", ".json")):
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".toml", ".json"):
         raise UserError(f"Configuration files are .toml or .json. Received: {path!r}")
     try:
         with open(path, "rb") as file:
-            values = tomllib.load(file) if path.endswith(".toml") else json.load(file)
+            data = file.read()
     except FileNotFoundError as err:
         raise UserError(f"No configuration file at {path!r}.") from err
+    except IsADirectoryError as err:
+        raise UserError(f"{path!r} is a folder, not a settings file.") from err
+    except PermissionError as err:
+        raise UserError(f"Cannot read the configuration file {path!r}: permission denied.") from err
+    try:
+        text = data.decode("utf-8-sig")  # the byte order mark some editors write, skipped
+        values = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+    except UnicodeDecodeError as err:
+        raise UserError(f"Could not parse {path!r}: it is not UTF-8 text.") from err
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"Could not parse {path!r}: {err}") from err
     if not isinstance(values, dict):

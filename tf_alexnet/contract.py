@@ -65,6 +65,8 @@ OUTPUT_TOP_K_SCORES = "top_k_scores"
 TOP_K = 5
 
 CLASS_NAMES_ASSET = "class_names.txt"
+MAX_VERSION = 2**63 - 1
+"""The highest export version: TF Serving reads version folders as int64 (and ignores others)."""
 
 # --- Environment variables ----------------------------------------------------------------
 ENV_DATA_DIR = "TF_ALEXNET_DATA_DIR"

@@ -75,6 +75,8 @@ def evaluate(
     output_dir: str | pathlib.Path,
     batch_size: int = 256,
     on_report: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    of_run: bool = False,
 ) -> dict[str, Any]:
     """Evaluates a `.keras` model or an exported model folder on the test split of `config`'s
     data; writes report and plot.
@@ -85,7 +87,9 @@ def evaluate(
 
     Writes `evaluation.json` and `confusion_matrix.png` into `output_dir`. `on_report` is
     called with the report before they are written (the CLI prints it there), so a write
-    that fails (a read-only or full disk) loses no result.
+    that fails (a read-only or full disk) loses no result. An empty test split is refused
+    in one line, before anything is written; `of_run` says that `config` is a run's own, for
+    the way out that line gives.
     """
     model = scorer(model_path)
     height, width, channels = model.input_shape
@@ -112,6 +116,8 @@ def evaluate(
             f"but {data!r} names it {datasets.class_names[differ]!r}. Evaluate it on the data "
             "it was trained on."
         )
+    if not datasets.num_test:  # np.concatenate of no batches: "need at least one array"
+        raise UserError(empty_test_split(config, data, of_run))
     output = RunDir(pathlib.Path(output_dir))
     output.root.mkdir(parents=True, exist_ok=True)  # before the minutes of evaluation
     labels, outputs = [], []
@@ -137,6 +143,26 @@ def evaluate(
         title=f"Test accuracy {report['accuracy']:.4f} ({report['num_examples']:,} images)",
     )
     return report
+
+
+def empty_test_split(config: TrainConfig, data: Any, of_run: bool) -> str:
+    """What to do about data whose test split holds no image (`of_run`: a run's own data)."""
+    if config.test_fraction == 0:
+        if of_run:
+            return (
+                f"The run's data has no test split (test_fraction=0): {data!r} went to "
+                f"{'training and validation' if config.validation_fraction else 'training'}. "
+                "Train again with --test-fraction above 0 (e.g. 0.1), or pass "
+                "--image-folder with a folder of train/ and test/ subfolders."
+            )
+        return (
+            f"The data {data!r} has no test split (test_fraction=0). Pass --test-fraction above "
+            "0 (e.g. 0.1), or --image-folder with a folder of train/ and test/ subfolders."
+        )
+    return (  # a fraction of too few images that rounds to none, an empty TFDS test split
+        f"The test split of {data!r} holds no image (test_fraction={config.test_fraction:g}). "
+        "Use a larger --test-fraction or more images, or a folder with a test/ subfolder."
+    )
 
 
 def classification_report(
@@ -174,7 +200,8 @@ def classification_report(
     return {
         "num_examples": len(y_true),
         "accuracy": float((y_pred == y_true).mean()),
-        "loss": float(-np.log(np.clip(picked, 1e-12, 1.0)).mean()),
+        # + 0.0: -log(1) is -0.0, which the report would keep ("loss": -0.0)
+        "loss": float(-np.log(np.clip(picked, 1e-12, 1.0)).mean()) + 0.0,
         "per_class": {
             name: {
                 "precision": float(precision[i]),
@@ -195,17 +222,23 @@ def classification_report(
 def format_report(report: dict[str, Any]) -> str:
     """The report as a small text table."""
     lines = [f"{'class':<14} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
+    fixed = _fixed
     rows = list(report["per_class"].items())
     rows += [("macro avg", report["macro_avg"]), ("weighted avg", report["weighted_avg"])]
     for i, (name, row) in enumerate(rows):
         if i == len(report["per_class"]):
             lines.append("")
         lines.append(
-            f"{name:<14} {row['precision']:>9.4f} {row['recall']:>7.4f} "
-            f"{row['f1']:>6.4f} {row['support']:>8}"
+            f"{name:<14} {fixed(row['precision'], '>9.4f')} {fixed(row['recall'], '>7.4f')} "
+            f"{fixed(row['f1'], '>6.4f')} {row['support']:>8}"
         )
     lines.append(
-        f"test accuracy {report['accuracy']:.4f}, loss {report['loss']:.4f} "
+        f"test accuracy {fixed(report['accuracy'], '.4f')}, loss {fixed(report['loss'], '.4f')} "
         f"on {report['num_examples']:,} images"
     )
     return "\n".join(lines)
+
+
+def _fixed(value: float, spec: str) -> str:
+    """`format(value, spec)`, without the sign of a value that rounds to zero ("-0.0000")."""
+    return format(abs(value) if float(format(value, spec)) == 0 else value, spec)

@@ -286,6 +286,18 @@ def _publish(temp: pathlib.Path, final: pathlib.Path) -> bool:
     return True
 
 
+def _next_version(model_dir: pathlib.Path) -> int:
+    """`next_version`, refused past `contract.MAX_VERSION` (a folder TF Serving would not see)."""
+    version = next_version(model_dir)
+    if version > contract.MAX_VERSION:
+        raise UserError(
+            f"The next version in {str(model_dir)!r} would be {version}, beyond TF Serving's "
+            "highest, 2**63-1 (it reads versions as int64). Pass --version with a free number "
+            "below it."
+        )
+    return version
+
+
 def export(
     source: str | os.PathLike[str],
     base_path: str | os.PathLike[str] = "models",
@@ -311,8 +323,11 @@ def export(
     """
     if not name or "/" in name or name.startswith("."):
         raise UserError(f"Invalid model name {name!r}.")
-    if version is not None and version < 1:
-        raise UserError(f"`version` should be a positive integer. Received: {version}")
+    if version is not None and not 1 <= version <= contract.MAX_VERSION:
+        raise UserError(
+            "`version` should be an integer from 1 to 2**63-1 (TF Serving reads versions as "
+            f"int64). Received: {version}"
+        )
     if not sample_images:
         raise UserError("Export needs at least one sample image for validation and warmup.")
     model_path, metrics = resolve_source(source)
@@ -333,7 +348,7 @@ def export(
     model_dir = pathlib.Path(base_path) / name
     numbered = version is None  # the next free number, even if another export takes this one
     if version is None:
-        version = next_version(model_dir)
+        version = _next_version(model_dir)
     final = model_dir / str(version)
     if final.exists():
         raise UserError(f"{str(final)!r} exists: published versions are never overwritten.")
@@ -393,7 +408,7 @@ def export(
                     f"{str(final)!r} appeared while exporting: published versions are never "
                     "overwritten. Nothing was published."
                 )
-            version = next_version(model_dir)
+            version = _next_version(model_dir)
             final = model_dir / str(version)
             folder.write_metadata({**metadata, "version": version})
     except BaseException:

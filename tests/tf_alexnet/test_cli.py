@@ -391,7 +391,7 @@ def test_every_setting_has_its_flag():
         (["--dropout", "1.5"], "`dropout` should be in [0, 1). Received: dropout=1.5"),
         (["--validation-fraction", "2"], "Received: validation_fraction=2.0"),
         (["--crop", "zoom"], "Received: augment.crop='zoom'"),
-        (["--seed", "-3"], "`seed` should be >= 0. Received: seed=-3"),
+        (["--seed", "-3"], "`seed` should be in [0, 4294967295]. Received: seed=-3"),
     ],
 )
 def test_flag_values_are_checked_by_the_declarations(flags, message, tmp_path, capsys):
@@ -784,3 +784,176 @@ def test_a_run_records_its_image_folder_absolute(tmp_path, capsys, monkeypatch):
     assert main(["export", str(run), "--base-path", str(tmp_path / "models")]) == 2
     assert "records the image folder 'data' relative" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--image-folder", "project/data"]) == 0
+
+
+def _fake_run(root, data, **settings):
+    """A run directory without training: its config.json and an untrained `best.keras`."""
+    import json
+
+    from tf_alexnet import AlexNet
+    from tf_alexnet import config as config_lib
+
+    root.mkdir(parents=True)
+    values = {**config_lib.PRESETS["quick"], "image_folder": str(data), **settings}
+    (root / "config.json").write_text(json.dumps(config_lib.from_dict(values).to_dict()))
+    AlexNet(input_shape=(28, 28, 1), classes=2, variant="mini", width=0.25).save(
+        root / "best.keras"
+    )
+    return root
+
+
+def test_an_empty_test_split_is_one_line(tmp_path, capsys, monkeypatch):
+    """A run trained with --test-fraction 0 (and a .keras file or an export read with it)
+    ended in numpy's "need at least one array to concatenate"."""
+    from tf_alexnet.export import export
+
+    data = _image_folder(tmp_path / "data", splits=())
+    run = _fake_run(tmp_path / "run", data, test_fraction=0, validation_fraction=0)
+    assert main(["evaluate", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        "tf-alexnet: error: The run's data has no test split (test_fraction=0): "
+        f"{str(data)!r} went to training. Train again with --test-fraction "
+        "above 0 (e.g. 0.1), or pass --image-folder with a folder of train/ and test/ "
+        "subfolders.\n"
+    )
+    assert sorted(p.name for p in run.iterdir()) == ["best.keras", "config.json"]
+    no_test = ["--image-folder", str(data), "--test-fraction", "0"]
+    base = tmp_path / "models"
+    sample = [(data / "a" / "0.png").read_bytes()]
+    export(run / "best.keras", base, sample_images=sample, class_names=["a", "b"])
+    monkeypatch.chdir(tmp_path)
+    for target in (run / "best.keras", base / "alexnet"):
+        assert main(["evaluate", str(target), *no_test]) == 2
+        assert capsys.readouterr().err == (
+            f"tf-alexnet: error: The data {str(data)!r} has no test split (test_fraction=0). "
+            "Pass --test-fraction above 0 (e.g. 0.1), or --image-folder with a folder of "
+            "train/ and test/ subfolders.\n"
+        )
+    few = ["--image-folder", str(data), "--test-fraction", "0.05"]  # 5% of 6 images: none
+    assert main(["evaluate", str(run / "best.keras"), *few]) == 2
+    assert capsys.readouterr().err == (
+        f"tf-alexnet: error: The test split of {str(data)!r} holds no image (test_fraction="
+        "0.05). Use a larger --test-fraction or more images, or a folder with a test/ "
+        "subfolder.\n"
+    )
+    assert not (tmp_path / "evaluation-alexnet-1").exists()
+
+
+def test_evaluate_a_run_refuses_other_data_settings(tmp_path, capsys):
+    """`evaluate RUN --test-fraction 0.5` moved the test split onto training images (and
+    wrote the report over the run's evaluation.json); `--config` was ignored, even a missing
+    file. The help said a run has its own data settings."""
+    data = _image_folder(tmp_path / "data", splits=())
+    run = str(_fake_run(tmp_path / "run", data))
+    refused = "tf-alexnet: error: evaluate RUN_DIR uses the run's own data settings (config.json); "
+    for flags, named in [
+        (["--test-fraction", "0.5", "--output-dir", str(tmp_path / "out")], "--test-fraction"),
+        (["--config", str(tmp_path / "missing.toml")], "--config"),
+        (["--preset", "quick"], "--preset"),
+        (["--seed", "1", "--validation-fraction", "0.2"], "--validation-fraction, --seed"),
+    ]:
+        assert main(["evaluate", run, *flags]) == 2
+        verb = "apply" if "," in named else "applies"
+        assert capsys.readouterr().err == (
+            f"{refused}{named} {verb} to a .keras file or an export.\n"
+        )
+    assert not (tmp_path / "out").exists()
+    from tf_alexnet.cli_parser import build_parser
+
+    help_text = " ".join(cli_parser_commands(build_parser())["evaluate"].format_help().split())
+    assert "a run has its own, and takes only --image-folder, --data-dir and --manual-dir" in (
+        help_text
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--run-dir="],
+        ["train", "--image-folder", ""],
+        ["train", "--config="],
+        ["evaluate", "run", "--output-dir="],
+        ["evaluate", ""],
+        ["export", "run", "--model-base-path="],
+        ["export", "run", "--base-path", ""],
+        ["export", "run", "--sample-images", "a.png", ""],
+        ["predict", "shirt.png", "--model="],
+        ["predict", "", "--model", "models/alexnet"],
+        ["serve", "--model-base-path="],
+    ],
+)
+def test_empty_paths_are_refused(argv, capsys):
+    """`--run-dir=` trained into runs/PRESET, `export --model-base-path=` into ./alexnet/1,
+    `predict --model=` read the current directory."""
+    from tf_alexnet.cli_parser import build_parser, parse_arguments
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_arguments(build_parser(), argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ": should not be empty (see tf-alexnet " in err, err
+    assert err.startswith(f"tf-alexnet {argv[0]}: error: argument ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "unknown"),
+    [
+        (["predict", "shirt.png", "--model", "m", "--top", "3"], "--top"),
+        (["train", "--pre", "quick"], "--pre"),
+        (["evaluate", "run", "--out", "o"], "--out"),
+        (["export", "run", "--mod", "models"], "--mod"),
+    ],
+)
+def test_flags_are_never_abbreviated(argv, unknown, capsys):
+    """`--mod`, `--top`, `--pre` were taken for the one flag they began: a flag added later
+    with the same prefix would have broken the scripts that used them, or changed them."""
+    from tf_alexnet.cli_parser import _Parser, build_parser, parse_arguments
+
+    parser = build_parser()
+    assert not parser.allow_abbrev
+    assert all(isinstance(p, _Parser) for p in cli_parser_commands(parser).values())
+    assert not any(p.allow_abbrev for p in cli_parser_commands(parser).values())
+    with pytest.raises(SystemExit) as exit_info:
+        parse_arguments(parser, argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tf-alexnet {argv[0]}: error: unrecognized arguments: {unknown}"), err
+
+
+def test_an_error_that_ctrl_c_caused_is_an_interruption(monkeypatch, capsys):
+    """Ctrl-C during `export` ended in a traceback and status 1: pybind11's RuntimeError
+    "... ORIGINAL InvalidArgumentError REPLACED BY KeyboardInterrupt" from
+    tf.saved_model.load, or TensorFlow's "ImportError: initialization failed"."""
+    import contextlib
+    import signal as signals
+
+    def replaced(args):
+        raise RuntimeError(
+            "pybind11::error_already_set: MISMATCH of original and normalized active exception "
+            "types: ORIGINAL InvalidArgumentError REPLACED BY KeyboardInterrupt: <EMPTY MESSAGE>"
+        )
+
+    def swallowed(args):  # SIGINT came; the KeyboardInterrupt became another error
+        with contextlib.suppress(KeyboardInterrupt):
+            signals.raise_signal(signals.SIGINT)
+        raise ImportError("initialization failed")
+
+    def chained(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            raise ValueError("a library's error") from err
+
+    assert signals.getsignal(signals.SIGINT) is signals.default_int_handler
+    for command in (replaced, swallowed, chained):
+        monkeypatch.setitem(COMMANDS, "export", command)
+        assert main(["export", "runs/x"]) == 130, command
+        assert capsys.readouterr().err == "tf-alexnet: interrupted\n"
+    assert signals.getsignal(signals.SIGINT) is signals.default_int_handler  # restored
+
+    def bug(args):
+        raise ImportError("initialization failed")
+
+    monkeypatch.setitem(COMMANDS, "export", bug)
+    with pytest.raises(ImportError):  # without Ctrl-C, other errors stay tracebacks
+        main(["export", "runs/x"])

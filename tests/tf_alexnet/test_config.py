@@ -71,6 +71,35 @@ def test_bad_files(tmp_path):
         config_lib.resolve("fast")
 
 
+def test_settings_files_as_editors_write_them(tmp_path, capsys):
+    """A TOML file saved with a byte order mark failed "Invalid statement (at line 1, column
+    1)" (JSON with one was read); `x.TOML` was refused for its suffix's case; a folder named
+    `x.toml` gave "Is a directory" and exit status 1."""
+    from tf_alexnet.cli import main
+
+    with_bom = tmp_path / "bom.toml"
+    with_bom.write_bytes(b"\xef\xbb\xbfepochs = 3\n")
+    assert config_lib.read_file(with_bom) == {"epochs": 3}
+    upper = tmp_path / "upper.TOML"
+    upper.write_text("epochs = 4\n")
+    assert config_lib.read_file(upper) == {"epochs": 4}
+    upper_json = tmp_path / "upper.Json"
+    upper_json.write_text('{"epochs": 5}')
+    assert config_lib.resolve("quick", upper_json).epochs == 5
+    folder = tmp_path / "folder.toml"
+    folder.mkdir()
+    with pytest.raises(UserError, match="is a folder, not a settings file"):
+        config_lib.read_file(folder)
+    assert main(["train", "--config", str(folder), "--run-dir", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == (
+        f"tf-alexnet: error: {str(folder)!r} is a folder, not a settings file.\n"
+    )
+    not_utf8 = tmp_path / "latin1.toml"
+    not_utf8.write_bytes(b"# caf\xe9\nepochs = 3\n")
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        config_lib.read_file(not_utf8)
+
+
 def test_the_chapter_preset_follows_the_chapter():
     config = config_lib.resolve("chapter")
     # d2l: `lr, num_epochs = 0.01, 5`, batch 128, Xavier init (the d2l variant's Glorot init).
@@ -88,7 +117,7 @@ WRONG = [
     ({"augment": {"flip": "no"}}, "`augment.flip` should be a boolean (true or false). "
      "Received: augment.flip='no'"),
     ({"dropout": 1.5}, "`dropout` should be in [0, 1). Received: dropout=1.5"),
-    ({"seed": "x"}, "`seed` should be an integer >= 0. Received: seed='x'"),
+    ({"seed": "x"}, "`seed` should be an integer in [0, 4294967295]. Received: seed='x'"),
     ({"validation_fraction": 2}, "`validation_fraction` should be in [0, 1). "
      "Received: validation_fraction=2"),
     ({"epochs": 2.5}, "`epochs` should be an integer >= 1. Received: epochs=2.5"),

@@ -136,3 +136,15 @@ def test_a_model_evaluate_cannot_score_is_one_line(kind, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert FEATURES_MESSAGES[kind] in err and err.count("\n") == 1, err
+
+
+def test_a_perfect_loss_prints_without_a_sign():
+    """Probabilities of 1 for the true classes: the loss is -log(1) = -0.0, which the table
+    printed as "loss -0.0000" (and evaluation.json kept as -0.0)."""
+    probabilities = np.eye(3)[Y_TRUE]
+    report = classification_report(Y_TRUE, probabilities, NAMES)
+    assert report["loss"] == 0.0 and np.copysign(1.0, report["loss"]) == 1.0
+    report["macro_avg"]["f1"] = -1e-9  # any value that rounds to zero
+    text = format_report(report)
+    assert "-0.0000" not in text and "loss 0.0000 on 6 images" in text
+    assert "macro avg         0.6667  0.6667 0.0000        6" in text

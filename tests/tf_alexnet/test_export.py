@@ -476,3 +476,27 @@ def test_an_exported_keras_file_keeps_its_runs_class_names(tmp_path, capsys):
         assert main([*argv, "--image-folder", str(ds3), *extra]) == 0, capsys.readouterr().err
         names = (base / "3" / "alexnet" / str(version) / "assets" / "class_names.txt").read_text()
         assert names.split() == ["ant", "bee", "cat"], extra
+
+
+def test_versions_stay_within_what_tf_serving_reads(mini_model, tmp_path, capsys):
+    """`export --version 99999999999999999999` exported (status 0), and the automatic versions
+    went on above it: TF Serving reads version folders as int64 and ignores those."""
+    from tf_alexnet.cli import main
+
+    highest = 2**63 - 1
+    base = tmp_path / "models"
+    for version in (2**63, 10**20, 0):
+        with pytest.raises(UserError, match=r"from 1 to 2\*\*63-1 .* Received: "):
+            export(mini_model, base, version=version, sample_images=[_png()])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(mini_model), "--version", "99999999999999999999"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "tf-alexnet export: error: argument --version: should be an integer from 1 to "
+        f"{2**63 - 1}, got '99999999999999999999' (see tf-alexnet export --help)\n"
+    )
+    (base / "alexnet" / str(highest)).mkdir(parents=True)  # the highest there can be
+    with pytest.raises(UserError, match=r"would be 9223372036854775808, beyond TF Serving's"):
+        export(mini_model, base, sample_images=[_png()])
+    assert sorted(p.name for p in (base / "alexnet").iterdir()) == [str(highest)]
+    assert highest == contract.MAX_VERSION
