@@ -31,24 +31,31 @@ def _shapes_folder(root, count=60, size=36):
             tf.io.write_file(str(root / label / f"{i}.png"), tf.io.encode_png(image))
 
 
-def test_transfer_learning_example(trained_run, tmp_path):
-    _shapes_folder(tmp_path / "shapes")
+def _transfer_learning(weights, folder, *flags):
+    """examples/transfer_learning.py run as a user runs it; it must succeed."""
     result = subprocess.run(
         [
             sys.executable,
             str(REPO / "examples" / "transfer_learning.py"),
             "--weights",
-            str(trained_run / "best.keras"),
+            str(weights),
             "--image-folder",
-            str(tmp_path / "shapes"),
-            "--batch-size",
-            "16",
+            str(folder),
+            *flags,
         ],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_transfer_learning_example(trained_run, tmp_path):
+    _shapes_folder(tmp_path / "shapes")
+    result = _transfer_learning(
+        trained_run / "best.keras", tmp_path / "shapes", "--batch-size", "16"
+    )
     line = next(line for line in result.stdout.splitlines() if line.startswith("test accuracy"))
     assert "('disc', 'square')" in line and "on 24 images" in line
     # Frozen Fashion-MNIST features + a new head tell discs from squares better than chance.
@@ -63,24 +70,9 @@ def test_transfer_learning_example_takes_a_narrower_model(width, tmp_path):
 
     AlexNet(input_shape=(28, 28, 1), variant="mini", width=width).save(tmp_path / "narrow.keras")
     _shapes_folder(tmp_path / "shapes", count=12)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "examples" / "transfer_learning.py"),
-            "--weights",
-            str(tmp_path / "narrow.keras"),
-            "--image-folder",
-            str(tmp_path / "shapes"),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = _transfer_learning(
+        tmp_path / "narrow.keras", tmp_path / "shapes", "--epochs", "1", "--batch-size", "8"
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert "('disc', 'square')" in result.stdout
 
 
