@@ -222,18 +222,17 @@ def classification_report(
 def format_report(report: dict[str, Any]) -> str:
     """The report as a small text table."""
     lines = [f"{'class':<14} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
-    fixed = _fixed
     rows = list(report["per_class"].items())
     rows += [("macro avg", report["macro_avg"]), ("weighted avg", report["weighted_avg"])]
     for i, (name, row) in enumerate(rows):
         if i == len(report["per_class"]):
             lines.append("")
         lines.append(
-            f"{name:<14} {fixed(row['precision'], '>9.4f')} {fixed(row['recall'], '>7.4f')} "
-            f"{fixed(row['f1'], '>6.4f')} {row['support']:>8}"
+            f"{name:<14} {_fixed(row['precision'], '>9.4f')} {_fixed(row['recall'], '>7.4f')} "
+            f"{_fixed(row['f1'], '>6.4f')} {row['support']:>8}"
         )
     lines.append(
-        f"test accuracy {fixed(report['accuracy'], '.4f')}, loss {fixed(report['loss'], '.4f')} "
+        f"test accuracy {_fixed(report['accuracy'], '.4f')}, loss {_fixed(report['loss'], '.4f')} "
         f"on {report['num_examples']:,} images"
     )
     return "\n".join(lines)
