@@ -5,6 +5,7 @@
   reading a request's images; `images.py`: the header check; `errors.py`: one error shape;
 - `backends.py`: the interface and factory over `local.py`, `tfserving_rest.py` and
   `tfserving_grpc.py`; `batching.py`: the local micro-batcher; `classes.py`: class names;
+- `heap.py`: the garbage collector kept off what lives as long as the server;
 - `middleware.py`: the body-size gate, CORS, request ids, metrics and the request log;
   `metrics.py`: Prometheus;
 - `protocol.py`: uvicorn's HTTP protocol with header timeouts and size and connection limits
@@ -21,6 +22,7 @@ from fastapi_offline import FastAPIOffline
 
 from tf_alexnet_serving.backends import make_backend
 from tf_alexnet_serving.errors import install_error_handlers
+from tf_alexnet_serving.heap import freeze_long_lived, thaw
 from tf_alexnet_serving.inputs import UploadBudget
 from tf_alexnet_serving.metrics import Metrics
 from tf_alexnet_serving.middleware import install_request_middleware
@@ -46,8 +48,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await backend.start()  # a wrong CLASS_NAMES is logged as found (`ClassNames.problem`)
         metrics.model_version.set_function(lambda: backend.version)
         app.state.backend = backend
-        yield
-        await backend.stop()
+        freeze_long_lived()  # the model, TensorFlow, the app: out of every collection's way
+        try:
+            yield
+        finally:
+            thaw()
+            await backend.stop()
 
     # /docs and /redoc load Swagger UI and ReDoc from the facade itself: from a CDN (FastAPI's
     # default) they were blank pages wherever the browser has no internet.

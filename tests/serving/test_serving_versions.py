@@ -14,6 +14,7 @@ import pytest
 from fastapi import HTTPException
 from tf_alexnet_serving import Settings
 from tf_alexnet_serving.classes import Answer, ClassNames
+from tf_alexnet_serving.heap import freeze_long_lived, thaw
 from tf_alexnet_serving.local import LocalBackend, model_logger
 from tf_alexnet_serving.routes import _predict_one_version
 
@@ -316,6 +317,37 @@ def test_a_swap_frees_the_old_version_at_once(one_version):
 
     left = asyncio.run(main())
     assert max(left) < 500, left  # measured: 0 each time; about 6,300 objects without it
+
+
+def test_a_swap_frees_the_old_version_though_the_app_froze_it_at_start(one_version):
+    """The app freezes what lives at start (`heap.freeze_long_lived`), the first version's graph
+    with it: a swap's collection must look at frozen objects too, or that graph stays forever."""
+
+    async def main():
+        backend = local_backend(one_version)
+        await backend.start()
+        left = []
+        gc.disable()  # only the backend's own collection runs
+        try:
+            freeze_long_lived()
+            for _ in range(3):
+                if (one_version / "alexnet" / "2").exists():
+                    shutil.rmtree(one_version / "alexnet" / "2")
+                else:
+                    shutil.copytree(one_version / "alexnet" / "1", one_version / "alexnet" / "2")
+                assert await backend.reload()
+                assert gc.get_freeze_count() > 0  # frozen again after the swap's collection
+                gc.unfreeze()
+                left.append(gc.collect())  # what the swap left, frozen or not
+                gc.freeze()
+        finally:
+            thaw()
+            gc.enable()
+            await backend.stop()
+        return left
+
+    left = asyncio.run(main())
+    assert max(left) < 500, left  # measured: about 6,300 objects a swap when left frozen
 
 
 def test_a_pinned_version_is_never_swapped(one_version, three_class_model, test_images):
