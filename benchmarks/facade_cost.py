@@ -417,6 +417,7 @@ MEDIAN_KEYS = (
     "share_of_ceiling",
     "share_of_ceiling_batch_up_to_32",
     "p50_ms",
+    "p99_ms",
     "mean_batch_size",
     "loadgen_cpu_share",
 )
@@ -460,6 +461,7 @@ def markdown(result: dict[str, Any]) -> str:
         "of raw ceiling",
         "of raw, batch <= 32",
         "p50 ms",
+        "p99 ms",
         "mean batch",
         "load generator CPU (of one core)",
     ]
@@ -472,6 +474,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{row['share_of_ceiling']:.0%}",
             f"{row['share_of_ceiling_batch_up_to_32']:.0%}",
             row["p50_ms"],
+            row.get("p99_ms", "-"),
             row["mean_batch_size"] if row["mean_batch_size"] is not None else "-",
             f"{row['loadgen_cpu_share']:.0%}",
         ]
