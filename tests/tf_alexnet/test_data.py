@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import FASHION_MNIST
 from tf_alexnet.augment import Augmentation, augment, rgb_pca
 from tf_alexnet.data import make_datasets, split_masks
 from tf_alexnet.errors import UserError
@@ -632,6 +633,43 @@ def test_tfds_offline_without_the_original_files_says_so_at_once(tmp_path, monke
         "cannot be resolved (no internet?). Put the original files in a folder and pass " in message
     )
     assert "--manual-dir or set $TF_ALEXNET_MANUAL_DIR." in message
+
+
+def test_tfds_offline_with_a_manual_folder_that_lacks_files_says_which_at_once(
+    tmp_path, monkeypatch
+):
+    """A manual folder holding some of the files: TFDS retried downloading the others for 3.5
+    minutes. A file given as the folder was said not to exist."""
+    import tensorflow_datasets as tfds
+
+    from tf_alexnet.sources import PROXY_VARIABLES, tfds_source
+
+    for variable in PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    hosts = {url.split("/")[2] for url in tfds.builder("fashion_mnist").url_infos}
+    online = []
+    for host in hosts:
+        with contextlib.suppress(OSError):
+            online.append(socket.getaddrinfo(host, None))
+    if online:
+        pytest.skip(f"this machine resolves {sorted(hosts)}: TFDS would download the files")
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (manual / name).symlink_to(FASHION_MNIST / name)
+    start = time.monotonic()
+    with pytest.raises(UserError) as caught:
+        tfds_source("fashion_mnist", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual))
+    assert time.monotonic() - start < 30
+    assert str(caught.value) == (
+        f"The manual-download folder {str(manual)!r} lacks t10k-images-idx3-ubyte.gz, "
+        "t10k-labels-idx1-ubyte.gz of TFDS dataset 'fashion_mnist', and its download host(s) "
+        f"{', '.join(sorted(hosts))} cannot be resolved (no internet?). Put the original files "
+        "there."
+    )
+    a_file = manual / "train-images-idx3-ubyte.gz"
+    with pytest.raises(UserError, match="is not a folder"):
+        tfds_source("fashion_mnist", data_dir=str(tmp_path / "tfds"), manual_dir=str(a_file))
 
 
 def test_the_offline_check_leaves_names_to_a_proxy(monkeypatch):
