@@ -29,7 +29,8 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 RANGE_HEADERS = (b"range", b"if-range")
 """Dropped from requests: the facade's answers are small, and the API pages' file server
-answered a malformed or unsatisfiable Range in plain text (400, 416), unlike every other error."""
+answered a malformed or unsatisfiable Range in plain text (400, 416), unlike every other error.
+So answers do not say `Accept-Ranges: bytes` either (the file server did)."""
 
 
 SECURITY_HEADERS = (
@@ -183,7 +184,7 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
                 message["headers"] = [
-                    *message.get("headers", []),
+                    *(h for h in message.get("headers", []) if h[0].lower() != b"accept-ranges"),
                     (b"x-request-id", request_id.encode()),
                     *SECURITY_HEADERS,
                 ]

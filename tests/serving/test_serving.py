@@ -335,7 +335,9 @@ def test_api_pages_assets_come_from_the_facade_under_one_metrics_label(client):
     assert script.status_code == 200 and len(script.content) > 100_000
     missing = client.get("/docs-assets/no-such-file-4f1c")
     assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
-    whole = client.get("/docs-assets/swagger-ui.css").content
+    whole_answer = client.get("/docs-assets/swagger-ui.css")
+    whole = whole_answer.content
+    assert "accept-ranges" not in whole_answer.headers  # ranges are never served: not offered
     for asked in ("bytes=abc", "bytes=5-1", "bytes=99999999-", "bytes=0-9"):  # 400/416 in text
         ranged = client.get("/docs-assets/swagger-ui.css", headers={"Range": asked})
         assert ranged.status_code == 200 and ranged.content == whole, asked  # answered whole
@@ -918,7 +920,9 @@ def test_serve_where_it_cannot_listen_is_one_line_before_the_model_loads(model_b
         f"tf-alexnet: error: Cannot listen on 127.0.0.1:{port}: Address already in use."
     )
     assert "application startup" not in taken.stderr  # refused before loading anything
-    unknown = run_cli("serve", "--model-base-path", str(model_base), "--host", "no-such.invalid")
+    unknown = run_cli(  # the default port, named: no name resolves, so nothing binds it
+        "serve", "--model-base-path", str(model_base), "--host", "no-such.invalid", "--port", "8000"
+    )
     assert unknown.returncode == 2
     assert (
         unknown.stderr.strip()
