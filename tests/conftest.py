@@ -55,7 +55,10 @@ def fashion_mnist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Runs `tf-alexnet ARGS` in a fresh process."""
+    """Runs `tf-alexnet ARGS` in a fresh process; `serve` on a free port unless ARGS name one
+    (the default, 8000, may be a user's own `docker compose up`: such tests failed beside it)."""
+    if args and args[0] == "serve" and not any(arg.startswith("--port") for arg in args):
+        args = (*args, "--port", str(free_port()))
     return subprocess.run(
         [sys.executable, "-m", "tf_alexnet.cli", *args],
         capture_output=True,
