@@ -282,3 +282,15 @@ def test_kubernetes_manifests_parse():
     statefulset = next(doc for doc in documents if doc["kind"] == "StatefulSet")
     assert statefulset["spec"]["replicas"] == 2
     assert statefulset["spec"]["serviceName"]
+    # A StatefulSet restarts a container that exits, and training a finished run again is
+    # refused: the trainer stays up once done (it crash-looped), and exits when it fails.
+    (trainer,) = statefulset["spec"]["template"]["spec"]["containers"]
+    script = trainer["args"][0]
+    assert "--run-dir /runs/cpu || exit\n" in script and script.endswith("exec sleep infinity\n")
+    # TF Serving answers /v1/models/NAME with 200 while the model is loading or failed to load:
+    # readiness reads its state (an httpGet probe passed too early).
+    deployments = {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] == "Deployment"}
+    (tfserving,) = deployments["tfserving"]["spec"]["template"]["spec"]["containers"]
+    probe = tfserving["readinessProbe"]
+    assert "httpGet" not in probe and '"AVAILABLE"' in probe["exec"]["command"][-1]
+    assert "/v1/models/alexnet" in probe["exec"]["command"][-1]
