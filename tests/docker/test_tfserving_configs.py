@@ -77,3 +77,19 @@ def test_text_proto_schema_rejects_typos() -> None:
         text_format.Parse(
             "max_batch_sise { value: 8 }", text_proto_classes()["BatchingParameters"]()
         )
+
+
+def test_the_bf16_session_config_is_a_session_config_that_turns_on_the_bf16_rewrite() -> None:
+    """`--tensorflow_session_config_file` takes a TensorFlow ConfigProto in text format."""
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+
+    config = text_format.Parse(
+        (TFSERVING / "session_bf16.config").read_text(), config_pb2.ConfigProto()
+    )
+    rewrite = config.graph_options.rewrite_options
+    assert rewrite.auto_mixed_precision_onednn_bfloat16 == rewriter_config_pb2.RewriterConfig.ON
+    assert config == text_format.Parse(  # nothing else: the rest stays TF Serving's default
+        "graph_options { rewrite_options { auto_mixed_precision_onednn_bfloat16: ON } }",
+        config_pb2.ConfigProto(),
+    )
