@@ -287,14 +287,29 @@ class SyncMovingStatistics(keras.callbacks.Callback):
     weights stay identical, their gradients being all-reduced). Moving averages are linear
     in their updates, so one all-reduce MEAN before validation and at the end of each
     epoch gives the same statistics as averaging at every step, at almost no cost. Integer
-    state (random seeds) is left alone.
+    state (random seeds) is left alone. The averaging is traced once per model: a function
+    traced afresh at each sync made TensorFlow warn of retracing from the third epoch on.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._average: Any = None  # the model's traced averaging, built at its first sync
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        self._average = None
+
     def _sync(self) -> None:
+        if self._average is None:
+            self._average = self._averaging()
+        self._average()
+
+    def _averaging(self) -> Any:
+        """The model's averaging as one traced function (a no-op on one replica)."""
         strategy = self.model.distribute_strategy
         variables = [v for v in self.model.non_trainable_variables if "float" in str(v.dtype)]
         if strategy.num_replicas_in_sync == 1 or not variables:
-            return
+            return lambda: None
 
         def average() -> None:
             # The mean of every replica's copy, then that value into every copy.
@@ -306,7 +321,7 @@ class SyncMovingStatistics(keras.callbacks.Callback):
             for variable, mean in zip(variables, means, strict=True):
                 variable.assign(strategy.experimental_local_results(mean)[0])
 
-        tf.function(average)()
+        return tf.function(average)
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._sync()
