@@ -29,7 +29,8 @@ if [ ! -w "$base_path/$model_name" ]; then
 fi
 
 if [ -f "$run_dir/exported.txt" ]; then
-  echo "train-and-export: $run_dir is already exported; set RUN_NAME to train a new version."
+  echo "train-and-export: $run_dir was exported before, as recorded below; set RUN_NAME to" \
+    "train a new version."
   cat "$run_dir/exported.txt"
   exit 0
 fi
@@ -67,6 +68,18 @@ forward_stop() {
 if [ ! -f "$run_dir/metrics.json" ]; then
   forward_stop tf-alexnet train "${train_flags[@]}" "${data_flags[@]}" "${extra_flags[@]}"
 fi
+# A stop between the export's publish and its record below left the run published but not
+# recorded: record the version that names this run as its source rather than publish it again.
+for metadata in "$base_path/$model_name"/*/assets.extra/metadata.json; do
+  if [ -f "$metadata" ] && grep -qF "\"source\": \"$run_dir/" "$metadata"; then
+    version_dir="${metadata%/assets.extra/metadata.json}"
+    echo "Exported version ${version_dir##*/} to $version_dir (found published: the export" \
+      "that published it was stopped before it was recorded)" > "$run_dir/exported.tmp"
+    mv "$run_dir/exported.tmp" "$run_dir/exported.txt"
+    cat "$run_dir/exported.txt"
+    exit 0
+  fi
+done
 forward_stop tf-alexnet export "$run_dir" --model-base-path "$base_path" --model-name "$model_name" \
   > "$run_dir/exported.tmp"
 mv "$run_dir/exported.tmp" "$run_dir/exported.txt"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -75,3 +76,55 @@ def test_trainer_script_passes_sigterm_on_to_training(tmp_path: pathlib.Path) ->
     script.send_signal(signal.SIGTERM)
     assert script.wait(timeout=30) == 143
     assert mark.read_text() == "terminated"
+
+
+RECORDING_CLI = """#!/usr/bin/env python3
+import os, pathlib, sys
+with open(os.environ["FAKE_CALLS"], "a") as calls:
+    calls.write(" ".join(sys.argv[1:]) + "\\n")
+print("Exported version 10 to somewhere")
+"""
+
+
+def test_trainer_script_records_a_run_published_but_not_recorded(tmp_path: pathlib.Path) -> None:
+    """Killed between the export's publish and `exported.txt`, a rerun published the same run
+    again as the next version (found from outside: versions 9 and 10, one model)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "tf-alexnet"
+    fake.write_text(RECORDING_CLI)
+    fake.chmod(0o755)
+    calls = tmp_path / "calls"
+    runs, models = tmp_path / "runs", tmp_path / "models"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_CALLS": str(calls),
+        "RUNS_DIR": str(runs),
+        "EXPORT_BASE_PATH": str(models),
+        "RUN_NAME": "run-9",
+    }
+    for run in ("run-9", "run-90"):  # finished runs: no training
+        (runs / run).mkdir(parents=True)
+        (runs / run / "metrics.json").write_text("{}")
+
+    def publish(version: int, run: str) -> None:
+        extra = models / "alexnet" / str(version) / "assets.extra"
+        extra.mkdir(parents=True)
+        metadata = {"version": version, "source": str(runs / run / "best.keras")}
+        (extra / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")  # as export
+
+    publish(8, "run-90")  # another run whose name starts alike
+    out = subprocess.run(["bash", str(TRAINER_SCRIPT)], env=env, text=True, capture_output=True)
+    assert out.returncode == 0, out.stderr
+    assert calls.read_text().startswith("export ")  # not published yet: exported
+    calls.unlink()
+    (runs / "run-9" / "exported.txt").unlink()
+
+    publish(9, "run-9")  # published, then killed before exported.txt
+    out = subprocess.run(["bash", str(TRAINER_SCRIPT)], env=env, text=True, capture_output=True)
+    assert out.returncode == 0, out.stderr
+    assert not calls.exists()  # not exported again
+    recorded = (runs / "run-9" / "exported.txt").read_text()
+    assert recorded.startswith(f"Exported version 9 to {models / 'alexnet' / '9'} (found published")
+    assert out.stdout == recorded
