@@ -66,9 +66,28 @@ def flags(service: dict[str, Any]) -> dict[str, str]:
     return {name: value for name, _, value in pairs}
 
 
+def port_mappings(service: dict[str, Any]) -> list[tuple[str | None, int, int]]:
+    """(host address or None, host port, container port) of each published port, from
+    `compose config`: long syntax, or docker-compose 1.x's "IP:HOST:TARGET/tcp" where an
+    address is given."""
+    mappings = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            mappings.append((port.get("host_ip"), int(port["published"]), int(port["target"])))
+        else:
+            *host, published_port, target = str(port).split("/")[0].split(":")
+            mappings.append((host[0] if host else None, int(published_port), int(target)))
+    return mappings
+
+
 def published(service: dict[str, Any]) -> dict[int, int]:
-    """{container port: host port} of a service, from `compose config`'s long syntax."""
-    return {int(p["target"]): int(p["published"]) for p in service.get("ports", [])}
+    """{container port: host port} of a service."""
+    return {target: port for _, port, target in port_mappings(service)}
+
+
+def host_addresses(service: dict[str, Any]) -> set[str | None]:
+    """The host addresses a service's ports are published on (None: every interface)."""
+    return {host for host, _, _ in port_mappings(service)}
 
 
 def mounted_file(service: dict[str, Any], target: str) -> pathlib.Path:

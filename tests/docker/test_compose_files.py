@@ -26,6 +26,7 @@ from tests.docker.common import (
     compose_config,
     dockerfile_stages,
     flags,
+    host_addresses,
     load_yaml,
     mounted_file,
     published,
@@ -182,6 +183,12 @@ def test_ports_and_healthchecks_agree(compose: dict[str, Any]) -> None:
     moved = compose_config(COMPOSE, env={"API_PORT": "18000", "TFSERVING_REST_PORT": "18501"})
     assert published(moved["services"]["api"]) == {8000: 18000}
     assert published(moved["services"]["tfserving"]) == {8500: 8500, 8501: 18501}
+    # TF Serving answers anyone, without the facade's API key and limits: this machine only,
+    # unless asked (on every interface by default, the key was bypassed from other hosts).
+    assert host_addresses(services["tfserving"]) == {"127.0.0.1"}
+    assert host_addresses(services["api"]) <= {None, "0.0.0.0"}
+    opened = compose_config(COMPOSE, env={"TFSERVING_HOST": "0.0.0.0"})["services"]["tfserving"]
+    assert host_addresses(opened) == {"0.0.0.0"}
     check = " ".join(tfserving["healthcheck"]["test"])
     assert f"/dev/tcp/127.0.0.1/{rest_port}" in check
     assert f"GET /v1/models/{contract.MODEL_NAME} " in check and '"AVAILABLE"' in check
