@@ -9,8 +9,10 @@
 Both answer per image: probabilities, class id, class name and the top-k ids and scores.
 The version folder is built under a non-integer temporary name (TF Serving ignores those),
 validated, then renamed: a crash leaves no partial version and never touches another one, and
-the next export deletes the temporary folder a killed one left. The sample images are checked
-first (they decode; the model's outputs on them are finite), so a refused export writes nothing.
+the next export deletes the temporary folder a killed one left (from any container that shares
+the folder: each export holds a lock beside its temporary folder while it builds it). The
+sample images are checked first (they decode; the model's outputs on them are finite), so a
+refused export writes nothing.
 The folder's layout, and reading it back, belong to `tf_alexnet.exported`.
 """
 
@@ -20,6 +22,7 @@ import contextlib
 import dataclasses
 import datetime
 import errno
+import fcntl
 import os
 import pathlib
 import re
@@ -248,21 +251,74 @@ def temp_name(version: int) -> str:
     return f"{TEMP_PREFIX}{version}-{os.getpid()}@{socket.gethostname()}"
 
 
+LOCK_SUFFIX = ".lock"
+"""`<temporary folder>.lock`: locked (`flock`) by the export building that folder, for as long
+as it runs. The kernel drops the lock when the process dies, however it dies."""
+
+
+def _lock_file(temp: pathlib.Path) -> pathlib.Path:
+    return temp.with_name(temp.name + LOCK_SUFFIX)
+
+
+def hold_export_lock(temp: pathlib.Path) -> int:
+    """Locks `temp`'s lock file for this process; returns the descriptor for
+    `release_export_lock`. Take it before `temp` exists, let it go after `temp` is gone."""
+    descriptor = os.open(_lock_file(temp), os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    return descriptor
+
+
+def release_export_lock(temp: pathlib.Path, descriptor: int) -> None:
+    with contextlib.suppress(OSError):
+        _lock_file(temp).unlink()
+    os.close(descriptor)
+
+
+def _writer_gone(lock: pathlib.Path) -> bool | None:
+    """Whether the export that locked `lock` has ended (nobody holds the lock); None when there
+    is no lock file."""
+    try:
+        descriptor = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(descriptor)  # and with it the lock, if it was taken
+    return True
+
+
 def remove_stale_temps(model_dir: pathlib.Path) -> list[pathlib.Path]:
     """Deletes the temporary folders of killed exports in `model_dir`; returns them.
 
-    A folder is stale when it was built on this host (by name; names without a host, from
-    earlier versions, count as this host's) by a process that no longer runs. Another host's
-    folders (a container sharing the volume has its own pids) are left alone.
+    A folder is stale when nobody holds its lock file (`LOCK_SUFFIX`): whatever host or
+    container built it, as a volume shared by containers is on one kernel, which drops a dead
+    process's locks. A folder without a lock file (from earlier versions) is stale when it was
+    built on this host (by name; names without a host count as this host's) by a process that
+    no longer runs; another host's is left alone (a container has its own pids). Lock files
+    whose folder is gone (an export killed just after its publish) are deleted too.
     """
     removed = []
     host = socket.gethostname()
     for path in sorted(model_dir.glob(TEMP_PREFIX + "*")):
         match = _TEMP_NAME.fullmatch(path.name)
-        if not match or (match["host"] or host) != host or process_running(int(match["pid"])):
+        if path.name.endswith(LOCK_SUFFIX) or not match:
             continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
+        gone = _writer_gone(_lock_file(path))
+        if gone is None:  # no lock: tell by host and pid
+            gone = (match["host"] or host) == host and not process_running(int(match["pid"]))
+        if gone:
+            shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                _lock_file(path).unlink()
+            removed.append(path)
+    for lock in model_dir.glob(TEMP_PREFIX + "*" + LOCK_SUFFIX):
+        folder = lock.with_name(lock.name.removesuffix(LOCK_SUFFIX))
+        if not folder.exists() and _writer_gone(lock):
+            with contextlib.suppress(OSError):
+                lock.unlink()
     return removed
 
 
@@ -356,6 +412,7 @@ def export(
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(model_dir)
     temp = model_dir / temp_name(version)
+    lock = hold_export_lock(temp)
     shutil.rmtree(temp, ignore_errors=True)
     try:
         build_archive(model, class_names).write_out(str(temp), verbose=False)
@@ -413,8 +470,10 @@ def export(
             folder.write_metadata({**metadata, "version": version})
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
+        release_export_lock(temp, lock)
         for made in created:  # the folders made for this export, if nothing else is there
             with contextlib.suppress(OSError):
                 made.rmdir()
         raise
+    release_export_lock(temp, lock)
     return ExportResult(final, version, difference, policy, trained_difference)

@@ -1,6 +1,7 @@
 """SavedModel export: signatures, TF Serving's loader (saved_model_cli), atomic publish, warmup."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -356,6 +357,59 @@ def test_a_model_with_non_finite_outputs_is_not_exported(diverged_model, tmp_pat
     with pytest.raises(export_lib.ExportMismatch, match=r"max \|difference\| nan > 1e-05"):
         export(diverged_model, base, sample_images=[_png()])
     assert not base.exists()
+
+
+def test_killed_exports_of_other_containers_are_told_by_their_lock(mini_model, tmp_path):
+    """Each compose container has its own host name and pids: the temporary folder of a trainer
+    killed mid-export (11 MB for mini, 190 MB for d2l) was left for ever by every later one."""
+    import fcntl
+    import socket
+
+    from tf_alexnet.export import LOCK_SUFFIX, remove_stale_temps
+
+    model_dir = tmp_path / "alexnet"
+    other = f"not-{socket.gethostname()}"
+    killed, live = f".tmp-7-183@{other}", f".tmp-8-183@{other}"  # the same pid, elsewhere
+    for name in (killed, live):
+        (model_dir / name / "variables").mkdir(parents=True)
+        (model_dir / (name + LOCK_SUFFIX)).touch()
+    orphan = model_dir / f".tmp-9-184@{other}{LOCK_SUFFIX}"  # killed just after its publish
+    orphan.touch()
+    holder = subprocess.Popen(  # the live export: holds its lock until told to stop
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+            str(model_dir / (live + LOCK_SUFFIX)),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        assert [p.name for p in remove_stale_temps(model_dir)] == [killed]
+        assert sorted(p.name for p in model_dir.iterdir()) == [live, live + LOCK_SUFFIX]
+    finally:
+        holder.communicate("")
+    assert [p.name for p in remove_stale_temps(model_dir)] == [live]  # its export ended
+    assert list(model_dir.iterdir()) == []
+
+    held = []
+
+    def check_the_lock(temp):
+        lock = temp.with_name(temp.name + LOCK_SUFFIX)
+        descriptor = os.open(lock, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):  # held by the export while it builds
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(descriptor)
+        held.append(lock.name)
+
+    result = export(mini_model, tmp_path, sample_images=[_png()], before_publish=check_the_lock)
+    assert held and sorted(p.name for p in model_dir.iterdir()) == [str(result.version)]
 
 
 def test_the_next_export_removes_the_temporary_folders_of_killed_ones(mini_model, tmp_path):
