@@ -86,7 +86,10 @@ def test_own_data_override_mounts_the_folder_and_names_the_classes(
     services = compose_config(COMPOSE, COMPOSE_OWN_DATA, env=OWN_DATA_ENV)["services"]
     trainer = services["trainer"]
     folder = trainer["environment"]["TRAIN_IMAGE_FOLDER"]
-    assert f"/tmp:{folder}:ro" in trainer["volumes"]
+    # Long syntax: Docker refuses a folder that does not exist (the short one made an empty
+    # folder, root's, and training then said the container's path held no class folders).
+    bind = {"type": "bind", "source": "/tmp", "target": folder, "read_only": True}
+    assert bind in [{k: v.get(k) for k in bind} for v in trainer["volumes"] if isinstance(v, dict)]
     settings = api_settings(services["api"]["environment"], monkeypatch)
     assert settings.class_names == ["cat", "dog"]
     # CLASS_NAMES is optional: without it the facade uses the served model's own names.
