@@ -30,6 +30,7 @@ from tf_alexnet_serving.classes import Answer, ClassNames, probe_images
 from tf_alexnet_serving.errors import UpstreamError
 from tf_alexnet_serving.heap import collect_all
 from tf_alexnet_serving.images import image_size
+from tf_alexnet_serving.logs import timestamp
 from tf_alexnet_serving.settings import Settings
 
 
@@ -260,7 +261,8 @@ class LocalBackend:
         return self._loaded.version, self._loaded.stamp  # every one on disk failed: keep it
 
     def _event(self, event: str, **fields: Any) -> None:
-        self._log.info(json.dumps({"event": f"model_{event}", "model": self.name, **fields}))
+        line = {"time": timestamp(), "event": f"model_{event}", "model": self.name, **fields}
+        self._log.info(json.dumps(line))
 
     async def ready(self) -> bool:
         return True

@@ -12,9 +12,16 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import time
 from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
+
+
+def timestamp(seconds: float | None = None) -> str:
+    """The `time` of a log line: UTC, ISO 8601, to the millisecond (default: now)."""
+    moment = time.time() if seconds is None else seconds
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,9 +29,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "time": timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

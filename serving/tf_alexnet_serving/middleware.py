@@ -20,6 +20,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tf_alexnet_serving.errors import as_it_came, error_response
+from tf_alexnet_serving.logs import timestamp
 from tf_alexnet_serving.metrics import Metrics
 from tf_alexnet_serving.settings import Settings
 
@@ -136,6 +137,7 @@ def request_line(
     """One line of the request log; `detail` only for a refusal made before the app (see
     `protocol.py`), whose method and path are None when they had not arrived."""
     line = {
+        "time": timestamp(),
         "request_id": request_id,
         "client": client,
         "method": method,

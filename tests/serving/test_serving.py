@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import datetime
 import gc
 import os
 import pathlib
@@ -1208,6 +1209,12 @@ def test_request_id_header_and_one_json_log_line_per_request(client, test_images
     assert lines[0]["path"] == "/predict" and lines[0]["method"] == "POST"
     assert lines[0]["model"] == "alexnet" and lines[0]["model_version"] == 1
     assert all(line["latency_ms"] > 0 for line in lines)
+    # When, in UTC to the millisecond, as uvicorn's JSON lines (a shipper reads both alike).
+    for line in lines:
+        logged = datetime.datetime.fromisoformat(line["time"])
+        assert logged.utcoffset() == datetime.timedelta(0) and line["time"].endswith("+00:00")
+        assert abs(logged - datetime.datetime.now(datetime.UTC)) < datetime.timedelta(minutes=1)
+    assert next(iter(lines[0])) == "time"
 
 
 def test_openapi_declares_every_answer_error_and_the_api_key():

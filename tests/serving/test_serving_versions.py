@@ -150,6 +150,8 @@ def test_local_backend_swaps_to_a_new_version_back_and_never_to_a_broken_one(
     ]
     assert events.lines[0]["previous_version"] is None
     assert events.lines[1]["previous_version"] == 1
+    times = [line["time"] for line in events.lines]  # when: UTC, ISO 8601, in order
+    assert times == sorted(times) and all(t.endswith("+00:00") for t in times)
     assert events.lines[1]["classes"] == 3
     assert events.lines[3]["serving"] == 1
     assert events.lines[3]["error"]  # the reason, on one line
