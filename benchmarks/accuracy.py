@@ -436,7 +436,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="also report test accuracy after every epoch (curves; not used for choices)",
     )
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
-    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    common.add_out_option(parser)
     parser.add_argument(
         "--log-dir", type=pathlib.Path, help="write each run's output there as it comes"
     )
@@ -444,6 +444,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds = [1]
+    common.prepare_out(parser, args)
     return args
 
 
@@ -457,4 +458,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
-import sys
 import time
 from typing import Any
 
@@ -85,9 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=320, help="timed steps per process")
     parser.add_argument("--smoke", action="store_true", help="tiny batches, a few steps")
-    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    common.add_out_option(parser)
     parser.add_argument("--child", nargs=4, metavar=("LAYER", "POLICY", "STEPS", "SMOKE"))
     args = parser.parse_args(argv)
+    common.prepare_out(parser, args)
     if args.child:
         layer, policy, steps, smoke = args.child
         print(json.dumps(measure(layer, policy, int(steps), smoke == "1")))
@@ -203,4 +202,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run_main(main)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
+import importlib
 import json
 import os
 import pathlib
@@ -12,7 +14,8 @@ import shlex
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tf_alexnet.hardware import read_cpu_info
@@ -131,6 +134,60 @@ def result_name(benchmark: str, smoke: bool, name: str | None = None) -> str:
     return name or (benchmark if smoke else f"{benchmark}_{cpu_kind()}")
 
 
+def add_out_option(parser: argparse.ArgumentParser) -> None:
+    """`--out`: the results folder; checked (and filled in) by `prepare_out`."""
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        help="folder for the results (default: docs/benchmarks/; with --smoke: a fresh "
+        "temporary folder, so smoke numbers never replace committed results)",
+    )
+
+
+def prepare_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fills in `args.out` and checks, before anything is measured, that results can be
+    written there (`parser.error`, exit 2, if not).
+
+    Without `--out`: docs/benchmarks/, or for a `--smoke` run a fresh temporary folder (said
+    on stdout). Worker processes (`--worker`, `--child`) write no results and are left alone.
+    """
+    if getattr(args, "worker", None) or getattr(args, "child", None):
+        args.out = args.out or RESULTS
+        return
+    if args.out is None:
+        if not args.smoke:
+            args.out = RESULTS
+        else:
+            args.out = pathlib.Path(tempfile.mkdtemp(prefix="tf-alexnet-smoke-"))
+            print(f"smoke run without --out: writing to {args.out}", flush=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        parser.error(
+            f"`--out` should be a folder the results can be written to ({reason}). "
+            f"Received: --out {args.out}"
+        )
+
+
+def check_git_ref(parser: argparse.ArgumentParser, ref: str | None, flag: str) -> None:
+    """`parser.error` (exit 2) unless `ref` names a commit of this repository."""
+    if ref is None:
+        return
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+        capture_output=True,
+        cwd=REPO,
+    )
+    if found.returncode != 0:
+        parser.error(
+            f"`{flag}` should be a commit of this repository (a hash, branch or tag). "
+            f"Received: {flag} {ref}"
+        )
+
+
 def write_results(name: str, result: dict[str, Any], markdown: str, out: pathlib.Path) -> None:
     """Writes `<out>/<name>.json` (result + machine + command) and `<out>/<name>.md`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -186,6 +243,39 @@ def add_setting_option(parser: Any) -> None:
     )
 
 
+def run_main(main: Callable[[], None]) -> None:
+    """Runs a benchmark's `main()`; a `UserError` (say, the Fashion-MNIST files are missing)
+    ends it with its one-line message and exit status 2 instead of a traceback.
+
+    In a worker process (`--worker`, `--child`) the traceback stays: `run_json`, in the
+    parent, reports its last line.
+    """
+    from tf_alexnet.errors import UserError
+
+    try:
+        main()
+    except UserError as error:
+        if any(arg.startswith(("--worker", "--child")) for arg in sys.argv[1:]):
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _user_error(line: str) -> bool:
+    """Whether `line`, the last line of a traceback, reports a `tf_alexnet.errors.UserError`
+    (or a subclass: `SpecError`, `TrainingDiverged`, ...)."""
+    from tf_alexnet.errors import UserError
+
+    name, separator, _ = line.partition(": ")
+    module, _, attribute = name.rpartition(".")
+    if not separator or not module.startswith("tf_alexnet"):
+        return False
+    with contextlib.suppress(ImportError):
+        found = getattr(importlib.import_module(module), attribute, None)
+        return isinstance(found, type) and issubclass(found, UserError)
+    return False
+
+
 def run_json(
     args: Sequence[str],
     env: dict[str, str] | None = None,
@@ -221,5 +311,11 @@ def run_json(
             )
         output = errors = log.read_text()
     if proc.returncode != 0:
+        last = next((line for line in reversed(errors.splitlines()) if line.strip()), "")
+        if _user_error(last):
+            # the person at the keyboard asked for something impossible (e.g. the
+            # Fashion-MNIST files are missing): the child's one-line message is the answer
+            print(f"error: {last.partition(': ')[2]}", file=sys.stderr, flush=True)
+            raise SystemExit(2)
         raise RuntimeError(f"{shlex.join(args)} failed:\n{errors[-3000:]}")
     return json.loads(output.strip().splitlines()[-1])

@@ -583,7 +583,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     common.add_setting_option(parser)
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
-    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    common.add_out_option(parser)
     parser.add_argument("--name")
     args = parser.parse_args(argv)
     try:
@@ -593,6 +593,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.requests, args.chunks, args.variant, args.image_size = 20, 2, "mini", 28
         args.raw_batches, args.seconds, args.warmup, args.rounds = [1, 8], 2, 1, 2
+    common.check_git_ref(parser, args.baseline, "--baseline")
+    common.prepare_out(parser, args)
     return args
 
 
@@ -605,4 +607,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

@@ -191,20 +191,35 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def model_spec(text: str) -> tuple[str, int]:
+    """`--models` values: `VARIANT:SIZE` (`mini:28`) as (variant, image size)."""
+    variant, _, size = text.partition(":")
+    if not variant or not size.isdigit() or int(size) < 1:
+        raise argparse.ArgumentTypeError(
+            "should be VARIANT:SIZE with a whole number of pixels, e.g. mini:28 or d2l:224. "
+            f"Received: {text!r}"
+        )
+    return variant, int(size)
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pixels", type=int, default=25_000_000, help="pixels per large image")
     parser.add_argument("--formats", nargs="+", default=["jpeg", "png"])
     parser.add_argument(
-        "--models", nargs="+", default=["mini:28", "d2l:224"], help="VARIANT:SIZE exports"
+        "--models",
+        nargs="+",
+        type=model_spec,
+        default=[("mini", 28), ("d2l", 224)],
+        metavar="VARIANT:SIZE",
+        help="models exported and served (default: mini:28 d2l:224)",
     )
     parser.add_argument("--baseline", help="also serve this git ref's facade, side by side")
     common.add_setting_option(parser)
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
-    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    common.add_out_option(parser)
     parser.add_argument("--name")
     args = parser.parse_args(argv)
-    args.models = [(variant, int(size)) for variant, size in (m.split(":") for m in args.models)]
     args.loads = LOADS
     try:
         args.settings = common.parse_settings(args.setting)
@@ -213,6 +228,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.pixels, args.formats, args.models = 250_000, ["jpeg"], [("mini", 28)]
         args.loads = [(1, 1), (2, 4)]
+    common.check_git_ref(parser, args.baseline, "--baseline")
+    common.prepare_out(parser, args)
     return args
 
 
@@ -225,4 +242,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

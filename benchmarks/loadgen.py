@@ -235,11 +235,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--images", type=int, default=64, help="distinct PNGs to cycle through")
     args = parser.parse_args(argv)
+    url = args.url.rstrip("/")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        parser.error(f"`url` should be http://HOST:PORT, the facade's base URL. Received: {url}")
+    import httpx
+
+    try:
+        httpx.get(f"{url}/metrics", timeout=10)
+    except httpx.HTTPError as error:
+        parser.error(f"`url` should be a running facade; nothing answers at {url} ({error})")
     pngs = fashion_mnist_pngs(args.images)
     for concurrency in args.concurrency:
-        row = measure(args.url.rstrip("/"), pngs, concurrency, args.seconds, args.warmup)
+        row = measure(url, pngs, concurrency, args.seconds, args.warmup)
         print(json.dumps(row))
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

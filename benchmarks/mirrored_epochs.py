@@ -20,7 +20,6 @@ import contextlib
 import itertools
 import json
 import pathlib
-import sys
 import tempfile
 import time
 from typing import Any
@@ -77,9 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--examples", type=int, default=16384, help="training examples")
     parser.add_argument("--smoke", action="store_true", help="one round of 2 short epochs")
-    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    common.add_out_option(parser)
     parser.add_argument("--child", nargs=3, metavar=("SETTING", "EPOCHS", "EXAMPLES"))
     args = parser.parse_args(argv)
+    common.prepare_out(parser, args)
     if args.child:
         setting, epochs, examples = args.child
         print(json.dumps(measure(setting, int(epochs), int(examples))))
@@ -152,4 +152,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run_main(main)

@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--smoke", action="store_true", help="mini only, one round, few calls")
-    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    common.add_out_option(parser)
     args = parser.parse_args(argv)
+    common.prepare_out(parser, args)
     models = [("mini", 28)] if args.smoke else [("mini", 28), ("d2l", 224)]
     rounds, calls = (1, 10) if args.smoke else (args.rounds, args.calls)
     runs: list[dict[str, Any]] = []
@@ -113,4 +114,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

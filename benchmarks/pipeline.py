@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import os
-import pathlib
 import time
 from typing import Any
 
@@ -183,11 +182,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=2, help="passes; the first fills the cache")
     parser.add_argument("--train-examples", type=int, default=None)
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
-    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    common.add_out_option(parser)
     parser.add_argument("--name", default="pipeline")
     args = parser.parse_args(argv)
     if args.smoke:
         args.presets, args.train_examples = ["cpu"], 1024
+    common.prepare_out(parser, args)
     return args
 
 
@@ -201,4 +201,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 import tempfile
 import time
 from typing import Any
@@ -88,9 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="mini at 28 px, a few calls")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    common.add_out_option(parser)
     parser.add_argument("--child", nargs=4, metavar=("FOLDER", "REWRITE", "BATCH", "CALLS"))
     args = parser.parse_args(argv)
+    common.prepare_out(parser, args)
     if args.child:
         folder, rewrite, batch, calls = args.child
         print(json.dumps(measure(folder, rewrite == "1", int(batch), int(calls))))
@@ -190,4 +190,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run_main(main)

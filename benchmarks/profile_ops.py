@@ -164,11 +164,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
-    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    common.add_out_option(parser)
     parser.add_argument("--name")
     args = parser.parse_args(argv)
     if args.smoke:
         args.batch, args.steps, args.image_size = 4, 1, 67
+    common.prepare_out(parser, args)
     return args
 
 
@@ -197,4 +198,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

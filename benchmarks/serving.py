@@ -333,12 +333,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--raw-batches", type=int, nargs="+", default=[1, 8, 16, 32, 64])
     parser.add_argument("--raw-seconds", type=float, default=8)
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
-    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    common.add_out_option(parser)
     parser.add_argument("--name", default="serving")
     args = parser.parse_args(argv)
     if args.smoke:
         args.variant, args.image_size, args.concurrency = "mini", 28, [1, 8]
         args.seconds, args.warmup, args.raw_batches, args.raw_seconds = 1, 0.5, [1, 8], 0.5
+    common.prepare_out(parser, args)
     return args
 
 
@@ -354,4 +355,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

@@ -56,12 +56,21 @@ def _accuracy(result: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _throughput_model(settings: dict[str, Any]) -> str:
+    """The model a throughput result trained: `d2l 224 px`, `mini x1.25 28 px` (results from
+    before a setting was recorded: the d2l variant, width 1, 224 px)."""
+    width = settings.get("width", 1.0)
+    scaled = f" x{width:g}" if width != 1.0 else ""
+    return f"{settings.get('variant', 'd2l')}{scaled} {settings.get('image_size', 224)} px"
+
+
 def _throughput(result: dict[str, Any]) -> list[list[str]]:
     """One row per CPU kind: like for like (fp32, bf16) and default for default at the first
     batch size, like for like at the others."""
     machine = result["machine"]
     kind = machine.get("cpu_kind") or "amd-avx2"  # the first result predates the kinds
     batch = result["settings"]["batches"][0]
+    model = _throughput_model(result["settings"])
     rows = {r["name"]: r for r in result["summary"] if r["batch"] == batch}
     figures = []
     for label, name in (("fp32", "tf"), ("bf16", "tf-bf16"), ("default", "tf-default")):
@@ -103,7 +112,7 @@ def _throughput(result: dict[str, Any]) -> list[list[str]]:
     return [
         [
             f"training throughput, {kind} ({machine['cpu']}; {flags or 'no bf16 flags'}): "
-            f"d2l 224 px, batch {batch}, x PyTorch in the same precision (default: x PyTorch "
+            f"{model}, batch {batch}, x PyTorch in the same precision (default: x PyTorch "
             "with no flags)",
             "; ".join(figures),
             ">= 1.2x PyTorch like for like (every batch size)",
@@ -337,6 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=pathlib.Path, default=common.RESULTS)
     results = parser.parse_args(argv).results
+    if not results.is_dir():
+        parser.error(f"`--results` should be a folder of benchmark results. Received: {results}")
     rows, sources = [], []
     for name, section in SECTIONS.items():
         # `NAME_*.json` too: one result per CPU kind (`precision_amd-avx2`) or per run

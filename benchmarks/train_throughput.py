@@ -306,7 +306,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="TF settings measured beside the plain runs (default: all; --variants alone: none)",
     )
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
-    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    common.add_out_option(parser)
     parser.add_argument("--name", help="results file name (default: train_throughput_<cpu kind>)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.variants) - set(TF_VARIANTS) - {"torch"})
@@ -316,6 +316,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.batches, args.rounds, args.images, args.min_steps = [4], 1, 4, 1
         args.warmup, args.image_size, args.variants = 1, 67, []
         args.name = args.name or "train_throughput"
+    common.prepare_out(parser, args)
     return args
 
 
@@ -330,4 +331,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

@@ -143,16 +143,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
-    parser.add_argument("--out", type=pathlib.Path, default=common.RESULTS)
+    common.add_out_option(parser)
     parser.add_argument("--name", help="results file name (default: tune_<preset>)")
     parser.add_argument(
         "--log-dir", type=pathlib.Path, help="write each run's output there as it comes"
     )
     args = parser.parse_args(argv)
+    common.prepare_out(parser, args)
     args.recipe = args.recipe or [("preset", {})]
     args.name = args.name or f"tune_{args.preset}"
     run(args)
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

@@ -7,6 +7,8 @@ code and that its JSON and Markdown hold the figures the README quotes.
 
 import importlib.util
 import json
+import os
+import pathlib
 import platform
 import re
 import statistics
@@ -668,3 +670,206 @@ def test_settings_name_environment_variables_or_say_what_is_wrong():
     for wrong in ("pool", "=A=1", "pool=A", "pool=A=1,B"):
         with pytest.raises(ValueError, match=r"NAME=VAR=VALUE\[,VAR=VALUE\], got "):
             common.parse_settings([wrong])
+
+
+SMOKE_MODULES = sorted(
+    path.stem for path in (REPO / "benchmarks").glob("*.py") if '"--smoke"' in path.read_text()
+)
+
+
+def test_smoke_runs_without_out_never_write_into_the_committed_results(tmp_path, capsys):
+    """A `--smoke` run without `--out` writes into a fresh temporary folder (said on stdout);
+    real runs default to docs/benchmarks/, and an explicit `--out` is honoured."""
+    import argparse
+
+    from benchmarks import common
+
+    parser = argparse.ArgumentParser()
+    smoke = argparse.Namespace(smoke=True, out=None)
+    common.prepare_out(parser, smoke)
+    assert smoke.out.is_dir() and smoke.out.resolve() != common.RESULTS.resolve()
+    assert not smoke.out.resolve().is_relative_to(common.REPO)
+    assert f"writing to {smoke.out}" in capsys.readouterr().out
+    smoke.out.rmdir()
+    assert common.prepare_out(parser, argparse.Namespace(smoke=False, out=None)) is None
+    given = argparse.Namespace(smoke=True, out=tmp_path / "new" / "folder")
+    common.prepare_out(parser, given)
+    assert given.out == tmp_path / "new" / "folder" and given.out.is_dir()
+    # every benchmark with --smoke goes through it: no module keeps docs/benchmarks/ as default
+    assert len(SMOKE_MODULES) == 12
+    for name in SMOKE_MODULES:
+        source = (REPO / "benchmarks" / f"{name}.py").read_text()
+        assert "common.add_out_option(parser)" in source, name
+        assert "common.prepare_out(parser, args)" in source, name
+        assert "default=common.RESULTS" not in source, name
+
+
+@pytest.mark.parametrize("module", ["facade_cost", "facade_memory", "pipeline", "serving"])
+def test_an_unwritable_out_is_refused_before_anything_is_measured(module, tmp_path, capsys):
+    from importlib import import_module
+
+    parse = import_module(f"benchmarks.{module}").parse
+    afile = tmp_path / "file"
+    afile.write_text("")
+    with pytest.raises(SystemExit) as stop:
+        parse(["--out", str(afile / "sub")])
+    assert stop.value.code == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert "`--out` should be a folder the results can be written to" in error
+    assert f"Received: --out {afile / 'sub'}" in error
+    assert parse(["--out", str(tmp_path / "ok")]).out == tmp_path / "ok"
+
+
+def test_bad_benchmark_flags_are_one_line_errors(tmp_path, capsys):
+    import socket
+
+    from benchmarks import facade_memory, loadgen, summary
+
+    def refused(main, argv):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        (error,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        return error
+
+    for wrong in ("mini", "mini:abc", ":28"):
+        error = refused(facade_memory.parse, ["--models", wrong, "--out", str(tmp_path)])
+        assert "should be VARIANT:SIZE" in error and f"Received: {wrong!r}" in error
+    models = facade_memory.parse(["--models", "mini:28", "d2l:224", "--out", str(tmp_path)])
+    assert models.models == [("mini", 28), ("d2l", 224)]
+    error = refused(summary.main, ["--results", str(tmp_path / "missing")])
+    assert f"`--results` should be a folder of benchmark results. Received: {tmp_path}" in error
+    assert "`url` should be http://HOST:PORT" in refused(loadgen.main, ["notaurl"])
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    error = refused(loadgen.main, [f"http://127.0.0.1:{port}"])
+    assert f"nothing answers at http://127.0.0.1:{port}" in error
+
+
+@pytest.mark.parametrize("module", ["facade_cost", "facade_memory"])
+def test_a_baseline_that_is_no_commit_is_refused_up_front(module, tmp_path, capsys):
+    from importlib import import_module
+
+    parse = import_module(f"benchmarks.{module}").parse
+    with pytest.raises(SystemExit) as stop:
+        parse(["--baseline", "deadbeef123", "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    assert (
+        "`--baseline` should be a commit of this repository (a hash, branch or tag). "
+        "Received: --baseline deadbeef123"
+    ) in capsys.readouterr().err
+    assert parse(["--baseline", "HEAD", "--out", str(tmp_path)]).baseline == "HEAD"
+
+
+def test_throughput_rows_name_the_model_measured():
+    from benchmarks import summary
+
+    def text(settings):
+        result = {
+            "machine": {"cpu_kind": "kind", "cpu": "CPU", "cpu_features": []},
+            "settings": {"batches": [4], **settings},
+            "summary": [{"name": "tf", "batch": 4, "median_images_per_second": 9.0,
+                         "median_ratio_to_torch": 1.3}],
+        }  # fmt: skip
+        return summary._throughput(result)[0][0]
+
+    assert text({"variant": "mini", "image_size": 67, "width": 1.0}).endswith(
+        ": mini 67 px, batch 4, x PyTorch in the same precision (default: x PyTorch with no flags)"
+    )
+    assert ": mini x1.25 28 px, batch 4," in text(
+        {"variant": "mini", "image_size": 28, "width": 1.25}
+    )
+    # the committed results: 224 px d2l, with and without a recorded width
+    assert ": d2l 224 px, batch 4," in text({"variant": "d2l", "image_size": 224})
+    assert ": d2l 224 px, batch 4," in text({"variant": "d2l", "image_size": 224, "width": 1.0})
+
+
+def test_a_worker_stopped_by_a_user_error_ends_the_run_with_its_one_line(capsys):
+    from benchmarks import common
+
+    with pytest.raises(SystemExit) as stop:
+        common.run_json(
+            ["-c", "from tf_alexnet.errors import UserError; raise UserError('no files here')"]
+        )
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "error: no files here\n"
+    with pytest.raises(SystemExit) as stop:  # its subclasses too
+        common.run_json(["-c", "from tf_alexnet.specs import SpecError; raise SpecError('bad')"])
+    assert stop.value.code == 2 and capsys.readouterr().err == "error: bad\n"
+    with pytest.raises(RuntimeError, match=r"(?s)failed:.*Traceback.*ZeroDivisionError"):
+        common.run_json(["-c", "1 / 0"])  # anything else: the child's whole output
+
+
+def test_a_smoke_run_without_the_fashion_mnist_files_says_so_in_one_line(tmp_path):
+    """End to end: the smoke run says where it would write, and the worker's one-line
+    UserError is all the parent prints."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.pipeline", "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "TF_ALEXNET_MANUAL_DIR": str(tmp_path / "missing")},
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr == (
+        f"error: The manual-download folder '{tmp_path / 'missing'}' does not exist.\n"
+    )
+    (line,) = proc.stdout.splitlines()
+    assert line.startswith("smoke run without --out: writing to ")
+    out = pathlib.Path(line.rpartition(" ")[2])
+    assert out.is_dir() and not out.resolve().is_relative_to(REPO)
+    out.rmdir()  # nothing was written: the worker stopped before any measurement
+
+
+def _readme_commands() -> list[str]:
+    readme = (REPO / "benchmarks" / "README.md").read_text()
+    return re.findall(r"^\| `(python -m benchmarks\.[^`]*)` \|", readme, flags=re.MULTILINE)
+
+
+def test_the_benchmarks_readme_gives_the_commands_of_the_committed_results():
+    """Each command in benchmarks/README.md is the `Command:` line of a committed page
+    (results recorded in the old script form count in the module form)."""
+    committed = set()
+    for page in (REPO / "docs" / "benchmarks").glob("*.md"):
+        found = re.search(r"^Command: `([^`]*)`", page.read_text(), flags=re.MULTILINE)
+        if found:
+            committed.add(
+                re.sub(r"^python benchmarks/(\w+)\.py", r"python -m benchmarks.\1", found[1])
+            )
+    commands = _readme_commands()
+    assert len(commands) >= 18
+    missing = [c for c in commands if c not in committed and "loadgen" not in c]
+    assert not missing
+    readme = (REPO / "benchmarks" / "README.md").read_text()
+    assert "`--out`" in readme and "temporary folder" in readme
+    # every benchmark that reads the Fashion-MNIST files is named where the README says so
+    paragraph = readme[readme.index("`$TF_ALEXNET_MANUAL_DIR`") - 200 :][:800]
+    for name in ("accuracy", "tune", "pipeline", "mirrored_epochs", "serving", "onednn_serving",
+                 "loadgen", "facade_cost", "facade_memory"):  # fmt: skip
+        assert f"`{name}`" in paragraph, name
+
+
+def test_a_user_error_in_the_benchmark_itself_is_one_line_too(monkeypatch, capsys):
+    """`facade_cost`, `facade_memory`, `onednn_serving`, `loadgen` read the Fashion-MNIST
+    files in their own process: a UserError there ends the run with its message, exit 2;
+    a worker keeps its traceback, whose last line the parent reports."""
+    from benchmarks import common
+    from tf_alexnet.errors import UserError
+
+    def main():
+        raise UserError("The manual-download folder '/x' does not exist.")
+
+    monkeypatch.setattr(sys, "argv", ["facade_memory.py", "--smoke"])
+    with pytest.raises(SystemExit) as stop:
+        common.run_main(main)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "error: The manual-download folder '/x' does not exist.\n"
+    monkeypatch.setattr(sys, "argv", ["pipeline.py", "--worker", "--preset=cpu"])
+    with pytest.raises(UserError):
+        common.run_main(main)
+    for path in (REPO / "benchmarks").glob("*.py"):
+        source = path.read_text()
+        if '__name__ == "__main__"' in source and path.stem != "summary":
+            assert source.rstrip().endswith("common.run_main(main)"), path.stem
