@@ -29,7 +29,7 @@ if [ ! -w "$base_path/$model_name" ]; then
 fi
 
 if [ -f "$run_dir/exported.txt" ]; then
-  echo "train-and-export: $run_dir was exported before, as recorded below; set RUN_NAME to" \
+  echo "train-and-export: $run_dir is already exported (its record below); set RUN_NAME to" \
     "train a new version."
   cat "$run_dir/exported.txt"
   exit 0
