@@ -53,21 +53,27 @@ time.sleep(120)
 """
 
 
-def test_trainer_script_passes_sigterm_on_to_training(tmp_path: pathlib.Path) -> None:
-    """`docker stop` reaches the script (the init's child): training must get the SIGTERM."""
+def _trainer_env(tmp_path: pathlib.Path, fake_cli: str, **extra: str) -> dict[str, str]:
+    """The trainer script's environment with `fake_cli` as `tf-alexnet`, runs in
+    `tmp_path/runs` and models in `tmp_path/models`, and `extra` variables."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "tf-alexnet"
-    fake.write_text(FAKE_CLI)
+    fake.write_text(fake_cli)
     fake.chmod(0o755)
-    mark = tmp_path / "mark"
-    env = {
+    return {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "FAKE_MARK": str(mark),
         "RUNS_DIR": str(tmp_path / "runs"),
         "EXPORT_BASE_PATH": str(tmp_path / "models"),
+        **extra,
     }
+
+
+def test_trainer_script_passes_sigterm_on_to_training(tmp_path: pathlib.Path) -> None:
+    """`docker stop` reaches the script (the init's child): training must get the SIGTERM."""
+    mark = tmp_path / "mark"
+    env = _trainer_env(tmp_path, FAKE_CLI, FAKE_MARK=str(mark))
     script = subprocess.Popen(["bash", str(TRAINER_SCRIPT)], env=env, text=True)
     deadline = time.monotonic() + 60
     while not mark.with_suffix(".started").exists() and time.monotonic() < deadline:
@@ -89,21 +95,9 @@ print("Exported version 10 to somewhere")
 def test_trainer_script_records_a_run_published_but_not_recorded(tmp_path: pathlib.Path) -> None:
     """Killed between the export's publish and `exported.txt`, a rerun published the same run
     again as the next version (found from outside: versions 9 and 10, one model)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "tf-alexnet"
-    fake.write_text(RECORDING_CLI)
-    fake.chmod(0o755)
     calls = tmp_path / "calls"
     runs, models = tmp_path / "runs", tmp_path / "models"
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "FAKE_CALLS": str(calls),
-        "RUNS_DIR": str(runs),
-        "EXPORT_BASE_PATH": str(models),
-        "RUN_NAME": "run-9",
-    }
+    env = _trainer_env(tmp_path, RECORDING_CLI, FAKE_CALLS=str(calls), RUN_NAME="run-9")
     for run in ("run-9", "run-90"):  # finished runs: no training
         (runs / run).mkdir(parents=True)
         (runs / run / "metrics.json").write_text("{}")

@@ -295,6 +295,14 @@ def test_reloads_asked_at_once_load_the_new_version_once(one_version, events):
     assert [e["version"] for e in events.lines if e["event"] == "model_loaded"] == [1, 2]
 
 
+def _toggle_version_2(base):
+    """Publishes `alexnet/2` (a copy of 1), or removes it: either way, a swap to reload."""
+    if (base / "alexnet" / "2").exists():
+        shutil.rmtree(base / "alexnet" / "2")
+    else:
+        shutil.copytree(base / "alexnet" / "1", base / "alexnet" / "2")
+
+
 def test_a_swap_frees_the_old_version_at_once(one_version):
     """The old version's graph lives in reference cycles: the backend collects them as it swaps,
     rather than leave them to Python's GC (with d2l, RSS grew 100-200 MB a swap without)."""
@@ -306,10 +314,7 @@ def test_a_swap_frees_the_old_version_at_once(one_version):
         gc.disable()  # only the backend's own collection runs
         try:
             for _ in range(3):
-                if (one_version / "alexnet" / "2").exists():
-                    shutil.rmtree(one_version / "alexnet" / "2")
-                else:
-                    shutil.copytree(one_version / "alexnet" / "1", one_version / "alexnet" / "2")
+                _toggle_version_2(one_version)
                 assert await backend.reload()
                 left.append(gc.collect())  # what the swap left for the GC to find
         finally:
@@ -333,10 +338,7 @@ def test_a_swap_frees_the_old_version_though_the_app_froze_it_at_start(one_versi
         try:
             freeze_long_lived()
             for _ in range(3):
-                if (one_version / "alexnet" / "2").exists():
-                    shutil.rmtree(one_version / "alexnet" / "2")
-                else:
-                    shutil.copytree(one_version / "alexnet" / "1", one_version / "alexnet" / "2")
+                _toggle_version_2(one_version)
                 assert await backend.reload()
                 assert gc.get_freeze_count() > 0  # frozen again after the swap's collection
                 gc.unfreeze()

@@ -606,13 +606,13 @@ def test_image_folder_layout_mistakes_are_refused_or_noted(tmp_path, capsys):
     assert folder_source(tmp_path / "only" / "train") and capsys.readouterr().out == ""
 
 
-def test_tfds_offline_without_the_original_files_says_so_at_once(tmp_path, monkeypatch):
-    """Offline, TFDS retried its downloads for 3.5 minutes before the same advice."""
+def _fashion_mnist_hosts_offline(monkeypatch):
+    """Fashion-MNIST's download hosts, with no proxy set; skips the test on a machine that
+    resolves them (TFDS would download the files there)."""
     import tensorflow_datasets as tfds
 
-    from tf_alexnet.sources import PROXY_VARIABLES, tfds_source
+    from tf_alexnet.sources import PROXY_VARIABLES
 
-    monkeypatch.delenv("TF_ALEXNET_MANUAL_DIR", raising=False)
     for variable in PROXY_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     hosts = {url.split("/")[2] for url in tfds.builder("fashion_mnist").url_infos}
@@ -622,6 +622,15 @@ def test_tfds_offline_without_the_original_files_says_so_at_once(tmp_path, monke
             online.append(socket.getaddrinfo(host, None))
     if online:
         pytest.skip(f"this machine resolves {sorted(hosts)}: TFDS would download the files")
+    return hosts
+
+
+def test_tfds_offline_without_the_original_files_says_so_at_once(tmp_path, monkeypatch):
+    """Offline, TFDS retried its downloads for 3.5 minutes before the same advice."""
+    from tf_alexnet.sources import tfds_source
+
+    monkeypatch.delenv("TF_ALEXNET_MANUAL_DIR", raising=False)
+    hosts = _fashion_mnist_hosts_offline(monkeypatch)
     start = time.monotonic()
     with pytest.raises(UserError) as caught:
         tfds_source("fashion_mnist", data_dir=str(tmp_path / "tfds"))
@@ -640,19 +649,9 @@ def test_tfds_offline_with_a_manual_folder_that_lacks_files_says_which_at_once(
 ):
     """A manual folder holding some of the files: TFDS retried downloading the others for 3.5
     minutes. A file given as the folder was said not to exist."""
-    import tensorflow_datasets as tfds
+    from tf_alexnet.sources import tfds_source
 
-    from tf_alexnet.sources import PROXY_VARIABLES, tfds_source
-
-    for variable in PROXY_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
-    hosts = {url.split("/")[2] for url in tfds.builder("fashion_mnist").url_infos}
-    online = []
-    for host in hosts:
-        with contextlib.suppress(OSError):
-            online.append(socket.getaddrinfo(host, None))
-    if online:
-        pytest.skip(f"this machine resolves {sorted(hosts)}: TFDS would download the files")
+    hosts = _fashion_mnist_hosts_offline(monkeypatch)
     manual = tmp_path / "manual"
     manual.mkdir()
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
