@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
-import logging
 import pathlib
 import time
 from collections.abc import Callable, Hashable
@@ -30,7 +28,7 @@ from tf_alexnet_serving.classes import Answer, ClassNames, probe_images
 from tf_alexnet_serving.errors import UpstreamError
 from tf_alexnet_serving.heap import collect_all
 from tf_alexnet_serving.images import image_size
-from tf_alexnet_serving.logs import timestamp
+from tf_alexnet_serving.logs import ModelEvents
 from tf_alexnet_serving.settings import Settings
 
 
@@ -50,18 +48,6 @@ def local_model_folders(settings: Settings) -> list[pathlib.Path]:
     if settings.model_version is not None or newest.parent != model_dir:
         return [newest]  # pinned, or a version folder given as the model folder
     return [model_dir / str(version) for version in reversed(version_numbers(model_dir))]
-
-
-def model_logger() -> logging.Logger:
-    """`tf_alexnet_serving.model`: one JSON line on stderr per version loaded or refused."""
-    logger = logging.getLogger("tf_alexnet_serving.model")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    return logger
 
 
 Stamp = tuple[tuple[str, int, int, int], ...]
@@ -97,7 +83,7 @@ class LocalBackend:
         self._settings = settings
         self._model_dir = pathlib.Path(settings.model_base_path) / settings.model_name
         self._refused: set[Stamp] = set()  # failed to load: not tried again as they are
-        self._log = model_logger()
+        self._events = ModelEvents(self.name, "local")
         start = time.perf_counter()
         self._loaded = self._load_first(local_model_folders(settings))
         self._load_s = time.perf_counter() - start  # reported with the warm-up, in `start`
@@ -261,8 +247,7 @@ class LocalBackend:
         return self._loaded.version, self._loaded.stamp  # every one on disk failed: keep it
 
     def _event(self, event: str, **fields: Any) -> None:
-        line = {"time": timestamp(), "event": f"model_{event}", "model": self.name, **fields}
-        self._log.info(json.dumps(line))
+        self._events.event(event, **fields)
 
     async def ready(self) -> bool:
         return True

@@ -18,6 +18,55 @@ from typing import Any
 from uvicorn.config import LOGGING_CONFIG
 
 
+def model_logger() -> logging.Logger:
+    """`tf_alexnet_serving.model`: one JSON line on stderr per event of the model served."""
+    logger = logging.getLogger("tf_alexnet_serving.model")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+class ModelEvents:
+    """The model log's lines for one backend: `{"time", "event": "model_<event>", "model",
+    ...}`. A backend that learns its version from TF Serving reports each answer of its
+    readiness check; a line is written when something changed, not at every check."""
+
+    def __init__(self, model: str, backend: str) -> None:
+        self.model = model
+        self.backend = backend
+        self._log = model_logger()
+        self._serving: int | None = None  # the version last logged as served
+        self._unavailable: str | None = None  # the reason last logged, while unavailable
+
+    def event(self, event: str, **fields: Any) -> None:
+        line = {"time": timestamp(), "event": f"model_{event}", "model": self.model, **fields}
+        self._log.info(json.dumps(line))
+
+    def available(self, version: int, classes: int | None) -> None:
+        """`model_serving` for a version served that was not (the first one learnt, a new
+        one, or the same one back after it was unavailable)."""
+        if version != self._serving or self._unavailable is not None:
+            self.event(
+                "serving",
+                version=version,
+                previous_version=self._serving,
+                classes=classes,
+                backend=self.backend,
+            )
+        self._serving, self._unavailable = version, None
+
+    def unavailable(self, reason: str) -> None:
+        """`model_unavailable` with its reason, once until the reason changes or a version
+        serves again (readiness is checked at every poll, and by requests meanwhile)."""
+        if reason != self._unavailable:
+            self.event("unavailable", version=self._serving, error=reason, backend=self.backend)
+        self._unavailable = reason
+
+
 def timestamp(seconds: float | None = None) -> str:
     """The `time` of a log line: UTC, ISO 8601, to the millisecond (default: now)."""
     moment = time.time() if seconds is None else seconds

@@ -20,6 +20,7 @@ from tf_alexnet_serving.errors import (
     none_available,
     refused_by_tfserving,
 )
+from tf_alexnet_serving.logs import ModelEvents
 from tf_alexnet_serving.settings import Settings
 
 # gRPC status -> the facade's HTTP answer (client errors pass through, the rest is upstream).
@@ -79,6 +80,7 @@ class GrpcBackend:
         self._asking = asyncio.Lock()
         self.unavailable_reason = ""
         self._foreign = False  # the version served is not an export (it takes no image bytes)
+        self._events = ModelEvents(self.name, "tfserving-grpc")
         size = settings.grpc_max_message_bytes
         self._channel = grpc.aio.insecure_channel(
             settings.tfserving_grpc_address,
@@ -118,7 +120,11 @@ class GrpcBackend:
         """Whether the configured version (the newest, a number, or a label's) is available;
         when it is not, `unavailable_reason` says why."""
         async with self._asking:  # one ask at a time: a second waits for what it learns
-            return await self._ready()
+            if not await self._ready():
+                self._events.unavailable(self.unavailable_reason)
+                return False
+            self._events.available(self.version, self.names.count)
+            return True
 
     async def _ready(self) -> bool:
         from tensorflow_serving.apis import get_model_status_pb2
@@ -257,6 +263,7 @@ class GrpcBackend:
         probabilities = batch[0]
         if self.version != self._names_version:  # another version answered
             await self._learn_classes()
+            self._events.available(self.version, self.names.count)
         learnt = all(self.names.learn(i, n) for i, n in zip(ids, names, strict=True))
         if len(probabilities) != self.names.count or not learnt:
             self.names.reset(len(probabilities))

@@ -20,6 +20,7 @@ from tf_alexnet_serving.errors import (
     none_available,
     refused_by_tfserving,
 )
+from tf_alexnet_serving.logs import ModelEvents
 from tf_alexnet_serving.settings import Settings
 
 
@@ -53,6 +54,7 @@ class RestBackend:
         self.unavailable_reason = ""
         self.failure: UpstreamError | None = None  # why `ready()` last answered False
         self._foreign = False  # the version served is not an export (it takes no image bytes)
+        self._events = ModelEvents(self.name, "tfserving-rest")
         self._client = httpx.AsyncClient(
             timeout=settings.timeout_s, limits=httpx.Limits(max_connections=64)
         )
@@ -84,8 +86,10 @@ class RestBackend:
                 await self._learn_version()
         except UpstreamError as err:
             self.failure, self.unavailable_reason = err, err.message
+            self._events.unavailable(err.message)
             return False
         self.failure, self.unavailable_reason = None, ""
+        self._events.available(self.version, self.names.count)
         return True
 
     async def _learn_version(self) -> None:

@@ -16,11 +16,13 @@ from tests.conftest import free_port
 
 
 @contextlib.contextmanager
-def rest_server(servables: Any) -> Iterator[str]:
+def rest_server(servables: Any, port: int | None = None) -> Iterator[str]:
     """`servables.app` (the stand-in's REST API, or any ASGI app) served by uvicorn in a
-    thread; yields its base URL."""
+    thread on `port` (else a free one); yields its base URL."""
     server = uvicorn.Server(
-        uvicorn.Config(servables.app, host="127.0.0.1", port=free_port(), log_level="warning")
+        uvicorn.Config(
+            servables.app, host="127.0.0.1", port=port or free_port(), log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -488,3 +488,43 @@ def _wait_until_ready(client, within_s):
     while (ready := client.get("/readyz")).status_code != 200:
         assert time.monotonic() - start < within_s, ready.text
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_the_model_log_says_which_version_tf_serving_serves(
+    api, servables, test_images, events, tmp_path
+):
+    """Only the local backend logged its versions: behind TF Serving, the log said nothing of
+    the version learnt at start, of a new one, or of why the model was unavailable."""
+    files = {"file": ("a.png", test_images[0], "image/png")}
+    serve, client_for = (rest_server, _client) if api == "rest" else (grpc_server, _grpc_client)
+    _copy_version(servables.base_path, "alexnet", 1, tmp_path)
+    latest = TFServingREST(tmp_path, "alexnet", num_versions=1)
+    port = free_port()
+    address = f"http://127.0.0.1:{port}" if api == "rest" else f"127.0.0.1:{port}"
+    with client_for(address, model_poll_s=0) as client:
+        with serve(latest, port):
+            _wait_until_ready(client, within_s=10)
+            assert client.post("/predict", files=files).status_code == 200
+            _copy_version(servables.base_path, "alexnet", 1, tmp_path, 2)
+            latest.poll()  # 2 loads, 1 is unloaded
+            assert client.post("/predict", files=files).json()["model"]["version"] == 2
+        outage = len(events.lines)
+        for _ in range(3):  # one line for the outage, not one per check
+            assert client.get("/readyz").status_code == 503
+        during = events.lines[outage:]
+        with serve(latest, port):
+            _wait_until_ready(client, within_s=10)
+    backend = f"tfserving-{api}"
+    served = [e for e in events.lines if e["event"] == "model_serving"]
+    assert [(e["version"], e["previous_version"], e["backend"]) for e in served] == [
+        (1, None, backend),
+        (2, 1, backend),
+        (2, 2, backend),  # back after the outage
+    ], events.lines
+    assert served[0]["classes"] == 10 and served[0]["model"] == "alexnet"
+    assert [(e["event"], e["version"], e["backend"]) for e in during] == [
+        ("model_unavailable", 2, backend)
+    ], during
+    assert ("unreachable" if api == "rest" else "UNAVAILABLE") in during[0]["error"]
+    assert all(isinstance(e["time"], str) for e in events.lines)

@@ -3,7 +3,6 @@
 import asyncio
 import gc
 import json
-import logging
 import shutil
 import threading
 import time
@@ -15,7 +14,7 @@ from fastapi import HTTPException
 from tf_alexnet_serving import Settings
 from tf_alexnet_serving.classes import Answer, ClassNames
 from tf_alexnet_serving.heap import freeze_long_lived, thaw
-from tf_alexnet_serving.local import LocalBackend, model_logger
+from tf_alexnet_serving.local import LocalBackend
 from tf_alexnet_serving.routes import _predict_one_version
 
 from tests.conftest import LiveServer
@@ -55,26 +54,6 @@ def one_version(model_base, tmp_path):
     base = tmp_path / "models"
     shutil.copytree(model_base / "alexnet" / "1", base / "alexnet" / "1")
     return base
-
-
-class Events(logging.Handler):
-    """The model log's JSON lines, as dicts."""
-
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(json.loads(record.getMessage()))
-
-
-@pytest.fixture
-def events():
-    """What the backends of the test log (beside the log's own stderr handler)."""
-    handler = Events()
-    model_logger().addHandler(handler)
-    yield handler
-    model_logger().removeHandler(handler)
 
 
 def local_backend(base, **settings):
