@@ -212,6 +212,11 @@ class RestBackend:
 
     async def predict(self, image: bytes, group: Hashable | None = None) -> classes.Answer:
         """(`group` is not used: TF Serving queues each call as it comes.)"""
+        if self.failure is not None and self._poll_s > 0:
+            # The last check found the model unavailable, and the watcher checks again every
+            # `model_poll_s`: answer now rather than wait for the same failure (under Compose,
+            # with TF Serving's container down, 10 s for its name not to resolve, a request).
+            raise self._unavailable()
         # Not before the version served is known (learnt at start, in the background), and
         # not a version known not to be an export, unless another one serves now.
         if (self._foreign or not self.version) and not await self.ready():
