@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -27,7 +28,7 @@ from tf_alexnet_serving.inputs import UploadBudget
 from tf_alexnet_serving.metrics import Metrics
 from tf_alexnet_serving.middleware import install_request_middleware
 from tf_alexnet_serving.routes import build_router
-from tf_alexnet_serving.settings import Settings, get_settings
+from tf_alexnet_serving.settings import Settings, get_settings, unknown_variables
 
 DOCS_ASSETS = "/docs-assets"
 """Where the API pages' scripts, stylesheet and icon are served from."""
@@ -40,6 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for warning in unknown_variables():
+            logging.getLogger("tf_alexnet_serving.settings").warning(warning)
         backend = make_backend(
             settings,
             on_batch=metrics.batch_size.observe,

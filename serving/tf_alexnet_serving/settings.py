@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+import os
 import urllib.parse
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tf_alexnet import contract
+
+ENV_PREFIX = "TF_ALEXNET_SERVE_"
 
 DAY_S = 86_400.0
 """The longest any timeout or interval may be: a finite deadline for gRPC and asyncio."""
@@ -18,7 +23,7 @@ DAY_S = 86_400.0
 class Settings(BaseSettings):
     """Every knob of the facade; `TF_ALEXNET_SERVE_<NAME>` sets `<name>`."""
 
-    model_config = SettingsConfigDict(env_prefix="TF_ALEXNET_SERVE_", protected_namespaces=())
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, protected_namespaces=())
 
     backend: Literal["auto", "local", "tfserving-rest", "tfserving-grpc"] = "auto"
     """`auto`: `tfserving-rest` when `tfserving_rest_url` is set, `tfserving-grpc` when
@@ -162,6 +167,21 @@ def _first_unfit(key: str) -> str:
     if key != key.strip():
         return key[0] if key[0].isspace() else key[-1]
     return next(c for c in key if not (c.isascii() and c.isprintable()))
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each `TF_ALEXNET_SERVE_*` variable that names no setting: the facade
+    would ignore it, and a misspelt one would leave its setting at the default, silently."""
+    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    found = os.environ if environ is None else environ
+    warnings = []
+    for variable in sorted(key for key in found if key.upper().startswith(ENV_PREFIX)):
+        if variable.upper() in known:
+            continue
+        close = difflib.get_close_matches(variable.upper(), known, n=1, cutoff=0.8)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        warnings.append(f"{variable} names no setting and is ignored.{hint}")
+    return warnings
 
 
 @functools.cache

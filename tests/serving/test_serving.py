@@ -665,6 +665,30 @@ def test_the_server_log_is_json_lines_unless_told_otherwise(model_base, test_ima
     assert "INFO:     Started server process [" in text_log.read_text()
 
 
+def test_a_misspelt_setting_is_a_warning_in_the_log_not_ignored_silently(model_base, tmp_path):
+    """`TF_ALEXNET_SERVE_MAX_FILE=3` left MAX_FILES at its default without a word."""
+    import json
+
+    log = tmp_path / "serve.log"
+    env = {
+        "TF_ALEXNET_SERVE_MAX_FILE": "3",
+        "TF_ALEXNET_SERVE_NO_SUCH_THING": "1",
+        "tf_alexnet_serve_max_top_k": "4",  # any case names a setting, as pydantic reads it
+    }
+    with LiveServer(model_base, env=env, stderr=log) as server:
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    objects = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    warnings = [line for line in objects if line.get("logger") == "tf_alexnet_serving.settings"]
+    assert [(line["level"], line["message"]) for line in warnings] == [
+        (
+            "WARNING",
+            "TF_ALEXNET_SERVE_MAX_FILE names no setting and is ignored. "
+            "Did you mean TF_ALEXNET_SERVE_MAX_FILES?",
+        ),
+        ("WARNING", "TF_ALEXNET_SERVE_NO_SUCH_THING names no setting and is ignored."),
+    ]
+
+
 def test_json_log_takes_tensorflows_and_other_libraries_warnings():
     script = (
         "import logging, logging.config\n"
