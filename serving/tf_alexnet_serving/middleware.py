@@ -33,6 +33,11 @@ RANGE_HEADERS = (b"range", b"if-range")
 answered a malformed or unsatisfiable Range in plain text (400, 416), unlike every other error.
 So answers do not say `Accept-Ranges: bytes` either (the file server did)."""
 
+MAX_LOGGED_BODY = 16 * 1024
+"""An error answer longer than this is not read for the log line's `detail`."""
+MAX_LOGGED_DETAIL = 500
+"""The longest `detail` on a log line (the facade's own messages are shorter)."""
+
 
 SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),  # a JSON answer is never read as a script
@@ -134,8 +139,9 @@ def request_line(
     model_version: Any,
     detail: str | None = None,
 ) -> str:
-    """One line of the request log; `detail` only for a refusal made before the app (see
-    `protocol.py`), whose method and path are None when they had not arrived."""
+    """One line of the request log; `detail`, an error answer's reason (and, for a refusal
+    made before the app, see `protocol.py`, method and path are None when they had not
+    arrived)."""
     line = {
         "time": timestamp(),
         "request_id": request_id,
@@ -151,6 +157,16 @@ def request_line(
     if detail is not None:
         line["detail"] = detail
     return json.dumps(line)
+
+
+def error_detail(body: bytes) -> str | None:
+    """The `detail` of an error answer's JSON body (every error the facade answers has one),
+    cut to `MAX_LOGGED_DETAIL` characters; None for a body without one."""
+    try:
+        found = json.loads(body).get("detail") if len(body) <= MAX_LOGGED_BODY else None
+    except (ValueError, AttributeError):
+        found = None
+    return found[:MAX_LOGGED_DETAIL] if isinstance(found, str) else None
 
 
 class RequestMiddleware:
@@ -180,9 +196,10 @@ class RequestMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"], state["images"] = request_id, 0
         status, started = 500, False  # unless an answer starts
+        detail: str | None = None  # an error answer's reason, for the log line
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status, started, detail
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
                 message["headers"] = [
@@ -190,6 +207,8 @@ class RequestMiddleware:
                     (b"x-request-id", request_id.encode()),
                     *SECURITY_HEADERS,
                 ]
+            elif status >= 400 and detail is None:
+                detail = error_detail(message.get("body", b""))
             await send(message)
 
         try:
@@ -202,7 +221,8 @@ class RequestMiddleware:
             refusal = error_response(503, "The server shut down before the request ended.")
             await refusal(scope, receive, send_with_id)
         finally:
-            self._record(scope, state, request_id, status, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self._record(scope, state, request_id, status, seconds, detail)
 
     @staticmethod
     def _route_label(scope: Scope) -> str:
@@ -217,7 +237,13 @@ class RequestMiddleware:
         return "unmatched"
 
     def _record(
-        self, scope: Scope, state: dict[str, Any], request_id: str, status: int, seconds: float
+        self,
+        scope: Scope,
+        state: dict[str, Any],
+        request_id: str,
+        status: int,
+        seconds: float,
+        detail: str | None,
     ) -> None:
         path = getattr(scope.get("route"), "path", None) or self._route_label(scope)
         if scope["method"] == PREFLIGHT:
@@ -238,5 +264,6 @@ class RequestMiddleware:
                 seconds=seconds,
                 backend=backend,
                 model_version=state.get("model_version", getattr(backend, "version", None)),
+                detail=detail,
             )
         )

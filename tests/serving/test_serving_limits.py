@@ -427,3 +427,23 @@ def test_preflights_are_not_counted_as_predictions(server):
     assert answer.headers["access-control-allow-origin"] == "http://app.example"
     after = count(server, "/predict", "200"), count(server, "OPTIONS /predict", "200")
     assert [b - a for a, b in zip(before, after, strict=True)] == [0, 1]
+
+
+def test_the_request_log_says_why_the_app_refused_a_request(server, test_images):
+    """An error answer's line had its status and no reason: an operator could not tell a
+    corrupt image from a wrong parameter, or an unknown route, without the client's help."""
+    with httpx.Client(timeout=10) as client:
+        bad_top_k = client.post(
+            f"{server.url}/predict?top_k=abc", files={"file": ("a.png", test_images[0])}
+        )
+        corrupt = client.post(
+            f"{server.url}/predict", files={"file": ("cut.png", test_images[0][:60])}
+        )
+        missing = client.get(f"{server.url}/no/such/page")
+        fine = client.get(f"{server.url}/healthz")
+    for answer in (bad_top_k, corrupt, missing):
+        assert answer.status_code in (400, 404, 422), answer.text
+        line = request_log_line(server, "request_id", answer.headers["x-request-id"])
+        assert line["status"] == answer.status_code
+        assert line["detail"] == answer.json()["detail"], line
+    assert "detail" not in request_log_line(server, "request_id", fine.headers["x-request-id"])
