@@ -5,10 +5,10 @@ On a machine without a GPU, `import tensorflow` and the first device query print
 CPU-instruction notices, some of them before TensorFlow's own log level applies. The command
 line starts TensorFlow through `start_tensorflow`, which sets `TF_CPP_MIN_LOG_LEVEL=2` (unless
 the user set it) and drops exactly those lines from the C-level stderr; anything else is
-passed through. Setting `TF_CPP_MIN_LOG_LEVEL` yourself (`0` shows everything) turns the
-filter off. It also turns on oneDNN's CPU kernels where TensorFlow leaves them off
-(`prefer_onednn`) and gives TensorFlow a memory pool where oneDNN stays off
-(`prefer_memory_pool`).
+passed through. Setting `TF_CPP_MIN_LOG_LEVEL` to 0 or 1 yourself turns the filter off (2 and
+3 keep it: some of the lines ignore the level). It also turns on oneDNN's CPU kernels where
+TensorFlow leaves them off (`prefer_onednn`) and gives TensorFlow a memory pool where oneDNN
+stays off (`prefer_memory_pool`).
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ NOISE = re.compile(
 )
 """TensorFlow's start-up lines on a CPU-only machine (each matches one whole line)."""
 
-_USER_SET_LEVEL = LOG_LEVEL in os.environ
+_USER_LEVEL = os.environ.get(LOG_LEVEL)
 
 
 def quiet() -> bool:
-    """Whether start-up noise is filtered: yes, unless the user set `TF_CPP_MIN_LOG_LEVEL`."""
-    return not _USER_SET_LEVEL
+    """Whether start-up noise is filtered: yes, unless the user asked TensorFlow for info or
+    warnings (`TF_CPP_MIN_LOG_LEVEL` 0 or 1). A user's 2 or 3 asks for less: TensorFlow prints
+    some of these lines whatever the level (before its logging starts), so they stay filtered."""
+    return _USER_LEVEL is None or _USER_LEVEL.strip() not in {"0", "1"}
 
 
 def set_log_level() -> None:
