@@ -303,8 +303,8 @@ def auto_preset_note(preset: str) -> str:
         return "Preset auto: a GPU is available, so `chapter` (the d2l network at 224 px)."
     return (
         "Preset auto: no GPU here, so `cpu` (the mini variant at 28 px, 15 epochs). The chapter's "
-        "d2l network at 224 px takes hours per epoch on a CPU: pass --preset chapter to run it "
-        "anyway, or --preset quick for a 2-epoch trial."
+        "d2l network at 224 px takes 10-30 minutes an epoch on a 2-core CPU, 1-3 hours for its "
+        "5: pass --preset chapter to run it anyway, or --preset quick for a 2-epoch trial."
     )
 
 

@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     """Local backend: run the float32 export on the CPU's bf16 units (AMX, or AVX512-BF16 on
     AMD Zen 4+) through TensorFlow's graph rewrite; `auto` turns it on where they beat float32."""
     model_poll_s: float = Field(default=1.0, ge=0, le=DAY_S, allow_inf_nan=False)
-    """Local backend: how often to look for a new version in the model folder (TF Serving's
-    `--file_system_poll_wait_seconds`); 0 never looks. Not used when `model_version` is set."""
+    """How often to look for a new version: local backend, in the model folder (TF Serving's
+    `--file_system_poll_wait_seconds`; not when `model_version` is set); `tfserving-rest`, in
+    TF Serving's model status. 0 never looks."""
     max_batch_size: int = Field(default=32, ge=1)
     max_batch_wait_ms: float = Field(default=2.0, ge=0, le=DAY_S * 1000, allow_inf_nan=False)
     max_batch_pixels: int = Field(default=50_000_000, ge=1)
@@ -132,6 +133,17 @@ class Settings(BaseSettings):
                 "model_version and model_label both pick the version served: set one. "
                 f"Received: model_version={self.model_version}, "
                 f"model_label={self.model_label!r}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _a_label_for_tf_serving(self) -> Settings:
+        """Labels are TF Serving's: the local backend would serve the newest version instead."""
+        if self.model_label is not None and self.resolved_backend() == "local":
+            raise ValueError(
+                "model_label picks a version by TF Serving's labels, which the local backend "
+                "does not have: set model_version, or a TF Serving backend. "
+                f"Received: model_label={self.model_label!r}"
             )
         return self
 

@@ -1051,6 +1051,12 @@ def test_serve_settings_mistakes_are_one_line(model_base):
             "served: set one. Received: model_version=2, model_label='stable'",
         ),
         (
+            {"MODEL_LABEL": "stable"},  # the local backend served the newest version instead
+            "Invalid serving settings: model_label picks a version by TF Serving's labels, which "
+            "the local backend does not have: set model_version, or a TF Serving backend. "
+            "Received: model_label='stable'",
+        ),
+        (
             {"API_KEY": "clé secrète"},
             "Invalid serving setting api_key: should be printable ASCII without leading or "
             "trailing spaces (it is sent as the X-API-Key header). Received: a key of 11 "
