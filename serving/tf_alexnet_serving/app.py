@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
 from tf_alexnet_serving.backends import make_backend
@@ -74,4 +75,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_request_middleware(app, settings, metrics)  # and CORS, when CORS_ORIGINS is set
     install_error_handlers(app)
     app.include_router(build_router(settings.max_top_k, settings.max_files))
+    answer_head_where_get(app)
     return app
+
+
+def answer_head_where_get(app: FastAPI) -> None:
+    """HEAD on every page that answers GET outside the OpenAPI document (/docs, /redoc, the
+    OAuth2 redirect page): FastAPI's routes take only the methods they name, so `curl -I
+    /docs` was a 405 although HEAD is a method every GET resource takes (RFC 9110 9.1). The
+    documented routes have their own HEAD route (`routes.py`): adding HEAD to their GET
+    operation would put a second operation in the document."""
+    for route in app.router.routes:
+        if not isinstance(route, APIRoute) or route.include_in_schema:
+            continue
+        methods = route.methods or set()
+        if "GET" in methods:
+            route.methods = methods | {"HEAD"}

@@ -328,6 +328,20 @@ def test_health_metadata_metrics_and_page(client, test_images):
         assert answer.headers["x-content-type-options"] == "nosniff"
 
 
+def test_the_api_pages_answer_head_as_get(client):
+    """`curl -I /docs` was a 405 (`Allow: GET`): FastAPI's routes take only the methods they
+    name, and HEAD was added to the facade's own pages alone."""
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == 200, path
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == got.headers["content-length"]
+        assert head.content == b""
+        assert client.post(path).headers["allow"] == "GET, HEAD", path
+    schema = client.get("/openapi.json").json()
+    assert not {"/docs", "/redoc"} & set(schema["paths"])  # still not in the document
+
+
 def test_api_pages_assets_come_from_the_facade_under_one_metrics_label(client):
     page = client.get("/docs").text
     assert "/docs-assets/swagger-ui-bundle.js" in page and "cdn" not in page
