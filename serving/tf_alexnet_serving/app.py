@@ -6,7 +6,7 @@
 - `backends.py`: the interface and factory over `local.py`, `tfserving_rest.py` and
   `tfserving_grpc.py`; `batching.py`: the local micro-batcher; `classes.py`: class names;
 - `heap.py`: the garbage collector kept off what lives as long as the server;
-- `middleware.py`: the body-size gate, CORS, request ids, metrics and the request log;
+- `middleware.py`: the body-size gate, CORS, request ids, metrics, the request log and a bug's 500;
   `metrics.py`: Prometheus;
 - `protocol.py`: uvicorn's HTTP protocol with header timeouts and size and connection limits
   (its refusals are counted and logged as the app's requests are).

@@ -116,9 +116,14 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return await http_exception_handler(request, exc)
 
-    @app.exception_handler(Exception)
+    @app.exception_handler(Exception)  # `middleware.BugAnswer` answers first, as a rule
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(500, f"Internal server error ({type(exc).__name__}).")
+        return internal_error(exc)
+
+
+def internal_error(exc: Exception) -> JSONResponse:
+    """The 500 of a bug: its exception's type, never its message (which may say anything)."""
+    return error_response(500, f"Internal server error ({type(exc).__name__}).")
 
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

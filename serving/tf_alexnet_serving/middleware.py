@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tf_alexnet_serving.errors import as_it_came, error_response
+from tf_alexnet_serving.errors import as_it_came, error_response, internal_error
 from tf_alexnet_serving.logs import timestamp
 from tf_alexnet_serving.metrics import Metrics
 from tf_alexnet_serving.settings import Settings
@@ -64,7 +64,10 @@ def install_request_middleware(app: FastAPI, settings: Settings, metrics: Metric
     measured and is logged on one line (outermost: it sees every answer, a CORS preflight's
     too); then CORS, when `CORS_ORIGINS` is set; then the Content-Length gate, inside CORS so
     that its 413 carries the CORS headers as every other answer (a browser app on another
-    origin saw "Failed to fetch"). Starlette runs the middleware added last first."""
+    origin saw "Failed to fetch"); innermost, the 500 of a bug, so that it carries the request
+    id, the security headers and CORS's as every other answer. Starlette runs the middleware
+    added last first."""
+    app.add_middleware(BugAnswer)
     app.add_middleware(BodySizeGate, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -96,6 +99,36 @@ class BodySizeGate:
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class BugAnswer:
+    """An exception no handler took (a bug) is answered 500 in JSON here, inside the other
+    middleware, then raised on for the server to log with its traceback.
+
+    Starlette answers it from its outermost layer, outside every middleware added: the 500
+    had no `X-Request-ID` (the one key to its traceback in the log), no security headers, and
+    no CORS headers, so a browser app on another origin saw "Failed to fetch" instead."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if not started:  # else the client has part of an answer: nothing more to say
+                await internal_error(exc)(scope, receive, send)
+            raise
 
 
 class JsonCORSMiddleware(CORSMiddleware):

@@ -274,6 +274,30 @@ def test_a_failure_that_is_not_the_image_is_a_500_not_a_400(model_base, test_ima
                 assert response.json() == {"detail": "Internal server error (MemoryError)."}
 
 
+def test_a_500_carries_the_request_id_and_the_headers_of_every_answer(model_base, test_images):
+    """Starlette answered a bug's 500 outside every middleware: no X-Request-ID (the key to
+    its traceback in the log), no security headers, no CORS headers (a browser app on another
+    origin saw "Failed to fetch")."""
+
+    def out_of_memory(images):
+        raise MemoryError("the model call ran out of memory")
+
+    origin = "http://app.example"
+    settings = Settings(model_base_path=str(model_base), cors_origins=[origin])
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        client.app.state.backend._batcher._run = out_of_memory
+        response = client.post(
+            "/predict",
+            files={"file": ("good.png", test_images[0], "image/png")},
+            headers={"Origin": origin, "X-Request-ID": "trace-500"},
+        )
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error (MemoryError)."}
+    assert response.headers["x-request-id"] == "trace-500"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["access-control-allow-origin"] == origin
+
+
 @pytest.mark.parametrize("top_k", ["0", "-1", "11", "abc", "", "1.5"])
 def test_top_k_out_of_range_is_one_sentence(client, test_images, top_k):
     """FastAPI's own 422 had a list of pydantic errors as its detail, unlike every other refusal."""
