@@ -128,6 +128,34 @@ def test_page_never_shows_a_stale_answer(live_server, test_images, tmp_path):
 @pytest.mark.skipif(
     not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
 )
+def test_page_takes_a_file_with_the_keyboard_alone(live_server, test_images, tmp_path):
+    """The drop zone was a plain div (its file input hidden): Tab went from the API key field
+    to nothing, so a keyboard user could not choose a file at all."""
+    image = tmp_path / "keyed.png"
+    image.write_bytes(test_images[0])
+    with _browser(tmp_path) as page:
+        choosers = []  # listened for before the page loads: Playwright intercepts from then on
+        page.on("filechooser", lambda chooser: choosers.append(chooser))
+        page.goto(live_server + "/")
+        page.keyboard.press("Tab")  # the API key field
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "drop"
+        for key in ("Enter", " "):
+            asked = len(choosers)
+            page.keyboard.press(key)
+            for _ in range(100):
+                if len(choosers) > asked:
+                    break
+                page.wait_for_timeout(50)
+            assert len(choosers) == asked + 1, f"{key!r} opened no file chooser"
+        choosers[-1].set_files(str(image))
+        _wait_for_answer(page, "keyed.png")
+        assert page.text_content("#file-name") == "keyed.png: classified"
+
+
+@pytest.mark.skipif(
+    not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
+)
 @pytest.mark.parametrize(
     "path, rendered",
     [
