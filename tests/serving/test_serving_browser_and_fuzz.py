@@ -156,6 +156,78 @@ def test_page_takes_a_file_with_the_keyboard_alone(live_server, test_images, tmp
 @pytest.mark.skipif(
     not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
 )
+def test_page_says_what_went_wrong_when_the_answer_is_not_the_facades(live_server, tmp_path):
+    """A 200 without predictions (a proxy's login page) threw in the page, which stayed on
+    "classifying…" for good; no answer at all said "TypeError: Failed to fetch"."""
+    image = tmp_path / "img.png"
+    image.write_bytes(_TINY_PNG)
+    answers = {
+        "proxy page": (
+            lambda route: route.fulfill(status=200, body="<html>Sign in</html>"),
+            "The server answered 200 with no prediction in it.",
+        ),
+        "no predictions": (
+            lambda route: route.fulfill(status=200, json={"predictions": []}),
+            "The server answered 200 with no prediction in it.",
+        ),
+        "gateway page": (
+            lambda route: route.fulfill(status=502, body="<html>Bad gateway</html>"),
+            "The server answered 502 Bad Gateway without a message.",
+        ),
+        "server down": (
+            lambda route: route.abort("connectionrefused"),
+            "No answer from the server (Failed to fetch).",
+        ),
+    }
+    with _browser(tmp_path) as page:
+        page.goto(live_server + "/")
+        for name, (answer, message) in answers.items():
+            page.route("**/predict*", answer)
+            page.set_input_files("#file", str(image))
+            _wait_for_answer(page, "img.png")
+            assert page.text_content("#file-name") == "img.png: refused", name
+            assert page.text_content("#error") == message, name
+            page.unroute("**/predict*")
+
+
+@pytest.mark.skipif(
+    not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
+)
+def test_page_says_what_it_does_with_a_drop_of_several_files_or_none(live_server, tmp_path):
+    """Of several files dropped, the first was classified and the others dropped without a
+    word; a drop with no file in it (text, a link) did nothing at all."""
+    sent = []
+    with _browser(tmp_path) as page:
+        page.on(
+            "request",
+            lambda request: sent.append(request.url) if "predict" in request.url else None,
+        )
+        page.goto(live_server + "/")
+        drop = """([names, png]) => {
+          const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
+          const dropped = new DataTransfer();
+          for (const name of names) dropped.items.add(new File([bytes], name, {type: "image/png"}));
+          if (!names.length) dropped.setData("text/plain", "a shirt");
+          document.getElementById("drop").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: dropped, bubbles: true, cancelable: true}));
+        }"""
+        png = base64.b64encode(_TINY_PNG).decode()
+        page.evaluate(drop, [["one.png", "two.png", "three.png"], png])
+        page.wait_for_function("!document.getElementById('file-name').textContent.includes('…')")
+        assert page.text_content("#file-name") == (
+            "one.png: classified (the first of 3 files dropped: one at a time)"
+        )
+        page.evaluate(drop, [[], png])
+        assert page.text_content("#error") == (
+            "Nothing to classify: drop an image file (this drop held no file)."
+        )
+        assert page.text_content("#file-name") == "" and page.text_content("#prediction") == ""
+    assert len(sent) == 1
+
+
+@pytest.mark.skipif(
+    not pathlib.Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"
+)
 @pytest.mark.parametrize(
     "path, rendered",
     [
