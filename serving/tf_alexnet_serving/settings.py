@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     """`tf-alexnet serve`: uvicorn's lines and other libraries' warnings as JSON lines too (the
     facade's own are JSON either way), or in uvicorn's text format."""
     cors_origins: list[str] = []
+    """Origins as browsers send them in `Origin` (`https://app.example:8443`); `*` for any."""
 
     @field_validator("model_name")
     @classmethod
@@ -116,6 +117,15 @@ class Settings(BaseSettings):
                 f"{len(key)} characters with {_first_unfit(key)!r}"
             )
         return key
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _browser_origins(cls, origins: list[str]) -> list[str]:
+        """Each origin as a browser writes it in its `Origin` header, which CORS compares
+        character for character: `http://app.example/` (copied from the address bar),
+        `HTTP://App.Example` or `https://app.example:443` matched no request, and every call
+        from that origin was refused without a word of why."""
+        return [_browser_origin(origin) for origin in origins]
 
     @field_validator("tfserving_grpc_address")
     @classmethod
@@ -172,6 +182,35 @@ class Settings(BaseSettings):
         if self.tfserving_rest_url:
             return "tfserving-rest"
         return "tfserving-grpc" if self.tfserving_grpc_address else "local"
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _browser_origin(origin: str) -> str:
+    """`origin` in a browser's spelling: scheme and host in lower case, without the scheme's
+    default port or a trailing `/`; ValueError for what is not an origin (no scheme, a path)."""
+    if origin in ("*", "null"):
+        return origin
+    unfit = ValueError(
+        "should be origins such as https://app.example or http://localhost:3000 (scheme, "
+        f"host and port alone), or *. Received: {origin!r}"
+    )
+    parts = urllib.parse.urlsplit(origin.strip())
+    if (
+        not parts.scheme
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or any((parts.query, parts.fragment, parts.username, parts.password))
+    ):
+        raise unfit
+    try:
+        port = parts.port
+    except ValueError:  # out of range, or not a number
+        raise unfit from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default = DEFAULT_PORTS.get(parts.scheme)
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 def _first_unfit(key: str) -> str:

@@ -1058,6 +1058,25 @@ def test_serve_settings_mistakes_are_one_line(model_base):
     )
 
 
+def test_cors_origins_are_compared_as_browsers_write_them(model_base):
+    """CORS compares the Origin header character for character: an origin copied from the
+    address bar (`http://app.example/`), in capitals, or with its default port matched no
+    request, and every call from it was refused ("Disallowed CORS origin.")."""
+    written = ["http://app.example/", "HTTPS://Secure.Example:443", "http://[::1]:8080/", "*"]
+    assert Settings(cors_origins=written).cors_origins == [
+        "http://app.example", "https://secure.example", "http://[::1]:8080", "*"
+    ]  # fmt: skip
+    settings = Settings(model_base_path=str(model_base), cors_origins=["http://app.example/"])
+    with TestClient(create_app(settings)) as client:
+        preflight = client.options(
+            "/predict",
+            headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 200, preflight.text
+        answer = client.get("/healthz", headers={"Origin": "http://app.example"})
+        assert answer.headers["access-control-allow-origin"] == "http://app.example"
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -1105,6 +1124,18 @@ def test_serve_settings_mistakes_are_one_line(model_base):
             "Invalid serving setting api_key: should be printable ASCII without leading or "
             "trailing spaces (it is sent as the X-API-Key header). Received: a key of 7 "
             "characters with '\\n'",
+        ),
+        (
+            {"CORS_ORIGINS": '["app.example"]'},
+            "Invalid serving setting cors_origins: should be origins such as "
+            "https://app.example or http://localhost:3000 (scheme, host and port alone), or *. "
+            "Received: 'app.example'",
+        ),
+        (
+            {"CORS_ORIGINS": '["http://app.example/page"]'},
+            "Invalid serving setting cors_origins: should be origins such as "
+            "https://app.example or http://localhost:3000 (scheme, host and port alone), or *. "
+            "Received: 'http://app.example/page'",
         ),
         (
             {"TIMEOUT_S": "inf"},
