@@ -157,7 +157,10 @@ def invalid_parameter(request: Request, error: dict[str, Any]) -> str:
     """FastAPI's 422 has a list of pydantic errors as its detail: this says in one sentence
     which parameter, what it should be (an integer parameter: its whole range) and what came."""
     where, name = error["loc"][0], error["loc"][-1]
-    expected = error["msg"].removeprefix("Input should be ")
+    # pydantic's messages name their subject first: "Input should be ...", "String should
+    # have at most 1024 characters": the parameter is the subject here.
+    stated = re.fullmatch(r"\w+ (should\b.*)", error["msg"], re.DOTALL)
+    should = stated[1] if stated else f"should be valid ({error['msg']})"
     dependant = getattr(request.scope.get("route"), "dependant", None)
     for field in getattr(dependant, f"{where}_params", []):
         if field.alias != name or field.field_info.annotation is not int:
@@ -167,10 +170,8 @@ def invalid_parameter(request: Request, error: dict[str, Any]) -> str:
             key: getattr(rule, key) for rule in rules for key in ("ge", "le") if hasattr(rule, key)
         }
         if len(bounds) == 2:
-            expected = f"an integer from {bounds['ge']} to {bounds['le']}"
+            should = f"should be an integer from {bounds['ge']} to {bounds['le']}"
     received = repr(error.get("input"))
     if len(received) > ECHO_CHARS:  # a 5,000-digit top_k came back whole
         received = received[: ECHO_CHARS - 3] + "..."
-    return (
-        f"{where.capitalize()} parameter {name} should be {expected}. Received: {name}={received}."
-    )
+    return f"{where.capitalize()} parameter {name} {should}. Received: {name}={received}."

@@ -309,6 +309,21 @@ def test_top_k_out_of_range_is_one_sentence(client, test_images, top_k):
     }
 
 
+def test_a_too_long_filename_is_one_readable_sentence(client, test_images):
+    """pydantic's message was pasted after "should be": "Query parameter filename should be
+    String should have at most 1024 characters."."""
+    response = client.post(
+        f"/predict?filename={'a' * 1025}",
+        content=test_images[0],
+        headers={"Content-Type": "image/png"},
+    )
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": "Query parameter filename should have at most 1024 characters. "
+        f"Received: filename='{'a' * 36}...."
+    }
+
+
 def test_a_long_invalid_value_is_not_said_back_whole(client, test_images):
     top_k = "9" * 5000  # came back in full
     response = client.post(f"/predict?top_k={top_k}", files={"file": ("a.png", test_images[0])})
