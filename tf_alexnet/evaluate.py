@@ -18,7 +18,7 @@ from tf_alexnet.errors import UserError
 from tf_alexnet.exported import ExportedModel
 from tf_alexnet.model import check_classifier
 from tf_alexnet.pipeline import PipelineSpec
-from tf_alexnet.predictions import to_probabilities
+from tf_alexnet.predictions import to_probabilities, trained_class_names
 from tf_alexnet.progress import report_progress
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
@@ -37,7 +37,8 @@ class Scorer:
 
 
 def keras_scorer(path: str | pathlib.Path) -> Scorer:
-    """A `.keras` model (logits or probabilities, as it outputs them)."""
+    """A `.keras` model (logits or probabilities, as it outputs them), with the class names of
+    the run it belongs to (its `metrics.json`), if it is a finished run's model."""
     model = load_model(path, compile=False)
     from_logits = not check_classifier(model, path)  # one line for a model it cannot score
 
@@ -45,7 +46,9 @@ def keras_scorer(path: str | pathlib.Path) -> Scorer:
         scores = np.asarray(model.predict_on_batch(images), np.float64)
         return to_probabilities(scores, from_logits=from_logits)
 
-    return Scorer(tuple(model.input_shape[1:]), model.output_shape[-1], None, probabilities)
+    classes = model.output_shape[-1]
+    names = trained_class_names(path, classes)
+    return Scorer(tuple(model.input_shape[1:]), classes, names, probabilities)
 
 
 def export_scorer(path: str | pathlib.Path) -> Scorer:
@@ -83,7 +86,8 @@ def evaluate(
 
     The input size and channels come from the model; only the data settings of `config`
     (source, split fractions, seed) are used. An export is evaluated through its pixels
-    signature, as stored (float32), and its class names must be the data's.
+    signature, as stored (float32). The class names of an export, or of a run's model, must
+    be the data's.
 
     Writes `evaluation.json` and `confusion_matrix.png` into `output_dir`. `on_report` is
     called with the report before they are written (the CLI prints it there), so a write

@@ -963,3 +963,35 @@ def test_an_error_that_ctrl_c_caused_is_an_interruption(monkeypatch, capsys, req
     monkeypatch.setitem(COMMANDS, "export", bug)
     with pytest.raises(ImportError):  # without Ctrl-C, other errors stay tracebacks
         main(["export", "runs/x"])
+
+
+def test_evaluate_a_run_on_data_whose_classes_are_named_otherwise(tmp_path, capsys):
+    """`evaluate RUN_DIR --image-folder OTHER` (or the run's best.keras) on a folder with as
+    many classes under other names scored the model against classes it never knew, and
+    replaced the run's evaluation.json (which export copies into its metadata) with that
+    report. The run's class names (its metrics.json) must be the data's, as an export's are."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    data = tmp_path / "data"
+    for name in ("ant", "bee", "cow"):
+        (data / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            (data / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    run = tmp_path / "run"
+    train = ["train", "--preset", "quick", "--image-folder", str(data), "--image-size", "12"]
+    train += ["--learning-rate", "0.002"]
+    assert main([*train, "--epochs", "1", "--batch-size", "4", "--run-dir", str(run)]) == 0
+    assert main(["evaluate", str(run)]) == 0
+    report = (run / "evaluation.json").read_text()
+    capsys.readouterr()
+    (data / "cow").rename(data / "dog")  # as many classes, one named otherwise
+    for target in (run, run / "best.keras"):
+        assert main(["evaluate", str(target), "--image-folder", str(data)]) == 2
+        assert capsys.readouterr().err == (
+            f"tf-alexnet: error: The model {str(run / 'best.keras')!r} names class 2 'cow', but "
+            f"{str(data)!r} names it 'dog'. Evaluate it on the data it was trained on.\n"
+        )
+    assert (run / "evaluation.json").read_text() == report
