@@ -46,11 +46,34 @@ class Datasets:
     steps_per_execution: int
     files: tuple[str, ...] = ()  # an image folder's files
     skipped: tuple[str, ...] = ()  # an image folder's files of other types, not read
+    absent: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """An image folder's classes of which a split ("training", "validation", "test") holds no
+    image: the splits are drawn at random over all images, not class by class, so a class of
+    few images can miss one. Unknown (empty) for TFDS datasets."""
 
     @property
     def validated(self) -> bool:
         """Whether a validation split is held out (`validation_fraction > 0`)."""
         return self.validation is not None
+
+    def absent_notes(self, splits: tuple[str, ...] = ("training", "validation")) -> list[str]:
+        """One line for each of `splits` that lacks a class, saying what that costs."""
+        costs = {
+            "training": "the model never learns them",
+            "validation": "val_accuracy, and so the best epoch, leave them out",
+            "test": "their rows of the report are zeros, and the macro average counts their "
+            "recall as 0",
+        }
+        notes = []
+        for split in splits:
+            if names := self.absent.get(split):
+                shown = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
+                notes.append(
+                    f"Note: the {split} split holds no image of {len(names)} class(es), {shown}: "
+                    f"{costs[split]}. The splits are drawn at random over all images, not class "
+                    "by class: add images of these classes, or try another --seed."
+                )
+        return notes
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
@@ -142,6 +165,16 @@ def make_datasets(
             f"train on every training image). Received: validation_fraction="
             f"{data.validation_fraction}"
         )
+    absent = {}
+    if source.labels:  # an image folder: its labels are known
+        labels = np.asarray(source.labels)
+        absent["training"] = _absent(labels[train_mask], source.class_names)
+        if data.validation_fraction > 0:
+            absent["validation"] = _absent(labels[validation_mask], source.class_names)
+        if source.test is not None:  # a test/ folder
+            absent["test"] = _absent(np.asarray(source.test_labels), source.class_names)
+        else:
+            absent["test"] = _absent(labels[test_mask], source.class_names)
     train = _select(source.train, train_mask)
     validation = _select(source.train, validation_mask) if num_validation else None
     pca = None
@@ -174,7 +207,14 @@ def make_datasets(
         steps_per_execution=per_execution,
         files=source.files,
         skipped=source.skipped,
+        absent=absent,
     )
+
+
+def _absent(labels: np.ndarray, class_names: tuple[str, ...]) -> tuple[str, ...]:
+    """The names of the classes that `labels` (a split's) lacks."""
+    present = set(labels.tolist())
+    return tuple(name for i, name in enumerate(class_names) if i not in present)
 
 
 def _even_for_replicas(mask: np.ndarray, replicas: int) -> np.ndarray:

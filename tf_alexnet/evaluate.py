@@ -122,6 +122,8 @@ def evaluate(
         )
     if not datasets.num_test:  # np.concatenate of no batches: "need at least one array"
         raise UserError(empty_test_split(config, data, of_run))
+    for note in datasets.absent_notes(("test",)):
+        print(note, flush=True)
     output = RunDir(pathlib.Path(output_dir))
     output.root.mkdir(parents=True, exist_ok=True)  # before the minutes of evaluation
     labels, outputs = [], []

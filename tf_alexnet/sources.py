@@ -41,6 +41,11 @@ class Source:
     """What an image folder's class folders hold that is not read: files not of an image type,
     and linked folders that lead back into the dataset (ending in a separator, see
     `image_files`)."""
+    labels: tuple[int, ...] = ()
+    """An image folder's label of each `train` example, in order (to tell which classes each
+    split holds); none for TFDS datasets, whose labels are not read ahead."""
+    test_labels: tuple[int, ...] = ()
+    """The same for `test`."""
 
 
 def skipped_notice(skipped: Sequence[str]) -> str | None:
@@ -393,6 +398,8 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
         class_names=class_names,
         files=(*train_paths, *test_paths),
         skipped=tuple(skipped),
+        labels=tuple(train_labels),
+        test_labels=tuple(test_labels),
     )
 
 

@@ -123,6 +123,8 @@ def _train(
     datasets = make_datasets(config.data_spec(), pipeline)
     if notice := skipped_notice(datasets.skipped):
         print(notice, flush=True)
+    for note in datasets.absent_notes(("training", "validation")):
+        print(note, flush=True)
     if config.channels == 1 and in_colour(datasets.files):
         print(
             "Note: the images are in colour and the model reads them in gray (channels 1); "

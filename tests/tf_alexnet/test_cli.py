@@ -995,3 +995,48 @@ def test_evaluate_a_run_on_data_whose_classes_are_named_otherwise(tmp_path, caps
             f"{str(data)!r} names it 'dog'. Evaluate it on the data it was trained on.\n"
         )
     assert (run / "evaluation.json").read_text() == report
+
+
+def test_splits_that_miss_a_small_class_are_said(tmp_path, capsys):
+    """The splits are drawn at random over all of an image folder's images, not class by
+    class: a class of 2 images among 12 can land wholly in the test split (seed 2), so the
+    model never saw it and validation never scored it, or miss both validation and test
+    (seed 13), so the report showed a row of zeros. Nothing said so; a note now does."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    data = tmp_path / "data"
+    for name, count in (("common", 10), ("rare", 2)):
+        (data / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            (data / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    train = [
+        *("train", "--preset", "quick", "--image-folder", str(data), "--image-size", "12"),
+        *("--epochs", "1", "--batch-size", "2", "--learning-rate", "0.002"),
+        *("--validation-fraction", "0.25", "--test-fraction", "0.25"),
+    ]
+    way_out = (
+        "The splits are drawn at random over all images, not class by class: add images of "
+        "these classes, or try another --seed.\n"
+    )
+    assert main([*train, "--seed", "2", "--run-dir", str(tmp_path / "never-seen")]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "Note: the training split holds no image of 1 class(es), 'rare': the model never "
+        f"learns them. {way_out}"
+    ) in out
+    assert (
+        "Note: the validation split holds no image of 1 class(es), 'rare': val_accuracy, and "
+        f"so the best epoch, leave them out. {way_out}"
+    ) in out
+    run = tmp_path / "never-tested"
+    assert main([*train, "--seed", "13", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "training split" not in out and "validation split holds no image" in out
+    assert main(["evaluate", str(run)]) == 0
+    assert (
+        "Note: the test split holds no image of 1 class(es), 'rare': their rows of the report "
+        f"are zeros, and the macro average counts their recall as 0. {way_out}"
+    ) in capsys.readouterr().out
