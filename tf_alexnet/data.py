@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import os
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -50,6 +53,10 @@ class Datasets:
     """An image folder's classes of which a split ("training", "validation", "test") holds no
     image: the splits are drawn at random over all images, not class by class, so a class of
     few images can miss one. Unknown (empty) for TFDS datasets."""
+
+    listing: dict[str, Any] | None = None
+    """An image folder's listing of the images the splits are drawn from (`folder_listing`):
+    a run records it, since other images (one added, one removed) draw other splits."""
 
     @property
     def validated(self) -> bool:
@@ -208,7 +215,21 @@ def make_datasets(
         files=source.files,
         skipped=source.skipped,
         absent=absent,
+        listing=folder_listing(source, data.image_folder) if data.image_folder else None,
     )
+
+
+def folder_listing(source: Source, root: str) -> dict[str, Any]:
+    """The count and a digest of an image folder's training images (relative to `root`, in
+    order): the splits are drawn by position among them, so any change moves every split.
+    `test_folder`: whether the test split is a test/ folder of its own."""
+    paths = [os.path.relpath(path, root) for path in source.files[: source.num_train]]
+    digest = hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
+    return {
+        "train_images": len(paths),
+        "train_listing_sha256": digest,
+        "test_folder": source.test is not None,
+    }
 
 
 def _absent(labels: np.ndarray, class_names: tuple[str, ...]) -> tuple[str, ...]:

@@ -120,6 +120,19 @@ def evaluate(
             f"but {data!r} names it {datasets.class_names[differ]!r}. Evaluate it on the data "
             "it was trained on."
         )
+    listing = datasets.listing
+    if (
+        of_run
+        and listing
+        and not listing["test_folder"]
+        and (changed := RunDir(pathlib.Path(model_path).parent).listing_changed(listing))
+    ):
+        raise UserError(
+            f"The image folder {data!r} has changed since the run was trained ({changed}): "
+            "its test split would be drawn anew, with images the run trained on. Put the "
+            "folder back as it was, or evaluate the run's model on a folder with train/ and "
+            "test/ subfolders (tf-alexnet evaluate RUN_DIR/best.keras --image-folder DIR)."
+        )
     if not datasets.num_test:  # np.concatenate of no batches: "need at least one array"
         raise UserError(empty_test_split(config, data, of_run))
     for note in datasets.absent_notes(("test",)):

@@ -30,6 +30,12 @@ class RunDir:
         return self.root / "config.json"
 
     @property
+    def listing(self) -> pathlib.Path:
+        """An image folder's images that the run's splits were drawn from (their count and a
+        digest, `data.folder_listing`)."""
+        return self.root / "image_listing.json"
+
+    @property
     def backup(self) -> pathlib.Path:
         return self.root / "backup"
 
@@ -119,6 +125,22 @@ class RunDir:
 
     def load_config(self) -> config_lib.TrainConfig:
         return config_lib.from_dict(config_lib.read_file(self.config))
+
+    def listing_changed(self, listing: dict[str, Any] | None) -> str | None:
+        """How an image folder's `listing` differs from the one the run recorded, or None (the
+        same, or nothing to compare: a TFDS dataset, a run recorded before listings were)."""
+        if not listing or not self.listing.is_file():
+            return None
+        try:
+            recorded = json.loads(self.listing.read_text())
+        except ValueError:  # cut short: nothing to compare
+            return None
+        if recorded == listing:
+            return None
+        before, now = recorded.get("train_images"), listing.get("train_images")
+        if before != now:
+            return f"{now:,} images where it had {before:,}"
+        return f"as many images, {now:,}, but not the same ones"
 
     def read_history(self) -> list[dict[str, float]]:
         """Rows of history.csv, one per epoch (an epoch replayed after a kill: its last row)."""

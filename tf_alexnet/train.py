@@ -121,6 +121,13 @@ def _train(
     resumed = run.finished_epochs(backup)
     pipeline = dataclasses.replace(pipeline, epochs=(resumed, config.epochs))
     datasets = make_datasets(config.data_spec(), pipeline)
+    if role.is_chief and run.has_progress() and (changed := run.listing_changed(datasets.listing)):
+        raise UserError(
+            f"The image folder {config.image_folder!r} has changed since the run "
+            f"{str(run.root)!r} started ({changed}): its validation split would be drawn anew, "
+            "and the run would go on training on images it validated on. Put the folder back "
+            "as it was, or pass --overwrite to start the run over (or choose another --run-dir)."
+        )
     if notice := skipped_notice(datasets.skipped):
         print(notice, flush=True)
     for note in datasets.absent_notes(("training", "validation")):
@@ -158,6 +165,8 @@ def _train(
 
     if role.is_chief:  # data and model are valid: record the run
         run.write_json(run.config, config.to_dict())
+        if datasets.listing:
+            run.write_json(run.listing, datasets.listing)
         # Rows of epochs the backup had not recorded when the run was killed: replayed now.
         run.truncate_history(resumed)
     history_before = run.read_history()

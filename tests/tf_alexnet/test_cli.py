@@ -1040,3 +1040,55 @@ def test_splits_that_miss_a_small_class_are_said(tmp_path, capsys):
         "Note: the test split holds no image of 1 class(es), 'rare': their rows of the report "
         f"are zeros, and the macro average counts their recall as 0. {way_out}"
     ) in capsys.readouterr().out
+
+
+def test_a_run_whose_image_folder_changed_keeps_its_splits_or_is_refused(tmp_path, capsys):
+    """The splits are drawn by position among an image folder's images, so one image added
+    or removed draws every split anew: a run resumed after that went on training on images
+    it had validated on, and `evaluate RUN_DIR` tested the model on images it trained on,
+    without a word. The run records its images (count and digest); both are refused in one
+    line while the folder differs, and work again once it is put back."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    data = tmp_path / "data"
+    for name in ("ant", "bee"):
+        (data / name).mkdir(parents=True)
+        for i in range(8):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            (data / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    run = tmp_path / "run"
+    train = [
+        *("train", "--preset", "quick", "--image-folder", str(data), "--image-size", "12"),
+        *("--batch-size", "2", "--learning-rate", "0.002", "--run-dir", str(run)),
+    ]
+    assert main([*train, "--epochs", "1"]) == 0
+    (run / "metrics.json").unlink()  # as a run killed after its first epoch
+    extra = data / "ant" / "extra.png"
+    extra.write_bytes((data / "ant" / "0.png").read_bytes())
+    capsys.readouterr()
+    assert main([*train, "--epochs", "2"]) == 2
+    assert capsys.readouterr().err == (
+        f"tf-alexnet: error: The image folder {str(data)!r} has changed since the run "
+        f"{str(run)!r} started (17 images where it had 16): its validation split would be "
+        "drawn anew, and the run would go on training on images it validated on. Put the "
+        "folder back as it was, or pass --overwrite to start the run over (or choose another "
+        "--run-dir).\n"
+    )
+    assert main(["evaluate", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"tf-alexnet: error: The image folder {str(data)!r} has changed since the run was "
+        "trained (17 images where it had 16): its test split would be drawn anew, with images "
+        "the run trained on. Put the folder back as it was, or evaluate the run's model on a "
+        "folder with train/ and test/ subfolders (tf-alexnet evaluate RUN_DIR/best.keras "
+        "--image-folder DIR).\n"
+    )
+    assert not (run / "evaluation.json").exists()
+    extra.unlink()
+    (data / "ant" / "0.png").rename(data / "ant" / "renamed.png")  # as many, not the same
+    assert main(["evaluate", str(run)]) == 2
+    assert "(as many images, 16, but not the same ones)" in capsys.readouterr().err
+    (data / "ant" / "renamed.png").rename(data / "ant" / "0.png")  # put back: as it was
+    assert main(["evaluate", str(run)]) == 0, capsys.readouterr().err
+    assert main([*train, "--epochs", "2"]) == 0, capsys.readouterr().err
