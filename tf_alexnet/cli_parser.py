@@ -208,7 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_path,
         help="where the run is written (default runs/PRESET, the resolved preset)",
     )
-    train.add_argument("--overwrite", action="store_true", help="replace a finished run")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run in --run-dir, finished or not (a killed run's finished epochs "
+        "too), and train anew; without it an unfinished run resumes and a finished one is "
+        "refused",
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="test-split report of a run, a .keras model or an exported model"

@@ -1092,3 +1092,17 @@ def test_a_run_whose_image_folder_changed_keeps_its_splits_or_is_refused(tmp_pat
     (data / "ant" / "renamed.png").rename(data / "ant" / "0.png")  # put back: as it was
     assert main(["evaluate", str(run)]) == 0, capsys.readouterr().err
     assert main([*train, "--epochs", "2"]) == 0, capsys.readouterr().err
+
+
+def test_train_help_says_that_overwrite_deletes_an_unfinished_run_too():
+    """`--overwrite` said "replace a finished run", but it deletes any run in --run-dir: one
+    who added it to resume a killed run lost the epochs it had finished."""
+    from tf_alexnet.cli_parser import build_parser
+
+    train = cli_parser_commands(build_parser())["train"]
+    help_text = " ".join(train.format_help().split())
+    assert (
+        "--overwrite delete the run in --run-dir, finished or not (a killed run's finished "
+        "epochs too), and train anew; without it an unfinished run resumes and a finished one "
+        "is refused"
+    ) in help_text
