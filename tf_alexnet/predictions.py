@@ -51,21 +51,28 @@ def to_probabilities(scores: Any, from_logits: bool) -> np.ndarray:
 
 
 def trained_class_names(model_path: str | os.PathLike[str], classes: int) -> tuple[str, ...] | None:
-    """The class names a `.keras` model was trained with, from the `metrics.json` of its run
-    beside it (a run's best.keras or final.keras), if they are there for `classes` classes.
+    """The class names a `.keras` model was trained with, from its run beside it (a run's
+    best.keras or final.keras): `metrics.json` of a finished run, else `classes.json`, which
+    training writes when it starts (a killed run's model has none other), if they are there
+    for `classes` classes.
 
     The one lookup that `predict` and `export` share: a model whose names are known is never
     given Fashion-MNIST's (`contract.default_class_names`) by default.
     """
-    metrics = pathlib.Path(model_path).parent / "metrics.json"
-    if not metrics.is_file():
-        return None
-    try:
-        names = json.loads(metrics.read_text()).get("class_names")
-    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
-        return None
-    if isinstance(names, list) and len(names) == classes and all(isinstance(n, str) for n in names):
-        return tuple(names)
+    folder = pathlib.Path(model_path).parent
+    for recorded in (folder / "metrics.json", folder / "classes.json"):
+        if not recorded.is_file():
+            continue
+        try:
+            names = json.loads(recorded.read_text()).get("class_names")
+        except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+            continue
+        if (
+            isinstance(names, list)
+            and len(names) == classes
+            and all(isinstance(n, str) for n in names)
+        ):
+            return tuple(names)
     return None
 
 

@@ -30,6 +30,12 @@ class RunDir:
         return self.root / "config.json"
 
     @property
+    def classes(self) -> pathlib.Path:
+        """The class names, written when training starts (`metrics.json` has them only once
+        the run has finished), so that a killed run's models export and predict with them."""
+        return self.root / "classes.json"
+
+    @property
     def listing(self) -> pathlib.Path:
         """An image folder's images that the run's splits were drawn from (their count and a
         digest, `data.folder_listing`)."""

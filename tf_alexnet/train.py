@@ -167,6 +167,7 @@ def _train(
         run.write_json(run.config, config.to_dict())
         if datasets.listing:
             run.write_json(run.listing, datasets.listing)
+        run.write_json(run.classes, {"class_names": list(datasets.class_names)})
         # Rows of epochs the backup had not recorded when the run was killed: replayed now.
         run.truncate_history(resumed)
     history_before = run.read_history()

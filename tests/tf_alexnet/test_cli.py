@@ -1106,3 +1106,36 @@ def test_train_help_says_that_overwrite_deletes_an_unfinished_run_too():
         "epochs too), and train anew; without it an unfinished run resumes and a finished one "
         "is refused"
     ) in help_text
+
+
+def test_a_killed_runs_model_exports_and_predicts_with_its_class_names(tmp_path, capsys):
+    """The class names came from metrics.json, which only a finished run has: the best.keras
+    of a run killed after some epochs exported and predicted as `class_0`, `class_1`, ...
+    (Fashion-MNIST's names for 10 classes, whatever the data). Training now records them
+    when it starts."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(6)
+    data = tmp_path / "data"
+    for name in ("ant", "bee"):
+        (data / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            (data / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    run = tmp_path / "run"
+    train = [
+        *("train", "--preset", "quick", "--image-folder", str(data), "--image-size", "12"),
+        *("--epochs", "1", "--batch-size", "2", "--learning-rate", "0.002"),
+    ]
+    assert main([*train, "--run-dir", str(run)]) == 0
+    (run / "metrics.json").unlink()  # as a run killed after its first epoch
+    (run / "final.keras").unlink()
+    base = tmp_path / "models"
+    assert main(["export", str(run), "--model-base-path", str(base)]) == 0
+    names = (base / "alexnet" / "1" / "assets" / "class_names.txt").read_text().split()
+    assert names == ["ant", "bee"]
+    capsys.readouterr()
+    assert main(["predict", str(data / "bee" / "0.png"), "--model", str(run), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)[0]["predictions"]
+    assert sorted(p["class_name"] for p in found) == ["ant", "bee"]
