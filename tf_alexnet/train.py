@@ -61,9 +61,11 @@ def train(
     training callbacks and before the checkpoints, so what they add to an epoch's logs is
     recorded in `history.csv`.
 
-    The run directory receives `config.json`, `best.keras` (best validation accuracy; none
-    when `validation_fraction` is 0), `final.keras`, `history.csv`, `training_curves.png`,
-    TensorBoard `logs/` and `metrics.json`.
+    The run directory receives `config.json`, `classes.json` (the class names, from the
+    start), `image_listing.json` (for an image folder: the images the splits are drawn from),
+    `best.keras` (best validation accuracy; none when `validation_fraction` is 0),
+    `final.keras`, `history.csv`, `training_curves.png`, TensorBoard `logs/` and
+    `metrics.json`.
 
     Keras's global dtype policy follows `config.mixed_precision` during the run and is put back
     as it was afterwards, so the caller's later models are not built in bf16 by surprise.
