@@ -341,6 +341,9 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
                 f"The class folder {name!r} in {str(train_root)!r} has {problem} in its name: "
                 "class names are written one a line beside an exported model. Rename the folder."
             )
+    for folder in (train_root, root / "test") if has_test else (train_root,):
+        if shared := _shared_class_folders(folder):
+            raise UserError(shared)
     notes = _unread_notes(root, train_root, sorted(subfolders - {"train", "test"}), has_test)
     if len(class_names) == 1:  # it trained, to a "100% accuracy" that means nothing
         raise UserError(
@@ -506,6 +509,23 @@ def _unreadable(err: OSError, folder: pathlib.Path) -> str:
         f"{err.strerror or type(err).__name__}: {os.fspath(path)!r}. The image folder's folders "
         "must be readable to list the images."
     )
+
+
+def _shared_class_folders(folder: pathlib.Path) -> str | None:
+    """One line for two class folders of `folder` of which one is the other, or inside it,
+    through a linked folder (their images would be read under both classes), or None."""
+    names = sorted(_class_folders(folder))
+    real = {name: os.path.realpath(folder / name) for name in names}
+    for name in names:
+        for other in names:
+            if other != name and os.path.commonpath([real[name], real[other]]) == real[other]:
+                linked = name if (folder / name).is_symlink() else other
+                return (
+                    f"The class folders {name!r} and {other!r} in {str(folder)!r} hold the same "
+                    f"images: {linked!r} is a link to {real[linked]!r}, so they would be read "
+                    "under both classes. Remove the link, or give the class its own images."
+                )
+    return None
 
 
 def _class_folders(folder: pathlib.Path) -> list[str]:

@@ -1139,3 +1139,38 @@ def test_a_killed_runs_model_exports_and_predicts_with_its_class_names(tmp_path,
     assert main(["predict", str(data / "bee" / "0.png"), "--model", str(run), "--json"]) == 0
     found = json.loads(capsys.readouterr().out)[0]["predictions"]
     assert sorted(p["class_name"] for p in found) == ["ant", "bee"]
+
+
+def test_a_class_folder_linked_to_another_class_is_refused(tmp_path, capsys):
+    """A class folder that is a link to another class's folder (or to the image folder) was
+    read as a class of its own, its images the other class's: the same images under two
+    labels, without a word (linked folders inside a class folder were already left out).
+    Links to folders outside the image folder are still classes."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(7)
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    for folder in (data / "ant", data / "bee", elsewhere):
+        folder.mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            (folder / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    (data / "cow").symlink_to(elsewhere, target_is_directory=True)
+    (data / "wasp").symlink_to(data / "bee", target_is_directory=True)
+    train = ["train", "--preset", "quick", "--image-folder", str(data), "--batch-size", "2"]
+    train += ["--image-size", "12", "--epochs", "1", "--learning-rate", "0.002", "--run-dir"]
+    assert main([*train, str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (
+        f"tf-alexnet: error: The class folders 'bee' and 'wasp' in {str(data)!r} hold the same "
+        f"images: 'wasp' is a link to {str(data / 'bee')!r}, so they would be read under both "
+        "classes. Remove the link, or give the class its own images.\n"
+    )
+    (data / "wasp").unlink()
+    (data / "all").symlink_to(data, target_is_directory=True)
+    assert main([*train, str(tmp_path / "run")]) == 2
+    assert f"'all' is a link to {str(data)!r}" in capsys.readouterr().err
+    (data / "all").unlink()
+    from tf_alexnet.sources import folder_source
+
+    assert folder_source(data).class_names == ("ant", "bee", "cow")
