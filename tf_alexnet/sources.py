@@ -516,8 +516,10 @@ def _shared_class_folders(folder: pathlib.Path) -> str | None:
     through a linked folder (their images would be read under both classes), or None."""
     names = sorted(_class_folders(folder))
     real = {name: os.path.realpath(folder / name) for name in names}
+    inside = os.path.realpath(folder) + os.sep
+    links = {name for name in names if real[name] != inside + name}  # only links can share
     for name in names:
-        for other in names:
+        for other in names if name in links else sorted(links):
             if other != name and os.path.commonpath([real[name], real[other]]) == real[other]:
                 linked = name if (folder / name).is_symlink() else other
                 return (
