@@ -63,9 +63,12 @@ class LocalResponseNormalization(keras.layers.Layer):
             return self._call_with_keras_ops(inputs)
         import tensorflow as tf  # here: Keras's other backends never import TensorFlow
 
-        # TensorFlow's CPU LRN kernel takes float32 and float16 only: under a bf16 (or a
-        # float64) policy, normalize in float32 and hand back the compute dtype.
-        compute_in_float32 = inputs.dtype not in (tf.float32, tf.float16)
+        # Normalize in float32 whatever the compute dtype, and hand that dtype back: the CPU
+        # kernel has no bfloat16 or float64; in float16 the window's sum of squares overflows
+        # (activations above ~114 gave 0), and XLA (`jit_compile=True`, Keras's default on a
+        # GPU) fails to compile a float16 LRN ("Seen floating point types of different
+        # precisions ... mixed precision is disallowed").
+        compute_in_float32 = inputs.dtype != tf.float32
         outputs = tf.nn.local_response_normalization(
             tf.cast(inputs, tf.float32) if compute_in_float32 else inputs,
             depth_radius=self.depth_radius,

@@ -184,6 +184,20 @@ def test_lrn_takes_4d_inputs_of_any_float_dtype():
     np.testing.assert_allclose(float64, LocalResponseNormalization()(x.astype("float32")), 1e-6)
 
 
+def test_lrn_in_float16_neither_overflows_nor_breaks_xla():
+    """Under a float16 policy (mixed_float16, the usual GPU one) the layer ran TensorFlow's
+    float16 kernel: its sum of squares overflowed for activations above ~114 (every output 0),
+    and XLA, Keras's default on a GPU, failed to compile it ("Seen floating point types of
+    different precisions ... mixed precision is disallowed")."""
+    x = np.full((1, 2, 2, 8), 200.0, "float32")
+    expected = LocalResponseNormalization()(x)
+    layer = LocalResponseNormalization(dtype="mixed_float16")
+    assert layer(x).dtype == "float16"
+    np.testing.assert_allclose(np.asarray(layer(x), "float32"), expected, rtol=1e-3)
+    compiled = tf.function(layer, jit_compile=True)(x)
+    np.testing.assert_allclose(np.asarray(compiled, "float32"), expected, rtol=1e-3)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
