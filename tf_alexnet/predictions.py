@@ -15,7 +15,7 @@ import json
 import numbers
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -90,8 +90,8 @@ def decode_predictions(
             included). NaN and infinite scores are refused.
         top: how many classes per image, a positive integer. A `top` above the number of
             classes gives all of them (as `keras.applications` does).
-        class_names: index = class id; default: Fashion-MNIST's for 10 classes, else
-            `class_0`, `class_1`, ...
+        class_names: a sequence of strings, index = class id (not a mapping); default:
+            Fashion-MNIST's for 10 classes, else `class_0`, `class_1`, ...
         from_logits: apply a softmax first (the AlexNet builder's default top ends in logits).
 
     Returns:
@@ -123,7 +123,20 @@ def decode_predictions(
             "`class_names` should be a sequence of names, one per class, not a single string. "
             f"Received: class_names={class_names!r}"
         )
+    if isinstance(class_names, Mapping):
+        # `tuple()` of a mapping is its keys: {0: "cat", ...} named every class by its id.
+        raise ValueError(
+            "`class_names` should be a sequence of names, one per class in class-id order, not "
+            "a mapping: pass `[names[i] for i in range(classes)]`. "
+            f"Received: class_names of type {type(class_names).__name__}"
+        )
     names = tuple(class_names) if class_names is not None else contract.default_class_names(classes)
+    if not all(isinstance(name, str) for name in names):
+        raise ValueError(
+            "`class_names` should be strings, one per class. Received: class_names with "
+            f"{sorted({type(name).__name__ for name in names if not isinstance(name, str)})} items"
+        )
+    names = tuple(str(name) for name in names)  # numpy's str_ as plain str
     if len(names) != classes:
         raise ValueError(
             f"`class_names` should have one name per class ({classes}). "

@@ -25,6 +25,9 @@ def test_decode_probabilities_best_first_with_names():
         [(0, "a", 0.5)],
     ]
     assert decode_predictions([[1.0000001, 0.0]], top=1)[0][0][0] == 0
+    # A numpy array of names: plain `str` names out (they were `np.str_`).
+    name = decode_predictions(probabilities, top=1, class_names=np.array(["a", "b", "c"]))[0][0][1]
+    assert type(name) is str and name == "b"
     # One-hot unsigned integers (whose negation wraps around): the one, not a zero.
     assert decode_predictions(np.array([[0, 1, 0]], np.uint8), top=1)[0][0][:2] == (1, "class_1")
 
@@ -73,6 +76,16 @@ def test_decode_logits_matches_tensorflow_softmax_and_top_k():
             np.ones((1, 3)),
             {"class_names": "abc"},
             "not a single string. Received: class_names='abc'",
+        ),
+        (
+            np.ones((1, 3)),
+            {"class_names": {0: "a", 1: "b", 2: "c"}},  # named the classes 0, 1, 2
+            "not a mapping: .* Received: class_names of type dict",
+        ),
+        (
+            np.ones((1, 3)),
+            {"class_names": [1, 2, 3]},
+            r"should be strings, one per class. Received: class_names with \['int'\] items",
         ),
     ],
 )
