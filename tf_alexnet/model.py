@@ -68,7 +68,10 @@ def _check_input_shape(
 ) -> tuple[int | None, int | None, int]:
     """Height and width may be None (any size) without the top, as in `keras.applications`.
 
-    `label` names where the shape came from in messages (`input_tensor.shape[1:]`)."""
+    `label` names where the shape came from in messages (`input_tensor.shape[1:]`).
+    A `tf.TensorShape` (`images.shape[1:]`, a dataset's `element_spec.shape`) or a 1D numpy
+    array counts as the tuple it holds, as `keras.applications` takes them."""
+    input_shape = _as_shape_tuple(input_shape)
     if (
         not isinstance(input_shape, tuple | list)
         or len(input_shape) != 3
@@ -93,6 +96,19 @@ def _check_input_shape(
     if known:
         check_input_size(variant, min(known), f"{label}={(height, width, channels)}")
     return height, width, channels
+
+
+def _as_shape_tuple(input_shape: Any) -> Any:
+    """A `tf.TensorShape` of known rank or a 1D numpy array as a tuple; anything else as is."""
+    if isinstance(input_shape, np.ndarray) and input_shape.ndim == 1:
+        return tuple(input_shape.tolist())
+    as_list = getattr(input_shape, "as_list", None)  # tf.TensorShape, without importing TF
+    if callable(as_list) and not isinstance(input_shape, tuple | list):
+        try:
+            return tuple(as_list())
+        except ValueError:  # unknown rank
+            return input_shape
+    return input_shape
 
 
 def _check_arguments(include_top: Any, weights: Any, classes: Any, dropout: Any, name: Any) -> None:
@@ -155,10 +171,13 @@ def _input_shape_of(input_shape: Any, input_tensor: Any) -> Any:
             f"Received: input_tensor of type {type(input_tensor).__name__}"
         )
     shape = tuple(input_tensor.shape[1:])
-    if input_shape is not None and tuple(input_shape) != shape:
+    input_shape = _as_shape_tuple(input_shape)
+    if input_shape is not None and not (
+        isinstance(input_shape, tuple | list) and tuple(input_shape) == shape
+    ):
         raise ValueError(
             f"`input_shape` and the shape of `input_tensor` differ: pass one of them. "
-            f"Received: input_shape={tuple(input_shape)}, input_tensor.shape={input_tensor.shape}"
+            f"Received: input_shape={input_shape!r}, input_tensor.shape={input_tensor.shape}"
         )
     return shape
 

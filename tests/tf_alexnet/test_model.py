@@ -304,6 +304,27 @@ def test_numpy_integers_are_accepted():
     assert model.input_shape == (None, 28, 28, 1) and model.output_shape == (None, 5)
 
 
+def test_input_shape_takes_tensor_shapes_and_numpy_arrays():
+    """`input_shape=images.shape[1:]` of a tf.Tensor, or a dataset's `element_spec.shape`, is a
+    `tf.TensorShape`: `keras.applications` takes it, and AlexNet refused it as "not a tuple of 3
+    positive integers"; a 1D numpy array likewise."""
+    images = tf.zeros((2, 28, 28, 1))
+    spec = tf.data.Dataset.from_tensor_slices(images).element_spec
+    for shape in (images.shape[1:], spec.shape, np.array([28, 28, 1])):
+        model = AlexNet(input_shape=shape, variant="mini", width=0.25)
+        assert model.input_shape == (None, 28, 28, 1)
+    features = AlexNet(
+        input_shape=tf.TensorShape([None, None, 3]), include_top=False, variant="mini", width=0.25
+    )
+    assert features.input_shape == (None, None, None, 3)
+    raw = keras.Input((28, 28, 1))
+    assert AlexNet(input_tensor=raw, input_shape=np.array([28, 28, 1]), variant="mini").inputs
+    with pytest.raises(ValueError, match=r"Received: input_shape=TensorShape\(None\)"):
+        AlexNet(input_shape=tf.TensorShape(None), variant="mini")
+    with pytest.raises(ValueError, match=r"input_shape=array\(\[\[28"):
+        AlexNet(input_tensor=raw, input_shape=np.array([[28, 28, 1]]), variant="mini")
+
+
 @pytest.mark.parametrize("variant", ["d2l", "paper"])
 def test_any_size_feature_extractor_refuses_too_small_images_clearly(tmp_path, variant):
     """With `input_shape=(None, None, 3)` the size is known only when called: a 40 px image
