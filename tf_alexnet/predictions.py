@@ -184,13 +184,27 @@ def preprocess_input(
     from tf_alexnet.preprocess import preprocess
 
     height, width, channels = _check_input_shape(input_shape)
-    array = np.asarray(images)
+    try:
+        array = np.asarray(images)
+    except ValueError as err:  # numpy's "inhomogeneous shape": a list of images of many sizes
+        raise ValueError(
+            "`preprocess_input` expects an image or a batch of images of one size: call it "
+            "once per image for images of different sizes. Received: images of different "
+            f"shapes ({' '.join(str(err).split())[:200]})"
+        ) from None
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4 or array.shape[-1] not in (1, 3):
+        # One (28, 28) image, or (N, 28, 28) as `keras.datasets` gives gray images (not a
+        # (height, width, 4) RGBA image).
+        no_channels_axis = np.ndim(images) == 2 or (
+            np.ndim(images) == 3 and np.shape(images)[-1] not in (1, 3, 4)
+        )
+        hint = " (gray images without a channels axis: pass images[..., None])"
         raise ValueError(
             "`preprocess_input` expects an image (height, width, channels) or a batch of them, "
-            f"with 1 or 3 channels. Received: images.shape={np.shape(images)}"
+            f"with 1 or 3 channels{hint if no_channels_axis else ''}. "
+            f"Received: images.shape={np.shape(images)}"
         )
     if array.dtype.kind not in "uif":  # bool, strings, objects, complex numbers
         raise ValueError(

@@ -117,8 +117,19 @@ def test_preprocess_input_states_the_convention():
     [
         (np.full((28, 28, 1), 255.0), r"Float pixels should be in \[0, 1\].*Received: values in"),
         (np.full((28, 28, 1), 300), r"Integer pixels should be in \[0, 255\]"),
-        (np.zeros((28, 28)), r"with 1 or 3 channels. Received: images.shape=\(28, 28\)"),
-        (np.zeros((28, 28, 4), np.uint8), r"Received: images.shape=\(28, 28, 4\)"),
+        (np.zeros((28, 28)), r"pass images\[\.\.\., None\]\)\. Received: images.shape=\(28, 28\)"),
+        # A batch of gray images as `keras.datasets.fashion_mnist` gives them: a hint.
+        (np.zeros((5, 28, 28), np.uint8), r"pass images\[\.\.\., None\]\)\. Received: images.sh"),
+        (
+            np.zeros((28, 28, 4), np.uint8),
+            r"1 or 3 channels\. Received: images.shape=\(28, 28, 4\)",
+        ),
+        # Images of different sizes in a list: numpy's "setting an array element with a
+        # sequence" came through as it was.
+        (
+            [np.zeros((28, 28, 1), np.uint8), np.zeros((20, 28, 1), np.uint8)],
+            r"of one size: call it once per image .* Received: images of different shapes",
+        ),
     ],
 )
 def test_preprocess_input_refuses_other_conventions(images, message):
