@@ -125,6 +125,12 @@ class MinimumImageSize(keras.layers.Layer):
     otherwise (TensorFlow graphs of unknown size), an `InvalidArgumentError` with the same
     message when the batch runs.
 
+    XLA drops that run-time check (a too-small image gave NaN features), so the layer tells
+    Keras it does not support `jit_compile`: a model holding it compiles without XLA (Keras
+    warns when `jit_compile=True` was asked for), and `jit_compile="auto"` resolves to off.
+    A `tf.function(jit_compile=True)` of your own around it gets no check for images of
+    unknown size.
+
     Args:
         variant: the AlexNet variant whose smallest input (`min_input_size`) applies.
     """
@@ -132,6 +138,7 @@ class MinimumImageSize(keras.layers.Layer):
     def __init__(self, variant: str, **kwargs: Any) -> None:
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
+        self.supports_jit = False  # see the docstring: XLA would drop the check
         self.variant = variant
         self.min_size = min_input_size(variant)
 

@@ -354,6 +354,31 @@ def test_any_size_feature_extractor_refuses_too_small_images_clearly(tmp_path, v
     assert "size_check" not in [layer.name for layer in fixed.layers]  # checked when built
 
 
+def test_any_size_feature_extractor_keeps_its_size_check_under_jit_compile(tmp_path):
+    """XLA drops the run-time size check: with `jit_compile=True` (Keras's default on a GPU)
+    and batches of varying sizes (traced as unknown), a too-small image gave NaN features
+    where the same model without XLA raised."""
+    features = AlexNet(
+        include_top=False, pooling="avg", input_shape=(None, None, 3), variant="d2l", width=0.125
+    )
+    features.save(tmp_path / "features.keras")
+    sizes = (80, 90, 100, 70, 30)
+
+    def batches():
+        for size in sizes:
+            yield np.ones((1, size, 90, 3), "float32")
+
+    data = tf.data.Dataset.from_generator(
+        batches, output_signature=tf.TensorSpec((None, None, 90, 3))
+    )
+    for model in (features, keras.saving.load_model(tmp_path / "features.keras")):
+        with pytest.warns(UserWarning, match="support `jit_compile=True`"):
+            model.compile(jit_compile=True)
+        assert not model.jit_compile
+        with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="at least 67x67"):
+            model.predict(data, verbose=0)
+
+
 def test_integer_input_tensor_is_refused_when_built():
     with pytest.raises(ValueError, match=r"floating-point pixels .* Received: .*dtype uint8"):
         AlexNet(input_tensor=keras.Input((28, 28, 1), dtype="uint8"), variant="mini")
