@@ -57,6 +57,9 @@ from tf_alexnet.variants import (
 FIRST_CONV = "conv1"
 """Every variant's first layer: the one that reads the image's channels."""
 
+TOP_LAYERS = ("fc6", "fc7", "predictions")
+"""The layers with weights that `include_top=True` adds."""
+
 
 def _is_integer(value: Any) -> bool:
     """A Python or NumPy integer, not a bool (`True` is an `int` to Python)."""
@@ -493,6 +496,13 @@ def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
         if not layer.weights:
             continue
         donor = source_layers.get(layer.name)
+        if donor is None and layer.name in TOP_LAYERS:
+            raise ValueError(
+                f"Layer {layer.name!r} has no counterpart in {path!r}: it holds no "
+                "classification top (saved with include_top=False?). Build with "
+                "include_top=False to take its convolutional features, or seed from a "
+                "classifier's `.keras` file."
+            )
         if donor is None:
             raise ValueError(
                 f"Layer {layer.name!r} has no counterpart in {path!r}: was it saved from "

@@ -430,6 +430,11 @@ def test_weights_from_keras_file_seed_a_feature_extractor(tmp_path):
     other.save(tmp_path / "other.keras")
     with pytest.raises(ValueError, match="Layer 'conv1' has no counterpart"):
         AlexNet(input_shape=(32, 32, 1), variant="mini", weights=tmp_path / "other.keras")
+    # A classifier seeded from a feature extractor: "was it saved from another variant?" was
+    # the wrong question.
+    features.save(tmp_path / "features.keras")
+    with pytest.raises(ValueError, match=r"'fc6' .* no classification top .*include_top=False"):
+        AlexNet(input_shape=(32, 32, 1), variant="mini", weights=tmp_path / "features.keras")
 
 
 def test_weights_from_a_model_that_holds_alexnet(tmp_path):
