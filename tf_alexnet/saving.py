@@ -6,14 +6,30 @@ import os
 import pathlib
 import re
 import zipfile
+from typing import Any
 
 import keras
 
 from tf_alexnet.errors import UserError
 
 
-def load_model(path: str | os.PathLike[str], compile: bool = True) -> keras.Model:
-    """Loads a tf_alexnet `.keras` file (custom layers are registered by this package)."""
+def load_model(
+    path: str | os.PathLike[str],
+    compile: bool = True,
+    *,
+    custom_objects: dict[str, Any] | None = None,
+    safe_mode: bool = True,
+) -> keras.Model:
+    """Loads a tf_alexnet `.keras` file (custom layers are registered by this package).
+
+    Args:
+        path: the `.keras` file.
+        compile: whether to restore the optimizer, loss and metrics.
+        custom_objects: as in `keras.saving.load_model`: your own objects in the file (a
+            new head's custom layer, say) that are not registered with Keras.
+        safe_mode: as in `keras.saving.load_model`: `False` loads `Lambda` layers holding
+            Python lambdas, for files you trust.
+    """
     if not isinstance(path, str | os.PathLike):
         raise UserError(
             f"`load_model` expects the path of a `.keras` file. Received: path={path!r}"
@@ -35,7 +51,9 @@ def load_model(path: str | os.PathLike[str], compile: bool = True) -> keras.Mode
     if not has_config:
         raise not_keras
     try:
-        return keras.saving.load_model(path, compile=compile)
+        return keras.saving.load_model(
+            path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
+        )
     except zipfile.BadZipFile as err:  # a damaged member
         raise not_keras from err
     except (OSError, ValueError, KeyError) as err:

@@ -143,3 +143,33 @@ def test_load_model_says_a_zip_without_a_model_is_not_a_keras_archive(tmp_path):
         ValueError, match=r"is not a `\.keras` file \(a zip archive\) saved by Keras"
     ):
         tf_alexnet.load_model(path)
+
+
+def test_load_model_takes_keras_safe_mode_and_custom_objects(tmp_path):
+    """A transfer model with a Lambda head: Keras's refusal says to pass `safe_mode=False` "to
+    the loading function", and `tf_alexnet.load_model` answered that with a TypeError (as it
+    did `custom_objects=` for an unregistered layer of the user's)."""
+    import keras
+
+    import tf_alexnet
+
+    class Doubled(keras.layers.Layer):  # the user's own layer, not registered
+        def call(self, inputs):
+            return inputs * 2.0
+
+    features = tf_alexnet.AlexNet(
+        input_shape=(28, 28, 1), variant="mini", include_top=False, pooling="avg", width=0.25
+    )
+    inputs = keras.Input((28, 28, 1))
+    lambda_head = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0)(features(inputs)))
+    lambda_head.save(tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="safe_mode=False"):
+        tf_alexnet.load_model(tmp_path / "lambda.keras")
+    x = np.random.default_rng(0).random((2, 28, 28, 1), "float32")
+    loaded = tf_alexnet.load_model(tmp_path / "lambda.keras", safe_mode=False)
+    np.testing.assert_allclose(loaded(x), lambda_head(x), rtol=1e-5, atol=1e-6)
+
+    custom = keras.Model(inputs, Doubled(name="doubled")(features(inputs)))
+    custom.save(tmp_path / "custom.keras")
+    loaded = tf_alexnet.load_model(tmp_path / "custom.keras", custom_objects={"Doubled": Doubled})
+    np.testing.assert_allclose(loaded(x), custom(x), rtol=1e-5, atol=1e-6)
