@@ -177,13 +177,18 @@ def preprocess_input(
             that side: only channels and scale change there.
 
     Returns:
-        A float32 batch of shape `(samples, height, width, channels)`.
+        A float32 batch of shape `(samples, height, width, channels)`: a numpy array, or, given
+        a symbolic `tf.Tensor` (in `tf.data`'s `map` or a `tf.function`), a `tf.Tensor`
+        whose pixel checks run with the graph. Map it over batched datasets: a single image
+        still becomes a batch of one.
     """
     import tensorflow as tf
 
     from tf_alexnet.preprocess import preprocess
 
     height, width, channels = _check_input_shape(input_shape)
+    if tf.is_tensor(images) and not tf.executing_eagerly():
+        return _preprocess_symbolic(images, height, width, channels)  # type: ignore[no-any-return]
     try:
         array = np.asarray(images)
     except ValueError as err:  # numpy's "inhomogeneous shape": a list of images of many sizes
@@ -233,6 +238,51 @@ def preprocess_input(
     size = (height or array.shape[1], width or array.shape[2])
     output = preprocess(tf.constant(array), size, channels)
     return np.asarray(output, np.float32)
+
+
+def _preprocess_symbolic(images: Any, height: int | None, width: int | None, channels: int) -> Any:
+    """`preprocess_input` for a graph tensor (`tf.data.Dataset.map`, `tf.function`): the same
+    conversion in TensorFlow ops, the pixel range checked when the graph runs."""
+    import tensorflow as tf
+
+    from tf_alexnet.preprocess import preprocess, to_channels
+
+    rank, depth = images.shape.rank, images.shape[-1] if images.shape.rank else None
+    if rank not in (3, 4) or depth not in (1, 3):
+        raise ValueError(
+            "`preprocess_input` expects an image (height, width, channels) or a batch of them, "
+            f"with 1 or 3 channels. Received: images.shape={images.shape}"
+        )
+    dtype = images.dtype
+    batch = images if rank == 4 else images[None]
+    if dtype.is_floating:
+        low, high, expected = 0.0, 1.0, "Float pixels should be in [0, 1] (NaN is not)"
+    elif dtype.is_integer:
+        low, high, expected = 0, 255, "Integer pixels should be in [0, 255]"
+    else:
+        raise ValueError(
+            "`preprocess_input` expects integer (0-255) or float ([0, 1]) pixels. "
+            f"Received: images.dtype={dtype.name}"
+        )
+    if dtype != tf.uint8:  # a NaN fails both comparisons
+        checks = [
+            tf.debugging.assert_greater_equal(batch, tf.cast(low, dtype), message=expected),
+            tf.debugging.assert_less_equal(batch, tf.cast(high, dtype), message=expected),
+        ]
+        with tf.control_dependencies(checks):
+            batch = tf.identity(batch)
+        if dtype.is_integer:
+            batch = tf.cast(batch, tf.uint8)
+    if height is None and width is None:  # the images' own size
+        return tf.image.convert_image_dtype(to_channels(batch, channels), tf.float32)
+    size = (height or batch.shape[1], width or batch.shape[2])
+    if None in size:
+        raise ValueError(
+            "`preprocess_input` on a symbolic tensor keeps an image side only if its size is "
+            "known: give both height and width, or neither. "
+            f"Received: input_shape={(height, width, channels)}, images.shape={images.shape}"
+        )
+    return preprocess(batch, size, channels)
 
 
 def _check_input_shape(input_shape: Any) -> tuple[int | None, int | None, int]:

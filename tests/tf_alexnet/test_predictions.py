@@ -205,3 +205,26 @@ def test_decode_takes_16_bit_scores(dtype):
     np.testing.assert_allclose(top[0][0][2], softmax([[2.0, -1.0, 0.5]])[0, 0], atol=1e-3)
     probabilities = tf.nn.softmax(logits)
     assert decode_predictions(probabilities.numpy(), top=1)[0][0][0] == 0
+
+
+def test_preprocess_input_maps_over_a_tf_data_pipeline():
+    """`keras.applications`' `preprocess_input` works in `Dataset.map`; this one raised
+    "NotImplementedError: Cannot convert a symbolic tf.Tensor (args_0:0) to a numpy array"."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (4, 40, 30, 3), dtype=np.uint8)
+    batches = tf.data.Dataset.from_tensor_slices(rgb).batch(2)
+    mapped = np.concatenate(list(batches.map(lambda x: preprocess_input(x, (28, 28, 1)))))
+    np.testing.assert_allclose(mapped, preprocess_input(rgb, (28, 28, 1)), atol=1e-6)
+    as_floats = batches.map(lambda x: preprocess_input(tf.cast(x, tf.float32) / 255, (28, 28, 3)))
+    np.testing.assert_allclose(
+        np.concatenate(list(as_floats)), preprocess_input(rgb, (28, 28, 3)), atol=1e-5
+    )
+    own_size = batches.map(lambda x: preprocess_input(tf.cast(x, tf.int64), (None, None, 3)))
+    np.testing.assert_allclose(next(iter(own_size)), rgb[:2] / 255.0, atol=1e-6)
+
+    too_bright = tf.data.Dataset.from_tensors(np.full((1, 8, 8, 1), 2.0, np.float32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"should be in \[0, 1\]"):
+        list(too_bright.map(lambda x: preprocess_input(x, (8, 8, 1))))
+    rgba = tf.data.Dataset.from_tensors(np.zeros((2, 8, 8, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"1 or 3 channels. Received: images.shape=\(2, 8, 8, 4\)"):
+        rgba.map(lambda x: preprocess_input(x, (8, 8, 1)))
