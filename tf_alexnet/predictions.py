@@ -144,6 +144,10 @@ def decode_predictions(
         )
     if not _is_integer(top) or top < 1:
         raise ValueError(f"`top` should be a positive integer. Received: top={top!r}")
+    if not isinstance(from_logits, bool | np.bool_):  # "no" or "False" would mean True
+        raise ValueError(
+            f"`from_logits` should be True or False. Received: from_logits={from_logits!r}"
+        )
     low, high = (preds.min(), preds.max()) if preds.size else (0, 0)
     if not from_logits and (low < 0 or high > 1 + PROBABILITY_TOLERANCE):  # not probabilities
         raise ValueError(

@@ -66,6 +66,9 @@ def test_decode_logits_matches_tensorflow_softmax_and_top_k():
         (np.ones((1, 3)), {"top": 1.5}, "`top` should be a positive integer. Received: top=1.5"),
         (np.ones((1, 3)), {"top": "1"}, "positive integer. Received: top='1'"),
         (np.ones((1, 3)), {"top": True}, "positive integer. Received: top=True"),
+        # A truthy string applied a softmax to probabilities, silently.
+        (np.ones((1, 3)), {"from_logits": "no"}, "True or False. Received: from_logits='no'"),
+        (np.ones((1, 3)), {"from_logits": None}, "True or False. Received: from_logits=None"),
         (np.array([[0.5, -0.25]]), {}, r"Pass from_logits=True. Received: preds.min\(\)=-0.25"),
         (np.array([[3.0, 0.5]]), {}, r"Pass from_logits=True. Received: .*preds.max\(\)=3"),
         (np.array([["0.5", "0.5"]]), {}, "numeric scores. Received: preds.dtype=<U3"),
