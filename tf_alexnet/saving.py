@@ -56,6 +56,18 @@ def load_model(
         )
     except zipfile.BadZipFile as err:  # a damaged member
         raise not_keras from err
+    except TypeError as err:
+        # Keras saves a compiled model's optimizer as its backend's own class: a file saved
+        # under KERAS_BACKEND=torch names keras.src.backend.torch.optimizers..., which
+        # another backend cannot import (keras-team/keras: optimizers are backend classes).
+        if compile and "keras.src.backend." in str(err):
+            raise UserError(
+                f"Could not load the optimizer saved in {path!r}: it belongs to another Keras "
+                "backend than this one "
+                f"({keras.backend.backend()}). Load the model with compile=False and compile "
+                f"it again. Received: {' '.join(str(err).split())[:300]}"
+            ) from err
+        raise UserError(f"Could not load the model {path!r}: {err}") from err
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"Could not load the model {path!r}: {err}") from err
 

@@ -173,3 +173,37 @@ def test_load_model_takes_keras_safe_mode_and_custom_objects(tmp_path):
     custom.save(tmp_path / "custom.keras")
     loaded = tf_alexnet.load_model(tmp_path / "custom.keras", custom_objects={"Doubled": Doubled})
     np.testing.assert_allclose(loaded(x), custom(x), rtol=1e-5, atol=1e-6)
+
+
+def test_load_model_says_an_optimizer_of_another_backend_needs_compile_false(tmp_path):
+    """Keras saves an optimizer as its backend's class (keras.src.backend.torch.optimizers...
+    under PyTorch); loaded compiled where that module cannot be imported, a raw TypeError came
+    through `tf_alexnet.load_model`. (A made-up backend module stands in for PyTorch's.)"""
+    import json
+    import zipfile
+
+    import keras
+
+    import tf_alexnet
+
+    model = tf_alexnet.AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.25)
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.zeros((2, 28, 28, 1)), np.zeros((2, 10)), verbose=0)
+    model.save(tmp_path / "trained.keras")
+    path = tmp_path / "other_backend.keras"
+    with (
+        zipfile.ZipFile(tmp_path / "trained.keras") as source,
+        zipfile.ZipFile(path, "w") as target,
+    ):
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                optimizer = config["compile_config"]["optimizer"]
+                optimizer["module"] = "keras.src.backend.nosuch.optimizers.nosuch_adam"
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    with pytest.raises(ValueError, match=r"another Keras backend .* with compile=False"):
+        tf_alexnet.load_model(path)
+    loaded = tf_alexnet.load_model(path, compile=False)
+    assert isinstance(loaded, keras.Model) and loaded.output_shape == (None, 10)
