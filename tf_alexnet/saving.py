@@ -51,7 +51,7 @@ def load_model(
     if not has_config:
         raise not_keras
     try:
-        return keras.saving.load_model(
+        model = keras.saving.load_model(
             path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
         )
     except zipfile.BadZipFile as err:  # a damaged member
@@ -61,15 +61,24 @@ def load_model(
         # under KERAS_BACKEND=torch names keras.src.backend.torch.optimizers..., which
         # another backend cannot import (keras-team/keras: optimizers are backend classes).
         if compile and "keras.src.backend." in str(err):
-            raise UserError(
-                f"Could not load the optimizer saved in {path!r}: it belongs to another Keras "
-                "backend than this one "
-                f"({keras.backend.backend()}). Load the model with compile=False and compile "
-                f"it again. Received: {' '.join(str(err).split())[:300]}"
-            ) from err
+            raise _other_backend_optimizer(path, " ".join(str(err).split())[:300]) from err
         raise UserError(f"Could not load the model {path!r}: {err}") from err
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"Could not load the model {path!r}: {err}") from err
+    # Where that backend is installed too, its optimizer loads, and `fit` fails obscurely
+    # ("expected Tensor as element 0 in argument 0, but got ResourceVariable").
+    module = type(getattr(model, "optimizer", None)).__module__.split(".")
+    if module[:3] == ["keras", "src", "backend"] and module[3] != keras.backend.backend():
+        raise _other_backend_optimizer(path, f"an optimizer of the {module[3]} backend")
+    return model
+
+
+def _other_backend_optimizer(path: str, received: str) -> UserError:
+    return UserError(
+        f"Could not load the optimizer saved in {path!r}: it belongs to another Keras backend "
+        f"than this one ({keras.backend.backend()}). Load the model with compile=False and "
+        f"compile it again. Received: {received}"
+    )
 
 
 _TEMP_SUFFIX = ".tmp.keras"

@@ -207,3 +207,37 @@ def test_load_model_says_an_optimizer_of_another_backend_needs_compile_false(tmp
         tf_alexnet.load_model(path)
     loaded = tf_alexnet.load_model(path, compile=False)
     assert isinstance(loaded, keras.Model) and loaded.output_shape == (None, 10)
+
+
+def test_load_model_refuses_an_optimizer_of_another_installed_backend(tmp_path):
+    """With PyTorch installed too, a compiled model trained under KERAS_BACKEND=torch loaded
+    on TensorFlow with PyTorch's optimizer class, and `fit` then failed with "expected Tensor
+    as element 0 in argument 0, but got ResourceVariable"."""
+    pytest.importorskip("torch", reason="PyTorch is not installed: pip install torch")
+    import os
+
+    import keras
+
+    import tf_alexnet
+
+    path = tmp_path / "torch.keras"
+    code = (
+        "import numpy as np, tf_alexnet\n"
+        "model = tf_alexnet.AlexNet(input_shape=(28, 28, 1), variant='mini', width=0.25)\n"
+        "model.compile(optimizer='adam', loss='mse')\n"
+        "model.fit(np.zeros((2, 28, 28, 1)), np.zeros((2, 10)), verbose=0)\n"
+        f"model.save({str(path)!r})\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    saved = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert saved.returncode == 0, saved.stderr[-2000:]
+    with pytest.raises(
+        ValueError, match=r"another Keras backend .* Received: an optimizer of the torch"
+    ):
+        tf_alexnet.load_model(path)
+    model = tf_alexnet.load_model(path, compile=False)
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.zeros((2, 28, 28, 1)), np.zeros((2, 10)), verbose=0)
+    assert isinstance(model, keras.Model)
