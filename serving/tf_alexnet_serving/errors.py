@@ -121,6 +121,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return internal_error(exc)
 
 
+def shutdown_error() -> JSONResponse:
+    """The answer to a request that uvicorn cancels `SHUTDOWN_TIMEOUT_S` after SIGTERM."""
+    return error_response(503, "The server shut down before the request ended.")
+
+
 def internal_error(exc: Exception) -> JSONResponse:
     """The 500 of a bug: its exception's type, never its message (which may say anything)."""
     return error_response(500, f"Internal server error ({type(exc).__name__}).")

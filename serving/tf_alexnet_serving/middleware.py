@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tf_alexnet_serving.errors import as_it_came, error_response, internal_error
+from tf_alexnet_serving.errors import as_it_came, error_response, internal_error, shutdown_error
 from tf_alexnet_serving.logs import timestamp
 from tf_alexnet_serving.metrics import Metrics
 from tf_alexnet_serving.settings import Settings
@@ -73,7 +73,7 @@ def install_request_middleware(app: FastAPI, settings: Settings, metrics: Metric
         app.add_middleware(
             JsonCORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["*"],
+            allow_methods=["GET", "HEAD", "POST"],  # the API's; a preflight lists these
             allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
@@ -103,7 +103,8 @@ class BodySizeGate:
 
 class BugAnswer:
     """An exception no handler took (a bug) is answered 500 in JSON here, inside the other
-    middleware, then raised on for the server to log with its traceback.
+    middleware, then raised on for the server to log with its traceback; a request cancelled
+    at shutdown, 503.
 
     Starlette answers it from its outermost layer, outside every middleware added: the 500
     had no `X-Request-ID` (the one key to its traceback in the log), no security headers, and
@@ -125,6 +126,12 @@ class BugAnswer:
 
         try:
             await self.app(scope, receive, watched)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running SHUTDOWN_TIMEOUT_S after SIGTERM and
+            # waits for nothing more of them: a 503, inside CORS (a browser app can read it).
+            if started:
+                raise
+            await shutdown_error()(scope, receive, send)
         except Exception as exc:
             if not started:  # else the client has part of an answer: nothing more to say
                 await internal_error(exc)(scope, receive, send)
@@ -251,8 +258,7 @@ class RequestMiddleware:
             # waits for nothing more of them: an answer, rather than a 500 with a traceback.
             if started:
                 raise
-            refusal = error_response(503, "The server shut down before the request ended.")
-            await refusal(scope, receive, send_with_id)
+            await shutdown_error()(scope, receive, send_with_id)  # if `BugAnswer` did not
         finally:
             seconds = time.perf_counter() - start
             self._record(scope, state, request_id, status, seconds, detail)

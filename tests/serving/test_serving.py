@@ -837,7 +837,11 @@ def test_a_stalled_upload_gets_408_and_never_holds_up_the_shutdown(model_base, t
     import socket
 
     log = tmp_path / "serve.log"
-    env = {"TF_ALEXNET_SERVE_BODY_TIMEOUT_S": "5", "TF_ALEXNET_SERVE_SHUTDOWN_TIMEOUT_S": "1"}
+    env = {
+        "TF_ALEXNET_SERVE_BODY_TIMEOUT_S": "5",
+        "TF_ALEXNET_SERVE_SHUTDOWN_TIMEOUT_S": "1",
+        "TF_ALEXNET_SERVE_CORS_ORIGINS": '["http://app.example"]',
+    }
     with LiveServer(model_base, env=env, stderr=log) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
             start = time.monotonic()
@@ -851,7 +855,10 @@ def test_a_stalled_upload_gets_408_and_never_holds_up_the_shutdown(model_base, t
         assert json.loads(body) == {"detail": "The whole body did not arrive within 5 s."}
 
         with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
-            sock.sendall(STALLED_UPLOAD)
+            # From a browser app on another origin, which read no answer without CORS's headers.
+            sock.sendall(
+                STALLED_UPLOAD.replace(b"Host: x\r\n", b"Host: x\r\nOrigin: http://app.example\r\n")
+            )
             time.sleep(0.5)  # the app is waiting for the body
             start = time.monotonic()
             server.process.terminate()
@@ -867,6 +874,7 @@ def test_a_stalled_upload_gets_408_and_never_holds_up_the_shutdown(model_base, t
     assert stopped < 4.5, stopped
     assert answer.startswith(b"HTTP/1.1 503 ")
     assert answer.endswith(b'{"detail":"The server shut down before the request ended."}')
+    assert b"access-control-allow-origin: http://app.example" in answer.lower()
     text = log.read_text()
     assert "timeout graceful shutdown exceeded" in text and "Traceback" not in text
     assert [line["status"] for line in _log_lines(log) if line["path"] == "/predict"] == [408, 503]

@@ -425,6 +425,14 @@ def test_preflights_are_not_counted_as_predictions(server):
     )
     assert answer.status_code == 200
     assert answer.headers["access-control-allow-origin"] == "http://app.example"
+    # The API's methods, not DELETE, PUT, PATCH... which it answers 405.
+    assert answer.headers["access-control-allow-methods"] == "GET, HEAD, POST"
+    refused = httpx.options(
+        f"{server.url}/predict",
+        headers={**ORIGIN, "Access-Control-Request-Method": "DELETE"},
+        timeout=10,
+    )
+    assert refused.status_code == 400 and refused.json() == {"detail": "Disallowed CORS method."}
     after = count(server, "/predict", "200"), count(server, "OPTIONS /predict", "200")
     assert [b - a for a, b in zip(before, after, strict=True)] == [0, 1]
 
