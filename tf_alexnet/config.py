@@ -246,6 +246,19 @@ def from_dict(values: Mapping[str, Any]) -> TrainConfig:
     return TrainConfig(**values)
 
 
+RECORDED_BEFORE = {"stratify": False}
+"""What a run recorded before a setting existed did, where that is not the setting's default:
+image folders were split at random over all images before `stratify`."""
+
+
+def from_recorded(values: Mapping[str, Any]) -> TrainConfig:
+    """A run's `config.json`: a setting added since reads as its default, unless the runs
+    before it did otherwise (`RECORDED_BEFORE`), so that the run's splits stay its own."""
+    if not isinstance(values, Mapping):
+        raise UserError(f"Settings should be a table. Received: {values!r}")
+    return from_dict({**RECORDED_BEFORE, **values})
+
+
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """`base` updated by `overrides`, one level deep for the `augment` table."""
     merged = {**base, **overrides}

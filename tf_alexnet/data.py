@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,9 @@ class Datasets:
     image: the splits are drawn at random over all images, not class by class, so a class of
     few images can miss one. Unknown (empty) for TFDS datasets."""
 
+    stratified: bool = False
+    """Whether the splits were drawn class by class (`DataSpec.stratify`, an image folder)."""
+
     listing: dict[str, Any] | None = None
     """An image folder's listing of the images the splits are drawn from (`folder_listing`):
     a run records it, since other images (one added, one removed) draw other splits."""
@@ -75,10 +78,16 @@ class Datasets:
         for split in splits:
             if names := self.absent.get(split):
                 shown = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
+                why = (
+                    "Each split takes its share of every class, and these have too few images "
+                    "to spare one: add images of these classes."
+                    if self.stratified
+                    else "The splits are drawn at random over all images, not class by class "
+                    "(--no-stratify): add images of these classes, or split class by class."
+                )
                 notes.append(
                     f"Note: the {split} split holds no image of {len(names)} class(es), {shown}: "
-                    f"{costs[split]}. The splits are drawn at random over all images, not class "
-                    "by class: add images of these classes, or try another --seed."
+                    f"{costs[split]}. {why}"
                 )
         return notes
 
@@ -100,8 +109,13 @@ class Datasets:
             ) from err
 
 
-def split_masks(num: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
-    """Seeded disjoint boolean masks over `num` examples: one per fraction, then the rest."""
+def split_masks(
+    num: int, fractions: tuple[float, ...], seed: int, labels: Sequence[int] | None = None
+) -> list[np.ndarray]:
+    """Seeded disjoint boolean masks over `num` examples: one per fraction, then the rest.
+    With `labels`, class by class (`stratified_masks`), else at random over all examples."""
+    if labels is not None:
+        return stratified_masks(np.asarray(labels), fractions, seed)
     order = np.random.default_rng(seed).permutation(num)
     masks, start = [], 0
     for fraction in fractions:
@@ -113,6 +127,30 @@ def split_masks(num: int, fractions: tuple[float, ...], seed: int) -> list[np.nd
     rest = np.zeros(num, bool)
     rest[order[start:]] = True
     return [*masks, rest]
+
+
+def stratified_masks(
+    labels: np.ndarray, fractions: tuple[float, ...], seed: int
+) -> list[np.ndarray]:
+    """`split_masks` class by class: each fraction of each class's examples (rounded), drawn
+    at random within the class. A split asked for gets at least one example of every class
+    that can spare it while keeping one for the rest (training): a class of 3 examples is in
+    the validation, test and training splits alike, where a draw over all examples left a
+    small class out of a split most of the time."""
+    rng = np.random.default_rng(seed)
+    masks = [np.zeros(len(labels), bool) for _ in range(len(fractions) + 1)]
+    for label in np.unique(labels):  # in order of label: the same draw for the same data
+        members = rng.permutation(np.flatnonzero(labels == label))
+        counts = [round(len(members) * fraction) for fraction in fractions]
+        for i, fraction in enumerate(fractions):
+            if fraction > 0 and counts[i] == 0 and len(members) - sum(counts) > 1:
+                counts[i] = 1
+        start = 0
+        for mask, count in zip(masks, counts, strict=False):
+            mask[members[start : start + count]] = True
+            start += count
+        masks[-1][members[start:]] = True
+    return masks
 
 
 def _select(ds: tf.data.Dataset, mask: np.ndarray) -> tf.data.Dataset:
@@ -134,14 +172,15 @@ def make_datasets(
             raise UserError(f"`{name}` should be in [0, 1). Received: {getattr(data, name)}")
     source = source or load_source(data)
     pipeline.augmentation.check_channels(pipeline.channels)
+    strata = source.labels if data.stratify and source.labels else None  # an image folder's
     if source.test is not None:
         validation_mask, train_mask = split_masks(
-            source.num_train, (data.validation_fraction,), data.seed
+            source.num_train, (data.validation_fraction,), data.seed, strata
         )
         test, num_test = source.test, source.num_test
     else:
         validation_mask, test_mask, train_mask = split_masks(
-            source.num_train, (data.validation_fraction, data.test_fraction), data.seed
+            source.num_train, (data.validation_fraction, data.test_fraction), data.seed, strata
         )
         test, num_test = _select(source.train, test_mask), int(test_mask.sum())
     if data.train_examples is not None:
@@ -215,6 +254,7 @@ def make_datasets(
         files=source.files,
         skipped=source.skipped,
         absent=absent,
+        stratified=strata is not None,
         listing=folder_listing(source, data.image_folder) if data.image_folder else None,
     )
 

@@ -130,7 +130,7 @@ class RunDir:
         raise UserError(f"The run {str(self.root)!r} has no saved model yet.")
 
     def load_config(self) -> config_lib.TrainConfig:
-        return config_lib.from_dict(config_lib.read_file(self.config))
+        return config_lib.from_recorded(config_lib.read_file(self.config))
 
     def listing_changed(self, listing: dict[str, Any] | None) -> str | None:
         """How an image folder's `listing` differs from the one the run recorded, or None (the
@@ -343,7 +343,7 @@ def check_resumable(run: RunDir, config: config_lib.TrainConfig) -> bool:
         )
     # through the declarations: a setting added since the run started reads as its default
     # (Runs recorded relative data folders before they were made absolute.)
-    recorded = config_lib.from_dict(config_lib.read_file(run.config))
+    recorded = run.load_config()
     previous = recorded.with_absolute_paths().to_dict()
     current = config.to_dict()
     changed = sorted(

@@ -126,6 +126,12 @@ class DataSpec(Spec):
     test_fraction: float = Field(
         0.1, ge=0, lt=1, description="test share when the source has no test split"
     )
+    stratify: bool = Field(
+        True,
+        description="image folders: draw the validation and test splits class by class, so each "
+        "holds every class in proportion (and one image of a class of 3 or more); false: at "
+        "random over all images. TFDS datasets are split at random",
+    )
     train_examples: int | None = Field(
         None, ge=1, description="keep only this many training images (quick runs)"
     )

@@ -480,7 +480,8 @@ def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, c
     train = ["train", "--preset", "quick", "--image-folder", str(tmp_path / "data")]
     run = str(tmp_path / "run")
     assert main([*train, "--run-dir", str(tmp_path / "refused")]) == 2
-    assert "error: Only 14 training examples for a batch of 128: lower --batch-size" in (
+    # 18 images, 6 a class: each class gives one to validation and one to the test split.
+    assert "error: Only 12 training examples for a batch of 128: lower --batch-size" in (
         capsys.readouterr().err
     )
     skipped = (
@@ -489,12 +490,12 @@ def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, c
     )
     assert main([*train, "--epochs", "1", "--batch-size", "4", "--run-dir", run]) == 0
     out = capsys.readouterr().out
-    assert skipped in out and "28x28x1 inputs) on 14 images" in out
+    assert skipped in out and "28x28x1 inputs) on 12 images" in out
     # Random RGB pixels, read in gray by the quick preset: said once, with the way out.
     assert out.count("pass --channels 3 to keep the colour.\n") == 1
     assert main(["evaluate", run]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "on 2 images" in out and skipped in out
+    assert "on 3 images" in out and skipped in out
     # Other data with another number of classes: an IndexError after the whole evaluation.
     (tmp_path / "data" / "c").rename(tmp_path / "c")
     assert main(["evaluate", run, "--image-folder", str(tmp_path / "data")]) == 2
@@ -832,7 +833,8 @@ def test_an_empty_test_split_is_one_line(tmp_path, capsys, monkeypatch):
             "Pass --test-fraction above 0 (e.g. 0.1), or --image-folder with a folder of "
             "train/ and test/ subfolders.\n"
         )
-    few = ["--image-folder", str(data), "--test-fraction", "0.05"]  # 5% of 6 images: none
+    # 5% of 6 images drawn at random: none (class by class, one of each class of 3).
+    few = ["--image-folder", str(data), "--test-fraction", "0.05", "--no-stratify"]
     assert main(["evaluate", str(run / "best.keras"), *few]) == 2
     assert capsys.readouterr().err == (
         f"tf-alexnet: error: The test split of {str(data)!r} holds no image (test_fraction="
@@ -998,8 +1000,8 @@ def test_evaluate_a_run_on_data_whose_classes_are_named_otherwise(tmp_path, caps
 
 
 def test_splits_that_miss_a_small_class_are_said(tmp_path, capsys):
-    """The splits are drawn at random over all of an image folder's images, not class by
-    class: a class of 2 images among 12 can land wholly in the test split (seed 2), so the
+    """Drawn at random over all of an image folder's images (`--no-stratify`, the only way
+    before), a class of 2 images among 12 can land wholly in the test split (seed 2), so the
     model never saw it and validation never scored it, or miss both validation and test
     (seed 13), so the report showed a row of zeros. Nothing said so; a note now does."""
     import numpy as np
@@ -1015,11 +1017,11 @@ def test_splits_that_miss_a_small_class_are_said(tmp_path, capsys):
     train = [
         *("train", "--preset", "quick", "--image-folder", str(data), "--image-size", "12"),
         *("--epochs", "1", "--batch-size", "2", "--learning-rate", "0.002"),
-        *("--validation-fraction", "0.25", "--test-fraction", "0.25"),
+        *("--validation-fraction", "0.25", "--test-fraction", "0.25", "--no-stratify"),
     ]
     way_out = (
-        "The splits are drawn at random over all images, not class by class: add images of "
-        "these classes, or try another --seed.\n"
+        "The splits are drawn at random over all images, not class by class (--no-stratify): "
+        "add images of these classes, or split class by class.\n"
     )
     assert main([*train, "--seed", "2", "--run-dir", str(tmp_path / "never-seen")]) == 0
     out = capsys.readouterr().out
@@ -1040,6 +1042,78 @@ def test_splits_that_miss_a_small_class_are_said(tmp_path, capsys):
         "Note: the test split holds no image of 1 class(es), 'rare': their rows of the report "
         f"are zeros, and the macro average counts their recall as 0. {way_out}"
     ) in capsys.readouterr().out
+
+
+def test_stratified_splits_hold_every_class_that_can_spare_an_image(tmp_path, capsys):
+    """By default an image folder is split class by class: a class of 3 images among 300 is
+    in the validation, test and training splits alike (drawn over all images, it missed the
+    validation split for 725 seeds of 1,000); one of 2 images can only be in two of them,
+    and the note says why."""
+    import numpy as np
+
+    from tf_alexnet.data import split_masks
+
+    labels = np.array([0] * 300 + [1] * 3 + [2] * 2 + [3] * 1)
+    for seed in range(50):
+        validation, test, rest = split_masks(len(labels), (0.1, 0.1), seed, labels)
+        assert not (validation & test).any() and (validation | test | rest).all()
+        assert [int(validation[labels == c].sum()) for c in range(4)] == [30, 1, 1, 0]
+        assert [int(test[labels == c].sum()) for c in range(4)] == [30, 1, 0, 0]
+        assert [int(rest[labels == c].sum()) for c in range(4)] == [240, 1, 1, 1]
+    again = split_masks(len(labels), (0.1, 0.1), 7, labels)
+    same = split_masks(306, (0.1, 0.1), 7, labels)
+    assert all((a == b).all() for a, b in zip(again, same, strict=True))
+    other = split_masks(len(labels), (0.1, 0.1), 8, labels)
+    assert not (again[0] == other[0]).all()  # the seed draws them
+    assert split_masks(10, (0.5,), 3)[0].sum() == 5  # without labels, as before
+
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    data = tmp_path / "data"
+    for name, count in (("common", 10), ("rare", 2)):
+        (data / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            (data / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    run = tmp_path / "run"
+    train = [
+        *("train", "--preset", "quick", "--image-folder", str(data), "--image-size", "12"),
+        *("--epochs", "1", "--batch-size", "2", "--learning-rate", "0.002", "--seed", "2"),
+        *("--validation-fraction", "0.25", "--test-fraction", "0.25", "--run-dir", str(run)),
+    ]
+    assert main(train) == 0
+    assert "split holds no image" not in capsys.readouterr().out  # training and validation
+    assert main(["evaluate", str(run)]) == 0
+    assert (
+        "Note: the test split holds no image of 1 class(es), 'rare': their rows of the report "
+        "are zeros, and the macro average counts their recall as 0. Each split takes its share "
+        "of every class, and these have too few images to spare one: add images of these "
+        "classes.\n"
+    ) in capsys.readouterr().out
+
+
+def test_a_run_recorded_before_stratify_keeps_its_random_splits(tmp_path, capsys):
+    """Runs recorded before `stratify` split at random: read as its default (true), their
+    splits would move, and a resumed run would train on images it had validated on."""
+    import json
+
+    from tf_alexnet import config as config_lib
+    from tf_alexnet.run_dir import RunDir
+
+    data = _image_folder(tmp_path / "data", count=6, splits=())
+    run = _fake_run(tmp_path / "run", data)
+    recorded = json.loads((run / "config.json").read_text())
+    assert recorded["stratify"] is True  # new runs record it
+    del recorded["stratify"]
+    (run / "config.json").write_text(json.dumps(recorded))
+    assert RunDir(run).load_config().stratify is False
+    assert config_lib.from_dict(recorded).stratify is True  # a settings file of one's own
+    (run / "backup").mkdir()  # a run that finished an epoch: resumed only as it was
+    (run / "history.csv").write_text("epoch,accuracy\n0,0.5\n")
+    train = ["train", "--preset", "quick", "--image-folder", str(data), "--run-dir", str(run)]
+    assert main(train) == 2
+    assert "with other settings (stratify)" in capsys.readouterr().err
 
 
 def test_a_run_whose_image_folder_changed_keeps_its_splits_or_is_refused(tmp_path, capsys):
