@@ -731,6 +731,21 @@ def _image_folder(root, classes=("a", "b"), count=3, splits=("train", "test")):
     return root
 
 
+def _png_folders(root, counts, seed):
+    """`counts[name]` random 12x12 RGB PNGs in each `root/name/` (a name may hold a `/`)."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    for name, count in counts.items():
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            (folder / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    return root
+
+
 def test_evaluate_prints_its_report_before_a_write_that_fails(tmp_path, capsys, monkeypatch):
     """On a read-only run directory the whole evaluation ran, then the write failed and the
     report was never printed."""
@@ -972,16 +987,8 @@ def test_evaluate_a_run_on_data_whose_classes_are_named_otherwise(tmp_path, caps
     many classes under other names scored the model against classes it never knew, and
     replaced the run's evaluation.json (which export copies into its metadata) with that
     report. The run's class names (its metrics.json) must be the data's, as an export's are."""
-    import numpy as np
-    import tensorflow as tf
 
-    rng = np.random.default_rng(3)
-    data = tmp_path / "data"
-    for name in ("ant", "bee", "cow"):
-        (data / name).mkdir(parents=True)
-        for i in range(6):
-            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
-            (data / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    data = _png_folders(tmp_path / "data", {"ant": 6, "bee": 6, "cow": 6}, seed=3)
     run = tmp_path / "run"
     train = ["train", "--preset", "quick", "--image-folder", str(data), "--image-size", "12"]
     train += ["--learning-rate", "0.002"]
@@ -1004,16 +1011,8 @@ def test_splits_that_miss_a_small_class_are_said(tmp_path, capsys):
     before), a class of 2 images among 12 can land wholly in the test split (seed 2), so the
     model never saw it and validation never scored it, or miss both validation and test
     (seed 13), so the report showed a row of zeros. Nothing said so; a note now does."""
-    import numpy as np
-    import tensorflow as tf
 
-    rng = np.random.default_rng(4)
-    data = tmp_path / "data"
-    for name, count in (("common", 10), ("rare", 2)):
-        (data / name).mkdir(parents=True)
-        for i in range(count):
-            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
-            (data / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    data = _png_folders(tmp_path / "data", {"common": 10, "rare": 2}, seed=4)
     train = [
         *("train", "--preset", "quick", "--image-folder", str(data), "--image-size", "12"),
         *("--epochs", "1", "--batch-size", "2", "--learning-rate", "0.002"),
@@ -1067,15 +1066,7 @@ def test_stratified_splits_hold_every_class_that_can_spare_an_image(tmp_path, ca
     assert not (again[0] == other[0]).all()  # the seed draws them
     assert split_masks(10, (0.5,), 3)[0].sum() == 5  # without labels, as before
 
-    import tensorflow as tf
-
-    rng = np.random.default_rng(4)
-    data = tmp_path / "data"
-    for name, count in (("common", 10), ("rare", 2)):
-        (data / name).mkdir(parents=True)
-        for i in range(count):
-            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
-            (data / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    data = _png_folders(tmp_path / "data", {"common": 10, "rare": 2}, seed=4)
     run = tmp_path / "run"
     train = [
         *("train", "--preset", "quick", "--image-folder", str(data), "--image-size", "12"),
@@ -1122,16 +1113,8 @@ def test_a_run_whose_image_folder_changed_keeps_its_splits_or_is_refused(tmp_pat
     it had validated on, and `evaluate RUN_DIR` tested the model on images it trained on,
     without a word. The run records its images (count and digest); both are refused in one
     line while the folder differs, and work again once it is put back."""
-    import numpy as np
-    import tensorflow as tf
 
-    rng = np.random.default_rng(5)
-    data = tmp_path / "data"
-    for name in ("ant", "bee"):
-        (data / name).mkdir(parents=True)
-        for i in range(8):
-            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
-            (data / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    data = _png_folders(tmp_path / "data", {"ant": 8, "bee": 8}, seed=5)
     run = tmp_path / "run"
     train = [
         *("train", "--preset", "quick", "--image-folder", str(data), "--image-size", "12"),
@@ -1187,16 +1170,8 @@ def test_a_killed_runs_model_exports_and_predicts_with_its_class_names(tmp_path,
     of a run killed after some epochs exported and predicted as `class_0`, `class_1`, ...
     (Fashion-MNIST's names for 10 classes, whatever the data). Training now records them
     when it starts."""
-    import numpy as np
-    import tensorflow as tf
 
-    rng = np.random.default_rng(6)
-    data = tmp_path / "data"
-    for name in ("ant", "bee"):
-        (data / name).mkdir(parents=True)
-        for i in range(6):
-            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
-            (data / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    data = _png_folders(tmp_path / "data", {"ant": 6, "bee": 6}, seed=6)
     run = tmp_path / "run"
     train = [
         *("train", "--preset", "quick", "--image-folder", str(data), "--image-size", "12"),
@@ -1220,16 +1195,9 @@ def test_a_class_folder_linked_to_another_class_is_refused(tmp_path, capsys):
     read as a class of its own, its images the other class's: the same images under two
     labels, without a word (linked folders inside a class folder were already left out).
     Links to folders outside the image folder are still classes."""
-    import numpy as np
-    import tensorflow as tf
 
-    rng = np.random.default_rng(7)
+    _png_folders(tmp_path, {"data/ant": 4, "data/bee": 4, "elsewhere": 4}, seed=7)
     data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
-    for folder in (data / "ant", data / "bee", elsewhere):
-        folder.mkdir(parents=True)
-        for i in range(4):
-            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
-            (folder / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
     (data / "cow").symlink_to(elsewhere, target_is_directory=True)
     (data / "wasp").symlink_to(data / "bee", target_is_directory=True)
     train = ["train", "--preset", "quick", "--image-folder", str(data), "--batch-size", "2"]
