@@ -51,8 +51,8 @@ class Datasets:
     skipped: tuple[str, ...] = ()  # an image folder's files of other types, not read
     absent: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     """An image folder's classes of which a split ("training", "validation", "test") holds no
-    image: the splits are drawn at random over all images, not class by class, so a class of
-    few images can miss one. Unknown (empty) for TFDS datasets."""
+    image: a class too small to spare one, or any small class when the splits are drawn over
+    all images (`stratify` false). Unknown (empty) for TFDS datasets."""
 
     stratified: bool = False
     """Whether the splits were drawn class by class (`DataSpec.stratify`, an image folder)."""
@@ -110,7 +110,10 @@ class Datasets:
 
 
 def split_masks(
-    num: int, fractions: tuple[float, ...], seed: int, labels: Sequence[int] | None = None
+    num: int,
+    fractions: tuple[float, ...],
+    seed: int,
+    labels: Sequence[int] | np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Seeded disjoint boolean masks over `num` examples: one per fraction, then the rest.
     With `labels`, class by class (`stratified_masks`), else at random over all examples."""
@@ -172,7 +175,8 @@ def make_datasets(
             raise UserError(f"`{name}` should be in [0, 1). Received: {getattr(data, name)}")
     source = source or load_source(data)
     pipeline.augmentation.check_channels(pipeline.channels)
-    strata = source.labels if data.stratify and source.labels else None  # an image folder's
+    labels = np.asarray(source.labels) if source.labels else None  # an image folder's
+    strata = labels if data.stratify else None
     if source.test is not None:
         validation_mask, train_mask = split_masks(
             source.num_train, (data.validation_fraction,), data.seed, strata
@@ -212,8 +216,7 @@ def make_datasets(
             f"{data.validation_fraction}"
         )
     absent = {}
-    if source.labels:  # an image folder: its labels are known
-        labels = np.asarray(source.labels)
+    if labels is not None:
         absent["training"] = _absent(labels[train_mask], source.class_names)
         if data.validation_fraction > 0:
             absent["validation"] = _absent(labels[validation_mask], source.class_names)

@@ -38,7 +38,7 @@ class Scorer:
 
 def keras_scorer(path: str | pathlib.Path) -> Scorer:
     """A `.keras` model (logits or probabilities, as it outputs them), with the class names of
-    the run it belongs to (its `metrics.json`), if it is a finished run's model."""
+    the run it belongs to, when it is a run's model (`predictions.trained_class_names`)."""
     model = load_model(path, compile=False)
     from_logits = not check_classifier(model, path)  # one line for a model it cannot score
 

@@ -235,13 +235,13 @@ class RequestMiddleware:
         request_id = sent_id if REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"], state["images"] = request_id, 0
-        status, started = 500, False  # unless an answer starts
+        status = 500  # unless an answer starts
         detail: str | None = None  # an error answer's reason, for the log line
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, started, detail
+            nonlocal status, detail
             if message["type"] == "http.response.start":
-                status, started = message["status"], True
+                status = message["status"]
                 message["headers"] = [
                     *(h for h in message.get("headers", []) if h[0].lower() != b"accept-ranges"),
                     (b"x-request-id", request_id.encode()),
@@ -251,14 +251,8 @@ class RequestMiddleware:
                 detail = error_detail(message.get("body", b""))
             await send(message)
 
-        try:
+        try:  # a bug's 500 and the shutdown's 503 are `BugAnswer`'s, inside CORS
             await self.app(scope, receive, send_with_id)
-        except asyncio.CancelledError:
-            # uvicorn cancels the requests still running SHUTDOWN_TIMEOUT_S after SIGTERM, and
-            # waits for nothing more of them: an answer, rather than a 500 with a traceback.
-            if started:
-                raise
-            await shutdown_error()(scope, receive, send_with_id)  # if `BugAnswer` did not
         finally:
             seconds = time.perf_counter() - start
             self._record(scope, state, request_id, status, seconds, detail)
