@@ -52,6 +52,11 @@ class TrainConfig(DataSpec):
     image_size: int = Field(contract.IMAGE_SIZE, ge=1, description="model input height and width")
     channels: Literal[1, 3] = Field(1, description="1 (grayscale) or 3 (RGB)")  # contract.CHANNELS
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout after fc6 and fc7")
+    test_time_flip: bool = Field(
+        False,
+        description="score each image and its mirror image at inference and average them "
+        "(about twice the inference compute)",
+    )
     # Optimization (SGD)
     epochs: int = Field(5, ge=1, description="number of epochs")
     batch_size: int = Field(128, ge=1, description="batch size per replica")

@@ -172,6 +172,49 @@ class MinimumImageSize(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tf_alexnet")
+class MirrorTwins(keras.layers.Layer):
+    """Test-time flips, first half: at inference, the batch followed by its mirror images.
+
+    Outside training, `images` of shape `(N, H, W, C)` become `(2N, H, W, C)`: the images, then
+    each flipped left to right. A `TwinMean` before the model's output averages the two halves'
+    class scores back to `N`, so the model's answer is the same for an image and its mirror
+    image. In training (`training=True`) the images pass unchanged: each is seen once, as the
+    flip augmentation shows it. Batch normalization, dropout and every other layer in between
+    see the doubled batch only at inference, where they use no batch statistics.
+    """
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        if training:
+            return inputs
+        return keras.ops.concatenate([inputs, keras.ops.flip(inputs, axis=2)], axis=0)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        batch = input_shape[0]
+        return (None if batch is None else 2 * batch, *input_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="tf_alexnet")
+class TwinMean(keras.layers.Layer):
+    """Test-time flips, second half: at inference, the mean of the batch's two halves.
+
+    Undoes `MirrorTwins`' doubling: the class scores of `(2N, classes)` become `(N, classes)`,
+    each the mean of an image's scores and its mirror image's. Logits stay logits (their mean)
+    and probabilities stay probabilities (their mean sums to 1). In training, scores pass
+    unchanged.
+    """
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        if training:
+            return inputs
+        twins = keras.ops.reshape(inputs, (2, -1, *inputs.shape[1:]))
+        return keras.ops.mean(twins, axis=0)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        batch = input_shape[0]
+        return (None if batch is None else batch // 2, *input_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="tf_alexnet")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization`, computed by TensorFlow's fused kernel where it can be.
 

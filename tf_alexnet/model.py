@@ -40,6 +40,8 @@ from tf_alexnet.layers import (
     FusedBatchNormalization,
     LocalResponseNormalization,
     MinimumImageSize,
+    MirrorTwins,
+    TwinMean,
 )
 from tf_alexnet.variants import (
     POOL_SIZE,
@@ -197,6 +199,7 @@ def AlexNet(
     variant: str = "d2l",
     width: float = 1.0,
     name: str = contract.MODEL_NAME,
+    test_time_flip: bool = False,
 ) -> keras.Model:
     """Instantiates an AlexNet as a Keras functional model.
 
@@ -230,6 +233,10 @@ def AlexNet(
         width: multiplier of the layers' widths (every conv's filters and the fc6/fc7 units,
             rounded to multiples of 8); `1.0` builds the variant as declared.
         name: the model's name.
+        test_time_flip: with `include_top=True`, class scores at inference are the mean of an
+            image's and its mirror image's (test-time augmentation: about twice the inference
+            compute; training sees each image once). The `MirrorTwins` layer after the input
+            and the `TwinMean` layer after `predictions` do it.
 
     Returns:
         A `keras.Model`.
@@ -245,6 +252,15 @@ def AlexNet(
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` should be None, 'avg' or 'max'. Received: pooling={pooling!r}")
     _check_arguments(include_top, weights, classes, dropout, name)
+    if not isinstance(test_time_flip, bool):
+        raise ValueError(
+            f"`test_time_flip` should be True or False. Received: test_time_flip={test_time_flip!r}"
+        )
+    if test_time_flip and not include_top:
+        raise ValueError(
+            "`test_time_flip=True` averages class scores, so it needs `include_top=True`. "
+            "Received: include_top=False"
+        )
     _check_input_dtype(input_tensor)
     activation = _check_activation(classifier_activation)
 
@@ -253,6 +269,8 @@ def AlexNet(
     if None in input_shape[:2] and min_input_size(variant) > 1:
         # Sizes known only when called: too small an image must fail clearly, not in oneDNN.
         x = MinimumImageSize(variant, name="size_check")(x)
+    if test_time_flip:
+        x = MirrorTwins(name="mirror_twins")(x)
     for layer_spec in spec.features:
         x = _block(layer_spec, spec, x)
 
@@ -276,6 +294,8 @@ def AlexNet(
             dtype=top_dtype,
             name="predictions",
         )(x)
+        if test_time_flip:
+            x = TwinMean(dtype=top_dtype, name="twin_mean")(x)
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
@@ -331,8 +351,9 @@ def _block(layer_spec: Conv | Pool | Norm, spec: Variant, x: Any) -> Any:
 
 
 def _passes_values_on(layer: keras.layers.Layer) -> bool:
-    """A layer whose output, at inference, is its input (so the layer before it decides)."""
-    if isinstance(layer, keras.layers.Dropout | keras.layers.Identity):
+    """A layer whose output, at inference, is its input or, for `TwinMean`, the mean of its
+    input's halves (logits or probabilities as they came): the layer before it decides."""
+    if isinstance(layer, keras.layers.Dropout | keras.layers.Identity | TwinMean):
         return True
     return isinstance(layer, keras.layers.Activation) and _activation_name(layer) == "linear"
 

@@ -162,6 +162,7 @@ def _train(
             dropout=config.dropout,
             variant=config.variant,
             width=config.width,
+            test_time_flip=config.test_time_flip,
         )
         compile_model(model, config, steps_per_epoch, per_execution)
 
@@ -176,6 +177,7 @@ def _train(
     print(
         f"Training {config.variant} AlexNet ("
         + (f"width {config.width:g}, " if config.width != 1 else "")
+        + ("test-time flips, " if config.test_time_flip else "")
         + f"{model.count_params():,} parameters, "
         + "x".join(map(str, config.input_shape))
         + " inputs) on "
@@ -297,6 +299,7 @@ def _finish(
     metrics = {
         "variant": config.variant,
         "width": config.width,
+        "test_time_flip": config.test_time_flip,
         "input_shape": list(config.input_shape),
         "parameters": model.count_params(),
         "epochs": len(history),

@@ -545,21 +545,22 @@ def test_mixed_precision_keeps_logits_float32():
 
 
 @pytest.mark.parametrize(
-    ("backend", "variant", "custom_layer"),
+    ("backend", "variant", "custom_layer", "flips"),
     [
-        ("tensorflow", "paper", ("norm1", "LocalResponseNormalization")),
-        ("torch", "paper", ("norm1", "LocalResponseNormalization")),
-        ("torch", "mini", ("conv1_bn", "FusedBatchNormalization")),
+        ("tensorflow", "paper", ("norm1", "LocalResponseNormalization"), False),
+        ("torch", "paper", ("norm1", "LocalResponseNormalization"), False),
+        ("torch", "mini", ("conv1_bn", "FusedBatchNormalization"), False),
+        ("torch", "mini", ("twin_mean", "TwinMean"), True),
     ],
 )
-def test_keras_round_trip_in_a_fresh_process(tmp_path, backend, variant, custom_layer):
+def test_keras_round_trip_in_a_fresh_process(tmp_path, backend, variant, custom_layer, flips):
     """A saved model loads and computes the same in a fresh process, under TensorFlow and under
     another Keras backend (PyTorch here), where the LRN layer failed ("Can't call numpy() on
     Tensor that requires grad"); there it also trains and saves. The fused batch norm runs
-    Keras's own code there."""
+    Keras's own code there; the test-time flip layers run on Keras's ops."""
     if backend == "torch":  # installed by .ci/run (the benchmarks' PyTorch), not by the package
         pytest.importorskip("torch", reason="PyTorch is not installed: pip install torch")
-    model = AlexNet(input_shape=(67, 67, 3), variant=variant)
+    model = AlexNet(input_shape=(67, 67, 3), variant=variant, test_time_flip=flips)
     images = np.random.default_rng(1).uniform(size=(2, 67, 67, 3)).astype("float32")
     path = tmp_path / "paper.keras"
     model.save(path)

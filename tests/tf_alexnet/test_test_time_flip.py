@@ -1,0 +1,145 @@
+"""Test-time flips: an image's class scores averaged with its mirror image's, at inference only.
+
+The layers (`MirrorTwins`, `TwinMean`), the builder's `test_time_flip`, the setting that trains
+such a model, and what an export of one serves.
+"""
+
+import io
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from tf_alexnet import AlexNet
+from tf_alexnet import config as config_lib
+from tf_alexnet.layers import MirrorTwins, TwinMean
+from tf_alexnet.model import check_classifier, output_layer
+from tf_alexnet.saving import load_model
+
+SHAPE = (28, 28, 1)
+
+
+def _images(count=5, seed=0):
+    return np.random.default_rng(seed).random((count, *SHAPE), dtype=np.float32)
+
+
+def _twins(**kwargs):
+    """A model with test-time flips and the plain one, with the same (trained-looking) weights."""
+    flips = AlexNet(input_shape=SHAPE, variant="mini", width=0.25, test_time_flip=True, **kwargs)
+    plain = AlexNet(input_shape=SHAPE, variant="mini", width=0.25, **kwargs)
+    rng = np.random.default_rng(1)
+    weights = [w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in flips.get_weights()]
+    variances = ["variance" in v.path for v in flips.weights]
+    weights = [np.abs(w) if var else w for w, var in zip(weights, variances, strict=True)]
+    flips.set_weights(weights)
+    plain.set_weights(weights)  # the flip layers hold no weights: the same list fits both
+    return flips, plain
+
+
+def test_the_layers_double_and_average_the_batch_at_inference_only():
+    images = _images(3)
+    twins = MirrorTwins()(images)
+    assert twins.shape == (6, *SHAPE)
+    np.testing.assert_array_equal(twins[:3], images)
+    np.testing.assert_array_equal(twins[3:], images[:, :, ::-1])  # left to right
+    np.testing.assert_array_equal(MirrorTwins()(images, training=True), images)
+
+    scores = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.testing.assert_allclose(TwinMean()(scores), (scores[:3] + scores[3:]) / 2)
+    np.testing.assert_array_equal(TwinMean()(scores, training=True), scores)
+    assert MirrorTwins().compute_output_shape((4, *SHAPE)) == (8, *SHAPE)
+    assert MirrorTwins().compute_output_shape((None, *SHAPE)) == (None, *SHAPE)
+    assert TwinMean().compute_output_shape((8, 10)) == (4, 10)
+
+
+@pytest.mark.parametrize("activation", [None, "softmax"])
+def test_scores_are_the_mean_of_the_image_and_its_mirror_image(activation):
+    flips, plain = _twins(classifier_activation=activation)
+    images = _images()
+    scores = flips.predict_on_batch(images)
+    expected = (plain.predict_on_batch(images) + plain.predict_on_batch(images[:, :, ::-1])) / 2
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert np.abs(plain.predict_on_batch(images[:, :, ::-1]) - plain(images)).max() > 1e-3
+    np.testing.assert_allclose(flips.predict_on_batch(images[:, :, ::-1]), scores, atol=1e-5)
+    assert scores.shape == (5, 10)
+    # what reads the model's output sees the predictions layer's kind: logits or probabilities
+    assert output_layer(flips).name == "predictions"
+    assert check_classifier(flips, "flips.keras") is (activation == "softmax")
+    if activation == "softmax":
+        np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_training_sees_each_image_once():
+    flips, plain = _twins(dropout=0.0)
+    images = _images(8)
+    np.testing.assert_allclose(
+        flips(images, training=True), plain(images, training=True), atol=1e-5
+    )
+
+
+def test_a_saved_model_with_flips_loads_and_answers_alike(tmp_path):
+    flips, _ = _twins()
+    path = tmp_path / "flips.keras"
+    flips.save(path)
+    loaded = load_model(path)
+    assert loaded.layers[1].name == "mirror_twins"
+    assert loaded.layers[-1].name == "twin_mean"
+    np.testing.assert_allclose(
+        loaded.predict_on_batch(_images()), flips.predict_on_batch(_images()), atol=1e-6
+    )
+
+
+def test_a_fixed_batch_size_and_mixed_precision_keep_their_shapes_and_dtypes():
+    inputs = keras.Input(SHAPE, batch_size=4)
+    model = AlexNet(input_tensor=inputs, variant="mini", width=0.25, test_time_flip=True)
+    assert model.output_shape == (4, 10)
+    assert model.predict_on_batch(_images(4)).shape == (4, 10)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = AlexNet(input_shape=SHAPE, variant="mini", width=0.25, test_time_flip=True)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert mixed.layers[-1].compute_dtype == "float32"
+    assert mixed(_images()).dtype == "float32"
+
+
+def test_flips_need_a_top_and_a_boolean():
+    with pytest.raises(ValueError, match=r"`test_time_flip=True` averages class scores"):
+        AlexNet(input_shape=SHAPE, variant="mini", include_top=False, test_time_flip=True)
+    with pytest.raises(ValueError, match=r"Received: test_time_flip='yes'"):
+        AlexNet(input_shape=SHAPE, variant="mini", test_time_flip="yes")
+
+
+def test_the_setting_is_off_unless_asked_and_checked():
+    assert config_lib.resolve("chapter").test_time_flip is False  # the chapter's own network
+    on = config_lib.resolve("quick", overrides={"test_time_flip": True})
+    assert on.test_time_flip is True
+    with pytest.raises(Exception, match="test_time_flip"):
+        config_lib.from_dict({"test_time_flip": "sometimes"})
+
+
+def _png(pixels):
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_an_export_serves_the_same_scores_for_an_image_and_its_mirror(tmp_path):
+    from tf_alexnet import contract
+    from tf_alexnet.export import export
+
+    flips, plain = _twins(classifier_activation=None)
+    path = tmp_path / "flips.keras"
+    flips.save(path)
+    pixels = (np.random.default_rng(3).random((28, 28)) * 255).astype(np.uint8)
+    images = [_png(pixels), _png(pixels[:, ::-1].copy())]
+    result = export(path, tmp_path / "models", sample_images=images)
+    signature = tf.saved_model.load(str(result.path)).signatures[contract.SIGNATURE_IMAGE_BYTES]
+    served = signature(**{contract.INPUT_IMAGE_BYTES: tf.constant(images)})
+    probabilities = served[contract.OUTPUT_PROBABILITIES].numpy()
+    np.testing.assert_allclose(probabilities[0], probabilities[1], atol=1e-6)
+    scaled = pixels[None, :, :, None].astype(np.float32) / 255
+    mean_logits = (plain.predict_on_batch(scaled) + plain.predict_on_batch(scaled[:, :, ::-1])) / 2
+    np.testing.assert_allclose(probabilities[0], tf.nn.softmax(mean_logits)[0], atol=1e-5)
