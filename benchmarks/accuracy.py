@@ -79,10 +79,13 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         metrics = train(config, run.root, callbacks=[per_epoch] if per_epoch else [])
         history = run.read_history()
         report = evaluate(run.model_path(), config, pathlib.Path(tmp) / "eval")
+        without_flips = common.accuracy_without_flips(run.model_path(), config, "test")
     test_seconds = per_epoch.seconds if per_epoch else 0.0
     return {
         "config": config.to_dict(),
         "test_accuracy": report["accuracy"],
+        # the same model without its test-time flips (None: a recipe without them)
+        "test_accuracy_without_flips": without_flips,
         "best_val_accuracy": metrics["best_val_accuracy"],
         "best_epoch": metrics["best_epoch"],
         "epochs": metrics["epochs"],
@@ -222,6 +225,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "test_accuracy_stdev": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
             "fit_minutes_median": common.median(minutes),
             "fit_minutes_max": max(minutes),
+            "test_accuracy_without_flips_mean": common.mean_of(mine, "test_accuracy_without_flips"),
         }
         if name == "cpu" and dtype == "mixed_bfloat16" and len(mine) >= TARGET_SEEDS:
             mean = row["test_accuracy_mean"]
@@ -249,6 +253,7 @@ def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
             "min-max",
             "std",
             "training min (median / max)",
+            "same models without flips",
         ],
         [
             [
@@ -262,6 +267,7 @@ def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
                 f"{r['test_accuracy_min']:.4f}-{r['test_accuracy_max']:.4f}",
                 f"{r['test_accuracy_stdev']:.4f}",
                 f"{r['fit_minutes_median']:.1f} / {r['fit_minutes_max']:.1f}",
+                common.four_places(r.get("test_accuracy_without_flips_mean")),
             ]
             for r in summary
         ],
@@ -282,6 +288,7 @@ def markdown(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
                 "batch_size",
                 "dropout",
                 "epochs",
+                "test_time_flip",
             )
         )
         + f", augment={ {k: v for k, v in r['config']['augment'].items() if v} }"

@@ -243,6 +243,48 @@ def add_setting_option(parser: Any) -> None:
     )
 
 
+def mean_of(runs: Sequence[dict[str, Any]], key: str) -> float | None:
+    """The mean of `key` over the `runs` that have it (not None); None if none does."""
+    values = [run[key] for run in runs if run.get(key) is not None]
+    return statistics.fmean(values) if values else None
+
+
+def four_places(value: float | None) -> str:
+    """`value` to 4 decimal places, or an empty table cell for None."""
+    return "" if value is None else f"{value:.4f}"
+
+
+def accuracy_without_flips(model_path: Any, config: Any, split: str) -> float | None:
+    """The accuracy on `split` ("validation" or "test") of the `.keras` model at `model_path`
+    with its test-time flips left out (the same weights in the plain network), for the flips'
+    gain measured on the same model; None for a `config` without `test_time_flip`."""
+    if not config.test_time_flip:
+        return None
+    import numpy as np
+
+    from tf_alexnet.data import make_datasets
+    from tf_alexnet.model import AlexNet
+    from tf_alexnet.saving import load_model
+
+    trained = load_model(model_path, compile=False)
+    plain = AlexNet(
+        input_shape=config.input_shape,
+        classes=trained.output_shape[-1],
+        dropout=config.dropout,
+        variant=config.variant,
+        width=config.width,
+    )
+    plain.set_weights(trained.get_weights())  # the flip layers hold no weights
+    pipeline = config.pipeline_spec(256, one_hot=False)
+    datasets = make_datasets(config.data_spec(), pipeline, training=False)
+    right = total = 0
+    for images, labels in getattr(datasets, split):
+        predicted = np.argmax(plain.predict_on_batch(images), axis=-1)
+        right += int(np.sum(predicted == labels.numpy()))
+        total += len(predicted)
+    return right / total
+
+
 def run_main(main: Callable[[], None]) -> None:
     """Runs a benchmark's `main()`; a `UserError` (say, the Fashion-MNIST files are missing)
     ends it with its one-line message and exit status 2 instead of a traceback.

@@ -2,7 +2,9 @@
 
 Each recipe is a preset plus JSON overrides, trained per seed in a fresh process; the result is
 the best validation accuracy (the epoch `export` would publish), the epoch it came at and the
-`model.fit` minutes. The test split is never read, so recipes chosen here can be reported on it
+`model.fit` minutes. A recipe with `test_time_flip` also reports its best model's validation
+accuracy without the flips (the same weights in a plain network): the flips' gain, paired.
+The test split is never read, so recipes chosen here can be reported on it
 once, with `python -m benchmarks.accuracy`, without having been fitted to it.
 
     python -m benchmarks.tune --preset cpu --seeds 1 --log-dir runs/logs \\
@@ -38,6 +40,7 @@ def worker(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
         run = RunDir(pathlib.Path(tmp) / "run")
         metrics = train(config, run.root)
         history = run.read_history()
+        without_flips = common.accuracy_without_flips(run.model_path(), config, "validation")
     return {
         "config": config.to_dict(),
         "best_val_accuracy": metrics["best_val_accuracy"],
@@ -47,6 +50,7 @@ def worker(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
         "train_images_per_second_median": metrics["train_images_per_second_median"],
         "precision": metrics["mixed_precision"] | {"policy": metrics["dtype_policy"]},
         "val_accuracy_by_epoch": [row.get("val_accuracy") for row in history],
+        "best_val_accuracy_without_flips": without_flips,
     }
 
 
@@ -106,6 +110,9 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "fit_minutes_median": common.median([r["fit_seconds"] / 60 for r in mine]),
                 "fit_minutes_max": max(r["fit_seconds"] / 60 for r in mine),
                 "policy": mine[0]["precision"]["policy"],
+                "val_accuracy_without_flips_mean": common.mean_of(
+                    mine, "best_val_accuracy_without_flips"
+                ),
             }
         )
     return rows
@@ -115,12 +122,13 @@ def write(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
     summary = summarize(runs)
     table = common.markdown_table(
         ["recipe", "overrides", "seeds", "val. acc. mean", "min-max", "fit min (median / max)",
-         "policy"],
+         "policy", "same models without flips"],
         [
             [r["recipe"], f"`{json.dumps(r['overrides'])}`", len(r["seeds"]),
              f"{r['val_accuracy_mean']:.4f}",
              f"{r['val_accuracy_min']:.4f}-{r['val_accuracy_max']:.4f}",
-             f"{r['fit_minutes_median']:.1f} / {r['fit_minutes_max']:.1f}", r["policy"]]
+             f"{r['fit_minutes_median']:.1f} / {r['fit_minutes_max']:.1f}", r["policy"],
+             common.four_places(r["val_accuracy_without_flips_mean"])]
             for r in summary
         ],
     )  # fmt: skip

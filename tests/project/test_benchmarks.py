@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO
@@ -307,6 +308,7 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     )
     run, _ = result["runs"]
     assert 0 <= run["test_accuracy"] <= 1 and run["config"]["train_examples"] == 512  # 2 steps
+    assert run["config"]["test_time_flip"] and 0 <= run["test_accuracy_without_flips"] <= 1
     # TensorFlow's kernels as `tf-alexnet train` picks them: oneDNN on every x86 CPU (it ran
     # with Eigen's on AVX2-only CPUs, 1.25x slower, unlike the command it measures)
     assert run["onednn"]["in_use"] == (platform.machine() in ("x86_64", "AMD64"))
@@ -324,6 +326,31 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     headline = _summary_page(tmp_path)
     assert f"test accuracy {run['test_accuracy']:.4f}" in headline
     assert "bf16 at most 0.003 below" in headline and ">= 0.935 mean" not in headline
+
+
+def test_accuracy_without_flips_is_the_plain_networks(tmp_path, fashion_mnist):
+    """The flips' gain is measured on the same weights: the plain network's test accuracy is what
+    `evaluate` reports for a plain model holding them."""
+    from benchmarks.common import accuracy_without_flips
+    from tf_alexnet import AlexNet
+    from tf_alexnet import config as config_lib
+    from tf_alexnet.evaluate import evaluate
+
+    config = config_lib.resolve("cpu", overrides={"width": 0.25, "train_examples": 512})
+    flips = AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.25, test_time_flip=True)
+    plain = AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.25)
+    rng = np.random.default_rng(0)
+    weights = [w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in flips.get_weights()]
+    flips.set_weights([np.abs(w) if w.ndim == 1 else w for w in weights])
+    plain.set_weights(flips.get_weights())
+    flips.save(tmp_path / "flips.keras")
+    plain.save(tmp_path / "plain.keras")
+    expected = evaluate(tmp_path / "plain.keras", config, tmp_path / "eval")["accuracy"]
+    assert accuracy_without_flips(tmp_path / "flips.keras", config, "test") == expected
+    with_flips = evaluate(tmp_path / "flips.keras", config, tmp_path / "eval")["accuracy"]
+    assert with_flips != expected  # the flips changed some answers: the figures are not one
+    no_flips = config.model_copy(update={"test_time_flip": False})
+    assert accuracy_without_flips(tmp_path / "plain.keras", no_flips, "test") is None
 
 
 def test_accuracy_tables_say_how_many_images_trained():
@@ -460,7 +487,7 @@ def test_tune_smoke_reads_validation_only(tmp_path, fashion_mnist):
     logs = tmp_path / "logs"
     result = _run(
         "tune.py", tmp_path, "--name", "tune", "--recipe", "base={}", "--log-dir", str(logs),
-        "--recipe", 'pad={"augment": {"crop": "pad"}, "dropout": 0.4}',
+        "--recipe", 'pad={"augment": {"crop": "pad"}, "dropout": 0.4, "test_time_flip": false}',
     )  # fmt: skip
     assert [r["recipe"] for r in result["summary"]] == ["base", "pad"]
     base, pad = result["runs"]
@@ -471,7 +498,11 @@ def test_tune_smoke_reads_validation_only(tmp_path, fashion_mnist):
         assert "test_accuracy" not in run
         # judged on a held-out 10% even though the cpu preset itself trains on every image
         assert run["config"]["validation_fraction"] == 0.1
-    assert "| pad |" in (tmp_path / "tune.md").read_text()
+    # the preset's test-time flips: the same model's validation accuracy without them, paired
+    assert 0 <= base["best_val_accuracy_without_flips"] <= 1
+    assert pad["best_val_accuracy_without_flips"] is None
+    page = (tmp_path / "tune.md").read_text()
+    assert "| pad |" in page and "same models without flips" in page
     # each run's progress, as it came: the training log up to the JSON result line
     for name in ("base", "pad"):
         log = (logs / f"tune-{name}-seed1.log").read_text()

@@ -112,10 +112,11 @@ def test_flips_need_a_top_and_a_boolean():
         AlexNet(input_shape=SHAPE, variant="mini", test_time_flip="yes")
 
 
-def test_the_setting_is_off_unless_asked_and_checked():
+def test_the_cpu_preset_flips_and_the_flag_turns_it_off():
+    assert config_lib.resolve("cpu").test_time_flip is True
     assert config_lib.resolve("chapter").test_time_flip is False  # the chapter's own network
-    on = config_lib.resolve("quick", overrides={"test_time_flip": True})
-    assert on.test_time_flip is True
+    off = config_lib.resolve("cpu", overrides={"test_time_flip": False})
+    assert off.test_time_flip is False
     with pytest.raises(Exception, match="test_time_flip"):
         config_lib.from_dict({"test_time_flip": "sometimes"})
 
