@@ -1107,6 +1107,32 @@ def test_a_run_recorded_before_stratify_keeps_its_random_splits(tmp_path, capsys
     assert "with other settings (stratify)" in capsys.readouterr().err
 
 
+def test_a_cpu_run_recorded_before_test_time_flips_resumes_only_without_them(tmp_path, capsys):
+    """The `cpu` preset scores with test-time flips now; an unfinished run of it recorded before
+    the setting reads as without them (a network of other layers), so resuming it with the preset
+    as it is now is refused naming the setting, which the CHANGELOG says to turn off."""
+    import json
+
+    from tf_alexnet import config as config_lib
+    from tf_alexnet.run_dir import RunDir
+
+    data = _image_folder(tmp_path / "data", count=6, splits=())
+    run = tmp_path / "run"
+    run.mkdir()
+    recorded = config_lib.resolve("cpu", overrides={"image_folder": str(data)}).to_dict()
+    assert recorded.pop("test_time_flip") is True
+    (run / "config.json").write_text(json.dumps(recorded))
+    assert RunDir(run).load_config().test_time_flip is False
+    (run / "backup").mkdir()  # a run that finished an epoch: resumed only as it was
+    (run / "history.csv").write_text("epoch,accuracy\n0,0.5\n")
+    train = ["train", "--preset", "cpu", "--image-folder", str(data), "--run-dir", str(run)]
+    assert main(train) == 2
+    assert "with other settings (test_time_flip)" in capsys.readouterr().err
+    assert main([*train, "--no-test-time-flip"]) == 2  # 6 images fill no batch of 128 ...
+    err = capsys.readouterr().err
+    assert "other settings" not in err and "batch" in err, err  # ... past the settings check
+
+
 def test_a_run_whose_image_folder_changed_keeps_its_splits_or_is_refused(tmp_path, capsys):
     """The splits are drawn by position among an image folder's images, so one image added
     or removed draws every split anew: a run resumed after that went on training on images
