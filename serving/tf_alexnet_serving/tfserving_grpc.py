@@ -22,6 +22,7 @@ from tf_alexnet_serving.errors import (
 )
 from tf_alexnet_serving.logs import ModelEvents
 from tf_alexnet_serving.settings import Settings
+from tf_alexnet_serving.tfserving_rest import SharedCheck
 
 # gRPC status -> the facade's HTTP answer (client errors pass through, the rest is upstream).
 # INVALID_ARGUMENT and FAILED_PRECONDITION go through `refused_by_tfserving`: an image's fault,
@@ -77,7 +78,7 @@ class GrpcBackend:
         self._settings = settings
         self._label = settings.model_label
         self._starting: asyncio.Task[bool] | None = None
-        self._asking = asyncio.Lock()
+        self._check = SharedCheck(self._checked)
         self.unavailable_reason = ""
         self._foreign = False  # the version served is not an export (it takes no image bytes)
         self._events = ModelEvents(self.name, "tfserving-grpc")
@@ -114,17 +115,21 @@ class GrpcBackend:
             self._starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._starting
+        await self._check.cancel()
         await self._channel.close()
 
     async def ready(self) -> bool:
         """Whether the configured version (the newest, a number, or a label's) is available;
-        when it is not, `unavailable_reason` says why."""
-        async with self._asking:  # one ask at a time: a second waits for what it learns
-            if not await self._ready():
-                self._events.unavailable(self.unavailable_reason)
-                return False
-            self._events.available(self.version, self.names.count)
-            return True
+        when it is not, `unavailable_reason` says why. One check at a time: a caller that
+        comes while one runs gets its answer (`SharedCheck`)."""
+        return await self._check()
+
+    async def _checked(self) -> bool:
+        if not await self._ready():
+            self._events.unavailable(self.unavailable_reason)
+            return False
+        self._events.available(self.version, self.names.count)
+        return True
 
     async def _ready(self) -> bool:
         from tensorflow_serving.apis import get_model_status_pb2

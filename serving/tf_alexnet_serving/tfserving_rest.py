@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
 import httpx
@@ -39,7 +39,7 @@ class RestBackend:
         self._poll_s = settings.model_poll_s
         self._timeout_s = settings.timeout_s
         self._watcher: asyncio.Task[None] | None = None
-        self._asking = asyncio.Lock()
+        self._check = SharedCheck(self._ready)
         self._model_url = (
             f"{self._base_url}/versions/{settings.model_version}"
             if settings.model_version
@@ -70,6 +70,7 @@ class RestBackend:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        await self._check.cancel()
         await self._client.aclose()
 
     async def _watch(self) -> None:
@@ -80,10 +81,13 @@ class RestBackend:
 
     async def ready(self) -> bool:
         """Whether the configured version (the newest, a number, or a label's) is available;
-        when it is not, `unavailable_reason` says why."""
+        when it is not, `unavailable_reason` says why. One check at a time: a caller that
+        comes while one runs gets its answer (`SharedCheck`)."""
+        return await self._check()
+
+    async def _ready(self) -> bool:
         try:
-            async with self._asking:  # one ask at a time: a second waits for what it learns
-                await self._learn_version()
+            await self._learn_version()
         except UpstreamError as err:
             self.failure, self.unavailable_reason = err, err.message
             self._events.unavailable(err.message)
@@ -251,6 +255,39 @@ class RestBackend:
             "class_names": self.names.as_list(),
             "backend": "tfserving-rest",
         }
+
+
+class SharedCheck:
+    """A readiness check that runs once at a time: a caller that comes while it runs gets its
+    answer rather than a check of its own after it. One at a time, each caller waited for the
+    checks before its own: with TF Serving silent (SIGSTOP, a hung host), four probes of
+    /readyz answered after 1, 2, 3 and 4 times TIMEOUT_S. The check runs as a task of its own,
+    so a caller that gives up (a probe's client disconnects) does not cancel it for the
+    others."""
+
+    def __init__(self, check: Callable[[], Coroutine[Any, Any, bool]]) -> None:
+        self._check = check
+        self._running: asyncio.Task[bool] | None = None
+
+    async def __call__(self) -> bool:
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._check())
+            self._running.add_done_callback(_retrieve)
+        return await asyncio.shield(self._running)
+
+    async def cancel(self) -> None:
+        """Stops the check in progress, if any (at shutdown)."""
+        if self._running is not None and not self._running.done():
+            self._running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._running
+
+
+def _retrieve(task: asyncio.Task[bool]) -> None:
+    """Takes a finished check's exception, so that a check that every caller gave up on does
+    not log "exception was never retrieved" (the callers still waiting get it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def classes_in_signature_def(signature_defs: dict[str, Any]) -> int | None:

@@ -559,3 +559,30 @@ def test_requests_do_not_wait_on_a_tf_serving_found_unavailable(servables, test_
                 assert answer.status_code in (503, 504), answer.text
                 assert time.monotonic() - start < 5, answer.text
                 time.sleep(0.1)
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_readiness_probes_during_a_silent_outage_share_one_check(api):
+    """Readiness checks ran one at a time, each waiting for the ones before it: with TF
+    Serving silent (SIGSTOP, a hung host), four concurrent /readyz answered after 1, 2, 3 and 4
+    times TIMEOUT_S (and, with probes every few seconds, later and later)."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    client_for = _client if api == "rest" else _grpc_client
+    with socket.socket() as silent:  # takes connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        port = silent.getsockname()[1]
+        address = f"http://127.0.0.1:{port}" if api == "rest" else f"127.0.0.1:{port}"
+        with client_for(address, timeout_s=1.5) as client:
+
+            def probe(_):
+                start = time.monotonic()
+                response = client.get("/readyz")
+                return response.status_code, round(time.monotonic() - start, 2)
+
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(probe, range(4)))
+    assert [status for status, _ in answers] == [503] * 4
+    assert max(seconds for _, seconds in answers) < 3, answers  # one TIMEOUT_S, not four
