@@ -98,10 +98,7 @@ class RestBackend:
 
     async def _learn_version(self) -> None:
         """The version served and its classes, from TF Serving (raises UpstreamError)."""
-        try:
-            response = await self._client.get(self._status_url)
-        except httpx.HTTPError as err:
-            raise self._failed_call(err) from None
+        response = await self._send("GET", self._status_url)
         if response.status_code != 200:
             raise _upstream_error(response)
         try:
@@ -122,10 +119,7 @@ class RestBackend:
 
     async def _label_version(self) -> int:
         """The version the configured label points at, from its metadata."""
-        try:
-            response = await self._client.get(f"{self._model_url}/metadata")
-        except httpx.HTTPError as err:
-            raise self._failed_call(err) from None
+        response = await self._send("GET", f"{self._model_url}/metadata")
         if response.status_code != 200:
             raise _upstream_error(response)
         try:
@@ -139,10 +133,10 @@ class RestBackend:
         """The served version's class count (its metadata), then a few names (a probe)."""
         version = self.version
         try:
-            response = await self._client.get(f"{self._base_url}/versions/{version}/metadata")
+            response = await self._send("GET", f"{self._base_url}/versions/{version}/metadata")
             response.raise_for_status()
             signature_defs = response.json()["metadata"]["signature_def"]["signature_def"]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        except (UpstreamError, httpx.HTTPError, ValueError, KeyError, TypeError):
             count = None  # learnt from the first answer instead
         else:
             signature = signature_defs.get(contract.SIGNATURE_IMAGE_BYTES)
@@ -176,9 +170,25 @@ class RestBackend:
         number makes the answer's version known."""
         return f"{self._base_url}/versions/{version}"
 
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One call to TF Serving, answered in full within `timeout_s` (raises UpstreamError).
+        httpx's timeout bounds each wait (a connection from the pool, each read), not the
+        call: an answer that came a few bytes at a time held the request for as long as it
+        lasted (hours), and /readyz with it."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._client.request(method, url, **kwargs)
+        except TimeoutError:
+            raise self._late() from None
+        except httpx.HTTPError as err:
+            raise self._failed_call(err) from None
+
+    def _late(self) -> UpstreamError:
+        return UpstreamError(504, f"TF Serving did not answer within {self._timeout_s:g} s.")
+
     def _failed_call(self, err: httpx.HTTPError) -> UpstreamError:
         if isinstance(err, httpx.TimeoutException):
-            return UpstreamError(504, f"TF Serving did not answer within {self._timeout_s:g} s.")
+            return self._late()
         detail = str(err).strip()[:200]  # httpx's own words (a TLS failure, a refused port)
         reason = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
         return UpstreamError(503, f"TF Serving is unreachable: {reason}.", retry_after=1)
@@ -188,10 +198,7 @@ class RestBackend:
             "signature_name": contract.SIGNATURE_IMAGE_BYTES,
             "instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images],
         }
-        try:
-            response = await self._client.post(f"{url}:predict", json=body)
-        except httpx.HTTPError as err:
-            raise self._failed_call(err) from None
+        response = await self._send("POST", f"{url}:predict", json=body)
         if response.status_code != 200:
             found = _upstream_error(response)
             if response.status_code == 404:

@@ -586,3 +586,54 @@ def test_readiness_probes_during_a_silent_outage_share_one_check(api):
                 answers = list(pool.map(probe, range(4)))
     assert [status for status, _ in answers] == [503] * 4
     assert max(seconds for _, seconds in answers) < 3, answers  # one TIMEOUT_S, not four
+
+
+def test_an_answer_that_trickles_in_is_cut_at_timeout_s(test_images):
+    """httpx's timeout bounds each read, not the call: TF Serving (or a proxy before it)
+    sending its answer a byte at a time held /readyz and /predict for as long as it lasted
+    (here 15 s; hours for a large Content-Length) with TIMEOUT_S at 1 s."""
+    import socket
+    import threading
+
+    status = (
+        b'{"model_version_status": [{"version": "1", "state": "AVAILABLE", '
+        b'"status": {"error_code": "OK", "error_message": ""}}]}'
+    )
+
+    def answer(connection):
+        with connection:
+            request = connection.recv(65536)
+            if request.startswith(b"GET /v1/models/alexnet HTTP/"):
+                head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                connection.sendall(head + b"content-length: %d\r\n\r\n" % len(status) + status)
+                return
+            connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 60\r\n\r\n")
+            with contextlib.suppress(OSError):
+                for _ in range(60):  # a byte every 0.25 s: each read well within TIMEOUT_S
+                    connection.sendall(b" ")
+                    time.sleep(0.25)
+
+    def accept(server):
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = server.accept()
+                threading.Thread(target=answer, args=(connection,), daemon=True).start()
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        threading.Thread(target=accept, args=(server,), daemon=True).start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        with _client(url, timeout_s=1, model_poll_s=0) as client:
+            start = time.monotonic()
+            ready = client.get("/readyz")
+            assert time.monotonic() - start < 4  # the metadata's 1 s, then the probe's
+            assert ready.status_code == 503
+            assert ready.json()["detail"] == (
+                "The model is not available: TF Serving did not answer within 1 s."
+            )
+            start = time.monotonic()
+            answer = client.post("/predict", files={"file": ("a.png", test_images[0])})
+            assert time.monotonic() - start < 4
+            assert answer.status_code == 504, answer.text
+            assert answer.json()["detail"] == "TF Serving did not answer within 1 s."
