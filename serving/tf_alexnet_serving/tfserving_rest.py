@@ -136,13 +136,16 @@ class RestBackend:
             response = await self._send("GET", f"{self._base_url}/versions/{version}/metadata")
             response.raise_for_status()
             signature_defs = response.json()["metadata"]["signature_def"]["signature_def"]
-        except (UpstreamError, httpx.HTTPError, ValueError, KeyError, TypeError):
-            count = None  # learnt from the first answer instead
-        else:
             signature = signature_defs.get(contract.SIGNATURE_IMAGE_BYTES)
+            inputs = signature.get("inputs", {}) if signature else None
+            if inputs is not None and not isinstance(inputs, dict):
+                raise TypeError
+        except (UpstreamError, httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            count = None  # learnt from the first answer instead (metadata not TF Serving's)
+        else:
             self._foreign = False
             try:
-                check_bytes_input(signature.get("inputs", {}) if signature else None, version)
+                check_bytes_input(inputs, version)
             except UpstreamError:
                 self._foreign = True
                 raise
@@ -208,7 +211,8 @@ class RestBackend:
             predictions = response.json()["predictions"]
             probabilities = [row[contract.OUTPUT_PROBABILITIES] for row in predictions]
             if len(predictions) != len(images) or not all(
-                isinstance(row, list) for row in probabilities
+                isinstance(row, list) and all(isinstance(p, int | float) for p in row)
+                for row in probabilities
             ):
                 raise TypeError
         except (ValueError, KeyError, TypeError, IndexError):

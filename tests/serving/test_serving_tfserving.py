@@ -637,3 +637,52 @@ def test_an_answer_that_trickles_in_is_cut_at_timeout_s(test_images):
             assert time.monotonic() - start < 4
             assert answer.status_code == 504, answer.text
             assert answer.json()["detail"] == "TF Serving did not answer within 1 s."
+
+
+@pytest.mark.parametrize(
+    "metadata, probabilities, expected",
+    [
+        ({"metadata": {"signature_def": {"signature_def": ["serving_default"]}}}, [0.5, 0.5], 200),
+        ({"metadata": {"signature_def": {"signature_def": {"serving_default": "?"}}}}, [1.0], 200),
+        ({}, ["0.5", "0.5"], 503),
+    ],
+)
+def test_a_proxy_answering_other_json_is_not_a_500(metadata, probabilities, expected, test_images):
+    """A proxy in front of TF Serving that answers JSON in other shapes: its metadata's
+    signatures as a list or a string, or scores as strings, were a 500 (AttributeError,
+    ValueError) on /readyz and /predict, and the status watcher died of it. Metadata it cannot
+    read is done without (the classes come from the answers, as when there is none); scores
+    that are not numbers are not TF Serving's answer."""
+    import types
+
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def status(request):
+        return JSONResponse(
+            {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {}}]}
+        )
+
+    async def model_metadata(request):
+        return JSONResponse(metadata)
+
+    async def predict(request):
+        count = len((await request.json())["instances"])
+        return JSONResponse({"predictions": [{"probabilities": probabilities}] * count})
+
+    proxy = types.SimpleNamespace(
+        app=Starlette(
+            routes=[
+                Route("/v1/models/alexnet", status),
+                Route("/v1/models/alexnet/versions/1/metadata", model_metadata),
+                Route("/v1/models/alexnet/versions/1:predict", predict, methods=["POST"]),
+            ]
+        )
+    )
+    files = {"file": ("a.png", test_images[0], "image/png")}
+    with rest_server(proxy) as url, _client(url) as client:
+        for response in (client.get("/readyz"), client.post("/predict", files=files)):
+            assert response.status_code == expected, response.text
+            if expected == 503:
+                assert "TF Serving's answer holds no predictions: HTTP 200" in response.text
