@@ -192,7 +192,8 @@ class RestBackend:
     def _failed_call(self, err: httpx.HTTPError) -> UpstreamError:
         if isinstance(err, httpx.TimeoutException):
             return self._late()
-        detail = str(err).strip()[:200]  # httpx's own words (a TLS failure, a refused port)
+        # httpx's own words (a TLS failure, a refused port), some with a full stop of their own
+        detail = str(err).strip()[:200].rstrip(".")
         reason = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
         return UpstreamError(503, f"TF Serving is unreachable: {reason}.", retry_after=1)
 

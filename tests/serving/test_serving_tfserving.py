@@ -686,3 +686,29 @@ def test_a_proxy_answering_other_json_is_not_a_500(metadata, probabilities, expe
             assert response.status_code == expected, response.text
             if expected == 503:
                 assert "TF Serving's answer holds no predictions: HTTP 200" in response.text
+
+
+def test_a_port_that_closes_every_connection_is_named_in_one_sentence(test_images):
+    """A port that accepts and closes (a crashed proxy, TF Serving starting up): the detail
+    ended "Server disconnected without sending a response.." (httpx's full stop, then ours)."""
+    import socket
+    import threading
+
+    def close_all(server):
+        with contextlib.suppress(OSError):
+            while True:
+                server.accept()[0].close()
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        threading.Thread(target=close_all, args=(server,), daemon=True).start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        with _client(url, model_poll_s=0) as client:
+            ready = client.get("/readyz")
+            answers = [ready, client.post("/predict", files={"file": test_images[0]})]
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        detail = answer.json()["detail"]
+        assert "TF Serving is unreachable: " in detail and detail.endswith("."), detail
+        assert not detail.endswith(".."), detail
