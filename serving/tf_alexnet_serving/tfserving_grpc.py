@@ -77,9 +77,11 @@ class GrpcBackend:
         self._names_version = 0  # the version whose class names `names` holds
         self._settings = settings
         self._label = settings.model_label
-        self._starting: asyncio.Task[bool] | None = None
+        self._poll_s = settings.model_poll_s
+        self._watcher: asyncio.Task[None] | None = None
         self._check = SharedCheck(self._checked)
         self.unavailable_reason = ""
+        self.failure: UpstreamError | None = None  # why `ready()` last answered False
         self._foreign = False  # the version served is not an export (it takes no image bytes)
         self._events = ModelEvents(self.name, "tfserving-grpc")
         size = settings.grpc_max_message_bytes
@@ -106,17 +108,26 @@ class GrpcBackend:
         return spec
 
     async def start(self) -> None:
-        """Learns the served version in the background: the facade listens at once, even
-        while TF Serving is slow to answer (answers name their version from then on)."""
-        self._starting = asyncio.create_task(self.ready())
+        """Learns the served version in the background (the facade listens at once, even
+        while TF Serving is slow to answer), then checks TF Serving's model status again every
+        `model_poll_s`: answers name their version, but only a check finds TF Serving gone
+        (so that requests need not wait `timeout_s` each for the same failure) or back (so
+        that the model log says so without a request or a /readyz)."""
+        self._watcher = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
-        if self._starting is not None:
-            self._starting.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._starting
+                await self._watcher
         await self._check.cancel()
         await self._channel.close()
+
+    async def _watch(self) -> None:
+        await self.ready()
+        while self._poll_s > 0:
+            await asyncio.sleep(self._poll_s)
+            await self.ready()
 
     async def ready(self) -> bool:
         """Whether the configured version (the newest, a number, or a label's) is available;
@@ -125,13 +136,24 @@ class GrpcBackend:
         return await self._check()
 
     async def _checked(self) -> bool:
-        if not await self._ready():
-            self._events.unavailable(self.unavailable_reason)
+        try:
+            await self._learn_version()
+        except UpstreamError as err:
+            self.failure, self.unavailable_reason = err, err.message
+            self._events.unavailable(err.message)
             return False
+        self.failure, self.unavailable_reason = None, ""
         self._events.available(self.version, self.names.count)
         return True
 
-    async def _ready(self) -> bool:
+    def _unavailable(self) -> UpstreamError:
+        """Why the last `ready()` answered False, as a new error (504 when TF Serving did not
+        answer in time, 503 otherwise)."""
+        failure = self.failure or UpstreamError(503, self.unavailable_reason)
+        return UpstreamError(failure.status, failure.message, failure.retry_after)
+
+    async def _learn_version(self) -> None:
+        """The version served and its classes, from TF Serving (raises UpstreamError)."""
         from tensorflow_serving.apis import get_model_status_pb2
 
         spec = self._model_spec()
@@ -143,8 +165,7 @@ class GrpcBackend:
         try:
             response = await self._status.GetModelStatus(request, timeout=self._settings.timeout_s)
         except grpc.aio.AioRpcError as err:
-            self.unavailable_reason = _upstream_error(err).message
-            return False
+            raise _upstream_error(err) from None
         states = get_model_status_pb2.ModelVersionStatus.State
         statuses = [
             (status.version, states.Name(status.state), status.status.error_message)
@@ -152,17 +173,10 @@ class GrpcBackend:
         ]
         available = [version for version, state, _ in statuses if state == "AVAILABLE"]
         if not available:
-            self.unavailable_reason = none_available(statuses)
-            return False
-        try:
-            self.version = await self._label_version() if self._label else max(available)
-            if self.version != self._names_version:
-                await self._learn_classes()
-        except UpstreamError as err:
-            self.unavailable_reason = err.message
-            return False
-        self.unavailable_reason = ""
-        return True
+            raise UpstreamError(503, none_available(statuses), retry_after=1)
+        self.version = await self._label_version() if self._label else max(available)
+        if self.version != self._names_version:
+            await self._learn_classes()
 
     async def _metadata(self, spec: Any) -> Any:
         """GetModelMetadata's signatures for `spec` (raises UpstreamError)."""
@@ -256,8 +270,13 @@ class GrpcBackend:
 
     async def predict(self, image: bytes, group: Hashable | None = None) -> Answer:
         """(`group` is not used: TF Serving queues each call as it comes.)"""
+        if self.failure is not None and self._poll_s > 0:
+            # The last check found the model unavailable, and the watcher checks again every
+            # `model_poll_s`: answer now rather than wait for the same failure (with TF Serving
+            # silent, each request waited `timeout_s` for its own DEADLINE_EXCEEDED).
+            raise self._unavailable()
         if self._foreign and not await self.ready():  # unless another version serves now
-            raise UpstreamError(503, self.unavailable_reason)
+            raise self._unavailable()
         try:
             batch, ids, names = await self._call([image])
         except UpstreamError as err:

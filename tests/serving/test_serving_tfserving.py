@@ -530,35 +530,50 @@ def test_the_model_log_says_which_version_tf_serving_serves(
     assert all(isinstance(e["time"], str) for e in events.lines)
 
 
-def test_requests_do_not_wait_on_a_tf_serving_found_unavailable(servables, test_images):
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_requests_do_not_wait_on_a_tf_serving_found_unavailable(
+    api, servables, test_images, events
+):
     """While TF Serving was down, every request waited for its own failure (with Compose, 10 s
     for the stopped container's name not to resolve; here, TIMEOUT_S on a silent port) though
     the status watcher already knew: they answer 503 at once now, and 200 again once the
-    watcher finds TF Serving back."""
+    watcher finds TF Serving back. The gRPC backend had no watcher: each request waited
+    TIMEOUT_S for its DEADLINE_EXCEEDED, and the model log said nothing of the outage or of
+    the return unless something called /readyz."""
     import socket
 
     files = {"file": ("a.png", test_images[0], "image/png")}
+    serve, client_for = (rest_server, _client) if api == "rest" else (grpc_server, _grpc_client)
     port = free_port()
-    with _client(f"http://127.0.0.1:{port}", timeout_s=2, model_poll_s=0.2) as client:
-        with rest_server(servables, port):
+    address = f"http://127.0.0.1:{port}" if api == "rest" else f"127.0.0.1:{port}"
+    with client_for(address, timeout_s=2, model_poll_s=0.2) as client:
+        with serve(servables, port):
             _wait_until_ready(client, within_s=10)
             assert client.post("/predict", files=files).status_code == 200
         with socket.socket() as silent:  # takes connections, never answers
             silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             silent.bind(("127.0.0.1", port))
             silent.listen(64)
-            time.sleep(2 + 0.2 + 1)  # the watcher's check times out
+            # The watcher's check times out (gRPC's first, after its reconnect backoff of up
+            # to 1 s during which calls fail at once as UNAVAILABLE).
+            time.sleep(2 + 0.2 + 2)
             start = time.monotonic()
             answer = client.post("/predict", files=files)
             assert time.monotonic() - start < 0.5
             assert answer.status_code == 504, answer.text
-            assert answer.json()["detail"] == "TF Serving did not answer within 2 s."
-        with rest_server(servables, port):
+            if api == "rest":
+                assert answer.json()["detail"] == "TF Serving did not answer within 2 s."
+            else:
+                assert "DEADLINE_EXCEEDED" in answer.json()["detail"]
+        outage = len(events.lines)
+        with serve(servables, port):
             start = time.monotonic()
             while (answer := client.post("/predict", files=files)).status_code != 200:
                 assert answer.status_code in (503, 504), answer.text
                 assert time.monotonic() - start < 5, answer.text
                 time.sleep(0.1)
+    back = [e["event"] for e in events.lines[outage:]]
+    assert back and back[-1] == "model_serving", events.lines  # no /readyz asked meanwhile
 
 
 @pytest.mark.parametrize("api", ["rest", "grpc"])
