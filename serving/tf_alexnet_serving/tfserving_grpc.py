@@ -140,6 +140,7 @@ class GrpcBackend:
             await self._learn_version()
         except UpstreamError as err:
             self.failure, self.unavailable_reason = err, err.message
+            self._names_version = 0  # TF Serving may come back with another model as this version
             self._events.unavailable(err.message)
             return False
         self.failure, self.unavailable_reason = None, ""

@@ -90,6 +90,7 @@ class RestBackend:
             await self._learn_version()
         except UpstreamError as err:
             self.failure, self.unavailable_reason = err, err.message
+            self._names_version = 0  # TF Serving may come back with another model as this version
             self._events.unavailable(err.message)
             return False
         self.failure, self.unavailable_reason = None, ""
@@ -233,9 +234,12 @@ class RestBackend:
             # `model_poll_s`: answer now rather than wait for the same failure (under Compose,
             # with TF Serving's container down, 10 s for its name not to resolve, a request).
             raise self._unavailable()
-        # Not before the version served is known (learnt at start, in the background), and
-        # not a version known not to be an export, unless another one serves now.
-        if (self._foreign or not self.version) and not await self.ready():
+        # Not before the version served and its classes are known (learnt at start, in the
+        # background, and again after TF Serving was unavailable), and not a version known
+        # not to be an export, unless another one serves now.
+        if (
+            self._foreign or not self.version or self._names_version != self.version
+        ) and not await self.ready():
             raise self._unavailable()
         for attempt in range(2):
             version = self.version

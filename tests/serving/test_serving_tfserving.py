@@ -727,3 +727,35 @@ def test_a_port_that_closes_every_connection_is_named_in_one_sentence(test_image
         detail = answer.json()["detail"]
         assert "TF Serving is unreachable: " in detail and detail.endswith("."), detail
         assert not detail.endswith(".."), detail
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_tf_serving_back_with_another_model_is_learnt_anew(
+    api, servables, class_models, events, tmp_path
+):
+    """TF Serving restarted with another model under the same version number (a rebuilt
+    image, another volume): the facade kept the first model's class names, so /v1/metadata
+    listed 10 names for a 2-class model and the model log said `classes: 10`."""
+    import shutil
+
+    serve, client_for = (rest_server, _client) if api == "rest" else (grpc_server, _grpc_client)
+    _copy_version(servables.base_path, "alexnet", 1, tmp_path / "first")
+    shutil.copytree(class_models / "c2" / "1", tmp_path / "second" / "alexnet" / "1")
+    port = free_port()
+    address = f"http://127.0.0.1:{port}" if api == "rest" else f"127.0.0.1:{port}"
+    with client_for(address, model_poll_s=0.2) as client:
+        with serve(TFServingREST(tmp_path / "first", "alexnet"), port):
+            _wait_until_ready(client, within_s=10)
+            assert len(client.get("/v1/metadata").json()["class_names"]) == 10
+        start = time.monotonic()
+        while client.get("/readyz").status_code == 200:  # the watcher sees it gone
+            assert time.monotonic() - start < 5
+            time.sleep(0.1)
+        with serve(TFServingREST(tmp_path / "second", "alexnet"), port):
+            _wait_until_ready(client, within_s=10)
+            metadata = client.get("/v1/metadata").json()
+    assert metadata["version"] == 1
+    names = metadata["class_names"]
+    assert len(names) == 2 and set(names) - {None} <= {"kind 0", "kind 1"}, metadata
+    served = [e for e in events.lines if e["event"] == "model_serving"]
+    assert [(e["version"], e["classes"]) for e in served] == [(1, 10), (1, 2)], served
