@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Hashable
 from typing import Any
 
@@ -45,8 +46,34 @@ and every call fails at once meanwhile, so a facade stayed unready for up to 2 m
 TF Serving came back."""
 
 
+TOO_LARGE = re.compile(r"(Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
+"""gRPC's own RESOURCE_EXHAUSTED for a message over `grpc.max_send_message_length` or
+`grpc.max_receive_message_length` (GRPC_MAX_MESSAGE_BYTES): not TF Serving overloaded, and
+trying again fails alike."""
+
+
 def _upstream_error(err: grpc.aio.AioRpcError) -> UpstreamError:
     message = f"TF Serving: {err.code().name}: {err.details()}"
+    too_large = TOO_LARGE.search(err.details() or "")
+    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and too_large:
+        size, limit = int(too_large[2]), int(too_large[3])
+        if too_large[1] == "Sent":  # the facade's request: the image is too large to pass on
+            return UpstreamError(
+                413,
+                f"The image is too large to send to TF Serving: a {size:,}-byte gRPC message, "
+                f"over GRPC_MAX_MESSAGE_BYTES ({limit:,} bytes).",
+            )
+        if "CLIENT" in err.details():  # the facade received it: TF Serving's answer
+            return UpstreamError(
+                503,
+                f"TF Serving's answer is a {size:,}-byte gRPC message, over "
+                f"GRPC_MAX_MESSAGE_BYTES ({limit:,} bytes): raise it.",
+            )
+        return UpstreamError(  # TF Serving received it: the request
+            413,
+            f"The image is too large for TF Serving: a {size:,}-byte gRPC message, over its "
+            f"limit ({limit:,} bytes).",
+        )
     status = _STATUS.get(err.code(), 503)
     if status == 400:
         return refused_by_tfserving(message)

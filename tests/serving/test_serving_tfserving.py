@@ -759,3 +759,32 @@ def test_tf_serving_back_with_another_model_is_learnt_anew(
     assert len(names) == 2 and set(names) - {None} <= {"kind 0", "kind 1"}, metadata
     served = [e for e in events.lines if e["event"] == "model_serving"]
     assert [(e["version"], e["classes"]) for e in served] == [(1, 10), (1, 2)], served
+
+
+def test_an_image_over_grpc_max_message_bytes_is_too_large_not_overload(servables, test_images):
+    """gRPC refuses to send a message over GRPC_MAX_MESSAGE_BYTES with RESOURCE_EXHAUSTED,
+    which the facade took for TF Serving overloaded: 503 with Retry-After: 1, and the same
+    image refused again on every retry."""
+    import io
+    import random
+
+    from PIL import Image
+
+    noise = Image.frombytes("L", (96, 96), random.Random(0).randbytes(96 * 96))
+    buffer = io.BytesIO()
+    noise.save(buffer, "PNG")
+    large = buffer.getvalue()
+    assert len(large) > 8192
+    with (
+        grpc_server(servables) as address,
+        _grpc_client(address, grpc_max_message_bytes=8192) as client,
+    ):
+        assert client.get("/readyz").status_code == 200
+        small = client.post("/predict", files={"file": ("a.png", test_images[0])})
+        assert small.status_code == 200, small.text
+        response = client.post("/predict", files={"file": ("large.png", large)})
+    assert response.status_code == 413, response.text
+    assert "retry-after" not in response.headers
+    detail = response.json()["detail"]
+    assert detail.startswith("The image is too large to send to TF Serving: a "), detail
+    assert detail.endswith("-byte gRPC message, over GRPC_MAX_MESSAGE_BYTES (8,192 bytes)."), detail
