@@ -47,14 +47,15 @@ def make_backend(
     on_batch: Callable[[float], None] | None = None,
     on_latency: Callable[[float], None] | None = None,
 ) -> Backend:
-    """The backend `settings.resolved_backend()` names (the local one reports its batches)."""
+    """The backend `settings.resolved_backend()` names: each reports how long its model calls
+    take (`on_latency`: TF Serving's answer to an image), the local one also its batches."""
     kind = settings.resolved_backend()
     if kind == "tfserving-rest":
         from tf_alexnet_serving.tfserving_rest import RestBackend
 
-        return RestBackend(settings)
+        return RestBackend(settings, on_latency=on_latency)
     if kind == "tfserving-grpc":  # grpc and TF Serving's stubs only where they are used
         from tf_alexnet_serving.tfserving_grpc import GrpcBackend
 
-        return GrpcBackend(settings)
+        return GrpcBackend(settings, on_latency=on_latency)
     return LocalBackend(settings, on_batch=on_batch, on_latency=on_latency)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Hashable
+import time
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import grpc
@@ -83,7 +84,11 @@ def _upstream_error(err: grpc.aio.AioRpcError) -> UpstreamError:
 class GrpcBackend:
     """`PredictionService.Predict` and `ModelService.GetModelStatus` over one channel."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, on_latency: Callable[[float], None] | None = None
+    ) -> None:
+        """`on_latency` gets the seconds of each answer to a client's image (the facade's
+        `tf_alexnet_backend_seconds`)."""
         if not settings.tfserving_grpc_address:
             raise ValueError("tfserving_grpc_address is not set.")
         try:
@@ -103,6 +108,7 @@ class GrpcBackend:
         self.names = ClassNames(settings.class_names)
         self._names_version = 0  # the version whose class names `names` holds
         self._settings = settings
+        self._on_latency = on_latency
         self._label = settings.model_label
         self._poll_s = settings.model_poll_s
         self._watcher: asyncio.Task[None] | None = None
@@ -306,7 +312,10 @@ class GrpcBackend:
         if self._foreign and not await self.ready():  # unless another version serves now
             raise self._unavailable()
         try:
+            start = time.perf_counter()
             batch, ids, names = await self._call([image])
+            if self._on_latency is not None:
+                self._on_latency(time.perf_counter() - start)
         except UpstreamError as err:
             if err.status == 400:
                 raise await image_or_model(err, self) from None

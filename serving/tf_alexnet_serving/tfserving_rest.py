@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import time
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
@@ -27,7 +28,11 @@ from tf_alexnet_serving.settings import Settings
 class RestBackend:
     """`POST /v1/models/NAME[/versions/N|/labels/L]:predict` with `{"instances": [{"b64"}]}`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, on_latency: Callable[[float], None] | None = None
+    ) -> None:
+        """`on_latency` gets the seconds of each answer to a client's image (the facade's
+        `tf_alexnet_backend_seconds`)."""
         if not settings.tfserving_rest_url:
             raise ValueError("tfserving_rest_url is not set.")
         self.name = settings.model_name
@@ -38,6 +43,7 @@ class RestBackend:
         self._label = settings.model_label
         self._poll_s = settings.model_poll_s
         self._timeout_s = settings.timeout_s
+        self._on_latency = on_latency
         self._watcher: asyncio.Task[None] | None = None
         self._check = SharedCheck(self._ready)
         self._model_url = (
@@ -244,7 +250,10 @@ class RestBackend:
         for attempt in range(2):
             version = self.version
             try:
+                start = time.perf_counter()
                 (prediction,) = await self._predict([image], self._url_of(version))
+                if self._on_latency is not None:
+                    self._on_latency(time.perf_counter() - start)
                 break
             except _VersionGone:
                 # Unloaded since the last ask (a newer one replaced it): ask again, once.

@@ -788,3 +788,15 @@ def test_an_image_over_grpc_max_message_bytes_is_too_large_not_overload(servable
     detail = response.json()["detail"]
     assert detail.startswith("The image is too large to send to TF Serving: a "), detail
     assert detail.endswith("-byte gRPC message, over GRPC_MAX_MESSAGE_BYTES (8,192 bytes)."), detail
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_tf_serving_answers_are_timed_in_the_metrics(api, tfserving, tfserving_grpc, test_images):
+    """tf_alexnet_backend_seconds ("Model call latency") timed the local backend's calls
+    only: behind TF Serving it stayed at 0 however many images TF Serving answered."""
+    files = {"file": ("a.png", test_images[0], "image/png")}
+    with _client(tfserving) if api == "rest" else _grpc_client(tfserving_grpc) as client:
+        for _ in range(3):
+            assert client.post("/predict", files=files).status_code == 200
+        metrics = client.get("/metrics").text
+    assert "tf_alexnet_backend_seconds_count 3.0" in metrics, metrics
