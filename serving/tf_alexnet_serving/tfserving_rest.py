@@ -109,9 +109,15 @@ class RestBackend:
         if response.status_code != 200:
             raise _upstream_error(response)
         try:
+            document = response.json()
+        except ValueError:  # a web page, another service on the port
+            raise UpstreamError(
+                503, f"The server at TFSERVING_REST_URL is not TF Serving: {_excerpt(response)}"
+            ) from None
+        try:
             statuses = [
                 (int(status["version"]), status.get("state", ""), _error_message(status))
-                for status in response.json().get("model_version_status", [])
+                for status in document.get("model_version_status", [])
             ]
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UpstreamError(

@@ -399,7 +399,8 @@ def test_a_new_version_that_is_not_an_export_is_not_the_image_fault(
 
 def test_a_server_that_is_not_tf_serving_is_named(test_images):
     """An HTML page where TF Serving's JSON was expected: a 503 that says so (a 200 page was a
-    400 blaming the image, a 404 page "TF Serving has no such model: <!DOCTYPE HTML>...")."""
+    400 blaming the image, then "TF Serving's model status is unreadable: <!DOCTYPE HTML>...";
+    a 404 page "TF Serving has no such model: <!DOCTYPE HTML>...")."""
     import types
 
     from starlette.applications import Starlette
@@ -423,13 +424,24 @@ def test_a_server_that_is_not_tf_serving_is_named(test_images):
             )
         assert client.post("/predict", files=files).status_code == 503
 
+    async def welcome(request):
+        return HTMLResponse(page)
+
+    web_server = types.SimpleNamespace(
+        app=Starlette(routes=[Route("/{path:path}", welcome, methods=["GET", "POST"])])
+    )
+    with rest_server(web_server) as url, _client(url) as client:  # a 200 page, not a 404
+        for response in (client.get("/readyz"), client.post("/predict", files=files)):
+            assert response.status_code == 503, response.text
+            assert (
+                "The server at TFSERVING_REST_URL is not TF Serving: HTTP 200, text/html"
+                in (response.json()["detail"])
+            ), response.text
+
     async def status(request):  # a proxy that answers the status, then a page for predictions
         return JSONResponse(
             {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {}}]}
         )
-
-    async def welcome(request):
-        return HTMLResponse(page)
 
     proxy = types.SimpleNamespace(
         app=Starlette(
