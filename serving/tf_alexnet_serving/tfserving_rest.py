@@ -265,7 +265,7 @@ class RestBackend:
                 # Unloaded since the last ask (a newer one replaced it): ask again, once.
                 if attempt:
                     raise
-                if not await self.ready():
+                if not await self._check(fresh=True):  # a status read before the 404 is stale
                     raise self._unavailable() from None
             except UpstreamError as err:
                 if err.status == 400:
@@ -300,7 +300,13 @@ class SharedCheck:
         self._check = check
         self._running: asyncio.Task[bool] | None = None
 
-    async def __call__(self) -> bool:
+    async def __call__(self, fresh: bool = False) -> bool:
+        """The check's answer; `fresh`: of a check begun after this call (a caller that has
+        just seen TF Serving change waits for the one in progress, then shares the next)."""
+        running = self._running
+        if fresh and running is not None and not running.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(running)
         if self._running is None or self._running.done():
             self._running = asyncio.create_task(self._check())
             self._running.add_done_callback(_retrieve)
