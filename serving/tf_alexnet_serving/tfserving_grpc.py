@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 import time
 from collections.abc import Callable, Hashable
@@ -14,7 +12,7 @@ import numpy as np
 
 from tf_alexnet import contract
 from tf_alexnet_serving import classes
-from tf_alexnet_serving.classes import Answer, ClassNames
+from tf_alexnet_serving.classes import Answer
 from tf_alexnet_serving.errors import (
     UpstreamError,
     check_bytes_input,
@@ -22,9 +20,8 @@ from tf_alexnet_serving.errors import (
     none_available,
     refused_by_tfserving,
 )
-from tf_alexnet_serving.logs import ModelEvents
 from tf_alexnet_serving.settings import Settings
-from tf_alexnet_serving.tfserving_rest import SharedCheck
+from tf_alexnet_serving.tfserving_status import WatchedModel
 
 # gRPC status -> the facade's HTTP answer (client errors pass through, the rest is upstream).
 # INVALID_ARGUMENT and FAILED_PRECONDITION go through `refused_by_tfserving`: an image's fault,
@@ -81,7 +78,7 @@ def _upstream_error(err: grpc.aio.AioRpcError) -> UpstreamError:
     return UpstreamError(status, message, retry_after=1 if err.code() in _RETRY else None)
 
 
-class GrpcBackend:
+class GrpcBackend(WatchedModel):
     """`PredictionService.Predict` and `ModelService.GetModelStatus` over one channel."""
 
     def __init__(
@@ -103,20 +100,9 @@ class GrpcBackend:
                 f"there, or install tensorflow-serving-api. Received: {err}"
             ) from err
 
-        self.name = settings.model_name
-        self.version = 0
-        self.names = ClassNames(settings.class_names)
-        self._names_version = 0  # the version whose class names `names` holds
+        super().__init__(settings, "tfserving-grpc")
         self._settings = settings
         self._on_latency = on_latency
-        self._label = settings.model_label
-        self._poll_s = settings.model_poll_s
-        self._watcher: asyncio.Task[None] | None = None
-        self._check = SharedCheck(self._checked)
-        self.unavailable_reason = ""
-        self.failure: UpstreamError | None = None  # why `ready()` last answered False
-        self._foreign = False  # the version served is not an export (it takes no image bytes)
-        self._events = ModelEvents(self.name, "tfserving-grpc")
         size = settings.grpc_max_message_bytes
         self._channel = grpc.aio.insecure_channel(
             settings.tfserving_grpc_address,
@@ -140,51 +126,8 @@ class GrpcBackend:
             spec.version_label = self._settings.model_label
         return spec
 
-    async def start(self) -> None:
-        """Learns the served version in the background (the facade listens at once, even
-        while TF Serving is slow to answer), then checks TF Serving's model status again every
-        `model_poll_s`: answers name their version, but only a check finds TF Serving gone
-        (so that requests need not wait `timeout_s` each for the same failure) or back (so
-        that the model log says so without a request or a /readyz)."""
-        self._watcher = asyncio.create_task(self._watch())
-
-    async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-        await self._check.cancel()
+    async def _close(self) -> None:
         await self._channel.close()
-
-    async def _watch(self) -> None:
-        await self.ready()
-        while self._poll_s > 0:
-            await asyncio.sleep(self._poll_s)
-            await self.ready()
-
-    async def ready(self) -> bool:
-        """Whether the configured version (the newest, a number, or a label's) is available;
-        when it is not, `unavailable_reason` says why. One check at a time: a caller that
-        comes while one runs gets its answer (`SharedCheck`)."""
-        return await self._check()
-
-    async def _checked(self) -> bool:
-        try:
-            await self._learn_version()
-        except UpstreamError as err:
-            self.failure, self.unavailable_reason = err, err.message
-            self._names_version = 0  # TF Serving may come back with another model as this version
-            self._events.unavailable(err.message)
-            return False
-        self.failure, self.unavailable_reason = None, ""
-        self._events.available(self.version, self.names.count)
-        return True
-
-    def _unavailable(self) -> UpstreamError:
-        """Why the last `ready()` answered False, as a new error (504 when TF Serving did not
-        answer in time, 503 otherwise)."""
-        failure = self.failure or UpstreamError(503, self.unavailable_reason)
-        return UpstreamError(failure.status, failure.message, failure.retry_after)
 
     async def _learn_version(self) -> None:
         """The version served and its classes, from TF Serving (raises UpstreamError)."""
@@ -304,11 +247,8 @@ class GrpcBackend:
 
     async def predict(self, image: bytes, group: Hashable | None = None) -> Answer:
         """(`group` is not used: TF Serving queues each call as it comes.)"""
-        if self.failure is not None and self._poll_s > 0:
-            # The last check found the model unavailable, and the watcher checks again every
-            # `model_poll_s`: answer now rather than wait for the same failure (with TF Serving
-            # silent, each request waited `timeout_s` for its own DEADLINE_EXCEEDED).
-            raise self._unavailable()
+        if failure := self.failing_fast():
+            raise failure
         if self._foreign and not await self.ready():  # unless another version serves now
             raise self._unavailable()
         try:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import time
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import httpx
@@ -21,11 +20,11 @@ from tf_alexnet_serving.errors import (
     none_available,
     refused_by_tfserving,
 )
-from tf_alexnet_serving.logs import ModelEvents
 from tf_alexnet_serving.settings import Settings
+from tf_alexnet_serving.tfserving_status import WatchedModel
 
 
-class RestBackend:
+class RestBackend(WatchedModel):
     """`POST /v1/models/NAME[/versions/N|/labels/L]:predict` with `{"instances": [{"b64"}]}`."""
 
     def __init__(
@@ -35,17 +34,10 @@ class RestBackend:
         `tf_alexnet_backend_seconds`)."""
         if not settings.tfserving_rest_url:
             raise ValueError("tfserving_rest_url is not set.")
-        self.name = settings.model_name
-        self.version = 0  # learnt from the model status
-        self.names = classes.ClassNames(settings.class_names)
-        self._names_version = 0  # the version whose class names `names` holds
+        super().__init__(settings, "tfserving-rest")
         self._base_url = f"{settings.tfserving_rest_url.rstrip('/')}/v1/models/{self.name}"
-        self._label = settings.model_label
-        self._poll_s = settings.model_poll_s
         self._timeout_s = settings.timeout_s
         self._on_latency = on_latency
-        self._watcher: asyncio.Task[None] | None = None
-        self._check = SharedCheck(self._ready)
         self._model_url = (
             f"{self._base_url}/versions/{settings.model_version}"
             if settings.model_version
@@ -57,54 +49,16 @@ class RestBackend:
         # version whatever the label (get_model_status_impl.cc), and the label's version comes
         # from the metadata, which resolves it.
         self._status_url = self._base_url if self._label else self._model_url
-        self.unavailable_reason = ""
-        self.failure: UpstreamError | None = None  # why `ready()` last answered False
-        self._foreign = False  # the version served is not an export (it takes no image bytes)
-        self._events = ModelEvents(self.name, "tfserving-rest")
         self._client = httpx.AsyncClient(
             timeout=settings.timeout_s, limits=httpx.Limits(max_connections=64)
         )
 
-    async def start(self) -> None:
-        """Learns the served version in the background (the facade listens at once, even
-        while TF Serving is slow to answer), then again every `model_poll_s`: REST answers
-        name no version, so a new one is found by asking."""
-        self._watcher = asyncio.create_task(self._watch())
-
-    async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-        await self._check.cancel()
+    async def _close(self) -> None:
         await self._client.aclose()
 
-    async def _watch(self) -> None:
-        await self.ready()
-        while self._poll_s > 0:
-            await asyncio.sleep(self._poll_s)
-            await self.ready()
-
-    async def ready(self) -> bool:
-        """Whether the configured version (the newest, a number, or a label's) is available;
-        when it is not, `unavailable_reason` says why. One check at a time: a caller that
-        comes while one runs gets its answer (`SharedCheck`)."""
-        return await self._check()
-
-    async def _ready(self) -> bool:
-        try:
-            await self._learn_version()
-        except UpstreamError as err:
-            self.failure, self.unavailable_reason = err, err.message
-            self._names_version = 0  # TF Serving may come back with another model as this version
-            self._events.unavailable(err.message)
-            return False
-        self.failure, self.unavailable_reason = None, ""
-        self._events.available(self.version, self.names.count)
-        return True
-
     async def _learn_version(self) -> None:
-        """The version served and its classes, from TF Serving (raises UpstreamError)."""
+        """The version served and its classes, from TF Serving (raises UpstreamError); REST
+        answers name no version, so a new one is found by asking."""
         response = await self._send("GET", self._status_url)
         if response.status_code != 200:
             raise _upstream_error(response)
@@ -175,12 +129,6 @@ class RestBackend:
         pair = _named(prediction)
         return self.names.learn(*pair) if pair is not None else True
 
-    def _unavailable(self) -> UpstreamError:
-        """Why the last `ready()` answered False, as a new error (504 when TF Serving did not
-        answer in time, 503 otherwise)."""
-        failure = self.failure or UpstreamError(503, self.unavailable_reason)
-        return UpstreamError(failure.status, failure.message, failure.retry_after)
-
     def _url_of(self, version: int) -> str:
         """Where to ask `version`. REST answers name no version: asking for the version by
         number makes the answer's version known."""
@@ -241,11 +189,8 @@ class RestBackend:
 
     async def predict(self, image: bytes, group: Hashable | None = None) -> classes.Answer:
         """(`group` is not used: TF Serving queues each call as it comes.)"""
-        if self.failure is not None and self._poll_s > 0:
-            # The last check found the model unavailable, and the watcher checks again every
-            # `model_poll_s`: answer now rather than wait for the same failure (under Compose,
-            # with TF Serving's container down, 10 s for its name not to resolve, a request).
-            raise self._unavailable()
+        if failure := self.failing_fast():  # under Compose, with TF Serving's container
+            raise failure  # down, a request waited 10 s for its name not to resolve
         # Not before the version served and its classes are known (learnt at start, in the
         # background, and again after TF Serving was unavailable), and not a version known
         # not to be an export, unless another one serves now.
@@ -286,45 +231,6 @@ class RestBackend:
             "class_names": self.names.as_list(),
             "backend": "tfserving-rest",
         }
-
-
-class SharedCheck:
-    """A readiness check that runs once at a time: a caller that comes while it runs gets its
-    answer rather than a check of its own after it. One at a time, each caller waited for the
-    checks before its own: with TF Serving silent (SIGSTOP, a hung host), four probes of
-    /readyz answered after 1, 2, 3 and 4 times TIMEOUT_S. The check runs as a task of its own,
-    so a caller that gives up (a probe's client disconnects) does not cancel it for the
-    others."""
-
-    def __init__(self, check: Callable[[], Coroutine[Any, Any, bool]]) -> None:
-        self._check = check
-        self._running: asyncio.Task[bool] | None = None
-
-    async def __call__(self, fresh: bool = False) -> bool:
-        """The check's answer; `fresh`: of a check begun after this call (a caller that has
-        just seen TF Serving change waits for the one in progress, then shares the next)."""
-        running = self._running
-        if fresh and running is not None and not running.done():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(running)
-        if self._running is None or self._running.done():
-            self._running = asyncio.create_task(self._check())
-            self._running.add_done_callback(_retrieve)
-        return await asyncio.shield(self._running)
-
-    async def cancel(self) -> None:
-        """Stops the check in progress, if any (at shutdown)."""
-        if self._running is not None and not self._running.done():
-            self._running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._running
-
-
-def _retrieve(task: asyncio.Task[bool]) -> None:
-    """Takes a finished check's exception, so that a check that every caller gave up on does
-    not log "exception was never retrieved" (the callers still waiting get it)."""
-    if not task.cancelled():
-        task.exception()
 
 
 def classes_in_signature_def(signature_defs: dict[str, Any]) -> int | None:
