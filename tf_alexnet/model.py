@@ -441,7 +441,8 @@ def check_classifier(model: keras.Model, source: str | os.PathLike[str]) -> bool
     """Refuses (`UserError`, one line) a model that predict, evaluate and export cannot use:
     one whose input is not images of a fixed height and width with 1 or 3 channels, or whose
     output is not class scores `(batch, classes)` (2 or more) from a classification top, or
-    neither logits nor softmax probabilities. Returns `outputs_probabilities(model)`."""
+    neither logits nor softmax probabilities, or not one row per image (test-time flips with
+    one of their two layers cut off). Returns `outputs_probabilities(model)`."""
     where = f"The model {os.fspath(source)!r}"
     input_shape = model.input_shape
     if not (
@@ -467,6 +468,7 @@ def check_classifier(model: keras.Model, source: str | os.PathLike[str]) -> bool
             f"classes (a classifier built with include_top=True). "
             f"Received: output_shape={output_shape}"
         )
+    _check_flips_paired(model, where)
     last = output_layer(model)
     if isinstance(last, _FEATURE_LAYERS):
         raise UserError(
@@ -475,6 +477,49 @@ def check_classifier(model: keras.Model, source: str | os.PathLike[str]) -> bool
             f"features, not class scores. Received: output_shape={output_shape}"
         )
     return outputs_probabilities(model, source)
+
+
+def _flip_layers(model: keras.Model) -> tuple[list[MirrorTwins], list[TwinMean]]:
+    """The `MirrorTwins` and `TwinMean` layers of `model`, those of nested models included."""
+    twins: list[MirrorTwins] = []
+    means: list[TwinMean] = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            inner_twins, inner_means = _flip_layers(layer)
+            twins += inner_twins
+            means += inner_means
+        elif isinstance(layer, MirrorTwins):
+            twins.append(layer)
+        elif isinstance(layer, TwinMean):
+            means.append(layer)
+    return twins, means
+
+
+def _check_flips_paired(model: keras.Model, where: str) -> None:
+    """Refuses a model whose test-time flips are not paired: a `MirrorTwins` that doubles the
+    batch at inference with no `TwinMean` to average it back (a flipping model cut at an inner
+    layer, say to put a new head on fc7) answers 2N rows for N images, and a `TwinMean`
+    without its `MirrorTwins` averages different images together."""
+    twins, means = _flip_layers(model)
+    if len(twins) == len(means):
+        return
+    if len(twins) > len(means):
+        problem = (
+            f"its {twins[0].name!r} layer (MirrorTwins) doubles the batch at inference with "
+            "mirror images and no TwinMean layer averages them back"
+        )
+    else:
+        problem = (
+            f"its {means[0].name!r} layer (TwinMean) halves the batch at inference and no "
+            "MirrorTwins layer doubled it"
+        )
+    raise UserError(
+        f"{where} should answer one row of class scores per image, but {problem}: it was cut "
+        "from a model with test-time flips. Build it with AlexNet(..., test_time_flip=True, "
+        "weights=...), or pair the layers (tf_alexnet.layers.MirrorTwins after the input, "
+        "TwinMean after the class scores). "
+        f"Received: {len(twins)} MirrorTwins and {len(means)} TwinMean layer(s)"
+    )
 
 
 def format_summary(model: keras.Model) -> str:

@@ -144,3 +144,50 @@ def test_an_export_serves_the_same_scores_for_an_image_and_its_mirror(tmp_path):
     scaled = pixels[None, :, :, None].astype(np.float32) / 255
     mean_logits = (plain.predict_on_batch(scaled) + plain.predict_on_batch(scaled[:, :, ::-1])) / 2
     np.testing.assert_allclose(probabilities[0], tf.nn.softmax(mean_logits)[0], atol=1e-5)
+
+
+def _cut_models():
+    """A flipping model cut in two ways: a new head on fc7 (its MirrorTwins kept, its TwinMean
+    left out), and the network from conv1 on (its TwinMean kept, its MirrorTwins left out)."""
+    flips, _ = _twins()
+    head = keras.layers.Dense(4, name="new_head")(flips.get_layer("fc7").output)
+    new_head = keras.Model(flips.input, head)
+    inputs = keras.Input(SHAPE)
+    x = inputs
+    for layer in flips.layers[2:]:  # after image and mirror_twins
+        x = layer(x)
+    no_twins = keras.Model(inputs, x)
+    return new_head, no_twins
+
+
+@pytest.mark.parametrize(
+    ("which", "message"),
+    [
+        (0, r"'mirror_twins' layer \(MirrorTwins\) doubles the batch .* 1 MirrorTwins and 0 "),
+        (1, r"'twin_mean' layer \(TwinMean\) halves the batch .* 0 MirrorTwins and 1 "),
+    ],
+    ids=["new_head_on_fc7", "from_conv1_on"],
+)
+def test_predict_and_export_refuse_a_model_whose_flips_were_cut_in_half(tmp_path, which, message):
+    """A flipping model cut at an inner layer (a new head on fc7, say) answers 2N rows for N
+    images: predict failed with "zip() argument 2 is longer than argument 1", evaluate and
+    export took it. They refuse it in one line that says why."""
+    from tf_alexnet.errors import UserError
+    from tf_alexnet.export import export
+    from tf_alexnet.predict import predict_files
+
+    model = _cut_models()[which]
+    assert len(model.predict_on_batch(_images(4))) != 4  # what the tools would have read
+    path = tmp_path / "cut.keras"
+    model.save(path)
+    image = tmp_path / "shirt.png"
+    image.write_bytes(_png((np.random.default_rng(3).random((28, 28)) * 255).astype(np.uint8)))
+    with pytest.raises(UserError, match=r"should answer one row of class scores per image"):
+        predict_files([str(image), str(image)], path)
+    with pytest.raises(UserError, match=message):
+        export(path, tmp_path / "models", sample_images=[image.read_bytes()])
+    assert not (tmp_path / "models").exists()
+    if which == 0:  # the new head, its flips paired again: a classifier
+        paired = keras.Model(model.input, TwinMean()(model.output))
+        assert paired.predict_on_batch(_images(4)).shape == (4, 4)
+        assert check_classifier(paired, "paired.keras") is False
