@@ -252,10 +252,11 @@ def AlexNet(
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` should be None, 'avg' or 'max'. Received: pooling={pooling!r}")
     _check_arguments(include_top, weights, classes, dropout, name)
-    if not isinstance(test_time_flip, bool):
+    if not isinstance(test_time_flip, bool | np.bool_):  # NumPy's too, as for include_top
         raise ValueError(
             f"`test_time_flip` should be True or False. Received: test_time_flip={test_time_flip!r}"
         )
+    test_time_flip = bool(test_time_flip)
     if test_time_flip and not include_top:
         raise ValueError(
             "`test_time_flip=True` averages class scores, so it needs `include_top=True`. "

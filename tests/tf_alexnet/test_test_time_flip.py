@@ -110,6 +110,19 @@ def test_flips_need_a_top_and_a_boolean():
         AlexNet(input_shape=SHAPE, variant="mini", include_top=False, test_time_flip=True)
     with pytest.raises(ValueError, match=r"Received: test_time_flip='yes'"):
         AlexNet(input_shape=SHAPE, variant="mini", test_time_flip="yes")
+    with pytest.raises(ValueError, match=r"Received: test_time_flip=1"):
+        AlexNet(input_shape=SHAPE, variant="mini", test_time_flip=1)
+
+
+def test_a_numpy_boolean_turns_flips_on_as_it_does_include_top():
+    """`include_top` took `np.True_` (a setting read from an array, a parametrized grid) and
+    `test_time_flip` refused it ("should be True or False. Received: test_time_flip=np.True_")."""
+    model = AlexNet(
+        input_shape=SHAPE, variant="mini", width=0.25, include_top=np.True_, test_time_flip=np.True_
+    )
+    assert [model.layers[1].name, model.layers[-1].name] == ["mirror_twins", "twin_mean"]
+    plain = AlexNet(input_shape=SHAPE, variant="mini", width=0.25, test_time_flip=np.False_)
+    assert "mirror_twins" not in [layer.name for layer in plain.layers]
 
 
 def test_the_cpu_preset_flips_and_the_flag_turns_it_off():
