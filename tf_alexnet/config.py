@@ -210,8 +210,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # needed to pick the model. Many steps per execution keep a 2-core CPU busy; Nesterov SGD
     # with a one-epoch warm-up and cosine decay; light regularization for a 15-epoch budget.
     # A wider network (width 1.25) trained 1.2x slower for no test gain (accuracy_cpu_width.md).
-    # Test-time flips (tune_cpu_12.md): +0.004 validation accuracy on the same models, for twice
-    # the inference compute of a 28 px network.
+    # Test-time flips (tune_cpu_12.md): +0.0030 validation accuracy on the same models (mean of
+    # 3 seeds, paired: +0.0005 to +0.0046), for twice the inference compute of a 28 px network.
     "cpu": {
         "validation_fraction": 0,
         "variant": "mini",
