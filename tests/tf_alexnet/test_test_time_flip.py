@@ -204,3 +204,23 @@ def test_predict_and_export_refuse_a_model_whose_flips_were_cut_in_half(tmp_path
         paired = keras.Model(model.input, TwinMean()(model.output))
         assert paired.predict_on_batch(_images(4)).shape == (4, 4)
         assert check_classifier(paired, "paired.keras") is False
+
+
+def test_a_model_trained_without_flips_gets_them_from_its_file(tmp_path):
+    """As the README says: the flip layers hold no weights, so `weights=` gives a plain
+    model's file its flips (and a flipping model's file drops them) without training."""
+    flips, plain = _twins()
+    plain_path, flips_path = tmp_path / "plain.keras", tmp_path / "flips.keras"
+    plain.save(plain_path)
+    flips.save(flips_path)
+    images = _images()
+    seeded = AlexNet(
+        input_shape=SHAPE, variant="mini", width=0.25, test_time_flip=True, weights=plain_path
+    )
+    np.testing.assert_allclose(
+        seeded.predict_on_batch(images), flips.predict_on_batch(images), atol=1e-6
+    )
+    dropped = AlexNet(input_shape=SHAPE, variant="mini", width=0.25, weights=flips_path)
+    np.testing.assert_allclose(
+        dropped.predict_on_batch(images), plain.predict_on_batch(images), atol=1e-6
+    )
