@@ -134,6 +134,28 @@ def test_the_cpu_preset_flips_and_the_flag_turns_it_off():
         config_lib.from_dict({"test_time_flip": "sometimes"})
 
 
+def test_training_refuses_flips_at_test_time_without_flips_in_training(tmp_path, capsys):
+    """`--preset cpu --no-flip` (the preset `auto` picks on a CPU), for data whose mirror images
+    are other classes (left and right arrows), trained a model that answers the same for an
+    image and its mirror image: such classes scored at chance (0.5 test accuracy on arrows,
+    0.99 with --no-test-time-flip). Training refuses the pair in one line."""
+    from tf_alexnet.cli import main
+
+    no_flip = {"augment": {"flip": False}}
+    with pytest.raises(ValueError, match=r"Received: test_time_flip=True, augment\.flip=False"):
+        config_lib.resolve("cpu", overrides=no_flip)
+    assert (
+        config_lib.resolve("cpu", overrides={**no_flip, "test_time_flip": False}).augment.flip
+        is False
+    )
+    run = tmp_path / "arrows"
+    assert main(["train", "--preset", "cpu", "--no-flip", "--run-dir", str(run)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "pass --no-test-time-flip with --no-flip" in error
+    assert not run.exists()
+
+
 def _png(pixels):
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
