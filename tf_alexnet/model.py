@@ -516,9 +516,9 @@ def _check_flips_paired(model: keras.Model, where: str) -> None:
         )
     raise UserError(
         f"{where} should answer one row of class scores per image, but {problem}: it was cut "
-        "from a model with test-time flips. Build it with AlexNet(..., test_time_flip=True, "
-        "weights=...), or pair the layers (tf_alexnet.layers.MirrorTwins after the input, "
-        "TwinMean after the class scores). "
+        "from a model with test-time flips. Pair them again (MirrorTwins after the input, "
+        "TwinMean after the class scores; both in tf_alexnet.layers), or build the network "
+        "without them from the file (AlexNet(..., weights=path) copies weights, not flips). "
         f"Received: {len(twins)} MirrorTwins and {len(means)} TwinMean layer(s)"
     )
 
