@@ -120,16 +120,6 @@ class TrainConfig(DataSpec):
                 "schedule='plateau' watches the validation loss: it needs a validation split. "
                 f"Received: validation_fraction={self.validation_fraction}"
             )
-        if self.test_time_flip and not self.augment.flip:
-            # The model's answer is then the same for an image and its mirror image: data whose
-            # mirror images are other classes (arrows, letters) scored at chance between them.
-            raise ValueError(
-                "`test_time_flip` averages each image's class scores with its mirror image's, so "
-                "the model cannot tell them apart: it goes with the flip augmentation, which "
-                "trains mirror images as the same class. For data whose mirror images are other "
-                "classes, pass --no-test-time-flip with --no-flip (test_time_flip = false in a "
-                "config file). Received: test_time_flip=True, augment.flip=False"
-            )
         from tf_alexnet.variants import check_input_size  # the variants' geometry lives there
 
         check_input_size(self.variant, self.image_size, f"image_size={self.image_size}")
@@ -353,4 +343,23 @@ def resolve(
     values = PRESETS[preset]
     if file is not None:
         values = merge(values, read_file(file))
-    return from_dict(merge(values, overrides or {}))
+    config = from_dict(merge(values, overrides or {}))
+    check_flips(config)
+    return config
+
+
+def check_flips(config: TrainConfig) -> None:
+    """Refuses test-time flips without the flip augmentation, in settings asked for (a run's
+    recorded ones still load, so that a run trained so can be evaluated and exported).
+
+    A model with test-time flips answers the same for an image and its mirror image: data whose
+    mirror images are other classes (left and right arrows, letters) scores at chance between
+    them, which `--no-flip` with the `cpu` preset (`auto`'s pick on a CPU) did."""
+    if config.test_time_flip and not config.augment.flip:
+        raise UserError(
+            "`test_time_flip` averages each image's class scores with its mirror image's, so "
+            "the model cannot tell them apart: it goes with the flip augmentation, which trains "
+            "mirror images as the same class. For data whose mirror images are other classes, "
+            "pass --no-test-time-flip with --no-flip (test_time_flip = false in a config file). "
+            "Received: test_time_flip=True, augment.flip=False"
+        )

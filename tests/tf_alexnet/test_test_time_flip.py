@@ -140,9 +140,10 @@ def test_training_refuses_flips_at_test_time_without_flips_in_training(tmp_path,
     image and its mirror image: such classes scored at chance (0.5 test accuracy on arrows,
     0.99 with --no-test-time-flip). Training refuses the pair in one line."""
     from tf_alexnet.cli import main
+    from tf_alexnet.errors import UserError
 
     no_flip = {"augment": {"flip": False}}
-    with pytest.raises(ValueError, match=r"Received: test_time_flip=True, augment\.flip=False"):
+    with pytest.raises(UserError, match=r"Received: test_time_flip=True, augment\.flip=False"):
         config_lib.resolve("cpu", overrides=no_flip)
     assert (
         config_lib.resolve("cpu", overrides={**no_flip, "test_time_flip": False}).augment.flip
@@ -154,6 +155,9 @@ def test_training_refuses_flips_at_test_time_without_flips_in_training(tmp_path,
     assert len(error.splitlines()) == 1
     assert "pass --no-test-time-flip with --no-flip" in error
     assert not run.exists()
+    # a run trained so before still reads its settings: it can be evaluated and exported
+    recorded = {**config_lib.PRESETS["cpu"], "augment": {"flip": False}, "test_time_flip": True}
+    assert config_lib.from_recorded(recorded).with_absolute_paths().test_time_flip is True
 
 
 def _png(pixels):
