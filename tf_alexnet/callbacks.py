@@ -33,9 +33,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     Under a multi-worker strategy each worker keeps its own backup, and a kill can land
     between two workers' saves of the same epoch, leaving one worker an epoch ahead. The
-    workers therefore agree on the oldest epoch any of them has (an all-reduce at the
-    start of training), and a worker that is ahead restores the previous epoch's weights,
-    which it keeps for this reason. Mirrored weights stay identical across workers.
+    workers therefore agree on the oldest epoch any of them has before training starts
+    (`tf_alexnet.cluster.agree_on_the_run`, whose answer is `resume_epoch`), and a worker
+    that is ahead restores the previous epoch's weights, which it keeps for this reason.
+    Mirrored weights stay identical across workers.
 
     The backup outlives `fit`: Keras deletes it in `on_train_end`, and a kill between that
     and the writing of the run's last files (`final.keras`, `metrics.json`) left a run that
@@ -44,6 +45,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     no epoch and only writes them.
     """
 
+    def __init__(self, backup_dir: str, resume_epoch: int | None = None) -> None:
+        super().__init__(backup_dir)
+        self.resume_epoch = resume_epoch
+
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._load_model()
 
@@ -51,22 +56,12 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         pass  # kept until the run's files are written: see `remove_backup`
 
     def _read_metadata(self) -> dict[str, Any] | None:
-        if not os.path.exists(self._training_metadata_path):
-            return None
-        with open(self._training_metadata_path) as file:
-            metadata: dict[str, Any] = json.load(file)
-        return metadata
+        return _read_metadata(self.backup_dir)
 
     def _load_model(self) -> None:
-        metadata = self._read_metadata()
-        generations = {0: None}  # epoch -> weights file; 0: the initial weights
-        if metadata is not None:
-            previous = metadata.get("previous")
-            if previous:
-                generations[previous["epoch"]] = previous["weights"]
-            generations[metadata["epoch"]] = metadata["weights"]
+        generations = backup_generations(self.backup_dir)
         own = max(generations)
-        epoch = self._agreed_epoch(own)
+        epoch = own if self.resume_epoch is None else self.resume_epoch
         if epoch not in generations:
             raise UserError(
                 f"Cannot resume: another worker's backup is at epoch {epoch}, this worker's "
@@ -79,22 +74,6 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(os.path.join(self.backup_dir, weights))
         self.model._initial_epoch = epoch
-
-    def _agreed_epoch(self, own: int) -> int:
-        """The oldest finished epoch among all workers' backups (`own` with one replica)."""
-        strategy = self.model.distribute_strategy
-        if strategy.num_replicas_in_sync == 1:
-            return own
-        # Each replica contributes a one-hot of its epoch; the sum counts them per epoch.
-        size = int(self.params.get("epochs") or own) + 1
-        index = min(own, size - 1)
-
-        @tf.function
-        def count() -> tf.Tensor:
-            return strategy.reduce("SUM", strategy.run(lambda: tf.one_hot(index, size)), None)
-
-        counts = count().numpy()
-        return int(np.flatnonzero(counts)[0])
 
     def _save_model(self) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)
@@ -122,6 +101,28 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         for name in os.listdir(self.backup_dir):
             if name.endswith(".weights.h5") and name not in keep:
                 os.remove(os.path.join(self.backup_dir, name))
+
+
+def _read_metadata(backup_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as file:
+        metadata: dict[str, Any] = json.load(file)
+    return metadata
+
+
+def backup_generations(backup_dir: str | os.PathLike[str]) -> dict[int, str | None]:
+    """The finished epochs a backup can restore -> their weights file (0: the initial
+    weights, None): its last epoch and the one before it."""
+    generations: dict[int, str | None] = {0: None}
+    metadata = _read_metadata(backup_dir)
+    if metadata is not None:
+        previous = metadata.get("previous")
+        if previous:
+            generations[previous["epoch"]] = previous["weights"]
+        generations[metadata["epoch"]] = metadata["weights"]
+    return generations
 
 
 def remove_backup(backup_dir: str | os.PathLike[str]) -> None:

@@ -48,8 +48,8 @@ def make_strategy(name: str = "auto", collective_timeout: float = 300.0) -> tf.d
     if name == "multiworker":  # first: listing logical devices initializes the runtime
         from tf_alexnet.cluster import multi_worker_strategy, read_tf_config
 
-        read_tf_config()  # a clear message for a missing or malformed TF_CONFIG
-        return multi_worker_strategy(collective_timeout)
+        # a clear message for a missing or malformed TF_CONFIG
+        return multi_worker_strategy(collective_timeout, read_tf_config())
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         if len(gpus) > 1:

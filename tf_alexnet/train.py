@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from tf_alexnet import plots, startup
+from tf_alexnet._version import __version__
 from tf_alexnet.callbacks import (
     AtomicBackupAndRestore,
     AveragedWeights,
@@ -24,18 +25,20 @@ from tf_alexnet.callbacks import (
     ReseedEachEpoch,
     StopOnDivergence,
     SyncMovingStatistics,
+    backup_generations,
     remove_backup,
 )
 from tf_alexnet.cluster import (
     PEER_ERRORS,
     SINGLE_PROCESS,
     Role,
-    describe_peer_error,
+    agree_on_the_run,
+    lost_the_cluster,
     read_tf_config,
 )
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.data import Datasets, make_datasets
-from tf_alexnet.errors import ClusterError, UserError
+from tf_alexnet.errors import UserError
 from tf_alexnet.model import AlexNet
 from tf_alexnet.optim import compile_model
 from tf_alexnet.pipeline import EPOCH_SEED_STRIDE, device_datasets_without_autotune
@@ -102,6 +105,14 @@ def _train(
     # Before anything else touches TensorFlow: MultiWorkerMirroredStrategy configures the
     # runtime's collective operations, which is refused once the runtime is initialized.
     strategy = make_strategy(config.strategy, config.collective_timeout)
+    # The finished epochs to resume after: under multiworker, the oldest any worker's
+    # backup has, once every worker is known to run the same settings.
+    generations = backup_generations(backup)
+    resumed = (
+        agree_on_the_run(strategy, role, _shared_settings(config), generations)
+        if multiworker
+        else max(generations)
+    )
     precision = set_mixed_precision(config.mixed_precision)
     policy = precision.policy
     print(f"Precision: {policy} ({precision.reason})", flush=True)
@@ -117,10 +128,20 @@ def _train(
     global_batch = config.batch_size * replicas
     pipeline = config.pipeline_spec(global_batch, replicas=replicas)
     if multiworker:
-        pipeline = dataclasses.replace(pipeline, deterministic=True)
+        # One step per execution: Keras's loop over several steps fails under a multi-worker
+        # strategy in TF 2.21 ("You must feed a value for placeholder tensor
+        # 'while/cond/Placeholder_1'": the distributed iterator's end-of-data check inside
+        # the loop all-reduces across the workers).
+        pipeline = dataclasses.replace(pipeline, deterministic=True, steps_per_execution=1)
+        if config.steps_per_execution > 1:
+            print(
+                f"Note: 1 step per execution rather than {config.steps_per_execution}: "
+                "multi-worker training runs one step at a time (several steps per execution "
+                "fail under TensorFlow 2.21's MultiWorkerMirroredStrategy).",
+                flush=True,
+            )
     # One dataset of the epochs left, each drawn from its own number: a resumed run sees
     # the same images, in the same order and augmentation, as an uninterrupted one.
-    resumed = run.finished_epochs(backup)
     pipeline = dataclasses.replace(pipeline, epochs=(resumed, config.epochs))
     datasets = make_datasets(config.data_spec(), pipeline)
     if role.is_chief and run.has_progress() and (changed := run.listing_changed(datasets.listing)):
@@ -142,14 +163,11 @@ def _train(
         )
     steps_per_epoch, per_execution = datasets.steps_per_epoch, datasets.steps_per_execution
     dropped = datasets.num_train // global_batch - steps_per_epoch
-    if per_execution != config.steps_per_execution or dropped:
+    asked = pipeline.steps_per_execution
+    if per_execution != asked or dropped:
         print(
             f"Note: {per_execution} steps per execution"
-            + (
-                f" rather than {config.steps_per_execution}"
-                if per_execution != config.steps_per_execution
-                else ""
-            )
+            + (f" rather than {asked}" if per_execution != asked else "")
             + f", so that each epoch's {steps_per_epoch:,} steps are whole executions"
             + (f" (the last {dropped} batch(es) of each epoch dropped)." if dropped else "."),
             flush=True,
@@ -205,18 +223,21 @@ def _train(
                 steps_per_epoch=steps_per_epoch,  # and one iterator for all the epochs
                 shuffle=False,  # the dataset shuffles examples itself
                 callbacks=_callbacks(
-                    config, run, backup, history_before, role, callbacks, datasets.validated
+                    config,
+                    run,
+                    backup,
+                    history_before,
+                    role,
+                    callbacks,
+                    datasets.validated,
+                    resumed,
                 ),
                 verbose=1 if sys.stdout.isatty() else 2,
             )
     except PEER_ERRORS as err:
         if not multiworker:
             raise
-        raise ClusterError(
-            f"{role.name} lost the other workers ({describe_peer_error(err)}). Start every "
-            "worker again with the same command: training resumes after the last finished "
-            "epoch."
-        ) from err
+        raise lost_the_cluster(role, err) from err
     wall_seconds = time.perf_counter() - start
     # The backup goes last: until then a kill leaves a run that resumes after its last epoch
     # and only writes what is missing.
@@ -241,6 +262,7 @@ def _callbacks(
     role: Role,
     extra: Sequence[keras.callbacks.Callback] = (),
     validated: bool = True,
+    resumed: int | None = None,
 ) -> list[keras.callbacks.Callback]:
     # Only the chief writes the run's files: the others keep just their own backup. (Keras
     # 3 saves from each worker's local copy of the mirrored variables, with no collective
@@ -258,7 +280,7 @@ def _callbacks(
         )
     # Last, so an epoch counts as done only once everything before has recorded it, and with
     # the raw weights (not their average) in the model.
-    last: list[keras.callbacks.Callback] = [AtomicBackupAndRestore(str(backup))]
+    last: list[keras.callbacks.Callback] = [AtomicBackupAndRestore(str(backup), resumed)]
     if config.ema_momentum:  # on every worker: they validate the same (averaged) weights
         averaged = AveragedWeights()
         shared.append(averaged)
@@ -277,6 +299,17 @@ def _callbacks(
         keras.callbacks.TensorBoard(str(run.logs)),
         *last,
     ]
+
+
+# Settings that may differ between the workers of one run: each machine's own data folders.
+MACHINE_SETTINGS = frozenset({"data_dir", "manual_dir", "image_folder", "collective_timeout"})
+
+
+def _shared_settings(config: TrainConfig) -> dict[str, Any]:
+    """What every worker of a multi-worker run must have alike: its settings (but each
+    machine's own folders) and the tf-alexnet version."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in MACHINE_SETTINGS}
+    return {**settings, "tf_alexnet_version": __version__}
 
 
 def _finish(

@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,16 +49,19 @@ class Cluster:
         self.processes: list[subprocess.Popen[str]] = []
         self.runs = 0
 
-    def start(self, *args: str) -> list[subprocess.Popen[str]]:
+    def start(
+        self, *args: str, only: tuple[int, ...] = (0, 1), extra: tuple[str, ...] = ()
+    ) -> list[subprocess.Popen[str]]:
+        """Starts the workers `only` names (both by default); worker 1 gets `extra` too."""
         self.runs += 1
         self.processes = []
-        for index in range(2):
+        for index in only:
             log = open(self.tmp_path / f"run{self.runs}-worker{index}.log", "w+")  # noqa: SIM115
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
             env["TF_CONFIG"] = tf_config(self.addresses, index)
             self.processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "tf_alexnet.cli", *args],
+                    [sys.executable, "-m", "tf_alexnet.cli", *args, *(extra if index else ())],
                     cwd=REPO,  # so `-m` imports this checkout's package
                     env=env,
                     stdout=log,
@@ -69,6 +73,10 @@ class Cluster:
 
     def output(self, index: int) -> str:
         return (self.tmp_path / f"run{self.runs}-worker{index}.log").read_text()
+
+    def errors(self, index: int) -> list[str]:
+        """Worker `index`'s one-line errors."""
+        return [line for line in self.output(index).splitlines() if "tf-alexnet: error:" in line]
 
     def wait(self, timeout: float) -> list[int]:
         return [process.wait(timeout=timeout) for process in self.processes]
@@ -159,6 +167,147 @@ def test_two_workers_train_in_sync_survive_a_kill_and_resume(fashion_mnist, clus
         np.testing.assert_array_equal(ours, theirs)
 
 
+def multiworker(run_dir: pathlib.Path, *args: str) -> tuple[str, ...]:
+    return (*TRAIN_ARGS, *args, "--strategy", "multiworker", "--run-dir", str(run_dir))
+
+
+@pytest.mark.timeout(240)
+def test_two_workers_train_several_steps_per_execution(fashion_mnist, cluster, tmp_path):
+    """The `cpu` preset (32 steps per execution), as docs/multiworker.md runs it, failed at
+    its first step with a traceback: "You must feed a value for placeholder tensor
+    'while/cond/Placeholder_1'" (Keras's multi-step loop under MultiWorkerMirroredStrategy)."""
+    run = RunDir(tmp_path / "run")
+    cluster.start(*multiworker(run.root, "--epochs", "1", "--steps-per-execution", "4"))
+    assert cluster.wait(timeout=200) == [0, 0], cluster.output(0)[-3000:]
+    assert "Note: 1 step per execution rather than 4" in cluster.output(0)
+    assert [int(row["epoch"]) for row in run.read_history()] == [0]
+
+
+@pytest.mark.timeout(240)
+def test_workers_started_with_different_settings_stop_with_the_same_line(
+    fashion_mnist, cluster, tmp_path
+):
+    """A different --batch-size failed with a traceback ("Shape mismatch in the collective
+    instance"); a different --learning-rate trained to the end, silently, and left the workers
+    with weights up to 18 apart."""
+    run = RunDir(tmp_path / "run")
+    cluster.start(*multiworker(run.root, "--epochs", "1"), extra=("--learning-rate", "0.2"))
+    assert cluster.wait(timeout=200) == [2, 2], cluster.output(0)[-3000:]
+    assert cluster.errors(0) == cluster.errors(1)
+    (line,) = cluster.errors(0)
+    assert "Every worker must run the same command" in line
+    assert line.endswith("Received: worker-1's settings differ from worker-0's in learning_rate.")
+    assert not run.config.exists() and not run.backup.exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_one_epoch_ahead_resumes_with_the_others(fashion_mnist, cluster, tmp_path):
+    """A kill between two workers' backups of one epoch leaves one worker an epoch ahead. The
+    weights were put back to the agreed epoch, but the data of the worker ahead was not: it
+    ran out one epoch early and failed (FusedBatchNormV3 "scale must have the same number of
+    elements as the channels of x"), and history.csv got the replayed epoch's row twice."""
+    run = RunDir(tmp_path / "run")
+    command = multiworker(run.root, "--epochs", "3")
+    chief_backup, worker_backup = run.worker_backup("worker-0"), run.worker_backup("worker-1")
+    cluster.start(*command)
+    deadline = time.monotonic() + 200
+    while min(run.finished_epochs(chief_backup), run.finished_epochs(worker_backup)) < 2:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in cluster.processes)
+        time.sleep(0.02)
+    cluster.kill_all()
+    assert run.finished_epochs(chief_backup) == run.finished_epochs(worker_backup) == 2
+    # What a kill after the chief's backup of epoch 2 and before worker 1's leaves.
+    path = worker_backup / "training_metadata.json"
+    metadata = json.loads(path.read_text())
+    previous = metadata["previous"]
+    assert previous["epoch"] == 1
+    path.write_text(json.dumps({**metadata, **previous, "previous": None}))
+
+    cluster.start(*command)
+    assert cluster.wait(timeout=200) == [0, 0], cluster.output(0)[-3000:]
+    assert "resuming after epoch 1" in cluster.output(0)
+    assert "resuming after epoch 1" in cluster.output(1)
+    rows = run.history.read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["0", "1", "2"]
+
+
+@pytest.mark.timeout(240)
+def test_sigterm_stops_a_worker_mid_training(fashion_mnist, cluster, tmp_path):
+    """TensorFlow's preemption notifier took SIGTERM over from the CLI when the strategy
+    started: a worker sent SIGTERM (`docker stop`, Kubernetes) trained on to the end."""
+    run = RunDir(tmp_path / "run")
+    _, worker = cluster.start(*multiworker(run.root, "--epochs", "3"))
+    deadline = time.monotonic() + 200
+    while run.finished_epochs(run.worker_backup("worker-1")) < 1:
+        assert time.monotonic() < deadline and worker.poll() is None, cluster.output(1)[-3000:]
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGTERM)
+    assert cluster.wait(timeout=120) == [1, 143], cluster.output(1)[-3000:]
+    assert cluster.output(1).strip().splitlines()[-1] == "tf-alexnet: terminated"
+    (line,) = cluster.errors(0)
+    assert "worker-0 lost the other workers" in line
+    assert not run.metrics.exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_that_never_comes_is_named_in_one_line(cluster, tmp_path):
+    """Worker 0 waited silently, for an hour, for a worker 1 that was never started; worker 1
+    waited as long for a worker 0. Each now waits --collective-timeout seconds and names the
+    worker missing. Here each is started alone, in a cluster of its own."""
+    other = Cluster(tmp_path / "other")
+    (tmp_path / "other").mkdir()
+    try:
+        cluster.start(*multiworker(tmp_path / "a", "--collective-timeout", "2"), only=(0,))
+        other.start(*multiworker(tmp_path / "b", "--collective-timeout", "2"), only=(1,))
+        assert cluster.wait(timeout=90) == [1]
+        assert other.wait(timeout=90) == [1]
+    finally:
+        other.kill_all()
+    (line,) = cluster.errors(0)
+    assert line.startswith("tf-alexnet: error: worker-0: the cluster did not assemble within 2 s")
+    assert f"worker-1 ({cluster.addresses[1]}) did not join" in line
+    (line,) = other.errors(1)
+    assert f"worker-0 ({other.addresses[0]}) did not join" in line
+    assert f"waiting for worker-1 ({cluster.addresses[1]}) to join" in cluster.output(0)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_a_worker_waiting_for_the_others(cluster, tmp_path):
+    """TensorFlow waits for the cluster in C++, where Python's signal handlers do not run:
+    Ctrl-C did nothing until the wait ended (an hour)."""
+    (worker,) = cluster.start(
+        *multiworker(tmp_path / "run", "--collective-timeout", "0"), only=(0,)
+    )
+    deadline = time.monotonic() + 60
+    while "to join" not in cluster.output(0):
+        assert time.monotonic() < deadline and worker.poll() is None, cluster.output(0)[-3000:]
+        time.sleep(0.1)
+    time.sleep(1)  # into TensorFlow's wait
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(timeout=20) in (130, -signal.SIGINT)
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    """A worker whose port another process holds failed with a traceback ("UnknownError:
+    Could not start gRPC server")."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = run_cli(
+            *multiworker(tmp_path / "run"),
+            env={"TF_CONFIG": tf_config([address, f"127.0.0.1:{free_port()}"], 0)},
+            timeout=120,
+        )
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("tf-alexnet: error: worker-0 cannot listen on its TF_CONFIG address")
+    assert address in line
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.timeout(120)
 def test_keras_20585_workaround_is_still_needed():
     """Fails once Keras fixes keras-team/keras#20585: then delete `tf_alexnet.keras_compat`.
@@ -219,6 +368,10 @@ def test_tf_config_roles(spec, role):
         ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief"}}', 'needs "task"'),
         ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "[0, 1)"),
         ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": "0"}}', "integer"),
+        (
+            '{"cluster": {"chief": ["a:1"], "worker": ["b:2", "a:1"]}, "task": {"type": "chief"}}',
+            'Received: "a:1" for both chief-0 and worker-1',
+        ),
     ],
 )
 def test_tf_config_mistakes_are_one_line_errors(text, message):
