@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -422,6 +423,14 @@ def test_describe_peer_error_keeps_the_informative_line():
     assert describe_peer_error(RuntimeError("Socket closed")) == "RuntimeError: Socket closed"
 
 
+def _train_stage(dockerfile: pathlib.Path) -> str:
+    """The Dockerfile's `train` stage, the image docs/k8s/training.yaml runs."""
+    text = dockerfile.read_text()
+    start = text.index(" AS train\n")
+    end = text.find("\nFROM ", start)
+    return text[start : end if end != -1 else None]
+
+
 def test_kubernetes_manifests_parse():
     yaml = pytest.importorskip("yaml")
     documents = []
@@ -437,6 +446,10 @@ def test_kubernetes_manifests_parse():
     assert statefulset["spec"]["serviceName"]
     # A StatefulSet restarts a container that exits, and training a finished run again is
     # refused: the trainer stays up once done (it crash-looped), and exits when it fails.
+    # The volumes are new and root's: the image's user must be given them to write the run.
+    (user,) = re.findall(r"^USER (\d+)", _train_stage(REPO / "Dockerfile"), re.MULTILINE)
+    security = statefulset["spec"]["template"]["spec"].get("securityContext", {})
+    assert security.get("fsGroup") == int(user) == security.get("runAsUser"), security
     (trainer,) = statefulset["spec"]["template"]["spec"]["containers"]
     script = trainer["args"][0]
     assert "--run-dir /runs/cpu || exit\n" in script and script.endswith("exec sleep infinity\n")
