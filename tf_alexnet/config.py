@@ -96,7 +96,8 @@ class TrainConfig(DataSpec):
     collective_timeout: float = Field(
         300.0,
         ge=0,
-        description="multiworker: seconds a collective op waits for the other workers (0: forever)",
+        description="multiworker: seconds to wait for the other workers to join, and for each "
+        "collective op (0: forever)",
     )
     mixed_precision: Literal["off", "bf16", "fp16", "auto"] = Field(
         "off", description="Keras mixed-precision policy"
