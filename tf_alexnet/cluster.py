@@ -159,14 +159,20 @@ def multi_worker_strategy(
         else tf.distribute.MultiWorkerMirroredStrategy
     )
     others = ", ".join(f"{name} ({address})" for name, address in role.tasks if name != role.name)
-    print(
-        f"{role.name}: waiting for {others or 'the other workers'} to join"
-        + (f" (at most {timeout_seconds:g} s, --collective-timeout)" if timeout_seconds else "")
-        + ".",
-        flush=True,
-    )
     try:
         with _signals_stop_the_wait():
+            # Said once Ctrl-C ends the wait: a Ctrl-C that came between the line and the wait
+            # reached Python's handler, which cannot run until the wait ends.
+            print(
+                f"{role.name}: waiting for {others or 'the other workers'} to join"
+                + (
+                    f" (at most {timeout_seconds:g} s, --collective-timeout)"
+                    if timeout_seconds
+                    else ""
+                )
+                + ".",
+                flush=True,
+            )
             strategy = cls(cluster_resolver=resolver, communication_options=options)
     except tf.errors.UnknownError as err:
         if "Could not start gRPC server" not in str(err):
