@@ -277,9 +277,16 @@ def test_a_worker_that_never_comes_is_named_in_one_line(cluster, tmp_path):
 def test_ctrl_c_stops_a_worker_waiting_for_the_others(cluster, tmp_path):
     """TensorFlow waits for the cluster in C++, where Python's signal handlers do not run:
     Ctrl-C did nothing until the wait ended (an hour)."""
-    (worker,) = cluster.start(
-        *multiworker(tmp_path / "run", "--collective-timeout", "0"), only=(0,)
-    )
+    # A process started in the background by a shell without job control (CI's) ignores
+    # SIGINT, and its children inherit that: the worker, as a background job, kept ignoring
+    # Ctrl-C (rightly). Start it as a terminal's foreground command is started.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        (worker,) = cluster.start(
+            *multiworker(tmp_path / "run", "--collective-timeout", "0"), only=(0,)
+        )
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     deadline = time.monotonic() + 60
     while "to join" not in cluster.output(0):
         assert time.monotonic() < deadline and worker.poll() is None, cluster.output(0)[-3000:]
