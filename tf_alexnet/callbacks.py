@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_alexnet.errors import UserError
+from tf_alexnet.interrupts import raise_if_signalled
 from tf_alexnet.saving import save_model_atomic
 
 
@@ -224,6 +225,20 @@ class StopOnDivergence(keras.callbacks.Callback):
             f"again with a lower learning rate (--learning-rate, now {self.learning_rate:g}) "
             "and --overwrite, or into another --run-dir."
         )
+
+
+class StopWhenSignalled(keras.callbacks.Callback):
+    """Raises the stop SIGTERM or Ctrl-C asked for after each batch, in case its first raise
+    was swallowed (a signal handled inside a finalizer: see `tf_alexnet.interrupts`)."""
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        raise_if_signalled()
+
+    def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        raise_if_signalled()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        raise_if_signalled()
 
 
 class ReseedEachEpoch(keras.callbacks.Callback):

@@ -23,15 +23,13 @@ message, since the reader has gone, and a status that `set -o pipefail` still se
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.metadata
 import os
 import pathlib
 import re
 import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from tf_alexnet import config as config_lib
@@ -54,6 +52,7 @@ from tf_alexnet.errors import (
     UserError,
     missing_tensorflow,
 )
+from tf_alexnet.interrupts import caused_by_interrupt, raise_if_signalled, stop_on_signals
 
 
 def run_summary(args: argparse.Namespace) -> int:
@@ -297,13 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "Keras on TensorFlow.",
                 file=sys.stderr,
             )
-        with _sigterm_stops(), _sigint_recorded() as sigint:
+        with stop_on_signals():
             try:
                 if args.command != "serve":  # serve starts it only for its local backend
                     startup.start_tensorflow()
                 status = COMMANDS[args.command](args)
+                raise_if_signalled()  # one whose first raise a finalizer swallowed
             except Exception as err:
-                if caused_by_interrupt(err, sigint.received):
+                if caused_by_interrupt(err):
                     raise KeyboardInterrupt from err
                 raise
             sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
@@ -374,58 +374,6 @@ def out_of_memory(err: BaseException, command: str) -> str | None:
     return f"Out of memory: {what}. Try {hint}."
 
 
-INTERRUPT_REPLACED = "REPLACED BY KeyboardInterrupt"
-"""What pybind11 says when Ctrl-C lands inside C++ that was raising another error (seen from
-`tf.saved_model.load` in an export's validation): "MISMATCH of original and normalized active
-exception types: ORIGINAL InvalidArgumentError REPLACED BY KeyboardInterrupt"."""
-
-
-def caused_by_interrupt(err: BaseException, sigint_received: bool = False) -> bool:
-    """Whether `err` is Ctrl-C's doing: a SIGINT came while the command ran (the error a
-    library made of the KeyboardInterrupt, e.g. TensorFlow's "ImportError: initialization
-    failed" when it lands in a module's initialization), or `err` or an error it came from is
-    a KeyboardInterrupt, or says it replaced one."""
-    if sigint_received:
-        return True
-    seen: set[int] = set()
-    cause: BaseException | None = err
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, KeyboardInterrupt) or INTERRUPT_REPLACED in str(cause):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-class _SigintRecord:
-    received = False
-
-
-@contextlib.contextmanager
-def _sigint_recorded() -> Iterator[_SigintRecord]:
-    """Records that SIGINT came while the command runs, and raises KeyboardInterrupt as
-    Python's own handler does. A library may turn that KeyboardInterrupt into another error
-    (see `caused_by_interrupt`): the record says it was Ctrl-C all the same. A SIGINT handler
-    other than Python's (ignored in a background job, a caller's own) is left alone."""
-    record = _SigintRecord()
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield record
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        record.received = True
-        signal.default_int_handler(signum, frame)
-
-    signal.signal(signal.SIGINT, interrupt)
-    try:
-        yield record
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def _detach_stdout() -> None:
     """Points stdout at /dev/null, so that the interpreter's last flush at exit finds no closed
     pipe to write to (it would print "Exception ignored ... BrokenPipeError")."""
@@ -436,29 +384,6 @@ def _detach_stdout() -> None:
         pass
     finally:
         os.close(devnull)
-
-
-@contextlib.contextmanager
-def _sigterm_stops() -> Iterator[None]:
-    """SIGTERM raises `Terminated` while the command runs, as SIGINT raises KeyboardInterrupt.
-
-    Without a handler, SIGTERM kills the process outright, and a process that is PID 1 in a
-    container ignores it (`docker stop` then waits 10 s and kills). While `serve` serves,
-    uvicorn's handlers stand over this one: it shuts down gracefully, then raises the signal
-    again, and the command ends here too.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from tf_alexnet.callbacks import (
     EpochTimer,
     ReseedEachEpoch,
     StopOnDivergence,
+    StopWhenSignalled,
     SyncMovingStatistics,
     backup_generations,
     remove_backup,
@@ -269,6 +270,7 @@ def _callbacks(
     # operation, so the chief saves alone without the others taking part.)
     # Callbacks that change training run on every worker, from the same (all-reduced) logs.
     shared: list[keras.callbacks.Callback] = [
+        StopWhenSignalled(),  # first: no later callback records an epoch a signal stopped
         SyncMovingStatistics(),  # first: what follows saves or evaluates the statistics
         ReseedEachEpoch(EPOCH_SEED_STRIDE),
         StopOnDivergence(config.learning_rate),
