@@ -364,7 +364,29 @@ def check_resumable(run: RunDir, config: config_lib.TrainConfig) -> bool:
     if changed:
         raise UserError(
             f"{str(run.root)!r} holds an unfinished run with other settings "
-            f"({', '.join(changed)}). Resume it with the same settings, pass --overwrite, "
-            "or choose another --run-dir."
+            f"({_settings_apart(previous, current, changed)}). Resume it with the same "
+            "settings, pass --overwrite, or choose another --run-dir."
         )
     return False
+
+
+def _settings_apart(previous: dict[str, Any], current: dict[str, Any], keys: list[str]) -> str:
+    """ "learning_rate: the run has 0.01, asked 0.1; augment.flip: ...": each setting in `keys`,
+    down to the entries that differ in a nested one."""
+    parts = []
+    for key in keys:
+        before, now = previous.get(key), current.get(key)
+        if isinstance(before, dict) and isinstance(now, dict):
+            inner = sorted(
+                name for name in before.keys() | now.keys() if before.get(name) != now.get(name)
+            )
+            parts.append(
+                _settings_apart(
+                    {f"{key}.{name}": value for name, value in before.items()},
+                    {f"{key}.{name}": value for name, value in now.items()},
+                    [f"{key}.{name}" for name in inner],
+                )
+            )
+        else:
+            parts.append(f"{key}: the run has {before!r}, asked {now!r}")
+    return "; ".join(parts)

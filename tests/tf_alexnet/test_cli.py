@@ -1104,7 +1104,9 @@ def test_a_run_recorded_before_stratify_keeps_its_random_splits(tmp_path, capsys
     (run / "history.csv").write_text("epoch,accuracy\n0,0.5\n")
     train = ["train", "--preset", "quick", "--image-folder", str(data), "--run-dir", str(run)]
     assert main(train) == 2
-    assert "with other settings (stratify)" in capsys.readouterr().err
+    assert (
+        "with other settings (stratify: the run has False, asked True)" in capsys.readouterr().err
+    )
 
 
 def test_a_cpu_run_recorded_before_test_time_flips_resumes_only_without_them(tmp_path, capsys):
@@ -1127,7 +1129,10 @@ def test_a_cpu_run_recorded_before_test_time_flips_resumes_only_without_them(tmp
     (run / "history.csv").write_text("epoch,accuracy\n0,0.5\n")
     train = ["train", "--preset", "cpu", "--image-folder", str(data), "--run-dir", str(run)]
     assert main(train) == 2
-    assert "with other settings (test_time_flip)" in capsys.readouterr().err
+    assert (
+        "with other settings (test_time_flip: the run has False, asked True)"
+        in capsys.readouterr().err
+    )
     assert main([*train, "--no-test-time-flip"]) == 2  # 6 images fill no batch of 128 ...
     err = capsys.readouterr().err
     assert "other settings" not in err and "batch" in err, err  # ... past the settings check

@@ -368,9 +368,20 @@ def test_resume_refuses_changed_settings(fashion_mnist, tmp_path):
     run.root.mkdir()
     run.write_json(run.config, config.to_dict())
     run.history.write_text(FINISHED_EPOCH)
-    with pytest.raises(UserError, match=r"other settings \(learning_rate\)"):
+    with pytest.raises(
+        UserError, match=r"other settings \(learning_rate: the run has 0\.01, asked 0\.1\)\. "
+    ):
         train(config.replace(learning_rate=0.1), run.root)
     assert run.load_config() == config  # nothing touched
+    changed = config_lib.from_dict(
+        {**TINY, "batch_size": 32, "augment": {"flip": True, "crop": "pad"}}
+    )
+    with pytest.raises(UserError) as refused:
+        train(changed, run.root)
+    assert (
+        "other settings (augment.crop: the run has 'none', asked 'pad'; augment.flip: the run has "
+        "False, asked True; batch_size: the run has 64, asked 32). Resume it" in str(refused.value)
+    )
 
 
 def test_resume_refuses_fewer_epochs_than_finished(tmp_path):
@@ -471,7 +482,7 @@ def test_a_run_started_before_a_setting_existed_resumes(tmp_path):
     run.write_json(run.config, older)
     run.history.write_text(FINISHED_EPOCH)
     check_resumable(run, config)  # the default width: the same settings
-    with pytest.raises(UserError, match=r"other settings \(width\)"):
+    with pytest.raises(UserError, match=r"other settings \(width: the run has 1\.0, asked 2\.0\)"):
         check_resumable(run, config.replace(width=2.0))
 
 
@@ -490,7 +501,8 @@ def test_data_folders_are_recorded_absolute_and_older_relative_ones_resume(tmp_p
     run.history.write_text(FINISHED_EPOCH)
     check_resumable(run, absolute)  # the same folder, seen from where the run was started
     monkeypatch.chdir(run.root)
-    with pytest.raises(UserError, match=r"other settings \(image_folder\)"):
+    apart = f"image_folder: the run has '{run.root / 'data'}', asked '{tmp_path / 'data'}'"
+    with pytest.raises(UserError, match=re.escape(f"other settings ({apart}).")):
         check_resumable(run, absolute)
 
 
