@@ -65,6 +65,7 @@ def run_summary(args: argparse.Namespace) -> int:
         classes=args.classes or classes,
         variant=args.variant,
         width=args.width,
+        test_time_flip=args.test_time_flip,
     )
     print(format_summary(model))
     return 0

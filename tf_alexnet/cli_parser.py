@@ -197,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument(
         "--classes", type=_int_in(1), default=None, help="classes (default 10; 1000 for paper)"
     )
+    summary.add_argument(
+        "--test-time-flip",
+        action="store_true",
+        help="with the layers that score each image and its mirror image (the cpu preset's)",
+    )
 
     train = commands.add_parser("train", help="train a model into a run directory")
     _add_config_source(train)

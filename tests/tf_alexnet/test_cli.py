@@ -36,6 +36,12 @@ def test_summary_paper_and_mini(capsys):
     assert main(["summary", "--variant", "mini", "--input-shape", "28x28x1", "--width", "1.5"]) == 0
     out = capsys.readouterr().out
     assert "7x7x144" in out and "Total parameters: 2,258,170" in out
+    mini = ["summary", "--variant", "mini", "--input-shape", "28x28x1"]
+    assert main([*mini, "--test-time-flip"]) == 0
+    out = capsys.readouterr().out
+    assert "mirror_twins" in out and "twin_mean" in out and "Total parameters: 1,006,250" in out
+    assert main(mini) == 0
+    assert "mirror_twins" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
