@@ -371,8 +371,8 @@ def check_resumable(run: RunDir, config: config_lib.TrainConfig) -> bool:
 
 
 def _settings_apart(previous: dict[str, Any], current: dict[str, Any], keys: list[str]) -> str:
-    """ "learning_rate: the run has 0.01, asked 0.1; augment.flip: ...": each setting in `keys`,
-    down to the entries that differ in a nested one."""
+    """Each setting in `keys` as "learning_rate: the run has 0.01, asked 0.1", joined by "; ",
+    a nested one down to the entries that differ ("augment.flip: ...")."""
     parts = []
     for key in keys:
         before, now = previous.get(key), current.get(key)
