@@ -268,6 +268,19 @@ def from_recorded(values: Mapping[str, Any]) -> TrainConfig:
     return from_dict({**RECORDED_BEFORE, **values})
 
 
+def is_a_runs_record(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is the `config.json` a run recorded (its history or metrics beside it).
+
+    Such a file holds every setting there was when the run started: one added since is read
+    as the run had it (`from_recorded`), not from the preset, so that `--config RUN/config.json`
+    reproduces the run (the `cpu` preset's test-time flips were added to older `cpu` runs).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    return os.path.basename(path) == "config.json" and any(
+        os.path.isfile(os.path.join(folder, name)) for name in ("history.csv", "metrics.json")
+    )
+
+
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """`base` updated by `overrides`, one level deep for the `augment` table."""
     merged = {**base, **overrides}
@@ -342,7 +355,9 @@ def resolve(
         choices = ", ".join(map(repr, [AUTO_PRESET, *PRESETS]))
         raise UserError(f"`preset` should be one of {choices}. Received: preset={preset!r}")
     values = PRESETS[preset]
-    if file is not None:
+    if file is not None and is_a_runs_record(file):
+        values = {**RECORDED_BEFORE, **read_file(file)}
+    elif file is not None:
         values = merge(values, read_file(file))
     config = from_dict(merge(values, overrides or {}))
     check_flips(config)

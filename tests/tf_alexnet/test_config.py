@@ -157,6 +157,27 @@ def test_a_run_config_json_is_checked(tmp_path):
         run.load_config()
 
 
+def test_a_runs_config_json_reproduces_the_run_with_settings_added_since(tmp_path):
+    """`--config RUN/config.json` under the `cpu` preset (`auto`'s pick on a CPU) turned on the
+    test-time flips, added to the preset after older `cpu` runs recorded their settings."""
+    recorded = config_lib.resolve("cpu").to_dict()
+    del recorded["test_time_flip"], recorded["stratify"]  # settings added since the run
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.write_json(run.config, recorded)
+    run.history.write_text("epoch,accuracy\n0,0.5\n")
+    as_run = config_lib.resolve("cpu", run.config)
+    assert as_run == run.load_config()  # what resuming, evaluate and export read
+    assert as_run.test_time_flip is False and as_run.stratify is False
+    assert config_lib.resolve("cpu", run.config, {"epochs": 3}).epochs == 3  # flags still win
+    # The same settings in a file of one's own are over the preset: it fills what is missing.
+    own = tmp_path / "config.json"
+    own.write_text(json.dumps(recorded))
+    mine = config_lib.resolve("cpu", own)
+    assert mine.test_time_flip is True and mine.stratify is True
+    assert mine == config_lib.resolve("cpu", tmp_path / "run" / ".." / "config.json")
+
+
 def test_declarations_import_no_tensorflow():
     code = (
         "import sys\n"
