@@ -35,6 +35,8 @@ def as_numpy(values: Any) -> np.ndarray:
     must come to the CPU first."""
     if type(values).__module__.startswith("torch"):
         values = values.detach().cpu()
+        if str(values.dtype) == "torch.bfloat16":  # numpy has no bfloat16: torch refuses it
+            values = values.float()
     return np.asarray(values)
 
 
@@ -98,7 +100,14 @@ def decode_predictions(
         One list per image of `(class_id, class_name, score)` tuples. Ties go to the lower
         class id, as in the exported signatures' `tf.math.top_k`.
     """
-    preds = as_numpy(preds)
+    try:
+        preds = as_numpy(preds)
+    except ValueError as err:  # numpy's "inhomogeneous shape": rows of different lengths
+        raise ValueError(
+            "`decode_predictions` expects a batch of scores: a 2D array of shape "
+            "(samples, classes), every row as long. Received: rows of different lengths "
+            f"({' '.join(str(err).split())[:200]})"
+        ) from None
     if (preds.dtype.kind == "f" and preds.dtype.itemsize < 4) or preds.dtype.name == "bfloat16":
         # float16, and ml_dtypes' bfloat16 (dtype.kind "V"): a model's output under a
         # "bfloat16" or "float16" dtype policy.
@@ -194,26 +203,32 @@ def preprocess_input(
     if tf.is_tensor(images) and not tf.executing_eagerly():
         return _preprocess_symbolic(images, height, width, channels)  # type: ignore[no-any-return]
     try:
-        array = np.asarray(images)
+        array = as_numpy(images)
     except ValueError as err:  # numpy's "inhomogeneous shape": a list of images of many sizes
         raise ValueError(
             "`preprocess_input` expects an image or a batch of images of one size: call it "
             "once per image for images of different sizes. Received: images of different "
             f"shapes ({' '.join(str(err).split())[:200]})"
         ) from None
+    given = array.shape  # before a batch axis is added
+    if array.dtype.name == "bfloat16":  # ml_dtypes' (dtype.kind "V"): a bfloat16 pipeline's
+        array = array.astype(np.float32)
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4 or array.shape[-1] not in (1, 3):
         # One (28, 28) image, or (N, 28, 28) as `keras.datasets` gives gray images (not a
         # (height, width, 4) RGBA image).
-        no_channels_axis = np.ndim(images) == 2 or (
-            np.ndim(images) == 3 and np.shape(images)[-1] not in (1, 3, 4)
-        )
+        no_channels_axis = len(given) == 2 or (len(given) == 3 and given[-1] not in (1, 3, 4))
         hint = " (gray images without a channels axis: pass images[..., None])"
         raise ValueError(
             "`preprocess_input` expects an image (height, width, channels) or a batch of them, "
             f"with 1 or 3 channels{hint if no_channels_axis else ''}. "
-            f"Received: images.shape={np.shape(images)}"
+            f"Received: images.shape={given}"
+        )
+    if 0 in array.shape[1:3]:  # TensorFlow's resize fails: "input image must be of non-zero size"
+        raise ValueError(
+            "`preprocess_input` expects images of at least 1x1 pixels. "
+            f"Received: images.shape={given}"
         )
     if array.dtype.kind not in "uif":  # bool, strings, objects, complex numbers
         raise ValueError(

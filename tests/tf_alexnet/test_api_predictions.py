@@ -1,0 +1,71 @@
+"""`decode_predictions` and `preprocess_input` given what a Keras user's own code hands them:
+other backends' tensors, bfloat16 arrays, ragged lists, empty images."""
+
+import re
+
+import ml_dtypes
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_alexnet.predictions import decode_predictions, preprocess_input
+
+
+def test_decode_takes_a_pytorch_bfloat16_tensor():
+    """Under KERAS_BACKEND=torch and a "bfloat16" policy a model answers torch bfloat16
+    tensors, which numpy cannot hold: "TypeError: Got unsupported ScalarType BFloat16"."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install torch")
+    scores = torch.tensor([[0.25, 0.75]], dtype=torch.bfloat16, requires_grad=True) * 1.0
+    assert decode_predictions(scores, class_names=["a", "b"]) == [[(1, "b", 0.75), (0, "a", 0.25)]]
+
+
+@pytest.mark.parametrize("kind", ["numpy", "tensorflow", "torch"])
+def test_preprocess_takes_bfloat16_pixels(kind):
+    """bfloat16 pixels in [0, 1] are float pixels: numpy's (ml_dtypes) and TensorFlow's were
+    refused as "expects integer (0-255) or float ([0, 1]) pixels", PyTorch's raised a
+    TypeError, although a `tf.function` took them."""
+    pixels = np.linspace(0.0, 1.0, 2 * 4 * 4).reshape(2, 4, 4, 1)
+    if kind == "numpy":
+        images = pixels.astype(ml_dtypes.bfloat16)
+    elif kind == "tensorflow":
+        images = tf.constant(pixels, tf.bfloat16)
+    else:
+        torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install torch")
+        images = torch.tensor(pixels, dtype=torch.bfloat16)
+    out = preprocess_input(images, (4, 4, 1))
+    assert out.dtype == np.float32 and out.shape == (2, 4, 4, 1)
+    np.testing.assert_allclose(out, pixels.astype(ml_dtypes.bfloat16).astype(np.float32))
+    with pytest.raises(ValueError, match=r"Float pixels should be in \[0, 1\]"):
+        preprocess_input((pixels * 255).astype(ml_dtypes.bfloat16), (4, 4, 1))
+
+
+def test_preprocess_takes_a_pytorch_tensor_that_requires_grad():
+    """`np.asarray` on it raised "Can't call numpy() on Tensor that requires grad"."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install torch")
+    images = torch.full((1, 4, 4, 3), 0.5, requires_grad=True) * 1.0
+    out = preprocess_input(images, (2, 2, 3))
+    np.testing.assert_allclose(out, np.full((1, 2, 2, 3), 0.5, np.float32), atol=1e-6)
+    with pytest.raises(ValueError, match=r"Received: images.shape=\(4, 4\)"):
+        preprocess_input(torch.zeros((4, 4), requires_grad=True) * 1.0, (2, 2, 1))
+
+
+@pytest.mark.parametrize("shape", [(1, 0, 28, 1), (0, 5, 3), (2, 5, 0, 3)])
+def test_preprocess_refuses_empty_images_with_a_value_error(shape):
+    """An image of no pixels reached TensorFlow's resize: InvalidArgumentError "input image
+    must be of non-zero size [Op:ScaleAndTranslate]"."""
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"at least 1x1 pixels. Received: images.shape={shape}"),
+    ):
+        preprocess_input(np.zeros(shape, np.uint8), (28, 28, 1))
+    # An empty batch of images is still an empty batch.
+    assert preprocess_input(np.zeros((0, 5, 5, 1), np.uint8), (4, 4, 1)).shape == (0, 4, 4, 1)
+
+
+def test_decode_refuses_rows_of_different_lengths_with_its_own_message():
+    """numpy's "setting an array element with a sequence. The requested array has an
+    inhomogeneous shape" was raised as it came, naming neither the function nor the fix."""
+    with pytest.raises(
+        ValueError, match=r"`decode_predictions` expects .*every row as long. Received: rows"
+    ):
+        decode_predictions([[0.1, 0.9], [1.0]])
