@@ -264,6 +264,17 @@ def AlexNet(
         )
     _check_input_dtype(input_tensor)
     activation = _check_activation(classifier_activation)
+    softmax = activation is keras.activations.softmax or isinstance(
+        activation, keras.layers.Softmax
+    )
+    if include_top and int(classes) == 1 and softmax:
+        # A softmax over one class is 1 for every image, and no loss can train it.
+        raise ValueError(
+            "`classifier_activation='softmax'` with one class outputs 1.0 for every image: "
+            "use 'sigmoid' (or None, logits) for a single yes/no score, or classes=2 with "
+            "softmax. Received: classes=1, classifier_activation="
+            f"{classifier_activation!r}"
+        )
 
     inputs = keras.Input(shape=input_shape, name="image") if input_tensor is None else input_tensor
     x = inputs
