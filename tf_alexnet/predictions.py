@@ -157,6 +157,12 @@ def decode_predictions(
         raise ValueError(
             f"`from_logits` should be True or False. Received: from_logits={from_logits!r}"
         )
+    if from_logits and classes == 1:  # a softmax over one score is 1 whatever the score
+        raise ValueError(
+            "`from_logits=True` takes a softmax over each row, which is 1.0 for every image "
+            "with one class: apply a sigmoid to a single logit (`keras.ops.sigmoid`) and pass "
+            f"the probabilities. Received: preds.shape={preds.shape}, from_logits=True"
+        )
     low, high = (preds.min(), preds.max()) if preds.size else (0, 0)
     if not from_logits and (low < 0 or high > 1 + PROBABILITY_TOLERANCE):  # not probabilities
         raise ValueError(

@@ -69,3 +69,17 @@ def test_decode_refuses_rows_of_different_lengths_with_its_own_message():
         ValueError, match=r"`decode_predictions` expects .*every row as long. Received: rows"
     ):
         decode_predictions([[0.1, 0.9], [1.0]])
+
+
+def test_decode_refuses_a_softmax_over_one_logit():
+    """One logit per image (a binary `classes=1` top) decoded with `from_logits=True` gave the
+    score 1.0 to every image, whatever its logit."""
+    with pytest.raises(
+        ValueError, match=r"1\.0 for every image with one class.* Received: preds.shape=\(2, 1\)"
+    ):
+        decode_predictions(np.array([[-3.0], [2.0]]), from_logits=True)
+    # As probabilities (a sigmoid's), one class decodes as it is.
+    assert decode_predictions(np.array([[0.25], [0.75]])) == [
+        [(0, "class_0", 0.25)],
+        [(0, "class_0", 0.75)],
+    ]
