@@ -11,6 +11,7 @@ resizes with TensorFlow (as training and the exported signatures do) and imports
 
 from __future__ import annotations
 
+import contextlib
 import json
 import numbers
 import os
@@ -191,7 +192,8 @@ def preprocess_input(
             already (NaN is refused). Booleans are refused: convert a 0/1 mask with
             `.astype("float32")`. Any size: images are resized (bilinear, antialiased) as in
             training.
-        input_shape: the model's `model.input_shape[1:]`. A height or width of None (a
+        input_shape: the model's `model.input_shape[1:]` (a tuple, a 1D numpy array or a
+            `tf.TensorShape`, as the AlexNet builder takes). A height or width of None (a
             feature extractor built with `include_top=False`) keeps the images' own size on
             that side: only channels and scale change there.
 
@@ -316,6 +318,13 @@ def _check_input_shape(input_shape: Any) -> tuple[int | None, int | None, int]:
     def side(n: Any) -> bool:
         return n is None or (_is_integer(n) and n > 0)
 
+    # As the AlexNet builder takes them: a 1D numpy array, and a `tf.TensorShape` of known
+    # rank (`images.shape[1:]`, a dataset's `element_spec.shape[1:]`), as the tuple they hold.
+    if isinstance(input_shape, np.ndarray) and input_shape.ndim == 1:
+        input_shape = tuple(input_shape.tolist())
+    elif callable(getattr(input_shape, "as_list", None)) and not isinstance(input_shape, Sequence):
+        with contextlib.suppress(ValueError):  # unknown rank: refused below, as it came
+            input_shape = tuple(input_shape.as_list())
     if (
         not isinstance(input_shape, Sequence)
         or isinstance(input_shape, str)

@@ -83,3 +83,21 @@ def test_decode_refuses_a_softmax_over_one_logit():
         [(0, "class_0", 0.25)],
         [(0, "class_0", 0.75)],
     ]
+
+
+@pytest.mark.parametrize(
+    "input_shape",
+    [np.array([4, 6, 3]), tf.TensorShape([4, 6, 3]), tf.TensorShape([None, 6, 3])],
+    ids=["numpy", "TensorShape", "TensorShape-None"],
+)
+def test_preprocess_takes_the_shapes_the_builder_takes(input_shape):
+    """`AlexNet(input_shape=...)` takes a 1D numpy array and a `tf.TensorShape`
+    (`images.shape[1:]`); `preprocess_input` refused the same values ("should be (height,
+    width, channels) ... Received: input_shape=TensorShape([4, 6, 3])")."""
+    out = preprocess_input(np.zeros((2, 8, 6, 1), np.uint8), input_shape)
+    expected_height = 8 if input_shape[0] is None else 4
+    assert out.shape == (2, expected_height, 6, 3) and out.dtype == np.float32
+    with pytest.raises(ValueError, match=r"Received: input_shape=TensorShape\(None\)"):
+        preprocess_input(np.zeros((2, 8, 6, 1), np.uint8), tf.TensorShape(None))
+    with pytest.raises(ValueError, match=r"Received: input_shape=\(4, 6, 4\)"):
+        preprocess_input(np.zeros((2, 8, 6, 1), np.uint8), np.array([4, 6, 4]))
