@@ -62,6 +62,10 @@ FIRST_CONV = "conv1"
 TOP_LAYERS = ("fc6", "fc7", "predictions")
 """The layers with weights that `include_top=True` adds."""
 
+DATA_FORMAT = "channels_last"
+"""Every model takes `(height, width, channels)` images, whatever `keras.config.image_data_format()`
+says: its layers are given this data format, not Keras's global default."""
+
 
 def _is_integer(value: Any) -> bool:
     """A Python or NumPy integer, not a bool (`True` is an `int` to Python)."""
@@ -287,7 +291,7 @@ def AlexNet(
         x = _block(layer_spec, spec, x)
 
     if include_top:
-        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Flatten(data_format=DATA_FORMAT, name="flatten")(x)
         for i in (6, 7):
             x = keras.layers.Dense(
                 spec.hidden_units,
@@ -309,9 +313,9 @@ def AlexNet(
         if test_time_flip:
             x = TwinMean(dtype=top_dtype, name="twin_mean")(x)
     elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(data_format=DATA_FORMAT, name="avg_pool")(x)
     elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        x = keras.layers.GlobalMaxPooling2D(data_format=DATA_FORMAT, name="max_pool")(x)
 
     if input_tensor is None:
         model = keras.Model(inputs, x, name=name)
@@ -331,6 +335,7 @@ def _feature_layer(layer_spec: Conv | Pool | Norm, spec: Variant) -> keras.layer
             layer_spec.kernel,
             strides=layer_spec.strides,
             padding=layer_spec.padding,
+            data_format=DATA_FORMAT,
             groups=layer_spec.groups,
             activation="relu",
             kernel_initializer=spec.kernel_initializer(),
@@ -339,7 +344,11 @@ def _feature_layer(layer_spec: Conv | Pool | Norm, spec: Variant) -> keras.layer
         )
     if isinstance(layer_spec, Pool):
         return keras.layers.MaxPooling2D(
-            POOL_SIZE, POOL_STRIDE, padding=layer_spec.padding, name=layer_spec.name
+            POOL_SIZE,
+            POOL_STRIDE,
+            padding=layer_spec.padding,
+            data_format=DATA_FORMAT,
+            name=layer_spec.name,
         )
     return LocalResponseNormalization(name=layer_spec.name)
 
@@ -353,6 +362,7 @@ def _block(layer_spec: Conv | Pool | Norm, spec: Variant, x: Any) -> Any:
         layer_spec.kernel,
         strides=layer_spec.strides,
         padding=layer_spec.padding,
+        data_format=DATA_FORMAT,
         use_bias=False,
         kernel_initializer=spec.kernel_initializer(),
         name=layer_spec.name,

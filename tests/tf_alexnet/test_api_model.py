@@ -38,3 +38,46 @@ def test_one_class_logit_or_sigmoid_still_builds(activation):
         classifier_activation="softmax",
     )
     assert features.output_shape == (None, 4, 4, 64)
+
+
+@pytest.fixture
+def channels_first():
+    """Keras's global image data format set to "channels_first", as some users set it (a
+    PyTorch habit); restored afterwards."""
+    before = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    yield
+    keras.config.set_image_data_format(before)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(input_shape=(28, 28, 3), variant="mini", classes=37),
+        dict(input_shape=(67, 67, 1), variant="d2l", width=0.1),
+        dict(input_shape=(67, 80, 3), variant="paper", width=0.1, test_time_flip=True),
+        dict(input_shape=(None, None, 3), variant="mini", include_top=False, pooling="avg"),
+        dict(input_shape=(30, 20, 1), variant="mini", include_top=False, pooling="max"),
+    ],
+    ids=["mini", "d2l", "paper-flip", "mini-avg", "mini-max"],
+)
+def test_images_are_channels_last_whatever_keras_image_data_format_says(
+    kwargs, channels_first, tmp_path
+):
+    """Under `keras.config.set_image_data_format("channels_first")` the layers took Keras's
+    global default: `mini` silently read a (28, 28, 3) image as 28 channels of 28x3 pixels
+    (conv1 output (None, 32, 28, 3)), d2l and paper failed in conv1 ("Computed output size
+    would be zero or negative", kernel (11, 11, 224, ...)), and Flatten reordered fc6's
+    inputs. The models take (height, width, channels), as documented, either way."""
+    model = AlexNet(**kwargs)
+    height, width, channels = (s or 28 for s in kwargs["input_shape"])
+    conv1 = model.get_layer("conv1")
+    assert conv1.output.shape[-1] == conv1.filters  # channels last
+    assert conv1.kernel.shape[2] == channels
+    # The same weights answer as they do under channels_last (Flatten's order included).
+    model.save(tmp_path / "cf.keras")
+    images = np.random.default_rng(1).random((2, height, width, channels), np.float32)
+    expected = model.predict(images, verbose=0)
+    keras.config.set_image_data_format("channels_last")
+    same = AlexNet(**kwargs, weights=tmp_path / "cf.keras")
+    np.testing.assert_allclose(same.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
