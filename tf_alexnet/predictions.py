@@ -41,6 +41,20 @@ def as_numpy(values: Any) -> np.ndarray:
     return np.asarray(values)
 
 
+def _refuse_keras_tensor(values: Any, function: str, argument: str) -> None:
+    """A ValueError for a symbolic Keras tensor (`keras.Input(...)`, a functional model's
+    `model.output`), which holds no values: numpy's own error for it was taken for a ragged
+    array's."""
+    kind = type(values)
+    if kind.__name__ == "KerasTensor" and kind.__module__.startswith("keras"):
+        raise ValueError(
+            f"`{function}` computes on values (numpy arrays, eager or `tf.data` tensors), and a "
+            "symbolic Keras tensor has none: call it on your data before or after the model "
+            f"(e.g. in `tf.data.Dataset.map`), or on `model.predict(...)`'s output. "
+            f"Received: {argument}={values!r}"
+        )
+
+
 def softmax(logits: Any, axis: int = -1) -> np.ndarray:
     """Softmax over `axis` (numerically stable: the maximum is subtracted first)."""
     logits = as_numpy(logits).astype(np.float64)
@@ -101,6 +115,7 @@ def decode_predictions(
         One list per image of `(class_id, class_name, score)` tuples. Ties go to the lower
         class id, as in the exported signatures' `tf.math.top_k`.
     """
+    _refuse_keras_tensor(preds, "decode_predictions", "preds")
     try:
         preds = as_numpy(preds)
     except ValueError as err:  # numpy's "inhomogeneous shape": rows of different lengths
@@ -210,6 +225,7 @@ def preprocess_input(
     height, width, channels = _check_input_shape(input_shape)
     if tf.is_tensor(images) and not tf.executing_eagerly():
         return _preprocess_symbolic(images, height, width, channels)  # type: ignore[no-any-return]
+    _refuse_keras_tensor(images, "preprocess_input", "images")
     try:
         array = as_numpy(images)
     except ValueError as err:  # numpy's "inhomogeneous shape": a list of images of many sizes

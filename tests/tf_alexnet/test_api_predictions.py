@@ -101,3 +101,23 @@ def test_preprocess_takes_the_shapes_the_builder_takes(input_shape):
         preprocess_input(np.zeros((2, 8, 6, 1), np.uint8), tf.TensorShape(None))
     with pytest.raises(ValueError, match=r"Received: input_shape=\(4, 6, 4\)"):
         preprocess_input(np.zeros((2, 8, 6, 1), np.uint8), np.array([4, 6, 4]))
+
+
+def test_symbolic_keras_tensors_are_refused_for_what_they_are():
+    """`preprocess_input(keras.Input(...))` said "expects an image or a batch of images of one
+    size ... Received: images of different shapes": numpy's error for a KerasTensor was taken
+    for a ragged list's (and `decode_predictions(model.output)` for ragged rows)."""
+    import keras
+
+    images = keras.Input((40, 40, 3), dtype="uint8")
+    with pytest.raises(ValueError, match=r"a symbolic Keras tensor has none.* Received: images=<"):
+        preprocess_input(images, (28, 28, 1))
+    scores = keras.layers.Dense(3)(keras.Input((4,)))
+    with pytest.raises(ValueError, match=r"a symbolic Keras tensor has none.* Received: preds=<"):
+        decode_predictions(scores)
+    # In a Lambda layer it gets a TensorFlow graph tensor, and works.
+    pixels = keras.layers.Lambda(lambda t: preprocess_input(t, (28, 28, 1)))(images)
+    model = keras.Model(images, pixels)
+    out = model.predict(np.full((2, 40, 40, 3), 255, np.uint8), verbose=0)
+    assert out.shape == (2, 28, 28, 1)
+    np.testing.assert_allclose(out, 1.0, atol=1e-6)
