@@ -43,6 +43,7 @@ from tf_alexnet.layers import (
     MirrorTwins,
     TwinMean,
 )
+from tf_alexnet.saving import folder_hint
 from tf_alexnet.variants import (
     POOL_SIZE,
     POOL_STRIDE,
@@ -134,6 +135,16 @@ def _check_arguments(include_top: Any, weights: Any, classes: Any, dropout: Any,
         and 0.0 <= float(dropout) < 1.0
     ):
         raise ValueError(f"`dropout` should be a number in [0, 1). Received: dropout={dropout!r}")
+    if (
+        isinstance(weights, str | os.PathLike)
+        and isinstance(os.fspath(weights), str)
+        and os.path.isdir(weights)
+    ):
+        raise ValueError(
+            "`weights` should be None or the path of a `.keras` or `.weights.h5` file, and "
+            f"{os.fspath(weights)!r} is a folder{folder_hint(os.fspath(weights))} "
+            f"Received: weights={weights!r}"
+        )
     if weights is not None and not (
         isinstance(weights, str | os.PathLike)
         and isinstance(os.fspath(weights), str)

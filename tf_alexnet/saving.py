@@ -35,6 +35,10 @@ def load_model(
             f"`load_model` expects the path of a `.keras` file. Received: path={path!r}"
         )
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UserError(
+            f"`load_model` expects a `.keras` file, and {path!r} is a folder{folder_hint(path)}"
+        )
     if not os.path.isfile(path):
         raise UserError(f"No model file at {path!r}.")
     if not path.endswith(".keras"):
@@ -71,6 +75,31 @@ def load_model(
     if module[:3] == ["keras", "src", "backend"] and module[3] != keras.backend.backend():
         raise _other_backend_optimizer(path, f"an optimizer of the {module[3]} backend")
     return model
+
+
+RUN_MODELS = ("best.keras", "final.keras")
+"""A training run's models, best first (`tf_alexnet.run_dir.RunDir.model_path`)."""
+
+
+def folder_hint(path: str) -> str:
+    """What to pass instead of folder `path`: a run directory's model file, or, for an
+    exported SavedModel, the loader that reads it. Ends a message (with its full stop)."""
+    for name in RUN_MODELS:
+        if os.path.isfile(os.path.join(path, name)):
+            return f": a training run, whose model is {os.path.join(path, name)!r}."
+    try:
+        entries = os.listdir(path)
+    except OSError:  # unreadable: nothing more to say
+        return "."
+    if "saved_model.pb" in entries or any(
+        entry.isdigit() and os.path.isfile(os.path.join(path, entry, "saved_model.pb"))
+        for entry in entries
+    ):
+        return (
+            ": an exported SavedModel, which loads with `tf_alexnet.load_exported` (or "
+            "`keras.layers.TFSMLayer`), not as a Keras model."
+        )
+    return "."
 
 
 def _other_backend_optimizer(path: str, received: str) -> UserError:

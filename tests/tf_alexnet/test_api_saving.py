@@ -1,0 +1,58 @@
+"""Loading models and weights from what a user has on disk: a training run's folder, an
+exported SavedModel folder, any other folder."""
+
+import re
+
+import keras
+import pytest
+
+import tf_alexnet
+from tf_alexnet import AlexNet
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """A run directory (config.json and final.keras, no best.keras), a SavedModel folder of
+    numbered versions as `tf-alexnet export` writes it, and an empty folder."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    AlexNet(input_shape=(28, 28, 1), variant="mini").save(run / "final.keras")
+    exported = tmp_path / "models" / "alexnet"
+    (exported / "3").mkdir(parents=True)
+    (exported / "3" / "saved_model.pb").write_bytes(b"")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return run, exported, empty
+
+
+def test_weights_from_a_folder_say_which_file_to_pass(folders):
+    """`AlexNet(weights="runs/quick")` (the CLI takes run directories) said only "should be
+    None or the path of an existing `.keras` or `.weights.h5` file"; it now names the run's
+    model file, or the loader of an exported SavedModel."""
+    run, exported, empty = folders
+    final = str(run / "final.keras")
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"a training run, whose model is {final!r}. Received: weights="),
+    ):
+        AlexNet(include_top=False, input_shape=(28, 28, 1), variant="mini", weights=run)
+    with pytest.raises(ValueError, match=r"an exported SavedModel, which loads with `tf_alexnet"):
+        AlexNet(input_shape=(28, 28, 1), variant="mini", weights=str(exported))
+    with pytest.raises(ValueError, match=r"is a folder\. Received: weights="):
+        AlexNet(input_shape=(28, 28, 1), variant="mini", weights=str(empty))
+    # The file it names seeds the model.
+    seeded = AlexNet(include_top=False, input_shape=(28, 28, 1), variant="mini", weights=final)
+    assert seeded.output_shape == (None, 4, 4, 64)
+
+
+def test_load_model_of_a_folder_says_what_it_is(folders):
+    """`tf_alexnet.load_model(RUN_DIR)` answered "No model file at 'RUN_DIR'", for a folder
+    that holds one."""
+    run, exported, _ = folders
+    with pytest.raises(ValueError, match=r"is a folder: a training run, whose model is .*final"):
+        tf_alexnet.load_model(run)
+    with pytest.raises(ValueError, match=r"is a folder: an exported SavedModel"):
+        tf_alexnet.load_model(exported / "3")
+    model = tf_alexnet.load_model(run / "final.keras")
+    assert isinstance(model, keras.Model)
