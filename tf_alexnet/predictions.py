@@ -348,9 +348,17 @@ def _check_input_shape(input_shape: Any) -> tuple[int | None, int | None, int]:
         or not (side(input_shape[0]) and side(input_shape[1]))
         or not (_is_integer(input_shape[2]) and input_shape[2] in (1, 3))
     ):
+        batch_axis = (
+            isinstance(input_shape, Sequence)
+            and not isinstance(input_shape, str)
+            and len(input_shape) == 4
+            and input_shape[0] is None
+        )
+        hint = " (a model's input_shape without its batch axis: `model.input_shape[1:]`)"
         raise ValueError(
             "`input_shape` should be (height, width, channels): positive integers or None for "
-            f"height and width, 1 or 3 channels. Received: input_shape={input_shape!r}"
+            f"height and width, 1 or 3 channels{hint if batch_axis else ''}. "
+            f"Received: input_shape={input_shape!r}"
         )
     height, width, channels = input_shape
     return (

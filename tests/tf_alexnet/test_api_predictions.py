@@ -121,3 +121,18 @@ def test_symbolic_keras_tensors_are_refused_for_what_they_are():
     out = model.predict(np.full((2, 40, 40, 3), 255, np.uint8), verbose=0)
     assert out.shape == (2, 28, 28, 1)
     np.testing.assert_allclose(out, 1.0, atol=1e-6)
+
+
+def test_a_model_input_shape_with_its_batch_axis_gets_a_hint():
+    """`preprocess_input(images, model.input_shape)` is the natural first try; the message
+    said only that (height, width, channels) was expected."""
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "without its batch axis: `model.input_shape[1:]`). "
+            "Received: input_shape=(None, 28, 28, 1)"
+        ),
+    ):
+        preprocess_input(np.zeros((1, 28, 28, 1), np.uint8), (None, 28, 28, 1))
+    with pytest.raises(ValueError, match=r"1 or 3 channels\. Received: input_shape=\(28, 28\)"):
+        preprocess_input(np.zeros((1, 28, 28, 1), np.uint8), (28, 28))
