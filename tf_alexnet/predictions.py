@@ -109,7 +109,9 @@ def decode_predictions(
             classes gives all of them (as `keras.applications` does).
         class_names: a sequence of strings, index = class id (not a mapping); default:
             Fashion-MNIST's for 10 classes, else `class_0`, `class_1`, ...
-        from_logits: apply a softmax first (the AlexNet builder's default top ends in logits).
+        from_logits: apply a softmax first (the AlexNet builder's default top ends in logits);
+            for 2 or more classes (a softmax over one logit is always 1: pass a sigmoid's
+            probabilities instead).
 
     Returns:
         One list per image of `(class_id, class_name, score)` tuples. Ties go to the lower
