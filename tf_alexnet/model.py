@@ -237,10 +237,11 @@ def AlexNet(
             the ones it comes from.
         input_shape: `(height, width, channels)`, channels 1 or 3 (default: the tensor's
             shape, else `(224, 224, 1)`); with `include_top=False`, height and width may be
-            `None` (images of any size at least the variant's smallest input).
+            `None` (images of any size at least the variant's smallest input). Channels come
+            last whatever `keras.config.image_data_format()` says.
         pooling: with `include_top=False`, `None` (4D pool5 output), `"avg"` or `"max"`
             (global pooling to a 2D feature vector).
-        classes: number of classes of the top layer.
+        classes: number of classes of the top layer (2 or more with a softmax top).
         classifier_activation: activation of the top layer; `None` returns logits (use a
             `from_logits=True` loss), `"softmax"` returns probabilities.
         dropout: dropout rate after fc6 and fc7, in [0, 1).
