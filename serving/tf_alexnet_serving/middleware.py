@@ -33,6 +33,10 @@ RANGE_HEADERS = (b"range", b"if-range")
 answered a malformed or unsatisfiable Range in plain text (400, 416), unlike every other error.
 So answers do not say `Accept-Ranges: bytes` either (the file server did)."""
 
+ANSWERED_BY_PROTOCOL = "answered_by_protocol"
+"""Set in a request's ASGI `state` when the HTTP protocol answered it itself (malformed
+framing in its body, `protocol.py`) and has counted and logged that answer."""
+
 MAX_LOGGED_BODY = 16 * 1024
 """An error answer longer than this is not read for the log line's `detail`."""
 MAX_LOGGED_DETAIL = 500
@@ -278,6 +282,8 @@ class RequestMiddleware:
         seconds: float,
         detail: str | None,
     ) -> None:
+        if state.get(ANSWERED_BY_PROTOCOL):  # counted and logged there, with its 400
+            return
         path = getattr(scope.get("route"), "path", None) or self._route_label(scope)
         if scope["method"] == PREFLIGHT:
             path = f"{PREFLIGHT} {path}"

@@ -41,6 +41,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tf_alexnet_serving.metrics import REFUSED_BEFORE_ROUTING, Metrics
 from tf_alexnet_serving.middleware import (
+    ANSWERED_BY_PROTOCOL,
     SECURITY_HEADERS,
     client_address,
     request_line,
@@ -171,9 +172,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             )
 
     def send_400_response(self, msg: str) -> None:
-        """Malformed HTTP (uvicorn answered it in plain text, unlogged and uncounted)."""
-        if not self._refused:
-            self._refuse(400, msg)
+        """Malformed HTTP (uvicorn answered it in plain text, unlogged and uncounted).
+
+        Malformed framing in a body (a chunk size that is not hex) comes after the request
+        went to the app. If the app has answered it already (a 415 from the headers), the
+        connection is closed with no second answer: one more 400 followed the 415 on the wire,
+        an answer to no request, which a kept-alive client would have read as its next
+        request's. If the app has not answered yet, the 400 is the request's one answer: the
+        app (which then finds the client gone) neither counts nor logs it a second time, as a
+        499 under its route."""
+        if self._refused:
+            return
+        if self._body_pending and self.cycle is not None:
+            if self.cycle.response_started:
+                self._refused = True
+                self.transport.close()
+                return
+            self.cycle.scope["state"][ANSWERED_BY_PROTOCOL] = True
+        self._refuse(400, msg)
 
     def _unsupported_upgrade_warning(self) -> None:
         """An `Upgrade` request is answered as a plain HTTP request (see the module docstring):

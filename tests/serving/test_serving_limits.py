@@ -455,3 +455,55 @@ def test_the_request_log_says_why_the_app_refused_a_request(server, test_images)
         assert line["status"] == answer.status_code
         assert line["detail"] == answer.json()["detail"], line
     assert "detail" not in request_log_line(server, "request_id", fine.headers["x-request-id"])
+
+
+def log_lines_of(server: LiveServer, client: str) -> list[dict]:
+    """Every request log line of `client` (`host:port`) so far."""
+    lines = [json.loads(text) for text in server.stderr.read_text().splitlines() if text[:1] == "{"]
+    return [line for line in lines if "request_id" in line and line.get("client") == client]
+
+
+def test_malformed_chunk_framing_in_a_body_the_app_has_not_answered_is_one_400(server):
+    """The app had the request from its headers; the protocol answered the bad chunk size
+    400, and the app, finding the client gone, logged and counted the same request again as
+    a 499 under /predict: two log lines and two counts for one request."""
+    before_400 = count(server, "refused_before_routing", "400")
+    before_499 = count(server, "/predict", "499")
+    time.sleep(0.2)
+    with connect(server) as sock:
+        client = f"127.0.0.1:{sock.getsockname()[1]}"
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+        )
+        status, _, body = read_answer(sock)
+    assert (status, json.loads(body)) == (400, {"detail": "Invalid HTTP request received."})
+    request_log_line(server, "client", client)
+    time.sleep(0.5)  # the app's own line, were there one, follows at once
+    assert [line["status"] for line in log_lines_of(server, client)] == [400]
+    assert count(server, "refused_before_routing", "400") - before_400 == 1
+    assert count(server, "/predict", "499") == before_499
+
+
+def test_malformed_chunk_framing_after_the_answer_adds_no_second_answer(server):
+    """A 415 answered from the headers, then a bad chunk size: a second answer, a 400, went
+    out after the 415, an answer to no request (a kept-alive client reads it as the answer
+    to its next one), and was counted and logged as a second request."""
+    before_400 = count(server, "refused_before_routing", "400")
+    time.sleep(0.2)
+    with connect(server) as sock:
+        client = f"127.0.0.1:{sock.getsockname()[1]}"
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        )
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 415 ")
+        sock.sendall(b"zz\r\n")
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+    assert b"HTTP/1.1 " not in first[9:] + rest  # one answer on the wire
+    time.sleep(0.5)
+    assert [line["status"] for line in log_lines_of(server, client)] == [415]
+    assert count(server, "refused_before_routing", "400") == before_400
