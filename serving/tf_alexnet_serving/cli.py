@@ -6,10 +6,13 @@ CLI loads `serve` from the `tf_alexnet.commands` entry point that this distribut
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 from typing import Any
 
 import pydantic
+import pydantic_settings
 import uvicorn
 
 from tf_alexnet import startup
@@ -19,7 +22,12 @@ from tf_alexnet_serving.app import create_app
 from tf_alexnet_serving.local import local_model_folders
 from tf_alexnet_serving.logs import log_config
 from tf_alexnet_serving.protocol import guarded_protocol
-from tf_alexnet_serving.settings import Settings
+from tf_alexnet_serving.settings import ENV_PREFIX, Settings
+
+LIST_EXAMPLES = {
+    "cors_origins": '["https://app.example", "http://localhost:3000"]',
+    "class_names": '["T-shirt/top", "Trouser", ...]',
+}
 
 
 def serve(
@@ -29,10 +37,14 @@ def serve(
     overrides: dict[str, Any] = {"model_base_path": model_base_path, "model_name": model_name}
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except pydantic_settings.SettingsError as err:  # a list setting that is not JSON
+        raise not_json_error(str(err)) from None
     except pydantic.ValidationError as err:
         first = err.errors()[0]
         where = ".".join(map(str, first["loc"]))  # empty when settings disagree together
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "list_type" and isinstance(first.get("input"), str):
+            raise not_json_error(f'field "{where}"') from None
         raise UserError(
             f"Invalid serving setting {where}: {message}"
             if where
@@ -82,3 +94,22 @@ def check_can_listen(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as err:  # in use, not this machine's address, an unknown name
             raise UserError(f"Cannot listen on {host}:{port}: {err.strerror or err}.") from None
+
+
+def not_json_error(message: str) -> UserError:
+    """The one line for a list setting not written as a JSON list: pydantic-settings said
+    `error parsing value for field "cors_origins" from source "EnvSettingsSource"`, naming
+    neither the variable nor what it expects (`TF_ALEXNET_SERVE_CORS_ORIGINS=https://a.example`,
+    the natural first try), or only "Input should be a valid list" (`CLASS_NAMES=a,b`)."""
+    found = re.search(r'field "(\w+)"', message)
+    if found is None:
+        return UserError(f"Invalid serving settings: {message}")
+    name = found.group(1)
+    variable = f"{ENV_PREFIX}{name.upper()}"
+    value = next((v for k, v in os.environ.items() if k.upper() == variable), None)
+    example = LIST_EXAMPLES.get(name, '["...", "..."]')
+    received = f" Received: {value!r}" if value is not None else ""
+    return UserError(
+        f"Invalid serving setting {name}: {variable} should be a JSON list, such as "
+        f"{example}.{received}"
+    )

@@ -196,7 +196,10 @@ def _browser_origin(origin: str) -> str:
         "should be origins such as https://app.example or http://localhost:3000 (scheme, "
         f"host and port alone), or *. Received: {origin!r}"
     )
-    parts = urllib.parse.urlsplit(origin.strip())
+    try:
+        parts = urllib.parse.urlsplit(origin.strip())
+    except ValueError:  # "Invalid IPv6 URL" (`http://[::1:8080`), said without the origin
+        raise unfit from None
     if (
         not parts.scheme
         or not parts.hostname

@@ -1400,3 +1400,38 @@ def test_every_setting_is_in_the_readme_table():
     table = {name for row in re.findall(r"^\| (`.+?) \|", readme, re.M) for name in row.split("`")}
     missing = [name for name in Settings.model_fields if name.upper() not in table]
     assert not missing, f"settings missing from the README table: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"TF_ALEXNET_SERVE_CORS_ORIGINS": "https://app.example"},
+            "Invalid serving setting cors_origins: TF_ALEXNET_SERVE_CORS_ORIGINS should be a "
+            'JSON list, such as ["https://app.example", "http://localhost:3000"]. Received: '
+            "'https://app.example'",
+        ),
+        (
+            {"TF_ALEXNET_SERVE_CLASS_NAMES": "T-shirt,Trouser"},
+            "Invalid serving setting class_names: TF_ALEXNET_SERVE_CLASS_NAMES should be a "
+            'JSON list, such as ["T-shirt/top", "Trouser", ...]. Received: \'T-shirt,Trouser\'',
+        ),
+        (
+            {"TF_ALEXNET_SERVE_CORS_ORIGINS": '["http://[::1:8080"]'},
+            "Invalid serving setting cors_origins: should be origins such as "
+            "https://app.example or http://localhost:3000 (scheme, host and port alone), or *. "
+            "Received: 'http://[::1:8080'",
+        ),
+    ],
+    ids=["origin not in a list", "names not in a list", "unclosed IPv6 origin"],
+)
+def test_list_settings_written_otherwise_are_one_line_naming_the_variable(env, message):
+    """A list setting not written as JSON was refused as `error parsing value for field
+    "cors_origins" from source "EnvSettingsSource"` (naming neither the variable nor the
+    form it takes) or "Input should be a valid list"; an origin with an unclosed IPv6
+    bracket, as "Invalid IPv6 URL" without the origin."""
+    from tests.conftest import run_cli
+
+    refused = run_cli("serve", env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [f"tf-alexnet: error: {message}"]
