@@ -22,7 +22,13 @@ import numpy as np
 
 from tf_alexnet import contract, startup
 from tf_alexnet.errors import UserError
-from tf_alexnet.exported import ExportedModel, model_names, version_folder, version_numbers
+from tf_alexnet.exported import (
+    SAVED_MODEL_FILE,
+    ExportedModel,
+    model_names,
+    version_folder,
+    version_numbers,
+)
 from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
 from tf_alexnet_serving.classes import Answer, ClassNames, probe_images
 from tf_alexnet_serving.errors import UpstreamError
@@ -44,10 +50,39 @@ def local_model_folders(settings: Settings) -> list[pathlib.Path]:
             f"{', '.join(map(repr, others))}. Pass --model-name (or set "
             "TF_ALEXNET_SERVE_MODEL_NAME)."
         )
+    if not model_dir.exists():
+        misplaced(base_path, settings.model_name)
     newest = version_folder(model_dir, settings.model_version)
     if settings.model_version is not None or newest.parent != model_dir:
         return [newest]  # pinned, or a version folder given as the model folder
     return [model_dir / str(version) for version in reversed(version_numbers(model_dir))]
+
+
+def misplaced(base_path: pathlib.Path, model_name: str) -> None:
+    """UserError naming the base path to pass when `base_path` is a model folder (it holds
+    versions) or a version folder: `--model-base-path models/alexnet`, the folder `tf-alexnet
+    export` names, was refused as "No exported SavedModel at 'models/alexnet/alexnet'", with
+    no word of the folder one level up."""
+    given = base_path.resolve() if base_path.name in ("", "..") else base_path  # `.`, `..`
+    if versions := version_numbers(given):
+        model_folder, what = given, f"a model folder (versions {_listed(versions)})"
+    elif (given / SAVED_MODEL_FILE).is_file():
+        model_folder, what = given.parent, "a version folder"
+    else:
+        return
+    parent = model_folder.parent
+    name = "" if model_folder.name == model_name else f" --model-name {model_folder.name}"
+    raise UserError(
+        f"{str(base_path)!r} is {what}, not a model base path (which holds models, each a "
+        f"folder of versions): pass --model-base-path {str(parent)!r}{name} (or set "
+        "TF_ALEXNET_SERVE_MODEL_BASE_PATH)."
+    )
+
+
+def _listed(versions: list[int]) -> str:
+    """`1, 2, 3`, or `1, 2, ..., 9` past three versions."""
+    shown = [str(v) for v in versions]
+    return ", ".join(shown if len(shown) <= 3 else [*shown[:2], "...", shown[-1]])
 
 
 Stamp = tuple[tuple[str, int, int, int], ...]

@@ -1435,3 +1435,23 @@ def test_list_settings_written_otherwise_are_one_line_naming_the_variable(env, m
     refused = run_cli("serve", env=env)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [f"tf-alexnet: error: {message}"]
+
+
+def test_a_model_or_version_folder_given_as_the_base_path_names_the_one_to_pass(model_base):
+    """`--model-base-path models/alexnet` (the folder `tf-alexnet export` writes versions in)
+    was refused as "No exported SavedModel at 'models/alexnet/alexnet'", with no word of the
+    base path one level up."""
+    from tests.conftest import run_cli
+
+    for given, what in ((model_base / "alexnet", "a model folder (versions 1)"),
+                        (model_base / "alexnet" / "1", "a version folder")):  # fmt: skip
+        refused = run_cli("serve", "--model-base-path", str(given))
+        assert refused.returncode == 2
+        assert refused.stderr.strip().splitlines() == [
+            f"tf-alexnet: error: {str(given)!r} is {what}, not a model base path (which holds "
+            f"models, each a folder of versions): pass --model-base-path {str(model_base)!r} "
+            "(or set TF_ALEXNET_SERVE_MODEL_BASE_PATH)."
+        ]
+    relative = run_cli("serve", "--model-base-path", ".", cwd=str(model_base / "alexnet"))
+    assert relative.returncode == 2
+    assert f"pass --model-base-path {str(model_base)!r} (" in relative.stderr
