@@ -69,6 +69,22 @@ fi
 cat "$RUN_DIR/exported.txt"
 
 step "4/4 Serving it on http://127.0.0.1:$PORT (tf-alexnet serve, local backend)"
+# Another server already there would answer the readiness check below before ours starts (or
+# fails to): the example image was classified by it, and the quickstart said "Done." with
+# its answer. So the port must be free first.
+"$VENV/bin/python" - "$PORT" <<'PY'
+import socket
+import sys
+
+port = int(sys.argv[1])
+with socket.socket() as probe:
+    probe.settimeout(2)
+    if probe.connect_ex(("127.0.0.1", port)) == 0:
+        sys.exit(
+            f"quickstart: port {port} is already in use (something answers on "
+            f"127.0.0.1:{port}): stop it, or set PORT=... to another port"
+        )
+PY
 "$CLI" serve --model-base-path "$MODEL_BASE_PATH" --host 127.0.0.1 --port "$PORT" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
