@@ -6,6 +6,7 @@ CLI loads `serve` from the `tf_alexnet.commands` entry point that this distribut
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
@@ -14,6 +15,7 @@ from typing import Any
 import pydantic
 import pydantic_settings
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tf_alexnet import startup
 from tf_alexnet.errors import UserError
@@ -73,7 +75,7 @@ def serve(
     # answered as the plain HTTP request it also is.
     app = create_app(settings)
     uvicorn.run(
-        app,
+        shutdown_on_force_quit(app),
         host=host,
         port=port,
         access_log=False,
@@ -113,3 +115,37 @@ def not_json_error(message: str) -> UserError:
         f"Invalid serving setting {name}: {variable} should be a JSON list, such as "
         f"{example}.{received}"
     )
+
+
+def shutdown_on_force_quit(app: ASGIApp) -> ASGIApp:
+    """`app`, whose lifespan shuts down as usual when a second Ctrl-C forces uvicorn to quit.
+
+    uvicorn then skips the lifespan's shutdown and cancels the task waiting for it: Starlette
+    answered the cancellation as a failed shutdown, and uvicorn logged it as an ERROR with a
+    traceback (`asyncio.exceptions.CancelledError`), the backend never stopped. The wait for
+    shutdown ends in a shutdown instead, so the lifespan's own clean-up runs."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        started = False
+
+        async def sent(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "lifespan.startup.complete"
+            await send(message)
+
+        async def received() -> Message:
+            try:
+                return await receive()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not started or task is None:
+                    raise
+                task.uncancel()
+                return {"type": "lifespan.shutdown"}
+
+        await app(scope, received, sent)
+
+    return guarded

@@ -1455,3 +1455,32 @@ def test_a_model_or_version_folder_given_as_the_base_path_names_the_one_to_pass(
     relative = run_cli("serve", "--model-base-path", ".", cwd=str(model_base / "alexnet"))
     assert relative.returncode == 2
     assert f"pass --model-base-path {str(model_base)!r} (" in relative.stderr
+
+
+def test_a_second_ctrl_c_with_a_request_in_flight_quits_without_a_traceback(model_base, tmp_path):
+    """The first Ctrl-C waits for requests in progress; the second forces uvicorn to quit,
+    which cancelled the lifespan waiting for its shutdown: Starlette reported that as a failed
+    shutdown and uvicorn logged it as an ERROR with a CancelledError traceback."""
+    import json
+    import socket
+
+    log = tmp_path / "serve.log"
+    with (
+        LiveServer(model_base, stderr=log) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as upload,
+    ):
+        upload.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 1000\r\n\r\nabc"  # and the rest never comes
+        )
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGINT)
+        # 130: uvicorn raises the SIGINT again once stopped (0 where SIGINT is ignored)
+        assert server.process.wait(timeout=30) in (0, 130)
+        assert upload.recv(65536).startswith(b"HTTP/1.1 503 ")
+    text = log.read_text()
+    assert "Traceback" not in text and "CancelledError" not in text, text[-3000:]
+    levels = [json.loads(line).get("level") for line in text.splitlines() if line[:1] == "{"]
+    assert "ERROR" not in levels
