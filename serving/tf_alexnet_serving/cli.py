@@ -95,7 +95,8 @@ def check_can_listen(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as err:  # in use, not this machine's address, an unknown name
-            raise UserError(f"Cannot listen on {host}:{port}: {err.strerror or err}.") from None
+            where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+            raise UserError(f"Cannot listen on {where}: {err.strerror or err}.") from None
 
 
 def not_json_error(message: str) -> UserError:

@@ -1,0 +1,28 @@
+"""`tf-alexnet serve`'s own refusals, in a fresh process."""
+
+import socket
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def test_a_busy_ipv6_address_is_named_with_brackets(tmp_path):
+    """`--host ::` on a busy port said "Cannot listen on :::8000", an address no one writes
+    (and `::1` as "::1:8000", which reads as another IPv6 address)."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as taken:
+        try:
+            taken.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = run_cli(
+            "serve", "--model-base-path", str(tmp_path), "--host", "::1", "--port", str(port)
+        )
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"tf-alexnet: error: Cannot listen on [::1]:{port}: Address already in use."
+    ]
