@@ -94,6 +94,8 @@ class ExportResult:
 
 def build_archive(model: keras.Model, class_names: Sequence[str]) -> keras.export.ExportArchive:
     """The two serving signatures over `model` (variables tracked once, by the endpoints)."""
+    from tf_alexnet.sources import decode_checked  # a colour-palette BMP: refused, not gray
+
     height, width, channels = model.input_shape[1:]
     top_k = min(contract.TOP_K, len(class_names))
     names = tf.constant(list(class_names))
@@ -114,7 +116,9 @@ def build_archive(model: keras.Model, class_names: Sequence[str]) -> keras.expor
 
     def from_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         images = tf.map_fn(
-            lambda encoded: preprocess(decode(encoded, channels), (height, width), channels),
+            lambda encoded: preprocess(
+                decode_checked(encoded, channels), (height, width), channels
+            ),
             image_bytes,
             fn_output_signature=tf.TensorSpec((height, width, channels), tf.float32),
         )

@@ -89,6 +89,58 @@ def image_format(data: bytes) -> str | None:
     )
 
 
+BMP_HEAD = 14 + 124 + 256 * 4
+"""A BMP's bytes up to the end of the largest palette: file header, info header (V5 at most)
+and 256 colours of 4 bytes."""
+
+PALETTE_BMP = (
+    "an 8-bit BMP with a colour palette, which TensorFlow reads as gray (its palette indices, "
+    "not its colours): save it as PNG"
+)
+"""Why `palette_bmp` images are refused (it completes "the file is ...")."""
+
+
+def palette_bmp(encoded: Any) -> tf.Tensor:
+    """Whether encoded image bytes (a scalar string) are an 8-bit BMP whose palette is not the
+    gray ramp (colour i = gray level i), as a boolean tensor (eager or in a graph).
+
+    TensorFlow's BMP decoder does not look at the palette: it returns an 8-bit BMP's indices as
+    gray levels, right only for a gray-ramp palette (what Pillow writes for a gray image). A
+    paint program's 256-colour bitmap came out as a gray image of other levels, without an
+    error, in training, `predict` and served models alike.
+    """
+    raw = tf.io.decode_raw(tf.strings.substr(encoded, 0, BMP_HEAD), tf.uint8)
+    raw = tf.cast(tf.pad(raw, [[0, BMP_HEAD - tf.shape(raw)[0]]]), tf.int64)
+
+    def number(offset: int, size: int) -> tf.Tensor:  # little-endian
+        return tf.add_n([raw[offset + i] * 256**i for i in range(size)])
+
+    info = number(14, 4)  # 12: an OS/2 header, which has no palette of this layout
+    used = number(46, 4)
+    colours = tf.where((used == 0) | (used > 256), tf.constant(256, tf.int64), used)
+    start = 14 + tf.clip_by_value(info, 0, 124)
+    table = tf.reshape(tf.gather(raw, start + tf.range(256 * 4, dtype=tf.int64)), [256, 4])
+    index = tf.range(256, dtype=tf.int64)
+    gray = tf.reduce_all((table[:, :3] == index[:, None]) | (index >= colours)[:, None])
+    return (
+        (raw[0] == ord("B"))
+        & (raw[1] == ord("M"))
+        & (info >= 40)
+        & (number(28, 2) == 8)
+        & tf.logical_not(gray)
+    )
+
+
+def decode_checked(encoded: Any, channels: int) -> tf.Tensor:
+    """`decode`, with an 8-bit colour-palette BMP (`palette_bmp`) refused as an
+    InvalidArgumentError rather than read as gray."""
+    check = tf.debugging.Assert(
+        tf.logical_not(palette_bmp(encoded)), [f"The image is {PALETTE_BMP}."]
+    )
+    with tf.control_dependencies([check]):
+        return decode(encoded, channels)
+
+
 def image_problem(data: bytes) -> str | None:
     """Why encoded `data` is not an image the models read, or None if it decodes.
 
@@ -98,6 +150,8 @@ def image_problem(data: bytes) -> str | None:
     """
     if not data:
         return "an empty file"
+    if bool(palette_bmp(data)):
+        return PALETTE_BMP
     try:
         decode(data, 3)  # the models' own decoder: what passes here, they read
     except (tf.errors.OpError, ValueError) as err:
@@ -120,6 +174,9 @@ def unreadable_images(files: Sequence[str]) -> list[str]:
             data = pathlib.Path(path).read_bytes()
         except OSError as err:  # gone or locked since it was listed
             found.append(f"{path} ({err.strerror or type(err).__name__})")
+            continue
+        if bool(palette_bmp(data)):
+            found.append(f"{path} ({PALETTE_BMP})")
             continue
         try:
             decode(data, 3)
@@ -370,7 +427,7 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
     def read(paths: list[str], labels: list[int]) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((paths, np.array(labels, np.int32)))
         return ds.map(
-            lambda path, label: (decode(tf.io.read_file(path), channels), label),
+            lambda path, label: (decode_checked(tf.io.read_file(path), channels), label),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,  # the splits pick images by position (data.py)
         )
