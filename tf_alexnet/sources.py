@@ -519,8 +519,9 @@ def _files_under(
     folder: pathlib.Path, dataset: pathlib.Path
 ) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
     """`folder`'s files at any depth, through linked folders (`Path.rglob` skips them before
-    Python 3.13: a class folder's linked subfolder was left out without a word), sorted, and
-    the linked folders not followed because they lead back into `dataset` (see `image_files`).
+    Python 3.13: a class folder's linked subfolder was left out without a word) and broken
+    links (reading names them), sorted, and the linked folders not followed because they lead
+    back into `dataset` (see `image_files`).
     """
     files, links, seen = [], [], set()
     own, top = os.path.realpath(folder), os.path.realpath(dataset)
@@ -554,7 +555,10 @@ def _files_under(
         folders[:] = kept
         files += [pathlib.Path(root, name) for name in names if not name.startswith(".")]
     try:
-        return sorted(path for path in files if path.is_file()), sorted(links)
+        # A broken link stays, to be named when it is read (it was left out without a word);
+        # other entries that are not files (a FIFO, a socket) would block or fail the reading.
+        listed = [path for path in files if path.is_file() or not path.exists()]
+        return sorted(listed), sorted(links)
     except OSError as err:  # a folder listed but not searchable (r without x)
         raise UserError(_unreadable(err, folder)) from err
 
