@@ -190,20 +190,20 @@ def unreadable_images(files: Sequence[str]) -> list[str]:
 def in_colour(files: Sequence[str], count: int = 16) -> bool:
     """Whether an image folder's images have colour: any of `count` files spread over the list
     (so over the classes) whose channels differ by more than 2 levels on average (lossy
-    codecs leave gray images 1 level apart). Unreadable files are passed over."""
+    codecs leave gray images 1 level apart). Unreadable files are passed over.
+
+    Decoded as the models decode them (`decode`, 3 channels; gray ones replicated): asked for
+    the file's own channels, TensorFlow corrupted the heap on an animated WebP, and `train`
+    of a folder holding one died of a segmentation fault before it could name the file."""
     step = max(1, len(files) // count)
     for path in files[::step][:count]:
         try:
-            image = tf.io.decode_image(
-                pathlib.Path(path).read_bytes(), channels=0, expand_animations=False
-            )
+            rgb = tf.cast(decode(pathlib.Path(path).read_bytes(), 3), tf.float32)
         except (OSError, tf.errors.OpError):
             continue
-        if image.shape[-1] >= 3:
-            rgb = tf.cast(image[..., :3], tf.float32)
-            spread = tf.reduce_mean(tf.abs(rgb - tf.reduce_mean(rgb, axis=-1, keepdims=True)))
-            if float(spread) > 2.0:
-                return True
+        spread = tf.reduce_mean(tf.abs(rgb - tf.reduce_mean(rgb, axis=-1, keepdims=True)))
+        if float(spread) > 2.0:
+            return True
     return False
 
 
