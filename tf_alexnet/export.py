@@ -358,6 +358,20 @@ def _next_version(model_dir: pathlib.Path) -> int:
     return version
 
 
+def unnamed_classes(
+    model_path: str | os.PathLike[str], class_names: Sequence[str], remedy: str
+) -> str:
+    """What a model without recorded class names (a `.keras` file copied out of its run
+    directory) is given instead, and how to give its own: it was given them without a word."""
+    shown = ", ".join(map(repr, class_names[:3])) + (", ..." if len(class_names) > 3 else "")
+    whose = "Fashion-MNIST's " if tuple(class_names) == contract.CLASS_NAMES else ""
+    return (
+        f"{str(model_path)!r} has no class names beside it (no run directory's metrics.json or "
+        f"classes.json): its {len(class_names)} classes are named with {whose}defaults "
+        f"({shown}). {remedy}"
+    )
+
+
 def export(
     source: str | os.PathLike[str],
     base_path: str | os.PathLike[str] = "models",
@@ -396,11 +410,14 @@ def export(
     policy = training_policy(trained)
     model = float32_model(trained)
     classes = model.output_shape[-1]
-    class_names = list(
-        class_names
-        or trained_class_names(model_path, classes)  # a run's model, or a file in a run
-        or contract.default_class_names(classes)
-    )
+    if not class_names and not (class_names := trained_class_names(model_path, classes)):
+        class_names = contract.default_class_names(classes)  # a `.keras` file out of its run
+        remedy = (
+            "Pass --image-folder or --dataset (the data it was trained on) to name them, or "
+            "export the model from its run directory."
+        )
+        print(f"Note: {unnamed_classes(model_path, class_names, remedy)}", flush=True)
+    class_names = list(class_names)
     if len(class_names) != classes:
         raise UserError(f"The model has {classes} classes but {len(class_names)} class names.")
     check_samples(model, sample_images)

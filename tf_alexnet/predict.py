@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
+from tf_alexnet.export import unnamed_classes
 from tf_alexnet.exported import ExportedModel
 from tf_alexnet.model import check_classifier
 from tf_alexnet.predictions import (
@@ -54,7 +55,16 @@ class Predictor:
             self._model = load_model(path, compile=False)
             self._from_logits = not check_classifier(self._model, path)
             self._signature = None
-            self.class_names = _keras_class_names(path, self._model.output_shape[-1])
+            classes = self._model.output_shape[-1]
+            named = trained_class_names(path, classes)
+            self.class_names = named or contract.default_class_names(classes)
+            if not named:  # on standard error: standard output may be --json
+                remedy = (
+                    "Predict with its run directory, or with a model exported with "
+                    "--image-folder or --dataset (the data it was trained on)."
+                )
+                note = unnamed_classes(path, self.class_names, remedy)
+                print(f"Note: {note}", file=sys.stderr, flush=True)
         elif path.is_dir():
             exported = ExportedModel.find(path)
             self._signature = exported.signature(contract.SIGNATURE_IMAGE_BYTES)
@@ -74,10 +84,6 @@ class Predictor:
         )
         outputs = np.asarray(self._model(pixels, training=False))
         return to_probabilities(outputs, from_logits=self._from_logits)
-
-
-def _keras_class_names(path: pathlib.Path, classes: int) -> tuple[str, ...]:
-    return trained_class_names(path, classes) or contract.default_class_names(classes)
 
 
 def list_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
