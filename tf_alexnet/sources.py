@@ -425,7 +425,10 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
         return paths, labels
 
     def read(paths: list[str], labels: list[int]) -> tf.data.Dataset:
-        ds = tf.data.Dataset.from_tensor_slices((paths, np.array(labels, np.int32)))
+        # As the file system's bytes: a name that is not UTF-8 (a Latin-1 `caf\xe9.png` from an
+        # old archive) is held in `str` with surrogates, which a string tensor refuses.
+        names = np.array([os.fsencode(path) for path in paths], dtype=object)
+        ds = tf.data.Dataset.from_tensor_slices((names, np.array(labels, np.int32)))
         return ds.map(
             lambda path, label: (decode_checked(tf.io.read_file(path), channels), label),
             num_parallel_calls=tf.data.AUTOTUNE,
