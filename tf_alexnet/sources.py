@@ -141,6 +141,20 @@ def decode_checked(encoded: Any, channels: int) -> tf.Tensor:
         return decode(encoded, channels)
 
 
+def webp_refused(data: bytes) -> bool:
+    """Whether `data` is a WebP that its header marks as transparent or animated, which
+    TensorFlow refuses (see `preprocess.decode`). Any WebP that failed used to be called so,
+    a truncated download included."""
+    if image_format(data) != "WebP":
+        return False
+    chunk = data[12:16]
+    if chunk == b"VP8X":  # extended: flags byte, alpha 0x10, animation 0x02
+        return len(data) > 20 and bool(data[20] & 0x12)
+    if chunk == b"VP8L":  # lossless: signature, 14-bit width and height, then alpha_is_used
+        return len(data) >= 25 and bool(int.from_bytes(data[21:25], "little") >> 28 & 1)
+    return False
+
+
 def image_problem(data: bytes) -> str | None:
     """Why encoded `data` is not an image the models read, or None if it decodes.
 
@@ -158,7 +172,7 @@ def image_problem(data: bytes) -> str | None:
         found = image_format(data)
         if found is None:
             return f"not a {contract.IMAGE_FORMATS} image"
-        if found == "WebP":
+        if webp_refused(data):
             return "a WebP image with transparency or animation, which TensorFlow does not decode"
         reason = _reason(err) if isinstance(err, tf.errors.OpError) else str(err)
         return f"a {found} file that could not be decoded ({reason})"
@@ -181,8 +195,8 @@ def unreadable_images(files: Sequence[str]) -> list[str]:
         try:
             decode(data, 3)
         except tf.errors.OpError as err:
-            webp = image_format(data) == "WebP"
-            reason = "WebP with transparency or animation" if webp else _reason(err)
+            refused = webp_refused(data)
+            reason = "WebP with transparency or animation" if refused else _reason(err)
             found.append(f"{path} ({reason})")
     return found
 

@@ -51,3 +51,30 @@ def test_an_animated_webp_is_named_not_a_crash(tmp_path):
         f"tf-alexnet: error: 1 of the 11 images cannot be read: {anim} (WebP with transparency "
         "or animation). Remove or replace them, then run the command again."
     ]
+
+
+def test_a_truncated_webp_is_not_called_transparent_or_animated(tmp_path):
+    """Every WebP that failed to decode was "a WebP image with transparency or animation",
+    a half-downloaded photo included; the header tells those apart."""
+    from tf_alexnet.sources import image_problem, unreadable_images
+
+    pixels = np.random.default_rng(0).integers(0, 255, (30, 40, 4), dtype=np.uint8)
+
+    def webp(mode, **options):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, "RGBA").convert(mode).save(buffer, "WEBP", **options)
+        return buffer.getvalue()
+
+    for lossless in (False, True):
+        whole = webp("RGB", lossless=lossless)
+        assert image_problem(whole) is None
+        cut = tmp_path / f"cut-{lossless}.webp"
+        cut.write_bytes(whole[: len(whole) // 2])
+        assert image_problem(cut.read_bytes()) == (
+            "a WebP file that could not be decoded (Failed to decode WebP image.)"
+        )
+        assert unreadable_images([str(cut)]) == [f"{cut} (Failed to decode WebP image.)"]
+        refused = webp("RGBA", lossless=lossless)
+        assert image_problem(refused) == (
+            "a WebP image with transparency or animation, which TensorFlow does not decode"
+        )
