@@ -25,14 +25,8 @@ from tf_alexnet.pipeline import (
     training_pipeline,
 )
 from tf_alexnet.preprocess import to_channels
-from tf_alexnet.sources import Source, load_source, unreadable_images
+from tf_alexnet.sources import Source, load_source, reading_images
 from tf_alexnet.specs import DataSpec  # declared there (no TensorFlow), used here
-
-READ_ERRORS = (
-    tf.errors.InvalidArgumentError,  # a file that does not decode
-    tf.errors.NotFoundError,  # deleted since it was listed
-    tf.errors.PermissionDeniedError,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,17 +90,8 @@ class Datasets:
         """Turns a decoding failure in the pipelines into one line naming the unreadable images
         (TensorFlow's own error names no file). The pipelines decode lazily, so a bad file in
         an image folder fails training or evaluation only when it is reached."""
-        try:
+        with reading_images(self.files):
             yield
-        except READ_ERRORS as err:
-            unreadable = unreadable_images(self.files)
-            if not unreadable:
-                raise
-            shown = ", ".join(unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
-            raise UserError(
-                f"{len(unreadable)} of the {len(self.files):,} images cannot be read: {shown}. "
-                "Remove or replace them, then run the command again."
-            ) from err
 
 
 def split_masks(

@@ -7,6 +7,7 @@ Each yields `(uint8 image [h, w, c], int label)`, with a test split when it has 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -14,7 +15,7 @@ import re
 import socket
 import unicodedata
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -633,4 +634,29 @@ def sample_images(spec: DataSpec, count: int = 8) -> list[bytes]:
     """The first `count` test images of the source (train if it has no test split), as PNG."""
     source = load_source(spec)
     examples = (source.test if source.test is not None else source.train).take(count)
-    return [tf.io.encode_png(image).numpy() for image, _ in examples]
+    with reading_images(source.files):  # `export`'s samples: a bad one was a traceback
+        return [tf.io.encode_png(image).numpy() for image, _ in examples]
+
+
+READ_ERRORS = (
+    tf.errors.InvalidArgumentError,  # a file that does not decode
+    tf.errors.NotFoundError,  # deleted since it was listed
+    tf.errors.PermissionDeniedError,
+)
+
+
+@contextlib.contextmanager
+def reading_images(files: Sequence[str]) -> Iterator[None]:
+    """Turns a decoding failure of a pipeline over an image folder's `files` into one line
+    naming the unreadable images (TensorFlow's own error names no file)."""
+    try:
+        yield
+    except READ_ERRORS as err:
+        unreadable = unreadable_images(files)
+        if not unreadable:
+            raise
+        shown = ", ".join(unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
+        raise UserError(
+            f"{len(unreadable)} of the {len(files):,} images cannot be read: {shown}. "
+            "Remove or replace them, then run the command again."
+        ) from err
