@@ -156,6 +156,21 @@ def webp_refused(data: bytes) -> bool:
     return False
 
 
+def _bmp_depth_refused(data: bytes) -> str | None:
+    """For a BMP of a depth TensorFlow does not decode (1, 4 or 16 bits), which it refused
+    as "Number of channels inherent in the image must be 1, 3 or 4, was 0", the reason in
+    words (it completes "the file is ..."), else None."""
+    if image_format(data) != "BMP" or len(data) < 30 or int.from_bytes(data[14:18], "little") < 40:
+        return None
+    bits = int.from_bytes(data[28:30], "little")
+    if bits in (8, 24, 32):
+        return None
+    return (
+        f"a {bits}-bit BMP, which TensorFlow does not decode (it reads 24- and 32-bit BMPs and "
+        "8-bit gray ones): save it as PNG"
+    )
+
+
 def image_problem(data: bytes) -> str | None:
     """Why encoded `data` is not an image the models read, or None if it decodes.
 
@@ -175,6 +190,8 @@ def image_problem(data: bytes) -> str | None:
             return f"not a {contract.IMAGE_FORMATS} image"
         if webp_refused(data):
             return "a WebP image with transparency or animation, which TensorFlow does not decode"
+        if depth := _bmp_depth_refused(data):
+            return depth
         reason = _reason(err) if isinstance(err, tf.errors.OpError) else str(err)
         return f"a {found} file that could not be decoded ({reason})"
     return None
@@ -198,6 +215,7 @@ def unreadable_images(files: Sequence[str]) -> list[str]:
         except tf.errors.OpError as err:
             refused = webp_refused(data)
             reason = "WebP with transparency or animation" if refused else _reason(err)
+            reason = _bmp_depth_refused(data) or reason
             found.append(f"{path} ({reason})")
     return found
 

@@ -91,3 +91,21 @@ def test_palette_bmp_in_an_image_folder_is_named_not_read_as_gray(tmp_path, caps
     assert answer[contract.OUTPUT_PROBABILITIES].shape == (1, 2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="8-bit BMP with a colour palette"):
         served(**{contract.INPUT_IMAGE_BYTES: tf.constant([gray_bmp, _bmp("P")])})
+
+
+def test_a_bmp_of_a_depth_tensorflow_refuses_is_told_in_words(tmp_path):
+    """A 1-bit BMP (a scanner's black and white) was refused as "Number of channels inherent
+    in the image must be 1, 3 or 4, was 0"."""
+    from tf_alexnet.sources import image_problem, unreadable_images
+
+    reason = (
+        "a 1-bit BMP, which TensorFlow does not decode (it reads 24- and 32-bit BMPs and 8-bit "
+        "gray ones): save it as PNG"
+    )
+    assert image_problem(_bmp("1")) == reason
+    scan = tmp_path / "scan.bmp"
+    scan.write_bytes(_bmp("1"))
+    assert unreadable_images([str(scan)]) == [f"{scan} ({reason})"]
+    truncated = tmp_path / "cut.bmp"
+    truncated.write_bytes(_bmp("RGB")[:100])  # a depth it reads: TensorFlow's reason stays
+    assert unreadable_images([str(truncated)])[0].startswith(f"{truncated} (Input size should")
