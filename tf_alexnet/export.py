@@ -45,7 +45,7 @@ from tf_alexnet.exported import (
     saved_model_path,
 )
 from tf_alexnet.hardware import without_bf16_rewrite
-from tf_alexnet.model import check_classifier, outputs_probabilities
+from tf_alexnet.model import check_classifier, has_test_time_flip, outputs_probabilities
 from tf_alexnet.predictions import to_probabilities, trained_class_names
 from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.run_dir import resolve_source
@@ -467,6 +467,7 @@ def export(
             "input_shape": list(model.input_shape[1:]),
             "class_names": class_names,
             "signatures": [contract.SIGNATURE_IMAGE_BYTES, contract.SIGNATURE_IMAGE_TENSOR],
+            "test_time_flip": has_test_time_flip(model),  # twice the compute per image
             "training_metrics": metrics,
             "validation_max_abs_difference": difference,
             "precision": {

@@ -529,6 +529,11 @@ def _flip_layers(model: keras.Model) -> tuple[list[MirrorTwins], list[TwinMean]]
     return twins, means
 
 
+def has_test_time_flip(model: keras.Model) -> bool:
+    """Whether `model` scores each image and its mirror image (its `MirrorTwins` layers)."""
+    return bool(_flip_layers(model)[0])
+
+
 def _check_flips_paired(model: keras.Model, where: str) -> None:
     """Refuses a model whose test-time flips are not paired: a `MirrorTwins` that doubles the
     batch at inference with no `TwinMean` to average it back (a flipping model cut at an inner

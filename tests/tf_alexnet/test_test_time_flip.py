@@ -169,6 +169,7 @@ def _png(pixels):
 def test_an_export_serves_the_same_scores_for_an_image_and_its_mirror(tmp_path):
     from tf_alexnet import contract
     from tf_alexnet.export import export
+    from tf_alexnet.exported import ExportedModel
 
     flips, plain = _twins(classifier_activation=None)
     path = tmp_path / "flips.keras"
@@ -176,6 +177,11 @@ def test_an_export_serves_the_same_scores_for_an_image_and_its_mirror(tmp_path):
     pixels = (np.random.default_rng(3).random((28, 28)) * 255).astype(np.uint8)
     images = [_png(pixels), _png(pixels[:, ::-1].copy())]
     result = export(path, tmp_path / "models", sample_images=images)
+    assert ExportedModel(result.path).metadata()["test_time_flip"] is True
+    plain_path = tmp_path / "plain.keras"
+    plain.save(plain_path)
+    plain_export = export(plain_path, tmp_path / "models", sample_images=images)
+    assert ExportedModel(plain_export.path).metadata()["test_time_flip"] is False
     signature = tf.saved_model.load(str(result.path)).signatures[contract.SIGNATURE_IMAGE_BYTES]
     served = signature(**{contract.INPUT_IMAGE_BYTES: tf.constant(images)})
     probabilities = served[contract.OUTPUT_PROBABILITIES].numpy()
