@@ -46,7 +46,7 @@ from tf_alexnet.exported import (
 )
 from tf_alexnet.hardware import without_bf16_rewrite
 from tf_alexnet.model import check_classifier, has_test_time_flip, outputs_probabilities
-from tf_alexnet.predictions import to_probabilities, trained_class_names
+from tf_alexnet.predictions import to_probabilities, trained_class_names, unnamed_classes
 from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.run_dir import resolve_source
 from tf_alexnet.saving import load_model, process_running
@@ -356,20 +356,6 @@ def _next_version(model_dir: pathlib.Path) -> int:
             "below it."
         )
     return version
-
-
-def unnamed_classes(
-    model_path: str | os.PathLike[str], class_names: Sequence[str], remedy: str
-) -> str:
-    """What a model without recorded class names (a `.keras` file copied out of its run
-    directory) is given instead, and how to give its own: it was given them without a word."""
-    shown = ", ".join(map(repr, class_names[:3])) + (", ..." if len(class_names) > 3 else "")
-    whose = "Fashion-MNIST's " if tuple(class_names) == contract.CLASS_NAMES else ""
-    return (
-        f"{str(model_path)!r} has no class names beside it (no run directory's metrics.json or "
-        f"classes.json): its {len(class_names)} classes are named with {whose}defaults "
-        f"({shown}). {remedy}"
-    )
 
 
 def export(

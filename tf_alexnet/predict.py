@@ -14,7 +14,6 @@ import tensorflow as tf
 
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
-from tf_alexnet.export import unnamed_classes
 from tf_alexnet.exported import ExportedModel
 from tf_alexnet.model import check_classifier
 from tf_alexnet.predictions import (
@@ -22,6 +21,7 @@ from tf_alexnet.predictions import (
     decode_predictions,
     to_probabilities,
     trained_class_names,
+    unnamed_classes,
 )
 from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.run_dir import RunDir

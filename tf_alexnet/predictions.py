@@ -67,6 +67,20 @@ def to_probabilities(scores: Any, from_logits: bool) -> np.ndarray:
     return softmax(scores) if from_logits else as_numpy(scores)
 
 
+def unnamed_classes(
+    model_path: str | os.PathLike[str], class_names: Sequence[str], remedy: str
+) -> str:
+    """What a model without recorded class names (a `.keras` file copied out of its run
+    directory) is given instead, and how to give its own: it was given them without a word."""
+    shown = ", ".join(map(repr, class_names[:3])) + (", ..." if len(class_names) > 3 else "")
+    whose = "Fashion-MNIST's " if tuple(class_names) == contract.CLASS_NAMES else ""
+    return (
+        f"{str(model_path)!r} has no class names beside it (no run directory's metrics.json or "
+        f"classes.json): its {len(class_names)} classes are named with {whose}defaults "
+        f"({shown}). {remedy}"
+    )
+
+
 def trained_class_names(model_path: str | os.PathLike[str], classes: int) -> tuple[str, ...] | None:
     """The class names a `.keras` model was trained with, from its run beside it (a run's
     best.keras or final.keras): `metrics.json` of a finished run, else `classes.json`, which
