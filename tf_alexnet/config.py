@@ -276,8 +276,9 @@ def is_a_runs_record(path: str | os.PathLike[str]) -> bool:
     reproduces the run (the `cpu` preset's test-time flips were added to older `cpu` runs).
     """
     folder = os.path.dirname(os.path.abspath(path))
-    return os.path.basename(path) == "config.json" and any(
-        os.path.isfile(os.path.join(folder, name)) for name in ("history.csv", "metrics.json")
+    return os.path.basename(path) == contract.RUN_CONFIG and any(
+        os.path.isfile(os.path.join(folder, name))
+        for name in (contract.RUN_HISTORY, contract.RUN_METRICS)
     )
 
 

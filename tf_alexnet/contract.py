@@ -68,6 +68,18 @@ CLASS_NAMES_ASSET = "class_names.txt"
 MAX_VERSION = 2**63 - 1
 """The highest export version: TF Serving reads version folders as int64 (and ignores others)."""
 
+# --- A run directory's files (written by training, read by export, predict and --config) ---
+RUN_CONFIG = "config.json"
+"""The settings a run started with (every setting there was then)."""
+RUN_CLASSES = "classes.json"
+"""The run's class names, written when training starts."""
+RUN_HISTORY = "history.csv"
+"""One row per finished epoch."""
+RUN_METRICS = "metrics.json"
+"""A finished run's results (with its class names)."""
+RUN_BEST_MODEL = "best.keras"
+RUN_FINAL_MODEL = "final.keras"
+
 # --- Environment variables ----------------------------------------------------------------
 ENV_DATA_DIR = "TF_ALEXNET_DATA_DIR"
 """Where TFDS keeps prepared datasets (default: TFDS's own, ~/tensorflow_datasets)."""

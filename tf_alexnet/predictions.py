@@ -91,7 +91,7 @@ def trained_class_names(model_path: str | os.PathLike[str], classes: int) -> tup
     given Fashion-MNIST's (`contract.default_class_names`) by default.
     """
     folder = pathlib.Path(model_path).parent
-    for recorded in (folder / "metrics.json", folder / "classes.json"):
+    for recorded in (folder / contract.RUN_METRICS, folder / contract.RUN_CLASSES):
         if not recorded.is_file():
             continue
         try:

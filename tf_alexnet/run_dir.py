@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tf_alexnet import config as config_lib
+from tf_alexnet import contract
 from tf_alexnet.errors import UserError
 
 # Settings that may change when a killed run is resumed.
@@ -27,13 +28,13 @@ class RunDir:
 
     @property
     def config(self) -> pathlib.Path:
-        return self.root / "config.json"
+        return self.root / contract.RUN_CONFIG
 
     @property
     def classes(self) -> pathlib.Path:
         """The class names, written when training starts (`metrics.json` has them only once
         the run has finished), so that a killed run's models export and predict with them."""
-        return self.root / "classes.json"
+        return self.root / contract.RUN_CLASSES
 
     @property
     def listing(self) -> pathlib.Path:
@@ -47,11 +48,11 @@ class RunDir:
 
     @property
     def best_model(self) -> pathlib.Path:
-        return self.root / "best.keras"
+        return self.root / contract.RUN_BEST_MODEL
 
     @property
     def final_model(self) -> pathlib.Path:
-        return self.root / "final.keras"
+        return self.root / contract.RUN_FINAL_MODEL
 
     @property
     def logs(self) -> pathlib.Path:
@@ -59,7 +60,7 @@ class RunDir:
 
     @property
     def history(self) -> pathlib.Path:
-        return self.root / "history.csv"
+        return self.root / contract.RUN_HISTORY
 
     @property
     def curves(self) -> pathlib.Path:
@@ -67,7 +68,7 @@ class RunDir:
 
     @property
     def metrics(self) -> pathlib.Path:
-        return self.root / "metrics.json"
+        return self.root / contract.RUN_METRICS
 
     @property
     def evaluation(self) -> pathlib.Path:

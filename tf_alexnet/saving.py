@@ -10,6 +10,7 @@ from typing import Any
 
 import keras
 
+from tf_alexnet import contract
 from tf_alexnet.errors import UserError
 
 
@@ -77,7 +78,7 @@ def load_model(
     return model
 
 
-RUN_MODELS = ("best.keras", "final.keras")
+RUN_MODELS = (contract.RUN_BEST_MODEL, contract.RUN_FINAL_MODEL)
 """A training run's models, best first (`tf_alexnet.run_dir.RunDir.model_path`)."""
 
 
