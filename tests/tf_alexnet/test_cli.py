@@ -582,15 +582,16 @@ def test_unreadable_images_are_named_in_one_line(tmp_path, capsys):
     truncated.write_bytes(truncated.read_bytes()[:100])
     assert main(["evaluate", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err == (
-        f"tf-alexnet: error: 1 of the 16 images cannot be read: {truncated} (Invalid PNG data, "
-        "size 100). Remove or replace them, then run the command again.\n"
+        f"tf-alexnet: error: 1 of the 16 images cannot be read: {truncated} (a PNG file that "
+        "could not be decoded (Invalid PNG data, size 100)). Remove or replace them, then run "
+        "the command again.\n"
     )
     (data / "train" / "a" / "notes.png").write_text("not an image")
     assert main([*train, "--run-dir", str(tmp_path / "again")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "2 of the 17 images cannot be read: " in err
-    assert f"{data / 'train' / 'a' / 'notes.png'} (Unknown image file format." in err
-    assert f"{truncated} (Invalid PNG data, size 100)" in err
+    assert f"{data / 'train' / 'a' / 'notes.png'} (not a JPEG, PNG, GIF, BMP or WebP image)" in err
+    assert f"{truncated} (a PNG file that could not be decoded (Invalid PNG data, size 100))" in err
     # A file deleted after it was listed (here: between listing and reading, by the source).
     from tf_alexnet import sources
 

@@ -556,7 +556,10 @@ def test_webp_decodes_and_transparent_or_animated_webp_fails_cleanly(tmp_path):
     )
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.split() == [word for path in paths for word in (path, "refused")]
-    assert unreadable_images(paths[:1]) == [f"{paths[0]} (WebP with transparency or animation)"]
+    assert unreadable_images(paths[:1]) == [
+        f"{paths[0]} (a WebP image with transparency or animation, which TensorFlow does not "
+        "decode)"
+    ]
 
 
 def test_image_folder_layout_mistakes_are_refused_or_noted(tmp_path, capsys):

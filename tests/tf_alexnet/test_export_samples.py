@@ -25,8 +25,8 @@ def test_an_unreadable_sample_image_is_named_in_one_line(tmp_path, capsys):
     export = ["export", str(tmp_path / "run"), "--model-base-path", str(tmp_path / "models")]
     assert main(export) == 2
     assert capsys.readouterr().err == (
-        f"tf-alexnet: error: 1 of the 10 images cannot be read: {broken} (Unknown image file "
-        "format. One of JPEG, JPEG XL, PNG, GIF, BMP, WebP required.). Remove or replace them, "
+        f"tf-alexnet: error: 1 of the 10 images cannot be read: {broken} (not a JPEG, PNG, GIF, "
+        "BMP or WebP image). Remove or replace them, "
         "then run the command again.\n"
     )
     assert not (tmp_path / "models").exists()

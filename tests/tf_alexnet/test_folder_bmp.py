@@ -108,4 +108,49 @@ def test_a_bmp_of_a_depth_tensorflow_refuses_is_told_in_words(tmp_path):
     assert unreadable_images([str(scan)]) == [f"{scan} ({reason})"]
     truncated = tmp_path / "cut.bmp"
     truncated.write_bytes(_bmp("RGB")[:100])  # a depth it reads: TensorFlow's reason stays
-    assert unreadable_images([str(truncated)])[0].startswith(f"{truncated} (Input size should")
+    assert unreadable_images([str(truncated)])[0].startswith(
+        f"{truncated} (a BMP file that could not be decoded (Input size should"
+    )
+
+
+def test_only_bmps_pay_for_the_palette_check(tmp_path, monkeypatch):
+    """The palette check is ~15 eager ops, 60 times a small PNG's decoding: `image_problem`
+    ran it for every image `predict` read, whatever its format."""
+    from tf_alexnet import sources
+
+    checked = []
+    check = sources.palette_bmp
+    monkeypatch.setattr(sources, "palette_bmp", lambda data: checked.append(data) or check(data))
+    png, jpeg = tf.io.encode_png(_pixels()).numpy(), tf.io.encode_jpeg(_pixels()).numpy()
+    assert sources.image_problem(png) is None and sources.image_problem(jpeg) is None
+    assert checked == []
+    assert "colour palette" in sources.image_problem(_bmp("P"))
+    assert len(checked) == 1
+
+
+def test_unreadable_images_give_image_problems_reasons(tmp_path):
+    """`unreadable_images` (naming the files once a pipeline failed) ran its own copy of
+    `image_problem`'s checks and worded them otherwise ("WebP with transparency or
+    animation", TensorFlow's "Unknown image file format...")."""
+    from tf_alexnet.sources import image_problem, unreadable_images
+
+    cases = {
+        "palette.bmp": _bmp("P"),
+        "scan.bmp": _bmp("1"),
+        "cut.png": tf.io.encode_png(_pixels()).numpy()[:40],
+        "notes.png": b"not an image",
+        "empty.jpg": b"",
+        "fine.png": tf.io.encode_png(_pixels()).numpy(),
+    }
+    paths = []
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    named = zip(paths[:-1], list(cases.values())[:-1], strict=True)
+    expected = [f"{path} ({image_problem(data)})" for path, data in named]
+    assert unreadable_images([*paths, str(tmp_path / "gone.png")]) == [
+        *expected,
+        f"{tmp_path / 'gone.png'} (No such file or directory)",
+    ]
+    assert image_problem(cases["fine.png"]) is None
+    assert "could not be decoded" in expected[2] and "not a JPEG, PNG" in expected[3]

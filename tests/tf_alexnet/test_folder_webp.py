@@ -48,8 +48,9 @@ def test_an_animated_webp_is_named_not_a_crash(tmp_path):
     assert "rc 2\n" in child.stdout
     errors = [line for line in child.stderr.splitlines() if line.startswith("tf-alexnet")]
     assert errors == [
-        f"tf-alexnet: error: 1 of the 11 images cannot be read: {anim} (WebP with transparency "
-        "or animation). Remove or replace them, then run the command again."
+        f"tf-alexnet: error: 1 of the 11 images cannot be read: {anim} (a WebP image with "
+        "transparency or animation, which TensorFlow does not decode). Remove or replace them, "
+        "then run the command again."
     ]
 
 
@@ -73,7 +74,9 @@ def test_a_truncated_webp_is_not_called_transparent_or_animated(tmp_path):
         assert image_problem(cut.read_bytes()) == (
             "a WebP file that could not be decoded (Failed to decode WebP image.)"
         )
-        assert unreadable_images([str(cut)]) == [f"{cut} (Failed to decode WebP image.)"]
+        assert unreadable_images([str(cut)]) == [
+            f"{cut} (a WebP file that could not be decoded (Failed to decode WebP image.))"
+        ]
         refused = webp("RGBA", lossless=lossless)
         assert image_problem(refused) == (
             "a WebP image with transparency or animation, which TensorFlow does not decode"
