@@ -45,8 +45,9 @@ VARIANTS = ("d2l", "paper", "mini")
 
 IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 """The encoded image formats read everywhere (TensorFlow's `decode_image`; GIF: first frame)."""
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
-"""The file suffixes an image folder is read by (any case)."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp")
+"""The file suffixes an image folder is read by (any case; `.jpe` and `.jfif`: JPEG, as some
+browsers and Windows save them)."""
 
 # --- SavedModel signatures (used by export and serving) -----------------------------------
 SIGNATURE_IMAGE_BYTES = "serving_default"

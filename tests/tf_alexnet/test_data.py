@@ -415,8 +415,9 @@ def test_files_of_other_types_are_named_not_silently_dropped(tmp_path):
     with pytest.raises(UserError) as refused:
         folder_source(tmp_path)
     assert str(refused.value) == (
-        f"No images (.jpg, .jpeg, .png, .gif, .bmp, .webp) under {str(tmp_path)!r}. Skipped 2 "
-        "file(s) that are not JPEG, PNG, GIF, BMP or WebP images (2 .tiff), e.g. "
+        "No images (.jpg, .jpeg, .jpe, .jfif, .png, .gif, .bmp, .webp) under "
+        f"{str(tmp_path)!r}. Skipped 2 file(s) that are not JPEG, PNG, GIF, BMP or WebP images "
+        "(2 .tiff), e.g. "
         f"{str(tmp_path / 'a/scan.tiff')!r}."
     )
 

@@ -33,3 +33,17 @@ def test_an_image_whose_name_is_not_utf8_is_read(tmp_path, capsys):
     train = ["train", "--preset", "quick", "--image-folder", str(data), "--epochs", "1"]
     assert main([*train, "--batch-size", "2", "--run-dir", str(tmp_path / "run")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_jpegs_saved_as_jfif_or_jpe_are_read(tmp_path):
+    """Browsers and Windows save some JPEGs as `.jfif` or `.jpe`: they were skipped as "not
+    JPEG, PNG, GIF, BMP or WebP images", and a folder of them held "No images"."""
+    rng = np.random.default_rng(1)
+    for name, suffix in (("a", ".jfif"), ("b", ".JPE")):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            (tmp_path / name / f"{i}{suffix}").write_bytes(tf.io.encode_jpeg(pixels).numpy())
+    source = folder_source(tmp_path)
+    assert source.num_train == 4 and source.class_names == ("a", "b")
+    assert sorted(label.numpy().item() for _, label in source.train) == [0, 0, 1, 1]
