@@ -233,20 +233,26 @@ def _sample_image(path: str) -> bytes:
 def run_predict(args: argparse.Namespace) -> int:
     import json
 
-    from tf_alexnet.predict import format_predictions, list_images, predict_files, to_json
+    from tf_alexnet.predict import format_predictions, iter_predictions, list_images, to_json
     from tf_alexnet.sources import skipped_notice
 
     images, skipped = list_images(args.images)
     if notice := skipped_notice(skipped):
         print(notice, file=sys.stderr)
-    predictions = predict_files(images, args.model, args.top_k)
-    if args.json:
-        print(json.dumps(to_json(predictions), indent=2))
-    elif any(not p.error for p in predictions):
-        print(format_predictions(predictions))
-    for prediction in predictions:
+    predictions = []
+    for prediction in iter_predictions(images, args.model, args.top_k):
+        predictions.append(prediction)
+        if args.json:  # one document, written at the end
+            continue
         if prediction.error:
             print(f"{PROG}: error: {prediction.image}: {prediction.error}", file=sys.stderr)
+        else:  # as each batch is scored, not after the last
+            print(format_predictions([prediction]), flush=True)
+    if args.json:
+        print(json.dumps(to_json(predictions), indent=2))
+        for prediction in predictions:
+            if prediction.error:
+                print(f"{PROG}: error: {prediction.image}: {prediction.error}", file=sys.stderr)
     # A file that is missing or no image is a mistake in what was asked (status 2), as for
     # the other commands; the images that could be read are answered all the same.
     return 2 if any(p.error for p in predictions) else 0

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import pathlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -130,34 +130,52 @@ def _read_image(path: str) -> bytes:
     return data
 
 
-def predict_files(
+def iter_predictions(
     images: Sequence[str], model: str | os.PathLike[str], top_k: int = contract.TOP_K
-) -> list[Prediction]:
-    """Top-k classes per image; unreadable images get an error and do not stop the others."""
+) -> Iterator[Prediction]:
+    """Top-k classes per image, in order, as each batch of `PREDICT_BATCH` readable images is
+    scored: no more than one batch of encoded images is held (all of a folder's were read
+    before the first was scored: a folder of phone photos filled the memory). Unreadable
+    images get an error and do not stop the others."""
     if top_k < 1:
         raise UserError(f"`top_k` should be >= 1. Received: {top_k}")
     if list(images).count(STDIN) > 1:
         raise UserError(f"Standard input ({STDIN}) holds one image: name it once.")
     predictor = Predictor(model)
-    results: dict[str, Prediction] = {}
-    readable: dict[str, bytes] = {}
+    waiting: list[tuple[str, bytes | str]] = []  # (image, its bytes or why it cannot be read)
+
+    def scored() -> Iterator[Prediction]:
+        encoded = [data for _, data in waiting if isinstance(data, bytes)]
+        tops = iter(
+            decode_predictions(predictor.probabilities(encoded), top_k, predictor.class_names)
+            if encoded
+            else []
+        )
+        for image, data in waiting:
+            if isinstance(data, bytes):
+                yield Prediction(image, top=next(tops))
+            else:
+                yield Prediction(image, error=data)
+        waiting.clear()
+
+    readable = 0
     for image in images:
         try:
-            readable[image] = _read_image(image)
+            waiting.append((image, _read_image(image)))
+            readable += 1
         except ValueError as err:
-            results[image] = Prediction(image, error=str(err))
-    if readable:
-        encoded = list(readable.values())
-        probabilities = np.concatenate(
-            [
-                predictor.probabilities(encoded[start : start + PREDICT_BATCH])
-                for start in range(0, len(encoded), PREDICT_BATCH)
-            ]
-        )
-        tops = decode_predictions(probabilities, top_k, predictor.class_names)
-        for image, top in zip(readable, tops, strict=True):
-            results[image] = Prediction(image, top=top)
-    return [results[image] for image in images]
+            waiting.append((image, str(err)))
+        if readable == PREDICT_BATCH:
+            yield from scored()
+            readable = 0
+    yield from scored()
+
+
+def predict_files(
+    images: Sequence[str], model: str | os.PathLike[str], top_k: int = contract.TOP_K
+) -> list[Prediction]:
+    """`iter_predictions` as a list."""
+    return list(iter_predictions(images, model, top_k))
 
 
 def format_predictions(predictions: Sequence[Prediction]) -> str:

@@ -73,6 +73,53 @@ def test_many_files_are_predicted_in_batches(images, exported_dir, monkeypatch):
         np.testing.assert_allclose([p for *_, p in one.top], [p for *_, p in other.top], atol=1e-6)
 
 
+def test_images_are_read_a_batch_at_a_time_and_answered_as_they_are_scored(
+    images, exported_dir, tmp_path, monkeypatch, capsys
+):
+    """All of a folder's images were read into memory before the first was scored (a folder
+    of phone photos filled it), and nothing was printed until the last was scored."""
+    from tf_alexnet import predict
+    from tf_alexnet.cli import main
+
+    missing = str(tmp_path / "missing.png")
+    asked = [images[0], missing, images[1], images[2]]
+    events, outs, errs = [], [], []
+    read_image, probabilities = predict._read_image, predict.Predictor.probabilities
+
+    def read(path):
+        out, err = capsys.readouterr()
+        outs.append(out)
+        errs.append(err)
+        events.append(("read", os.path.basename(path), "".join(outs).count("  1. ")))
+        return read_image(path)
+
+    def scored(self, encoded):
+        events.append(("score", len(encoded)))
+        return probabilities(self, encoded)
+
+    monkeypatch.setattr(predict, "PREDICT_BATCH", 2)
+    monkeypatch.setattr(predict, "_read_image", read)
+    monkeypatch.setattr(predict.Predictor, "probabilities", scored)
+    assert main(["predict", *asked, "--model", str(exported_dir), "--top-k", "1"]) == 2
+    # (read, file, answers printed so far): the third image is read after the first two
+    # readable ones were scored and printed; the unreadable one does not fill a batch.
+    assert events == [
+        ("read", "image0.png", 0),
+        ("read", "missing.png", 0),
+        ("read", "image1.png", 0),
+        ("score", 2),
+        ("read", "image2.png", 2),
+        ("score", 1),
+    ]
+    out, err = capsys.readouterr()
+    assert out.count("  1. ") == 1 and out.startswith(images[2])
+    assert "".join(outs).startswith(images[0]) and images[1] in "".join(outs)
+    assert "".join([*errs, err]) == f"tf-alexnet: error: {missing}: No such file or directory\n"
+    # The answers are the same, in the order asked, as a list.
+    listed = predict_files(asked, exported_dir, top_k=1)
+    assert [p.image for p in listed] == asked and listed[1].error == "No such file or directory"
+
+
 def test_table_and_json_output(images, exported_dir):
     result = run_cli("predict", *images[:2], "--model", str(exported_dir), "--top-k", "2")
     assert result.returncode == 0, result.stderr[-2000:]
