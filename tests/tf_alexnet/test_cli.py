@@ -111,6 +111,34 @@ def test_unknown_dataset_in_a_real_process(tmp_path):
     )
 
 
+def test_python_dash_m_runs_the_command_line(tmp_path):
+    """`python -m tf_alexnet` said "No module named tf_alexnet.__main__" (the way to run it
+    when the `tf-alexnet` script is not on PATH, e.g. a venv's python called directly)."""
+    import subprocess
+    import sys
+
+    from tf_alexnet import __version__
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "tf_alexnet", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,  # the installed package, not a folder of the repository
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+
+    version = run("--version")
+    assert (version.returncode, version.stdout) == (0, f"tf-alexnet {__version__}\n")
+    mistake = run("predict")
+    assert mistake.returncode == 2 and "Traceback" not in mistake.stderr
+    assert mistake.stderr.splitlines() == [
+        "tf-alexnet predict: error: the following arguments are required: IMAGE, --model (see "
+        "tf-alexnet predict --help)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
