@@ -35,7 +35,7 @@ FROM base AS wheel
 COPY docker/requirements-build.txt /tmp/requirements-build.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install -r /tmp/requirements-build.txt
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml setup.py README.md /src/
 COPY tf_alexnet /src/tf_alexnet
 COPY serving /src/serving
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src

@@ -1,5 +1,6 @@
 """The README's Python examples run as written, on a model trained by the test suite."""
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -39,3 +40,95 @@ def test_readme_python_example_runs(index, trained_run, tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, f"README example {index + 1}:\n{result.stderr[-3000:]}"
+
+
+def _setup_py():
+    """setup.py as a module (its `setup()` runs only as a script)."""
+    spec = importlib.util.spec_from_file_location("tf_alexnet_setup_py", REPO / "setup.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _github_slug(heading: str) -> str:
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _headings(path) -> set[str]:
+    prose = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)
+    return {_github_slug(title) for title in re.findall(r"^#+\s+(.*)$", prose, re.M)}
+
+
+DOCUMENTS = ["README.md", "docs/*.md", "docs/upstream/*.md", "examples/images/README.md"]
+
+
+@pytest.mark.parametrize(
+    "document",
+    sorted({str(p.relative_to(REPO)) for pattern in DOCUMENTS for p in REPO.glob(pattern)}),
+)
+def test_relative_links_resolve_in_the_repository(document):
+    """Where the files are browsed (a clone, GitHub), every relative link reaches its file and
+    every `#anchor` a heading of it."""
+    path = REPO / document
+    for target in _setup_py().relative_links(path.read_text()):
+        file, _, anchor = target.partition("#")
+        destination = (path.parent / file) if file else path
+        assert destination.exists(), f"{document}: {target} does not exist"
+        if anchor and destination.suffix == ".md":
+            assert anchor in _headings(destination), f"{document}: no heading #{anchor}"
+
+
+def test_the_long_description_has_no_relative_link():
+    """The README is the package's page on PyPI, where a relative link is dead: the built
+    metadata's copy has none (each is absolute under [project.urls] Source, or text)."""
+    assert re.findall(r"\]\((?![a-z]+:)", (REPO / "README.md").read_text())  # it has some
+    result = subprocess.run(
+        [sys.executable, "setup.py", "--long-description"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    description = result.stdout
+    assert description.startswith("# tf_alexnet\n")
+    assert _setup_py().relative_links(description) == []
+    # The same words otherwise: the file each link named is still said.
+    assert "docs/docker.md" in description and "## Which AlexNet?" in description
+
+
+def test_relative_links_become_absolute_under_the_source_url():
+    setup_py = _setup_py()
+    readme = (REPO / "README.md").read_text()
+    source = "https://github.com/someone/tf_alexnet"
+    page = setup_py.pypi_readme(readme, source + "/")
+    assert setup_py.relative_links(page) == []
+    for target in setup_py.relative_links(readme):
+        file, _, anchor = target.partition("#")
+        url = f"{source}/blob/main/{file}" if file else source
+        assert f"]({url}{'#' + anchor if anchor else ''})" in page, target
+    # Code blocks are left as written; absolute links too.
+    assert re.findall(r"^```.*?^```", page, re.M | re.S) == re.findall(
+        r"^```.*?^```", readme, re.M | re.S
+    )
+    assert "](https://d2l.ai/chapter_convolutional-modern/alexnet.html)" in page
+
+
+def test_without_a_source_url_a_relative_link_becomes_text_naming_its_file():
+    pypi_readme = _setup_py().pypi_readme
+    text = (
+        "See [the curves](docs/b.md), [docs/p.md](docs/p.md), [Which?](#which), "
+        "[x](https://e.org/y).\n```\n[kept](as/is.md)\n```\n"
+    )
+    assert pypi_readme(text, None) == (
+        "See the curves (`docs/b.md`), docs/p.md, Which?, [x](https://e.org/y).\n"
+        "```\n[kept](as/is.md)\n```\n"
+    )
+
+
+def test_the_source_url_is_read_from_project_urls():
+    source_url = _setup_py().source_url
+    assert source_url({"project": {"urls": {"Source": "https://x/y"}}}) == "https://x/y"
+    assert source_url({"project": {"urls": {"Paper": "https://p"}}}) is None
+    assert source_url({}) is None
