@@ -132,3 +132,16 @@ def test_the_source_url_is_read_from_project_urls():
     assert source_url({"project": {"urls": {"Source": "https://x/y"}}}) == "https://x/y"
     assert source_url({"project": {"urls": {"Paper": "https://p"}}}) is None
     assert source_url({}) is None
+
+
+def test_each_benchmark_row_names_its_benchmark_page():
+    """A figure in the README's Benchmarks table can be checked: every row links to the
+    page under docs/benchmarks/ that holds its runs and command."""
+    section = (REPO / "README.md").read_text().split("\n## Benchmarks\n", 1)[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) >= 8
+    for row in rows:
+        pages = re.findall(r"\]\((docs/benchmarks/[^)#]+\.md)(?:#[^)]*)?\)", row)
+        assert pages, f"no benchmark page for: {row[:100]}"
+        for page in pages:
+            assert (REPO / page).is_file(), page
