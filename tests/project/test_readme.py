@@ -1,6 +1,7 @@
 """The README's Python examples run as written, on a model trained by the test suite."""
 
 import importlib.util
+import pathlib
 import re
 import shutil
 import subprocess
@@ -145,3 +146,19 @@ def test_each_benchmark_row_names_its_benchmark_page():
         assert pages, f"no benchmark page for: {row[:100]}"
         for page in pages:
             assert (REPO / page).is_file(), page
+
+
+def test_the_documents_cite_only_pages_the_repository_has():
+    """A Markdown file the README or docs name (a doc, a benchmark page) is one a reader can
+    open: the AMX figures in docs/precision.md cited a REFERENCE.md never committed."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    names = {pathlib.PurePosixPath(name).name for name in tracked}
+    for pattern in DOCUMENTS:
+        for path in REPO.glob(pattern):
+            for cited in re.findall(r"(?<![\w/.-])([\w./-]+\.md)\b", path.read_text()):
+                name = pathlib.PurePosixPath(cited).name
+                assert name in names, (
+                    f"{path.relative_to(REPO)} cites {cited}, not in the repository"
+                )
