@@ -3,6 +3,7 @@
 import importlib.util
 import pathlib
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -162,3 +163,45 @@ def test_the_documents_cite_only_pages_the_repository_has():
                 assert name in names, (
                     f"{path.relative_to(REPO)} cites {cited}, not in the repository"
                 )
+
+
+def _quoted_commands(text: str) -> list[str]:
+    """The `tf-alexnet ...` command lines quoted in a Markdown text: in code spans and in
+    code blocks, from `tf-alexnet` to the end of the command (not a pipe or a comment)."""
+    blocks = re.findall(r"^ *```[\w-]*\n(.*?)^ *```", text, re.M | re.S)
+    prose = re.sub(r"^ *```.*?^ *```", "", text, flags=re.M | re.S)
+    spans = re.findall(r"(?<!`)`{1,2}([^`]*?\btf-alexnet [^`]*)`", prose)
+    lines = [line for block in blocks for line in block.splitlines()] + spans
+    commands = []
+    for line in lines:
+        line = " ".join(line.split()).removeprefix("$ ")
+        if "tf-alexnet " not in line or "`" in line:  # a code block's prose (the layout)
+            continue
+        command = line[line.index("tf-alexnet ") :]
+        commands.append(re.split(r" (?:#|\||&&|;|>|2>|\|\|) ", command + " ")[0].strip())
+    return commands
+
+
+@pytest.mark.parametrize(
+    "document",
+    sorted({str(p.relative_to(REPO)) for pattern in DOCUMENTS for p in REPO.glob(pattern)}),
+)
+def test_each_quoted_command_is_one_tf_alexnet_takes(document):
+    """Every `tf-alexnet` command line the README and docs quote parses: its command and
+    flags exist and take the values shown (the synopsis, with its [OPTIONS], aside)."""
+    from tf_alexnet.cli_parser import build_parser, parse_arguments
+
+    for command in _quoted_commands((REPO / document).read_text()):
+        argv = shlex.split(command)[1:]
+        placeholder = any(re.fullmatch(r"[A-Z][A-Z_]+", word) for word in argv)
+        if (
+            len(argv) < 2
+            or placeholder
+            or any(mark in command for mark in "[|…")
+            or "..." in command
+        ):
+            continue  # a command's name in prose, or the synopsis's notation
+        try:
+            parse_arguments(build_parser(), argv)
+        except SystemExit as exit:
+            assert exit.code == 0, f"{document}: {command}"
