@@ -205,3 +205,27 @@ def test_each_quoted_command_is_one_tf_alexnet_takes(document):
             parse_arguments(build_parser(), argv)
         except SystemExit as exit:
             assert exit.code == 0, f"{document}: {command}"
+
+
+def test_the_readme_says_how_to_install_the_package_outside_a_clone():
+    """The quickstart and `pip install -e` work in a clone only: the README also installs a
+    built wheel, and every extra it names is one pyproject.toml declares."""
+    readme = (REPO / "README.md").read_text()
+    assert re.search(r"pip install 'dist/tf_alexnet-VERSION-py3-none-any\.whl\[serve\]'", readme)
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    named = set(re.findall(r"`\[(\w+)\]`|\.whl\[(\w+)\]|'\.\[(\w+)\]'", readme))
+    for extra in {name for group in named for name in group if name}:
+        assert extra in extras["optional-dependencies"], extra
+
+
+def test_the_readme_config_file_example_loads(tmp_path):
+    """The README's TOML example, with the command line its comment gives."""
+    from tf_alexnet import config
+
+    (block,) = re.findall(r"^```toml\n(.*?)^```", (REPO / "README.md").read_text(), re.M | re.S)
+    command = re.search(r"->\s+tf-alexnet train (.*)$", block, re.M).group(1).split()
+    assert command == ["--preset", "cpu", "--config", "my-run.toml", "--epochs", "20"]
+    (tmp_path / "my-run.toml").write_text(block)
+    resolved = config.resolve("cpu", tmp_path / "my-run.toml", {"epochs": 20})
+    assert (resolved.variant, resolved.image_size, resolved.epochs) == ("mini", 32, 20)
+    assert (resolved.schedule, resolved.augment.crop) == ("cosine", "pad")
