@@ -1,14 +1,17 @@
 """The transfer-learning example, and the wheel installed into a fresh virtual environment."""
 
+import re
 import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import tf_alexnet
 from tests.conftest import REPO
 from tf_alexnet import contract
 from tf_alexnet.export import export
@@ -76,19 +79,64 @@ def test_transfer_learning_example_takes_a_narrower_model(width, tmp_path):
     assert "('disc', 'square')" in result.stdout
 
 
-@pytest.mark.slow
-def test_wheel_installs_and_works_outside_the_repository(trained_run, test_images, tmp_path):
-    exported = export(trained_run, tmp_path / "models", sample_images=test_images[:2]).path
-    # Build from a copy of the tracked sources: the build writes build/ and *.egg-info beside them.
+def _tracked_copy(source):
+    """A copy of the tracked sources to build from: a build writes build/ and *.egg-info
+    beside them, and only what is committed may go into a distribution."""
     tracked = (
         subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
         .stdout.decode()
         .split("\0")
     )
-    source = tmp_path / "source"
     for name in filter(None, tracked):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, source / name)
+    return source
+
+
+def test_the_wheel_holds_what_a_user_needs_and_nothing_else(tmp_path):
+    """Both packages with their data files, the licence, the commands, and a long description
+    whose links work on PyPI; no tests, benchmarks, runs or caches."""
+    source = _tracked_copy(tmp_path / "source")
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"),
+            *("-w", str(tmp_path / "dist"), str(source)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (wheel,) = (tmp_path / "dist").glob("tf_alexnet-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        (info,) = {name.split("/")[0] for name in names if ".dist-info/" in name}
+        metadata = archive.read(f"{info}/METADATA").decode()
+        entry_points = archive.read(f"{info}/entry_points.txt").decode()
+    assert {name.split("/")[0] for name in names} == {"tf_alexnet", "tf_alexnet_serving", info}
+    for data in (
+        "tf_alexnet/py.typed",
+        "tf_alexnet_serving/py.typed",
+        "tf_alexnet_serving/page.html",
+    ):
+        assert data in names, data
+    for package in ("tf_alexnet", "serving/tf_alexnet_serving"):
+        for module in (REPO / package).glob("*.py"):  # every module, none left behind
+            assert f"{package.removeprefix('serving/')}/{module.name}" in names, module
+    assert f"{info}/licenses/LICENSE" in names
+    assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+    assert f"Version: {tf_alexnet.__version__}\n" in metadata
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "tf-alexnet = tf_alexnet.cli:main" in entry_points
+    assert "serve = tf_alexnet_serving.cli:serve" in entry_points
+    description = metadata.split("\n\n", 1)[1]
+    assert description.startswith("# tf_alexnet\n")
+    assert not re.findall(r"\]\((?![a-z]+:)", description), "a relative link, dead on PyPI"
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_works_outside_the_repository(trained_run, test_images, tmp_path):
+    exported = export(trained_run, tmp_path / "models", sample_images=test_images[:2]).path
+    source = _tracked_copy(tmp_path / "source")
     subprocess.run(
         [
             sys.executable,
