@@ -1,5 +1,6 @@
 """The transfer-learning example, and the wheel installed into a fresh virtual environment."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -157,11 +158,15 @@ def test_wheel_installs_and_works_outside_the_repository(trained_run, test_image
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
+    # Not the repository's sources on PYTHONPATH (as tests are often run): they would be
+    # imported instead of the installed wheel.
+    outside = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", str(wheel)],
         capture_output=True,
         text=True,
         timeout=1200,
+        env=outside,
     )
     assert install.returncode == 0, install.stderr[-3000:]
     project = tmp_path / "my_project"
@@ -177,7 +182,12 @@ def test_wheel_installs_and_works_outside_the_repository(trained_run, test_image
         "print(layer(np.zeros((1, 28, 28, 1), 'float32'))['class_name'].numpy()[0].decode())\n"
     )
     result = subprocess.run(
-        [str(python), "use_it.py"], cwd=project, capture_output=True, text=True, timeout=600
+        [str(python), "use_it.py"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=outside,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] in contract.CLASS_NAMES
@@ -186,5 +196,7 @@ def test_wheel_installs_and_works_outside_the_repository(trained_run, test_image
         capture_output=True,
         text=True,
         timeout=300,
+        env=outside,
+        cwd=project,
     )
     assert "Total parameters: 46,764,746" in cli.stdout
