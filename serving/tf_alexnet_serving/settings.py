@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     tfserving_rest_url: str | None = None
     tfserving_grpc_address: str | None = None
     grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """gRPC backend: the largest message sent or received. Left at its default, it grows to
+    what an image of `max_body_bytes` needs (`grpc_message_bytes_needed`); set below that, the
+    facade refuses to start (an image it accepts could not be sent)."""
     timeout_s: float = Field(default=30.0, gt=0, le=DAY_S, allow_inf_nan=False)
     model_base_path: str = "models"
     model_name: str = contract.MODEL_NAME
@@ -87,6 +90,20 @@ class Settings(BaseSettings):
         if not name or name in {".", ".."} or any(c in name for c in "/\\\0"):
             raise ValueError(f"should be a folder name, without '/'. Received: {name!r}")
         return name
+
+    @field_validator("model_base_path")
+    @classmethod
+    def _a_folder(cls, path: str) -> str:
+        """An empty path is the current folder to `pathlib`: `MODEL_BASE_PATH=` (a variable
+        left blank in a Compose file or `.env`) served whatever `alexnet/` the server was
+        started beside, or failed with a message about the wrong folder."""
+        if not path.strip():
+            raise ValueError(
+                f"should be the folder that holds the model's folder, such as models; it is "
+                f"empty ({ENV_PREFIX}MODEL_BASE_PATH or --model-base-path), which would mean "
+                f"the current folder. Received: {path!r}"
+            )
+        return path
 
     @field_validator("tfserving_rest_url")
     @classmethod
@@ -176,6 +193,25 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _grpc_messages_fit_a_body(self) -> Settings:
+        """One image per Predict call, as large as a body may be: a gRPC limit below it made
+        the facade accept an upload, then answer 413 "too large to send to TF Serving"."""
+        if self.resolved_backend() != "tfserving-grpc":
+            return self
+        needed = grpc_message_bytes_needed(self)
+        if self.grpc_max_message_bytes >= needed:
+            return self
+        if "grpc_max_message_bytes" not in self.model_fields_set:  # the default: grown to fit
+            self.grpc_max_message_bytes = needed
+            return self
+        raise ValueError(
+            f"grpc_max_message_bytes ({ENV_PREFIX}GRPC_MAX_MESSAGE_BYTES) should be at least "
+            f"{needed:,} for a body of max_body_bytes ({ENV_PREFIX}MAX_BODY_BYTES="
+            f"{self.max_body_bytes}) to reach TF Serving as one image: raise it, or lower "
+            f"MAX_BODY_BYTES. Received: grpc_max_message_bytes={self.grpc_max_message_bytes}"
+        )
+
     def resolved_backend(self) -> str:
         if self.backend != "auto":
             return self.backend
@@ -185,6 +221,17 @@ class Settings(BaseSettings):
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+
+GRPC_REQUEST_OVERHEAD = 1024
+"""A Predict request's bytes besides its image and the model's name and label: the signature
+name, the input's name, the tensor's type and shape, field tags and length prefixes (about
+60 bytes for the default names)."""
+
+
+def grpc_message_bytes_needed(settings: Settings) -> int:
+    """The gRPC message size that carries one image of `max_body_bytes` to TF Serving."""
+    names = len(settings.model_name.encode()) + len((settings.model_label or "").encode())
+    return settings.max_body_bytes + names + GRPC_REQUEST_OVERHEAD
 
 
 def _browser_origin(origin: str) -> str:

@@ -1178,6 +1178,24 @@ def test_cors_origins_are_compared_as_browsers_write_them(model_base):
             {"HEADER_TIMEOUT_S": "1e300"},
             "Invalid serving setting header_timeout_s: Input should be less than or equal to 86400",
         ),
+        *(
+            (
+                {"MODEL_BASE_PATH": blank},
+                "Invalid serving setting model_base_path: should be the folder that holds the "
+                "model's folder, such as models; it is empty (TF_ALEXNET_SERVE_MODEL_BASE_PATH "
+                "or --model-base-path), which would mean the current folder. "
+                f"Received: {blank!r}",
+            )
+            for blank in ("", " ")  # the current folder, silently
+        ),
+        (
+            {"TFSERVING_GRPC_ADDRESS": "tfserving:8500", "GRPC_MAX_MESSAGE_BYTES": "1048576"},
+            "Invalid serving settings: grpc_max_message_bytes "
+            "(TF_ALEXNET_SERVE_GRPC_MAX_MESSAGE_BYTES) should be at least 10,486,791 for a body "
+            "of max_body_bytes (TF_ALEXNET_SERVE_MAX_BODY_BYTES=10485760) to reach TF Serving "
+            "as one image: raise it, or lower MAX_BODY_BYTES. Received: "
+            "grpc_max_message_bytes=1048576",
+        ),
     ],
 )
 def test_tf_serving_addresses_and_choices_are_checked_at_start(env, message, monkeypatch):

@@ -776,7 +776,8 @@ def test_tf_serving_back_with_another_model_is_learnt_anew(
 def test_an_image_over_grpc_max_message_bytes_is_too_large_not_overload(servables, test_images):
     """gRPC refuses to send a message over GRPC_MAX_MESSAGE_BYTES with RESOURCE_EXHAUSTED,
     which the facade took for TF Serving overloaded: 503 with Retry-After: 1, and the same
-    image refused again on every retry."""
+    image refused again on every retry. (Settings refuse such a limit at start, see below;
+    it is forced here, past their check.)"""
     import io
     import random
 
@@ -787,19 +788,54 @@ def test_an_image_over_grpc_max_message_bytes_is_too_large_not_overload(servable
     noise.save(buffer, "PNG")
     large = buffer.getvalue()
     assert len(large) > 8192
-    with (
-        grpc_server(servables) as address,
-        _grpc_client(address, grpc_max_message_bytes=8192) as client,
-    ):
-        assert client.get("/readyz").status_code == 200
-        small = client.post("/predict", files={"file": ("a.png", test_images[0])})
-        assert small.status_code == 200, small.text
-        response = client.post("/predict", files={"file": ("large.png", large)})
+    with grpc_server(servables) as address:
+        settings = Settings(tfserving_grpc_address=address)
+        settings.grpc_max_message_bytes = 8192
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/readyz").status_code == 200
+            small = client.post("/predict", files={"file": ("a.png", test_images[0])})
+            assert small.status_code == 200, small.text
+            response = client.post("/predict", files={"file": ("large.png", large)})
     assert response.status_code == 413, response.text
     assert "retry-after" not in response.headers
     detail = response.json()["detail"]
     assert detail.startswith("The image is too large to send to TF Serving: a "), detail
     assert detail.endswith("-byte gRPC message, over GRPC_MAX_MESSAGE_BYTES (8,192 bytes)."), detail
+
+
+def test_grpc_max_message_bytes_fits_the_largest_body_the_facade_accepts(servables, test_images):
+    """GRPC_MAX_MESSAGE_BYTES was not compared with MAX_BODY_BYTES: with both at 8192, the
+    facade read a whole 8,192-byte image, then answered 413 "too large to send to TF
+    Serving". Set too low, it is refused at start; left at its default, it grows to fit."""
+    import pydantic
+    from tf_alexnet_serving.settings import grpc_message_bytes_needed
+
+    with pytest.raises(pydantic.ValidationError) as refused:
+        Settings(
+            tfserving_grpc_address="tfserving:8500",
+            max_body_bytes=8192,
+            grpc_max_message_bytes=8192,
+        )
+    message = refused.value.errors()[0]["msg"].removeprefix("Value error, ")
+    assert message == (
+        "grpc_max_message_bytes (TF_ALEXNET_SERVE_GRPC_MAX_MESSAGE_BYTES) should be at least "
+        "9,223 for a body of max_body_bytes (TF_ALEXNET_SERVE_MAX_BODY_BYTES=8192) to reach TF "
+        "Serving as one image: raise it, or lower MAX_BODY_BYTES. Received: "
+        "grpc_max_message_bytes=8192"
+    )
+    large_bodies = Settings(tfserving_grpc_address="tfserving:8500", max_body_bytes=2**27)
+    assert large_bodies.grpc_max_message_bytes == grpc_message_bytes_needed(large_bodies) > 2**27
+    assert Settings(max_body_bytes=2**27, grpc_max_message_bytes=8192).max_body_bytes == 2**27
+
+    body = test_images[0] + b"\0" * (8192 - len(test_images[0]))  # the largest body accepted
+    with grpc_server(servables) as address:
+        needed = grpc_message_bytes_needed(Settings(max_body_bytes=8192))
+        settings = Settings(
+            tfserving_grpc_address=address, max_body_bytes=8192, grpc_max_message_bytes=needed
+        )
+        with TestClient(create_app(settings)) as client:
+            response = client.post("/predict", content=body, headers={"content-type": "image/png"})
+    assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize("api", ["rest", "grpc"])
