@@ -38,6 +38,15 @@ B64 = {
 """One base64 image, as TF Serving's JSON takes binary values."""
 
 
+JSON_KEYS = ("instances", "signature_name")
+"""What a JSON body holds: TF Serving's row format, with the one signature the facade serves."""
+QUERY_ONLY = ("top_k",)
+"""Query parameters that a client may put in the body instead (a JSON key, or a form field):
+they were ignored there, and the answer was for the default."""
+ECHO_CHARS = 40
+"""At most this much of a client's value is said back."""
+
+
 def predict_body(max_files: int) -> dict[str, object]:
     """The OpenAPI request body of POST /predict (FastAPI cannot infer it)."""
     named = {  # TF Serving's row format with the input named
@@ -69,14 +78,21 @@ def predict_body(max_files: int) -> dict[str, object]:
                     "schema": {
                         "type": "object",
                         "properties": {
+                            "signature_name": {
+                                "type": "string",
+                                "enum": ["", contract.SIGNATURE_IMAGE_BYTES],
+                                "description": "As in TF Serving's REST API; the facade serves "
+                                "this signature alone (the default).",
+                            },
                             "instances": {
                                 "type": "array",
                                 "items": {"oneOf": [B64, named]},
                                 "minItems": 1,
                                 "maxItems": max_files,
-                            }
+                            },
                         },
                         "required": ["instances"],
+                        "additionalProperties": False,
                     },
                     "example": {"instances": [{"b64": EXAMPLE_PNG}]},
                 },
@@ -195,6 +211,9 @@ async def _multipart_images(
             "Malformed multipart body: it ends before its closing boundary (was the upload cut "
             "short?).",
         )
+    for name, value in form.multi_items():
+        if name in QUERY_ONLY and isinstance(value, str):
+            raise HTTPException(400, _query_only(name, value, "in a form field"))
     files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
     if not files:
         fields = [name for name, _ in form.multi_items()]
@@ -262,6 +281,7 @@ def _json_images(body: bytes, settings: Settings) -> list[tuple[str, bytes]]:
     instances = payload.get("instances") if isinstance(payload, dict) else None
     if not isinstance(instances, list) or not instances:
         raise HTTPException(400, 'Expected {"instances": [{"b64": "<base64 image>"}, ...]}.')
+    _check_json_keys(payload)
     if len(instances) > settings.max_files:
         raise HTTPException(400, f"Too many instances: at most {settings.max_files} per request.")
     images = []
@@ -283,3 +303,43 @@ def _json_images(body: bytes, settings: Settings) -> list[tuple[str, bytes]]:
         except (binascii.Error, ValueError):
             raise HTTPException(400, f"instances[{i}]: invalid base64.") from None
     return images
+
+
+def _check_json_keys(payload: dict[str, object]) -> None:
+    """400 for a JSON body key the facade would ignore (the answer would not be what was
+    asked), and for a `signature_name` other than the one signature it serves."""
+    for name in QUERY_ONLY:
+        if name in payload:
+            raise HTTPException(400, _query_only(name, payload[name], "in the JSON body"))
+    unknown = [key for key in payload if key not in JSON_KEYS]
+    if unknown:
+        raise HTTPException(
+            400,
+            'The JSON body takes "instances" and, optionally, "signature_name"; '
+            f"{', '.join(_echo(key) for key in unknown[:5])} would be ignored. "
+            f"Received keys: {', '.join(_echo(key) for key in list(payload)[:8])}.",
+        )
+    signature = payload.get("signature_name", "")
+    if signature not in ("", contract.SIGNATURE_IMAGE_BYTES):  # TF Serving's "": the default
+        raise HTTPException(
+            400,
+            f'signature_name should be "{contract.SIGNATURE_IMAGE_BYTES}", the one signature '
+            "the facade serves (or be left out). Received: "
+            f"signature_name={_echo(signature)}.",
+        )
+
+
+def _query_only(name: str, value: object, where: str) -> str:
+    return (
+        f"{name} is a query parameter (POST /predict?{name}=3), not read {where}. "
+        f"Received: {name}={_echo(value)}."
+    )
+
+
+def _echo(value: object) -> str:
+    """`value` as a client wrote it (JSON), cut to `ECHO_CHARS` characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."

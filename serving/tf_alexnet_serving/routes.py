@@ -11,6 +11,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from tf_alexnet_serving.backends import Backend
 from tf_alexnet_serving.classes import Answer, ClassNames
@@ -40,6 +42,15 @@ PAGE_TOP_K = 10
 """The page lists the 10 best classes, or `MAX_TOP_K` when it is lower."""
 
 
+def digits_only(value: object) -> object:
+    """A query integer written in decimal digits alone: pydantic's lax mode read `1.0`,
+    `2.000`, ` 3 `, `+3` and `1_0` (as 10) as integers, so a client's float or typo was
+    answered as if it had asked for something else."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise PydanticCustomError("int_parsing", "Input should be a valid integer")
+    return value
+
+
 def build_router(max_top_k: int, max_files: int) -> APIRouter:
     """The facade's routes; `top_k` is validated up to `max_top_k` (422 past it), and the
     schema says a request holds at most `max_files` images."""
@@ -55,7 +66,7 @@ def build_router(max_top_k: int, max_files: int) -> APIRouter:
     )
     async def predict(
         request: Request,
-        top_k: Annotated[int, Query(ge=1, le=max_top_k)] = 5,
+        top_k: Annotated[int, Query(ge=1, le=max_top_k), BeforeValidator(digits_only)] = 5,
         filename: Annotated[
             str | None,
             Query(

@@ -298,15 +298,64 @@ def test_a_500_carries_the_request_id_and_the_headers_of_every_answer(model_base
     assert response.headers["access-control-allow-origin"] == origin
 
 
-@pytest.mark.parametrize("top_k", ["0", "-1", "11", "abc", "", "1.5"])
+# pydantic's lax mode read "1.0", "2.000", "1_0" (as 10), " 3" and "+3" as integers.
+@pytest.mark.parametrize(
+    "top_k", ["0", "-1", "11", "abc", "", "1.5", "1.0", "2.000", "1_0", " 3", "\uff13", "true"]
+)
 def test_top_k_out_of_range_is_one_sentence(client, test_images, top_k):
-    """FastAPI's own 422 had a list of pydantic errors as its detail, unlike every other refusal."""
+    """FastAPI's own 422 had a list of pydantic errors as its detail, unlike every other
+    refusal. Only decimal digits are an integer."""
     response = client.post(f"/predict?top_k={top_k}", files={"file": ("a.png", test_images[0])})
     assert response.status_code == 422
     assert response.json() == {
         "detail": "Query parameter top_k should be an integer from 1 to 10. "
         f"Received: top_k={top_k!r}."
     }
+
+
+def test_top_k_and_signature_name_in_a_body_are_refused_not_ignored(client, test_images):
+    """`top_k` in a JSON body or a form field, an unknown JSON key, and a `signature_name`
+    the facade does not serve were ignored: the answer was for 5 classes of the default
+    signature, whatever the client had asked."""
+    encoded = {"b64": base64.b64encode(test_images[0]).decode()}
+    for signature in ("serving_default", ""):  # TF Serving's "" is its default
+        served = client.post("/predict", json={"signature_name": signature, "instances": [encoded]})
+        assert served.status_code == 200, served.text
+    refusals = {
+        "json top_k": (
+            {"json": {"instances": [encoded], "top_k": 1.0}},
+            "top_k is a query parameter (POST /predict?top_k=3), not read in the JSON body. "
+            "Received: top_k=1.0.",
+        ),
+        "json top_k true": (
+            {"json": {"instances": [encoded], "top_k": True}},
+            "top_k is a query parameter (POST /predict?top_k=3), not read in the JSON body. "
+            "Received: top_k=true.",
+        ),
+        "form top_k": (
+            {"files": {"file": ("a.png", test_images[0])}, "data": {"top_k": "2"}},
+            "top_k is a query parameter (POST /predict?top_k=3), not read in a form field. "
+            'Received: top_k="2".',
+        ),
+        "signature": (
+            {"json": {"signature_name": "serving_pixels", "instances": [encoded]}},
+            'signature_name should be "serving_default", the one signature the facade serves '
+            '(or be left out). Received: signature_name="serving_pixels".',
+        ),
+        "signature not a string": (
+            {"json": {"signature_name": ["serving_default"], "instances": [encoded]}},
+            'signature_name should be "serving_default", the one signature the facade serves '
+            '(or be left out). Received: signature_name=["serving_default"].',
+        ),
+        "columnar beside rows": (
+            {"json": {"instances": [encoded], "inputs": [encoded]}},
+            'The JSON body takes "instances" and, optionally, "signature_name"; "inputs" would '
+            'be ignored. Received keys: "instances", "inputs".',
+        ),
+    }
+    for case, (kwargs, detail) in refusals.items():
+        response = client.post("/predict?top_k=2", **kwargs)
+        assert (response.status_code, response.json()) == (400, {"detail": detail}), case
 
 
 def test_a_too_long_filename_is_one_readable_sentence(client, test_images):
