@@ -212,6 +212,61 @@ def test_rest_routing_and_error_texts(client: TestClient) -> None:
     )
 
 
+def test_predict_runs_the_signature_its_body_names(tmp_path: pathlib.Path) -> None:
+    """json_tensor.cc and http_rest_api_handler.cc: `signature_name` picks the signature whose
+    inputs type the body and which runs ("" or no key: serving_default); one the model does
+    not have is INVALID_ARGUMENT, a value that is not a string too. gRPC: the ModelSpec's
+    signature_name, FAILED_PRECONDITION when missing (predict_util.cc)."""
+    module = tf.Module()
+    module.one = tf.function(
+        lambda x: {"y": x}, input_signature=[tf.TensorSpec([None], tf.float32, name="x")]
+    )
+    module.ten = tf.function(
+        lambda z: {"w": 10 * z}, input_signature=[tf.TensorSpec([None], tf.float32, name="z")]
+    )
+    (tmp_path / "s").mkdir()
+    signatures = {"serving_default": module.one, "tenfold": module.ten}
+    tf.saved_model.save(module, str(tmp_path / "s" / "1"), signatures=signatures)
+    servables = TFServingREST(tmp_path, "s", max_num_load_retries=0)
+    client = TestClient(servables.app)
+    url = "/v1/models/s:predict"
+    for body, answer in (
+        ({"instances": [2.0]}, {"predictions": [2.0]}),
+        ({"signature_name": "", "instances": [2.0]}, {"predictions": [2.0]}),
+        ({"signature_name": "tenfold", "instances": [2.0]}, {"predictions": [20.0]}),
+        ({"signature_name": "tenfold", "inputs": {"z": [2.0]}}, {"outputs": [20.0]}),
+    ):
+        response = client.post(url, json=body)
+        assert (response.status_code, response.json()) == (200, answer), body
+    for body, message in (
+        (
+            {"signature_name": "nope", "instances": [2.0]},
+            'Serving signature name: "nope" not found in signature def',
+        ),
+        (  # the named signature's inputs, not serving_default's
+            {"signature_name": "tenfold", "instances": [{"x": 2.0}]},
+            "Failed to process element: 0 key: x of 'instances' list. Error: INVALID_ARGUMENT: "
+            "JSON object: does not have named input: x",
+        ),
+    ):
+        response = client.post(url, json=body)
+        assert (response.status_code, response.json()) == (400, {"error": message}), body
+    refused = client.post(url, json={"signature_name": 7, "instances": [2.0]})
+    assert refused.status_code == 400
+    assert refused.json()["error"].endswith("'signature_name' key must be a string value.")
+    with grpc_channel(servables) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.signature_name = "s", "tenfold"
+        request.inputs["z"].CopyFrom(tf.make_tensor_proto([2.0], dtype=tf.float32))
+        assert tf.make_ndarray(stub.Predict(request).outputs["w"]).tolist() == [20.0]
+        request.model_spec.signature_name = "nope"
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.Predict(request)
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert failed.value.details() == 'Serving signature key "nope" not found.'
+
+
 def test_predict_takes_named_row_inputs_and_checks_base64(tmp_path: pathlib.Path) -> None:
     """json_tensor.cc: instances may be objects keyed by input name; bad base64 is
     "Unable to base64 decode", wrapped in the element's error in row format."""
