@@ -10,6 +10,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -50,6 +51,26 @@ SECURITY_HEADERS = (
 )
 """On every answer."""
 
+CORS_EXPOSED = ("X-Request-ID", "Retry-After")
+"""The answer headers a browser app on an allowed origin may read."""
+
+
+def cors_headers(
+    request_headers: list[tuple[bytes, bytes]] | None, origins: Sequence[str]
+) -> list[tuple[bytes, bytes]]:
+    """The CORS headers `JsonCORSMiddleware` puts on an answer to a request with these headers
+    (lower-case names), for answers made outside it (`protocol.py`): none without an `Origin`,
+    or for one that `origins` (`CORS_ORIGINS`) does not allow."""
+    origin = next((value for name, value in request_headers or [] if name == b"origin"), None)
+    if origin is None or not origins:
+        return []
+    exposed = (b"access-control-expose-headers", ", ".join(CORS_EXPOSED).encode())
+    if "*" in origins:
+        return [(b"access-control-allow-origin", b"*"), exposed]
+    if origin.decode("latin-1") not in origins:
+        return []
+    return [(b"access-control-allow-origin", origin), exposed, (b"vary", b"Origin")]
+
 
 def request_logger() -> logging.Logger:
     """`tf_alexnet_serving.requests`: one JSON line per request on stderr (unless configured)."""
@@ -79,7 +100,7 @@ def install_request_middleware(app: FastAPI, settings: Settings, metrics: Metric
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "HEAD", "POST"],  # the API's; a preflight lists these
             allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=list(CORS_EXPOSED),
         )
     app.add_middleware(
         RequestMiddleware,

@@ -17,7 +17,8 @@ event loop for seconds. `guarded_protocol` adds, per connection:
   timer on every byte, so a body sent a byte every few seconds held the connection for good
   (five of them locked every client out of a server with MAX_CONNECTIONS=5).
 
-The answers are JSON, as the facade's own, and carry its `X-Request-ID` and security headers;
+The answers are JSON, as the facade's own, and carry its `X-Request-ID` and security headers,
+and its CORS headers for a request from an allowed origin whose `Origin` header had come;
 malformed HTTP (uvicorn's plain-text 400) is answered so too. Each refusal is counted in the
 app's metrics (`tf_alexnet_requests_total{route="refused_before_routing"}`) and logged in its
 request log with the client's address, so an operator sees slowloris attempts and hits on the
@@ -44,6 +45,7 @@ from tf_alexnet_serving.middleware import (
     ANSWERED_BY_PROTOCOL,
     SECURITY_HEADERS,
     client_address,
+    cors_headers,
     request_line,
     request_logger,
 )
@@ -68,6 +70,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes = 64 * 1024
     max_connections = 1000
     facade: FastAPI | None = None  # its state has the metrics and, once started, the backend
+    cors_origins: tuple[str, ...] = ()  # CORS_ORIGINS (`guarded_protocol` sets it)
     request_log: logging.Logger | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -210,6 +213,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 *self.server_state.default_headers,
                 (b"x-request-id", request_id.encode()),
                 *SECURITY_HEADERS,
+                # A browser app on an allowed origin reads the refusal (a 400 for bad chunk
+                # framing, a 431): without these it saw "Failed to fetch", as for a server down.
+                *cors_headers(self.headers, self.cors_origins),
             )
         ]
         head += [
@@ -264,6 +270,7 @@ def guarded_protocol(settings: Settings, app: FastAPI | None = None) -> type[Any
             "header_timeout_s": settings.header_timeout_s,
             "max_header_bytes": settings.max_header_bytes,
             "max_connections": settings.max_connections,
+            "cors_origins": tuple(settings.cors_origins),
             "facade": app,
             "request_log": request_logger() if app is not None and settings.request_log else None,
         },

@@ -507,3 +507,58 @@ def test_malformed_chunk_framing_after_the_answer_adds_no_second_answer(server):
     time.sleep(0.5)
     assert [line["status"] for line in log_lines_of(server, client)] == [415]
     assert count(server, "refused_before_routing", "400") == before_400
+
+
+@pytest.mark.parametrize(
+    ("origin", "request_head", "status"),
+    [
+        (
+            "http://app.example",
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nOrigin: http://app.example\r\n"
+            b"Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            400,
+        ),
+        (
+            "http://app.example",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin: http://app.example\r\nX-Big: "
+            + b"a" * 20_000
+            + b"\r\n\r\n",
+            431,
+        ),
+        (
+            "http://app.example",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin: http://app.example\r\nX-Sl",
+            408,
+        ),
+        (
+            None,  # an origin CORS_ORIGINS does not allow: no CORS headers, as from the routes
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n"
+            b"Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            400,
+        ),
+    ],
+    ids=["400 chunk framing", "431 large headers", "408 slow headers", "400 other origin"],
+)
+def test_refusals_below_the_app_carry_the_cors_headers(server, origin, request_head, status):
+    """The protocol's refusals had no CORS headers: a browser app on an allowed origin saw
+    "Failed to fetch" where every refusal of the app's own routes could be read."""
+    with connect(server) as sock:
+        sock.sendall(request_head)
+        answer_status, headers, body = read_answer(sock)
+    assert answer_status == status and "detail" in json.loads(body)
+    assert headers.get("access-control-allow-origin") == origin
+    if origin is not None:
+        assert headers["access-control-expose-headers"] == "X-Request-ID, Retry-After"
+        assert headers["vary"] == "Origin"
+
+
+def test_refusals_below_the_app_have_the_cors_headers_the_routes_would_have():
+    """As Starlette's CORS: `*` answers any origin with `*`; no Origin header, no CORS."""
+    from tf_alexnet_serving.middleware import cors_headers
+
+    exposed = (b"access-control-expose-headers", b"X-Request-ID, Retry-After")
+    origin = [(b"host", b"x"), (b"origin", b"http://any.example")]
+    assert cors_headers(origin, ["*"]) == [(b"access-control-allow-origin", b"*"), exposed]
+    assert cors_headers([(b"host", b"x")], ["*"]) == []
+    assert cors_headers(None, ["http://any.example"]) == []  # the connection limit's 503
+    assert cors_headers(origin, []) == []
