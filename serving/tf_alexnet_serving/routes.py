@@ -79,6 +79,7 @@ def build_router(max_top_k: int, max_files: int) -> APIRouter:
         """Classify images: multipart `file` parts, `{"instances": [{"b64": ...}]}`, or one
         image as the whole body (`Content-Type: image/png`, `image/jpeg`, ...)."""
         start = time.perf_counter()
+        _check_query(request)
         model, settings = backend_of(request), settings_of(request)
         if model.names.problem:  # refuse rather than label with names the model does not have
             raise HTTPException(503, model.names.problem)
@@ -137,6 +138,37 @@ def build_router(max_top_k: int, max_files: int) -> APIRouter:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+PREDICT_QUERY = ("top_k", "filename")
+"""The query parameters /predict takes."""
+
+
+def _check_query(request: Request) -> None:
+    """422 for a query parameter /predict does not take (`?topk=3`, a typo, was ignored and
+    the answer had the default 5 classes) or one given twice (`?top_k=2&top_k=3` was
+    answered for the last, silently)."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    for name in dict.fromkeys(names):
+        shown = name if name.isidentifier() and len(name) <= 40 else _shown(name)
+        if name not in PREDICT_QUERY:
+            raise HTTPException(
+                422,
+                f"Query parameter {shown} is not one that /predict takes "
+                f"({', '.join(PREDICT_QUERY)}). Received: "
+                f"{shown}={_shown(request.query_params[name])}.",
+            )
+        if names.count(name) > 1:
+            values = ", ".join(_shown(v) for v in request.query_params.getlist(name)[:4])
+            raise HTTPException(
+                422, f"Query parameter {shown} should be given once. Received: {shown}={values}."
+            )
+
+
+def _shown(text: str) -> str:
+    """A client's parameter name or value as said back: quoted, at most 40 characters."""
+    shown = repr(text)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 async def _not_ready(model: Backend) -> str:

@@ -358,6 +358,39 @@ def test_top_k_and_signature_name_in_a_body_are_refused_not_ignored(client, test
         assert (response.status_code, response.json()) == (400, {"detail": detail}), case
 
 
+@pytest.mark.parametrize(
+    ("query", "detail"),
+    [
+        (
+            "topk=2",
+            "Query parameter topk is not one that /predict takes (top_k, filename). "
+            "Received: topk='2'.",
+        ),
+        (
+            "top_k=2&top_k=3",
+            "Query parameter top_k should be given once. Received: top_k='2', '3'.",
+        ),
+        (
+            "filename=a.png&filename=b.png",
+            "Query parameter filename should be given once. Received: filename='a.png', 'b.png'.",
+        ),
+        (
+            "top%20k=2",
+            "Query parameter 'top k' is not one that /predict takes (top_k, filename). "
+            "Received: 'top k'='2'.",
+        ),
+    ],
+    ids=["misspelt", "top_k twice", "filename twice", "not a name"],
+)
+def test_an_unknown_or_repeated_query_parameter_is_refused(client, test_images, query, detail):
+    """`?topk=2` (a typo) was ignored and the answer had 5 classes; `?top_k=2&top_k=3` was
+    answered for the last value, silently."""
+    response = client.post(
+        f"/predict?{query}", content=test_images[0], headers={"content-type": "image/png"}
+    )
+    assert (response.status_code, response.json()) == (422, {"detail": detail})
+
+
 def test_a_too_long_filename_is_one_readable_sentence(client, test_images):
     """pydantic's message was pasted after "should be": "Query parameter filename should be
     String should have at most 1024 characters."."""
