@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import Literal
@@ -115,6 +116,15 @@ class Settings(BaseSettings):
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"should be an http:// or https:// URL. Received: {url!r}")
+        try:
+            port_ok = parsed.port is None or parsed.port > 0
+        except ValueError:  # out of range, or not a number: every call failed at run time
+            port_ok = False
+        if not port_ok or parsed.query or parsed.fragment:  # `?x=1` came before /v1/models/...
+            raise ValueError(
+                "should be an http:// or https:// URL with a port from 1 to 65535, without "
+                f"query or fragment, such as http://tfserving:8501. Received: {url!r}"
+            )
         if "/v1/" in f"{parsed.path}/":
             raise ValueError(
                 "should be TF Serving's root (such as http://tfserving:8501), without "
@@ -127,7 +137,12 @@ class Settings(BaseSettings):
     def _a_header_value(cls, key: str | None) -> str | None:
         """Sent as `X-API-Key`: header values are bytes, and browsers (`fetch`) and most
         clients send only ISO-8859-1, so a key beyond printable ASCII could never match."""
-        if key and not (key.isascii() and key.isprintable() and key == key.strip()):
+        if key == "":  # a Compose `API_KEY=${SECRET}` with SECRET unset: no key, silently
+            raise ValueError(
+                f"is empty, which would serve without a key: set a key, or unset "
+                f"{ENV_PREFIX}API_KEY to serve without one. Received: ''"
+            )
+        if not (key is None or (key.isascii() and key.isprintable() and key == key.strip())):
             raise ValueError(
                 "should be printable ASCII without leading or trailing spaces (it is sent as "
                 "the X-API-Key header). Received: a key of "
@@ -148,9 +163,33 @@ class Settings(BaseSettings):
     @classmethod
     def _a_grpc_target(cls, address: str | None) -> str | None:
         """A gRPC target (`host:port`, `dns:///host:port`, `unix:PATH`), not a URL."""
-        if address is not None and address.startswith(("http://", "https://")):
+        if address is None:
+            return None
+        if address.startswith(("http://", "https://")):
             raise ValueError(f"should be host:port, without http://. Received: {address!r}")
+        if address.startswith(GRPC_SCHEMES):
+            return address
+        # Without a port gRPC dials 443 (`tfserving` for `tfserving:8500`), and an empty
+        # address (a Compose variable left blank) chose the local backend: both silently.
+        found = re.fullmatch(r"(\[[^\]\s]+\]|[^:\s/\[\]]+):([0-9]{1,5})", address)
+        if found is None or not 0 < int(found[2]) < 65536:
+            raise ValueError(
+                "should be host:port, such as tfserving:8500 (or a gRPC target such as "
+                f"dns:///tfserving:8500 or unix:/run/tfserving.sock). Received: {address!r}"
+            )
         return address
+
+    @field_validator("model_label")
+    @classmethod
+    def _a_label(cls, label: str | None) -> str | None:
+        """A label TF Serving's REST path can name (`/labels/<label>`): not empty (a Compose
+        variable left blank asked TF Serving for the label "", and every request failed)."""
+        if label is not None and (not label.strip() or any(c in label for c in "/:")):
+            raise ValueError(
+                "should be a version label such as stable or canary (not empty, without '/' "
+                f"or ':'). Received: {label!r}"
+            )
+        return label
 
     @model_validator(mode="after")
     def _one_model_selection(self) -> Settings:
@@ -221,6 +260,9 @@ class Settings(BaseSettings):
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+
+GRPC_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:", "xds:")
+"""gRPC target schemes (gRPC's naming document): such a target is passed on unchecked."""
 
 GRPC_REQUEST_OVERHEAD = 1024
 """A Predict request's bytes besides its image and the model's name and label: the signature

@@ -1270,6 +1270,39 @@ def test_cors_origins_are_compared_as_browsers_write_them(model_base):
             )
             for blank in ("", " ")  # the current folder, silently
         ),
+        # Blank (a Compose variable left unset), or mistakes found only by the first request:
+        # no port (gRPC dialled 443), a port out of range, a query the paths came after.
+        *(
+            (
+                {"TFSERVING_GRPC_ADDRESS": address},
+                "Invalid serving setting tfserving_grpc_address: should be host:port, such as "
+                "tfserving:8500 (or a gRPC target such as dns:///tfserving:8500 or "
+                f"unix:/run/tfserving.sock). Received: {address!r}",
+            )
+            for address in ("", "tfserving", " tfserving:8500", "tfserving:0", "tfserving:99999")
+        ),
+        *(
+            (
+                {"TFSERVING_REST_URL": url},
+                "Invalid serving setting tfserving_rest_url: should be an http:// or https:// URL "
+                "with a port from 1 to 65535, without query or fragment, such as "
+                f"http://tfserving:8501. Received: {url!r}",
+            )
+            for url in ("http://tfserving:99999", "http://tfserving:0", "http://tfserving:8501?a=1")
+        ),
+        *(
+            (
+                {"TFSERVING_REST_URL": "http://tfserving:8501", "MODEL_LABEL": label},
+                "Invalid serving setting model_label: should be a version label such as stable or "
+                f"canary (not empty, without '/' or ':'). Received: {label!r}",
+            )
+            for label in ("", " ", "a/b")
+        ),
+        (
+            {"API_KEY": ""},  # served every request without a key
+            "Invalid serving setting api_key: is empty, which would serve without a key: set a "
+            "key, or unset TF_ALEXNET_SERVE_API_KEY to serve without one. Received: ''",
+        ),
         (
             {"TFSERVING_GRPC_ADDRESS": "tfserving:8500", "GRPC_MAX_MESSAGE_BYTES": "1048576"},
             "Invalid serving settings: grpc_max_message_bytes "
@@ -1290,7 +1323,13 @@ def test_tf_serving_addresses_and_choices_are_checked_at_start(env, message, mon
 
     for accepted in ("https://tfserving:8501", "http://gateway/tfserving"):
         assert Settings(tfserving_rest_url=accepted).tfserving_rest_url == accepted
-    for target in ("tfserving:8500", "dns:///tfserving:8500", "unix:/run/tfserving.sock"):
+    for target in (
+        "tfserving:8500",
+        "dns:///tfserving:8500",
+        "unix:/run/tfserving.sock",
+        "[::1]:8500",
+        "ipv4:10.0.0.1:8500",
+    ):
         assert Settings(tfserving_grpc_address=target).resolved_backend() == "tfserving-grpc"
 
     def started(*args, **kwargs):
