@@ -179,6 +179,18 @@ class Settings(BaseSettings):
             )
         return address
 
+    @field_validator("class_names")
+    @classmethod
+    def _names_or_none(cls, names: list[str] | None) -> list[str] | None:
+        """`CLASS_NAMES=[]` started, then answered every request 503 ("has 0 names but the
+        served model has 10"); a blank name never matches a model's either."""
+        if names is not None and (not names or not all(name.strip() for name in names)):
+            raise ValueError(
+                "should be the model's class names in class-id order, none of them blank (or "
+                f"unset, to use the model's own names). Received: {names[:12]!r}"
+            )
+        return names
+
     @field_validator("model_label")
     @classmethod
     def _a_label(cls, label: str | None) -> str | None:

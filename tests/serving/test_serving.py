@@ -1298,6 +1298,15 @@ def test_cors_origins_are_compared_as_browsers_write_them(model_base):
             )
             for label in ("", " ", "a/b")
         ),
+        *(
+            (
+                {"CLASS_NAMES": names},  # started, then answered every request 503
+                "Invalid serving setting class_names: should be the model's class names in "
+                "class-id order, none of them blank (or unset, to use the model's own names). "
+                f"Received: {received}",
+            )
+            for names, received in (("[]", "[]"), ('["a", " "]', "['a', ' ']"))
+        ),
         (
             {"API_KEY": ""},  # served every request without a key
             "Invalid serving setting api_key: is empty, which would serve without a key: set a "
