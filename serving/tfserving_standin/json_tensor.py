@@ -40,6 +40,10 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise ServingError("INVALID_ARGUMENT", "JSON Parse error: The document is empty")
     try:
         document = json.loads(body)
+    except RecursionError as err:  # arrays nested deeper than Python's parser recurses: a 500
+        raise ServingError(
+            "INVALID_ARGUMENT", "JSON Parse error: The document is nested too deeply"
+        ) from err
     except ValueError as err:
         offset = getattr(err, "pos", 0)
         raise ServingError(

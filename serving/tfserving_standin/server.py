@@ -313,16 +313,19 @@ class TFServingREST:
                 f"JSON Value: {json_text(document)} Not formatted correctly expecting only one "
                 "of 'inputs' or 'instances' keys to exist ",
             )
-        if row:
-            inputs = row_inputs(document, dtypes)
-        elif "inputs" in document:
-            inputs = columnar_inputs(document["inputs"], dtypes)
-        else:
-            raise ServingError("INVALID_ARGUMENT", "Missing 'inputs' or 'instances' key")
         try:
-            outputs = model.signatures[signature_name](
-                **{key: tf.constant(value, dtype=dtypes[key]) for key, value in inputs.items()}
-            )
+            if row:
+                inputs = row_inputs(document, dtypes)
+            elif "inputs" in document:
+                inputs = columnar_inputs(document["inputs"], dtypes)
+            else:
+                raise ServingError("INVALID_ARGUMENT", "Missing 'inputs' or 'instances' key")
+        except RecursionError as err:  # values nested deeper than the reader recurses
+            raise ServingError("INVALID_ARGUMENT", "JSON Value nested too deeply") from err
+        tensors = {key: tf.constant(value, dtype=dtypes[key]) for key, value in inputs.items()}
+        check_shapes(tensors, signature_def[signature_name])
+        try:
+            outputs = model.signatures[signature_name](**tensors)
         except tf.errors.OpError as err:
             raise ServingError(_code_name(err.error_code), err.message) from err
         except (TypeError, ValueError) as err:
@@ -345,6 +348,23 @@ def _model_spec(
                 "INVALID_ARGUMENT", f"Failed to convert version: {version} to numeric."
             )
     return unquote(name or ""), number, (unquote(label) if label is not None else None)
+
+
+def check_shapes(tensors: dict[str, Any], signature: Any) -> None:
+    """INVALID_ARGUMENT for an input whose shape the signature's does not take. A wrong rank
+    reached the model's kernels: a 2-D tensor for `serving_pixels` failed a oneDNN CHECK and
+    killed the stand-in's process (every later request was refused). TF Serving's own text for
+    it is not emulated."""
+    for key, tensor in tensors.items():
+        if key not in signature.inputs:
+            continue  # the call names the unknown input, as before
+        expected = tf.TensorShape(signature.inputs[key].tensor_shape)
+        if not expected.is_compatible_with(tensor.shape):
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"input {key} has shape {tensor.shape.as_list()}, where the signature takes "
+                f"{expected.as_list()} (None: any size)",
+            )
 
 
 def _signature_defs(folder: pathlib.Path) -> Any:
@@ -438,6 +458,7 @@ class TFServingGRPC:
         if name not in self.servables.signature_defs[version].signature_def:
             raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
         inputs = {key: tf.constant(tf.make_ndarray(proto)) for key, proto in request.inputs.items()}
+        check_shapes(inputs, self.servables.signature_defs[version].signature_def[name])
         try:
             outputs = model.signatures[name](**inputs)
         except tf.errors.OpError as err:

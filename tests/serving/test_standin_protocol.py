@@ -267,6 +267,42 @@ def test_predict_runs_the_signature_its_body_names(tmp_path: pathlib.Path) -> No
     assert failed.value.details() == 'Serving signature key "nope" not found.'
 
 
+def test_inputs_of_a_shape_the_signature_does_not_take_are_invalid(tmp_path: pathlib.Path) -> None:
+    """A body nested deeper than Python's JSON parser recurses was a 500 with a traceback; an
+    input of the wrong shape reached the model's kernels (a 2-D tensor for an export's
+    `serving_pixels` failed a oneDNN CHECK and killed the stand-in's process)."""
+    module = tf.Module()
+    module.serve = tf.function(
+        lambda x: {"y": tf.reduce_sum(x, axis=1)},
+        input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")],
+    )
+    (tmp_path / "r").mkdir()
+    tf.saved_model.save(
+        module, str(tmp_path / "r" / "1"), signatures={"serving_default": module.serve}
+    )
+    servables = TFServingREST(tmp_path, "r", max_num_load_retries=0)
+    client = TestClient(servables.app)
+    url = "/v1/models/r:predict"
+    fine = client.post(url, json={"instances": [[1.0, 2.0, 3.0]]})
+    assert (fine.status_code, fine.json()) == (200, {"predictions": [6.0]})
+    message = "input x has shape [1, 2], where the signature takes [None, 3] (None: any size)"
+    for body in ({"instances": [[1.0, 2.0]]}, {"inputs": {"x": [[1.0, 2.0]]}}):
+        response = client.post(url, json=body)
+        assert (response.status_code, response.json()) == (400, {"error": message}), body
+    deep = b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = client.post(url, content=deep, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json() == {"error": "JSON Parse error: The document is nested too deeply"}
+    with grpc_channel(servables) as channel:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "r"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0, 2.0]], dtype=tf.float32))
+        with pytest.raises(grpc.RpcError) as failed:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request)
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert failed.value.details() == message
+
+
 def test_predict_takes_named_row_inputs_and_checks_base64(tmp_path: pathlib.Path) -> None:
     """json_tensor.cc: instances may be objects keyed by input name; bad base64 is
     "Unable to base64 decode", wrapped in the element's error in row format."""
