@@ -89,6 +89,11 @@ def serve(
 def check_can_listen(host: str, port: int) -> None:
     """UserError unless a TCP socket binds to `host:port` as uvicorn will bind it (uvicorn
     itself would say so only after the model has loaded, and exit 3 with its own log line)."""
+    if not host.strip():  # uvicorn, as bind(), took "" for every interface: not loopback
+        raise UserError(
+            "Cannot listen on an empty host: pass --host 127.0.0.1 (this machine only) or "
+            f"--host 0.0.0.0 (every interface). Received: --host {host!r}"
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -26,3 +26,18 @@ def test_a_busy_ipv6_address_is_named_with_brackets(tmp_path):
     assert refused.stderr.strip().splitlines() == [
         f"tf-alexnet: error: Cannot listen on [::1]:{port}: Address already in use."
     ]
+
+
+@pytest.mark.parametrize("host", ["", " "])
+def test_an_empty_host_is_refused_not_every_interface(host):
+    """`--host ""` (a shell variable left blank) listened on every interface, silently."""
+    from tf_alexnet_serving.cli import check_can_listen
+
+    from tf_alexnet.errors import UserError
+
+    with pytest.raises(UserError) as refused:
+        check_can_listen(host, 0)
+    assert str(refused.value) == (
+        "Cannot listen on an empty host: pass --host 127.0.0.1 (this machine only) or "
+        f"--host 0.0.0.0 (every interface). Received: --host {host!r}"
+    )
