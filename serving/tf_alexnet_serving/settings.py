@@ -245,6 +245,20 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _a_body_fits_the_upload_budget(self) -> Settings:
+        """A body the facade accepts must fit the bytes all uploads may hold: with
+        MAX_UPLOAD_BYTES below MAX_BODY_BYTES, a body between them was answered 503
+        "Overloaded ... retry later" however idle the server, on every retry."""
+        if self.max_upload_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_upload_bytes ({ENV_PREFIX}MAX_UPLOAD_BYTES) should be at least "
+                f"max_body_bytes ({ENV_PREFIX}MAX_BODY_BYTES={self.max_body_bytes}): a body "
+                "between them could never be held. Received: "
+                f"max_upload_bytes={self.max_upload_bytes}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _grpc_messages_fit_a_body(self) -> Settings:
         """One image per Predict call, as large as a body may be: a gRPC limit below it made
         the facade accept an upload, then answer 413 "too large to send to TF Serving"."""

@@ -1308,6 +1308,12 @@ def test_cors_origins_are_compared_as_browsers_write_them(model_base):
             for names, received in (("[]", "[]"), ('["a", " "]', "['a', ' ']"))
         ),
         (
+            {"MAX_BODY_BYTES": "2000000", "MAX_UPLOAD_BYTES": "1000000"},  # 503s, "retry later"
+            "Invalid serving settings: max_upload_bytes (TF_ALEXNET_SERVE_MAX_UPLOAD_BYTES) should "
+            "be at least max_body_bytes (TF_ALEXNET_SERVE_MAX_BODY_BYTES=2000000): a body between "
+            "them could never be held. Received: max_upload_bytes=1000000",
+        ),
+        (
             {"API_KEY": ""},  # served every request without a key
             "Invalid serving setting api_key: is empty, which would serve without a key: set a "
             "key, or unset TF_ALEXNET_SERVE_API_KEY to serve without one. Received: ''",

@@ -4,7 +4,8 @@ the server hold more upload bytes than it allows. Also the small HTTP details st
 405's Allow header, no redirect on a trailing slash, base64 as other tools write it.
 
 One server with small limits for the whole module (HEADER_TIMEOUT_S 1, MAX_HEADER_BYTES 8 KiB,
-MAX_CONNECTIONS 8, MAX_UPLOAD_BYTES 3 MB), CORS for one origin, and its log kept in a file.
+MAX_CONNECTIONS 8, MAX_UPLOAD_BYTES and MAX_BODY_BYTES 3 MB), CORS for one origin, and its log
+kept in a file.
 """
 
 import base64
@@ -24,6 +25,7 @@ LIMITS = {
     "TF_ALEXNET_SERVE_MAX_HEADER_BYTES": "8192",
     "TF_ALEXNET_SERVE_MAX_CONNECTIONS": "8",
     "TF_ALEXNET_SERVE_MAX_UPLOAD_BYTES": "3000000",
+    "TF_ALEXNET_SERVE_MAX_BODY_BYTES": "3000000",  # at most the budget (checked at start)
     "TF_ALEXNET_SERVE_CORS_ORIGINS": '["http://app.example"]',
 }
 
@@ -127,12 +129,12 @@ def test_a_body_trickling_in_after_its_answer_does_not_hold_the_connection(serve
 
 
 def test_a_body_the_facade_cannot_read_is_refused_before_it_is_sent(server):
-    """415 came after the whole body (9 MB sent for nothing, and `100 Continue` asked it), and
+    """415 came after the whole body (all of it sent for nothing, and `100 Continue` asked it), and
     a gzipped body was read as an image: "unsupported format"."""
     with connect(server) as sock:
         sock.sendall(
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
-            b"Content-Length: 9000000\r\nExpect: 100-continue\r\n\r\n"
+            b"Content-Length: 2900000\r\nExpect: 100-continue\r\n\r\n"
         )
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 415 "), answer[:200]  # no 100 Continue before it
@@ -213,7 +215,7 @@ def test_uploads_past_the_byte_budget_get_503_and_the_budget_comes_back(server):
     try:
         holder.sendall(
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-            b"Content-Length: 4000000\r\n\r\n" + b"\0" * 2_500_000
+            b"Content-Length: 2900000\r\n\r\n" + b"\0" * 2_500_000
         )
         time.sleep(0.5)
         refused = httpx.post(
@@ -390,7 +392,7 @@ def test_a_413_from_the_body_gate_carries_the_cors_headers(server):
             b"Content-Type: image/png\r\nContent-Length: 20000000\r\nConnection: close\r\n\r\n"
         )
         status, headers, body = read_answer(sock)
-    assert status == 413 and json.loads(body) == {"detail": "Request body over 10,485,760 bytes."}
+    assert status == 413 and json.loads(body) == {"detail": "Request body over 3,000,000 bytes."}
     assert headers["access-control-allow-origin"] == "http://app.example"
     assert "X-Request-ID" in headers["access-control-expose-headers"]
 
