@@ -50,8 +50,16 @@ TOO_LARGE = re.compile(r"(Sent|Received) message larger than max \((\d+) vs\. (\
 trying again fails alike."""
 
 
+HTTP_1_SERVER = "http1.x server"
+"""In gRPC's UNAVAILABLE when the address answers in HTTP/1.1: TF Serving's REST port."""
+
+
 def _upstream_error(err: grpc.aio.AioRpcError) -> UpstreamError:
     message = f"TF Serving: {err.code().name}: {err.details()}"
+    if HTTP_1_SERVER in (err.details() or ""):
+        message += (
+            " Is TFSERVING_GRPC_ADDRESS TF Serving's gRPC port (8500), not its REST port (8501)?"
+        )
     too_large = TOO_LARGE.search(err.details() or "")
     if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and too_large:
         size, limit = int(too_large[2]), int(too_large[3])

@@ -23,6 +23,11 @@ from tf_alexnet_serving.errors import (
 from tf_alexnet_serving.settings import Settings
 from tf_alexnet_serving.tfserving_status import WatchedModel
 
+NOT_HTTP_1 = (
+    "It does not answer in HTTP/1.1: is TFSERVING_REST_URL TF Serving's REST port (8501), not "
+    "its gRPC port (8500)?"
+)
+
 
 class RestBackend(WatchedModel):
     """`POST /v1/models/NAME[/versions/N|/labels/L]:predict` with `{"instances": [{"b64"}]}`."""
@@ -156,7 +161,10 @@ class RestBackend(WatchedModel):
         # httpx's own words (a TLS failure, a refused port), some with a full stop of their own
         detail = str(err).strip()[:200].rstrip(".")
         reason = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
-        return UpstreamError(503, f"TF Serving is unreachable: {reason}.", retry_after=1)
+        hint = ""
+        if isinstance(err, httpx.RemoteProtocolError) and "disconnected" not in detail:
+            hint = f" {NOT_HTTP_1}"  # "illegal request line" said nothing of the likely cause
+        return UpstreamError(503, f"TF Serving is unreachable: {reason}.{hint}", retry_after=1)
 
     async def _predict(self, images: list[bytes], url: str) -> list[dict[str, Any]]:
         body = {

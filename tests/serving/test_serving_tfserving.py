@@ -206,6 +206,28 @@ def foreign_and_broken(tmp_path_factory):
     return base
 
 
+def test_the_rest_and_grpc_ports_swapped_are_named(tfserving, tfserving_grpc, test_images):
+    """The REST URL on TF Serving's gRPC port said only "RemoteProtocolError: illegal request
+    line"; the gRPC address on its REST port, gRPC's words about HTTP/2 frames."""
+    files = {"file": ("a.png", test_images[0], "image/png")}
+    swapped = (
+        (_client(f"http://{tfserving_grpc}", model_poll_s=0), "TFSERVING_REST_URL"),
+        (_grpc_client(tfserving.removeprefix("http://")), "TFSERVING_GRPC_ADDRESS"),
+    )
+    hints = {
+        "TFSERVING_REST_URL": "It does not answer in HTTP/1.1: is TFSERVING_REST_URL TF "
+        "Serving's REST port (8501), not its gRPC port (8500)?",
+        "TFSERVING_GRPC_ADDRESS": "Is TFSERVING_GRPC_ADDRESS TF Serving's gRPC port (8500), not "
+        "its REST port (8501)?",
+    }
+    for facade, setting in swapped:
+        with facade as client:
+            answers = [client.get("/readyz"), client.post("/predict", files=files)]
+        for answer in answers:
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["detail"].endswith(hints[setting]), answer.text
+
+
 @pytest.mark.parametrize("api", ["rest", "grpc"])
 def test_a_model_tfserving_cannot_serve_is_named_in_the_answers(
     api, foreign_and_broken, test_images
