@@ -48,7 +48,13 @@ from tf_alexnet.run_dir import RunDir, in_use_by_this_process, prepare
 from tf_alexnet.saving import save_model_atomic
 from tf_alexnet.sources import in_colour, skipped_notice
 from tf_alexnet.strategy import Precision, make_strategy, set_mixed_precision, split_cpu
-from tf_alexnet.workers import WORKER_WEIGHTS, finish_worker, prepare_worker, remove_if_empty
+from tf_alexnet.workers import (
+    WORKER_WEIGHTS,
+    clear_worker,
+    finish_worker,
+    prepare_worker,
+    remove_if_empty,
+)
 
 __all__ = ["WORKER_WEIGHTS", "train"]
 
@@ -106,6 +112,8 @@ def _train(
     # Before anything else touches TensorFlow: MultiWorkerMirroredStrategy configures the
     # runtime's collective operations, which is refused once the runtime is initialized.
     strategy = make_strategy(config.strategy, config.collective_timeout)
+    if overwrite and not role.is_chief:  # now that this process is the task it names
+        clear_worker(run, role)
     # The finished epochs to resume after: under multiworker, the oldest any worker's
     # backup has, once every worker is known to run the same settings.
     generations = backup_generations(backup)

@@ -35,18 +35,28 @@ def prepare_worker(
     run = RunDir(pathlib.Path(run_dir))
     if run.root.exists() and not run.root.is_dir():
         raise UserError(f"The run directory {str(run.root)!r} is a file.")
-    own = [run.worker_backup(role.name), run.workers / role.name]
     if overwrite:
-        for folder in own:
-            shutil.rmtree(folder, ignore_errors=True)
-    if run.is_run() and not overwrite:
+        return run  # its own folders are deleted once it holds its address: `clear_worker`
+    if run.is_run():
         check_resumable(run, config)  # a run that finished no epoch: the chief starts it over
-    if (own[1] / WORKER_WEIGHTS).is_file():
+    if (run.workers / role.name / WORKER_WEIGHTS).is_file():
         raise UserError(
             f"{str(run.root)!r} holds a finished run of {role.name}. Pass --overwrite to "
             "replace it, or choose another --run-dir."
         )
     return run
+
+
+def clear_worker(run: RunDir, role: Role) -> None:
+    """`--overwrite` for a non-chief: deletes its own folders (backup and final weights).
+
+    Call it once the strategy is made: this process then holds its `TF_CONFIG` address, so
+    it is that task and no other process is. A second `worker-1 --overwrite` started beside
+    a running one deleted the running one's backup, and only then failed on the port the
+    first one holds; now it fails on the port first, having touched nothing.
+    """
+    for folder in (run.worker_backup(role.name), run.workers / role.name):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def finish_worker(run: RunDir, model: keras.Model, role: Role) -> dict[str, Any]:

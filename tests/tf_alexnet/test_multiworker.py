@@ -296,6 +296,35 @@ def test_ctrl_c_stops_a_worker_waiting_for_the_others(cluster, tmp_path):
     assert worker.wait(timeout=20) in (130, -signal.SIGINT)
 
 
+@pytest.mark.timeout(180)
+def test_a_worker_started_twice_with_overwrite_leaves_the_first_ones_backup(cluster, tmp_path):
+    """A stray second `worker-1 --overwrite` (the same TF_CONFIG task started twice) deleted
+    the backup of the worker-1 already running, then failed on the port that one holds."""
+    run = RunDir(tmp_path / "run")
+    backup = run.worker_backup("worker-1")
+    backup.mkdir(parents=True)
+    (backup / "training_metadata.json").write_text('{"epoch": 1, "weights": "w.weights.h5"}')
+    (backup / "w.weights.h5").write_bytes(b"the first worker's weights")
+    (first,) = cluster.start(
+        *multiworker(run.root, "--collective-timeout", "120"), only=(1,)
+    )  # waits for worker-0, holding its address
+    deadline = time.monotonic() + 90
+    while "to join" not in cluster.output(1):
+        assert time.monotonic() < deadline and first.poll() is None, cluster.output(1)[-3000:]
+        time.sleep(0.1)
+    second = run_cli(
+        *multiworker(run.root, "--overwrite"),
+        env={"TF_CONFIG": tf_config(cluster.addresses, 1)},
+        timeout=120,
+    )
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert "Traceback" not in second.stderr
+    (line,) = [line for line in second.stderr.splitlines() if "error:" in line]
+    assert line.startswith("tf-alexnet: error: worker-1 cannot listen on its TF_CONFIG address")
+    assert sorted(p.name for p in backup.iterdir()) == ["training_metadata.json", "w.weights.h5"]
+    assert first.poll() is None  # the first one waits on, unharmed
+
+
 def test_a_port_in_use_is_one_line(tmp_path):
     """A worker whose port another process holds failed with a traceback ("UnknownError:
     Could not start gRPC server")."""
