@@ -115,6 +115,35 @@ def run_data_config(
     return config
 
 
+def refuse_a_folder_of_runs(target: str) -> None:
+    """One line naming the runs in `target` when it is a folder of run directories (`runs/`,
+    where `train` puts them by default) rather than one run or model: `predict --model runs`
+    said only "No exported SavedModel at 'runs'", and `export runs` "not a run directory".
+    """
+    from tf_alexnet.exported import ExportedModel
+    from tf_alexnet.run_dir import RunDir
+
+    path = pathlib.Path(target)
+    if not path.is_dir() or RunDir(path).is_run():
+        return
+    try:
+        runs = sorted(child.name for child in path.iterdir() if RunDir(child).is_run())
+    except OSError:  # unreadable: the command's own check says so
+        return
+    if not runs:
+        return
+    try:
+        ExportedModel.find(path)
+        return  # an export after all (its version folders are no runs)
+    except UserError:
+        pass
+    shown = ", ".join(runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+    raise UserError(
+        f"{target!r} is not a run directory but a folder of them ({shown}): give one, "
+        f"e.g. {str(path / runs[0])!r}."
+    )
+
+
 def evaluation_source(target: str) -> tuple[pathlib.Path, pathlib.Path]:
     """What `evaluate` reads and where its report goes by default: a run directory's model and
     the run; a `.keras` file and its folder; an exported model folder's version and
@@ -122,6 +151,7 @@ def evaluation_source(target: str) -> tuple[pathlib.Path, pathlib.Path]:
     from tf_alexnet.exported import ExportedModel, models_hint
     from tf_alexnet.run_dir import RunDir, resolve_source
 
+    refuse_a_folder_of_runs(target)
     path = pathlib.Path(target)
     if not path.is_dir() or RunDir(path).is_run():
         model_path, _ = resolve_source(target)
@@ -186,6 +216,7 @@ def run_export(args: argparse.Namespace) -> int:
     from tf_alexnet.export import ExportMismatch, export
     from tf_alexnet.sources import load_source, sample_images
 
+    refuse_a_folder_of_runs(args.source)
     overrides = overrides_from(args, DATA_FLAGS)
     # The data named on the command line names the classes (with or without --sample-images);
     # else export finds the run's names, as predict does.
@@ -236,6 +267,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from tf_alexnet.predict import format_predictions, iter_predictions, list_images, to_json
     from tf_alexnet.sources import skipped_notice
 
+    refuse_a_folder_of_runs(args.model)
     images, skipped = list_images(args.images)
     if notice := skipped_notice(skipped):
         print(notice, file=sys.stderr)

@@ -1284,3 +1284,29 @@ def test_a_class_folder_linked_to_another_class_is_refused(tmp_path, capsys):
     from tf_alexnet.sources import folder_source
 
     assert folder_source(data).class_names == ("ant", "bee", "cow")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "{tmp}/image.png", "--model", "{tmp}/runs"],
+        ["evaluate", "{tmp}/runs"],
+        ["export", "{tmp}/runs", "--model-base-path", "{tmp}/models"],
+    ],
+)
+def test_a_folder_of_runs_names_its_runs(argv, tmp_path, capsys):
+    """`--model runs` (where train puts its runs by default) said only "No exported
+    SavedModel at 'runs'" (predict) or "not a run directory" (export)."""
+    for name in ("quick", "cpu"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "config.json").write_text("{}")
+    (tmp_path / "runs" / "notes").mkdir()  # not a run
+    (tmp_path / "image.png").write_bytes(b"not read")
+    assert main([arg.format(tmp=tmp_path) for arg in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    runs = tmp_path / "runs"
+    assert err == (
+        f"tf-alexnet: error: {str(runs)!r} is not a run directory but a folder of them "
+        f"(cpu, quick): give one, e.g. {str(runs / 'cpu')!r}."
+    )
+    assert not (tmp_path / "models").exists()
