@@ -182,16 +182,21 @@ def _train(
             flush=True,
         )
 
-    with strategy.scope():
-        model = AlexNet(
-            input_shape=config.input_shape,
-            classes=len(datasets.class_names),
-            dropout=config.dropout,
-            variant=config.variant,
-            width=config.width,
-            test_time_flip=config.test_time_flip,
-        )
-        compile_model(model, config, steps_per_epoch, per_execution)
+    try:
+        with strategy.scope():  # under multiworker, the chief broadcasts the initial weights
+            model = AlexNet(
+                input_shape=config.input_shape,
+                classes=len(datasets.class_names),
+                dropout=config.dropout,
+                variant=config.variant,
+                width=config.width,
+                test_time_flip=config.test_time_flip,
+            )
+            compile_model(model, config, steps_per_epoch, per_execution)
+    except PEER_ERRORS as err:
+        if not multiworker:
+            raise
+        raise lost_the_cluster(role, err) from err
 
     if role.is_chief:  # data and model are valid: record the run
         run.write_json(run.config, config.to_dict())

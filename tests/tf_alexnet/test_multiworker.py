@@ -325,6 +325,38 @@ def test_a_worker_started_twice_with_overwrite_leaves_the_first_ones_backup(clus
     assert first.poll() is None  # the first one waits on, unharmed
 
 
+@pytest.mark.timeout(180)
+def test_a_worker_lost_while_the_model_is_built_is_one_line(fashion_mnist, tmp_path):
+    """A worker that died after the cluster assembled and before training started (its TFDS
+    build failed) left the chief with a traceback: the initial weights' broadcast
+    ("UnavailableError ... CollectiveBcastSend ... The following tasks are unhealthy")."""
+    script = (
+        "import sys\n"
+        "import tensorflow as tf\n"
+        "from tf_alexnet import cli, train\n"
+        "def lost(*args, **kwargs):\n"
+        "    raise tf.errors.UnavailableError(None, None, 'Collective ops is aborted by: Error "
+        "reported from /job:worker/task:1: The following tasks are unhealthy (stopped sending "
+        "heartbeats):\\n/job:worker/replica:0/task:1')\n"
+        "train.AlexNet = lost\n"
+        f"sys.exit(cli.main({list(multiworker(tmp_path / 'run', '--epochs', '1'))!r}))\n"
+    )
+    address = f"127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": tf_config([address], 0)},
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "tf-alexnet: error:" in line]
+    assert line.startswith("tf-alexnet: error: worker-0 lost the other workers (Error reported")
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_a_port_in_use_is_one_line(tmp_path):
     """A worker whose port another process holds failed with a traceback ("UnknownError:
     Could not start gRPC server")."""
