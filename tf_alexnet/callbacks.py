@@ -5,11 +5,14 @@ The progress and estimate callback is in `tf_alexnet.progress`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -79,7 +82,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)
         weights = f"epoch{self._current_epoch}-batch{self._last_batch_seen}.weights.h5"
-        self.model.save_weights(os.path.join(self.backup_dir, weights), overwrite=True)
+        save_weights(self.model, os.path.join(self.backup_dir, weights))
         old = self._read_metadata()
         previous = (
             {"epoch": old["epoch"], "weights": old["weights"]}
@@ -102,6 +105,65 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         for name in os.listdir(self.backup_dir):
             if name.endswith(".weights.h5") and name not in keep:
                 os.remove(os.path.join(self.backup_dir, name))
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Names `path` in a failed write's error when the writer did not (Keras's `.keras`
+    zip, HDF5): a full disk during training said only "No space left on device.", or HDF5's
+    two-line "Can't synchronously write data (file write failed: time = ...".
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, os.strerror(err.errno), os.fspath(path)) from err
+
+
+def save_weights(model: keras.Model, path: str | os.PathLike[str]) -> None:
+    """`model.save_weights(path)`, written by Python: a failed write (a full disk) raises
+    one clean `OSError` naming `path` and leaves no half-written file.
+
+    HDF5 writing to the disk itself keeps a file whose write failed open, and flushes it
+    again when it is finally closed: at the interpreter's exit, where on a full disk the
+    process died of a segmentation fault (status 139) after its one-line error. Here HDF5
+    writes into memory, and Python copies the bytes to the file.
+    """
+    data = _weights_in_memory(model)
+    with writing(path):
+        if data is None:  # Keras moved its weights store: let it write the file itself
+            model.save_weights(os.fspath(path), overwrite=True)
+            return
+        try:
+            with open(path, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            raise
+
+
+def _weights_in_memory(model: keras.Model) -> bytes | None:
+    """The bytes of `model.save_weights`'s `.weights.h5` file, or None if this Keras has no
+    `saving_lib.H5IOStore` over a memory buffer (Keras 3.15's `save_weights_only`)."""
+    try:
+        from keras.src.saving import saving_lib
+
+        buffer = io.BytesIO()
+        store = saving_lib.H5IOStore(buffer, mode="w")
+        save_state = saving_lib._save_state
+    except (ImportError, AttributeError, TypeError):
+        return None
+    try:
+        save_state(
+            model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set()
+        )
+    finally:
+        store.close()
+    return buffer.getvalue()
 
 
 def _read_metadata(backup_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -187,7 +249,8 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is not None and float(value) > self.best:
             self.best = float(value)
-            save_model_atomic(self.model, self.path)
+            with writing(self.path):
+                save_model_atomic(self.model, self.path)
 
 
 class TrainingDiverged(UserError):

@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 
+from tf_alexnet.callbacks import save_weights
 from tf_alexnet.cluster import Role
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.errors import UserError
@@ -64,7 +65,7 @@ def finish_worker(run: RunDir, model: keras.Model, role: Role) -> dict[str, Any]
     folder = run.workers / role.name
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WORKER_WEIGHTS
-    model.save_weights(str(weights), overwrite=True)
+    save_weights(model, weights)
     remove_if_empty(run.backup)
     print(f"Done: {role.name} finished; its final weights are in {weights}", flush=True)
     return {"role": role.name, "final_weights": str(weights)}

@@ -738,3 +738,74 @@ def test_a_resumed_run_drops_history_rows_of_epochs_the_backup_had_not_recorded(
     assert [line.split(",")[0] for line in lines[1:]] == ["0", "1"]
     assert lines[2] != stray  # the replayed epoch's own row
     assert [int(row["epoch"]) for row in run.read_history()] == [0, 1]
+
+
+FULL_DISK_TRAINING = (
+    "train", "--preset", "quick", "--variant", "mini", "--image-size", "28",
+    "--train-examples", "256", "--batch-size", "32", "--epochs", "1",
+)  # fmt: skip
+"""8 steps of the mini variant: its best.keras and its backup's weights are 8 MB each."""
+
+
+def _file_size_limit(limit: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    ("validation", "limit", "written"),
+    [("0", 1_000_000, "backup/epoch1-batch0.weights.h5"), ("0.01", 4_000_000, "best.keras")],
+)
+def test_a_file_too_large_during_training_is_named(
+    fashion_mnist, tmp_path, validation, limit, written
+):
+    """A write refused by the file size limit (`ulimit -f`), as a full disk refuses one, said
+    "File too large." for best.keras, naming no file; for the backup's weights, HDF5's two
+    lines "Can't synchronously write data (file write failed: time = ...", and the half
+    written weights file stayed in the backup folder."""
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "tf_alexnet.cli", *FULL_DISK_TRAINING,
+         "--validation-fraction", validation, "--run-dir", str(run)],
+        capture_output=True, text=True, timeout=170, cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        preexec_fn=lambda: _file_size_limit(limit),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tf-alexnet: error: File too large: {str(run / written)!r}."
+    )
+    assert not list((run / "backup").glob("*.weights.h5"))
+    assert not (run / written).exists()
+
+
+@pytest.mark.timeout(180)
+def test_a_full_disk_during_a_backup_is_one_line_and_no_crash(fashion_mnist, tmp_path):
+    """On a full disk (a 10 MB tmpfs: best.keras fits, the backup's weights do not), HDF5
+    kept the failed weights file open and flushed it again at exit: after its one-line error
+    the process died of a segmentation fault (status 139)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=10m tmpfs {mount}"],
+        capture_output=True,
+    )
+    if probe.returncode:
+        pytest.skip("no private mount namespace for a small tmpfs here (unshare -rm)")
+    cli = f"{sys.executable} -m tf_alexnet.cli " + " ".join(FULL_DISK_TRAINING)
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c",
+         f"mount -t tmpfs -o size=10m tmpfs {mount} && {cli} --validation-fraction 0.01 "
+         f"--run-dir {mount}/run; status=$?; ls -A {mount}/run/backup; exit $status"],
+        capture_output=True, text=True, timeout=170, cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Segmentation fault" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tf-alexnet: error: No space left on device: "
+        f"{str(mount / 'run' / 'backup' / 'epoch1-batch0.weights.h5')!r}."
+    )
+    assert result.stdout.strip().splitlines()[-1].startswith("Training")  # backup/ is empty
