@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--top-k",
-        type=int,
+        type=_int_in(1),
         default=contract.TOP_K,
         help=f"classes per image (default {contract.TOP_K})",
     )

@@ -180,6 +180,10 @@ def test_python_dash_m_runs_the_command_line(tmp_path):
             "tf-alexnet predict: error: unrecognized argument --run-dir; predict reads a run "
             "directory with --model RUN_DIR",
         ),
+        (  # was checked only once the model had loaded, as "`top_k` should be >= 1"
+            ["predict", "shirt.png", "--model", "run", "--top-k", "0"],
+            "tf-alexnet predict: error: argument --top-k: should be an integer >= 1, got '0'",
+        ),
     ],
 )
 def test_argparse_mistakes_are_one_line(argv, message, capsys):
