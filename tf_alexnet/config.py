@@ -311,14 +311,31 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UserError(f"Cannot read the configuration file {path!r}: permission denied.") from err
     try:
         text = data.decode("utf-8-sig")  # the byte order mark some editors write, skipped
-        values = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+        values = (
+            tomllib.loads(text) if suffix == ".toml" else json.loads(text, object_pairs_hook=_once)
+        )
     except UnicodeDecodeError as err:
         raise UserError(f"Could not parse {path!r}: it is not UTF-8 text.") from err
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, _KeyTwice) as err:
         raise UserError(f"Could not parse {path!r}: {err}") from err
     if not isinstance(values, dict):
         raise UserError(f"{path!r} should hold a table of settings.")
     return values
+
+
+class _KeyTwice(ValueError):
+    """A JSON object that gives a key twice."""
+
+
+def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's keys, each given once: `{"epochs": 1, "epochs": 2}` trained 2 epochs
+    without a word (JSON parsers keep the last; TOML refuses a key given twice)."""
+    table: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in table:
+            raise _KeyTwice(f"the key {key!r} is given twice")
+        table[key] = value
+    return table
 
 
 def auto_preset(has_gpu: bool | None = None) -> str:

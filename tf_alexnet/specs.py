@@ -11,6 +11,7 @@ says what was expected, and ends with `Received: key=value`.
 
 from __future__ import annotations
 
+import difflib
 import os
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -157,6 +158,17 @@ class DataSpec(Spec):
 # --- One-line messages --------------------------------------------------------------------
 
 
+def _close_keys(unknown: list[str], known: list[str]) -> str:
+    """ ", did you mean learning_rate?" for unknown keys that look like known ones' misspellings
+    (the known list is long: 36 settings), else ""."""
+    close = [
+        match[0]
+        for key in unknown
+        if (match := difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1, cutoff=0.75))
+    ]
+    return f", did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
+
+
 def describe_error(err: pydantic.ValidationError, spec: type[Spec]) -> SpecError:
     """The first mistake of `err` as one Keras-style line (and how many more there are)."""
     errors = err.errors(include_url=False)
@@ -169,7 +181,10 @@ def describe_error(err: pydantic.ValidationError, spec: type[Spec]) -> SpecError
     if first["type"] == "extra_forbidden":
         unknown = [".".join(map(str, e["loc"])) for e in errors if e["type"] == "extra_forbidden"]
         known = ", ".join(spec.model_fields)
-        message = f"Unknown {spec._what} keys: {', '.join(unknown)} (known: {known}). {received}"
+        hints = _close_keys(unknown, list(spec.model_fields))
+        message = (
+            f"Unknown {spec._what} keys: {', '.join(unknown)}{hints} (known: {known}). {received}"
+        )
         more = len(errors) - len(unknown)
     else:
         if first["type"] == "value_error":  # a check across fields: its message is complete

@@ -71,6 +71,27 @@ def test_bad_files(tmp_path):
         config_lib.resolve("fast")
 
 
+def test_a_json_key_given_twice_is_refused_and_a_misspelt_key_gets_a_suggestion(tmp_path):
+    """`{"epochs": 1, "epochs": 2}` trained 2 epochs without a word (JSON parsers keep the
+    last; TOML refuses it), and an unknown key's message listed all 36 settings to search."""
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"epochs": 1, "augment": {"flip": true, "flip": false}, "epochs": 2}')
+    with pytest.raises(UserError) as refused:
+        config_lib.read_file(twice)
+    assert str(refused.value) == f"Could not parse {str(twice)!r}: the key 'flip' is given twice"
+    with pytest.raises(UserError) as misspelt:
+        config_lib.from_dict({"learning_rte": 0.1})
+    assert str(misspelt.value).startswith(
+        "Unknown configuration keys: learning_rte, did you mean learning_rate? (known: dataset, "
+    )
+    with pytest.raises(UserError) as nested:
+        config_lib.from_dict({"augment": {"flipp": True}})
+    assert str(nested.value).startswith("Unknown augmentation keys: flipp, did you mean flip? (")
+    with pytest.raises(UserError) as unlike:
+        config_lib.from_dict({"zzz": 1})
+    assert str(unlike.value).startswith("Unknown configuration keys: zzz (known: dataset, ")
+
+
 def test_settings_files_as_editors_write_them(tmp_path, capsys):
     """A TOML file saved with a byte order mark failed "Invalid statement (at line 1, column
     1)" (JSON with one was read); `x.TOML` was refused for its suffix's case; a folder named
