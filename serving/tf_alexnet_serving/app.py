@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
+from tf_alexnet import __version__
 from tf_alexnet_serving.backends import make_backend
 from tf_alexnet_serving.errors import install_error_handlers
 from tf_alexnet_serving.heap import freeze_long_lived, thaw
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPIOffline(
         title="tf_alexnet",
         summary="AlexNet image classification (Fashion-MNIST classes by default).",
+        version=__version__,  # the package's, not FastAPI's default "0.1.0"
         lifespan=lifespan,
         static_url=DOCS_ASSETS,
     )

@@ -1493,6 +1493,14 @@ def test_request_id_header_and_one_json_log_line_per_request(client, test_images
     assert next(iter(lines[0])) == "time"
 
 
+def test_openapi_gives_the_packages_version(monkeypatch):
+    """`/openapi.json` said FastAPI's default "0.1.0" whatever the package's version."""
+    from tf_alexnet_serving import app
+
+    monkeypatch.setattr(app, "__version__", "9.8.7")
+    assert create_app(Settings()).openapi()["info"]["version"] == "9.8.7"
+
+
 def test_openapi_declares_every_answer_error_and_the_api_key():
     """Clients can be generated from the document: typed 200s, typed errors, the key scheme."""
     spec = create_app(Settings()).openapi()
