@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import fcntl
 import os
 import pathlib
 import re
@@ -302,9 +303,13 @@ def tfds_source(name: str, data_dir: str | None = None, manual_dir: str | None =
                 f"{', '.join(unresolved)} cannot be resolved (no internet?).{hint}"
             )
     try:
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-        )
+        if not builder.is_prepared():
+            with _preparing_alone(builder.data_dir, name):
+                # Another process may have prepared it meanwhile: a new builder reads it.
+                builder = tfds.builder(name, data_dir=data_dir)
+                builder.download_and_prepare(
+                    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+                )
     except Exception as err:  # TFDS raises many types: network, checksums, missing files
         raise UserError(
             f"Could not prepare TFDS dataset {name!r}: {type(err).__name__}: "
@@ -327,6 +332,27 @@ def tfds_source(name: str, data_dir: str | None = None, manual_dir: str | None =
         num_test=splits["test"].num_examples if has_test else 0,
         class_names=tuple(label_feature.names),
     )
+
+
+@contextlib.contextmanager
+def _preparing_alone(dataset_dir: str, name: str) -> Iterator[None]:
+    """Holds a lock beside `dataset_dir` (a TFDS dataset version's folder) while one process
+    prepares it. Two processes preparing one dataset at once (the workers of a multi-worker
+    run, on an empty data folder) both wrote it, and the second to finish failed: "Cannot
+    rename .../incomplete.ZB1GNC_3.0.1. Destination .../3.0.1 already exists". A folder that
+    is not local (`gs://...`) is not locked."""
+    folder = os.path.dirname(dataset_dir)
+    if "://" in folder:
+        yield
+        return
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, ".tf_alexnet-prepare.lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"Waiting for another process preparing TFDS dataset {name!r}...", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # the lock goes with the file when it is closed (or the process dies)
 
 
 PROXY_VARIABLES = (

@@ -817,3 +817,55 @@ def test_an_unreadable_folder_is_named_not_called_empty(tmp_path):
         "readable to list the images."
         for folder in locked
     ]
+
+
+def test_two_processes_preparing_one_tfds_dataset_take_turns(tmp_path):
+    """The workers of a multi-worker run on an empty data folder both prepared Fashion-MNIST,
+    and the second to finish failed: "Cannot rename .../incomplete.ZB1GNC_3.0.1. Destination
+    .../3.0.1 already exists". Here both wait while the test holds the lock, then one prepares
+    and the other reads what it wrote."""
+    import fcntl
+
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the original Fashion-MNIST files are not in {FASHION_MNIST}")
+    data_dir = tmp_path / "tfds"
+    (data_dir / "fashion_mnist").mkdir(parents=True)
+    script = (
+        "import sys\n"
+        "from tf_alexnet.sources import tfds_source\n"
+        "source = tfds_source('fashion_mnist', sys.argv[1], sys.argv[2])\n"
+        "print('ok', source.num_train, source.num_test, flush=True)\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    files = contextlib.ExitStack()
+    with files, open(data_dir / "fashion_mnist" / ".tf_alexnet-prepare.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(data_dir), str(FASHION_MNIST)],
+                stdout=files.enter_context(open(log, "w")),  # noqa: SIM115 (ExitStack closes it)
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+            for log in logs
+        ]
+        try:
+            deadline = time.monotonic() + 240
+            while not all("Waiting for another process" in log.read_text() for log in logs):
+                ended = [child.poll() for child in children]
+                assert ended == [None, None], [log.read_text()[-2000:] for log in logs]
+                assert time.monotonic() < deadline, [log.read_text()[-2000:] for log in logs]
+                time.sleep(0.2)
+        except BaseException:
+            for child in children:
+                child.kill()
+            raise
+    codes = [child.wait(timeout=600) for child in children]
+    outputs = [log.read_text() for log in logs]
+    assert codes == [0, 0], outputs
+    assert all("ok 60000 10000\n" in output for output in outputs), outputs
+    assert sorted(p.name for p in (data_dir / "fashion_mnist").iterdir()) == [
+        ".tf_alexnet-prepare.lock",
+        "3.0.1",
+    ]
