@@ -12,7 +12,6 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -21,7 +20,7 @@ import tensorflow as tf
 
 from tf_alexnet.errors import UserError
 from tf_alexnet.interrupts import raise_if_signalled
-from tf_alexnet.saving import save_model_atomic
+from tf_alexnet.saving import save_model_atomic, writing
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -105,20 +104,6 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         for name in os.listdir(self.backup_dir):
             if name.endswith(".weights.h5") and name not in keep:
                 os.remove(os.path.join(self.backup_dir, name))
-
-
-@contextlib.contextmanager
-def writing(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Names `path` in a failed write's error when the writer did not (Keras's `.keras`
-    zip, HDF5): a full disk during training said only "No space left on device.", or HDF5's
-    two-line "Can't synchronously write data (file write failed: time = ...".
-    """
-    try:
-        yield
-    except OSError as err:
-        if err.filename is not None or err.errno is None:
-            raise
-        raise OSError(err.errno, os.strerror(err.errno), os.fspath(path)) from err
 
 
 def save_weights(model: keras.Model, path: str | os.PathLike[str]) -> None:
@@ -249,8 +234,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is not None and float(value) > self.best:
             self.best = float(value)
-            with writing(self.path):
-                save_model_atomic(self.model, self.path)
+            save_model_atomic(self.model, self.path)
 
 
 class TrainingDiverged(UserError):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import re
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -116,6 +118,20 @@ _TEMP_NAME = re.compile(r"\.(?P<name>.+\.keras)\.(?P<pid>\d+)" + re.escape(_TEMP
 """`save_model_atomic` writes `NAME.keras` as `.NAME.keras.<pid>.tmp.keras`, then renames it."""
 
 
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Names `path` in a failed write's error when the writer did not (Keras's `.keras`
+    zip, HDF5): a full disk during training said only "No space left on device.", or HDF5's
+    two-line "Can't synchronously write data (file write failed: time = ...".
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, os.strerror(err.errno), os.fspath(path)) from err
+
+
 def save_model_atomic(model: keras.Model, path: str | os.PathLike[str]) -> None:
     """Saves a `.keras` file so that a reader (or a kill) never sees half of it.
 
@@ -125,8 +141,9 @@ def save_model_atomic(model: keras.Model, path: str | os.PathLike[str]) -> None:
     directory, name = os.path.split(path)
     temp = os.path.join(directory, f".{name}.{os.getpid()}{_TEMP_SUFFIX}")
     try:
-        model.save(temp)
-        os.replace(temp, path)
+        with writing(path):
+            model.save(temp)
+            os.replace(temp, path)
     finally:
         if os.path.exists(temp):
             os.remove(temp)

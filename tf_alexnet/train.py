@@ -28,7 +28,6 @@ from tf_alexnet.callbacks import (
     SyncMovingStatistics,
     backup_generations,
     remove_backup,
-    writing,
 )
 from tf_alexnet.cluster import (
     PEER_ERRORS,
@@ -261,8 +260,7 @@ def _train(
         remove_backup(backup)
         remove_if_empty(run.backup)
         return result
-    with writing(run.final_model):
-        save_model_atomic(model, run.final_model)
+    save_model_atomic(model, run.final_model)
     metrics = _finish(run, model, config, datasets, replicas, global_batch, precision, wall_seconds)
     remove_backup(backup)
     if multiworker:
