@@ -104,6 +104,23 @@ def test_images(fashion_mnist: dict[str, str]) -> list[bytes]:
     return sample_images(DataSpec(), 16)
 
 
+def write_image_folder(
+    root: pathlib.Path, counts: dict[str, int], size: tuple[int, int] = (12, 12)
+) -> pathlib.Path:
+    """An image folder of random RGB PNGs, classes `a` and `b`: `counts` maps a split's
+    subfolder ("" for none) to images per class. Seeded, drawn split by split, class by class."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split, count in counts.items():
+        for name in ("a", "b"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+                (root / split / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    return root
+
+
 def free_port() -> int:
     """A free TCP port on the loopback interface."""
     import socket

@@ -597,17 +597,9 @@ def test_an_export_is_evaluated_as_served(tmp_path, capsys, monkeypatch):
 
 def test_unreadable_images_are_named_in_one_line(tmp_path, capsys):
     """TensorFlow's decoding error names no file and came as a traceback mid-epoch."""
-    import numpy as np
-    import tensorflow as tf
+    from tests.conftest import write_image_folder
 
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data"
-    for split, count in (("train", 6), ("test", 2)):
-        for name in ("a", "b"):
-            (data / split / name).mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
-                (data / split / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    data = write_image_folder(tmp_path / "data", {"train": 6, "test": 2}, size=(20, 24))
     train = ["train", "--preset", "quick", "--image-folder", str(data), "--epochs", "1"]
     train += ["--batch-size", "4", "--validation-fraction", "0"]
     assert main([*train, "--run-dir", str(tmp_path / "run")]) == 0

@@ -2,21 +2,12 @@
 requests; one that does not decode came out as TensorFlow's traceback (an InvalidArgumentError
 naming no file), where `train` and `evaluate` name the file in one line."""
 
-import numpy as np
-import tensorflow as tf
-
+from tests.conftest import write_image_folder
 from tf_alexnet.cli import main
 
 
 def test_an_unreadable_sample_image_is_named_in_one_line(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data"
-    for split, count in (("train", 4), ("test", 1)):
-        for name in ("a", "b"):
-            (data / split / name).mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
-                (data / split / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    data = write_image_folder(tmp_path / "data", {"train": 4, "test": 1})
     train = ["train", "--preset", "quick", "--image-folder", str(data), "--epochs", "1"]
     assert main([*train, "--batch-size", "2", "--run-dir", str(tmp_path / "run")]) == 0
     capsys.readouterr()

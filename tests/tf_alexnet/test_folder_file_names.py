@@ -8,18 +8,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tests.conftest import write_image_folder
 from tf_alexnet.cli import main
 from tf_alexnet.sources import folder_source
 
 
 def test_an_image_whose_name_is_not_utf8_is_read(tmp_path, capsys):
-    data = tmp_path / "data"
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        (data / name).mkdir(parents=True)
-        for i in range(3):
-            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
-            (data / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    data = write_image_folder(tmp_path / "data", {"": 3})
     latin1 = os.path.join(os.fsencode(data / "a"), b"caf\xe9.png")
     white = np.full((12, 12, 3), 255, np.uint8)
     with open(latin1, "wb") as file:

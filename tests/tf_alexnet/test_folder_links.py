@@ -1,21 +1,13 @@
 """Broken links in image folders: a link named `x.png` whose target is gone was left out of
 training and of `predict FOLDER` without a word (`Path.is_file` is false for it)."""
 
-import numpy as np
-import tensorflow as tf
-
+from tests.conftest import write_image_folder
 from tf_alexnet.cli import main
 from tf_alexnet.sources import image_files
 
 
 def _folder(root):
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        (root / name).mkdir(parents=True)
-        for i in range(4):
-            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
-            (root / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
-    return root
+    return write_image_folder(root, {"": 4})
 
 
 def test_a_broken_link_is_named_not_left_out(tmp_path, capsys):
