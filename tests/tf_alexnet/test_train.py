@@ -747,10 +747,15 @@ FULL_DISK_TRAINING = (
 """8 steps of the mini variant: its best.keras and its backup's weights are 8 MB each."""
 
 
-def _file_size_limit(limit: int) -> None:
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+FILE_SIZE_LIMITED = (
+    "import os, resource, sys\n"
+    "limit = int(sys.argv[1])\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n"
+)
+"""Runs `python ARGS` under a file size limit. Set in a process of its own, not by
+`preexec_fn`: forked from a pytest process where gRPC runs (the serving tests load it),
+the child aborted before its exec ("Epoll1Poller ... epoll_wait error: Bad file descriptor")."""
 
 
 @pytest.mark.timeout(180)
@@ -767,11 +772,10 @@ def test_a_file_too_large_during_training_is_named(
     written weights file stayed in the backup folder."""
     run = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "tf_alexnet.cli", *FULL_DISK_TRAINING,
-         "--validation-fraction", validation, "--run-dir", str(run)],
+        [sys.executable, "-c", FILE_SIZE_LIMITED, str(limit), "-m", "tf_alexnet.cli",
+         *FULL_DISK_TRAINING, "--validation-fraction", validation, "--run-dir", str(run)],
         capture_output=True, text=True, timeout=170, cwd=REPO,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        preexec_fn=lambda: _file_size_limit(limit),
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
