@@ -155,7 +155,13 @@ def allowed_methods(request: Request) -> list[str]:
 
 
 ECHO_CHARS = 40
-"""At most this much of a client's invalid value is said back in its 422."""
+"""At most this much of a client's value is said back in an error."""
+
+
+def clipped(text: str, limit: int = ECHO_CHARS) -> str:
+    """`text` cut to `limit` characters, the cut marked "..." (a 5,000-digit `top_k` came
+    back whole)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def invalid_parameter(request: Request, error: dict[str, Any]) -> str:
@@ -176,7 +182,5 @@ def invalid_parameter(request: Request, error: dict[str, Any]) -> str:
         }
         if len(bounds) == 2:
             should = f"should be an integer from {bounds['ge']} to {bounds['le']}"
-    received = repr(error.get("input"))
-    if len(received) > ECHO_CHARS:  # a 5,000-digit top_k came back whole
-        received = received[: ECHO_CHARS - 3] + "..."
+    received = clipped(repr(error.get("input")))
     return f"{where.capitalize()} parameter {name} {should}. Received: {name}={received}."

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from tf_alexnet import contract
+from tf_alexnet_serving.errors import clipped
 from tf_alexnet_serving.settings import Settings
 
 EXAMPLE_PNG = (  # a black 28x28 PNG: the API page's "Try it out" sends it as it is
@@ -43,8 +44,6 @@ JSON_KEYS = ("instances", "signature_name")
 QUERY_ONLY = ("top_k",)
 """Query parameters that a client may put in the body instead (a JSON key, or a form field):
 they were ignored there, and the answer was for the default."""
-ECHO_CHARS = 40
-"""At most this much of a client's value is said back."""
 
 
 def predict_body(max_files: int) -> dict[str, object]:
@@ -337,9 +336,9 @@ def _query_only(name: str, value: object, where: str) -> str:
 
 
 def _echo(value: object) -> str:
-    """`value` as a client wrote it (JSON), cut to `ECHO_CHARS` characters."""
+    """`value` as a client wrote it (JSON), clipped."""
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(value)
-    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
+    return clipped(text)

@@ -40,6 +40,7 @@ from typing import Any
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from tf_alexnet_serving.errors import clipped
 from tf_alexnet_serving.metrics import REFUSED_BEFORE_ROUTING, Metrics
 from tf_alexnet_serving.middleware import (
     ANSWERED_BY_PROTOCOL,
@@ -240,8 +241,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         path = None
         if self._method is not None:  # the start line began: the path as far as it came
             path = getattr(self, "url", b"").partition(b"?")[0].decode("latin-1")
-            if len(path) > LOGGED_PATH_CHARS:
-                path = path[: LOGGED_PATH_CHARS - 3] + "..."
+            path = clipped(path, LOGGED_PATH_CHARS)
         backend = getattr(self.facade.state, "backend", None)
         self.request_log.info(
             request_line(

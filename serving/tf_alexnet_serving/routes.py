@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 from tf_alexnet_serving.backends import Backend
 from tf_alexnet_serving.classes import Answer, ClassNames
 from tf_alexnet_serving.deps import BackendDep, backend_of, require_api_key, settings_of
-from tf_alexnet_serving.errors import UpstreamError, error_response
+from tf_alexnet_serving.errors import ECHO_CHARS, UpstreamError, clipped, error_response
 from tf_alexnet_serving.images import ImageError, check_image
 from tf_alexnet_serving.inputs import UploadBudget, predict_body, read_images
 from tf_alexnet_serving.schemas import (
@@ -150,7 +150,7 @@ def _check_query(request: Request) -> None:
     answered for the last, silently)."""
     names = [name for name, _ in request.query_params.multi_items()]
     for name in dict.fromkeys(names):
-        shown = name if name.isidentifier() and len(name) <= 40 else _shown(name)
+        shown = name if name.isidentifier() and len(name) <= ECHO_CHARS else _shown(name)
         if name not in PREDICT_QUERY:
             raise HTTPException(
                 422,
@@ -166,9 +166,8 @@ def _check_query(request: Request) -> None:
 
 
 def _shown(text: str) -> str:
-    """A client's parameter name or value as said back: quoted, at most 40 characters."""
-    shown = repr(text)
-    return shown if len(shown) <= 40 else shown[:37] + "..."
+    """A client's parameter name or value as said back: quoted, clipped."""
+    return clipped(repr(text))
 
 
 async def _not_ready(model: Backend) -> str:
