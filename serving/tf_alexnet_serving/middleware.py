@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -55,21 +55,43 @@ CORS_EXPOSED = ("X-Request-ID", "Retry-After")
 """The answer headers a browser app on an allowed origin may read."""
 
 
+def cors_options(origins: Sequence[str]) -> dict[str, Any]:
+    """`JsonCORSMiddleware`'s arguments for `CORS_ORIGINS`."""
+    return {
+        "allow_origins": list(origins),
+        "allow_methods": ["GET", "HEAD", "POST"],  # the API's; a preflight lists these
+        "allow_headers": ["Content-Type", "X-API-Key", "X-Request-ID"],
+        "expose_headers": list(CORS_EXPOSED),
+    }
+
+
 def cors_headers(
     request_headers: list[tuple[bytes, bytes]] | None, origins: Sequence[str]
 ) -> list[tuple[bytes, bytes]]:
-    """The CORS headers `JsonCORSMiddleware` puts on an answer to a request with these headers
-    (lower-case names), for answers made outside it (`protocol.py`): none without an `Origin`,
-    or for one that `origins` (`CORS_ORIGINS`) does not allow."""
-    origin = next((value for name, value in request_headers or [] if name == b"origin"), None)
-    if origin is None or not origins:
+    """The CORS headers `JsonCORSMiddleware` puts on an answer to a request with these headers,
+    for answers made outside it (`protocol.py`): none without `origins` (`CORS_ORIGINS`) or
+    before a request's headers came (`None`). Starlette decides, as for every other answer:
+    which origin is allowed, and which headers say so (as its `CORSMiddleware.send`)."""
+    if request_headers is None or not origins:
         return []
-    exposed = (b"access-control-expose-headers", ", ".join(CORS_EXPOSED).encode())
-    if "*" in origins:
-        return [(b"access-control-allow-origin", b"*"), exposed]
-    if origin.decode("latin-1") not in origins:
-        return []
-    return [(b"access-control-allow-origin", origin), exposed, (b"vary", b"Origin")]
+    origin = Headers(raw=request_headers).get("origin")
+    cors = JsonCORSMiddleware(_no_app, **cors_options(origins))
+    headers = MutableHeaders()
+    if origin is not None:
+        headers.update(cors.simple_headers)
+    if origin is not None and (
+        (cors.allow_all_origins and cors.allow_credentials)
+        or (not cors.allow_all_origins and cors.is_allowed_origin(origin))
+    ):
+        cors.allow_explicit_origin(headers, origin)
+    else:
+        headers["Vary"] = "Origin"
+    return list(headers.raw)
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The application of a `JsonCORSMiddleware` built only for its decisions (`cors_headers`)."""
+    raise RuntimeError("cors_headers' middleware is never called")
 
 
 def request_logger() -> logging.Logger:
@@ -95,13 +117,7 @@ def install_request_middleware(app: FastAPI, settings: Settings, metrics: Metric
     app.add_middleware(BugAnswer)
     app.add_middleware(BodySizeGate, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
-        app.add_middleware(
-            JsonCORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "HEAD", "POST"],  # the API's; a preflight lists these
-            allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
-            expose_headers=list(CORS_EXPOSED),
-        )
+        app.add_middleware(JsonCORSMiddleware, **cors_options(settings.cors_origins))
     app.add_middleware(
         RequestMiddleware,
         metrics=metrics,

@@ -554,13 +554,29 @@ def test_refusals_below_the_app_carry_the_cors_headers(server, origin, request_h
         assert headers["vary"] == "Origin"
 
 
-def test_refusals_below_the_app_have_the_cors_headers_the_routes_would_have():
-    """As Starlette's CORS: `*` answers any origin with `*`; no Origin header, no CORS."""
-    from tf_alexnet_serving.middleware import cors_headers
+@pytest.mark.parametrize("origins", [["*"], ["http://app.example"], []])
+@pytest.mark.parametrize("origin", ["http://app.example", "http://other.example", None])
+def test_refusals_below_the_app_have_the_cors_headers_the_routes_would_have(origins, origin):
+    """What `cors_headers` gives is what Starlette's CORS middleware, set up as the facade sets
+    it, puts on a route's answer: `*` answers any origin with `*`; no Origin, no CORS."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from tf_alexnet_serving.middleware import JsonCORSMiddleware, cors_headers, cors_options
 
-    exposed = (b"access-control-expose-headers", b"X-Request-ID, Retry-After")
-    origin = [(b"host", b"x"), (b"origin", b"http://any.example")]
-    assert cors_headers(origin, ["*"]) == [(b"access-control-allow-origin", b"*"), exposed]
-    assert cors_headers([(b"host", b"x")], ["*"]) == []
+    app = FastAPI()
+    app.get("/")(lambda: {})
+    if origins:
+        app.add_middleware(JsonCORSMiddleware, **cors_options(origins))
+    request = {} if origin is None else {"Origin": origin}
+    answer = TestClient(app).get("/", headers=request)
+    from_routes = [
+        (name.lower().encode(), value.encode())
+        for name, value in answer.headers.items()
+        if name.lower().startswith("access-control-") or name.lower() == "vary"
+    ]
+    raw = [(name.lower().encode(), value.encode()) for name, value in request.items()]
+    assert sorted(cors_headers([(b"host", b"x"), *raw], origins)) == sorted(from_routes)
+    if origins and origin == "http://app.example":  # allowed: the routes' answer says so
+        allowed = b"*" if origins == ["*"] else origin.encode()
+        assert (b"access-control-allow-origin", allowed) in from_routes
     assert cors_headers(None, ["http://any.example"]) == []  # the connection limit's 503
-    assert cors_headers(origin, []) == []
