@@ -75,9 +75,9 @@ def unnamed_classes(
     shown = ", ".join(map(repr, class_names[:3])) + (", ..." if len(class_names) > 3 else "")
     whose = "Fashion-MNIST's " if tuple(class_names) == contract.CLASS_NAMES else ""
     return (
-        f"{str(model_path)!r} has no class names beside it (no run directory's metrics.json or "
-        f"classes.json): its {len(class_names)} classes are named with {whose}defaults "
-        f"({shown}). {remedy}"
+        f"{str(model_path)!r} has no class names beside it (no run directory's "
+        f"{contract.RUN_METRICS} or {contract.RUN_CLASSES}): its {len(class_names)} classes are "
+        f"named with {whose}defaults ({shown}). {remedy}"
     )
 
 
