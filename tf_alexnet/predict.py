@@ -26,7 +26,7 @@ from tf_alexnet.predictions import (
 from tf_alexnet.preprocess import decode, preprocess
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
-from tf_alexnet.sources import image_files, image_problem
+from tf_alexnet.sources import PALETTE_BMP, image_files, image_format, image_problem, palette_bmp
 
 STDIN = "-"
 """An IMAGE argument that stands for one image read from standard input."""
@@ -117,17 +117,34 @@ def _read_stdin() -> bytes:
 
 
 def _read_image(path: str) -> bytes:
-    """The file's bytes (`-`: standard input's), checked to decode as an image (raises
-    ValueError otherwise)."""
+    """The file's bytes (`-`: standard input's); raises ValueError when there are none, or
+    for an 8-bit colour-palette BMP, which the models' decoder would read as gray. Whether
+    the bytes decode is found by the model call (`_scored`): checking first decoded each
+    image twice, and a 7 MB photo's check took longer than the exported model's call."""
     if path != STDIN and os.path.isdir(path):
         raise ValueError(f"a folder without {contract.IMAGE_FORMATS} images")
     try:
         data = _read_stdin() if path == STDIN else pathlib.Path(path).read_bytes()
     except OSError as err:
         raise ValueError(err.strerror or str(err)) from None
-    if problem := image_problem(data):
-        raise ValueError(problem)
+    if not data:
+        raise ValueError("an empty file")
+    if image_format(data) == "BMP" and bool(palette_bmp(data)):
+        raise ValueError(PALETTE_BMP)
     return data
+
+
+def _scored(predictor: Predictor, encoded: list[bytes]) -> list[np.ndarray | str]:
+    """Each image's probabilities, or why it cannot be read. One model call when every image
+    decodes; when one does not, each is checked (`image_problem`), and the others go again."""
+    try:
+        return list(predictor.probabilities(encoded))
+    except (tf.errors.OpError, ValueError):
+        pass
+    problems = [image_problem(data) for data in encoded]
+    good = [data for data, problem in zip(encoded, problems, strict=True) if problem is None]
+    scores = iter(predictor.probabilities(good) if good else [])
+    return [next(scores) if problem is None else problem for problem in problems]
 
 
 def iter_predictions(
@@ -146,16 +163,14 @@ def iter_predictions(
 
     def scored() -> Iterator[Prediction]:
         encoded = [data for _, data in waiting if isinstance(data, bytes)]
-        tops = iter(
-            decode_predictions(predictor.probabilities(encoded), top_k, predictor.class_names)
-            if encoded
-            else []
-        )
+        results = iter(_scored(predictor, encoded))
         for image, data in waiting:
-            if isinstance(data, bytes):
-                yield Prediction(image, top=next(tops))
+            result = next(results) if isinstance(data, bytes) else data
+            if isinstance(result, str):
+                yield Prediction(image, error=result)
             else:
-                yield Prediction(image, error=data)
+                top = decode_predictions(result[None], top_k, predictor.class_names)[0]
+                yield Prediction(image, top=top)
         waiting.clear()
 
     readable = 0

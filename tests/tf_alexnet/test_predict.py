@@ -73,6 +73,43 @@ def test_many_files_are_predicted_in_batches(images, exported_dir, monkeypatch):
         np.testing.assert_allclose([p for *_, p in one.top], [p for *_, p in other.top], atol=1e-6)
 
 
+@pytest.mark.parametrize("model", ["exported", "keras"])
+def test_images_are_decoded_once_unless_one_of_a_batch_does_not_decode(
+    model, images, exported_dir, trained_run, tmp_path, monkeypatch
+):
+    """Each image was decoded to check it, then again by the model: a 7 MB photo's check took
+    longer than the exported model's call. Now only a batch that fails is checked, image by
+    image, and its good images are scored again, as they would have been alone."""
+    from tf_alexnet import predict
+
+    path = exported_dir if model == "exported" else trained_run / "best.keras"
+    alone = predict_files(images, path, top_k=2)
+    checked, calls = [], []
+    image_problem, probabilities = predict.image_problem, predict.Predictor.probabilities
+
+    def check(data):
+        checked.append(data)
+        return image_problem(data)
+
+    def scored(self, encoded):
+        calls.append(len(encoded))
+        return probabilities(self, encoded)
+
+    monkeypatch.setattr(predict, "image_problem", check)
+    monkeypatch.setattr(predict.Predictor, "probabilities", scored)
+    assert [p.top for p in predict_files(images, path, top_k=2)] == [p.top for p in alone]
+    assert checked == [] and calls == [3]
+
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(pathlib.Path(images[1]).read_bytes()[:40])
+    calls.clear()
+    mixed = predict_files([images[0], str(cut), images[2]], path, top_k=2)
+    assert len(checked) == 3 and calls == [3, 2]
+    assert mixed[0].error is None and mixed[2].error is None
+    assert mixed[1].error.startswith("a PNG file that could not be decoded (")
+    assert mixed[0].top == alone[0].top and mixed[2].top == alone[2].top
+
+
 def test_images_are_read_a_batch_at_a_time_and_answered_as_they_are_scored(
     images, exported_dir, tmp_path, monkeypatch, capsys
 ):
