@@ -270,9 +270,28 @@ def decode_base64(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
 
 
+class _KeyTwice(Exception):
+    """A JSON object gives a key twice (the key)."""
+
+
+def _once(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object's members as a dict, refusing a key given twice (`json.loads` keeps the
+    last: `{"instances": [A], "instances": [B]}` was answered for B alone)."""
+    members: dict[str, object] = {}
+    for key, value in pairs:
+        if key in members:
+            raise _KeyTwice(key)
+        members[key] = value
+    return members
+
+
 def _json_images(body: bytes, settings: Settings) -> list[tuple[str, bytes]]:
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, object_pairs_hook=_once)
+    except _KeyTwice as err:
+        raise HTTPException(
+            400, f"The JSON body gives the key {_echo(err.args[0])} twice: give it once."
+        ) from None
     except RecursionError:  # e.g. 100,000 nested arrays: the decoder recurses per level
         raise HTTPException(400, "The body is JSON nested too deeply.") from None
     except ValueError:  # also invalid UTF-8 and integers over Python's 4,300-digit limit

@@ -358,6 +358,25 @@ def test_top_k_and_signature_name_in_a_body_are_refused_not_ignored(client, test
         assert (response.status_code, response.json()) == (400, {"detail": detail}), case
 
 
+def test_a_json_key_given_twice_is_refused_not_the_last_kept(client, test_images):
+    """`{"instances": [A], "instances": [B]}` was answered for B alone (json keeps the last)."""
+    one, other = (base64.b64encode(image).decode() for image in test_images[:2])
+    bodies = {
+        '"instances"': (
+            f'{{"instances": [{{"b64": "{one}"}}], "instances": [{{"b64": "{other}"}}]}}'
+        ),
+        '"b64"': f'{{"instances": [{{"b64": "{one}", "b64": "{other}"}}]}}',
+    }
+    for key, body in bodies.items():
+        response = client.post(
+            "/predict", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert (response.status_code, response.json()) == (
+            400,
+            {"detail": f"The JSON body gives the key {key} twice: give it once."},
+        )
+
+
 @pytest.mark.parametrize(
     ("query", "detail"),
     [
