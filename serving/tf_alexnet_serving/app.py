@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
 from tf_alexnet import __version__
-from tf_alexnet_serving.backends import make_backend
+from tf_alexnet_serving.backends import Backend, make_backend
 from tf_alexnet_serving.errors import install_error_handlers
 from tf_alexnet_serving.heap import freeze_long_lived, thaw
 from tf_alexnet_serving.inputs import UploadBudget
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await backend.start()  # a wrong CLASS_NAMES is logged as found (`ClassNames.problem`)
         metrics.model_version.set_function(lambda: backend.version)
+        metrics.model_ready.set_function(lambda: last_found_ready(backend))
         app.state.backend = backend
         freeze_long_lived()  # the model, TensorFlow, the app: out of every collection's way
         try:
@@ -79,6 +80,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(build_router(settings.max_top_k, settings.max_files))
     answer_head_where_get(app)
     return app
+
+
+def last_found_ready(backend: Backend) -> bool:
+    """Whether the backend's last check (its watcher's, or a request's) found the model ready,
+    asking nothing: with TF Serving down, `tf_alexnet_model_version` still gave the version
+    last served, and no metric said the model was gone."""
+    return bool(backend.version) and not backend.unavailable_reason and not backend.names.problem
 
 
 def answer_head_where_get(app: FastAPI) -> None:

@@ -31,3 +31,8 @@ class Metrics:
         self.model_version = Gauge(
             "tf_alexnet_model_version", "Model version served", registry=self.registry
         )
+        self.model_ready = Gauge(
+            "tf_alexnet_model_ready",
+            "1 when the last check found the model ready (what /readyz answers), else 0",
+            registry=self.registry,
+        )

@@ -456,6 +456,7 @@ def test_health_metadata_metrics_and_page(client, test_images):
     metrics = client.get("/metrics").text
     assert 'tf_alexnet_requests_total{route="/predict",status="200"}' in metrics
     assert "tf_alexnet_batch_size_bucket" in metrics
+    assert "\ntf_alexnet_model_ready 1.0\n" in metrics
     page = client.get("/")
     assert page.status_code == 200 and '<input id="file" type="file"' in page.text
     for path in ("/", "/healthz", "/readyz", "/v1/metadata", "/metrics"):  # HEAD was a 405

@@ -362,6 +362,7 @@ def test_configured_names_that_disagree_are_refused(facade_for, classes, test_im
             caplog.clear()
             response = client.post("/predict", files=files)
             assert response.status_code == 503 and message in response.json()["detail"]
+            assert "\ntf_alexnet_model_ready 0.0\n" in client.get("/metrics").text
 
 
 def _copy_version(source_base, model, version, target_base, target_version=None):
@@ -573,8 +574,13 @@ def test_requests_do_not_wait_on_a_tf_serving_found_unavailable(
     the status watcher already knew: they answer 503 at once now, and 200 again once the
     watcher finds TF Serving back. The gRPC backend had no watcher: each request waited
     TIMEOUT_S for its DEADLINE_EXCEEDED, and the model log said nothing of the outage or of
-    the return unless something called /readyz."""
+    the return unless something called /readyz. No metric said the model was gone either:
+    `tf_alexnet_model_ready` does, from the watcher's last check."""
     import socket
+
+    def ready_metric() -> str:
+        lines = client.get("/metrics").text.splitlines()
+        return next(line for line in lines if line.startswith("tf_alexnet_model_ready "))
 
     files = {"file": ("a.png", test_images[0], "image/png")}
     serve, client_for = (rest_server, _client) if api == "rest" else (grpc_server, _grpc_client)
@@ -584,6 +590,7 @@ def test_requests_do_not_wait_on_a_tf_serving_found_unavailable(
         with serve(servables, port):
             _wait_until_ready(client, within_s=10)
             assert client.post("/predict", files=files).status_code == 200
+            assert ready_metric() == "tf_alexnet_model_ready 1.0"
         with socket.socket() as silent:  # takes connections, never answers
             silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             silent.bind(("127.0.0.1", port))
@@ -599,6 +606,7 @@ def test_requests_do_not_wait_on_a_tf_serving_found_unavailable(
                 assert answer.json()["detail"] == "TF Serving did not answer within 2 s."
             else:
                 assert "DEADLINE_EXCEEDED" in answer.json()["detail"]
+            assert ready_metric() == "tf_alexnet_model_ready 0.0"
         outage = len(events.lines)
         with serve(servables, port):
             start = time.monotonic()
@@ -609,6 +617,7 @@ def test_requests_do_not_wait_on_a_tf_serving_found_unavailable(
             # Read while TF Serving is still up: once `serve` stops it, the watcher (every
             # 0.2 s) may log its absence before the client closes.
             back = [e["event"] for e in events.lines[outage:]]
+            assert ready_metric() == "tf_alexnet_model_ready 1.0"
     assert back and back[-1] == "model_serving", events.lines  # no /readyz asked meanwhile
 
 
