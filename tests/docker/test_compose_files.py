@@ -226,3 +226,15 @@ def test_docs_say_how_docker_compose_v1_builds_with_buildkit() -> None:
     command = "COMPOSE_DOCKER_CLI_BUILD=1 DOCKER_BUILDKIT=1 docker-compose up -d --build"
     for path in (ROOT / "docs" / "docker.md", ROOT / "README.md", COMPOSE):
         assert command in " ".join(path.read_text().split()), path.name
+
+
+def test_docs_say_what_a_refused_api_setting_looks_like_under_compose(
+    compose: dict[str, Any],
+) -> None:
+    """A facade setting it refuses made the api restart-loop under Compose with `up -d`
+    reporting success, and nothing said so: the docs name the symptom, where the one line is,
+    and why the restart policy stays as it is."""
+    assert compose["api"]["restart"] == "unless-stopped"
+    text = " ".join((ROOT / "docs" / "docker.md").read_text().split())
+    for said in ("`Restarting`", "docker compose logs api", "`restart: unless-stopped`"):
+        assert said in text, said
