@@ -47,6 +47,7 @@ def serve(
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "list_type" and isinstance(first.get("input"), str):
             raise not_json_error(f'field "{where}"') from None
+        message += received_from_environment(where, message)
         raise UserError(
             f"Invalid serving setting {where}: {message}"
             if where
@@ -84,6 +85,18 @@ def serve(
         ws="none",
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
+
+
+def received_from_environment(name: str, message: str) -> str:
+    """` Received: TF_ALEXNET_SERVE_TIMEOUT_S='abc'` for a message of pydantic's own ("Input
+    should be a valid number, ..."), which named neither the variable that was set (in a
+    compose file, a Kubernetes manifest) nor its value; empty when the message already shows
+    the value or the setting was not read from the environment."""
+    if not name or "Received" in message:
+        return ""
+    variable = f"{ENV_PREFIX}{name.upper()}"
+    value = next((v for k, v in os.environ.items() if k.upper() == variable), None)
+    return "" if value is None else f". Received: {variable}={value!r}"
 
 
 def check_can_listen(host: str, port: int) -> None:

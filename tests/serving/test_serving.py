@@ -1176,10 +1176,10 @@ def test_serve_settings_mistakes_are_one_line(model_base):
     )
     bad = run_cli("serve", env={"TF_ALEXNET_SERVE_MAX_BATCH_SIZE": "zero"})
     assert bad.returncode == 2
-    assert (
-        bad.stderr.strip()
-        .splitlines()[-1]
-        .startswith("tf-alexnet: error: Invalid serving setting max_batch_size:")
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "tf-alexnet: error: Invalid serving setting max_batch_size: Input should be a valid "
+        "integer, unable to parse string as an integer. Received: "
+        "TF_ALEXNET_SERVE_MAX_BATCH_SIZE='zero'"
     )
 
 
@@ -1264,21 +1264,23 @@ def test_cors_origins_are_compared_as_browsers_write_them(model_base):
         ),
         (
             {"TIMEOUT_S": "inf"},
-            "Invalid serving setting timeout_s: Input should be a finite number",
+            "Invalid serving setting timeout_s: Input should be a finite number. Received: "
+            "TF_ALEXNET_SERVE_TIMEOUT_S='inf'",
         ),
         (
             {"MAX_BATCH_WAIT_MS": "1e300"},
             "Invalid serving setting max_batch_wait_ms: Input should be less than or equal to "
-            "86400000",
+            "86400000. Received: TF_ALEXNET_SERVE_MAX_BATCH_WAIT_MS='1e300'",
         ),
         (
             {"SHUTDOWN_TIMEOUT_S": "99999999"},
             "Invalid serving setting shutdown_timeout_s: Input should be less than or equal to "
-            "86400",
+            "86400. Received: TF_ALEXNET_SERVE_SHUTDOWN_TIMEOUT_S='99999999'",
         ),
         (
             {"HEADER_TIMEOUT_S": "1e300"},
-            "Invalid serving setting header_timeout_s: Input should be less than or equal to 86400",
+            "Invalid serving setting header_timeout_s: Input should be less than or equal to "
+            "86400. Received: TF_ALEXNET_SERVE_HEADER_TIMEOUT_S='1e300'",
         ),
         *(
             (
