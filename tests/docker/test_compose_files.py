@@ -238,3 +238,16 @@ def test_docs_say_what_a_refused_api_setting_looks_like_under_compose(
     text = " ".join((ROOT / "docs" / "docker.md").read_text().split())
     for said in ("`Restarting`", "docker compose logs api", "`restart: unless-stopped`"):
         assert said in text, said
+
+
+def test_own_data_runs_are_not_named_after_the_preset() -> None:
+    """Without RUN_NAME, the own-data trainer's run was `quick`, the Fashion-MNIST run's name:
+    an `up` on volumes that held that run found it exported and served Fashion-MNIST, and a
+    second `up` that left out the first one's RUN_NAME trained again (reproduced: `down`, `up`
+    with IMAGE_FOLDER alone published version 2). RUN_NAME still wins when set."""
+    for run_name, expected in (("", "own-data"), ("my-images", "my-images")):
+        env = {**OWN_DATA_ENV, "RUN_NAME": run_name}
+        trainer = compose_config(COMPOSE, COMPOSE_OWN_DATA, env=env)["services"]["trainer"]
+        assert trainer["environment"]["RUN_NAME"] == expected
+    text = " ".join((ROOT / "docs" / "docker.md").read_text().split())
+    assert "every later `up` the same `RUN_NAME`" in text
