@@ -66,7 +66,17 @@ forward_stop() {
 }
 
 if [ ! -f "$run_dir/metrics.json" ]; then
-  forward_stop tf-alexnet train "${train_flags[@]}" "${data_flags[@]}" "${extra_flags[@]}"
+  status=0
+  forward_stop tf-alexnet train "${train_flags[@]}" "${data_flags[@]}" "${extra_flags[@]}" \
+    || status=$?
+  if [ "$status" -eq 2 ]; then  # a setting refused: its line names the flag, not the variable
+    echo "train-and-export: under Compose, a flag named above is set by its variable: --preset" \
+      "TRAIN_PRESET, --dataset TRAIN_DATASET, --variant TRAIN_VARIANT, --image-size" \
+      "TRAIN_IMAGE_SIZE, --epochs TRAIN_EPOCHS, --batch-size TRAIN_BATCH_SIZE, --train-examples" \
+      "TRAIN_EXAMPLES, --image-folder TRAIN_IMAGE_FOLDER; any other in TRAIN_ARGS" \
+      "(docs/docker.md, Training settings)." >&2
+  fi
+  [ "$status" -eq 0 ] || exit "$status"
 fi
 # A stop between the export's publish and its record below left the run published but not
 # recorded: record the version that names this run as its source rather than publish it again.

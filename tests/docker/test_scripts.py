@@ -122,3 +122,23 @@ def test_trainer_script_records_a_run_published_but_not_recorded(tmp_path: pathl
     recorded = (runs / "run-9" / "exported.txt").read_text()
     assert recorded.startswith(f"Exported version 9 to {models / 'alexnet' / '9'} (found published")
     assert out.stdout == recorded
+
+
+REFUSING_CLI = """#!/usr/bin/env python3
+import sys
+print("tf-alexnet: error: Only 96 training examples for a batch of 128: lower --batch-size or "
+      "use more data.", file=sys.stderr)
+sys.exit(2)
+"""
+
+
+def test_trainer_script_names_the_variables_behind_a_refused_flag(tmp_path: pathlib.Path) -> None:
+    """Under Compose the trainer's settings are TRAIN_* variables, but a refused one was named
+    only by its flag ("lower --batch-size", in `docker compose logs trainer`)."""
+    env = _trainer_env(tmp_path, REFUSING_CLI, TRAIN_BATCH_SIZE="")
+    out = subprocess.run(["bash", str(TRAINER_SCRIPT)], env=env, text=True, capture_output=True)
+    assert out.returncode == 2
+    first, hint = out.stderr.strip().splitlines()[-2:]
+    assert "lower --batch-size" in first
+    assert hint.startswith("train-and-export: under Compose, a flag named above is set by")
+    assert "--batch-size TRAIN_BATCH_SIZE" in hint and "--epochs TRAIN_EPOCHS" in hint
