@@ -68,7 +68,15 @@ __all__ = [
 ]
 
 MAX_ABS_DIFFERENCE = 1e-5
-"""Export vs the float32 Keras model it was built from: the same graph, float32 rounding."""
+"""Export vs the float32 Keras model it was built from: the same graph, float32 rounding, for
+logits up to `LOGIT_SCALE` in size (`logit_scale` grows it with larger ones)."""
+LOGIT_SCALE = 5.0
+"""Float32 rounds a logit to about 6e-8 of its size, so two classes near a tie move by an amount
+that grows with the logits: past this size, the tolerance grows in proportion. A model whose
+training diverged (logits of 52 on its samples) exported 1.01e-5 apart, about 3 roundings, and
+could not be published; wrong weights still differ by about the probabilities themselves. The
+tolerances against the model as trained grow alike: bf16 rounds a logit to about 4e-3 of its
+size, and a bf16 run with logits of 52 was 0.27 from its float32 copy."""
 TRAINING_PRECISION_TOLERANCE = {
     "float32": MAX_ABS_DIFFERENCE,
     "mixed_bfloat16": 5e-2,
@@ -76,7 +84,8 @@ TRAINING_PRECISION_TOLERANCE = {
 }
 """Export vs the model as trained, by its dtype policy: bf16 keeps 8 bits of mantissa, so its
 probabilities differ from float32 ones by up to ~1e-2 (a tolerance that still catches wrong
-weights, whose differences are of the order of the probabilities themselves)."""
+weights, whose differences are of the order of the probabilities themselves), for logits up to
+`LOGIT_SCALE` in size (`logit_scale`)."""
 
 
 class ExportMismatch(RuntimeError):
@@ -222,6 +231,22 @@ def validate(
             ]
         )
     )
+
+
+def logit_scale(model: keras.Model, encoded_images: Sequence[bytes]) -> float:
+    """How much the tolerances grow for this model: 1, or its largest logit on the sample
+    images over `LOGIT_SCALE` when larger (1 for a model that outputs probabilities: its
+    logits are not known)."""
+    if outputs_probabilities(model):
+        return 1.0
+    height, width, channels = model.input_shape[1:]
+    pixels = tf.stack(
+        [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
+    )
+    largest = float(np.max(np.abs(np.asarray(model(pixels, training=False), np.float64))))
+    if not np.isfinite(largest):  # `check_samples` refuses such a model before this
+        return 1.0
+    return max(1.0, largest / LOGIT_SCALE)
 
 
 def check_samples(model: keras.Model, encoded_images: Sequence[bytes]) -> None:
@@ -430,21 +455,23 @@ def export(
             for record in warmup_records(name, sample_images):
                 writer.write(record)
         difference = validate(temp, model, sample_images)
-        if not difference <= MAX_ABS_DIFFERENCE:  # NaN fails too
+        scale = logit_scale(model, sample_images)
+        allowed = MAX_ABS_DIFFERENCE * scale
+        if not difference <= allowed:  # NaN fails too
             raise ExportMismatch(
                 f"The SavedModel disagrees with the Keras model: max |difference| {difference:.2e}"
-                f" > {MAX_ABS_DIFFERENCE:g}. Nothing was published."
+                f" > {allowed:.2g}. Nothing was published."
             )
         trained_difference = (
             difference if trained is model else validate(temp, trained, sample_images)
         )
-        tolerance = TRAINING_PRECISION_TOLERANCE.get(
+        tolerance = scale * TRAINING_PRECISION_TOLERANCE.get(
             policy, max(TRAINING_PRECISION_TOLERANCE.values())
         )
         if not trained_difference <= tolerance:
             raise ExportMismatch(
                 f"The SavedModel disagrees with the model as trained ({policy}): max |difference|"
-                f" {trained_difference:.2e} > {tolerance:g}. Nothing was published."
+                f" {trained_difference:.2e} > {tolerance:.2g}. Nothing was published."
             )
         metadata = {
             "model_name": name,

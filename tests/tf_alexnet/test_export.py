@@ -554,3 +554,42 @@ def test_versions_stay_within_what_tf_serving_reads(mini_model, tmp_path, capsys
         export(mini_model, base, sample_images=[_png()])
     assert sorted(p.name for p in (base / "alexnet").iterdir()) == [str(highest)]
     assert highest == contract.MAX_VERSION
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_a_model_with_large_logits_exports(policy, test_images, tmp_path):
+    """A run whose training diverged (logits of 52 on its samples) could not be exported:
+    "max |difference| 1.01e-05 > 1e-05" in float32, and 0.27 > 0.05 against its bf16 self:
+    rounding alone, which grows with the logits. Here two classes are near a tie at logits of
+    about 200 (in float32, 1.5e-5 apart)."""
+    import keras
+
+    from tf_alexnet import AlexNet
+    from tf_alexnet.export import MAX_ABS_DIFFERENCE, TRAINING_PRECISION_TOLERANCE, logit_scale
+
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = AlexNet(variant="mini", input_shape=(28, 28, 1), classes=3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    kernel, bias = model.layers[-1].get_weights()
+    rng = np.random.default_rng(0)
+    kernel[:, 1] = kernel[:, 0] + 1e-4 * rng.standard_normal(kernel.shape[0])
+    model.layers[-1].set_weights([kernel * 3000, bias])
+    model.save(tmp_path / "large.keras")
+    samples = [
+        tf.io.encode_png(rng.integers(0, 256, (28, 28, 1)).astype(np.uint8)).numpy()
+        for _ in range(8)
+    ]
+    scale = logit_scale(model, samples)
+    assert 20 < scale < 100  # logits of ~200 over 5
+    result = export(tmp_path / "large.keras", tmp_path / "models", sample_images=samples)
+    assert result.max_abs_difference <= MAX_ABS_DIFFERENCE * scale
+    metadata = json.loads((result.path / "assets.extra" / "metadata.json").read_text())
+    to_trained = metadata["precision"]["max_abs_difference_to_trained"]
+    assert to_trained <= TRAINING_PRECISION_TOLERANCE[policy] * scale
+    if policy == "float32":  # past the fixed tolerance: this export was refused
+        assert max(result.max_abs_difference, to_trained) > MAX_ABS_DIFFERENCE
+    # The tolerances grow only with the logits: a model with small ones keeps them.
+    assert logit_scale(AlexNet(variant="mini", input_shape=(28, 28, 1), classes=3), samples) == 1
