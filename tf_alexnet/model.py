@@ -490,6 +490,17 @@ def check_classifier(model: keras.Model, source: str | os.PathLike[str]) -> bool
             "(build it with an input_shape such as (32, 32, 3)). "
             f"Received: input_shape={input_shape}"
         )
+    input_dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
+    if "float" not in input_dtype:
+        # Fed float pixels in [0, 1], an integer input casts every one of them to 0 (or 1):
+        # each image is scored as a black one, with no error.
+        raise UserError(
+            f"{where} should take float pixels in [0, 1], which predict, evaluate and export "
+            f"feed it, but its input holds {input_dtype} (a model that scales integer images "
+            "itself): cast to integers, every pixel would become 0. Build it on a float input "
+            "(`keras.Input(shape)`, no Rescaling; for an AlexNet, `AlexNet(..., weights=path)` "
+            f"copies its weights by layer name). Received: input dtype={input_dtype}"
+        )
     output_shape = model.output_shape
     if not (
         isinstance(output_shape, tuple)

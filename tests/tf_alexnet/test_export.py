@@ -477,7 +477,7 @@ def test_an_export_serves_a_nested_softmax_once(tmp_path):
         np.testing.assert_allclose(served[0], expected[0], atol=1e-3)
 
 
-@pytest.mark.parametrize("kind", ["any size", "avg features", "sigmoid"])
+@pytest.mark.parametrize("kind", ["any size", "avg features", "sigmoid", "uint8 input"])
 def test_a_model_export_cannot_serve_is_one_line(kind, tmp_path, capsys):
     from tests.tf_alexnet.test_predict import FEATURES_MESSAGES, features_models, png32
     from tf_alexnet.cli import main

@@ -713,6 +713,15 @@ def test_outputs_neither_logits_nor_softmax_are_refused_by_name(make, named):
             r"2 or more.*Received: output_shape=\(None, 1\)",
         ),
         (lambda: _mini(classes=1, activation="sigmoid"), r"Received: output_shape=\(None, 1\)"),
+        (
+            lambda: AlexNet(
+                variant="mini",
+                input_tensor=keras.layers.Rescaling(1 / 255)(
+                    keras.Input((32, 32, 3), dtype="uint8")
+                ),
+            ),
+            r"float pixels in \[0, 1\].*Received: input dtype=uint8",
+        ),
     ],
 )
 def test_check_classifier_refuses_what_predict_export_and_evaluate_cannot_use(make, message):

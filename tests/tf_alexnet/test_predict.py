@@ -326,9 +326,13 @@ def png32(seed=0, size=32):
 
 
 def features_models():
-    """What predict, export and evaluate cannot score: no fixed size, or no classification top."""
+    """What predict, export and evaluate cannot score: no fixed size, no classification top,
+    or an integer input (it scales 0-255 images itself)."""
+    import keras
+
     from tf_alexnet import AlexNet
 
+    uint8 = keras.Input((32, 32, 3), dtype="uint8")
     return {
         "any size": AlexNet(
             variant="mini", input_shape=(None, None, 3), include_top=False, pooling="avg"
@@ -339,6 +343,9 @@ def features_models():
         "feature maps": AlexNet(variant="mini", input_shape=(32, 32, 3), include_top=False),
         "sigmoid": confident_mini("sigmoid"),
         "one sigmoid": confident_mini("sigmoid", classes=1),
+        "uint8 input": AlexNet(
+            variant="mini", input_tensor=keras.layers.Rescaling(1 / 255)(uint8), width=0.25
+        ),
     }
 
 
@@ -348,6 +355,7 @@ FEATURES_MESSAGES = {
     "feature maps": "should output class scores of shape (batch, classes)",
     "sigmoid": "logits or softmax probabilities",
     "one sigmoid": "for 2 or more classes",
+    "uint8 input": "should take float pixels in [0, 1]",
 }
 
 
@@ -367,7 +375,8 @@ def test_a_softmax_inside_a_nested_model_is_not_applied_twice(tmp_path):
 @pytest.mark.parametrize("kind", list(FEATURES_MESSAGES))
 def test_a_model_predict_cannot_score_is_one_line(kind, tmp_path, capsys):
     """A None-size feature extractor ended in a TypeError traceback (None > None), a
-    fixed-size one answered as a 64-class model, a sigmoid one always 1.0."""
+    fixed-size one answered as a 64-class model, a sigmoid one always 1.0, one with a uint8
+    input (Rescaling inside) scored every image as a black one: [0, 1] pixels cast to 0."""
     from tf_alexnet.cli import main
 
     image = tmp_path / "image.png"
