@@ -7,10 +7,11 @@ import os
 import pathlib
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import keras
+import numpy as np
 
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
@@ -36,6 +37,15 @@ def load_model(
     if not isinstance(path, str | os.PathLike):
         raise UserError(
             f"`load_model` expects the path of a `.keras` file. Received: path={path!r}"
+        )
+    for name, flag in (("compile", compile), ("safe_mode", safe_mode)):
+        if not isinstance(flag, bool | np.bool_):  # "no" or "False" would mean True
+            raise UserError(f"`{name}` should be True or False. Received: {name}={flag!r}")
+    if custom_objects is not None and not isinstance(custom_objects, Mapping):
+        raise UserError(
+            "`custom_objects` should be None or a dict of your own classes and functions by "
+            "name, such as {'MyLayer': MyLayer}. "
+            f"Received: custom_objects={custom_objects!r}"
         )
     path = os.fspath(path)
     if os.path.isdir(path):

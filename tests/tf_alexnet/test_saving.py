@@ -116,6 +116,33 @@ def test_load_model_wants_a_path(path):
         tf_alexnet.load_model(path)
 
 
+@pytest.mark.parametrize(
+    ("argument", "value", "message"),
+    [
+        ("compile", "no", r"`compile` should be True or False\. Received: compile='no'"),
+        ("safe_mode", 0, r"`safe_mode` should be True or False\. Received: safe_mode=0"),
+        (
+            "custom_objects",
+            ["MyLayer"],
+            r"`custom_objects` should be None or a dict .*Received: custom_objects=\['MyLayer'\]",
+        ),
+    ],
+)
+def test_load_model_refuses_arguments_of_the_wrong_kind(tmp_path, argument, value, message):
+    """`compile="no"` loaded the model compiled (a non-empty string is true), and a list of
+    custom objects ended in "'list' object is not a mapping", naming no argument."""
+    import tf_alexnet
+
+    path = tmp_path / "mini.keras"
+    model = tf_alexnet.AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.25)
+    model.compile(optimizer="sgd", loss="mse")
+    model.save(path)
+    with pytest.raises(ValueError, match=message):
+        tf_alexnet.load_model(path, **{argument: value})
+    assert not tf_alexnet.load_model(path, compile=np.False_, custom_objects={}).compiled
+    assert tf_alexnet.load_model(path).compiled
+
+
 @pytest.mark.parametrize("content", [b"", b"not a model\n", b"PK\x03\x04 cut short"])
 def test_load_model_says_a_file_is_not_a_keras_archive(tmp_path, content):
     """Keras answers "File not found" for a file that is there; this says what it is."""
