@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import re
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -606,7 +607,7 @@ def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
     try:
         source = keras.saving.load_model(path, compile=False)
     except (ValueError, TypeError, KeyError, OSError) as err:
-        raise ValueError(f"Could not read the model in {path!r}: {err}") from err
+        raise ValueError(_unreadable_model(path, err)) from err
     source_layers = _layers_by_name(source, path)
     for layer in model.layers:
         if not layer.weights:
@@ -637,6 +638,30 @@ def load_weights_into(model: keras.Model, path: str | os.PathLike[str]) -> None:
                 f"with (or include_top=False to keep only the convolutional features)."
             )
         layer.set_weights(values)
+
+
+def _unreadable_model(path: str, err: Exception) -> str:
+    """Why Keras could not read the model in `path`. Keras's remedies for objects of the user's
+    own (`custom_objects=`, `safe_mode=False` "to the loading function") are arguments that
+    `AlexNet` does not take: say what works here instead."""
+    text = " ".join(str(err).split())
+    unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    if unknown:
+        name = unknown.group(1)
+        return (
+            f"Could not read the model in {path!r}: it holds {name!r}, an object of your own "
+            "that Keras does not know. Register it with "
+            "`@keras.saving.register_keras_serializable()` and import it before building, or "
+            f"build inside `with keras.saving.custom_object_scope({{{name!r}: {name}}}):`. "
+            f"Received: {text[:300]}"
+        )
+    if "`Lambda` layer" in text and "safe_mode" in text:
+        return (
+            f"Could not read the model in {path!r}: it holds a `Lambda` layer of Python code, "
+            "which Keras does not load in safe mode. If you trust the file, call "
+            "`keras.config.enable_unsafe_deserialization()` before building."
+        )
+    return f"Could not read the model in {path!r}: {err}"
 
 
 def _layers_by_name(model: keras.Model, path: str) -> dict[str, keras.Layer]:

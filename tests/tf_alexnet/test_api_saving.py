@@ -4,6 +4,7 @@ exported SavedModel folder, any other folder."""
 import re
 
 import keras
+import numpy as np
 import pytest
 
 import tf_alexnet
@@ -56,3 +57,45 @@ def test_load_model_of_a_folder_says_what_it_is(folders):
         tf_alexnet.load_model(exported / "3")
     model = tf_alexnet.load_model(run / "final.keras")
     assert isinstance(model, keras.Model)
+
+
+def test_weights_from_a_file_with_objects_of_your_own_say_how_to_load_them(tmp_path):
+    """A transfer model with an unregistered layer or a Lambda in its head: Keras's refusal,
+    passed on, said to pass `custom_objects` or `safe_mode=False` "to the loading function",
+    arguments `AlexNet` does not take (the unregistered layer's, many lines with the config)."""
+
+    class Doubled(keras.layers.Layer):  # the user's own layer, not registered
+        def call(self, inputs):
+            return inputs * 2.0
+
+    features = AlexNet(
+        include_top=False, pooling="avg", input_shape=(28, 28, 1), variant="mini", width=0.25
+    )
+    inputs = keras.Input((28, 28, 1))
+    keras.Model(inputs, Doubled()(features(inputs))).save(tmp_path / "custom.keras")
+    keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0)(features(inputs))).save(
+        tmp_path / "lambda.keras"
+    )
+
+    def build(name):
+        return AlexNet(
+            include_top=False,
+            input_shape=(28, 28, 1),
+            variant="mini",
+            width=0.25,
+            weights=tmp_path / name,
+        )
+
+    with pytest.raises(ValueError) as err:
+        build("custom.keras")
+    message = str(err.value)
+    assert "it holds 'Doubled', an object of your own" in message and "\n" not in message
+    assert "custom_object_scope({'Doubled': Doubled})" in message
+    with keras.saving.custom_object_scope({"Doubled": Doubled}):  # what the message says works
+        seeded = build("custom.keras")
+    for layer in ("conv1", "conv5"):
+        copied, expected = (m.get_layer(layer).get_weights() for m in (seeded, features))
+        for got, want in zip(copied, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=r"keras\.config\.enable_unsafe_deserialization\(\)"):
+        build("lambda.keras")
