@@ -281,9 +281,7 @@ def AlexNet(
         )
     _check_input_dtype(input_tensor)
     activation = _check_activation(classifier_activation)
-    softmax = activation is keras.activations.softmax or isinstance(
-        activation, keras.layers.Softmax
-    )
+    softmax = _function_name(activation) == "softmax"
     if include_top and int(classes) == 1 and softmax:
         # A softmax over one class is 1 for every image, and no loss can train it.
         raise ValueError(
@@ -401,9 +399,20 @@ def _activation_name(layer: keras.layers.Layer) -> str:
         return type(layer).__name__.lower()
     if isinstance(layer, keras.layers.PReLU):
         return "prelu"
-    function = getattr(layer, "activation", None)
+    return _function_name(getattr(layer, "activation", None))
+
+
+def _function_name(function: Any) -> str:
+    """What an activation computes ("softmax", "linear", ...), given as a function (Keras's,
+    or `keras.ops.softmax`) or as a layer (`classifier_activation=keras.layers.Softmax()`)."""
     if function is None or function is keras.activations.linear:
         return "linear"
+    if isinstance(function, keras.layers.Layer):
+        name = _activation_name(function)
+        known = name != "linear" or isinstance(
+            function, keras.layers.Activation | keras.layers.Identity
+        )
+        return name if known else type(function).__name__
     if function is keras.activations.softmax:
         return "softmax"
     return str(getattr(function, "__name__", function))

@@ -9,11 +9,13 @@ from tf_alexnet import AlexNet
 
 
 @pytest.mark.parametrize(
-    "activation", ["softmax", keras.activations.softmax, keras.layers.Softmax()]
+    "activation",
+    ["softmax", keras.activations.softmax, keras.layers.Softmax(), keras.ops.softmax],
 )
 def test_one_class_softmax_is_refused(activation):
     """`classes=1, classifier_activation="softmax"` built a model that answered 1.0 for every
-    image (a softmax over one score) and that no loss could train: the gradient is zero."""
+    image (a softmax over one score) and that no loss could train: the gradient is zero.
+    `keras.ops.softmax` (a function other than `keras.activations.softmax`) slipped through."""
     with pytest.raises(
         ValueError, match=r"one class outputs 1\.0 for every image.* Received: classes=1, "
     ):

@@ -635,6 +635,10 @@ def _outputs_of(case):
         return keras.Model(inputs, _mini(activation=None)(inputs))
     if case == "sequential logits":
         return keras.Sequential([keras.Input((32, 32, 3)), _mini(activation=None)])
+    if case == "Softmax() as activation":  # the builder took it for a softmax; the check did not
+        return _mini(activation=keras.layers.Softmax())
+    if case == "ReLU() as activation":
+        return _mini(activation=keras.layers.ReLU())
     return _mini(activation=None if case == "logits" else "softmax")
 
 
@@ -646,6 +650,7 @@ def _outputs_of(case):
         ("sequential softmax", True),
         ("activation layer", True),
         ("softmax then dropout", True),
+        ("Softmax() as activation", True),
         ("logits", False),
         ("nested logits", False),
         ("sequential logits", False),
@@ -653,10 +658,22 @@ def _outputs_of(case):
 )
 def test_outputs_probabilities_finds_the_softmax_in_nested_models(case, probabilities):
     """A nested model, a Sequential ending in Softmax() or an Activation("softmax") layer were
-    taken for logits: predict, evaluate and export applied softmax a second time."""
+    taken for logits: predict, evaluate and export applied softmax a second time. A top built
+    with `classifier_activation=keras.layers.Softmax()` was refused as neither logits nor
+    softmax ("activation='<Softmax name=softmax, built=True>'")."""
     from tf_alexnet.model import outputs_probabilities
 
     assert outputs_probabilities(_outputs_of(case)) is probabilities
+
+
+def test_an_activation_layer_given_as_the_top_activation_is_named_by_what_it_computes():
+    from tf_alexnet.errors import UserError
+    from tf_alexnet.model import outputs_probabilities
+
+    with pytest.raises(
+        UserError, match=r"Received: a last layer 'predictions' with activation='relu'"
+    ):
+        outputs_probabilities(_outputs_of("ReLU() as activation"))
 
 
 @pytest.mark.parametrize(
