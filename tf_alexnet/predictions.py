@@ -132,6 +132,14 @@ def decode_predictions(
         class id, as in the exported signatures' `tf.math.top_k`.
     """
     _refuse_keras_tensor(preds, "decode_predictions", "preds")
+    if isinstance(preds, Mapping):  # numpy holds a dict as one object: "preds.shape=()"
+        exported = contract.OUTPUT_PROBABILITIES in preds
+        hint = f": pass preds[{contract.OUTPUT_PROBABILITIES!r}]" if exported else ""
+        raise ValueError(
+            "`decode_predictions` expects a batch of scores: a 2D array of shape "
+            f"(samples, classes), not a dict of outputs{hint}. "
+            f"Received: a dict with keys {sorted(map(str, preds))}"
+        )
     try:
         preds = as_numpy(preds)
     except ValueError as err:  # numpy's "inhomogeneous shape": rows of different lengths

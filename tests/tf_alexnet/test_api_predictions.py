@@ -136,3 +136,22 @@ def test_a_model_input_shape_with_its_batch_axis_gets_a_hint():
         preprocess_input(np.zeros((1, 28, 28, 1), np.uint8), (None, 28, 28, 1))
     with pytest.raises(ValueError, match=r"1 or 3 channels\. Received: input_shape=\(28, 28\)"):
         preprocess_input(np.zeros((1, 28, 28, 1), np.uint8), (28, 28))
+
+
+def test_decode_refuses_a_dict_of_outputs_naming_the_scores_to_pass():
+    """`decode_predictions(load_exported(path)(pixels))`, the exported layer's dict of
+    outputs, was refused with "Received: preds.shape=()" (numpy holds a dict as one object)."""
+    outputs = {"probabilities": tf.constant([[0.25, 0.75]]), "class_id": tf.constant([1])}
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "not a dict of outputs: pass preds['probabilities']. "
+            "Received: a dict with keys ['class_id', 'probabilities']"
+        ),
+    ):
+        decode_predictions(outputs)
+    with pytest.raises(
+        ValueError, match=r"not a dict of outputs\. Received: a dict with keys \['a'\]"
+    ):
+        decode_predictions({"a": np.zeros((1, 2))})
+    assert decode_predictions(outputs["probabilities"], top=1) == [[(1, "class_1", 0.75)]]
