@@ -47,6 +47,7 @@ class TrainConfig(DataSpec):
     width: float = Field(
         1.0,
         gt=0,
+        le=contract.MAX_WIDTH,
         description="multiplier of the variant's layer widths (conv filters, fc6/fc7 units)",
     )
     image_size: int = Field(contract.IMAGE_SIZE, ge=1, description="model input height and width")

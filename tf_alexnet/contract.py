@@ -43,6 +43,14 @@ INPUT_RANGE = (0.0, 1.0)
 VARIANTS = ("d2l", "paper", "mini")
 """`d2l`: the chapter's network; `paper`: the 2012 paper's; `mini`: a small CPU variant."""
 
+MAX_WIDTH = 4.0
+"""The widest `width` the builder takes. Parameters grow with the square of the width: at 4.0,
+`d2l` has 747,490,058 (16 times its 46,764,746 at 224x224x1; 3 GB of float32 weights, about
+9 GB to train with SGD momentum) and `paper` 925,743,592 at 227x227x3 and 1000 classes, already
+more than a CPU trains. At 8.0 they would be 3.0 and 3.7 billion (12 GB of weights before any
+training), and a width of 100 (a percentage given for a multiplier) would be 467 billion: such
+widths end in an out-of-memory error deep in TensorFlow, so they are refused up front."""
+
 IMAGE_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 """The encoded image formats read everywhere (TensorFlow's `decode_image`; GIF: first frame)."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp")

@@ -17,7 +17,7 @@ pool5, fc6, fc7, predictions):
   28-64 px inputs on a CPU (1,006,250 parameters at 28x28x1).
 
 `width` scales any variant: every conv's filters and the fc6/fc7 units times `width`, rounded
-to multiples of 8 (`width=1.0` is the variant as declared).
+to multiples of 8 (`width=1.0` is the variant as declared), up to `contract.MAX_WIDTH` (4.0).
 
 The variants' layer tables, and the smallest input each takes, are in `tf_alexnet.variants`.
 """
@@ -248,7 +248,10 @@ def AlexNet(
         dropout: dropout rate after fc6 and fc7, in [0, 1).
         variant: `"d2l"`, `"paper"` or `"mini"`.
         width: multiplier of the layers' widths (every conv's filters and the fc6/fc7 units,
-            rounded to multiples of 8); `1.0` builds the variant as declared.
+            rounded to multiples of 8); `1.0` builds the variant as declared. At most 4.0
+            (`tf_alexnet.contract.MAX_WIDTH`): parameters grow with its square, and `d2l` at
+            width 4 already has 747 million (16 times its 46.8 million), 3 GB of float32
+            weights; wider would only end in an out-of-memory error.
         name: the model's name.
         test_time_flip: with `include_top=True`, class scores at inference are the mean of an
             image's and its mirror image's (test-time augmentation: about twice the inference

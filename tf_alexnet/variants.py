@@ -147,14 +147,25 @@ def _scaled_count(count: int, width: float) -> int:
 
 
 def check_width(width: Any) -> float:
-    """`width` as a float; a ValueError unless it is a positive real number (Python's or
-    NumPy's, not a bool)."""
+    """`width` as a float; a ValueError unless it is a real number (Python's or NumPy's, not a
+    bool) in (0, `contract.MAX_WIDTH`]."""
     if (
         isinstance(width, bool | np.bool_)
         or not isinstance(width, numbers.Real)
         or not (math.isfinite(width) and float(width) > 0)
     ):
         raise ValueError(f"`width` should be a positive number. Received: width={width!r}")
+    if float(width) > contract.MAX_WIDTH:
+        percent = (
+            f" (a multiplier: {float(width) / 100:g} for {float(width):g}%)"
+            if 10 <= float(width) <= 100 * contract.MAX_WIDTH
+            else ""
+        )
+        raise ValueError(
+            f"`width` should be at most {contract.MAX_WIDTH:g}{percent}: it multiplies the "
+            "variant's layer widths, 1.0 being the variant as declared, and parameters grow "
+            f"with its square (d2l has 747 million at width 4). Received: width={width!r}"
+        )
     return float(width)
 
 

@@ -51,7 +51,7 @@ def test_summary_paper_and_mini(capsys):
         (["summary", "--variant", "vgg"], "Received: variant='vgg'"),
         (["summary", "--input-shape", "28,28,1"], "at least 67x67"),
         (["summary", "--width", "0"], "`width` should be a positive number. Received: width=0.0"),
-        (["train", "--width", "inf", "--run-dir", "{tmp}/r"], "a finite number > 0"),
+        (["train", "--width", "inf", "--run-dir", "{tmp}/r"], "a finite number in (0, 4.0]"),
         (["train", "--variant", "vgg", "--run-dir", "{tmp}/r"], "Received: variant='vgg'"),
         (["train", "--image-folder", "{tmp}/nowhere", "--run-dir", "{tmp}/r"], "does not exist"),
         (

@@ -145,7 +145,8 @@ WRONG = [
     ({"augment": {"hue": 0.9}}, "`augment.hue` should be in [0, 0.5]. "
      "Received: augment.hue=0.9"),
     ({"augment": "flip"}, "`augment` should be a table of settings. Received: augment='flip'"),
-    ({"width": 0}, "`width` should be > 0. Received: width=0"),
+    ({"width": 0}, "`width` should be in (0, 4.0]. Received: width=0"),
+    ({"width": 100}, "`width` should be in (0, 4.0]. Received: width=100"),
     ({"learning_rate": float("inf")}, "`learning_rate` should be a finite number > 0. "
      "Received: learning_rate=inf"),
     ({"augment": {"contrast": float("nan")}}, "`augment.contrast` should be a finite number "

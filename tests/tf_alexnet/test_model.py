@@ -129,6 +129,24 @@ def test_bad_width_is_refused(width):
 
 
 @pytest.mark.parametrize(
+    ("width", "hint"),
+    [(1e6, ""), (100, r" \(a multiplier: 1 for 100%\)"), (np.float32(4.5), ""), (9, "")],
+)
+def test_too_wide_is_refused_before_any_weight_is_made(width, hint):
+    # width=1e6 ended in TensorFlow's out-of-memory error creating conv2's kernel, and
+    # width=100 (a percentage) would build 10 billion parameters.
+    message = rf"`width` should be at most 4{hint}: .* Received: width="
+    with pytest.raises(ValueError, match=message):
+        AlexNet(variant="mini", input_shape=(28, 28, 1), width=width)
+
+
+def test_the_widest_width_builds():
+    model = AlexNet(variant="mini", input_shape=(28, 28, 1), width=4)
+    assert model.get_layer("fc6").units == 2048
+    assert model.count_params() == 16_005_770
+
+
+@pytest.mark.parametrize(
     ("pooling", "shape"), [(None, (5, 5, 256)), ("avg", (256,)), ("max", (256,))]
 )
 def test_feature_extractor_outputs(pooling, shape):
