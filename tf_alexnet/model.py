@@ -160,15 +160,89 @@ def _check_arguments(include_top: Any, weights: Any, classes: Any, dropout: Any,
 
 
 def _check_activation(classifier_activation: Any) -> Any:
-    """The top layer's activation function, from a name, a callable or None."""
+    """The top layer's activation function, from a name, a callable or None; a ValueError for
+    one that a saved model could not load back (see `_reload_problem`)."""
     try:
-        return keras.activations.get(classifier_activation)
+        activation = keras.activations.get(classifier_activation)
     except (ValueError, TypeError) as err:
         raise ValueError(
             "`classifier_activation` should be None (logits), the name of a Keras activation "
             "such as 'softmax', or a callable. "
             f"Received: classifier_activation={classifier_activation!r}"
         ) from err
+    problem = _reload_problem(activation)
+    if problem:
+        name = str(getattr(activation, "__name__", ""))
+        instead = next(
+            (f"'{known}'" for known in ("softmax", "sigmoid") if name.startswith(known)),
+            "a Keras activation's name ('softmax', 'sigmoid', ...)",
+        )
+        raise ValueError(
+            f"`classifier_activation` should be one that a saved model loads back, and {problem}. "
+            f"Pass {instead} instead; Keras's activations (`keras.activations.softmax`, "
+            "`keras.ops.softmax`), a Keras layer such as `keras.layers.Softmax()`, or a function "
+            "of your own registered with `@keras.saving.register_keras_serializable()` work too. "
+            f"Received: classifier_activation={classifier_activation!r}"
+        )
+    return activation
+
+
+_PROBE = np.linspace(-3.0, 3.0, 12, dtype="float32").reshape(2, 6)
+"""Scores an activation is tried on, when it is saved as a name that loads back as another
+function: the two must compute the same values."""
+
+
+def _reload_problem(activation: Any) -> str:
+    """Why a `.keras` file with `activation` in its top would not load back as the same model
+    (empty when it would), found by the round trip Keras makes: `Dense.get_config` serializes
+    the activation (a built-in's name, or the module and name of a function or layer) and
+    loading deserializes it, in safe mode. Keras's own activations, `keras.ops` functions
+    (saved by name: `keras.ops.softmax` loads as `keras.activations.softmax`), Keras layers and
+    registered functions come back; `tf.nn.softmax` (saved as 'softmax_v2', unknown to
+    Keras), a lambda (refused in safe mode), an unregistered function or layer do not, and a
+    function saved under a built-in's name that computes other values (`keras.ops.gelu`,
+    approximate, loads as the exact `keras.activations.gelu`) would load as another model."""
+    if activation is keras.activations.linear:
+        return ""
+    if getattr(activation, "__name__", "") == "<lambda>":
+        return "Keras refuses to load a lambda (Python code) unless told the file is trusted"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras warns that a lambda is unsafe to save
+            config = keras.activations.serialize(activation)
+            if isinstance(config, dict):
+                restored = keras.saving.deserialize_keras_object(config, safe_mode=True)
+            else:
+                restored = keras.activations.get(config)
+    except Exception as err:  # Keras raises ValueError, TypeError, AttributeError...
+        text = " ".join(str(err).split())
+        unknown = re.search(r"Could not locate (class|function) '([^']+)'", text)
+        if unknown:
+            return (
+                f"loading would fail, as Keras knows no {unknown.group(1)} "
+                f"{unknown.group(2)!r} (neither its own nor a registered one)"
+            )
+        return f"Keras cannot save it ({type(err).__name__}: {text[:150]})"
+    if restored is activation:
+        return ""
+    if isinstance(activation, keras.layers.Layer):
+        if type(restored) is type(activation):
+            return ""
+        return f"it would load back as {type(restored).__name__}"
+    try:
+        same = np.allclose(
+            keras.ops.convert_to_numpy(activation(keras.ops.convert_to_tensor(_PROBE))),
+            keras.ops.convert_to_numpy(restored(keras.ops.convert_to_tensor(_PROBE))),
+            atol=1e-6,
+        )
+    except Exception:  # it does not run on this backend's tensors
+        same = False
+    if same:
+        return ""
+    return (
+        f"it is saved as {config!r}, which loads back as Keras's own "
+        f"{getattr(restored, '__name__', restored)!r}, a function computing other values"
+    )
 
 
 def _check_input_dtype(input_tensor: Any) -> None:
@@ -244,7 +318,11 @@ def AlexNet(
             (global pooling to a 2D feature vector).
         classes: number of classes of the top layer (2 or more with a softmax top).
         classifier_activation: activation of the top layer; `None` returns logits (use a
-            `from_logits=True` loss), `"softmax"` returns probabilities.
+            `from_logits=True` loss), `"softmax"` returns probabilities. A function or layer
+            must load back from a saved `.keras` file: Keras's activations (by name, from
+            `keras.activations` or `keras.ops`), Keras layers (`keras.layers.Softmax()`) and
+            registered functions do; `tf.nn.softmax`, lambdas and unregistered functions
+            or layers raise a `ValueError`.
         dropout: dropout rate after fc6 and fc7, in [0, 1).
         variant: `"d2l"`, `"paper"` or `"mini"`.
         width: multiplier of the layers' widths (every conv's filters and the fc6/fc7 units,

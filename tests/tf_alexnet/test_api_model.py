@@ -4,6 +4,7 @@ which cannot work are refused when it is built."""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tf_alexnet import AlexNet
 
@@ -83,3 +84,82 @@ def test_images_are_channels_last_whatever_keras_image_data_format_says(
     keras.config.set_image_data_format("channels_last")
     same = AlexNet(**kwargs, weights=tmp_path / "cf.keras")
     np.testing.assert_allclose(same.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+@keras.saving.register_keras_serializable(package="tf_alexnet_tests")
+def _registered_softmax(x):
+    return keras.ops.softmax(x)
+
+
+def _unregistered_softmax(x):
+    return keras.ops.softmax(x)
+
+
+class _UnregisteredSoftmax(keras.layers.Layer):
+    def call(self, inputs):
+        return keras.ops.softmax(inputs)
+
+
+@pytest.mark.parametrize(
+    "activation",
+    [
+        "softmax",
+        "sigmoid",
+        keras.activations.softmax,
+        keras.ops.softmax,
+        keras.layers.Softmax(),
+        keras.layers.Activation("softmax"),
+        keras.layers.ReLU(),
+        _registered_softmax,
+        tf.math.sigmoid,  # saved as 'sigmoid', loads as Keras's, the same values
+    ],
+    ids=[
+        "'softmax'",
+        "'sigmoid'",
+        "activations.softmax",
+        "ops.softmax",
+        "Softmax()",
+        "Activation('softmax')",
+        "ReLU()",
+        "registered function",
+        "tf.math.sigmoid",
+    ],
+)
+def test_an_accepted_activation_loads_back_from_the_saved_file(activation, tmp_path):
+    model = AlexNet(
+        input_shape=(16, 16, 1), variant="mini", width=0.125, classes=3,
+        classifier_activation=activation,
+    )  # fmt: skip
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    images = np.random.default_rng(0).random((2, 16, 16, 1), dtype="float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(images, training=False)),
+        keras.ops.convert_to_numpy(model(images, training=False)),
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    ("activation", "why", "instead"),
+    [
+        (tf.nn.softmax, "Keras knows no function 'softmax_v2'", "'softmax'"),
+        (lambda x: keras.ops.softmax(x), "refuses to load a lambda", "a Keras activation's name"),
+        (_unregistered_softmax, "no function '_unregistered_softmax'", "a Keras activation's"),
+        (_UnregisteredSoftmax(), "no class '_UnregisteredSoftmax'", "a Keras activation's"),
+        # Saved as 'gelu', it would load as keras.activations.gelu, the exact (not tanh) one.
+        (keras.ops.gelu, "loads back as Keras's own 'gelu', a function computing other", "a "),
+    ],
+    ids=["tf.nn.softmax", "lambda", "unregistered function", "unregistered layer", "ops.gelu"],
+)
+def test_an_activation_a_saved_model_cannot_load_back_is_refused(activation, why, instead):
+    """`tf.nn.softmax` or a lambda built a model whose `.keras` file did not load again
+    ("could not be deserialized properly"): found only when loading it, after training."""
+    with pytest.raises(ValueError) as info:
+        AlexNet(
+            input_shape=(16, 16, 1), variant="mini", width=0.125, classifier_activation=activation
+        )
+    message = str(info.value)
+    assert message.startswith("`classifier_activation` should be one that a saved model loads back")
+    assert why in message and f"Pass {instead}" in message, message
+    assert "Received: classifier_activation=" in message
