@@ -240,7 +240,10 @@ def load_exported(path: str | os.PathLike[str]) -> Any:
             whose highest version is used).
 
     Returns:
-        A `keras.layers.TFSMLayer` mapping float pixels in [0, 1] to the output dict.
+        A `keras.layers.TFSMLayer` (`tf_alexnet.layers.ExportedPixels`) mapping a batch of
+        float32 pixels in [0, 1], of the model's input shape, to the output dict; other
+        images (uint8 pixels, another size or channel count) raise a `ValueError` that names
+        the dtype and shape expected and those received.
 
     Raises:
         ValueError: `path` is no tf_alexnet export. One written by Keras's `model.export()`
@@ -258,9 +261,11 @@ def load_exported(path: str | os.PathLike[str]) -> Any:
             "TensorFlow backend (KERAS_BACKEND=tensorflow), or load the `.keras` model with "
             f"`tf_alexnet.load_model`. Received: Keras backend {keras.backend.backend()!r}"
         )
+    from tf_alexnet.layers import ExportedPixels
+
     endpoint = contract.SIGNATURE_IMAGE_TENSOR
     try:
-        return keras.layers.TFSMLayer(str(saved_model_path(path)), call_endpoint=endpoint)
+        return ExportedPixels(str(saved_model_path(path)), call_endpoint=endpoint)
     except ValueError as err:
         if f"'{endpoint}'" not in str(err):  # Keras's words for a missing endpoint
             raise

@@ -297,6 +297,66 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
 
+@keras.saving.register_keras_serializable(package="tf_alexnet")
+class ExportedPixels(keras.layers.TFSMLayer):
+    """An export's pixels signature as a layer (`tf_alexnet.load_exported` makes it): a
+    `TFSMLayer` that refuses images the signature does not take with a `ValueError` naming the
+    dtype and shape it expects and those received, where TensorFlow's function binding raised
+    a long TypeError ("Can not cast TensorSpec(...)") with the tensor's values. The check reads
+    static shapes and dtypes only: calls that fit run the signature as before."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import tensorflow as tf
+
+        super().__init__(*args, **kwargs)
+        function = self.call_endpoint_fn  # a restored tf.function, or a signature
+        signature = getattr(function, "input_signature", None) or getattr(
+            function, "structured_input_signature", None
+        )
+        specs = [spec for spec in tf.nest.flatten(signature) if isinstance(spec, tf.TensorSpec)]
+        self._images_spec = specs[0] if len(specs) == 1 else None
+
+    def call(self, inputs: Any, training: bool = False, **kwargs: Any) -> Any:
+        self._check_images(inputs)
+        return super().call(inputs, training=training, **kwargs)
+
+    def compute_output_spec(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        # On a `keras.Input`: refused here, before Keras traces `call` and wraps the refusal
+        # in "Could not automatically infer the output shape / dtype".
+        self._check_images(inputs)
+        return super().compute_output_spec(inputs, *args, **kwargs)
+
+    def _check_images(self, inputs: Any) -> None:
+        import tensorflow as tf
+
+        spec = self._images_spec
+        if spec is None or not (tf.is_tensor(inputs) or keras.utils.is_keras_tensor(inputs)):
+            return  # another signature, or several inputs: TensorFlow checks them
+        dtype, shape = tf.as_dtype(inputs.dtype), tf.TensorShape(inputs.shape)
+        if dtype == spec.dtype and shape.is_compatible_with(spec.shape):
+            return
+        expected = _shape_text(spec.shape)
+        if dtype != spec.dtype and dtype.is_integer:
+            hint = f" (integer pixels: scale them, `tf.cast(images, tf.{spec.dtype.name}) / 255`)"
+        elif shape.rank == len(spec.shape) - 1 and shape.is_compatible_with(spec.shape[1:]):
+            hint = " (one image without its batch axis: pass images[None])"
+        else:
+            hint = ""
+        raise ValueError(
+            f"The exported model {str(self.filepath)!r} expects a batch of images of dtype "
+            f"{spec.dtype.name} and shape {expected}: pixels in [0, 1]{hint}. "
+            "`tf_alexnet.preprocess_input(images, "
+            f"{tuple(spec.shape[1:])})` scales, resizes and converts images to that. "
+            f"Received: images of dtype {dtype.name} and shape {_shape_text(shape)}"
+        )
+
+
+def _shape_text(shape: Any) -> str:
+    """`(batch, 28, 28, 1)`: a TensorShape with None as the batch axis's name."""
+    dims = [d if d is not None else ("batch" if i == 0 else "None") for i, d in enumerate(shape)]
+    return f"({', '.join(map(str, dims))})"
+
+
 def _global_batch_moments(mean: Any, variance: Any, count: Any) -> tuple[Any, Any]:
     """The mean and biased variance of the global batch, from each replica's share's (`count`
     values per channel); the share's own where one replica computes the whole batch.

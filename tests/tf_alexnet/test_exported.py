@@ -243,3 +243,67 @@ def test_class_names_that_would_read_back_as_more_names_are_refused(tmp_path, na
     assert not folder.class_names_file.exists()
     folder.write_class_names(["cat", ""])  # an empty name is a line of its own
     assert folder.class_names() == ("cat", "")
+
+
+@pytest.fixture(scope="module")
+def mini_export(tmp_path_factory):
+    """A small untrained `mini` model at 28x28x1, exported (a few seconds)."""
+    import tensorflow as tf
+
+    import tf_alexnet
+    from tf_alexnet.export import export
+
+    folder = tmp_path_factory.mktemp("mini_export")
+    tf_alexnet.AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.125).save(
+        folder / "mini.keras"
+    )
+    png = tf.io.encode_png(np.zeros((28, 28, 1), np.uint8)).numpy()
+    return export(folder / "mini.keras", folder / "models", sample_images=[png]).path
+
+
+def test_the_exported_layer_takes_float_pixel_batches(mini_export):
+    import keras
+
+    import tf_alexnet
+
+    layer = tf_alexnet.load_exported(mini_export)
+    pixels = np.random.default_rng(0).random((2, 28, 28, 1)).astype(np.float32)
+    probabilities = layer(pixels)["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert layer(keras.Input((28, 28, 1)))["probabilities"].shape == (None, 10)
+    # The layer's config names the export; it is rebuilt from it (when deserialization of
+    # external SavedModels is allowed, as Keras requires for any TFSMLayer).
+    again = type(layer).from_config(layer.get_config(), safe_mode=False)
+    np.testing.assert_allclose(again(pixels)["probabilities"].numpy(), probabilities, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("images", "received", "hint"),
+    [
+        (np.zeros((2, 28, 28, 1), np.uint8), "dtype uint8 and shape (2, 28, 28, 1)", "/ 255"),
+        (np.zeros((2, 32, 32, 1), np.float32), "dtype float32 and shape (2, 32, 32, 1)", ""),
+        (np.zeros((2, 28, 28, 3), np.float32), "dtype float32 and shape (2, 28, 28, 3)", ""),
+        (np.zeros((28, 28, 1), np.float32), "dtype float32 and shape (28, 28, 1)", "images[None]"),
+        ("keras.Input((32, 32, 1))", "dtype float32 and shape (batch, 32, 32, 1)", ""),
+    ],
+    ids=["uint8", "size", "channels", "no batch axis", "keras.Input"],
+)
+def test_the_exported_layer_names_the_images_it_expects(mini_export, images, received, hint):
+    """Wrong images ended in a long TypeError, "Binding inputs to tf.function failed due to
+    `Can not cast TensorSpec(...)`", followed by the tensor's values."""
+    import keras
+
+    import tf_alexnet
+
+    layer = tf_alexnet.load_exported(mini_export)
+    if isinstance(images, str):
+        images = keras.Input((32, 32, 1))
+    with pytest.raises(ValueError) as found:
+        layer(images)
+    message = str(found.value)
+    assert (
+        f"The exported model {str(mini_export)!r} expects a batch of images of dtype float32 and "
+        "shape (batch, 28, 28, 1): pixels in [0, 1]"
+    ) in message
+    assert f"Received: images of {received}" in message and hint in message
+    assert "Can not cast" not in message and "Could not automatically infer" not in message
