@@ -47,7 +47,7 @@ from tf_alexnet.exported import (
 from tf_alexnet.hardware import without_bf16_rewrite
 from tf_alexnet.model import check_classifier, has_test_time_flip, outputs_probabilities
 from tf_alexnet.predictions import to_probabilities, trained_class_names, unnamed_classes
-from tf_alexnet.preprocess import decode, preprocess
+from tf_alexnet.preprocess import encoded_batch, preprocess
 from tf_alexnet.run_dir import resolve_source
 from tf_alexnet.saving import load_model, process_running
 
@@ -205,10 +205,7 @@ def validate(
     saved_model_dir: pathlib.Path, model: keras.Model, encoded_images: Sequence[bytes]
 ) -> float:
     """Max |probability difference| between the SavedModel's two signatures and Keras."""
-    height, width, channels = model.input_shape[1:]
-    pixels = tf.stack(
-        [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
-    )
+    pixels = encoded_batch(encoded_images, model.input_shape[1:])
     expected = to_probabilities(
         np.asarray(model(pixels, training=False), np.float64),
         from_logits=not outputs_probabilities(model),
@@ -239,10 +236,7 @@ def logit_scale(model: keras.Model, encoded_images: Sequence[bytes]) -> float:
     logits are not known)."""
     if outputs_probabilities(model):
         return 1.0
-    height, width, channels = model.input_shape[1:]
-    pixels = tf.stack(
-        [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
-    )
+    pixels = encoded_batch(encoded_images, model.input_shape[1:])
     largest = float(np.max(np.abs(np.asarray(model(pixels, training=False), np.float64))))
     if not np.isfinite(largest):  # `check_samples` refuses such a model before this
         return 1.0
@@ -257,10 +251,7 @@ def check_samples(model: keras.Model, encoded_images: Sequence[bytes]) -> None:
     for index, data in enumerate(encoded_images, start=1):
         if problem := image_problem(data):
             raise UserError(f"Sample image {index} of {len(encoded_images)} is {problem}.")
-    height, width, channels = model.input_shape[1:]
-    pixels = tf.stack(
-        [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
-    )
+    pixels = encoded_batch(encoded_images, model.input_shape[1:])
     if not np.isfinite(np.asarray(model(pixels, training=False), np.float64)).all():
         raise UserError(
             "The model's outputs are not finite (NaN/inf): the training diverged; train it "

@@ -23,10 +23,10 @@ from tf_alexnet.predictions import (
     trained_class_names,
     unnamed_classes,
 )
-from tf_alexnet.preprocess import decode, preprocess
+from tf_alexnet.preprocess import encoded_batch
 from tf_alexnet.run_dir import RunDir
 from tf_alexnet.saving import load_model
-from tf_alexnet.sources import PALETTE_BMP, image_files, image_format, image_problem, palette_bmp
+from tf_alexnet.sources import image_files, image_problem, palette_problem
 
 STDIN = "-"
 """An IMAGE argument that stands for one image read from standard input."""
@@ -78,10 +78,7 @@ class Predictor:
                 **{contract.INPUT_IMAGE_BYTES: tf.constant(list(encoded_images))}
             )
             return np.asarray(outputs[contract.OUTPUT_PROBABILITIES])
-        height, width, channels = self._model.input_shape[1:]
-        pixels = tf.stack(
-            [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
-        )
+        pixels = encoded_batch(encoded_images, self._model.input_shape[1:])
         outputs = np.asarray(self._model(pixels, training=False))
         return to_probabilities(outputs, from_logits=self._from_logits)
 
@@ -129,8 +126,8 @@ def _read_image(path: str) -> bytes:
         raise ValueError(err.strerror or str(err)) from None
     if not data:
         raise ValueError("an empty file")
-    if image_format(data) == "BMP" and bool(palette_bmp(data)):
-        raise ValueError(PALETTE_BMP)
+    if palette := palette_problem(data):
+        raise ValueError(palette)
     return data
 
 

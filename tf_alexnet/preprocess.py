@@ -51,6 +51,16 @@ def preprocess(image: tf.Tensor, size: tuple[int, int], channels: int) -> tf.Ten
     return resize(image, size)
 
 
+def encoded_batch(encoded_images: Any, input_shape: Any) -> tf.Tensor:
+    """Encoded images as one batch of pixels for a model whose input is `input_shape`
+    (`(height, width, channels)`, a model's `input_shape[1:]`): each decoded and
+    `preprocess`ed."""
+    height, width, channels = input_shape
+    return tf.stack(
+        [preprocess(decode(b, channels), (height, width), channels) for b in encoded_images]
+    )
+
+
 def shrink(image: tf.Tensor, limit: int) -> tf.Tensor:
     """Image(s) `[..., h, w, c]` whose shorter side exceeds `limit` shrunk to it (aspect kept,
     antialiased; integers rounded back to their type); smaller ones as they are.
