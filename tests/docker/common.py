@@ -25,6 +25,7 @@ SMOKE = ROOT / "scripts" / "compose_smoke.py"
 SMOKE_STACK = ROOT / "scripts" / "compose_stack.py"  # the driver's stack module, beside it
 TRAINER_SCRIPT = ROOT / "docker" / "train-and-export.sh"
 STANDIN_SCRIPT = ROOT / "docker" / "tensorflow_model_server.sh"
+K8S_TRAINING = ROOT / "docs" / "k8s" / "training.yaml"
 OWN_DATA_ENV = {"IMAGE_FOLDER": "/tmp", "CLASS_NAMES": '["cat", "dog"]'}
 
 

@@ -1,4 +1,5 @@
-"""The container shell scripts and CI's script pass bash and shellcheck; the smoke driver's CLI."""
+"""The container shell scripts and CI's script pass bash and shellcheck, and pass a stop on to
+the command they run; the smoke driver's CLI."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
+import yaml
 
-from tests.docker.common import ROOT, SMOKE, STANDIN_SCRIPT, TRAINER_SCRIPT
+from tests.docker.common import K8S_TRAINING, ROOT, SMOKE, STANDIN_SCRIPT, TRAINER_SCRIPT
 
 SCRIPTS = [TRAINER_SCRIPT, STANDIN_SCRIPT, ROOT / ".ci" / "run"]
 
@@ -142,3 +145,164 @@ def test_trainer_script_names_the_variables_behind_a_refused_flag(tmp_path: path
     assert "lower --batch-size" in first
     assert hint.startswith("train-and-export: under Compose, a flag named above is set by")
     assert "--batch-size TRAIN_BATCH_SIZE" in hint and "--epochs TRAIN_EPOCHS" in hint
+
+
+def _k8s_trainer_script() -> str:
+    """The `sh -c` script of docs/k8s/training.yaml's trainer container."""
+    documents = [doc for doc in yaml.safe_load_all(K8S_TRAINING.read_text()) if doc]
+    (statefulset,) = [doc for doc in documents if doc["kind"] == "StatefulSet"]
+    (trainer,) = statefulset["spec"]["template"]["spec"]["containers"]
+    assert trainer["command"] == ["/bin/sh", "-c"]
+    (script,) = trainer["args"]
+    return str(script)
+
+
+def test_k8s_trainer_script_passes_shellcheck_as_posix_sh(tmp_path: pathlib.Path) -> None:
+    """The image's /bin/sh is dash: the script must keep to POSIX sh."""
+    script = tmp_path / "k8s-trainer.sh"
+    script.write_text("#!/bin/sh\n" + _k8s_trainer_script())
+    subprocess.run([shutil.which("dash") or "/bin/sh", "-n", str(script)], check=True)
+    if not shutil.which("shellcheck"):
+        pytest.skip("needs shellcheck (apt-get install shellcheck) for the lint half")
+    result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def _pid_1_command() -> list[str]:
+    """A command prefix that runs a command as PID 1 of a new PID namespace, as a container's
+    command runs: PID 1 ignores a signal it has no handler for. Skips without `unshare`."""
+    for prefix in (["unshare", "--pid", "--fork"], ["unshare", "-r", "--pid", "--fork"]):
+        if (
+            shutil.which("unshare")
+            and not subprocess.run([*prefix, "true"], capture_output=True).returncode
+        ):
+            return prefix
+    pytest.skip("needs `unshare --pid` (root, or user namespaces) to run a script as PID 1")
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _poll(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+
+
+class _Pod:
+    """docs/k8s/training.yaml's trainer script run by dash (the image's /bin/sh) as PID 1:
+    `pid` is the shell's (outside the namespace), `out` its output."""
+
+    def __init__(self, tmp_path: pathlib.Path, env: dict[str, str]) -> None:
+        shell = shutil.which("dash") or "/bin/sh"
+        self.out = tmp_path / "out"
+        with open(self.out, "w") as out:
+            self.process = subprocess.Popen(
+                [*_pid_1_command(), shell, "-c", _k8s_trainer_script()], env=env, stdout=out
+            )
+        found: list[int] = []
+        _poll(lambda: found.extend(_children(self.process.pid)) or found, "shell")
+        (self.pid,) = found
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """`signum` to the shell alone, as the kubelet sends SIGTERM to the container's PID 1."""
+        os.kill(self.pid, signum)
+
+    def running(self, command: str) -> bool:
+        """Whether the shell, or a child of it, runs `command` (its argv joined by spaces)."""
+        for pid in [self.pid, *_children(self.pid)]:
+            try:
+                argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+            except OSError:
+                continue
+            if b" ".join(argv).decode() == command:
+                return True
+        return False
+
+
+StartPod = Callable[[dict[str, str]], _Pod]
+
+
+@pytest.fixture
+def pod(tmp_path: pathlib.Path) -> Iterator[StartPod]:
+    pods: list[_Pod] = []
+
+    def start(env: dict[str, str]) -> _Pod:
+        pods.append(_Pod(tmp_path, env))
+        return pods[-1]
+
+    yield start
+    for started in pods:  # a namespace ends with its PID 1, and everything in it
+        if started.process.poll() is None:
+            os.kill(started.pid, signal.SIGKILL)
+            started.process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_k8s_trainer_passes_a_stop_on_to_training(
+    tmp_path: pathlib.Path, pod: StartPod, signum: signal.Signals
+) -> None:
+    """The shell is the pod's PID 1: `kubectl delete`'s SIGTERM must reach training, which
+    was SIGKILLed 30 s later instead. SIGINT goes on as SIGTERM (a background command ignores
+    SIGINT)."""
+    mark = tmp_path / "mark"
+    env = _trainer_env(tmp_path, FAKE_CLI, FAKE_MARK=str(mark), POD_NAME="alexnet-train-1")
+    started = pod(env)
+    _poll(mark.with_suffix(".started").exists, "training")
+    assert mark.with_suffix(".started").read_text() == "train --preset"
+    started.stop(signum)
+    assert started.process.wait(timeout=30) == 143  # training's status
+    assert mark.read_text() == "terminated"
+    assert "training finished" not in started.out.read_text()
+
+
+EXITING_CLI = """#!/usr/bin/env python3
+import os, pathlib, sys
+pathlib.Path(os.environ["FAKE_TF_CONFIG"]).write_text(os.environ["TF_CONFIG"])
+sys.exit(int(os.environ["FAKE_STATUS"]))
+"""
+
+
+def test_k8s_trainer_exits_with_a_failed_trainings_status(
+    tmp_path: pathlib.Path, pod: StartPod
+) -> None:
+    """A failed training ends the container with its status: Kubernetes restarts it."""
+    tf_config = tmp_path / "tf_config"
+    env = _trainer_env(
+        tmp_path,
+        EXITING_CLI,
+        FAKE_TF_CONFIG=str(tf_config),
+        FAKE_STATUS="3",
+        POD_NAME="alexnet-train-1",
+    )
+    started = pod(env)
+    assert started.process.wait(timeout=60) == 3
+    assert json.loads(tf_config.read_text())["task"] == {"type": "worker", "index": 1}
+    assert "training finished" not in started.out.read_text()
+
+
+def test_k8s_trainer_idles_once_trained(tmp_path: pathlib.Path, pod: StartPod) -> None:
+    """A finished pod stays up for `kubectl cp`: a StatefulSet restarts a container that ends,
+    and training a finished run again is refused."""
+    tf_config = tmp_path / "tf_config"
+    env = _trainer_env(
+        tmp_path,
+        EXITING_CLI,
+        FAKE_TF_CONFIG=str(tf_config),
+        FAKE_STATUS="0",
+        POD_NAME="alexnet-train-0",
+    )
+    started = pod(env)
+    _poll(lambda: "training finished: /runs/cpu\n" in started.out.read_text(), "line")
+    _poll(lambda: started.running("sleep infinity"), "idle sleep")
+    assert started.process.poll() is None
