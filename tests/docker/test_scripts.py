@@ -291,9 +291,11 @@ def test_k8s_trainer_exits_with_a_failed_trainings_status(
     assert "training finished" not in started.out.read_text()
 
 
-def test_k8s_trainer_idles_once_trained(tmp_path: pathlib.Path, pod: StartPod) -> None:
-    """A finished pod stays up for `kubectl cp`: a StatefulSet restarts a container that ends,
-    and training a finished run again is refused."""
+def test_k8s_trainer_idles_once_trained_until_stopped(
+    tmp_path: pathlib.Path, pod: StartPod
+) -> None:
+    """A finished pod stays up for `kubectl cp` (a StatefulSet restarts a container that ends,
+    and training a finished run again is refused), until SIGTERM ends it."""
     tf_config = tmp_path / "tf_config"
     env = _trainer_env(
         tmp_path,
@@ -306,3 +308,5 @@ def test_k8s_trainer_idles_once_trained(tmp_path: pathlib.Path, pod: StartPod) -
     _poll(lambda: "training finished: /runs/cpu\n" in started.out.read_text(), "line")
     _poll(lambda: started.running("sleep infinity"), "idle sleep")
     assert started.process.poll() is None
+    started.stop()  # `kubectl delete`: no 30 s wait for the kubelet's SIGKILL
+    assert started.process.wait(timeout=30) == 143
