@@ -200,16 +200,18 @@ def _poll(condition: Callable[[], object], what: str, timeout: float = 60) -> No
 
 
 class _Pod:
-    """docs/k8s/training.yaml's trainer script run by dash (the image's /bin/sh) as PID 1:
-    `pid` is the shell's (outside the namespace), `out` its output."""
+    """A command run as PID 1, as a container without an init runs it (docs/k8s/training.yaml's
+    trainer script by default, with dash: the image's /bin/sh): `pid` is its process (outside
+    the namespace), `out` its output."""
 
-    def __init__(self, tmp_path: pathlib.Path, env: dict[str, str]) -> None:
-        shell = shutil.which("dash") or "/bin/sh"
+    def __init__(
+        self, tmp_path: pathlib.Path, env: dict[str, str], command: list[str] | None = None
+    ) -> None:
+        if command is None:
+            command = [shutil.which("dash") or "/bin/sh", "-c", _k8s_trainer_script()]
         self.out = tmp_path / "out"
         with open(self.out, "w") as out:
-            self.process = subprocess.Popen(
-                [*_pid_1_command(), shell, "-c", _k8s_trainer_script()], env=env, stdout=out
-            )
+            self.process = subprocess.Popen([*_pid_1_command(), *command], env=env, stdout=out)
         found: list[int] = []
         _poll(lambda: found.extend(_children(self.process.pid)) or found, "shell")
         (self.pid,) = found
@@ -230,15 +232,15 @@ class _Pod:
         return False
 
 
-StartPod = Callable[[dict[str, str]], _Pod]
+StartPod = Callable[..., _Pod]
 
 
 @pytest.fixture
 def pod(tmp_path: pathlib.Path) -> Iterator[StartPod]:
     pods: list[_Pod] = []
 
-    def start(env: dict[str, str]) -> _Pod:
-        pods.append(_Pod(tmp_path, env))
+    def start(env: dict[str, str], command: list[str] | None = None) -> _Pod:
+        pods.append(_Pod(tmp_path, env, command))
         return pods[-1]
 
     yield start
@@ -310,3 +312,16 @@ def test_k8s_trainer_idles_once_trained_until_stopped(
     assert started.process.poll() is None
     started.stop()  # `kubectl delete`: no 30 s wait for the kubelet's SIGKILL
     assert started.process.wait(timeout=30) == 143
+
+
+def test_trainer_script_passes_sigterm_on_as_pid_1(tmp_path: pathlib.Path, pod: StartPod) -> None:
+    """Without Docker's init (`docker run` without --init, a Kubernetes pod of the image) the
+    script is PID 1, which ignores a signal it has no handler for: its trap is one."""
+    mark = tmp_path / "mark"
+    started = pod(
+        _trainer_env(tmp_path, FAKE_CLI, FAKE_MARK=str(mark)), ["bash", str(TRAINER_SCRIPT)]
+    )
+    _poll(mark.with_suffix(".started").exists, "training")
+    started.stop()
+    assert started.process.wait(timeout=30) == 143
+    assert mark.read_text() == "terminated"
