@@ -275,19 +275,25 @@ sys.exit(int(os.environ["FAKE_STATUS"]))
 """
 
 
+def _exiting_trainer_env(
+    tmp_path: pathlib.Path, tf_config: pathlib.Path, status: int, pod_name: str
+) -> dict[str, str]:
+    """A pod's environment whose `tf-alexnet` records its TF_CONFIG and exits with `status`."""
+    return _trainer_env(
+        tmp_path,
+        EXITING_CLI,
+        FAKE_TF_CONFIG=str(tf_config),
+        FAKE_STATUS=str(status),
+        POD_NAME=pod_name,
+    )
+
+
 def test_k8s_trainer_exits_with_a_failed_trainings_status(
     tmp_path: pathlib.Path, pod: StartPod
 ) -> None:
     """A failed training ends the container with its status: Kubernetes restarts it."""
     tf_config = tmp_path / "tf_config"
-    env = _trainer_env(
-        tmp_path,
-        EXITING_CLI,
-        FAKE_TF_CONFIG=str(tf_config),
-        FAKE_STATUS="3",
-        POD_NAME="alexnet-train-1",
-    )
-    started = pod(env)
+    started = pod(_exiting_trainer_env(tmp_path, tf_config, 3, "alexnet-train-1"))
     assert started.process.wait(timeout=60) == 3
     assert json.loads(tf_config.read_text())["task"] == {"type": "worker", "index": 1}
     assert "training finished" not in started.out.read_text()
@@ -298,15 +304,7 @@ def test_k8s_trainer_idles_once_trained_until_stopped(
 ) -> None:
     """A finished pod stays up for `kubectl cp` (a StatefulSet restarts a container that ends,
     and training a finished run again is refused), until SIGTERM ends it."""
-    tf_config = tmp_path / "tf_config"
-    env = _trainer_env(
-        tmp_path,
-        EXITING_CLI,
-        FAKE_TF_CONFIG=str(tf_config),
-        FAKE_STATUS="0",
-        POD_NAME="alexnet-train-0",
-    )
-    started = pod(env)
+    started = pod(_exiting_trainer_env(tmp_path, tmp_path / "tf_config", 0, "alexnet-train-0"))
     _poll(lambda: "training finished: /runs/cpu\n" in started.out.read_text(), "line")
     _poll(lambda: started.running("sleep infinity"), "idle sleep")
     assert started.process.poll() is None
