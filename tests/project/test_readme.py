@@ -150,6 +150,17 @@ def test_each_benchmark_row_names_its_benchmark_page():
             assert (REPO / page).is_file(), page
 
 
+def test_the_layout_names_every_module_of_the_two_packages():
+    """The README's Layout lists each file of `tf_alexnet/` and `tf_alexnet_serving/`: a
+    module added without a line there left readers a file the map does not show."""
+    section = (REPO / "README.md").read_text().split("\n## Layout\n", 1)[1].split("\n## ")[0]
+    named = set(re.findall(r"[\w.]+\.(?:py|html)\b", section))
+    for package in ("tf_alexnet", "serving/tf_alexnet_serving"):
+        for path in sorted((REPO / package).iterdir()):
+            if path.suffix in (".py", ".html") and path.name != "__init__.py":
+                assert path.name in named, f"{package}/{path.name} is not in the README's Layout"
+
+
 def test_the_documents_cite_only_pages_the_repository_has():
     """A Markdown file the README or docs name (a doc, a benchmark page) is one a reader can
     open: the AMX figures in docs/precision.md cited a REFERENCE.md never committed."""
