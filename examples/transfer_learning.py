@@ -98,9 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    model.fit(datasets.train, validation_data=datasets.validation, epochs=args.epochs, verbose=2)
+    model.fit(
+        datasets.train,
+        validation_data=datasets.validation,
+        epochs=args.epochs,
+        shuffle=False,  # the dataset shuffles itself (Keras warns that it ignores shuffle=True)
+        verbose=2,
+    )
     _, accuracy = model.evaluate(datasets.test, verbose=0)
-    print(f"test accuracy {accuracy:.4f} on {datasets.num_test} images ({datasets.class_names})")
+    classes = ", ".join(datasets.class_names)
+    print(f"test accuracy {accuracy:.4f} on {datasets.num_test} images (classes: {classes})")
     return 0
 
 
