@@ -1387,10 +1387,11 @@ def test_micro_batcher_bounds_its_queue_and_times_out():
     import threading
 
     ran = []
-    release = threading.Event()
+    running, release = threading.Event(), threading.Event()
 
     def run(items):
         ran.extend(items)
+        running.set()
         release.wait(5)
         return items
 
@@ -1399,13 +1400,13 @@ def test_micro_batcher_bounds_its_queue_and_times_out():
         batcher.start()
         try:
             first = asyncio.create_task(batcher.submit("running"))
-            await asyncio.sleep(0.05)  # "running" is in the model call; two more can wait
+            # "running" is in the model call; two more can wait
+            assert await asyncio.to_thread(running.wait, 30)
             waiting = [asyncio.create_task(batcher.submit(f"queued{i}")) for i in range(2)]
             await asyncio.sleep(0)
-            start = time.monotonic()
+            over = batcher.submit("over")
             with pytest.raises(QueueFull):
-                await batcher.submit("over")
-            assert time.monotonic() - start < 0.05  # refused at once, not after a wait
+                over.send(None)  # refused at once: before the submission's first wait
             results = await asyncio.gather(first, *waiting, return_exceptions=True)
             release.set()
             assert all(isinstance(result, DeadlineExceeded) for result in results), results
