@@ -1656,17 +1656,23 @@ def test_a_second_ctrl_c_with_a_request_in_flight_quits_without_a_traceback(mode
     import socket
 
     log = tmp_path / "serve.log"
+    waiting = "Waiting for connections to close. (CTRL+C to force quit)"  # uvicorn's
     with (
         LiveServer(model_base, stderr=log) as server,
-        socket.create_connection(("127.0.0.1", server.port), timeout=10) as upload,
+        socket.create_connection(("127.0.0.1", server.port), timeout=30) as upload,
     ):
         upload.sendall(
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-            b"Content-Length: 1000\r\n\r\nabc"  # and the rest never comes
+            b"Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n"
         )
-        time.sleep(0.5)
+        # Sent once the app reads the body: the request is in flight.
+        assert upload.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        upload.sendall(b"abc")  # and the rest never comes
         server.process.send_signal(signal.SIGINT)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30  # the first Ctrl-C is handled: uvicorn waits
+        while waiting not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
         server.process.send_signal(signal.SIGINT)
         # 130: uvicorn raises the SIGINT again once stopped (0 where SIGINT is ignored)
         assert server.process.wait(timeout=30) in (0, 130)
