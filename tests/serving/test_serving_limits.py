@@ -212,22 +212,28 @@ def test_uploads_past_the_byte_budget_get_503_and_the_budget_comes_back(server):
     """One upload holds 2.5 MB of the 3 MB budget while it trickles: another of 1 MB is
     refused; once the first client goes away, its bytes are free again."""
     holder = connect(server)
+    holder_client = f"127.0.0.1:{holder.getsockname()[1]}"
     try:
         holder.sendall(
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
             b"Content-Length: 2900000\r\n\r\n" + b"\0" * 2_500_000
         )
-        time.sleep(0.5)
-        refused = httpx.post(
-            f"{server.url}/predict",
-            content=b"\0" * 1_000_000,
-            headers={"Content-Type": "image/png"},
-        )
-        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        deadline = time.monotonic() + 30  # until the server has read past 2 MB of it
+        while (
+            refused := httpx.post(
+                f"{server.url}/predict",
+                content=b"\0" * 1_000_000,
+                headers={"Content-Type": "image/png"},
+            )
+        ).status_code != 503:
+            assert refused.status_code == 400 and time.monotonic() < deadline, refused.text
+            time.sleep(0.1)
+        assert refused.headers["retry-after"] == "1"
         assert refused.json()["detail"].startswith("Overloaded: 2,")
     finally:
         holder.close()
-    time.sleep(0.5)
+    # The holder's request has ended (its log line follows the release of its bytes).
+    request_log_line(server, "client", holder_client, within_s=30)
     after = httpx.post(
         f"{server.url}/predict", content=b"\0" * 1_000_000, headers={"Content-Type": "image/png"}
     )
@@ -291,10 +297,10 @@ def test_metrics_label_refused_and_page_requests_with_their_route(server):
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
 
 
-def request_log_line(server: LiveServer, key: str, value: str) -> dict:
-    """The request log's line whose `key` is `value` (within 3 s: the line may follow the
-    answer)."""
-    deadline = time.monotonic() + 3
+def request_log_line(server: LiveServer, key: str, value: str, within_s: float = 3) -> dict:
+    """The request log's line whose `key` is `value` (within `within_s`: the line may follow
+    the answer)."""
+    deadline = time.monotonic() + within_s
     while True:
         for text in server.stderr.read_text().splitlines():
             line = json.loads(text) if text.startswith("{") else {}
