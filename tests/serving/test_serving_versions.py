@@ -386,6 +386,20 @@ def test_a_request_split_across_two_versions_is_asked_again_once():
     assert refused.value.headers == {"Retry-After": "1"}
 
 
+def _wait_for_answers(seen, version, each, clients=3, within_s=120):
+    """Until each client has had `each` answers from `version` (two predictions apiece)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        now = list(seen)
+        if any(s[1] != 200 for s in now):  # a failed answer: the test says which
+            return
+        counts = [sum(s[0] == me and s[2] == version for s in now) for me in range(clients)]
+        if min(counts) >= 2 * each:
+            return
+        assert time.monotonic() < deadline, f"predictions from version {version}: {counts}"
+        time.sleep(0.05)
+
+
 def test_live_server_moves_to_a_new_export_without_a_failed_or_mislabelled_answer(
     one_version, publish_three_classes, test_images, tmp_path
 ):
@@ -419,12 +433,9 @@ def test_live_server_moves_to_a_new_export_without_a_failed_or_mislabelled_answe
         for thread in threads:
             thread.start()
         try:
-            time.sleep(1)
+            _wait_for_answers(seen, version=1, each=1)  # every client has had one
             publish_three_classes(one_version)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not any(s[2] == 2 for s in seen[-6:]):
-                time.sleep(0.2)
-            time.sleep(1)  # more answers from version 2
+            _wait_for_answers(seen, version=2, each=3)  # more answers from version 2
         finally:
             stop.set()
             for thread in threads:
