@@ -391,9 +391,17 @@ def test_rest_answers_name_the_version_that_computed_them(servables, test_images
         assert client.post("/predict", files=files).json()["model"]["version"] == 2
         _copy_version(servables.base_path, "alexnet", 1, tmp_path, 3)
         every.poll()
-        time.sleep(0.5)  # a few polls; no /readyz in between
+        start = time.monotonic()  # the facade's own polls find 3; no /readyz in between
+        while (version := _metric(client, "tf_alexnet_model_version")) != "3.0":
+            assert time.monotonic() - start < 30, version
+            time.sleep(0.1)
         assert client.post("/predict", files=files).json()["model"]["version"] == 3
-        assert "tf_alexnet_model_version 3.0" in client.get("/metrics").text
+
+
+def _metric(client, name):
+    """The value of the unlabelled metric `name` on the facade's /metrics."""
+    lines = client.get("/metrics").text.splitlines()
+    return next(line for line in lines if line.startswith(f"{name} ")).split()[-1]
 
 
 @pytest.mark.parametrize("api", ["rest", "grpc"])
@@ -591,13 +599,21 @@ def test_requests_do_not_wait_on_a_tf_serving_found_unavailable(
             _wait_until_ready(client, within_s=10)
             assert client.post("/predict", files=files).status_code == 200
             assert ready_metric() == "tf_alexnet_model_ready 1.0"
+            gone = len(events.lines)  # (a check at start-up may have timed out too)
         with socket.socket() as silent:  # takes connections, never answers
             silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             silent.bind(("127.0.0.1", port))
             silent.listen(64)
             # The watcher's check times out (gRPC's first, after its reconnect backoff of up
-            # to 1 s during which calls fail at once as UNAVAILABLE).
-            time.sleep(2 + 0.2 + 2)
+            # to 1 s during which calls fail at once as UNAVAILABLE), and the log says so.
+            timed_out = "did not answer within 2 s" if api == "rest" else "DEADLINE_EXCEEDED"
+            start = time.monotonic()
+            while not any(
+                e["event"] == "model_unavailable" and timed_out in e["error"]
+                for e in events.lines[gone:]
+            ):
+                assert time.monotonic() - start < 30, events.lines
+                time.sleep(0.1)
             start = time.monotonic()
             answer = client.post("/predict", files=files)
             assert time.monotonic() - start < 0.5
