@@ -359,8 +359,10 @@ def test_failed_loads_are_retried_in_state_loading(tmp_path: pathlib.Path) -> No
     started = time.monotonic()
     poll = threading.Thread(target=servables.poll)
     poll.start()
-    time.sleep(0.3)
-    assert versions(client.get("/v1/models/m").json()) == [("2", "LOADING"), ("1", "AVAILABLE")]
+    while len(found := versions(client.get("/v1/models/m").json())) < 2:  # 2 is seen
+        assert time.monotonic() - started < 30, found
+        time.sleep(0.01)
+    assert found == [("2", "LOADING"), ("1", "AVAILABLE")]
     poll.join(timeout=60)
     assert time.monotonic() - started >= 0.8  # two retries, 0.4 s apart
     status = client.get("/v1/models/m/versions/2").json()["model_version_status"][0]
