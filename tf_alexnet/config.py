@@ -256,6 +256,9 @@ def from_dict(values: Mapping[str, Any]) -> TrainConfig:
     return TrainConfig(**values)
 
 
+IMAGE_FOLDER_ONLY = ("stratify",)
+"""The settings that change nothing without an image folder (a TFDS dataset)."""
+
 RECORDED_BEFORE = {"stratify": False}
 """What a run recorded before a setting existed did, where that is not the setting's default:
 image folders were split at random over all images before `stratify`."""

@@ -486,6 +486,26 @@ def test_a_run_started_before_a_setting_existed_resumes(tmp_path):
         check_resumable(run, config.replace(width=2.0))
 
 
+def test_a_tfds_run_recorded_before_stratify_resumes(tmp_path):
+    """`stratify` reads as false for a run recorded before it (image folders were split at
+    random), so an unfinished Fashion-MNIST run of an older version was refused on resume with
+    "stratify: the run has False, asked True", though TFDS data is split at random either way."""
+    from tf_alexnet.run_dir import check_resumable
+
+    config = config_lib.from_dict(TINY)
+    assert config.image_folder is None and config.stratify is True
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    older = {key: value for key, value in config.to_dict().items() if key != "stratify"}
+    run.write_json(run.config, older)
+    run.history.write_text(FINISHED_EPOCH)
+    assert check_resumable(run, config) is False  # resumes
+    folder = config.replace(image_folder=str(tmp_path / "data"))
+    run.write_json(run.config, {k: v for k, v in folder.to_dict().items() if k != "stratify"})
+    with pytest.raises(UserError, match=r"stratify: the run has False, asked True"):
+        check_resumable(run, folder)  # an image folder's splits do change
+
+
 def test_data_folders_are_recorded_absolute_and_older_relative_ones_resume(tmp_path, monkeypatch):
     """config.json recorded `image_folder` as typed, so a run trained with a relative folder
     could be evaluated or exported only from the directory it was trained in."""
