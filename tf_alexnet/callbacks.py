@@ -75,7 +75,18 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             return
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.backup_dir, weights))
+        path = os.path.join(self.backup_dir, weights)
+        try:
+            with _with_current_layer_names(path) as readable:
+                self.model.load_weights(readable)
+        except (ValueError, OSError) as err:
+            found = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(
+                f"Cannot resume from the backup {path!r} (epoch {epoch}): its weights do not "
+                f"fit this version's network ({found}). Finish the run with the tf_alexnet "
+                "version that started it, or pass --overwrite to train it anew (its best.keras "
+                "still evaluates, exports and predicts)."
+            ) from None
         self.model._initial_epoch = epoch
 
     def _save_model(self) -> None:
@@ -171,6 +182,43 @@ def backup_generations(backup_dir: str | os.PathLike[str]) -> dict[int, str | No
             generations[previous["epoch"]] = previous["weights"]
         generations[metadata["epoch"]] = metadata["weights"]
     return generations
+
+
+OLDER_LAYER_NAMES = {"batch_normalization": "fused_batch_normalization"}
+"""Weights-file groups renamed since: `mini` normalized with Keras's `BatchNormalization` before
+it used `FusedBatchNormalization` (same weights), and a weights file names each layer's group
+after its class."""
+
+
+@contextlib.contextmanager
+def _with_current_layer_names(path: str) -> Any:
+    """`path`, or a copy of it whose layer groups are renamed as this version's layers are
+    (`OLDER_LAYER_NAMES`): a backup written before the rename then resumes."""
+    import tempfile
+
+    import h5py  # type: ignore[import-untyped]
+
+    try:
+        with h5py.File(path, "r") as file:
+            layers = set(file["layers"]) if "layers" in file else set()
+    except OSError:  # not an HDF5 file: Keras's load says so
+        layers = set()
+    renames = {
+        name: new + name[len(old) :]
+        for name in layers
+        for old, new in OLDER_LAYER_NAMES.items()
+        if name == old or (name.startswith(old + "_") and name[len(old) + 1 :].isdigit())
+    }
+    if not renames or layers & set(renames.values()):
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        copy = os.path.join(folder, os.path.basename(path))
+        shutil.copyfile(path, copy)
+        with h5py.File(copy, "r+") as file:
+            for name, new_name in renames.items():
+                file["layers"].move(name, new_name)
+        yield copy
 
 
 def remove_backup(backup_dir: str | os.PathLike[str]) -> None:

@@ -833,3 +833,49 @@ def test_a_full_disk_during_a_backup_is_one_line_and_no_crash(fashion_mnist, tmp
         f"{str(mount / 'run' / 'backup' / 'epoch1-batch0.weights.h5')!r}."
     )
     assert result.stdout.strip().splitlines()[-1].startswith("Training")  # backup/ is empty
+
+
+def test_a_backup_written_before_fused_batch_norm_resumes(tmp_path):
+    """`mini` normalized with Keras's BatchNormalization before FusedBatchNormalization (same
+    weights), and a weights file names each layer's group after its class: a run killed under
+    the older version was refused on resume with Keras's "A total of 5 objects could not be
+    loaded", after five warnings. The backup is written here as that version wrote it."""
+    import h5py
+
+    from tf_alexnet import AlexNet
+    from tf_alexnet.callbacks import AtomicBackupAndRestore
+
+    def model() -> keras.Model:
+        built = AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.25)
+        built.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+        built.optimizer.build(built.trainable_variables)
+        return built
+
+    older = model()
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    weights = backup / "epoch1-batch0.weights.h5"
+    older.save_weights(weights)
+    with h5py.File(weights, "r+") as file:
+        for name in [n for n in file["layers"] if n.startswith("fused_batch_normalization")]:
+            file["layers"].move(name, name.removeprefix("fused_"))  # the older groups
+        assert "batch_normalization_4" in file["layers"]
+    (backup / "training_metadata.json").write_text(
+        json.dumps({"epoch": 1, "weights": weights.name})
+    )
+    resumed = model()
+    callback = AtomicBackupAndRestore(str(backup))
+    callback.set_model(resumed)
+    callback.on_train_begin()
+    assert resumed._initial_epoch == 1
+    for before, after in zip(older.weights, resumed.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(before), np.asarray(after))
+
+    weights.write_bytes(b"")  # not a weights file at all: one line, not Keras's
+    (backup / "training_metadata.json").write_text(
+        json.dumps({"epoch": 1, "weights": weights.name})
+    )
+    other = AtomicBackupAndRestore(str(backup))
+    other.set_model(model())
+    with pytest.raises(UserError, match=r"Cannot resume from the backup .*--overwrite"):
+        other.on_train_begin()
