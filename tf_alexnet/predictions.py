@@ -104,7 +104,27 @@ def trained_class_names(model_path: str | os.PathLike[str], classes: int) -> tup
             and all(isinstance(n, str) for n in names)
         ):
             return tuple(names)
-    return None
+    return _named_by_the_runs_data(folder, classes)
+
+
+def _named_by_the_runs_data(folder: pathlib.Path, classes: int) -> tuple[str, ...] | None:
+    """The class names of the data a run's `config.json` names, for a run that recorded none
+    (one stopped before it finished, by a version from before `classes.json`), when that data
+    is at hand."""
+    from tf_alexnet.errors import UserError
+    from tf_alexnet.run_dir import RunDir
+
+    run = RunDir(folder)
+    if not run.is_run():
+        return None
+    try:
+        config = run.load_config()
+    except (UserError, ValueError):
+        return None
+    from tf_alexnet.sources import class_names_at_hand  # TensorFlow: only for such a run
+
+    names = class_names_at_hand(config.data_spec())
+    return names if names is not None and len(names) == classes else None
 
 
 def decode_predictions(

@@ -272,6 +272,29 @@ def load_source(spec: DataSpec) -> Source:
     return tfds_source(spec.dataset, spec.data_dir, spec.manual_dir)
 
 
+def class_names_at_hand(spec: DataSpec) -> tuple[str, ...] | None:
+    """The class names of the data `spec` names when that data is at hand (an image folder
+    that exists, a prepared TFDS dataset), else None: nothing is downloaded or prepared."""
+    if spec.image_folder:
+        if not os.path.isdir(spec.image_folder):
+            return None
+        try:
+            return folder_source(spec.image_folder).class_names
+        except UserError:
+            return None
+    import tensorflow_datasets as tfds
+
+    data_dir = spec.data_dir or os.environ.get(contract.ENV_DATA_DIR) or None
+    try:
+        builder = tfds.builder(spec.dataset, data_dir=data_dir)
+        if not builder.is_prepared():
+            return None
+        _, label_key = _supervised_keys(builder, spec.dataset)
+        return tuple(builder.info.features[label_key].names)
+    except Exception:  # TFDS raises many types; the caller names the classes by default
+        return None
+
+
 def tfds_source(name: str, data_dir: str | None = None, manual_dir: str | None = None) -> Source:
     """A TFDS image-classification dataset, prepared offline from `manual_dir` if given."""
     import tensorflow_datasets as tfds  # slow import, only when TFDS is the source

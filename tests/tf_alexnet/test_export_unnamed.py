@@ -55,3 +55,33 @@ def test_a_model_without_class_names_says_which_it_is_given(tmp_path, capsys):
     assert main(["predict", image, "--model", str(tmp_path / "run"), "--top-k", "1"]) == 0
     out, err = capsys.readouterr()
     assert err == "" and any(name in out for name in CLASSES)
+
+
+def test_a_run_that_recorded_no_class_names_is_named_by_its_data(tmp_path, capsys):
+    """A run stopped before it finished, by a version from before classes.json, has no class
+    names beside its best.keras: `export RUN` and `predict --model RUN` named its classes
+    `class_0`, ... and told the user to use its run directory, which they had. The data its
+    config.json names names them, when it is at hand. The run is written as that version
+    left it: config.json and best.keras, no metrics.json, no classes.json."""
+    from tests.conftest import write_image_folder
+    from tf_alexnet import AlexNet
+    from tf_alexnet import config as config_lib
+    from tf_alexnet.predictions import trained_class_names
+
+    data = write_image_folder(tmp_path / "data", {"": 3})
+    run = tmp_path / "run"
+    run.mkdir()
+    config = config_lib.from_dict({"variant": "mini", "image_size": 28, "image_folder": str(data)})
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    (run / "history.csv").write_text("epoch,loss\n0,0.7\n")
+    AlexNet(input_shape=(28, 28, 1), classes=2, variant="mini", width=0.25).save(run / "best.keras")
+    assert trained_class_names(run / "best.keras", 2) == ("a", "b")
+    assert trained_class_names(run / "best.keras", 3) is None  # not the model's classes
+    assert main(["predict", str(data / "a" / "0.png"), "--model", str(run), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "Note" not in captured.err
+    assert {p["class_name"] for p in json.loads(captured.out)[0]["predictions"]} == {"a", "b"}
+    (run / "config.json").write_text(
+        json.dumps({**config.to_dict(), "image_folder": str(tmp_path / "gone")})
+    )
+    assert trained_class_names(run / "best.keras", 2) is None  # the data is not at hand
