@@ -213,15 +213,23 @@ class _Pod:
         with open(self.out, "w") as out:
             self.process = subprocess.Popen([*_pid_1_command(), *command], env=env, stdout=out)
         found: list[int] = []
-        _poll(lambda: found.extend(_children(self.process.pid)) or found, "shell")
-        (self.pid,) = found
+
+        def seen_or_ended() -> bool:  # a shell that ends at once may end before it is seen
+            found.extend(_children(self.process.pid))
+            return bool(found) or self.process.poll() is not None
+
+        _poll(seen_or_ended, "shell")
+        self.pid = found[0] if found else None
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         """`signum` to the shell alone, as the kubelet sends SIGTERM to the container's PID 1."""
+        assert self.pid is not None, "the shell had ended"
         os.kill(self.pid, signum)
 
     def running(self, command: str) -> bool:
         """Whether the shell, or a child of it, runs `command` (its argv joined by spaces)."""
+        if self.pid is None:
+            return False
         for pid in [self.pid, *_children(self.pid)]:
             try:
                 argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
@@ -245,7 +253,7 @@ def pod(tmp_path: pathlib.Path) -> Iterator[StartPod]:
 
     yield start
     for started in pods:  # a namespace ends with its PID 1, and everything in it
-        if started.process.poll() is None:
+        if started.process.poll() is None and started.pid is not None:
             os.kill(started.pid, signal.SIGKILL)
             started.process.wait(timeout=30)
 
