@@ -259,17 +259,25 @@ def from_dict(values: Mapping[str, Any]) -> TrainConfig:
 IMAGE_FOLDER_ONLY = ("stratify",)
 """The settings that change nothing without an image folder (a TFDS dataset)."""
 
-RECORDED_BEFORE = {"stratify": False}
-"""What a run recorded before a setting existed did, where that is not the setting's default:
-image folders were split at random over all images before `stratify`."""
+FOLDER_RUNS_RECORDED_BEFORE = {"stratify": False}
+"""What an image-folder run recorded before a setting existed did, where that is not the
+setting's default: image folders were split at random over all images before `stratify`."""
+
+
+def _as_recorded(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's recorded settings with those added since as the run had them: their defaults,
+    unless the runs before them did otherwise (`FOLDER_RUNS_RECORDED_BEFORE`)."""
+    if not isinstance(values, Mapping):
+        raise UserError(f"Settings should be a table. Received: {values!r}")
+    if values.get("image_folder"):
+        return {**FOLDER_RUNS_RECORDED_BEFORE, **values}
+    return dict(values)
 
 
 def from_recorded(values: Mapping[str, Any]) -> TrainConfig:
-    """A run's `config.json`: a setting added since reads as its default, unless the runs
-    before it did otherwise (`RECORDED_BEFORE`), so that the run's splits stay its own."""
-    if not isinstance(values, Mapping):
-        raise UserError(f"Settings should be a table. Received: {values!r}")
-    return from_dict({**RECORDED_BEFORE, **values})
+    """A run's `config.json`, read as the run had it (`_as_recorded`), so that its splits
+    stay its own."""
+    return from_dict(_as_recorded(values))
 
 
 def is_a_runs_record(path: str | os.PathLike[str]) -> bool:
@@ -378,7 +386,7 @@ def resolve(
         raise UserError(f"`preset` should be one of {choices}. Received: preset={preset!r}")
     values = PRESETS[preset]
     if file is not None and is_a_runs_record(file):
-        values = {**RECORDED_BEFORE, **read_file(file)}
+        values = _as_recorded(read_file(file))
     elif file is not None:
         values = merge(values, read_file(file))
     config = from_dict(merge(values, overrides or {}))

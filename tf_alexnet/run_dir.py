@@ -353,8 +353,7 @@ def check_resumable(run: RunDir, config: config_lib.TrainConfig) -> bool:
         if key not in RESUMABLE_CHANGES and previous.get(key) != current.get(key)
     )
     if not previous.get("image_folder") and not current.get("image_folder"):
-        # TFDS data is split at random either way: a TFDS run recorded before `stratify`
-        # (read as false) resumes with the setting's default.
+        # TFDS data is split at random either way: `--no-stratify` changes nothing there.
         changed = [key for key in changed if key not in config_lib.IMAGE_FOLDER_ONLY]
     if changed and not run.has_progress():
         return True

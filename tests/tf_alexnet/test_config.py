@@ -190,7 +190,11 @@ def test_a_runs_config_json_reproduces_the_run_with_settings_added_since(tmp_pat
     run.history.write_text("epoch,accuracy\n0,0.5\n")
     as_run = config_lib.resolve("cpu", run.config)
     assert as_run == run.load_config()  # what resuming, evaluate and export read
-    assert as_run.test_time_flip is False and as_run.stratify is False
+    assert as_run.test_time_flip is False
+    assert as_run.stratify is True  # TFDS data: image folders were split at random before it
+    folder = {**recorded, "image_folder": str(tmp_path / "images")}
+    run.write_json(run.config, folder)
+    assert config_lib.resolve("cpu", run.config).stratify is False
     assert config_lib.resolve("cpu", run.config, {"epochs": 3}).epochs == 3  # flags still win
     # The same settings in a file of one's own are over the preset: it fills what is missing.
     own = tmp_path / "config.json"

@@ -487,9 +487,10 @@ def test_a_run_started_before_a_setting_existed_resumes(tmp_path):
 
 
 def test_a_tfds_run_recorded_before_stratify_resumes(tmp_path):
-    """`stratify` reads as false for a run recorded before it (image folders were split at
-    random), so an unfinished Fashion-MNIST run of an older version was refused on resume with
-    "stratify: the run has False, asked True", though TFDS data is split at random either way."""
+    """`stratify` read as false for every run recorded before it (only image folders were split
+    at random), so an unfinished Fashion-MNIST run of an older version was refused on resume
+    with "stratify: the run has False, asked True", though TFDS data is split at random either
+    way. It reads as its default for TFDS runs; a TFDS run resumes with either value."""
     from tf_alexnet.run_dir import check_resumable
 
     config = config_lib.from_dict(TINY)
@@ -499,7 +500,9 @@ def test_a_tfds_run_recorded_before_stratify_resumes(tmp_path):
     older = {key: value for key, value in config.to_dict().items() if key != "stratify"}
     run.write_json(run.config, older)
     run.history.write_text(FINISHED_EPOCH)
+    assert run.load_config().stratify is True
     assert check_resumable(run, config) is False  # resumes
+    assert check_resumable(run, config.replace(stratify=False)) is False
     folder = config.replace(image_folder=str(tmp_path / "data"))
     run.write_json(run.config, {k: v for k, v in folder.to_dict().items() if k != "stratify"})
     with pytest.raises(UserError, match=r"stratify: the run has False, asked True"):
