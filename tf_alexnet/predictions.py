@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from tf_alexnet import contract
+from tf_alexnet.errors import UserError
 
 Top = list[tuple[int, str, float]]
 """One image's answer: `(class_id, class_name, score)`, best first."""
@@ -111,7 +112,6 @@ def _named_by_the_runs_data(folder: pathlib.Path, classes: int) -> tuple[str, ..
     """The class names of the data a run's `config.json` names, for a run that recorded none
     (one stopped before it finished, by a version from before `classes.json`), when that data
     is at hand."""
-    from tf_alexnet.errors import UserError
     from tf_alexnet.run_dir import RunDir
 
     run = RunDir(folder)

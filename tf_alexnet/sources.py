@@ -276,10 +276,8 @@ def class_names_at_hand(spec: DataSpec) -> tuple[str, ...] | None:
     """The class names of the data `spec` names when that data is at hand (an image folder
     that exists, a prepared TFDS dataset), else None: nothing is downloaded or prepared."""
     if spec.image_folder:
-        if not os.path.isdir(spec.image_folder):
-            return None
         try:
-            return folder_source(spec.image_folder).class_names
+            return _folder_classes(pathlib.Path(spec.image_folder))[1]
         except UserError:
             return None
     import tensorflow_datasets as tfds
@@ -287,10 +285,7 @@ def class_names_at_hand(spec: DataSpec) -> tuple[str, ...] | None:
     data_dir = spec.data_dir or os.environ.get(contract.ENV_DATA_DIR) or None
     try:
         builder = tfds.builder(spec.dataset, data_dir=data_dir)
-        if not builder.is_prepared():
-            return None
-        _, label_key = _supervised_keys(builder, spec.dataset)
-        return tuple(builder.info.features[label_key].names)
+        return _label_names(builder, spec.dataset) if builder.is_prepared() else None
     except Exception:  # TFDS raises many types; the caller names the classes by default
         return None
 
@@ -348,7 +343,6 @@ def tfds_source(name: str, data_dir: str | None = None, manual_dir: str | None =
     splits = builder.info.splits
     if "train" not in splits:
         raise UserError(f"TFDS dataset {name!r} has no 'train' split: {sorted(splits)}.")
-    label_feature = builder.info.features[label_key]
 
     def read(split: str) -> tf.data.Dataset:
         ds = builder.as_dataset(split=split, shuffle_files=False)
@@ -360,7 +354,7 @@ def tfds_source(name: str, data_dir: str | None = None, manual_dir: str | None =
         num_train=splits["train"].num_examples,
         test=read("test") if has_test else None,
         num_test=splits["test"].num_examples if has_test else 0,
-        class_names=tuple(label_feature.names),
+        class_names=_label_names(builder, name),
     )
 
 
@@ -422,6 +416,12 @@ def _unresolved_hosts(urls: Any) -> list[str]:
     return unresolved
 
 
+def _label_names(builder: Any, name: str) -> tuple[str, ...]:
+    """A TFDS image-classification dataset's class names."""
+    _, label_key = _supervised_keys(builder, name)
+    return tuple(builder.info.features[label_key].names)
+
+
 def _supervised_keys(builder: Any, name: str) -> tuple[str, str]:
     import tensorflow_datasets as tfds
 
@@ -454,43 +454,11 @@ def folder_source(root: str | os.PathLike[str], channels: int = 3) -> Source:
     `test/` (a `val/`), and images outside the class folders, which are not read.
     """
     root = pathlib.Path(root)
-    try:
-        is_dir, exists = root.is_dir(), root.exists()
-    except OSError as err:  # a folder above it cannot be searched
-        raise UserError(_unreadable(err, root)) from err
-    if not is_dir:
-        what = "is a file, not a folder" if exists else "does not exist"
-        raise UserError(f"The image folder {str(root)!r} {what}.")
-    subfolders = set(_class_folders(root))
-    has_test = {"train", "test"} <= subfolders
-    if not has_test and subfolders & {"train", "test"} and subfolders <= SPLIT_FOLDERS:
-        (found,) = subfolders & {"train", "test"}
-        missing = "test" if found == "train" else "train"
-        raise UserError(
-            f"The image folder {str(root)!r} has {found}/ but no {missing}/: the train/test "
-            f"layout needs both (DIR/train/<class>/ and DIR/test/<class>/). For a folder of "
-            f"classes with a seeded test split, pass --image-folder {str(root / found)!r}."
-        )
-    train_root = root / "train" if has_test else root
-    class_names = tuple(sorted(_class_folders(train_root)))
-    if not class_names:
-        raise UserError(f"The image folder {str(train_root)!r} has no class subfolders.")
-    for name in class_names:
-        if problem := _name_problem(name):
-            raise UserError(
-                f"The class folder {name!r} in {str(train_root)!r} has {problem} in its name: "
-                "class names are written one a line beside an exported model. Rename the folder."
-            )
+    train_root, class_names, has_test, subfolders = _folder_classes(root)
     for folder in (train_root, root / "test") if has_test else (train_root,):
         if shared := _shared_class_folders(folder):
             raise UserError(shared)
     notes = _unread_notes(root, train_root, sorted(subfolders - {"train", "test"}), has_test)
-    if len(class_names) == 1:  # it trained, to a "100% accuracy" that means nothing
-        raise UserError(
-            f"The image folder {str(train_root)!r} has one class subfolder "
-            f"({class_names[0]!r}): a classifier needs two or more."
-        )
-
     skipped: list[str] = []
 
     def listing(folder: pathlib.Path) -> tuple[list[str], list[int]]:
@@ -675,6 +643,45 @@ def _shared_class_folders(folder: pathlib.Path) -> str | None:
                     "under both classes. Remove the link, or give the class its own images."
                 )
     return None
+
+
+def _folder_classes(root: pathlib.Path) -> tuple[pathlib.Path, tuple[str, ...], bool, set[str]]:
+    """An image folder's layout: the folder of its training classes, their sorted names,
+    whether it has `train/` and `test/`, and its subfolders. A layout that cannot be trained
+    on is refused in one line (see `folder_source`)."""
+    try:
+        is_dir, exists = root.is_dir(), root.exists()
+    except OSError as err:  # a folder above it cannot be searched
+        raise UserError(_unreadable(err, root)) from err
+    if not is_dir:
+        what = "is a file, not a folder" if exists else "does not exist"
+        raise UserError(f"The image folder {str(root)!r} {what}.")
+    subfolders = set(_class_folders(root))
+    has_test = {"train", "test"} <= subfolders
+    if not has_test and subfolders & {"train", "test"} and subfolders <= SPLIT_FOLDERS:
+        (found,) = subfolders & {"train", "test"}
+        missing = "test" if found == "train" else "train"
+        raise UserError(
+            f"The image folder {str(root)!r} has {found}/ but no {missing}/: the train/test "
+            f"layout needs both (DIR/train/<class>/ and DIR/test/<class>/). For a folder of "
+            f"classes with a seeded test split, pass --image-folder {str(root / found)!r}."
+        )
+    train_root = root / "train" if has_test else root
+    class_names = tuple(sorted(_class_folders(train_root)))
+    if not class_names:
+        raise UserError(f"The image folder {str(train_root)!r} has no class subfolders.")
+    for name in class_names:
+        if problem := _name_problem(name):
+            raise UserError(
+                f"The class folder {name!r} in {str(train_root)!r} has {problem} in its name: "
+                "class names are written one a line beside an exported model. Rename the folder."
+            )
+    if len(class_names) == 1:  # it trained, to a "100% accuracy" that means nothing
+        raise UserError(
+            f"The image folder {str(train_root)!r} has one class subfolder "
+            f"({class_names[0]!r}): a classifier needs two or more."
+        )
+    return train_root, class_names, has_test, subfolders
 
 
 def _class_folders(folder: pathlib.Path) -> list[str]:
