@@ -201,15 +201,23 @@ def training_policy(model: keras.Model) -> str:
     return names.pop() if len(names) == 1 else "float32" if not names else "mixed"
 
 
-def validate(
-    saved_model_dir: pathlib.Path, model: keras.Model, encoded_images: Sequence[bytes]
-) -> float:
-    """Max |probability difference| between the SavedModel's two signatures and Keras."""
+def sample_outputs(model: keras.Model, encoded_images: Sequence[bytes]) -> np.ndarray:
+    """The model's outputs on the sample images, in float64: what an export checks, scales
+    its tolerances by and validates against (the model is run once for all three)."""
     pixels = encoded_batch(encoded_images, model.input_shape[1:])
-    expected = to_probabilities(
-        np.asarray(model(pixels, training=False), np.float64),
-        from_logits=not outputs_probabilities(model),
-    )
+    return np.asarray(model(pixels, training=False), np.float64)
+
+
+def validate(
+    saved_model_dir: pathlib.Path,
+    model: keras.Model,
+    encoded_images: Sequence[bytes],
+    outputs: np.ndarray,
+) -> float:
+    """Max |probability difference| between the SavedModel's two signatures and Keras, whose
+    `outputs` on the images (`sample_outputs`) are given."""
+    pixels = encoded_batch(encoded_images, model.input_shape[1:])
+    expected = to_probabilities(outputs, from_logits=not outputs_probabilities(model))
     with without_bf16_rewrite():  # a process that serves in bf16 still checks in float32
         loaded = tf.saved_model.load(str(saved_model_dir))
         from_bytes = loaded.signatures[contract.SIGNATURE_IMAGE_BYTES](
@@ -230,34 +238,34 @@ def validate(
     )
 
 
-def logit_scale(model: keras.Model, encoded_images: Sequence[bytes]) -> float:
+def logit_scale(model: keras.Model, outputs: np.ndarray) -> float:
     """How much the tolerances grow for this model: 1, or its largest logit on the sample
-    images over `LOGIT_SCALE` when larger (1 for a model that outputs probabilities: its
-    logits are not known)."""
+    images (`outputs`, from `sample_outputs`) over `LOGIT_SCALE` when larger (1 for a model
+    that outputs probabilities: its logits are not known)."""
     if outputs_probabilities(model):
         return 1.0
-    pixels = encoded_batch(encoded_images, model.input_shape[1:])
-    largest = float(np.max(np.abs(np.asarray(model(pixels, training=False), np.float64))))
+    largest = float(np.max(np.abs(outputs)))
     if not np.isfinite(largest):  # `check_samples` refuses such a model before this
         return 1.0
     return max(1.0, largest / LOGIT_SCALE)
 
 
-def check_samples(model: keras.Model, encoded_images: Sequence[bytes]) -> None:
+def check_samples(model: keras.Model, encoded_images: Sequence[bytes]) -> np.ndarray:
     """Refuses sample images that do not decode, and a model whose outputs on them are not
-    finite (a diverged training): before anything is written."""
+    finite (a diverged training), before anything is written; returns the outputs."""
     from tf_alexnet.sources import image_problem
 
     for index, data in enumerate(encoded_images, start=1):
         if problem := image_problem(data):
             raise UserError(f"Sample image {index} of {len(encoded_images)} is {problem}.")
-    pixels = encoded_batch(encoded_images, model.input_shape[1:])
-    if not np.isfinite(np.asarray(model(pixels, training=False), np.float64)).all():
+    outputs = sample_outputs(model, encoded_images)
+    if not np.isfinite(outputs).all():
         raise UserError(
             "The model's outputs are not finite (NaN/inf): the training diverged; train it "
             "again with a lower learning rate (--learning-rate) or a longer warm-up "
             "(--warmup-epochs). Nothing was exported."
         )
+    return outputs
 
 
 TEMP_PREFIX = ".tmp-"
@@ -422,7 +430,7 @@ def export(
     class_names = list(class_names)
     if len(class_names) != classes:
         raise UserError(f"The model has {classes} classes but {len(class_names)} class names.")
-    check_samples(model, sample_images)
+    outputs = check_samples(model, sample_images)
 
     model_dir = pathlib.Path(base_path) / name
     numbered = version is None  # the next free number, even if another export takes this one
@@ -445,8 +453,8 @@ def export(
         with tf.io.TFRecordWriter(str(folder.warmup_file)) as writer:
             for record in warmup_records(name, sample_images):
                 writer.write(record)
-        difference = validate(temp, model, sample_images)
-        scale = logit_scale(model, sample_images)
+        difference = validate(temp, model, sample_images, outputs)
+        scale = logit_scale(model, outputs)
         allowed = MAX_ABS_DIFFERENCE * scale
         if not difference <= allowed:  # NaN fails too
             raise ExportMismatch(
@@ -454,7 +462,9 @@ def export(
                 f" > {allowed:.2g}. Nothing was published."
             )
         trained_difference = (
-            difference if trained is model else validate(temp, trained, sample_images)
+            difference
+            if trained is model
+            else validate(temp, trained, sample_images, sample_outputs(trained, sample_images))
         )
         tolerance = scale * TRAINING_PRECISION_TOLERANCE.get(
             policy, max(TRAINING_PRECISION_TOLERANCE.values())

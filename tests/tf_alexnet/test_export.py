@@ -175,6 +175,25 @@ def test_export_checks_in_float32_in_a_process_that_serves_in_bf16(test_images, 
         tf.config.optimizer.set_experimental_options({option: False})
 
 
+def test_an_export_runs_the_model_on_its_samples_once(
+    trained_run, test_images, tmp_path, monkeypatch
+):
+    """It ran it three times (to check the outputs are finite, to validate the SavedModel
+    against them, and to scale the tolerances by them): three d2l forward passes."""
+    import tf_alexnet.export as export_lib
+
+    calls = []
+    run_model = export_lib.sample_outputs
+
+    def counted(model, images):
+        calls.append(len(images))
+        return run_model(model, images)
+
+    monkeypatch.setattr(export_lib, "sample_outputs", counted)
+    export(trained_run, tmp_path, sample_images=test_images[:3])
+    assert calls == [3]
+
+
 def test_failed_export_leaves_nothing(trained_run, test_images, tmp_path):
     existing = tmp_path / "alexnet" / "3"
     existing.mkdir(parents=True)
@@ -353,7 +372,7 @@ def test_a_model_with_non_finite_outputs_is_not_exported(diverged_model, tmp_pat
         export(diverged_model, base, sample_images=[_png()])
     assert not base.exists()
     # And the comparison itself: a NaN difference fails it (NaN > tolerance is False).
-    monkeypatch.setattr(export_lib, "check_samples", lambda model, images: None)
+    monkeypatch.setattr(export_lib, "check_samples", export_lib.sample_outputs)  # unchecked
     with pytest.raises(export_lib.ExportMismatch, match=r"max \|difference\| nan > 1e-05"):
         export(diverged_model, base, sample_images=[_png()])
     assert not base.exists()
@@ -565,7 +584,12 @@ def test_a_model_with_large_logits_exports(policy, test_images, tmp_path):
     import keras
 
     from tf_alexnet import AlexNet
-    from tf_alexnet.export import MAX_ABS_DIFFERENCE, TRAINING_PRECISION_TOLERANCE, logit_scale
+    from tf_alexnet.export import (
+        MAX_ABS_DIFFERENCE,
+        TRAINING_PRECISION_TOLERANCE,
+        logit_scale,
+        sample_outputs,
+    )
 
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(policy)
@@ -582,7 +606,7 @@ def test_a_model_with_large_logits_exports(policy, test_images, tmp_path):
         tf.io.encode_png(rng.integers(0, 256, (28, 28, 1)).astype(np.uint8)).numpy()
         for _ in range(8)
     ]
-    scale = logit_scale(model, samples)
+    scale = logit_scale(model, sample_outputs(model, samples))
     assert 20 < scale < 100  # logits of ~200 over 5
     result = export(tmp_path / "large.keras", tmp_path / "models", sample_images=samples)
     assert result.max_abs_difference <= MAX_ABS_DIFFERENCE * scale
@@ -592,4 +616,5 @@ def test_a_model_with_large_logits_exports(policy, test_images, tmp_path):
     if policy == "float32":  # past the fixed tolerance: this export was refused
         assert max(result.max_abs_difference, to_trained) > MAX_ABS_DIFFERENCE
     # The tolerances grow only with the logits: a model with small ones keeps them.
-    assert logit_scale(AlexNet(variant="mini", input_shape=(28, 28, 1), classes=3), samples) == 1
+    small = AlexNet(variant="mini", input_shape=(28, 28, 1), classes=3)
+    assert logit_scale(small, sample_outputs(small, samples)) == 1
