@@ -4,6 +4,7 @@ metrics and the JSON log line."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -75,7 +76,7 @@ def cors_headers(
     if request_headers is None or not origins:
         return []
     origin = Headers(raw=request_headers).get("origin")
-    cors = JsonCORSMiddleware(_no_app, **cors_options(origins))
+    cors = _cors_decider(tuple(origins))
     headers = MutableHeaders()
     if origin is not None:
         headers.update(cors.simple_headers)
@@ -87,6 +88,12 @@ def cors_headers(
     else:
         headers["Vary"] = "Origin"
     return list(headers.raw)
+
+
+@functools.lru_cache(maxsize=4)  # one `CORS_ORIGINS` a server
+def _cors_decider(origins: tuple[str, ...]) -> JsonCORSMiddleware:
+    """A `JsonCORSMiddleware` built only for its decisions (`cors_headers`), once per origins."""
+    return JsonCORSMiddleware(_no_app, **cors_options(origins))
 
 
 async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
