@@ -48,7 +48,11 @@ if [ -z "${TF_ALEXNET_MANUAL_DIR:-}" ] && [ -d ../shared/data/fashion-mnist ]; t
   export TF_ALEXNET_MANUAL_DIR="$PWD/../shared/data/fashion-mnist"
 fi
 
-step "2/4 Training the quick preset (mini AlexNet, 28 px, 2 epochs${QUICKSTART_TRAIN_FLAGS:+; flags: $QUICKSTART_TRAIN_FLAGS}) into $RUN_DIR"
+if [ -n "${QUICKSTART_TRAIN_FLAGS:-}" ]; then  # they may change the epochs, the variant...
+  step "2/4 Training the quick preset with $QUICKSTART_TRAIN_FLAGS into $RUN_DIR"
+else
+  step "2/4 Training the quick preset (mini AlexNet, 28 px, 2 epochs) into $RUN_DIR"
+fi
 if [ -f "$RUN_DIR/metrics.json" ]; then
   echo "Already trained (delete $RUN_DIR to train again)."
 else
