@@ -10,6 +10,7 @@ kept in a file.
 
 import base64
 import json
+import pathlib
 import select
 import socket
 import time
@@ -40,6 +41,21 @@ def server(model_base, tmp_path_factory):
 def connect(server: LiveServer) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     return sock
+
+
+def wait_until_no_connections(server: LiveServer, within_s: float = 10) -> None:
+    """Until the server has let go of every connection (none of its sockets on its port is
+    established or waiting to close, in /proc/net/tcp): the limit counts a connection until
+    its socket is closed, which may follow the client's close."""
+    held = {"01", "08"}  # ESTABLISHED, CLOSE_WAIT
+    local = f"0100007F:{server.port:04X}"
+    deadline = time.monotonic() + within_s
+    while True:
+        rows = [line.split() for line in pathlib.Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        if not any(row[1] == local and row[3] in held for row in rows):
+            return
+        assert time.monotonic() < deadline, f"the server still holds connections on {local}"
+        time.sleep(0.02)
 
 
 def count(server: LiveServer, route: str, status: str) -> float:
@@ -192,6 +208,9 @@ def test_headers_over_the_limit_get_431(server):
 
 
 def test_connections_past_the_limit_get_503_at_once(server):
+    wait_until_no_connections(server)  # the earlier tests'
+    with connect(server), pytest.raises(AssertionError, match="still holds connections"):
+        wait_until_no_connections(server, within_s=0.3)  # seen while one is held
     held = [connect(server) for _ in range(8)]
     try:
         for sock in held:  # each has begun a request, and waits (under the 1 s header timeout)
@@ -204,7 +223,7 @@ def test_connections_past_the_limit_get_503_at_once(server):
     finally:
         for sock in held:
             sock.close()
-    time.sleep(0.2)
+    wait_until_no_connections(server)
     assert httpx.get(f"{server.url}/healthz").status_code == 200  # the slots are free again
 
 
@@ -338,7 +357,7 @@ def test_refusals_below_the_app_are_counted_logged_and_have_the_apps_headers(
     """The protocol's refusals had no request log line and no metric: slowloris attempts and
     hits on the connection limit were invisible. (malformed HTTP was uvicorn's plain text.)"""
     before = count(server, "refused_before_routing", str(status))
-    time.sleep(0.2)  # the /metrics connection is gone
+    wait_until_no_connections(server)  # the /metrics one: else the 9th would be the 8th
     held = [connect(server) for _ in range(8)] if send is None else []
     try:
         with connect(server) as sock:
