@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import re
 import signal
+import socket
 import threading
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
@@ -159,6 +161,9 @@ def multi_worker_strategy(
         else tf.distribute.MultiWorkerMirroredStrategy
     )
     others = ", ".join(f"{name} ({address})" for name, address in role.tasks if name != role.name)
+    address = dict(role.tasks).get(role.name, "")
+    if _port_taken(address):  # said before "waiting for the others", not after it
+        raise UserError(_port_in_use(role, address))
     try:
         with _signals_stop_the_wait():
             # Said once Ctrl-C ends the wait: a Ctrl-C that came between the line and the wait
@@ -177,12 +182,7 @@ def multi_worker_strategy(
     except tf.errors.UnknownError as err:
         if "Could not start gRPC server" not in str(err):
             raise
-        address = dict(role.tasks).get(role.name, "")
-        raise UserError(
-            f"{role.name} cannot listen on its TF_CONFIG address {address}: another process "
-            "uses that port (a worker still running?). Stop it, or give this task another port "
-            "in every worker's TF_CONFIG. Received: Could not start gRPC server"
-        ) from None
+        raise UserError(_port_in_use(role, address)) from None
     except tf.errors.DeadlineExceededError as err:
         missing = _missing_tasks(str(err), role)
         raise ClusterError(
@@ -192,6 +192,30 @@ def multi_worker_strategy(
         ) from None
     print(f"{role.name}: all {role.num_workers} workers joined.", flush=True)
     return strategy
+
+
+def _port_in_use(role: Role, address: str) -> str:
+    return (
+        f"{role.name} cannot listen on its TF_CONFIG address {address}: another process "
+        "uses that port (a worker still running?). Stop it, or give this task another port "
+        "in every worker's TF_CONFIG. Received: Could not start gRPC server"
+    )
+
+
+def _port_taken(address: str) -> bool:
+    """Whether another process listens on the port of `address` ("host:port"), which
+    TensorFlow's gRPC server takes on every interface. Asked before the wait for the others:
+    TensorFlow finds it only once the wait has begun. False when the port cannot be read."""
+    port = address.rpartition(":")[2]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return False
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC: TIME_WAIT is free
+        try:
+            probe.bind(("", int(port)))
+        except OSError as err:
+            return err.errno == errno.EADDRINUSE
+    return False
 
 
 def _bound_the_join(cluster_spec: tf.train.ClusterSpec, timeout_seconds: float) -> None:

@@ -373,6 +373,7 @@ def test_a_port_in_use_is_one_line(tmp_path):
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("tf-alexnet: error: worker-0 cannot listen on its TF_CONFIG address")
     assert address in line
+    assert "to join" not in result.stdout  # it said it waited for worker-1 first
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
 
