@@ -8,13 +8,15 @@ Flags are parsed as TF Serving's `main.cc` does (TensorFlow's command_line_flags
 version labels), `--allow_version_labels_for_unavailable_models`, `--file_system_poll_wait_seconds`
 (int32: a new version is loaded, then served, then the old one unloaded; 0 polls once),
 `--max_num_load_retries` and `--load_retry_interval_micros` (a failed load is retried in state
-LOADING before END). Start-up fails as `server.cc`/`server_core.cc` make it fail, with
-"Failed to start server. Error: CODE: message" and exit status 255:
-`--batching_parameters_file` without `--enable_batching`; any version label in the config without
-`--allow_version_labels_for_unavailable_models` (TF Serving assigns labels before it loads any
-version); the newest version failing to load. With no version yet, it waits (ports closed) and
-polls, as TF Serving does. The other flags of the official server (batching itself, warmup,
-monitoring, timeouts, config polling) are accepted and ignored, with one line saying so.
+LOADING before END), `--enable_batching` with `--batching_parameters_file` (its `max_batch_size`
+and `batch_timeout_micros`: concurrent calls run as one batch, and fail as one). Start-up fails
+as `server.cc`/`server_core.cc` make it fail, with "Failed to start server. Error: CODE:
+message" and exit status 255: `--batching_parameters_file` without `--enable_batching`; any
+version label in the config without `--allow_version_labels_for_unavailable_models` (TF Serving
+assigns labels before it loads any version); the newest version failing to load. With no
+version yet, it waits (ports closed) and polls, as TF Serving does. The other flags of the
+official server (warmup, monitoring, timeouts, config polling) are accepted and ignored, with
+one line saying so.
 `--help` (or `-h`) prints the emulated flags in tsl's `Flags::Usage()` layout and exits 0.
 """
 
@@ -64,7 +66,11 @@ FLAG_TYPES = {
     "batching_parameters_file": str,
 }
 # Parsed and checked, but what they configure is not emulated.
-NOT_EMULATED = ("enable_batching", "batching_parameters_file")
+NOT_EMULATED: tuple[str, ...] = ()
+# The BatchingParameters fields the stand-in follows, as `name { value: N }` in the text proto.
+BATCHING_FIELD = re.compile(
+    r"\b(max_batch_size|batch_timeout_micros)\s*\{\s*value\s*:\s*(\d+)\s*\}"
+)
 HELP_FLAGS = ("--help", "-h")
 
 
@@ -169,6 +175,23 @@ def model_from_config(path: str) -> tuple[str, pathlib.Path, int | None, dict[st
     )
 
 
+def batching_from_options(options: Options) -> Any:
+    """The stand-in's `Batching` for `--enable_batching` (None without it): the parameters
+    file's `max_batch_size` and `batch_timeout_micros`, else TF Serving's defaults."""
+    from .server import Batching
+
+    if not options.enable_batching:
+        return None
+    if not options.batching_parameters_file:
+        return Batching()
+    path = options.batching_parameters_file
+    try:
+        text = pathlib.Path(path).read_text()
+    except OSError as err:
+        raise StartupError("INVALID_ARGUMENT", f"Invalid protobuf file: '{path}'") from err
+    return Batching(**{name: int(value) for name, value in BATCHING_FIELD.findall(text)})
+
+
 def check_options(options: Options) -> tuple[str, pathlib.Path, int | None, dict[str, int]]:
     """What Server::BuildAndStart() and ServerCore::ReloadConfig() check before loading."""
     if options.port == 0:
@@ -221,7 +244,9 @@ def await_first_version(servables: Any, wait_seconds: int) -> None:
 
 
 async def serve(
-    options: Options, model: tuple[str, pathlib.Path, int | None, dict[str, int]]
+    options: Options,
+    model: tuple[str, pathlib.Path, int | None, dict[str, int]],
+    batching: Any = None,
 ) -> None:
     import uvicorn
 
@@ -236,6 +261,7 @@ async def serve(
         model_path=base,
         max_num_load_retries=options.max_num_load_retries,
         load_retry_interval_micros=options.load_retry_interval_micros,
+        batching=batching,
     )
     await asyncio.to_thread(await_first_version, servables, options.file_system_poll_wait_seconds)
     stop = threading.Event()
@@ -277,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     if ignored:
         print("tfserving-standin: ignoring (not emulated): " + " ".join(ignored), flush=True)
     try:
-        asyncio.run(serve(options, check_options(options)))
+        model = check_options(options)
+        asyncio.run(serve(options, model, batching_from_options(options)))
     except StartupError as err:
         print(f"Failed to start server. Error: {err}", flush=True)
         return 255

@@ -28,20 +28,27 @@ What it follows, and where in TF Serving's source (github.com/tensorflow/serving
   (again, if it was unloaded before) and the deleted one unloaded (END); with none left, none
   is served (`core/availability_preserving_policy.cc`, `core/aspired_versions_manager.cc`).
 
-Not emulated: `:classify`/`:regress` (501), batching, warmup, request timeouts, config reloads,
-JSON parse error texts (rapidjson's own), and the order of outputs (TF Serving's is a hash map's).
+- Batching (`batching/batching_session.cc`, with `batching`): concurrent calls of a signature
+  run as one batch of at most `max_batch_size` rows, and the batch's failure is each call's.
+
+Not emulated: `:classify`/`:regress` (501), batching's queue limits and padding, warmup, request
+timeouts, config reloads, JSON parse error texts (rapidjson's own), and the order of outputs
+(TF Serving's is a hash map's).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
+import numpy as np
 import tensorflow as tf
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -115,6 +122,7 @@ class TFServingREST:
         *,
         max_num_load_retries: int = 5,
         load_retry_interval_micros: int = 60_000_000,
+        batching: Batching | None = None,
     ):
         self.base_path = pathlib.Path(base_path)
         self.name = name
@@ -123,6 +131,7 @@ class TFServingREST:
         self.num_versions = num_versions
         self.max_num_load_retries = max_num_load_retries
         self.load_retry_interval_micros = load_retry_interval_micros
+        self.batcher = Batcher(batching) if batching is not None else None
         self.models: dict[int, Any] = {}  # the AVAILABLE versions; replaced, never mutated
         self.signature_defs: dict[int, Any] = {}  # their SignatureDefMaps, for metadata
         self.states: dict[int, tuple[str, str, str]] = {}  # version: (state, code, message)
@@ -220,6 +229,25 @@ class TFServingREST:
         if number is None or number not in models:
             raise ServingError("NOT_FOUND", f"Servable not found for request: {request}")
         return number, models[number]
+
+    def run(
+        self, version: int, model: Any, signature_name: str, tensors: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
+        """One call of a signature (Session::Run), or, with batching, its share of a batch."""
+
+        def call(inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+            try:
+                outputs = model.signatures[signature_name](**inputs)
+            except tf.errors.OpError as err:
+                raise ServingError(_code_name(err.error_code), err.message) from err
+            except (TypeError, ValueError) as err:
+                raise ServingError("INVALID_ARGUMENT", str(err).splitlines()[0]) from err
+            return {key: value.numpy() for key, value in outputs.items()}
+
+        if self.batcher is None:
+            return call(tensors)
+        arrays = {key: np.asarray(value) for key, value in tensors.items()}
+        return self.batcher.run((version, signature_name, tuple(sorted(arrays))), arrays, call)
 
     async def handle(self, request: Request) -> Response:
         raw = request.scope.get("raw_path") or request.url.path.encode()
@@ -324,16 +352,138 @@ class TFServingREST:
             raise ServingError("INVALID_ARGUMENT", "JSON Value nested too deeply") from err
         tensors = {key: tf.constant(value, dtype=dtypes[key]) for key, value in inputs.items()}
         check_shapes(tensors, signature_def[signature_name])
-        try:
-            outputs = model.signatures[signature_name](**tensors)
-        except tf.errors.OpError as err:
-            raise ServingError(_code_name(err.error_code), err.message) from err
-        except (TypeError, ValueError) as err:
-            raise ServingError("INVALID_ARGUMENT", str(err).splitlines()[0]) from err
-        arrays = {key: value.numpy() for key, value in outputs.items()}
+        arrays = self.run(number, model, signature_name, tensors)
         return (row_json(arrays) if row else columnar_json(arrays)).encode(
             "utf-8", "surrogateescape"
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """The BatchingParameters the stand-in follows (`--batching_parameters_file`)."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.tasks: list[dict[str, np.ndarray]] = []
+        self.size = 0
+        self.closed = threading.Event()  # full: no task joins it any more
+        self.done = threading.Event()
+        self.results: list[dict[str, np.ndarray]] = []
+        self.error: ServingError | None = None
+
+
+class Batcher:
+    """TF Serving's BatchingSession (`batching/batching_session.cc`) over one signature's
+    calls: concurrent calls with the same inputs join one batch, which runs once when
+    `max_batch_size` rows have come or `batch_timeout_micros` after it opened; their inputs
+    are concatenated along dimension 0 and the outputs split back. The batch's status is
+    every task's: one call that fails (an image that does not decode) fails every call of
+    its batch. Not emulated: queue limits (`max_enqueued_batches`), padding, batch threads."""
+
+    def __init__(self, batching: Batching) -> None:
+        self.batching = batching
+        self._lock = threading.Lock()
+        self._open: dict[Any, _Batch] = {}
+
+    def run(
+        self,
+        key: Any,
+        inputs: dict[str, np.ndarray],
+        call: Callable[[dict[str, Any]], dict[str, np.ndarray]],
+    ) -> dict[str, np.ndarray]:
+        size = _task_size(inputs)
+        limit = self.batching.max_batch_size
+        if size > limit:  # shared_batch_scheduler.h ValidateBatchTaskQueueCapacity()
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"Task size {size} is larger than maximum input batch size {limit}",
+            )
+        with self._lock:
+            batch = self._open.get(key)
+            leader = batch is None or batch.size + size > limit
+            if leader:
+                if batch is not None:
+                    batch.closed.set()
+                batch = self._open[key] = _Batch()
+            assert batch is not None
+            index = len(batch.tasks)
+            batch.tasks.append(inputs)
+            batch.size += size
+            if batch.size >= limit:
+                del self._open[key]
+                batch.closed.set()
+        if leader:
+            batch.closed.wait(self.batching.batch_timeout_micros / 1e6)
+            with self._lock:
+                if self._open.get(key) is batch:
+                    del self._open[key]
+            try:
+                batch.results = _split(batch, call(_merge(batch)))
+            except ServingError as err:  # ProcessBatch(): the batch's status, for every task
+                batch.error = err
+            finally:
+                batch.done.set()
+        batch.done.wait()
+        if batch.error is not None:
+            raise ServingError(batch.error.code, batch.error.message)
+        return batch.results[index]
+
+
+def _task_size(inputs: dict[str, np.ndarray]) -> int:
+    """ComputeTensorBatchSize(): every input's dimension 0, which must agree."""
+    sizes = set()
+    for array in inputs.values():
+        if array.ndim == 0:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                "Batching Run() input tensors must have at least one dimension",
+            )
+        sizes.add(array.shape[0])
+    if len(sizes) > 1:
+        raise ServingError(
+            "INVALID_ARGUMENT", "Batching Run() input tensors must have equal 0th-dimension size"
+        )
+    return sizes.pop() if sizes else 0
+
+
+def _merge(batch: _Batch) -> dict[str, np.ndarray]:
+    """MergeInputTensors() with padding off: the same shape past dimension 0, or refused."""
+    merged = {}
+    for name in batch.tasks[0]:
+        parts = [task[name] for task in batch.tasks]
+        if any(part.shape[1:] != parts[0].shape[1:] for part in parts):
+            raise ServingError(
+                "FAILED_PRECONDITION",
+                f"Tensors with name '{name}' from different tasks have different shapes and "
+                "padding is turned off.Set pad_variable_length_inputs to true, or ensure that "
+                "all tensors with the same namehave equal dimensions starting with the first "
+                "dim.",
+            )
+        merged[name] = np.concatenate(parts)
+    return merged
+
+
+def _split(batch: _Batch, outputs: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """SplitOutputTensors(): each output cut back into the tasks' rows."""
+    for array in outputs.values():
+        if array.ndim == 0:
+            raise ServingError("FAILED_PRECONDITION", "Batched output tensor has 0 dimensions")
+        if array.shape[0] != batch.size:
+            raise ServingError(
+                "FAILED_PRECONDITION",
+                "Batched output tensor's 0th dimension does not equal the sum of the 0th "
+                "dimension sizes of the input tensors",
+            )
+    results, start = [], 0
+    for task in batch.tasks:
+        rows = _task_size(task)
+        results.append({key: array[start : start + rows] for key, array in outputs.items()})
+        start += rows
+    return results
 
 
 def _model_spec(
@@ -459,18 +609,13 @@ class TFServingGRPC:
             raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
         inputs = {key: tf.constant(tf.make_ndarray(proto)) for key, proto in request.inputs.items()}
         check_shapes(inputs, self.servables.signature_defs[version].signature_def[name])
-        try:
-            outputs = model.signatures[name](**inputs)
-        except tf.errors.OpError as err:
-            raise ServingError(_code_name(err.error_code), err.message) from err
-        except (TypeError, ValueError) as err:
-            raise ServingError("INVALID_ARGUMENT", str(err).splitlines()[0]) from err
+        outputs = self.servables.run(version, model, name, inputs)
         response = predict_pb2.PredictResponse(
             model_spec=model_pb2.ModelSpec(name=request.model_spec.name, signature_name=name)
         )
         response.model_spec.version.value = version
         for key, value in outputs.items():
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
         return response
 
     def metadata(self, request: Any) -> Any:

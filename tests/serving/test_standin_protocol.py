@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.tfserving_standin.server import NOT_FOUND_PAGE, TFServingREST
+from serving.tfserving_standin.server import NOT_FOUND_PAGE, Batching, TFServingREST
 from tests.docker.test_tfserving_standin import save_version
 from tests.serving.standin_servers import grpc_server
 
@@ -423,3 +423,67 @@ def test_deleting_the_newest_version_serves_the_previous_one(tmp_path: pathlib.P
         404,
         {"error": "Servable not found for request: Latest(m)"},
     )
+
+
+def test_batching_runs_concurrent_calls_as_one_batch(tmp_path: pathlib.Path) -> None:
+    """batching_session.cc: with --enable_batching, concurrent calls of a signature join one
+    batch (run once, outputs split back by rows), and the batch's status is every call's: a
+    value the model refuses fails the other calls of its batch too. shared_batch_scheduler.h:
+    a call over max_batch_size rows is refused."""
+    module = tf.Module()
+    module.serve = tf.function(
+        lambda text: {
+            "number": tf.strings.to_number(text),
+            "rows": tf.shape(text)[:1] + 0 * tf.strings.length(text),
+        },
+        input_signature=[tf.TensorSpec([None], tf.string, name="text")],
+    )
+    (tmp_path / "n").mkdir()
+    tf.saved_model.save(
+        module, str(tmp_path / "n" / "1"), signatures={"serving_default": module.serve}
+    )
+    # A batch runs when two rows have come (the timeout is far longer than any test).
+    servables = TFServingREST(
+        tmp_path, "n", max_num_load_retries=0, batching=Batching(2, 600_000_000)
+    )
+    client = TestClient(servables.app)
+
+    def together(*texts: str) -> list[tuple[int, dict]]:
+        answers: list = [None] * len(texts)
+
+        def post(index: int) -> None:
+            answer = client.post("/v1/models/n:predict", json={"instances": [texts[index]]})
+            answers[index] = (answer.status_code, answer.json())
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(texts))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        return answers
+
+    # One batch of two rows: each call gets its own row back, and `rows` says they ran as one.
+    assert sorted(together("1.5", "2.5"), key=lambda a: a[1]["predictions"][0]["number"]) == [
+        (200, {"predictions": [{"number": 1.5, "rows": 2}]}),
+        (200, {"predictions": [{"number": 2.5, "rows": 2}]}),
+    ]
+    first, second = together("1.5", "x")
+    assert first[0] == second[0] == 400, (first, second)
+    assert first == second and "x" in first[1]["error"]  # the good value failed with the bad
+    big = client.post("/v1/models/n:predict", json={"instances": ["1", "2", "3"]})
+    assert (big.status_code, big.json()) == (
+        400,
+        {"error": "Task size 3 is larger than maximum input batch size 2"},
+    )
+
+
+def test_command_line_batching_follows_the_parameters_file() -> None:
+    """server.cc: --enable_batching with --batching_parameters_file (the compose stack's);
+    without the file, BatchingParameters' defaults; without --enable_batching, no batching."""
+    from serving.tfserving_standin.__main__ import Options, batching_from_options
+
+    config = pathlib.Path(__file__).parents[2] / "serving" / "tfserving" / "batching.config"
+    on = Options(enable_batching=True, batching_parameters_file=str(config))
+    assert batching_from_options(on) == Batching(max_batch_size=32, batch_timeout_micros=2000)
+    assert batching_from_options(Options(enable_batching=True)) == Batching(1000, 0)
+    assert batching_from_options(Options()) is None
