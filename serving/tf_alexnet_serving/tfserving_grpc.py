@@ -16,7 +16,6 @@ from tf_alexnet_serving.classes import Answer
 from tf_alexnet_serving.errors import (
     UpstreamError,
     check_bytes_input,
-    image_or_model,
     none_available,
     refused_by_tfserving,
 )
@@ -265,9 +264,9 @@ class GrpcBackend(WatchedModel):
             if self._on_latency is not None:
                 self._on_latency(time.perf_counter() - start)
         except UpstreamError as err:
-            if err.status == 400:
-                raise await image_or_model(err, self) from None
-            raise
+            if err.status != 400:
+                raise
+            batch, ids, names = await self._refused(err, lambda: self._call([image]))
         version = self.version  # the version that answered (`_call` set it, no await since)
         probabilities = batch[0]
         if self.version != self._names_version:  # another version answered

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import httpx
@@ -16,7 +16,6 @@ from tf_alexnet_serving import classes
 from tf_alexnet_serving.errors import (
     UpstreamError,
     check_bytes_input,
-    image_or_model,
     none_available,
     refused_by_tfserving,
 )
@@ -134,6 +133,12 @@ class RestBackend(WatchedModel):
         pair = _named(prediction)
         return self.names.learn(*pair) if pair is not None else True
 
+    def _asker(
+        self, images: list[bytes], version: int
+    ) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+        """A call that asks `version` for `images` again."""
+        return lambda: self._predict(images, self._url_of(version))
+
     def _url_of(self, version: int) -> str:
         """Where to ask `version`. REST answers name no version: asking for the version by
         number makes the answer's version known."""
@@ -221,9 +226,10 @@ class RestBackend(WatchedModel):
                 if not await self._check(fresh=True):  # a status read before the 404 is stale
                     raise self._unavailable() from None
             except UpstreamError as err:
-                if err.status == 400:
-                    raise await image_or_model(err, self) from None
-                raise
+                if err.status != 400:
+                    raise
+                (prediction,) = await self._refused(err, self._asker([image], version))
+                break
         probabilities = np.asarray(prediction[contract.OUTPUT_PROBABILITIES], np.float32)
         if len(probabilities) != self.names.count or not self._learn(prediction):
             await self.ready()  # another version answered: learn its classes, then check again

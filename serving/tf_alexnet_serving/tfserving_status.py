@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from tf_alexnet_serving.classes import ClassNames
-from tf_alexnet_serving.errors import UpstreamError
+from tf_alexnet_serving.errors import UpstreamError, image_or_model
 from tf_alexnet_serving.logs import ModelEvents
 from tf_alexnet_serving.settings import Settings
+
+T = TypeVar("T")
 
 
 class WatchedModel:
@@ -37,6 +39,7 @@ class WatchedModel:
         self.failure: UpstreamError | None = None  # why `ready()` last answered False
         self._foreign = False  # the version served is not an export (it takes no image bytes)
         self._events = ModelEvents(self.name, backend)
+        self._alone = asyncio.Lock()  # one image asked again at a time (`_refused`)
 
     async def start(self) -> None:
         """Learns the served version in the background (the facade listens at once, even
@@ -75,6 +78,23 @@ class WatchedModel:
         self._events.available(self.version, self.names.count)
         return True
 
+    async def _refused(self, refusal: UpstreamError, again: Callable[[], Awaitable[T]]) -> T:
+        """The answer to an image TF Serving refused as invalid (`refusal`, a 400): raises a
+        503 when the model is at fault (`image_or_model`), else asks `again()` for the image
+        alone and raises `refusal` if it is refused again. With batching on (the compose
+        stack's), TF Serving runs concurrent requests as one batch and gives the batch's
+        failure to every request in it (batching_session.cc): one image it cannot decode got
+        the other clients' good images answered "could not be decoded". One image is asked
+        again at a time, so that the images of a failed batch do not share a batch again."""
+        found = await image_or_model(refusal, self)
+        if found.status != 400:
+            raise found from None
+        async with self._alone:
+            try:
+                return await again()
+            except UpstreamError as err:
+                raise (found if err.status == 400 else err) from None
+
     def failing_fast(self) -> UpstreamError | None:
         """While the last check found the model unavailable and the watcher checks again every
         `model_poll_s`, the error to answer now rather than wait for the same failure (with
@@ -91,6 +111,10 @@ class WatchedModel:
 
     async def _learn_version(self) -> None:
         """The version served and its classes, from TF Serving (raises UpstreamError)."""
+        raise NotImplementedError
+
+    async def probe(self) -> None:
+        """Raises UpstreamError unless the served version answers a known-good image."""
         raise NotImplementedError
 
     async def _close(self) -> None:

@@ -897,3 +897,32 @@ def test_tf_serving_answers_are_timed_in_the_metrics(api, tfserving, tfserving_g
             assert client.post("/predict", files=files).status_code == 200
         metrics = client.get("/metrics").text
     assert "tf_alexnet_backend_seconds_count 3.0" in metrics, metrics
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_a_good_image_batched_with_an_undecodable_one_is_answered(
+    api, servables, test_images, tmp_path
+):
+    """With batching on (the compose stack's), TF Serving runs concurrent requests as one
+    batch and answers each with the batch's failure: a good image that shared a batch with an
+    undecodable one was answered "could not be decoded" (400)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.tfserving_standin.server import Batching
+
+    _copy_version(servables.base_path, "alexnet", 1, tmp_path)
+    # A batch runs when 2 images have come, or 3 s after its first.
+    batching = Batching(max_batch_size=2, batch_timeout_micros=3_000_000)
+    batched = TFServingREST(tmp_path, "alexnet", batching=batching)
+    serve, client_for = (rest_server, _client) if api == "rest" else (grpc_server, _grpc_client)
+    good = {"file": ("good.png", test_images[0], "image/png")}
+    cut = {"file": ("cut.png", test_images[1][:60], "image/png")}  # a valid header, no data
+    with serve(batched) as address, client_for(address, model_poll_s=0) as client:
+        assert client.get("/readyz").status_code == 200
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(
+                pool.map(lambda files: client.post("/predict", files=files), [good, cut])
+            )
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[0].json()["model"]["version"] == 1
+    assert answers[1].status_code == 400 and UNDECODABLE in answers[1].text, answers[1].text
