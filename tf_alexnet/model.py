@@ -397,7 +397,7 @@ def AlexNet(
         top_dtype = "float32" if keras.config.dtype_policy().name.startswith("mixed") else None
         x = keras.layers.Dense(
             int(classes),
-            activation=activation,
+            activation=_in_dtype(activation, top_dtype),
             kernel_initializer=spec.kernel_initializer(),
             dtype=top_dtype,
             name="predictions",
@@ -418,6 +418,22 @@ def AlexNet(
         # Into the network's own layers only, not those that made `input_tensor`.
         load_weights_into(model if input_tensor is None else keras.Model(inputs, x), weights)
     return model
+
+
+def _in_dtype(activation: Any, dtype: str | None) -> Any:
+    """`activation`, or for an activation given as a layer (`keras.layers.Softmax()`), a copy
+    computing in `dtype`: a layer computes in its own policy's dtype (bfloat16 under
+    `mixed_bfloat16`) even inside a float32 Dense. The caller's layer is left as it is."""
+    if (
+        dtype is None
+        or not isinstance(activation, keras.layers.Layer)
+        or activation.weights
+        or activation.compute_dtype == dtype
+    ):
+        return activation
+    copy = type(activation).from_config(activation.get_config())
+    copy.dtype_policy = dtype
+    return copy
 
 
 def _feature_layer(layer_spec: Conv | Pool | Norm, spec: Variant) -> keras.layers.Layer:

@@ -163,3 +163,29 @@ def test_an_activation_a_saved_model_cannot_load_back_is_refused(activation, why
     assert message.startswith("`classifier_activation` should be one that a saved model loads back")
     assert why in message and f"Pass {instead}" in message, message
     assert "Received: classifier_activation=" in message
+
+
+@pytest.mark.parametrize(
+    "activation",
+    [keras.layers.Softmax, lambda: keras.layers.Activation("softmax")],
+    ids=["Softmax()", "Activation('softmax')"],
+)
+def test_a_layer_activation_keeps_the_top_float32_under_mixed_precision(activation, tmp_path):
+    """Under `mixed_bfloat16`, `classifier_activation=keras.layers.Softmax()` computed the
+    probabilities in bfloat16 (the layer's own policy) behind a top built float32 for a stable
+    loss: the model's output said float32 and its values came back as bfloat16."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        given = activation()
+        model = AlexNet(
+            input_shape=(16, 16, 1), variant="mini", width=0.125, classes=3,
+            classifier_activation=given,
+        )  # fmt: skip
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert given.dtype_policy.name == "mixed_bfloat16"  # the caller's layer is left as it was
+    images = np.random.default_rng(0).random((2, 16, 16, 1), dtype="float32")
+    assert model.output.dtype == "float32"
+    assert model(images).dtype == tf.float32
+    model.save(tmp_path / "model.keras")
+    assert keras.saving.load_model(tmp_path / "model.keras")(images).dtype == tf.float32
