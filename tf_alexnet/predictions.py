@@ -30,6 +30,10 @@ Top = list[tuple[int, str, float]]
 PROBABILITY_TOLERANCE = 1e-3
 """How far above 1 a probability may be (float rounding) before the scores are taken for logits."""
 
+AS_UINT8 = " (pass 0-255 pixels as uint8: `tf.cast(images, tf.uint8)`, `images.astype('uint8')`)"
+"""How to pass 0-255 pixels held as floats, as `keras.utils.image_dataset_from_directory` and
+`keras.utils.img_to_array` give them: said where float pixels above 1 are refused."""
+
 
 def as_numpy(values: Any) -> np.ndarray:
     """Any Keras backend's tensor as a numpy array, without importing the backend: a PyTorch
@@ -312,7 +316,7 @@ def preprocess_input(
         low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
         if low < contract.INPUT_RANGE[0] or high > contract.INPUT_RANGE[1]:
             raise ValueError(
-                "Float pixels should be in [0, 1] (pass uint8 for 0-255 pixels). "
+                f"Float pixels should be in [0, 1]{AS_UINT8}. "
                 f"Received: values in [{low:g}, {high:g}]"
             )
     elif array.dtype != np.uint8:
@@ -343,7 +347,7 @@ def _preprocess_symbolic(images: Any, height: int | None, width: int | None, cha
     dtype = images.dtype
     batch = images if rank == 4 else images[None]
     if dtype.is_floating:
-        low, high, expected = 0.0, 1.0, "Float pixels should be in [0, 1] (NaN is not)"
+        low, high, expected = 0.0, 1.0, f"Float pixels should be in [0, 1], not NaN{AS_UINT8}"
     elif dtype.is_integer:
         low, high, expected = 0, 255, "Integer pixels should be in [0, 255]"
     else:

@@ -155,3 +155,17 @@ def test_decode_refuses_a_dict_of_outputs_naming_the_scores_to_pass():
     ):
         decode_predictions({"a": np.zeros((1, 2))})
     assert decode_predictions(outputs["probabilities"], top=1) == [[(1, "class_1", 0.75)]]
+
+
+def test_float_pixels_of_0_to_255_are_told_to_come_as_uint8():
+    """`keras.utils.image_dataset_from_directory` (and `img_to_array`) give float32 pixels in
+    [0, 255]: mapped over such a dataset, the refusal said only that floats should be in [0, 1],
+    where the eager one said to pass uint8."""
+    images = np.full((2, 8, 8, 1), 255.0, np.float32)
+    dataset = tf.data.Dataset.from_tensors(images)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"should be in \[0, 1\].*as uint8"):
+        list(dataset.map(lambda x: preprocess_input(x, (8, 8, 1))))
+    with pytest.raises(ValueError, match=r"should be in \[0, 1\] \(pass 0-255 pixels as uint8"):
+        preprocess_input(images, (8, 8, 1))
+    uint8 = dataset.map(lambda x: preprocess_input(tf.cast(x, tf.uint8), (8, 8, 1)))
+    np.testing.assert_allclose(next(iter(uint8)), np.ones_like(images))
