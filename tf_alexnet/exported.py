@@ -263,9 +263,13 @@ def load_exported(path: str | os.PathLike[str]) -> Any:
         )
     from tf_alexnet.layers import ExportedPixels
 
+    try:
+        folder = saved_model_path(path)
+    except UserError as err:
+        raise UserError(f"{err}{_keras_model_hint(pathlib.Path(path))}") from None
     endpoint = contract.SIGNATURE_IMAGE_TENSOR
     try:
-        return ExportedPixels(str(saved_model_path(path)), call_endpoint=endpoint)
+        return ExportedPixels(str(folder), call_endpoint=endpoint)
     except ValueError as err:
         if f"'{endpoint}'" not in str(err):  # Keras's words for a missing endpoint
             raise
@@ -275,3 +279,17 @@ def load_exported(path: str | os.PathLike[str]) -> Any:
             "none. A SavedModel written by Keras's `model.export()` loads with "
             f'`keras.layers.TFSMLayer(path, call_endpoint="serve")`. Received: path={str(path)!r}'
         ) from None
+
+
+def _keras_model_hint(path: pathlib.Path) -> str:
+    """What loads `path` when it is a `.keras` file or a training run rather than an export."""
+    export = "or export it first (`tf-alexnet export`)."
+    if path.is_file() and path.suffix == ".keras":
+        return f" It is a Keras model file: load it with `tf_alexnet.load_model`, {export}"
+    for name in (contract.RUN_BEST_MODEL, contract.RUN_FINAL_MODEL):
+        if (path / name).is_file():
+            return (
+                " It is a training run: load its model with "
+                f"`tf_alexnet.load_model({str(path / name)!r})`, {export}"
+            )
+    return ""

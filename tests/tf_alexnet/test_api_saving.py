@@ -99,3 +99,19 @@ def test_weights_from_a_file_with_objects_of_your_own_say_how_to_load_them(tmp_p
             np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match=r"keras\.config\.enable_unsafe_deserialization\(\)"):
         build("lambda.keras")
+
+
+def test_load_exported_of_a_keras_model_says_what_loads_it(folders):
+    """`tf_alexnet.load_exported("runs/quick/best.keras")` (or the run's folder) answered only
+    "No exported SavedModel at ...", where `load_model` of an export names `load_exported`."""
+    run, _, empty = folders
+    final = str(run / "final.keras")
+    with pytest.raises(ValueError, match=r"a Keras model file: load it with `tf_alexnet\.load_"):
+        tf_alexnet.load_exported(final)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"a training run: load its model with `tf_alexnet.load_model({final!r})`"),
+    ):
+        tf_alexnet.load_exported(run)
+    with pytest.raises(ValueError, match=r"No exported SavedModel at .*empty'\.$"):
+        tf_alexnet.load_exported(empty)
