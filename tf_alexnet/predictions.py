@@ -291,7 +291,12 @@ def preprocess_input(
         # One (28, 28) image, or (N, 28, 28) as `keras.datasets` gives gray images (not a
         # (height, width, 4) RGBA image).
         no_channels_axis = len(given) == 2 or (len(given) == 3 and given[-1] not in (1, 3, 4))
-        hint = " (gray images without a channels axis: pass images[..., None])"
+        # A list, or a gray PIL image (`keras.utils.load_img(..., color_mode="grayscale")`),
+        # has no shape and takes no `[..., None]` (a TypeError).
+        add_axis = (
+            "images[..., None]" if hasattr(images, "shape") else "np.asarray(images)[..., None]"
+        )
+        hint = f" (gray images without a channels axis: pass {add_axis})"
         raise ValueError(
             "`preprocess_input` expects an image (height, width, channels) or a batch of them, "
             f"with 1 or 3 channels{hint if no_channels_axis else ''}. "

@@ -3,6 +3,7 @@ other backends' tensors, bfloat16 arrays, ragged lists, empty images."""
 
 import re
 
+import keras
 import ml_dtypes
 import numpy as np
 import pytest
@@ -169,3 +170,21 @@ def test_float_pixels_of_0_to_255_are_told_to_come_as_uint8():
         preprocess_input(images, (8, 8, 1))
     uint8 = dataset.map(lambda x: preprocess_input(tf.cast(x, tf.uint8), (8, 8, 1)))
     np.testing.assert_allclose(next(iter(uint8)), np.ones_like(images))
+
+
+def test_a_gray_pil_image_is_told_how_to_add_its_channels_axis(tmp_path):
+    """`keras.utils.load_img(path, color_mode="grayscale")` gives a PIL image of shape (H, W):
+    refused with "pass images[..., None]", which a PIL image does not take (TypeError)."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "gray.png")
+    image = keras.utils.load_img(tmp_path / "gray.png", color_mode="grayscale")
+    with pytest.raises(ValueError, match=re.escape("pass np.asarray(images)[..., None])")):
+        preprocess_input(image, (28, 28, 1))
+    assert preprocess_input(np.asarray(image)[..., None], (28, 28, 1)).shape == (1, 28, 28, 1)
+    with pytest.raises(ValueError, match=re.escape("pass np.asarray(images)[..., None])")):
+        preprocess_input([[0, 255], [255, 0]], (28, 28, 1))  # a list takes no [..., None] either
+    # An array or a tensor keeps the shorter hint.
+    for gray in (np.zeros((20, 30), np.uint8), tf.zeros((20, 30), tf.uint8)):
+        with pytest.raises(ValueError, match=re.escape("pass images[..., None])")):
+            preprocess_input(gray, (28, 28, 1))
