@@ -91,11 +91,16 @@ def _check_input_shape(
             for i, d in enumerate(input_shape)
         )
     ):
-        has_none = isinstance(input_shape, tuple | list) and None in input_shape
-        sides = " (height and width may be None with include_top=False)" if has_none else ""
+        listed = isinstance(input_shape, tuple | list)
+        if listed and len(input_shape) == 4 and input_shape[0] is None:
+            hint = " (a model's input_shape without its batch axis: `model.input_shape[1:]`)"
+        elif listed and None in input_shape:
+            hint = " (height and width may be None with include_top=False)"
+        else:
+            hint = ""
         raise ValueError(
             f"`{label}` should be a tuple of 3 positive integers (height, width, channels)"
-            f"{sides}. Received: {label}={input_shape!r}"
+            f"{hint}. Received: {label}={input_shape!r}"
         )
     height, width, channels = (None if d is None else int(d) for d in input_shape)
     if channels not in (1, 3):

@@ -189,3 +189,17 @@ def test_a_layer_activation_keeps_the_top_float32_under_mixed_precision(activati
     assert model(images).dtype == tf.float32
     model.save(tmp_path / "model.keras")
     assert keras.saving.load_model(tmp_path / "model.keras")(images).dtype == tf.float32
+
+
+@pytest.mark.parametrize("include_top", [True, False])
+def test_an_input_shape_with_its_batch_axis_gets_a_hint(include_top):
+    """`AlexNet(input_shape=other.input_shape)` (batch axis included) was told that height and
+    width may be None with include_top=False, about the batch axis's None, and so even with
+    include_top=False; `preprocess_input` already named `model.input_shape[1:]`."""
+    other = AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.125)
+    with pytest.raises(ValueError) as info:
+        AlexNet(input_shape=other.input_shape, variant="mini", include_top=include_top)
+    message = str(info.value)
+    assert "without its batch axis: `model.input_shape[1:]`" in message, message
+    assert "may be None" not in message
+    assert message.endswith("Received: input_shape=(None, 28, 28, 1)")
