@@ -116,8 +116,12 @@ class RunDir:
 
     def clear(self) -> None:
         """Deletes what the run wrote: its contents, not the directory (the training process
-        holds the directory itself)."""
-        for child in self.root.iterdir():
+        holds the directory itself).
+
+        `config.json` goes last: a clear stopped midway (a kill, a file it may not delete)
+        leaves a run, which the next `--overwrite` clears, not a folder no command accepts.
+        """
+        for child in sorted(self.root.iterdir(), key=lambda path: path == self.config):
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
             else:

@@ -82,3 +82,29 @@ def test_training_starts_by_removing_the_temp_models_of_killed_writers(tmp_path)
         (run.root / name).write_bytes(b"PK")
     prepare(run.root, config, overwrite=False)
     assert sorted(path.name for path in run.root.iterdir()) == sorted(["config.json", *kept])
+
+
+def test_a_clear_that_stops_midway_leaves_a_run_that_overwrite_clears(tmp_path, monkeypatch):
+    """`--overwrite` deletes the run's files in the folder's order: one that could not be
+    deleted (or a kill) after config.json left a folder that was no longer a run, which
+    `--overwrite` then refused ("not empty and is not a run directory")."""
+    import shutil
+
+    run = RunDir(tmp_path / "run")
+    (run.logs / "train").mkdir(parents=True)
+    for path in (run.config, run.best_model, run.history, run.metrics):
+        path.write_text("{}")
+    iterdir = pathlib.Path.iterdir
+    monkeypatch.setattr(pathlib.Path, "iterdir", lambda self: iter(sorted(iterdir(self))))
+    rmtree = shutil.rmtree
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", "train")
+
+    monkeypatch.setattr(shutil, "rmtree", refused)
+    with pytest.raises(PermissionError):
+        run.clear()
+    assert run.is_run()  # still a run: the next --overwrite finishes the job
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    run.clear()
+    assert not any(run.root.iterdir())
