@@ -123,7 +123,10 @@ class RunDir:
         """
         for child in sorted(self.root.iterdir(), key=lambda path: path == self.config):
             if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
+                try:
+                    shutil.rmtree(child)
+                except OSError as err:  # rmtree names the entry alone ("'train'")
+                    raise OSError(err.errno, err.strerror, str(child)) from err
             else:
                 child.unlink()
 

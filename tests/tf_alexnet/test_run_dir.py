@@ -108,3 +108,20 @@ def test_a_clear_that_stops_midway_leaves_a_run_that_overwrite_clears(tmp_path, 
     monkeypatch.setattr(shutil, "rmtree", rmtree)
     run.clear()
     assert not any(run.root.iterdir())
+
+
+def test_a_folder_overwrite_may_not_delete_is_named_by_its_path(tmp_path, monkeypatch):
+    """shutil.rmtree names a failing entry by its bare name: `--overwrite` of a run whose
+    logs/train/ it could not delete said "Permission denied: 'train'"."""
+    import shutil
+
+    run = RunDir(tmp_path / "run")
+    (run.logs / "train").mkdir(parents=True)
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", "train")
+
+    monkeypatch.setattr(shutil, "rmtree", refused)
+    with pytest.raises(PermissionError) as raised:
+        run.clear()
+    assert raised.value.filename == str(run.logs)
