@@ -504,12 +504,15 @@ def export(
             version = _next_version(model_dir)
             final = model_dir / str(version)
             folder.write_metadata({**metadata, "version": version})
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(temp, ignore_errors=True)
         release_export_lock(temp, lock)
         for made in created:  # the folders made for this export, if nothing else is there
             with contextlib.suppress(OSError):
                 made.rmdir()
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            # A write refused at its close (metadata.json on a full disk) names no file.
+            raise OSError(err.errno, os.strerror(err.errno), str(model_dir)) from err
         raise
     release_export_lock(temp, lock)
     return ExportResult(final, version, difference, policy, trained_difference)

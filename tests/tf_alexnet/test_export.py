@@ -618,3 +618,27 @@ def test_a_model_with_large_logits_exports(policy, test_images, tmp_path):
     # The tolerances grow only with the logits: a model with small ones keeps them.
     small = AlexNet(variant="mini", input_shape=(28, 28, 1), classes=3)
     assert logit_scale(small, sample_outputs(small, samples)) == 1
+
+
+def test_a_full_disk_while_exporting_names_the_model_folder(
+    mini_model, tmp_path, monkeypatch, capsys
+):
+    """A write refused at its close names no file (Python's buffered `write_text` of
+    metadata.json on a full disk): `export` said only "No space left on device."."""
+    import errno
+
+    from tf_alexnet.cli import main
+    from tf_alexnet.exported import ExportedModel
+
+    def disk_full(self, metadata):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ExportedModel, "write_metadata", disk_full)
+    sample = tmp_path / "sample.png"
+    sample.write_bytes(_png())
+    base = tmp_path / "models"
+    argv = ["export", str(mini_model), "--base-path", str(base), "--sample-images", str(sample)]
+    assert main(argv) == 1
+    said = f"tf-alexnet: error: No space left on device: '{base / 'alexnet'}'.\n"
+    assert capsys.readouterr().err == said
+    assert not base.exists()
