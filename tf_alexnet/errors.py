@@ -1,5 +1,9 @@
 """Errors meant for the person at the keyboard."""
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 
 class UserError(ValueError):
     """A mistake in what the user asked for: the CLI prints its message as one line.
@@ -44,3 +48,17 @@ class Terminated(BaseException):
 
     A BaseException, as KeyboardInterrupt is: no `except Exception` on the way swallows it.
     """
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Names `path` in a failed write's error when the writer did not (Keras's `.keras`
+    zip, HDF5): a full disk during training said only "No space left on device.", or HDF5's
+    two-line "Can't synchronously write data (file write failed: time = ...".
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, os.strerror(err.errno), os.fspath(path)) from err

@@ -16,7 +16,7 @@ from typing import Any
 
 from tf_alexnet import config as config_lib
 from tf_alexnet import contract
-from tf_alexnet.errors import UserError
+from tf_alexnet.errors import UserError, writing
 
 # Settings that may change when a killed run is resumed.
 RESUMABLE_CHANGES = frozenset({"epochs", "collective_timeout"})
@@ -196,8 +196,9 @@ class RunDir:
             return
         temp = self.history.with_suffix(self.history.suffix + ".tmp")
         try:
-            temp.write_text(output.getvalue(), newline="")  # CSVLogger: "\r\n" lines
-            os.replace(temp, self.history)
+            with writing(self.history):  # a full disk: Python names no file
+                temp.write_text(output.getvalue(), newline="")  # CSVLogger: "\r\n" lines
+                os.replace(temp, self.history)
         finally:
             temp.unlink(missing_ok=True)
 
@@ -205,8 +206,9 @@ class RunDir:
         """Writes JSON atomically (temp file + rename): readers never see half a file."""
         temp = path.with_suffix(path.suffix + ".tmp")
         try:
-            temp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-            os.replace(temp, path)
+            with writing(path):  # a full disk: Python names no file
+                temp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+                os.replace(temp, path)
         finally:  # a full disk or a bad value leaves no partial file either
             temp.unlink(missing_ok=True)
 

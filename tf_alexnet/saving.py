@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import re
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 
 from tf_alexnet import contract
-from tf_alexnet.errors import UserError
+from tf_alexnet.errors import UserError, writing
 
 
 def load_model(
@@ -126,20 +125,6 @@ def _other_backend_optimizer(path: str, received: str) -> UserError:
 _TEMP_SUFFIX = ".tmp.keras"
 _TEMP_NAME = re.compile(r"\.(?P<name>.+\.keras)\.(?P<pid>\d+)" + re.escape(_TEMP_SUFFIX))
 """`save_model_atomic` writes `NAME.keras` as `.NAME.keras.<pid>.tmp.keras`, then renames it."""
-
-
-@contextlib.contextmanager
-def writing(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Names `path` in a failed write's error when the writer did not (Keras's `.keras`
-    zip, HDF5): a full disk during training said only "No space left on device.", or HDF5's
-    two-line "Can't synchronously write data (file write failed: time = ...".
-    """
-    try:
-        yield
-    except OSError as err:
-        if err.filename is not None or err.errno is None:
-            raise
-        raise OSError(err.errno, os.strerror(err.errno), os.fspath(path)) from err
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike[str]) -> None:

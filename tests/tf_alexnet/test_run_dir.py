@@ -125,3 +125,21 @@ def test_a_folder_overwrite_may_not_delete_is_named_by_its_path(tmp_path, monkey
     with pytest.raises(PermissionError) as raised:
         run.clear()
     assert raised.value.filename == str(run.logs)
+
+
+def test_a_full_disk_names_the_run_file_it_refused(tmp_path, monkeypatch):
+    """Python's buffered `write_text` fails at its close, naming no file: training into a
+    full disk said only "No space left on device." when it recorded config.json."""
+
+    def disk_full(self, text, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", disk_full)
+    run = RunDir(tmp_path)
+    with pytest.raises(OSError, match="No space left") as raised:
+        run.write_json(run.config, {})
+    assert raised.value.filename == str(run.config)
+    run.history.write_bytes(b"epoch,loss\r\n0,1\r\n1,2\r\n")
+    with pytest.raises(OSError, match="No space left") as raised:
+        run.truncate_history(1)
+    assert raised.value.filename == str(run.history)
