@@ -117,6 +117,15 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 os.remove(os.path.join(self.backup_dir, name))
 
 
+class HistoryLogger(keras.callbacks.CSVLogger):
+    """`CSVLogger` whose failed write names `history.csv`: a full disk at an epoch's end said
+    only "No space left on device." (the row is flushed from a buffer, which names no file)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        with writing(self.filename):
+            super().on_epoch_end(epoch, logs)
+
+
 def save_weights(model: keras.Model, path: str | os.PathLike[str]) -> None:
     """`model.save_weights(path)`, written by Python: a failed write (a full disk) raises
     one clean `OSError` naming `path` and leaves no half-written file.

@@ -22,6 +22,7 @@ from tf_alexnet.callbacks import (
     AveragedWeights,
     BestModelCheckpoint,
     EpochTimer,
+    HistoryLogger,
     ReseedEachEpoch,
     StopOnDivergence,
     StopWhenSignalled,
@@ -310,7 +311,7 @@ def _callbacks(
         TrainingProgress(config.batch_size, validation=validated),
         *shared,
         *(checkpoint if validated else []),
-        keras.callbacks.CSVLogger(str(run.history), append=True),
+        HistoryLogger(str(run.history), append=True),
         keras.callbacks.TensorBoard(str(run.logs)),
         *last,
     ]

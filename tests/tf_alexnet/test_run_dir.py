@@ -143,3 +143,24 @@ def test_a_full_disk_names_the_run_file_it_refused(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left") as raised:
         run.truncate_history(1)
     assert raised.value.filename == str(run.history)
+
+
+def test_a_full_disk_at_an_epochs_end_names_the_history(tmp_path):
+    """Keras's CSVLogger flushes each row from a buffer, which names no file: a full disk at
+    an epoch's end said only "No space left on device."."""
+    import io
+
+    from tf_alexnet.callbacks import HistoryLogger
+
+    class FullDisk(io.StringIO):
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    run = RunDir(tmp_path)
+    logger = HistoryLogger(str(run.history), append=True)
+    logger.on_train_begin()
+    logger.csv_file.close()
+    logger.csv_file = FullDisk()
+    with pytest.raises(OSError, match="No space left") as raised:
+        logger.on_epoch_end(0, {"loss": 1.0})
+    assert raised.value.filename == str(run.history)
