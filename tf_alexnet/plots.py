@@ -12,13 +12,17 @@ missing from font(s) DejaVu Sans") is silenced, as it said nothing the reader co
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import pathlib
 import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from tf_alexnet.errors import writing
 
 
 def training_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str]) -> None:
@@ -38,7 +42,22 @@ def training_curves(history: Sequence[dict[str, float]], path: str | os.PathLike
     axes[0].set_title("Loss")
     axes[1].set_title("Accuracy")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    _save(figure, path)
+
+
+def _save(figure: Figure, path: str | os.PathLike[str]) -> None:
+    """Writes `figure` as a PNG atomically: a failed write (a full disk) names `path` and
+    keeps the previous picture, where matplotlib's own left a cut one and named no file."""
+    data = io.BytesIO()
+    figure.savefig(data, format="png", dpi=100)
+    path = pathlib.Path(path)
+    temp = path.with_name(path.name + ".tmp")
+    try:
+        with writing(path):
+            temp.write_bytes(data.getvalue())
+            os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -95,4 +114,4 @@ def _draw_confusion_matrix(
                 )
     figure.suptitle(title or "Confusion matrix")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    _save(figure, path)

@@ -148,3 +148,24 @@ def test_a_perfect_loss_prints_without_a_sign():
     text = format_report(report)
     assert "-0.0000" not in text and "loss 0.0000 on 6 images" in text
     assert "macro avg         0.6667  0.6667 0.0000        6" in text
+
+
+def test_a_picture_a_full_disk_refuses_names_its_file_and_keeps_the_last_one(tmp_path):
+    """matplotlib writes into the file itself and names no file when a write fails: a full
+    disk as training finished said only "No space left on device." and left an empty
+    training_curves.png. (A file-size limit stands in for the full disk.)"""
+    import errno
+    import resource
+
+    path = tmp_path / "training_curves.png"
+    path.write_bytes(b"the last picture")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # Python ignores SIGXFSZ
+    try:
+        with pytest.raises(OSError) as raised:
+            plots.training_curves([{"epoch": 0, "loss": 1.0}], path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert raised.value.errno == errno.EFBIG and raised.value.filename == str(path)
+    assert path.read_bytes() == b"the last picture"
+    assert [child.name for child in tmp_path.iterdir()] == [path.name]
