@@ -280,15 +280,17 @@ def in_use_by_this_process(root: str | os.PathLike[str]) -> Iterator[None]:
         raise UserError(f"The run directory {str(path)!r} is a file.")
     created = [folder for folder in (path, *path.parents) if not folder.exists()]
     path.mkdir(parents=True, exist_ok=True)
-    try:
-        with _flocked(path):
+    # Removed only by the holder, while it holds the lock: two trainings started at once
+    # may both have seen the folder missing, and the one refused removed the other's.
+    with _flocked(path):
+        try:
             yield
-    finally:
-        for folder in created:  # innermost first; stops at the first one not empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        finally:
+            for folder in created:  # innermost first; stops at the first one not empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 @contextlib.contextmanager

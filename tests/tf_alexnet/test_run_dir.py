@@ -164,3 +164,29 @@ def test_a_full_disk_at_an_epochs_end_names_the_history(tmp_path):
     with pytest.raises(OSError, match="No space left") as raised:
         logger.on_epoch_end(0, {"loss": 1.0})
     assert raised.value.filename == str(run.history)
+
+
+def test_a_trainer_refused_a_new_run_directory_leaves_it_to_its_holder(tmp_path, monkeypatch):
+    """Two trainings started at once into a new --run-dir both saw it missing; the one refused
+    then removed the folder it thought it had made, empty still, from under the other."""
+    import contextlib
+
+    from tf_alexnet.run_dir import in_use_by_this_process
+
+    path = tmp_path / "runs" / "run"
+    mkdir = pathlib.Path.mkdir
+    holder = contextlib.ExitStack()
+
+    def the_other_starts_first(self, *args, **kwargs):
+        if self == path and not holder._exit_callbacks:
+            monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+            holder.enter_context(in_use_by_this_process(path))
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", the_other_starts_first)
+    with holder:
+        refused = pytest.raises(UserError, match="in use by another training process")
+        with refused, in_use_by_this_process(path):
+            pass
+        assert path.is_dir()
+    assert not path.parent.exists()  # the holder's own clean-up: it made them
