@@ -106,11 +106,19 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             "previous": previous,
         }
         temp = self._training_metadata_path + ".tmp"
-        with open(temp, "w") as file:
-            json.dump(metadata, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, self._training_metadata_path)
+        try:
+            with writing(self._training_metadata_path), open(temp, "w") as file:
+                json.dump(metadata, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, self._training_metadata_path)
+        except OSError:  # a full disk: the last backup stays as it was
+            named = {old["weights"], (old.get("previous") or {}).get("weights")} if old else set()
+            unnamed = [] if weights in named else [os.path.join(self.backup_dir, weights)]
+            for leftover in [temp, *unnamed]:
+                with contextlib.suppress(OSError):
+                    os.remove(leftover)
+            raise
         keep = {weights, previous["weights"] if previous else None}
         for name in os.listdir(self.backup_dir):
             if name.endswith(".weights.h5") and name not in keep:

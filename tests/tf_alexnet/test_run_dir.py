@@ -190,3 +190,29 @@ def test_a_trainer_refused_a_new_run_directory_leaves_it_to_its_holder(tmp_path,
             pass
         assert path.is_dir()
     assert not path.parent.exists()  # the holder's own clean-up: it made them
+
+
+def test_a_backup_whose_record_a_full_disk_refuses_keeps_the_last_one(tmp_path, monkeypatch):
+    """A full disk while the backup's record was written said only "No space left on
+    device." and left its temp file and the epoch's weights, which no record names."""
+    import keras
+
+    from tf_alexnet.callbacks import AtomicBackupAndRestore
+
+    backup = tmp_path / "backup"
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    callback = AtomicBackupAndRestore(str(backup))
+    callback.set_model(model)
+    callback._current_epoch, callback._last_batch_seen = 1, 0
+    callback._save_model()
+    before = {path.name: path.read_bytes() for path in backup.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(json, "dump", disk_full)
+    callback._current_epoch = 2
+    with pytest.raises(OSError, match="No space left") as raised:
+        callback._save_model()
+    assert raised.value.filename == str(backup / "training_metadata.json")
+    assert {path.name: path.read_bytes() for path in backup.iterdir()} == before
