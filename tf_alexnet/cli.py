@@ -23,6 +23,7 @@ message, since the reader has gone, and a status that `set -o pipefail` still se
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.metadata
 import os
 import pathlib
@@ -377,9 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except Exception as err:
-        if (ran_out := out_of_memory(err, args.command)) is None:
+        if (said := refused_write(err) or out_of_memory(err, args.command)) is None:
             raise
-        print(f"{PROG}: error: {ran_out}", file=sys.stderr)
+        print(f"{PROG}: error: {said}", file=sys.stderr)
         return 1
 
 
@@ -403,14 +404,33 @@ def out_of_memory(err: BaseException, command: str) -> str | None:
         tf = sys.modules.get("tensorflow")
         if tf is None or not isinstance(err, tf.errors.ResourceExhaustedError):
             return None
-        lines = (err.message or "").strip().splitlines() or [type(err).__name__]
-        what = re.sub(r"\{\{[^}]*\}\}|\[Op:.*|/job:[^ ]*/device:", "", lines[0])
-        what = re.sub(r"\s+", " ", what).strip().rstrip(".")
-        if "No space left on device" in what:  # TensorFlow's file writers raise it too
-            where = what.split(";")[0].strip()
-            return f"No space left on device: {where}."
+        what = _op_message(err)
     hint = OUT_OF_MEMORY_HINTS.get(command, "a smaller model or fewer images at once")
     return f"Out of memory: {what}. Try {hint}."
+
+
+WRITE_REFUSALS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
+"""What TensorFlow's file writers say when the file system refuses a write."""
+
+
+def refused_write(err: BaseException) -> str | None:
+    """One line for a TensorFlow file writer refused by the file system (a full disk, a
+    file-size limit, a quota), naming the file; None for other errors. TensorFlow raises
+    these as errors of several classes (ResourceExhaustedError, OutOfRangeError, ...)."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(err, tf.errors.OpError):
+        return None
+    what = _op_message(err)
+    if (reason := next((r for r in WRITE_REFUSALS if r in what), None)) is None:
+        return None
+    return f"{reason}: {what.split(';')[0].strip()}."
+
+
+def _op_message(err: Any) -> str:
+    """A TensorFlow error's first line without its function, op and device names."""
+    lines = (err.message or "").strip().splitlines() or [type(err).__name__]
+    what = re.sub(r"\{\{[^}]*\}\}|\[Op:.*|/job:[^ ]*/device:", "", lines[0])
+    return re.sub(r"\s+", " ", what).strip().rstrip(".")
 
 
 def _detach_stdout() -> None:

@@ -670,6 +670,28 @@ def test_a_closed_stdout_ends_the_command_quietly():
     assert result.returncode == 128 + signal.SIGPIPE == 141
 
 
+def test_a_file_tensorflow_may_not_write_is_one_line(monkeypatch, capsys):
+    """`export` under a file-size limit (`ulimit -f`) ended in OutOfRangeError's traceback:
+    TensorFlow's checkpoint writer names the refusal in its message, in whichever class."""
+    import tensorflow as tf
+
+    def too_large(args):  # as seen with `ulimit -f 2000`
+        raise tf.errors.OutOfRangeError(
+            None,
+            None,
+            "{{function_node __wrapped__SaveV2_dtypes_32_device_/job:localhost/replica:0/task:0"
+            "/device:CPU:0}} models/alexnet/.tmp-1-27809@vm/variables/variables_temp/part-00000"
+            "-of-00001.data-00000-of-00001.tempstate745; File too large [Op:SaveV2] name: ",
+        )
+
+    monkeypatch.setitem(COMMANDS, "export", too_large)
+    assert main(["export", "runs/x"]) == 1
+    assert capsys.readouterr().err == (
+        "tf-alexnet: error: File too large: models/alexnet/.tmp-1-27809@vm/variables/"
+        "variables_temp/part-00000-of-00001.data-00000-of-00001.tempstate745.\n"
+    )
+
+
 def test_running_out_of_memory_is_one_line(monkeypatch, capsys):
     """`train --image-size 5000` ended in ResourceExhaustedError's traceback."""
     import tensorflow as tf
