@@ -206,6 +206,9 @@ def _train(
         run.write_json(run.classes, {"class_names": list(datasets.class_names)})
         # Rows of epochs the backup had not recorded when the run was killed: replayed now.
         run.truncate_history(resumed)
+        # An evaluation of the model so far (a killed run's): training replaces that model.
+        for stale in (run.evaluation, run.confusion_matrix):
+            stale.unlink(missing_ok=True)
     history_before = run.read_history()
     print(
         f"Training {config.variant} AlexNet ("

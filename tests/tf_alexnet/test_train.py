@@ -22,7 +22,7 @@ from tf_alexnet.evaluate import evaluate
 from tf_alexnet.model import AlexNet
 from tf_alexnet.optim import compile_model
 from tf_alexnet.pipeline import fit_steps
-from tf_alexnet.run_dir import RunDir
+from tf_alexnet.run_dir import RunDir, resolve_source
 from tf_alexnet.strategy import make_strategy, set_mixed_precision
 from tf_alexnet.train import train
 
@@ -761,6 +761,27 @@ def test_a_resumed_run_drops_history_rows_of_epochs_the_backup_had_not_recorded(
     assert [line.split(",")[0] for line in lines[1:]] == ["0", "1"]
     assert lines[2] != stray  # the replayed epoch's own row
     assert [int(row["epoch"]) for row in run.read_history()] == [0, 1]
+
+
+def test_a_resumed_run_drops_the_evaluation_of_its_earlier_model(fashion_mnist, tmp_path):
+    """`evaluate` of a killed run, then its resume: evaluation.json described the best.keras
+    that the resume replaced, and `export` copied its test accuracy into the new model's
+    metadata."""
+
+    class StopAtSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    config = config_lib.from_dict({**TINY, "train_examples": 512})
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run.root, callbacks=[StopAtSecondEpoch()])
+    run.write_json(run.evaluation, {"accuracy": 0.5, "model": str(run.best_model)})
+    run.confusion_matrix.write_bytes(b"a picture of the earlier model")
+    train(config, run.root)
+    assert not run.evaluation.exists() and not run.confusion_matrix.exists()
+    assert "test_accuracy" not in resolve_source(run.root)[1]
 
 
 FULL_DISK_TRAINING = (
