@@ -91,7 +91,10 @@ def build_router(max_top_k: int, max_files: int) -> APIRouter:
         # Built and validated in `_classify`: serialized once here, not validated again.
         return Response(answer.model_dump_json(), media_type="application/json")
 
-    page_html = PAGE.read_text().replace("{{TOP_K}}", str(min(PAGE_TOP_K, max_top_k)))
+    # UTF-8 whatever the locale's encoding: the page is not ASCII.
+    page_html = PAGE.read_text(encoding="utf-8").replace(
+        "{{TOP_K}}", str(min(PAGE_TOP_K, max_top_k))
+    )
 
     # Probes may ask with HEAD (curl -I, load balancers): the GET answer, without its body. Not
     # in the OpenAPI document, where it would repeat the GET operation under the same id.

@@ -1,5 +1,6 @@
 """`tf-alexnet serve`'s own refusals, in a fresh process."""
 
+import os
 import socket
 
 import pytest
@@ -41,3 +42,33 @@ def test_an_empty_host_is_refused_not_every_interface(host):
         "Cannot listen on an empty host: pass --host 127.0.0.1 (this machine only) or "
         f"--host 0.0.0.0 (every interface). Received: --host {host!r}"
     )
+
+
+def test_the_page_is_read_as_utf8_whatever_the_locale():
+    """page.html holds non-ASCII text ("classifying…"): read in the locale's encoding,
+    `tf-alexnet serve` did not start where that is ASCII ("'ascii' codec can't decode byte
+    0xe2"), and a Latin-1 locale would have served the page garbled."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = (
+        "import asyncio, locale\n"
+        "from tf_alexnet_serving.routes import build_router\n"
+        "assert locale.getpreferredencoding(False) != 'UTF-8'\n"
+        "(page,) = [r for r in build_router(5, 4).routes if r.path == '/' and 'GET' in r.methods]\n"
+        "html = asyncio.run(page.endpoint())\n"
+        "print(ascii(html[html.index('classifying') :][:12]))\n"
+    )
+    ascii_locale = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **ascii_locale},
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == ascii("classifying\u2026")
