@@ -4,6 +4,8 @@ import re
 import tomllib
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from tests.conftest import REPO
 
@@ -52,3 +54,19 @@ def test_pre_commit_runs_what_scripts_test_sh_runs():
         # The same tool and arguments as the script (which runs it over the whole tree).
         assert entry.removeprefix(".venv/bin/").startswith(command.removesuffix(" ."))
     assert hooks["mypy"]["pass_filenames"] is False  # mypy checks the configured packages
+
+
+def _minimum(requirement: str) -> Version:
+    (bound,) = [s for s in Requirement(requirement).specifier if s.operator == ">="]
+    return Version(bound.version)
+
+
+def test_the_serve_extra_asks_for_what_the_facade_imports():
+    """Each lower bound holds what the facade imports from that package. inputs.py imports
+    python-multipart's header limits (`DEFAULT_MAX_HEADER_COUNT`, `DEFAULT_MAX_HEADER_SIZE`),
+    which came in 0.0.27: with the 0.0.13 the extra allowed, `tf-alexnet serve` did not start
+    ("cannot import name 'DEFAULT_MAX_HEADER_COUNT'"), and reinstalling the extra kept it."""
+    serve = {Requirement(r).name: r for r in PYPROJECT["project"]["optional-dependencies"]["serve"]}
+    inputs = (REPO / "serving" / "tf_alexnet_serving" / "inputs.py").read_text()
+    assert "DEFAULT_MAX_HEADER_COUNT" in inputs
+    assert _minimum(serve["python-multipart"]) >= Version("0.0.27")
