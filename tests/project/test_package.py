@@ -65,8 +65,16 @@ def test_the_serve_extra_asks_for_what_the_facade_imports():
     """Each lower bound holds what the facade imports from that package. inputs.py imports
     python-multipart's header limits (`DEFAULT_MAX_HEADER_COUNT`, `DEFAULT_MAX_HEADER_SIZE`),
     which came in 0.0.27: with the 0.0.13 the extra allowed, `tf-alexnet serve` did not start
-    ("cannot import name 'DEFAULT_MAX_HEADER_COUNT'"), and reinstalling the extra kept it."""
+    ("cannot import name 'DEFAULT_MAX_HEADER_COUNT'"), and reinstalling the extra kept it.
+    (Checked by hand against each lowest version: pip install 'starlette==1.7.0' ..., then
+    tests/serving/test_serving_limits.py.)"""
     serve = {Requirement(r).name: r for r in PYPROJECT["project"]["optional-dependencies"]["serve"]}
-    inputs = (REPO / "serving" / "tf_alexnet_serving" / "inputs.py").read_text()
-    assert "DEFAULT_MAX_HEADER_COUNT" in inputs
+    facade = REPO / "serving" / "tf_alexnet_serving"
+    assert "DEFAULT_MAX_HEADER_COUNT" in (facade / "inputs.py").read_text()
     assert _minimum(serve["python-multipart"]) >= Version("0.0.27")
+    # middleware.cors_headers decides as Starlette's CORSMiddleware has since 1.7 (its
+    # `allow_credentials` attribute, `Vary: Origin` on every answer): with CORS_ORIGINS set, a
+    # refusal made below the app (431, 408, 503) got no answer at all on 0.40 to 0.52, which
+    # the extra allowed (AttributeError), and other CORS headers than the routes' before 1.7.
+    assert "cors.allow_credentials" in (facade / "middleware.py").read_text()
+    assert _minimum(serve["starlette"]) >= Version("1.7")
