@@ -734,11 +734,8 @@ def test_a_kill_after_the_last_epoch_finishes_the_run_without_training_again(
         train(config, run.root)
 
 
-def test_a_resumed_run_drops_history_rows_of_epochs_the_backup_had_not_recorded(
-    fashion_mnist, tmp_path
-):
-    """A kill after an epoch's row reached history.csv but before its backup: the resumed
-    run replays that epoch and CSVLogger appended its row a second time."""
+def _interrupted_after_one_epoch(root):
+    """A TINY run of 512 images interrupted (Ctrl-C) as its second epoch begins."""
 
     class StopAtSecondEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -746,9 +743,19 @@ def test_a_resumed_run_drops_history_rows_of_epochs_the_backup_had_not_recorded(
                 raise KeyboardInterrupt
 
     config = config_lib.from_dict({**TINY, "train_examples": 512})
-    run = RunDir(tmp_path / "run")
+    run = RunDir(root)
     with pytest.raises(KeyboardInterrupt):
         train(config, run.root, callbacks=[StopAtSecondEpoch()])
+    return config, run
+
+
+def test_a_resumed_run_drops_history_rows_of_epochs_the_backup_had_not_recorded(
+    fashion_mnist, tmp_path
+):
+    """A kill after an epoch's row reached history.csv but before its backup: the resumed
+    run replays that epoch and CSVLogger appended its row a second time."""
+
+    config, run = _interrupted_after_one_epoch(tmp_path / "run")
     assert run.finished_epochs() == 1
     header, first = run.history.read_text().splitlines()[:2]
     # The row of epoch 2 (index 1), written before the kill, and half of a row after it.
@@ -768,15 +775,7 @@ def test_a_resumed_run_drops_the_evaluation_of_its_earlier_model(fashion_mnist, 
     that the resume replaced, and `export` copied its test accuracy into the new model's
     metadata."""
 
-    class StopAtSecondEpoch(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
-                raise KeyboardInterrupt
-
-    config = config_lib.from_dict({**TINY, "train_examples": 512})
-    run = RunDir(tmp_path / "run")
-    with pytest.raises(KeyboardInterrupt):
-        train(config, run.root, callbacks=[StopAtSecondEpoch()])
+    config, run = _interrupted_after_one_epoch(tmp_path / "run")
     run.write_json(run.evaluation, {"accuracy": 0.5, "model": str(run.best_model)})
     run.confusion_matrix.write_bytes(b"a picture of the earlier model")
     train(config, run.root)
