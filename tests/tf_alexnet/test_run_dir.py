@@ -192,6 +192,21 @@ def test_a_trainer_refused_a_new_run_directory_leaves_it_to_its_holder(tmp_path,
     assert not path.parent.exists()  # the holder's own clean-up: it made them
 
 
+@pytest.mark.parametrize("run", ["link", "link/run"])
+def test_a_run_directory_through_a_dangling_link_is_one_line(tmp_path, run):
+    """`--run-dir` a symbolic link whose target is gone (or a folder under one) said only
+    "File exists: '.../link'"."""
+    from tf_alexnet.run_dir import in_use_by_this_process
+
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    with (
+        pytest.raises(UserError, match=r"'.*/link' is a symbolic link to '.*/gone', which does"),
+        in_use_by_this_process(tmp_path / run),
+    ):
+        pass
+    assert not (tmp_path / "gone").exists()
+
+
 def test_a_backup_whose_record_a_full_disk_refuses_keeps_the_last_one(tmp_path, monkeypatch):
     """A full disk while the backup's record was written said only "No space left on
     device." and left its temp file and the epoch's weights, which no record names."""
