@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_alexnet.errors import UserError, writing
+from tf_alexnet.errors import UserError, write_atomic, writing
 from tf_alexnet.interrupts import raise_if_signalled
 from tf_alexnet.saving import save_model_atomic
 
@@ -105,19 +105,13 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             "weights": weights,
             "previous": previous,
         }
-        temp = self._training_metadata_path + ".tmp"
         try:
-            with writing(self._training_metadata_path), open(temp, "w") as file:
-                json.dump(metadata, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, self._training_metadata_path)
+            write_atomic(self._training_metadata_path, json.dumps(metadata), durable=True)
         except OSError:  # a full disk: the last backup stays as it was
             named = {old["weights"], (old.get("previous") or {}).get("weights")} if old else set()
-            unnamed = [] if weights in named else [os.path.join(self.backup_dir, weights)]
-            for leftover in [temp, *unnamed]:
+            if weights not in named:
                 with contextlib.suppress(OSError):
-                    os.remove(leftover)
+                    os.remove(os.path.join(self.backup_dir, weights))
             raise
         keep = {weights, previous["weights"] if previous else None}
         for name in os.listdir(self.backup_dir):

@@ -62,3 +62,22 @@ def writing(path: str | os.PathLike[str]) -> Iterator[None]:
         if err.filename is not None or err.errno is None:
             raise
         raise OSError(err.errno, os.strerror(err.errno), os.fspath(path)) from err
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bool = False) -> None:
+    """Writes `data` (text as UTF-8) to `path` through `<path>.tmp` and a rename: readers (and
+    a kill) never see half a file, and a failed write (a full disk) names `path`, keeps the
+    previous file and leaves no temp file. `durable` syncs the bytes to the disk first."""
+    path = os.fspath(path)
+    temp = path + ".tmp"
+    try:
+        with writing(path):  # a full disk: Python names no file
+            with open(temp, "wb") as file:
+                file.write(data.encode() if isinstance(data, str) else data)
+                if durable:
+                    file.flush()
+                    os.fsync(file.fileno())
+            os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temp)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import pathlib
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -22,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from tf_alexnet.errors import writing
+from tf_alexnet.errors import write_atomic
 
 
 def training_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str]) -> None:
@@ -50,14 +49,7 @@ def _save(figure: Figure, path: str | os.PathLike[str]) -> None:
     keeps the previous picture, where matplotlib's own left a cut one and named no file."""
     data = io.BytesIO()
     figure.savefig(data, format="png", dpi=100)
-    path = pathlib.Path(path)
-    temp = path.with_name(path.name + ".tmp")
-    try:
-        with writing(path):
-            temp.write_bytes(data.getvalue())
-            os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    write_atomic(path, data.getvalue())
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 
 from tf_alexnet import config as config_lib
 from tf_alexnet import contract
-from tf_alexnet.errors import UserError, writing
+from tf_alexnet.errors import UserError, write_atomic
 
 # Settings that may change when a killed run is resumed.
 RESUMABLE_CHANGES = frozenset({"epochs", "collective_timeout"})
@@ -194,23 +194,11 @@ class RunDir:
         csv.writer(output).writerows([header, *kept])
         if output.getvalue() == text:
             return
-        temp = self.history.with_suffix(self.history.suffix + ".tmp")
-        try:
-            with writing(self.history):  # a full disk: Python names no file
-                temp.write_text(output.getvalue(), newline="")  # CSVLogger: "\r\n" lines
-                os.replace(temp, self.history)
-        finally:
-            temp.unlink(missing_ok=True)
+        write_atomic(self.history, output.getvalue())  # CSVLogger's "\r\n" lines kept
 
     def write_json(self, path: pathlib.Path, values: dict[str, Any]) -> None:
         """Writes JSON atomically (temp file + rename): readers never see half a file."""
-        temp = path.with_suffix(path.suffix + ".tmp")
-        try:
-            with writing(path):  # a full disk: Python names no file
-                temp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-                os.replace(temp, path)
-        finally:  # a full disk or a bad value leaves no partial file either
-            temp.unlink(missing_ok=True)
+        write_atomic(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
 def _epoch(text: str) -> int | float:

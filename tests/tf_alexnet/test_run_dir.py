@@ -1,7 +1,10 @@
 """The run directory's one resolver: a run directory or a model file -> the model to use."""
 
+import builtins
 import errno
+import io
 import json
+import os
 import pathlib
 
 import pytest
@@ -42,16 +45,41 @@ def test_export_keeps_the_name():
     assert export.resolve_source is resolve_source
 
 
+def a_full_disk_for(monkeypatch, *names):
+    """Files named `names` opened for writing take their first bytes, then fail as a full
+    disk's buffered writes do: at their flush or close, with ENOSPC and no file name."""
+    real_open = builtins.open
+
+    class FullDisk(io.FileIO):
+        closing = False
+
+        def write(self, data):
+            super().write(bytes(data)[:5])
+            return len(data)
+
+        def flush(self):
+            if not self.closing:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            if not self.closed:
+                self.closing = True
+                super().close()
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+    def opening(file, mode="r", *args, **kwargs):
+        if "w" in mode and os.path.basename(file) in names:
+            return FullDisk(file, "w")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", opening)
+    monkeypatch.setattr(io, "open", opening)  # pathlib's
+
+
 def test_write_json_leaves_no_partial_file(tmp_path, monkeypatch):
     run = RunDir(tmp_path)
     run.write_json(run.metrics, {"epochs": 1})
-    write_text = pathlib.Path.write_text
-
-    def disk_full(self, text, *args, **kwargs):
-        write_text(self, text[:5], *args, **kwargs)
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(pathlib.Path, "write_text", disk_full)
+    a_full_disk_for(monkeypatch, "metrics.json.tmp")
     with pytest.raises(OSError, match="No space left"):
         run.write_json(run.metrics, {"epochs": 2})
     monkeypatch.undo()
@@ -128,21 +156,20 @@ def test_a_folder_overwrite_may_not_delete_is_named_by_its_path(tmp_path, monkey
 
 
 def test_a_full_disk_names_the_run_file_it_refused(tmp_path, monkeypatch):
-    """Python's buffered `write_text` fails at its close, naming no file: training into a
-    full disk said only "No space left on device." when it recorded config.json."""
-
-    def disk_full(self, text, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(pathlib.Path, "write_text", disk_full)
+    """Python's buffered writes fail at their close, naming no file: training into a full
+    disk said only "No space left on device." when it recorded config.json."""
     run = RunDir(tmp_path)
+    run.history.write_bytes(b"epoch,loss\r\n0,1\r\n1,2\r\n")
+    a_full_disk_for(monkeypatch, "config.json.tmp", "history.csv.tmp")
     with pytest.raises(OSError, match="No space left") as raised:
         run.write_json(run.config, {})
     assert raised.value.filename == str(run.config)
-    run.history.write_bytes(b"epoch,loss\r\n0,1\r\n1,2\r\n")
     with pytest.raises(OSError, match="No space left") as raised:
         run.truncate_history(1)
     assert raised.value.filename == str(run.history)
+    monkeypatch.undo()
+    assert run.history.read_bytes() == b"epoch,loss\r\n0,1\r\n1,2\r\n"  # as it was
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["history.csv"]
 
 
 def test_a_full_disk_at_an_epochs_end_names_the_history(tmp_path):
@@ -222,10 +249,7 @@ def test_a_backup_whose_record_a_full_disk_refuses_keeps_the_last_one(tmp_path, 
     callback._save_model()
     before = {path.name: path.read_bytes() for path in backup.iterdir()}
 
-    def disk_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(json, "dump", disk_full)
+    a_full_disk_for(monkeypatch, "training_metadata.json.tmp")
     callback._current_epoch = 2
     with pytest.raises(OSError, match="No space left") as raised:
         callback._save_model()
