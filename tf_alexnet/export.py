@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_alexnet import contract
-from tf_alexnet.errors import UserError
+from tf_alexnet.errors import UserError, writing
 from tf_alexnet.exported import (
     METADATA_FILE,
     WARMUP_FILE,
@@ -201,10 +201,9 @@ def training_policy(model: keras.Model) -> str:
     return names.pop() if len(names) == 1 else "float32" if not names else "mixed"
 
 
-def sample_outputs(model: keras.Model, encoded_images: Sequence[bytes]) -> np.ndarray:
-    """The model's outputs on the sample images, in float64: what an export checks, scales
-    its tolerances by and validates against (the model is run once for all three)."""
-    pixels = encoded_batch(encoded_images, model.input_shape[1:])
+def sample_outputs(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
+    """The model's outputs on the sample images' `pixels`, in float64: what an export checks,
+    scales its tolerances by and validates against (the model is run once for all three)."""
     return np.asarray(model(pixels, training=False), np.float64)
 
 
@@ -212,11 +211,11 @@ def validate(
     saved_model_dir: pathlib.Path,
     model: keras.Model,
     encoded_images: Sequence[bytes],
+    pixels: np.ndarray,
     outputs: np.ndarray,
 ) -> float:
     """Max |probability difference| between the SavedModel's two signatures and Keras, whose
-    `outputs` on the images (`sample_outputs`) are given."""
-    pixels = encoded_batch(encoded_images, model.input_shape[1:])
+    `outputs` on the images (their `pixels` decoded, `sample_outputs`) are given."""
     expected = to_probabilities(outputs, from_logits=not outputs_probabilities(model))
     with without_bf16_rewrite():  # a process that serves in bf16 still checks in float32
         loaded = tf.saved_model.load(str(saved_model_dir))
@@ -250,22 +249,26 @@ def logit_scale(model: keras.Model, outputs: np.ndarray) -> float:
     return max(1.0, largest / LOGIT_SCALE)
 
 
-def check_samples(model: keras.Model, encoded_images: Sequence[bytes]) -> np.ndarray:
+def check_samples(
+    model: keras.Model, encoded_images: Sequence[bytes]
+) -> tuple[np.ndarray, np.ndarray]:
     """Refuses sample images that do not decode, and a model whose outputs on them are not
-    finite (a diverged training), before anything is written; returns the outputs."""
+    finite (a diverged training), before anything is written; returns the images' pixels
+    and the outputs."""
     from tf_alexnet.sources import image_problem
 
     for index, data in enumerate(encoded_images, start=1):
         if problem := image_problem(data):
             raise UserError(f"Sample image {index} of {len(encoded_images)} is {problem}.")
-    outputs = sample_outputs(model, encoded_images)
+    pixels = encoded_batch(encoded_images, model.input_shape[1:])
+    outputs = sample_outputs(model, pixels)
     if not np.isfinite(outputs).all():
         raise UserError(
             "The model's outputs are not finite (NaN/inf): the training diverged; train it "
             "again with a lower learning rate (--learning-rate) or a longer warm-up "
             "(--warmup-epochs). Nothing was exported."
         )
-    return outputs
+    return pixels, outputs
 
 
 TEMP_PREFIX = ".tmp-"
@@ -430,7 +433,7 @@ def export(
     class_names = list(class_names)
     if len(class_names) != classes:
         raise UserError(f"The model has {classes} classes but {len(class_names)} class names.")
-    outputs = check_samples(model, sample_images)
+    pixels, outputs = check_samples(model, sample_images)
 
     model_dir = pathlib.Path(base_path) / name
     numbered = version is None  # the next free number, even if another export takes this one
@@ -453,7 +456,7 @@ def export(
         with tf.io.TFRecordWriter(str(folder.warmup_file)) as writer:
             for record in warmup_records(name, sample_images):
                 writer.write(record)
-        difference = validate(temp, model, sample_images, outputs)
+        difference = validate(temp, model, sample_images, pixels, outputs)
         scale = logit_scale(model, outputs)
         allowed = MAX_ABS_DIFFERENCE * scale
         if not difference <= allowed:  # NaN fails too
@@ -464,7 +467,7 @@ def export(
         trained_difference = (
             difference
             if trained is model
-            else validate(temp, trained, sample_images, sample_outputs(trained, sample_images))
+            else validate(temp, trained, sample_images, pixels, sample_outputs(trained, pixels))
         )
         tolerance = scale * TRAINING_PRECISION_TOLERANCE.get(
             policy, max(TRAINING_PRECISION_TOLERANCE.values())
@@ -504,15 +507,13 @@ def export(
             version = _next_version(model_dir)
             final = model_dir / str(version)
             folder.write_metadata({**metadata, "version": version})
-    except BaseException as err:
+    except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         release_export_lock(temp, lock)
         for made in created:  # the folders made for this export, if nothing else is there
             with contextlib.suppress(OSError):
                 made.rmdir()
-        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
-            # A write refused at its close (metadata.json on a full disk) names no file.
-            raise OSError(err.errno, os.strerror(err.errno), str(model_dir)) from err
-        raise
+        with writing(model_dir):  # a write refused at its close (metadata.json) names no file
+            raise
     release_export_lock(temp, lock)
     return ExportResult(final, version, difference, policy, trained_difference)

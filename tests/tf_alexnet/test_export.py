@@ -179,19 +179,26 @@ def test_an_export_runs_the_model_on_its_samples_once(
     trained_run, test_images, tmp_path, monkeypatch
 ):
     """It ran it three times (to check the outputs are finite, to validate the SavedModel
-    against them, and to scale the tolerances by them): three d2l forward passes."""
+    against them, and to scale the tolerances by them): three d2l forward passes. It decodes
+    the images once too (validating decoded them again)."""
     import tf_alexnet.export as export_lib
 
-    calls = []
-    run_model = export_lib.sample_outputs
+    calls, decoded = [], []
+    run_model, decode = export_lib.sample_outputs, export_lib.encoded_batch
 
-    def counted(model, images):
-        calls.append(len(images))
-        return run_model(model, images)
+    def counted(model, pixels):
+        calls.append(len(pixels))
+        return run_model(model, pixels)
+
+    def counted_decode(images, shape):
+        decoded.append(len(images))
+        return decode(images, shape)
 
     monkeypatch.setattr(export_lib, "sample_outputs", counted)
+    monkeypatch.setattr(export_lib, "encoded_batch", counted_decode)
     export(trained_run, tmp_path, sample_images=test_images[:3])
     assert calls == [3]
+    assert decoded == [3]
 
 
 def test_failed_export_leaves_nothing(trained_run, test_images, tmp_path):
@@ -371,8 +378,13 @@ def test_a_model_with_non_finite_outputs_is_not_exported(diverged_model, tmp_pat
     with pytest.raises(UserError, match=r"The model's outputs are not finite \(NaN/inf\): the "):
         export(diverged_model, base, sample_images=[_png()])
     assert not base.exists()
+
     # And the comparison itself: a NaN difference fails it (NaN > tolerance is False).
-    monkeypatch.setattr(export_lib, "check_samples", export_lib.sample_outputs)  # unchecked
+    def unchecked(model, images):
+        pixels = export_lib.encoded_batch(images, model.input_shape[1:])
+        return pixels, export_lib.sample_outputs(model, pixels)
+
+    monkeypatch.setattr(export_lib, "check_samples", unchecked)
     with pytest.raises(export_lib.ExportMismatch, match=r"max \|difference\| nan > 1e-05"):
         export(diverged_model, base, sample_images=[_png()])
     assert not base.exists()
@@ -590,6 +602,7 @@ def test_a_model_with_large_logits_exports(policy, test_images, tmp_path):
         logit_scale,
         sample_outputs,
     )
+    from tf_alexnet.preprocess import encoded_batch
 
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(policy)
@@ -606,7 +619,8 @@ def test_a_model_with_large_logits_exports(policy, test_images, tmp_path):
         tf.io.encode_png(rng.integers(0, 256, (28, 28, 1)).astype(np.uint8)).numpy()
         for _ in range(8)
     ]
-    scale = logit_scale(model, sample_outputs(model, samples))
+    pixels = encoded_batch(samples, (28, 28, 1))
+    scale = logit_scale(model, sample_outputs(model, pixels))
     assert 20 < scale < 100  # logits of ~200 over 5
     result = export(tmp_path / "large.keras", tmp_path / "models", sample_images=samples)
     assert result.max_abs_difference <= MAX_ABS_DIFFERENCE * scale
@@ -617,7 +631,7 @@ def test_a_model_with_large_logits_exports(policy, test_images, tmp_path):
         assert max(result.max_abs_difference, to_trained) > MAX_ABS_DIFFERENCE
     # The tolerances grow only with the logits: a model with small ones keeps them.
     small = AlexNet(variant="mini", input_shape=(28, 28, 1), classes=3)
-    assert logit_scale(small, sample_outputs(small, samples)) == 1
+    assert logit_scale(small, sample_outputs(small, pixels)) == 1
 
 
 def test_a_full_disk_while_exporting_names_the_model_folder(
