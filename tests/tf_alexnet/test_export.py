@@ -595,7 +595,7 @@ def test_a_model_with_large_logits_exports(policy, test_images, tmp_path):
     about 200 (in float32, 1.5e-5 apart)."""
     import keras
 
-    from tf_alexnet import AlexNet
+    from tf_alexnet import AlexNet, startup
     from tf_alexnet.export import (
         MAX_ABS_DIFFERENCE,
         TRAINING_PRECISION_TOLERANCE,
@@ -627,7 +627,11 @@ def test_a_model_with_large_logits_exports(policy, test_images, tmp_path):
     metadata = json.loads((result.path / "assets.extra" / "metadata.json").read_text())
     to_trained = metadata["precision"]["max_abs_difference_to_trained"]
     assert to_trained <= TRAINING_PRECISION_TOLERANCE[policy] * scale
-    if policy == "float32":  # past the fixed tolerance: this export was refused
+    if policy == "float32" and startup.onednn_in_use():
+        # Past the fixed tolerance: this export was refused. oneDNN's fused kernels round the
+        # SavedModel's graph apart from Keras (as `tf-alexnet export` runs on every x86 CPU);
+        # Eigen's, which a library process gets on an AVX2-only CPU, computed both alike
+        # (3.5e-8 apart on an AMD EPYC).
         assert max(result.max_abs_difference, to_trained) > MAX_ABS_DIFFERENCE
     # The tolerances grow only with the logits: a model with small ones keeps them.
     small = AlexNet(variant="mini", input_shape=(28, 28, 1), classes=3)
