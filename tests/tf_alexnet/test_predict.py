@@ -107,7 +107,10 @@ def test_images_are_decoded_once_unless_one_of_a_batch_does_not_decode(
     assert len(checked) == 3 and calls == [3, 2]
     assert mixed[0].error is None and mixed[2].error is None
     assert mixed[1].error.startswith("a PNG file that could not be decoded (")
-    assert mixed[0].top == alone[0].top and mixed[2].top == alone[2].top
+    for again, first in ((mixed[0], alone[0]), (mixed[2], alone[2])):  # a batch of 2, not 3:
+        # Eigen's kernels (an AVX2-only CPU) round a batch's outputs by its size, 1e-7 apart
+        assert [top[:2] for top in again.top] == [top[:2] for top in first.top]
+        assert [top[2] for top in again.top] == pytest.approx([top[2] for top in first.top])
 
 
 def test_images_are_read_a_batch_at_a_time_and_answered_as_they_are_scored(
