@@ -52,9 +52,12 @@ def a_full_disk_for(monkeypatch, *names):
 
     class FullDisk(io.FileIO):
         closing = False
+        buffered = False  # under Python's buffer, whose flush writes here
 
         def write(self, data):
             super().write(bytes(data)[:5])
+            if self.buffered:
+                raise OSError(errno.ENOSPC, "No space left on device")
             return len(data)
 
         def flush(self):
@@ -68,8 +71,12 @@ def a_full_disk_for(monkeypatch, *names):
                 raise OSError(errno.ENOSPC, "No space left on device")
 
     def opening(file, mode="r", *args, **kwargs):
-        if "w" in mode and os.path.basename(file) in names:
-            return FullDisk(file, "w")
+        if ("w" in mode or "a" in mode) and os.path.basename(file) in names:
+            disk = FullDisk(file, "a" if "a" in mode else "w")
+            if "b" in mode:
+                return disk
+            disk.buffered = True
+            return io.TextIOWrapper(io.BufferedWriter(disk))
         return real_open(file, mode, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", opening)
@@ -172,25 +179,20 @@ def test_a_full_disk_names_the_run_file_it_refused(tmp_path, monkeypatch):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["history.csv"]
 
 
-def test_a_full_disk_at_an_epochs_end_names_the_history(tmp_path):
+def test_a_full_disk_at_an_epochs_end_names_the_history(tmp_path, monkeypatch):
     """Keras's CSVLogger flushes each row from a buffer, which names no file: a full disk at
     an epoch's end said only "No space left on device."."""
-    import io
-
     from tf_alexnet.callbacks import HistoryLogger
 
-    class FullDisk(io.StringIO):
-        def flush(self):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
     run = RunDir(tmp_path)
+    a_full_disk_for(monkeypatch, run.history.name)
     logger = HistoryLogger(str(run.history), append=True)
     logger.on_train_begin()
-    logger.csv_file.close()
-    logger.csv_file = FullDisk()
     with pytest.raises(OSError, match="No space left") as raised:
         logger.on_epoch_end(0, {"loss": 1.0})
     assert raised.value.filename == str(run.history)
+    with pytest.raises(OSError, match="No space left"):  # as a full disk's file closes
+        logger.csv_file.close()
 
 
 def test_a_trainer_refused_a_new_run_directory_leaves_it_to_its_holder(tmp_path, monkeypatch):
