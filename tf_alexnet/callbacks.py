@@ -18,7 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_alexnet.errors import UserError, write_atomic, writing
+from tf_alexnet.errors import UserError
+from tf_alexnet.files import write_atomic, writing
 from tf_alexnet.interrupts import raise_if_signalled
 from tf_alexnet.saving import save_model_atomic
 

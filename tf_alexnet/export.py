@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_alexnet import contract
-from tf_alexnet.errors import UserError, writing
+from tf_alexnet.errors import UserError
 from tf_alexnet.exported import (
     METADATA_FILE,
     WARMUP_FILE,
@@ -44,6 +44,7 @@ from tf_alexnet.exported import (
     next_version,
     saved_model_path,
 )
+from tf_alexnet.files import writing
 from tf_alexnet.hardware import without_bf16_rewrite
 from tf_alexnet.model import check_classifier, has_test_time_flip, outputs_probabilities
 from tf_alexnet.predictions import to_probabilities, trained_class_names, unnamed_classes

@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from tf_alexnet.errors import write_atomic
+from tf_alexnet.files import write_atomic
 
 
 def training_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str]) -> None:

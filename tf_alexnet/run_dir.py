@@ -16,7 +16,8 @@ from typing import Any
 
 from tf_alexnet import config as config_lib
 from tf_alexnet import contract
-from tf_alexnet.errors import UserError, write_atomic
+from tf_alexnet.errors import UserError
+from tf_alexnet.files import write_atomic
 
 # Settings that may change when a killed run is resumed.
 RESUMABLE_CHANGES = frozenset({"epochs", "collective_timeout"})

@@ -13,7 +13,8 @@ import keras
 import numpy as np
 
 from tf_alexnet import contract
-from tf_alexnet.errors import UserError, writing
+from tf_alexnet.errors import UserError
+from tf_alexnet.files import writing
 
 
 def load_model(
