@@ -154,9 +154,13 @@ def evaluation_source(target: str) -> tuple[pathlib.Path, pathlib.Path]:
 
     refuse_a_folder_of_runs(target)
     path = pathlib.Path(target)
-    if not path.is_dir() or RunDir(path).is_run():
+    # A run's model without `resolve_source`'s metrics: they are not used here, and its note
+    # on an earlier report would come before the report that replaces it.
+    if RunDir(path).is_run():
+        return RunDir(path).model_path(), path
+    if not path.is_dir():
         model_path, _ = resolve_source(target)
-        return model_path, path if path.is_dir() else path.parent
+        return model_path, path.parent
     try:
         version = ExportedModel.find(path).path
     except UserError:

@@ -20,7 +20,7 @@ from tf_alexnet.model import check_classifier
 from tf_alexnet.pipeline import PipelineSpec
 from tf_alexnet.predictions import to_probabilities, trained_class_names
 from tf_alexnet.progress import report_progress
-from tf_alexnet.run_dir import RunDir
+from tf_alexnet.run_dir import EVALUATED_MODEL_KEY, RunDir, model_fingerprint
 from tf_alexnet.saving import load_model
 from tf_alexnet.sources import skipped_notice
 
@@ -94,7 +94,12 @@ def evaluate(
     that fails (a read-only or full disk) loses no result. An empty test split is refused
     in one line, before anything is written; `of_run` says that `config` is a run's own, for
     the way out that line gives.
+
+    The report records the SHA-256 of a `.keras` file, read before the model is loaded, so
+    that a run's test accuracy is taken only for the model file it scored
+    (`RunDir.evaluation_of`).
     """
+    fingerprint = model_fingerprint(model_path) if pathlib.Path(model_path).is_file() else None
     model = scorer(model_path)
     height, width, channels = model.input_shape
     pipeline = PipelineSpec(
@@ -149,6 +154,8 @@ def evaluate(
     probabilities = np.concatenate(outputs)
     report = classification_report(y_true, probabilities, datasets.class_names)
     report["model"] = str(model_path)
+    if fingerprint is not None:
+        report[EVALUATED_MODEL_KEY] = fingerprint
     report["dataset"] = config.image_folder or config.dataset
     if on_report is not None:
         on_report(report)

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -21,6 +22,9 @@ from tf_alexnet.files import write_atomic
 
 # Settings that may change when a killed run is resumed.
 RESUMABLE_CHANGES = frozenset({"epochs", "collective_timeout"})
+
+# The key of `evaluation.json` that holds the SHA-256 of the model file it scored.
+EVALUATED_MODEL_KEY = "model_sha256"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +142,33 @@ class RunDir:
                 return path
         raise UserError(f"The run {str(self.root)!r} has no saved model yet.")
 
+    def evaluation_of(self, model: pathlib.Path) -> tuple[dict[str, Any] | None, str | None]:
+        """`evaluation.json` if it scored `model` as the file is now, else None and why not
+        (None too when the run was not evaluated).
+
+        The report records the SHA-256 of the file it scored (`model_fingerprint`). Another
+        one is of another model: an earlier one (`evaluate` ran while a training still ran
+        here, or `best.keras` was replaced since), or `final.keras`. A report without one
+        (from tf-alexnet before they were recorded) may be any of these: left out too, as a
+        test accuracy that is not the model's is worse than none, and `evaluate` gives it.
+        """
+        if not self.evaluation.is_file():
+            return None, None
+        report = json.loads(self.evaluation.read_text())
+        again = f"tf-alexnet evaluate {str(self.root)!r} scores it"
+        recorded = report.get(EVALUATED_MODEL_KEY)
+        if recorded is None:
+            return None, (
+                f"{str(self.evaluation)!r} does not say which model it scored (an earlier "
+                f"tf-alexnet wrote it): its test accuracy is left out; {again}."
+            )
+        if recorded != model_fingerprint(model):
+            return None, (
+                f"{str(self.evaluation)!r} is of another model than {str(model)!r} as it is "
+                f"now: its test accuracy is left out; {again}."
+            )
+        return report, None
+
     def load_config(self) -> config_lib.TrainConfig:
         return config_lib.from_recorded(config_lib.read_file(self.config))
 
@@ -217,11 +248,20 @@ def _number(text: str) -> float:
         return float("nan")
 
 
+def model_fingerprint(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a model file's bytes, which `evaluation.json` records (`evaluate` reads
+    it before loading the model: a file replaced meanwhile then mismatches). A 230 MB file
+    takes about 0.2 s when the page cache has it."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
 def resolve_source(source: str | os.PathLike[str]) -> tuple[pathlib.Path, dict[str, Any]]:
     """A run directory or a `.keras` file -> (model path, training metrics if known).
 
     A run directory gives its best model (else its final one) and its `metrics.json`, with the
-    test accuracy from `evaluation.json` when the run was evaluated.
+    test accuracy from `evaluation.json` when that scored this model file as it is now
+    (`RunDir.evaluation_of`; a note says why one is left out).
     """
     path = pathlib.Path(source)
     if path.is_dir():
@@ -229,10 +269,13 @@ def resolve_source(source: str | os.PathLike[str]) -> tuple[pathlib.Path, dict[s
         if not run.is_run():
             raise UserError(f"{str(path)!r} is not a run directory (no config.json).")
         metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
-        if run.evaluation.is_file():
-            evaluation = json.loads(run.evaluation.read_text())
+        model = run.model_path()
+        evaluation, left_out = run.evaluation_of(model)
+        if evaluation is not None:
             metrics["test_accuracy"] = evaluation.get("accuracy")
-        return run.model_path(), metrics
+        elif left_out:
+            print(f"Note: {left_out}", flush=True)
+        return model, metrics
     if path.is_file():
         return path, {}
     raise UserError(f"No run directory or model file at {str(path)!r}.")

@@ -169,3 +169,35 @@ def test_a_picture_a_full_disk_refuses_names_its_file_and_keeps_the_last_one(tmp
     assert raised.value.errno == errno.EFBIG and raised.value.filename == str(path)
     assert path.read_bytes() == b"the last picture"
     assert [child.name for child in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_runs_test_accuracy_is_of_the_model_evaluate_scored(tmp_path, capsys):
+    """`evaluate RUN_DIR` before the run's best.keras was replaced (a training still running):
+    `export` copied that report's accuracy into the newer model's metadata as its own."""
+    import json
+
+    from tests.tf_alexnet.test_export import _image_folder
+    from tests.tf_alexnet.test_predict import confident_mini, png32
+    from tf_alexnet import config as config_lib
+    from tf_alexnet.cli import main
+    from tf_alexnet.export import export
+    from tf_alexnet.run_dir import RunDir, resolve_source
+
+    folder = _image_folder(tmp_path / "data", ["a", "b"])
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    config = config_lib.resolve("quick", overrides={"image_folder": str(folder)})
+    run.write_json(run.config, config.to_dict())
+    run.write_json(run.classes, {"class_names": ["a", "b"]})
+    confident_mini().save(run.best_model)  # class 0 for every image: accuracy 0.5
+    assert main(["evaluate", str(run.root)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert resolve_source(run.root)[1] == {"test_accuracy": 0.5}
+    assert capsys.readouterr().out == ""
+
+    confident_mini(name="newer").save(run.best_model)  # the training's next best model
+    assert resolve_source(run.root)[1] == {}
+    assert "its test accuracy is left out" in capsys.readouterr().out
+    result = export(run.root, tmp_path / "models", sample_images=[png32()])
+    metadata = json.loads((result.path / "assets.extra" / "metadata.json").read_text())
+    assert metadata["training_metrics"] == {}

@@ -11,7 +11,7 @@ import pytest
 
 from tf_alexnet import export
 from tf_alexnet.errors import UserError
-from tf_alexnet.run_dir import RunDir, resolve_source
+from tf_alexnet.run_dir import RunDir, model_fingerprint, resolve_source
 
 
 def test_a_run_gives_its_best_model_and_its_metrics(tmp_path):
@@ -24,11 +24,34 @@ def test_a_run_gives_its_best_model_and_its_metrics(tmp_path):
     assert resolve_source(run.root) == (run.final_model, {})
     run.best_model.write_bytes(b"")
     run.metrics.write_text(json.dumps({"best_val_accuracy": 0.9}))
-    run.evaluation.write_text(json.dumps({"accuracy": 0.88}))
+    scored = {"accuracy": 0.88, "model_sha256": model_fingerprint(run.best_model)}
+    run.evaluation.write_text(json.dumps(scored))
     assert resolve_source(run.root) == (
         run.best_model,
         {"best_val_accuracy": 0.9, "test_accuracy": 0.88},
     )
+
+
+def test_an_evaluation_of_another_model_file_is_left_out_and_said(tmp_path, capsys):
+    """`evaluate` while a training still ran there, a best.keras replaced since, a report of
+    final.keras: export put that report's accuracy in the metadata of the run's model. A
+    report that names no model file (an earlier tf-alexnet's) is left out as well."""
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.config.write_text("{}")
+    run.best_model.write_bytes(b"the model now")
+    run.final_model.write_bytes(b"the model scored")
+    for scored, said in (
+        ({"model_sha256": model_fingerprint(run.final_model)}, "is of another model than"),
+        ({}, "does not say which model it scored (an earlier tf-alexnet wrote it)"),
+    ):
+        run.evaluation.write_text(json.dumps({"accuracy": 0.88, **scored}))
+        assert resolve_source(run.root) == (run.best_model, {})
+        out = capsys.readouterr().out
+        assert out.startswith(f"Note: {str(run.evaluation)!r} {said}") and out.count("\n") == 1
+        assert out.endswith(
+            f": its test accuracy is left out; tf-alexnet evaluate {str(run.root)!r} scores it.\n"
+        )
 
 
 def test_a_model_file_is_itself_and_anything_else_is_a_user_error(tmp_path):
