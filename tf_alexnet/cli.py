@@ -190,7 +190,7 @@ def run_settings_refused(args: argparse.Namespace) -> list[str]:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from tf_alexnet.evaluate import evaluate, format_report
-    from tf_alexnet.run_dir import RunDir
+    from tf_alexnet.run_dir import RunDir, in_use_by_a_training
 
     model_path, default_output = evaluation_source(args.target)
     of_run = RunDir(pathlib.Path(args.target)).is_run()
@@ -201,6 +201,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise UserError(
             f"evaluate RUN_DIR uses the run's own data settings (config.json); "
             f"{', '.join(refused)} {verb} to a .keras file or an export."
+        )
+    run = RunDir(model_path.parent)  # a run's model (RUN_DIR or RUN_DIR/best.keras)
+    if run.is_run() and in_use_by_a_training(run.root):
+        print(
+            f"Note: {str(run.root)!r} is still training: this report describes its "
+            f"{model_path.name} as of now.",
+            flush=True,
         )
     config = run_data_config(
         args.target, args.preset, args.config, overrides_from(args, DATA_FLAGS)

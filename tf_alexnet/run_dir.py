@@ -348,6 +348,26 @@ def _flocked(path: pathlib.Path) -> Iterator[None]:
         os.close(handle)
 
 
+def in_use_by_a_training(root: str | os.PathLike[str]) -> bool:
+    """Whether a training process holds the run directory `root` (`in_use_by_this_process`).
+
+    A shared `flock`, tried without waiting on a descriptor of its own and released at once:
+    it fails while a holder has its exclusive lock, and leaves that lock as it is. (A training
+    that starts in the microseconds the probe holds it is refused as if another ran.)
+    """
+    try:
+        handle = os.open(root, os.O_RDONLY)
+    except OSError:  # gone, or not ours to read: no training of ours there
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)  # releases the probe's own lock
+    return False
+
+
 def prepare(
     root: str | os.PathLike[str], config: config_lib.TrainConfig, overwrite: bool
 ) -> RunDir:

@@ -172,7 +172,7 @@ def test_a_picture_a_full_disk_refuses_names_its_file_and_keeps_the_last_one(tmp
 
 
 def test_a_runs_test_accuracy_is_of_the_model_evaluate_scored(tmp_path, capsys):
-    """`evaluate RUN_DIR` before the run's best.keras was replaced (a training still running):
+    """`evaluate RUN_DIR` while the run still trained (or before its best.keras was replaced):
     `export` copied that report's accuracy into the newer model's metadata as its own."""
     import json
 
@@ -181,7 +181,7 @@ def test_a_runs_test_accuracy_is_of_the_model_evaluate_scored(tmp_path, capsys):
     from tf_alexnet import config as config_lib
     from tf_alexnet.cli import main
     from tf_alexnet.export import export
-    from tf_alexnet.run_dir import RunDir, resolve_source
+    from tf_alexnet.run_dir import RunDir, in_use_by_this_process, resolve_source
 
     folder = _image_folder(tmp_path / "data", ["a", "b"])
     run = RunDir(tmp_path / "run")
@@ -190,8 +190,13 @@ def test_a_runs_test_accuracy_is_of_the_model_evaluate_scored(tmp_path, capsys):
     run.write_json(run.config, config.to_dict())
     run.write_json(run.classes, {"class_names": ["a", "b"]})
     confident_mini().save(run.best_model)  # class 0 for every image: accuracy 0.5
-    assert main(["evaluate", str(run.root)]) == 0, capsys.readouterr().err
-    capsys.readouterr()
+    with in_use_by_this_process(run.root):  # a training holds the run
+        assert main(["evaluate", str(run.root)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.startswith(
+        f"Note: {str(run.root)!r} is still training: this report describes its best.keras as "
+        "of now.\n"
+    )
     assert resolve_source(run.root)[1] == {"test_accuracy": 0.5}
     assert capsys.readouterr().out == ""
 

@@ -54,6 +54,25 @@ def test_an_evaluation_of_another_model_file_is_left_out_and_said(tmp_path, caps
         )
 
 
+def test_a_probe_of_a_run_directory_leaves_its_trainings_lock(tmp_path):
+    """`evaluate RUN_DIR` asks whether a training holds the run: the probe must not take the
+    lock from it, nor keep one that refuses the next training."""
+    from tf_alexnet.run_dir import in_use_by_a_training, in_use_by_this_process
+
+    path = tmp_path / "run"
+    assert not in_use_by_a_training(path)  # no folder yet
+    with in_use_by_this_process(path):
+        assert in_use_by_a_training(path) and in_use_by_a_training(path)
+        with (
+            pytest.raises(UserError, match="in use by another training process"),
+            in_use_by_this_process(path),
+        ):
+            pass
+    assert not in_use_by_a_training(path)
+    with in_use_by_this_process(path):  # the probe kept no lock
+        pass
+
+
 def test_a_model_file_is_itself_and_anything_else_is_a_user_error(tmp_path):
     model = tmp_path / "model.keras"
     model.write_bytes(b"")
