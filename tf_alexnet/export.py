@@ -8,11 +8,11 @@
 
 Both answer per image: probabilities, class id, class name and the top-k ids and scores.
 The version folder is built under a non-integer temporary name (TF Serving ignores those),
-validated, then renamed: a crash leaves no partial version and never touches another one, and
-the next export deletes the temporary folder a killed one left (from any container that shares
-the folder: each export holds a lock beside its temporary folder while it builds it). The
-sample images are checked first (they decode; the model's outputs on them are finite), so a
-refused export writes nothing.
+validated, synced to the disk, then renamed: a crash (a power loss too) leaves no partial
+version and never touches another one, and the next export deletes the temporary folder a
+killed one left (from any container that shares the folder: each export holds a lock beside its
+temporary folder while it builds it). The sample images are checked first (they decode; the
+model's outputs on them are finite), so a refused export writes nothing.
 The folder's layout, and reading it back, belong to `tf_alexnet.exported`.
 """
 
@@ -44,7 +44,7 @@ from tf_alexnet.exported import (
     next_version,
     saved_model_path,
 )
-from tf_alexnet.files import writing
+from tf_alexnet.files import sync, sync_tree, writing
 from tf_alexnet.hardware import without_bf16_rewrite
 from tf_alexnet.model import check_classifier, has_test_time_flip, outputs_probabilities
 from tf_alexnet.predictions import to_probabilities, trained_class_names, unnamed_classes
@@ -364,13 +364,20 @@ def _missing_folders(path: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _publish(temp: pathlib.Path, final: pathlib.Path) -> bool:
-    """Renames `temp` to `final` (atomic on one filesystem); False if `final` exists."""
+    """Renames `temp` to `final` (atomic on one filesystem); False if `final` exists.
+
+    Durable too: `temp`'s files and folders reach the disk before the rename, and the rename
+    after it, so a power loss leaves the version either absent or whole (the rename alone can
+    reach the disk before the files' data: TF Serving would find them empty or cut short).
+    """
+    sync_tree(temp)
     try:
         os.rename(temp, final)
     except OSError as err:
         if err.errno in (errno.EEXIST, errno.ENOTEMPTY):
             return False
         raise
+    sync(final.parent)
     return True
 
 

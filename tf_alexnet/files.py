@@ -1,7 +1,9 @@
 """Writing files so that a failure names them and leaves nothing half-written."""
 
 import contextlib
+import errno
 import os
+import stat
 from collections.abc import Iterator
 
 
@@ -36,3 +38,31 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bo
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temp)
+
+
+def sync(path: str | os.PathLike[str]) -> None:
+    """Syncs one file's bytes, or one folder's entries (the names made, renamed or deleted in
+    it), to the disk. A filesystem that cannot sync folders (EINVAL) is left as it is."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError as err:
+        if err.errno != errno.EINVAL or not stat.S_ISDIR(os.fstat(descriptor).st_mode):
+            raise
+    finally:
+        os.close(descriptor)
+
+
+def sync_tree(path: str | os.PathLike[str]) -> None:
+    """Syncs every regular file under the folder `path`, and every folder's entries, `path`'s
+    own included: before a rename publishes `path`. A rename's metadata can reach the disk
+    before the data written under the old name, so after a power loss the new name could hold
+    empty or truncated files. The caller syncs the rename's parent after it. Symlinks are not
+    followed."""
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                sync_tree(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                sync(entry.path)
+    sync(path)
