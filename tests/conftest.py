@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -119,6 +120,57 @@ def write_image_folder(
                 pixels = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
                 (root / split / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
     return root
+
+
+Inode = tuple[int, int]
+SyncEvent = tuple[str, Inode, str] | tuple[str, str, str]
+
+
+@pytest.fixture
+def disk_syncs(monkeypatch: pytest.MonkeyPatch) -> list[SyncEvent]:
+    """The real `os.fsync`, `os.rename` and `os.replace` calls, in order, as they ran:
+    `("fsync", inode, path)` and `("rename" | "replace", source, target)`. A power loss cannot be
+    tested, but what was synced before a rename and after it can. Synced files are told by inode
+    (see `synced_around`), as the rename changes their paths."""
+    events: list[SyncEvent] = []
+    fsync, rename, replace = os.fsync, os.rename, os.replace
+
+    def recorded_fsync(descriptor: int) -> None:
+        fsync(descriptor)
+        path = os.readlink(f"/proc/self/fd/{descriptor}")
+        events.append(("fsync", inode(descriptor), path))
+
+    def recorded(kind: str, move: Any) -> Any:
+        def recorded_move(source: Any, target: Any, **kwargs: Any) -> None:
+            move(source, target, **kwargs)
+            events.append((kind, os.fspath(source), os.fspath(target)))
+
+        return recorded_move
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "rename", recorded("rename", rename))
+    monkeypatch.setattr(os, "replace", recorded("replace", replace))
+    return events
+
+
+def inode(path: int | str | os.PathLike[str]) -> Inode:
+    """(device, inode) of a path or an open descriptor."""
+    status = os.fstat(path) if isinstance(path, int) else os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+def synced_around(
+    events: list[SyncEvent], target: str | os.PathLike[str]
+) -> tuple[set[Any], set[Any]]:
+    """The inodes `disk_syncs` saw synced before the one rename to `target`, and after it."""
+    [moved] = [
+        i
+        for i, (kind, _, to) in enumerate(events)
+        if kind in ("rename", "replace") and to == os.fspath(target)
+    ]
+    before = {event[1] for event in events[:moved] if event[0] == "fsync"}
+    after = {event[1] for event in events[moved + 1 :] if event[0] == "fsync"}
+    return before, after
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_cli
+from tests.conftest import inode, run_cli, synced_around
 from tf_alexnet import contract, load_exported, load_model
 from tf_alexnet.errors import UserError
 from tf_alexnet.export import WARMUP_FILE, export, next_version
@@ -391,43 +391,17 @@ def test_a_model_with_non_finite_outputs_is_not_exported(diverged_model, tmp_pat
 
 
 def test_a_version_reaches_the_disk_before_its_rename_and_the_rename_after(
-    mini_model, tmp_path, monkeypatch
+    mini_model, tmp_path, disk_syncs
 ):
     """Nothing was synced: a rename's metadata can reach the disk before the data written under
     the old name, so after a power loss the version folder could hold empty or cut-short files.
-    The real calls are recorded (by inode: the files change names with the rename)."""
-    events = []
-    fsync, rename = os.fsync, os.rename
-
-    def recorded_fsync(descriptor):
-        fsync(descriptor)
-        path = os.readlink(f"/proc/self/fd/{descriptor}")
-        status = os.fstat(descriptor)
-        events.append(("fsync", (status.st_dev, status.st_ino), path))
-
-    def recorded_rename(source, target):
-        rename(source, target)
-        events.append(("rename", os.fspath(source), os.fspath(target)))
-
-    monkeypatch.setattr(os, "fsync", recorded_fsync)
-    monkeypatch.setattr(os, "rename", recorded_rename)
+    Every file and folder of the version is synced before the rename, the model folder after."""
     result = export(mini_model, tmp_path, sample_images=[_png()])
-
-    [published] = [
-        i for i, event in enumerate(events) if event[0] == "rename" and event[2] == str(result.path)
-    ]
-    before = {inode for kind, inode, _ in events[:published] if kind == "fsync"}
-    after = {inode for kind, inode, _ in events[published + 1 :] if kind == "fsync"}
+    before, after = synced_around(disk_syncs, result.path)
     version = [result.path, *result.path.rglob("*")]
     assert {path.is_file() for path in version} == {True, False}  # files and folders
-    unsynced = [
-        str(path.relative_to(result.path))
-        for path in version
-        if (path.stat().st_dev, path.stat().st_ino) not in before
-    ]
-    assert unsynced == []
-    parent = result.path.parent.stat()
-    assert (parent.st_dev, parent.st_ino) in after
+    assert [str(p.relative_to(result.path)) for p in version if inode(p) not in before] == []
+    assert inode(result.path.parent) in after
 
 
 def test_killed_exports_of_other_containers_are_told_by_their_lock(mini_model, tmp_path):
