@@ -24,7 +24,8 @@ def writing(path: str | os.PathLike[str]) -> Iterator[None]:
 def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bool = False) -> None:
     """Writes `data` (text as UTF-8) to `path` through `<path>.tmp` and a rename: readers (and
     a kill) never see half a file, and a failed write (a full disk) names `path`, keeps the
-    previous file and leaves no temp file. `durable` syncs the bytes to the disk first."""
+    previous file and leaves no temp file. `durable` syncs the bytes to the disk before the
+    rename, and the rename after it: once it returns, a power loss keeps the new file."""
     path = os.fspath(path)
     temp = path + ".tmp"
     try:
@@ -35,6 +36,8 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bo
                     file.flush()
                     os.fsync(file.fileno())
             os.replace(temp, path)
+            if durable:
+                sync(os.path.dirname(path) or ".")
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temp)
