@@ -14,7 +14,7 @@ import numpy as np
 
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
-from tf_alexnet.files import writing
+from tf_alexnet.files import sync, writing
 
 
 def load_model(
@@ -131,7 +131,9 @@ _TEMP_NAME = re.compile(r"\.(?P<name>.+\.keras)\.(?P<pid>\d+)" + re.escape(_TEMP
 def save_model_atomic(model: keras.Model, path: str | os.PathLike[str]) -> None:
     """Saves a `.keras` file so that a reader (or a kill) never sees half of it.
 
-    A SIGKILL during the save leaves the temp file: `remove_stale_temps` deletes it later.
+    A SIGKILL during the save leaves the temp file: `remove_stale_temps` deletes it later. The
+    file is synced to the disk before the rename and the rename after it: a rename can reach the
+    disk before the data, and a power loss could leave an empty or cut-short `best.keras`.
     """
     path = os.fspath(path)
     directory, name = os.path.split(path)
@@ -139,7 +141,9 @@ def save_model_atomic(model: keras.Model, path: str | os.PathLike[str]) -> None:
     try:
         with writing(path):
             model.save(temp)
+            sync(temp)
             os.replace(temp, path)
+            sync(directory or ".")
     finally:
         if os.path.exists(temp):
             os.remove(temp)

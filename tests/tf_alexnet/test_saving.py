@@ -268,3 +268,21 @@ def test_load_model_refuses_an_optimizer_of_another_installed_backend(tmp_path):
     model.compile(optimizer="adam", loss="mse")
     model.fit(np.zeros((2, 28, 28, 1)), np.zeros((2, 10)), verbose=0)
     assert isinstance(model, keras.Model)
+
+
+def test_a_saved_model_reaches_the_disk_before_its_rename_and_the_rename_after(
+    tmp_path, disk_syncs
+):
+    """`best.keras` was renamed into place unsynced: after a power loss it could be empty or
+    cut short (a rename can reach the disk before the data), and export reads it."""
+    from tests.conftest import inode, synced_around
+    from tf_alexnet import AlexNet
+    from tf_alexnet.saving import save_model_atomic
+
+    model = AlexNet(input_shape=(28, 28, 1), variant="mini", width=0.25)
+    path = tmp_path / "best.keras"
+    for _ in range(2):  # a new file, then one over it
+        disk_syncs.clear()
+        save_model_atomic(model, path)
+        before, after = synced_around(disk_syncs, path)
+        assert inode(path) in before and inode(tmp_path) in after
