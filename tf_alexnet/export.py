@@ -515,6 +515,8 @@ def export(
             version = _next_version(model_dir)
             final = model_dir / str(version)
             folder.write_metadata({**metadata, "version": version})
+        for made in created:  # the folders made for it: their names in their parents too
+            sync(made.parent)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         release_export_lock(temp, lock)

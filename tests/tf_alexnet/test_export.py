@@ -395,13 +395,16 @@ def test_a_version_reaches_the_disk_before_its_rename_and_the_rename_after(
 ):
     """Nothing was synced: a rename's metadata can reach the disk before the data written under
     the old name, so after a power loss the version folder could hold empty or cut-short files.
-    Every file and folder of the version is synced before the rename, the model folder after."""
-    result = export(mini_model, tmp_path, sample_images=[_png()])
+    Every file and folder of the version is synced before the rename, the model folder after,
+    and the folders the export made, in their parents (a first export into a new base could
+    vanish whole)."""
+    result = export(mini_model, tmp_path / "new" / "models", sample_images=[_png()])
     before, after = synced_around(disk_syncs, result.path)
     version = [result.path, *result.path.rglob("*")]
     assert {path.is_file() for path in version} == {True, False}  # files and folders
     assert [str(p.relative_to(result.path)) for p in version if inode(p) not in before] == []
-    assert inode(result.path.parent) in after
+    made = [result.path.parent, *result.path.parent.parents][:4]  # alexnet, models, new, tmp
+    assert [str(folder) for folder in made if inode(folder) not in after] == []
 
 
 def test_killed_exports_of_other_containers_are_told_by_their_lock(mini_model, tmp_path):
