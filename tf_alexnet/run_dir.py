@@ -229,8 +229,10 @@ class RunDir:
         write_atomic(self.history, output.getvalue())  # CSVLogger's "\r\n" lines kept
 
     def write_json(self, path: pathlib.Path, values: dict[str, Any]) -> None:
-        """Writes JSON atomically (temp file + rename): readers never see half a file."""
-        write_atomic(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
+        """Writes JSON atomically (temp file + rename): readers never see half a file. And
+        durably: `metrics.json` is written before the backup is removed, and a power loss
+        could have left it empty with no backup to train it again from."""
+        write_atomic(path, json.dumps(values, indent=2, sort_keys=True) + "\n", durable=True)
 
 
 def _epoch(text: str) -> int | float:

@@ -9,6 +9,7 @@ import pathlib
 
 import pytest
 
+from tests.conftest import inode, synced_around
 from tf_alexnet import export
 from tf_alexnet.errors import UserError
 from tf_alexnet.run_dir import RunDir, model_fingerprint, resolve_source
@@ -299,3 +300,13 @@ def test_a_backup_whose_record_a_full_disk_refuses_keeps_the_last_one(tmp_path, 
         callback._save_model()
     assert raised.value.filename == str(backup / "training_metadata.json")
     assert {path.name: path.read_bytes() for path in backup.iterdir()} == before
+
+
+def test_a_runs_json_files_reach_the_disk_before_they_are_relied_on(tmp_path, disk_syncs):
+    """`metrics.json` was renamed into place unsynced, and then the backup was removed: after a
+    power loss the run could hold an empty metrics.json and nothing to train it again from."""
+    run = RunDir(tmp_path)
+    run.write_json(run.metrics, {"epochs": 1})
+    before, after = synced_around(disk_syncs, run.metrics)
+    assert inode(run.metrics) in before and inode(tmp_path) in after
+    assert json.loads(run.metrics.read_text()) == {"epochs": 1}
