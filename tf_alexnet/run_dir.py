@@ -300,6 +300,33 @@ def source_config(
     return config_lib.resolve(preset, file, overrides)
 
 
+def refuse_unwritable(path: str | os.PathLike[str], what: str, remedy: str) -> None:
+    """Refuses in one line a destination that cannot be written: `path` itself, or, for a
+    `path` still to be made, the nearest folder above it that exists. `what` names the
+    destination ("The run directory"), `remedy` says what to do.
+
+    Called before the data, the model or an evaluation cost anything: a read-only run
+    directory (a read-only bind mount of a run to resume) was refused only when the run
+    first wrote, after the data and the model were ready, and `evaluate` only after the
+    whole evaluation. `os.access` writes nothing, and says EROFS for a read-only mount to
+    root too; a file or a dangling link is left to the caller's own checks.
+    """
+    path = pathlib.Path(path)
+    folder = path
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or os.access(folder, os.W_OK | os.X_OK):
+        return
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        why = "is on a read-only file system"
+    else:
+        why = "is not writable by this user"
+    where = f"{what} {str(path)!r}"
+    if folder != path:
+        where += f" cannot be made: {str(folder)!r}"
+    raise UserError(f"{where} {why}. {remedy}")
+
+
 @contextlib.contextmanager
 def in_use_by_this_process(root: str | os.PathLike[str]) -> Iterator[None]:
     """Holds the run directory (creating it) for one training process: another is refused.
@@ -319,6 +346,7 @@ def in_use_by_this_process(root: str | os.PathLike[str]) -> Iterator[None]:
                 f"The run directory {str(path)!r} cannot be made: {str(folder)!r} is a "
                 f"symbolic link to {os.readlink(folder)!r}, which does not exist."
             )
+    refuse_unwritable(path, "The run directory", "Make it writable or choose another --run-dir.")
     path.mkdir(parents=True, exist_ok=True)
     # Removed only by the holder, while it holds the lock: two trainings started at once
     # may both have seen the folder missing, and the one refused removed the other's.

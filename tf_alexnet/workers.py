@@ -18,7 +18,7 @@ from tf_alexnet.callbacks import save_weights
 from tf_alexnet.cluster import Role
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.errors import UserError
-from tf_alexnet.run_dir import RunDir, check_resumable
+from tf_alexnet.run_dir import RunDir, check_resumable, refuse_unwritable
 
 WORKER_WEIGHTS = "final.weights.h5"
 """A non-chief worker's final weights, in `workers/<task>-<index>/`."""
@@ -36,6 +36,9 @@ def prepare_worker(
     run = RunDir(pathlib.Path(run_dir))
     if run.root.exists() and not run.root.is_dir():
         raise UserError(f"The run directory {str(run.root)!r} is a file.")
+    refuse_unwritable(
+        run.root, "The run directory", "Make it writable or choose another --run-dir."
+    )
     if overwrite:
         return run  # its own folders are deleted once it holds its address: `clear_worker`
     if run.is_run():
