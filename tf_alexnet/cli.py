@@ -190,7 +190,7 @@ def run_settings_refused(args: argparse.Namespace) -> list[str]:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from tf_alexnet.evaluate import evaluate, format_report
-    from tf_alexnet.run_dir import RunDir, in_use_by_a_training
+    from tf_alexnet.run_dir import RunDir, in_use_by_a_training, refuse_unwritable
 
     model_path, default_output = evaluation_source(args.target)
     of_run = RunDir(pathlib.Path(args.target)).is_run()
@@ -213,6 +213,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.target, args.preset, args.config, overrides_from(args, DATA_FLAGS)
     )
     output_dir = args.output_dir or default_output
+    # Before the model and the data are loaded and evaluated: the report was refused last.
+    if args.output_dir:
+        where = "--output-dir"
+    else:
+        where = "The run directory" if of_run else "The report folder"
+    refuse_unwritable(output_dir, where, "Pass --output-dir with a writable folder.")
 
     def show(report: dict[str, Any]) -> None:  # before it is written: a failed write loses none
         print(format_report(report), flush=True)

@@ -174,3 +174,50 @@ def test_a_worker_refuses_a_run_directory_it_may_not_write(tmp_path, not_writabl
     role = Role(task_id=1, num_workers=2, is_chief=False)
     with pytest.raises(UserError, match="is not writable by this user"):
         prepare_worker(run, config_lib.resolve("quick"), role, overwrite=False)
+
+
+def test_evaluate_refuses_a_read_only_run_or_model_folder_before_evaluating(
+    tmp_path, capsys, read_only_mount, nothing_loaded
+):
+    source = _model_folder(tmp_path / "model")
+    before = _listing(source)
+    folder = read_only_mount(tmp_path / "mounted", source)
+    assert main(["evaluate", str(folder / "mini.keras")]) == 2
+    _, err = capsys.readouterr()
+    assert _one_line(err) == (
+        f"tf-alexnet: error: The report folder '{folder}' is on a read-only file system. "
+        "Pass --output-dir with a writable folder.\n"
+    )
+    assert _listing(source) == before
+
+
+def test_evaluate_refuses_a_read_only_output_dir_before_evaluating(
+    tmp_path, capsys, read_only_mount, nothing_loaded
+):
+    model = _model_folder(tmp_path / "model") / "mini.keras"
+    folder = read_only_mount(tmp_path / "mounted")
+    output = folder / "report"
+    assert main(["evaluate", str(model), "--output-dir", str(output)]) == 2
+    _, err = capsys.readouterr()
+    assert _one_line(err) == (
+        f"tf-alexnet: error: --output-dir '{output}' cannot be made: '{folder}' is on a "
+        "read-only file system. Pass --output-dir with a writable folder.\n"
+    )
+    assert _listing(folder) == []
+
+
+def test_evaluate_refuses_a_run_directory_it_may_not_write(
+    tmp_path, capsys, not_writable, nothing_loaded
+):
+    run = _unfinished_run(tmp_path / "run")
+    _model_folder(tmp_path / "model")
+    os.replace(tmp_path / "model" / "mini.keras", run / "best.keras")
+    before = _listing(run)
+    not_writable(run)
+    assert main(["evaluate", str(run)]) == 2
+    _, err = capsys.readouterr()
+    assert _one_line(err) == (
+        f"tf-alexnet: error: The run directory '{run}' is not writable by this user. "
+        "Pass --output-dir with a writable folder.\n"
+    )
+    assert _listing(run) == before
