@@ -232,9 +232,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from tf_alexnet.export import ExportMismatch, export
+    from tf_alexnet.run_dir import refuse_unwritable
     from tf_alexnet.sources import load_source, sample_images
 
     refuse_a_folder_of_runs(args.source)
+    # Before the model and the sample images are loaded and the SavedModel built.
+    refuse_unwritable(
+        pathlib.Path(args.base_path) / args.name,
+        "The models folder",
+        "Pass --model-base-path with a writable folder.",
+    )
     overrides = overrides_from(args, DATA_FLAGS)
     # The data named on the command line names the classes (with or without --sample-images);
     # else export finds the run's names, as predict does.

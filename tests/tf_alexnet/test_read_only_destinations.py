@@ -221,3 +221,33 @@ def test_evaluate_refuses_a_run_directory_it_may_not_write(
         "Pass --output-dir with a writable folder.\n"
     )
     assert _listing(run) == before
+
+
+def test_export_refuses_a_read_only_models_folder_before_loading_anything(
+    tmp_path, capsys, read_only_mount, nothing_loaded
+):
+    model = _model_folder(tmp_path / "model") / "mini.keras"
+    base = read_only_mount(tmp_path / "models")
+    assert main(["export", str(model), "--model-base-path", str(base)]) == 2
+    _, err = capsys.readouterr()
+    assert _one_line(err) == (
+        f"tf-alexnet: error: The models folder '{base / 'alexnet'}' cannot be made: '{base}' "
+        "is on a read-only file system. Pass --model-base-path with a writable folder.\n"
+    )
+    assert _listing(base) == []
+
+
+def test_export_refuses_a_models_folder_it_may_not_write(
+    tmp_path, capsys, not_writable, nothing_loaded
+):
+    model = _model_folder(tmp_path / "model") / "mini.keras"
+    base = tmp_path / "models"
+    (base / "alexnet").mkdir(parents=True)
+    not_writable(base / "alexnet")
+    assert main(["export", str(model), "--model-base-path", str(base)]) == 2
+    _, err = capsys.readouterr()
+    assert _one_line(err) == (
+        f"tf-alexnet: error: The models folder '{base / 'alexnet'}' is not writable by this "
+        "user. Pass --model-base-path with a writable folder.\n"
+    )
+    assert _listing(base) == ["alexnet"]
