@@ -154,6 +154,9 @@ def _train(
     # the same images, in the same order and augmentation, as an uninterrupted one.
     pipeline = dataclasses.replace(pipeline, epochs=(resumed, config.epochs))
     datasets = make_datasets(config.data_spec(), pipeline)
+    # Again: building a TFDS dataset (the first run of a fresh data folder) draws from Python's
+    # random state, and that run started from other weights than every later one.
+    keras.utils.set_random_seed(config.seed)
     if role.is_chief and run.has_progress() and (changed := run.listing_changed(datasets.listing)):
         raise UserError(
             f"The image folder {config.image_folder!r} has changed since the run "
