@@ -57,6 +57,35 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".we
 """The file suffixes an image folder is read by (any case; `.jpe` and `.jfif`: JPEG, as some
 browsers and Windows save them)."""
 
+PALETTE_BMP = (
+    "an 8-bit BMP with a colour palette, which TensorFlow reads as gray (its palette indices, "
+    "not its colours): save it as PNG"
+)
+"""Why an 8-bit colour-palette BMP is refused (it completes "the file is ..."): by training,
+`predict` (`tf_alexnet.sources.palette_bmp`) and the serving facade (`palette_bmp_header`)."""
+BMP_HEAD = 14 + 124 + 256 * 4
+"""A BMP's bytes up to the end of the largest palette: file header, info header (V5 at most)
+and 256 colours of 4 bytes."""
+
+
+def palette_bmp_header(data: bytes) -> bool:
+    """Whether `data` is an 8-bit BMP whose palette is not the gray ramp (colour i = gray
+    level i), read from its first `BMP_HEAD` bytes: `tf_alexnet.sources.palette_bmp`'s test
+    in plain Python, for the serving facade, which imports no TensorFlow (microseconds for a
+    BMP, one comparison for other formats)."""
+    if not data.startswith(b"BM"):
+        return False
+    head = data[:BMP_HEAD].ljust(BMP_HEAD, b"\0")  # as palette_bmp: missing bytes read as 0
+    info = int.from_bytes(head[14:18], "little")  # 12: an OS/2 header, no such palette
+    if info < 40 or int.from_bytes(head[28:30], "little") != 8:
+        return False
+    used = int.from_bytes(head[46:50], "little")
+    colours = 256 if used == 0 or used > 256 else used
+    table = head[14 + min(info, 124) :][: 4 * colours]  # blue, green, red, reserved
+    ramp = bytes(range(colours))
+    return not (table[0::4] == table[1::4] == table[2::4] == ramp)
+
+
 # --- SavedModel signatures (used by export and serving) -----------------------------------
 SIGNATURE_IMAGE_BYTES = "serving_default"
 """Signature taking a batch of encoded images (see IMAGE_FORMATS)."""

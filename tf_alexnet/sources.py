@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_alexnet import contract
+from tf_alexnet.contract import BMP_HEAD, PALETTE_BMP
 from tf_alexnet.errors import UserError
 from tf_alexnet.preprocess import decode
 from tf_alexnet.specs import DataSpec  # declared there (no TensorFlow), used here
@@ -89,17 +90,6 @@ def image_format(data: bytes) -> str | None:
         (name for name, signatures in IMAGE_SIGNATURES.items() if data.startswith(signatures)),
         None,
     )
-
-
-BMP_HEAD = 14 + 124 + 256 * 4
-"""A BMP's bytes up to the end of the largest palette: file header, info header (V5 at most)
-and 256 colours of 4 bytes."""
-
-PALETTE_BMP = (
-    "an 8-bit BMP with a colour palette, which TensorFlow reads as gray (its palette indices, "
-    "not its colours): save it as PNG"
-)
-"""Why `palette_bmp` images are refused (it completes "the file is ...")."""
 
 
 def palette_bmp(encoded: Any) -> tf.Tensor:

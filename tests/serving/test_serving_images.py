@@ -16,6 +16,8 @@ from PIL import Image
 from tf_alexnet_serving import Settings, create_app
 from tf_alexnet_serving.images import ImageError, check_image, image_size
 
+from tf_alexnet import contract
+
 
 def _picture(mode, size=(37, 23)):
     """A deterministic test picture (a gradient with a square) in `mode`."""
@@ -239,6 +241,25 @@ def test_a_bmp_variant_tensorflow_does_not_read_is_not_called_corrupt(client):
         "1-bit.bmp: could not be decoded: corrupt, truncated, or a variant TensorFlow's decoder "
         "does not read (such as 1-bit BMP)"
     )
+
+
+COLOUR_BMP = _save(Image.new("RGB", (30, 30), (200, 10, 10)).convert("P"), "BMP")
+GRAY_BMP = _save(Image.new("L", (30, 30), 77), "BMP")  # a gray-ramp palette: read right
+
+
+def test_the_facade_tells_palette_bmps_as_the_models_decoder_does():
+    """`contract.palette_bmp_header` (the facade's, no TensorFlow) and `sources.palette_bmp`
+    (the exported model's and `predict`'s) agree, on BMPs of every depth and cut ones."""
+    from tf_alexnet.sources import palette_bmp
+
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), np.uint8))
+    cases = [COLOUR_BMP, GRAY_BMP, COLOUR_BMP[:100], GRAY_BMP[:300], b"BM", b""]
+    cases += [_save(noise.convert(mode), "BMP") for mode in ("P", "L", "RGB", "RGBA", "1")]
+    cases.append(_save(noise.convert("P", palette=Image.Palette.ADAPTIVE, colors=16), "BMP"))
+    cases += [data for name, data in CORPUS.items() if name.endswith(".bmp")]
+    found = [contract.palette_bmp_header(data) for data in cases]
+    assert found == [bool(palette_bmp(data)) for data in cases]
+    assert found[:2] == [True, False]
 
 
 def test_the_usual_encodings_are_all_accepted(served_model):
