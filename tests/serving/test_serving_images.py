@@ -5,6 +5,7 @@ model's `serving_default` signature (TensorFlow's `decode_image` inside the grap
 facade: accepted images must be answered, refused ones must get a 400 that names the file.
 """
 
+import base64
 import io
 import struct
 import zlib
@@ -245,6 +246,27 @@ def test_a_bmp_variant_tensorflow_does_not_read_is_not_called_corrupt(client):
 
 COLOUR_BMP = _save(Image.new("RGB", (30, 30), (200, 10, 10)).convert("P"), "BMP")
 GRAY_BMP = _save(Image.new("L", (30, 30), 77), "BMP")  # a gray-ramp palette: read right
+
+
+def _palette_answers(client, data):
+    """The answers to `data` as a multipart file, the whole body and a JSON b64 instance."""
+    encoded = base64.b64encode(data).decode()
+    return {
+        "pal.bmp": client.post("/predict", files={"file": ("pal.bmp", data, "image/bmp")}),
+        "body": client.post("/predict", content=data, headers={"Content-Type": "image/bmp"}),
+        "instances[0]": client.post("/predict", json={"instances": [{"b64": encoded}]}),
+    }
+
+
+def test_a_colour_palette_bmp_is_named_whatever_the_body(client):
+    """The model reads an 8-bit colour-palette BMP's indices as gray (a recent export refuses
+    it): `tf-alexnet predict` named it, the facade answered "could not be decoded"."""
+    for name, response in _palette_answers(client, COLOUR_BMP).items():
+        assert response.status_code == 400, response.text
+        assert response.json()["detail"] == f"{name}: {contract.PALETTE_BMP}"
+    for name, response in _palette_answers(client, GRAY_BMP).items():
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0]["file"] == name
 
 
 def test_the_facade_tells_palette_bmps_as_the_models_decoder_does():

@@ -926,3 +926,18 @@ def test_a_good_image_batched_with_an_undecodable_one_is_answered(
     assert answers[0].status_code == 200, answers[0].text
     assert answers[0].json()["model"]["version"] == 1
     assert answers[1].status_code == 400 and UNDECODABLE in answers[1].text, answers[1].text
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_a_colour_palette_bmp_is_named_through_tf_serving(api, tfserving, tfserving_grpc):
+    """TF Serving refuses an 8-bit colour-palette BMP (the export's decoder does), and the
+    facade answered "could not be decoded"; a gray one (its palette the gray ramp) is read."""
+    from tests.serving.test_serving_images import COLOUR_BMP, GRAY_BMP
+
+    client = _client(tfserving) if api == "rest" else _grpc_client(tfserving_grpc)
+    with client:
+        refused = client.post("/predict", files={"file": ("pal.bmp", COLOUR_BMP, "image/bmp")})
+        accepted = client.post("/predict", content=GRAY_BMP, headers={"Content-Type": "image/bmp"})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["detail"] == f"pal.bmp: {contract.PALETTE_BMP}"
+    assert accepted.status_code == 200, accepted.text
