@@ -140,7 +140,40 @@ class RunDir:
         for path in (self.best_model, self.final_model):
             if path.is_file():
                 return path
-        raise UserError(f"The run {str(self.root)!r} has no saved model yet.")
+        raise UserError(
+            f"The run {str(self.root)!r} has no saved model yet: {self._no_model_yet()}."
+        )
+
+    def _no_model_yet(self) -> str:
+        """Why a run has no model file yet, and what to do: when it saves one (after its first
+        validated epoch, or only when training ends without a validation split) and where its
+        training stands (running, or killed: its backup's epoch)."""
+        try:
+            validated: bool | None = self.load_config().validation_fraction > 0
+        except (UserError, ValueError, OSError):  # config.json unreadable: say both
+            validated = None
+        if validated is None:
+            saves = (
+                "it saves best.keras after its first validated epoch, or final.keras when "
+                "training ends if it has no validation split"
+            )
+        elif validated:
+            saves = "it saves best.keras after its first validated epoch"
+        else:
+            saves = "without a validation split it saves final.keras when training ends"
+        if in_use_by_a_training(self.root):
+            return f"{saves}; its training is still running"
+        backups = [self.backup, *(path for path in self.backup.glob("*") if path.is_dir())]
+        try:  # a multi-worker run: each worker's backup
+            finished = max(self.finished_epochs(backup) for backup in backups)
+        except (ValueError, KeyError, TypeError, OSError):  # metadata cut short or unreadable
+            finished = 0
+        if finished:
+            return (
+                f"{saves}; its backup is at epoch {finished}: run the same train command "
+                "again to finish it"
+            )
+        return f"{saves}; it finished no epoch: run the same train command again to train it"
 
     def evaluation_of(self, model: pathlib.Path) -> tuple[dict[str, Any] | None, str | None]:
         """`evaluation.json` if it scored `model` as the file is now, else None and why not

@@ -48,7 +48,7 @@ def test_a_run_directory_predicts_with_its_best_model(images, trained_run, tmp_p
     assert [p.top for p in from_run] == [p.top for p in from_keras]
     assert all(p.error is None and len(p.top) == 2 for p in from_run)
     (tmp_path / "config.json").write_text("{}")  # a run killed before its first model
-    with pytest.raises(UserError, match="has no saved model yet"):
+    with pytest.raises(UserError, match=r"has no saved model yet: it saves best\.keras after"):
         predict_files(images, tmp_path)
 
 

@@ -19,7 +19,7 @@ def test_a_run_gives_its_best_model_and_its_metrics(tmp_path):
     run = RunDir(tmp_path / "run")
     run.root.mkdir()
     run.config.write_text("{}")
-    with pytest.raises(UserError, match="has no saved model yet"):
+    with pytest.raises(UserError, match=r"has no saved model yet: it saves best\.keras after"):
         resolve_source(run.root)
     run.final_model.write_bytes(b"")
     assert resolve_source(run.root) == (run.final_model, {})
@@ -31,6 +31,49 @@ def test_a_run_gives_its_best_model_and_its_metrics(tmp_path):
         run.best_model,
         {"best_val_accuracy": 0.9, "test_accuracy": 0.88},
     )
+
+
+def test_a_run_without_a_model_says_why_and_what_to_do(tmp_path):
+    """A run without a validation split (the `cpu` preset's) saves final.keras only when
+    training ends: one killed or diverged midway said only "has no saved model yet"."""
+    from tf_alexnet.run_dir import in_use_by_this_process
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.config.write_text(json.dumps({"validation_fraction": 0}))
+
+    def said() -> str:
+        with pytest.raises(UserError) as caught:
+            run.model_path()
+        message = str(caught.value)
+        assert message.startswith(f"The run {str(run.root)!r} has no saved model yet: ")
+        assert "\n" not in message and message.endswith(".")
+        return message[message.index(": ") + 2 :]
+
+    assert said() == (
+        "without a validation split it saves final.keras when training ends; it finished no "
+        "epoch: run the same train command again to train it."
+    )
+    run.backup.mkdir()
+    run.backup_metadata.write_text(json.dumps({"epoch": 7, "weights": "weights-7.h5"}))
+    assert said() == (
+        "without a validation split it saves final.keras when training ends; its backup is at "
+        "epoch 7: run the same train command again to finish it."
+    )
+    with in_use_by_this_process(run.root):
+        assert said() == (
+            "without a validation split it saves final.keras when training ends; its training "
+            "is still running."
+        )
+    run.config.write_text(json.dumps({"validation_fraction": 0.1}))
+    assert said().startswith("it saves best.keras after its first validated epoch; its backup")
+    run.config.write_text("{")  # cut short: both ways it may save one
+    assert said().startswith(
+        "it saves best.keras after its first validated epoch, or final.keras when training "
+        "ends if it has no validation split; "
+    )
+    run.final_model.write_bytes(b"")
+    assert run.model_path() == run.final_model
 
 
 def test_an_evaluation_of_another_model_file_is_left_out_and_said(tmp_path, capsys):
