@@ -109,13 +109,15 @@ def evaluate(
     if notice := skipped_notice(datasets.skipped):
         print(notice, flush=True)
     data = config.image_folder or config.dataset
+    # `evaluate RUN_DIR` takes where the run's data is now, not another dataset
+    flags = "--image-folder DIR" if of_run else "--image-folder DIR or --dataset NAME"
     if model.classes != len(datasets.class_names):
         names = ", ".join(map(repr, datasets.class_names[:4]))
         more = ", ..." if len(datasets.class_names) > 4 else ""
         raise UserError(
             f"The model {str(model_path)!r} has {model.classes} classes, but {data!r} has "
             f"{len(datasets.class_names)} ({names}{more}). Evaluate it on the data it was "
-            "trained on."
+            f"trained on ({flags})."
         )
     if model.class_names is not None and model.class_names != tuple(datasets.class_names):
         known = zip(model.class_names, datasets.class_names, strict=True)  # counts agree
@@ -123,7 +125,7 @@ def evaluate(
         raise UserError(
             f"The model {str(model_path)!r} names class {differ} {model.class_names[differ]!r}, "
             f"but {data!r} names it {datasets.class_names[differ]!r}. Evaluate it on the data "
-            "it was trained on."
+            f"it was trained on ({flags})."
         )
     listing = datasets.listing
     if (

@@ -542,7 +542,7 @@ def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, c
     assert capsys.readouterr().err == (
         f"tf-alexnet: error: The model {str(tmp_path / 'run' / 'best.keras')!r} has 3 classes, "
         f"but {str(tmp_path / 'data')!r} has 2 ('a', 'b'). Evaluate it on the data it was "
-        "trained on.\n"
+        "trained on (--image-folder DIR).\n"
     )
 
 
@@ -585,7 +585,8 @@ def test_an_export_is_evaluated_as_served(tmp_path, capsys, monkeypatch):
     assert main(["evaluate", str(base / "alexnet"), *folder]) == 2
     assert capsys.readouterr().err == (
         f"tf-alexnet: error: The model {str(base / 'alexnet' / '1')!r} names class 2 'cow', but "
-        f"{str(data)!r} names it 'dog'. Evaluate it on the data it was trained on.\n"
+        f"{str(data)!r} names it 'dog'. Evaluate it on the data it was trained on "
+        "(--image-folder DIR or --dataset NAME).\n"
     )
     assert main(["evaluate", str(base)]) == 2  # the models folder: which model to give
     assert capsys.readouterr().err == (
@@ -1052,11 +1053,13 @@ def test_evaluate_a_run_on_data_whose_classes_are_named_otherwise(tmp_path, caps
     report = (run / "evaluation.json").read_text()
     capsys.readouterr()
     (data / "cow").rename(data / "dog")  # as many classes, one named otherwise
-    for target in (run, run / "best.keras"):
+    # the run takes where its data is now; its model file any data
+    for target, flags in ((run, "DIR"), (run / "best.keras", "DIR or --dataset NAME")):
         assert main(["evaluate", str(target), "--image-folder", str(data)]) == 2
         assert capsys.readouterr().err == (
             f"tf-alexnet: error: The model {str(run / 'best.keras')!r} names class 2 'cow', but "
-            f"{str(data)!r} names it 'dog'. Evaluate it on the data it was trained on.\n"
+            f"{str(data)!r} names it 'dog'. Evaluate it on the data it was trained on "
+            f"(--image-folder {flags}).\n"
         )
     assert (run / "evaluation.json").read_text() == report
 
