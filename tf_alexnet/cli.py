@@ -269,9 +269,24 @@ def run_export(args: argparse.Namespace) -> int:
         return 1
     print(
         f"Exported version {result.version} to {result.path} "
-        f"(max |difference| to Keras {result.max_abs_difference:.1e})"
+        f"(max |difference| to Keras {difference_text(result.max_abs_difference)})"
     )
     return 0
+
+
+DIFFERENCE_FLOOR = 1e-12
+"""Below it, `export`'s max |difference| is printed as "< 1e-12": a float64 reference against
+float32 outputs, which resolve about 1e-7 of their size, gives numbers such as 1.8e-199 there,
+rounding noise. The export's metadata.json keeps the exact number."""
+
+
+def difference_text(value: float) -> str:
+    """`export`'s max |difference| to Keras as its line prints it (`DIFFERENCE_FLOOR`)."""
+    if value == 0:
+        return "0"
+    if value < DIFFERENCE_FLOOR:
+        return f"< {DIFFERENCE_FLOOR:.0e}"
+    return f"{value:.1e}"  # nan too: "nan"
 
 
 def _sample_image(path: str) -> bytes:

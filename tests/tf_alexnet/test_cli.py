@@ -596,6 +596,44 @@ def test_an_export_is_evaluated_as_served(tmp_path, capsys, monkeypatch):
     )
 
 
+@pytest.mark.parametrize(
+    ("difference", "said"),
+    [
+        (1.8e-199, "< 1e-12"),
+        (9.9e-13, "< 1e-12"),
+        (0.0, "0"),
+        (1e-12, "1.0e-12"),
+        (3.2e-7, "3.2e-07"),
+    ],
+)
+def test_export_prints_a_difference_below_float32s_resolution_as_such(
+    difference, said, tmp_path, capsys, monkeypatch
+):
+    """`export` printed "(max |difference| to Keras 1.8e-199)": a float64 reference against
+    float32 outputs, noise below float32's resolution (metadata.json keeps the number)."""
+    import pathlib
+
+    import numpy as np
+    import tensorflow as tf
+
+    from tf_alexnet import export as export_lib
+
+    image = tmp_path / "sample.png"
+    image.write_bytes(tf.io.encode_png(np.zeros((4, 4, 1), np.uint8)).numpy())
+
+    def exported(source, base, name, version, **kwargs):
+        return export_lib.ExportResult(pathlib.Path(base) / name / "1", 1, difference)
+
+    monkeypatch.setattr(export_lib, "export", exported)
+    base = tmp_path / "models"
+    argv = ["export", str(tmp_path / "model.keras"), "--model-base-path", str(base)]
+    assert main([*argv, "--sample-images", str(image)]) == 0
+    assert capsys.readouterr().out == (
+        f"Exported version 1 to {base / 'alexnet' / '1'} (max |difference| to Keras {said})\n"
+    )
+    assert cli.difference_text(float("nan")) == "nan"
+
+
 def test_unreadable_images_are_named_in_one_line(tmp_path, capsys):
     """TensorFlow's decoding error names no file and came as a traceback mid-epoch."""
     from tests.conftest import write_image_folder
