@@ -220,9 +220,9 @@ def _train(
         + f"{model.count_params():,} parameters, "
         + "x".join(map(str, config.input_shape))
         + " inputs) on "
-        f"{datasets.num_train:,} images ("
+        f"{datasets.num_train:,} training images ("
         + (
-            f"{datasets.num_validation:,} for validation"
+            f"{datasets.num_validation:,} more for validation"
             if datasets.validated
             else "no validation split: the final model is the run's model"
         )

@@ -530,7 +530,7 @@ def test_evaluate_a_run_whose_training_split_is_smaller_than_a_batch(tmp_path, c
     )
     assert main([*train, "--epochs", "1", "--batch-size", "4", "--run-dir", run]) == 0
     out = capsys.readouterr().out
-    assert skipped in out and "28x28x1 inputs) on 12 images" in out
+    assert skipped in out and "28x28x1 inputs) on 12 training images (3 more for validation)" in out
     # Random RGB pixels, read in gray by the quick preset: said once, with the way out.
     assert out.count("pass --channels 3 to keep the colour.\n") == 1
     assert main(["evaluate", run]) == 0, capsys.readouterr().err

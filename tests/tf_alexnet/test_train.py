@@ -77,7 +77,9 @@ def test_validation_fraction_zero_trains_on_every_image(fashion_mnist, tmp_path)
     train_flags = ["--preset", "quick", "--train-examples", "512", "--epochs", "1"]
     result = run_cli("train", *train_flags, "--validation-fraction", "0", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "512 images (no validation split: the final model is the run's model)" in result.stdout
+    assert "512 training images (no validation split: the final model is the run's model)" in (
+        result.stdout
+    )
     assert "Done: final accuracy 0." in result.stdout and "no validation split" in result.stdout
     run = RunDir(run_dir)
     assert run.final_model.is_file() and not run.best_model.exists()
