@@ -501,13 +501,14 @@ def test_the_facade_listens_while_tf_serving_does_not_answer(test_images):
         silent.listen(16)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         start = time.monotonic()
-        with _client(url, timeout_s=3) as client:
+        with _client(url, timeout_s=8) as client:
             assert client.get("/healthz").status_code == 200
-            assert time.monotonic() - start < 1.5
+            # well within the 8 s the start-up waited (2.2 s once, on 2 cores at a load of 11)
+            assert time.monotonic() - start < 4
             ready = client.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["detail"] == (
-                "The model is not available: TF Serving did not answer within 3 s."
+                "The model is not available: TF Serving did not answer within 8 s."
             )
 
 
