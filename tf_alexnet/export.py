@@ -44,7 +44,7 @@ from tf_alexnet.exported import (
     next_version,
     saved_model_path,
 )
-from tf_alexnet.files import sync, sync_tree, writing
+from tf_alexnet.files import locked_by_another, sync, sync_tree, writing
 from tf_alexnet.hardware import without_bf16_rewrite
 from tf_alexnet.model import check_classifier, has_test_time_flip, outputs_probabilities
 from tf_alexnet.predictions import to_probabilities, trained_class_names, unnamed_classes
@@ -309,17 +309,8 @@ def release_export_lock(temp: pathlib.Path, descriptor: int) -> None:
 def _writer_gone(lock: pathlib.Path) -> bool | None:
     """Whether the export that locked `lock` has ended (nobody holds the lock); None when there
     is no lock file."""
-    try:
-        descriptor = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(descriptor)  # and with it the lock, if it was taken
-    return True
+    held = locked_by_another(lock)
+    return None if held is None else not held
 
 
 def remove_stale_temps(model_dir: pathlib.Path) -> list[pathlib.Path]:

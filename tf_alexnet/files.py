@@ -1,7 +1,9 @@
-"""Writing files so that a failure names them and leaves nothing half-written."""
+"""Writing files so that a failure names them and leaves nothing half-written, and telling
+whether another process holds a file's lock."""
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 from collections.abc import Iterator
@@ -69,3 +71,22 @@ def sync_tree(path: str | os.PathLike[str]) -> None:
             elif entry.is_file(follow_symlinks=False):
                 sync(entry.path)
     sync(path)
+
+
+def locked_by_another(path: str | os.PathLike[str]) -> bool | None:
+    """Whether another open file holds an `flock` on `path` (a file or a folder); None when
+    `path` does not exist. A shared lock, tried without waiting on a descriptor of its own and
+    released at once: it fails while a holder has its exclusive lock, and leaves that lock as
+    it is (a holder that takes it in those microseconds waits, or, without waiting, is
+    refused)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)  # and with it the probe's own lock
+    return False

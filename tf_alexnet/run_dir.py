@@ -18,7 +18,7 @@ from typing import Any
 from tf_alexnet import config as config_lib
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
-from tf_alexnet.files import write_atomic
+from tf_alexnet.files import locked_by_another, write_atomic
 
 # Settings that may change when a killed run is resumed.
 RESUMABLE_CHANGES = frozenset({"epochs", "collective_timeout"})
@@ -412,23 +412,13 @@ def _flocked(path: pathlib.Path) -> Iterator[None]:
 
 
 def in_use_by_a_training(root: str | os.PathLike[str]) -> bool:
-    """Whether a training process holds the run directory `root` (`in_use_by_this_process`).
-
-    A shared `flock`, tried without waiting on a descriptor of its own and released at once:
-    it fails while a holder has its exclusive lock, and leaves that lock as it is. (A training
-    that starts in the microseconds the probe holds it is refused as if another ran.)
-    """
+    """Whether a training process holds the run directory `root` (`in_use_by_this_process`),
+    by `locked_by_another`: a training that starts in the microseconds the probe holds its
+    shared lock is refused as if another ran."""
     try:
-        handle = os.open(root, os.O_RDONLY)
-    except OSError:  # gone, or not ours to read: no training of ours there
+        return bool(locked_by_another(root))
+    except OSError:  # not ours to read: no training of ours there
         return False
-    try:
-        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(handle)  # releases the probe's own lock
-    return False
 
 
 def prepare(
