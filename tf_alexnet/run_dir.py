@@ -342,15 +342,20 @@ def refuse_unwritable(path: str | os.PathLike[str], what: str, remedy: str) -> N
     directory (a read-only bind mount of a run to resume) was refused only when the run
     first wrote, after the data and the model were ready, and `evaluate` only after the
     whole evaluation. `os.access` writes nothing, and says EROFS for a read-only mount to
-    root too; a file or a dangling link is left to the caller's own checks.
+    root too. A file where the folder is (or above it) is refused too: `evaluate --output-dir
+    FILE` said "File exists" after loading its model and data, with exit status 1.
     """
     path = pathlib.Path(path)
     folder = path
     while not os.path.lexists(folder) and folder != folder.parent:
         folder = folder.parent
-    if not folder.is_dir() or os.access(folder, os.W_OK | os.X_OK):
+    if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
         return
-    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+    if folder.is_symlink() and not folder.exists():
+        why = f"is a symbolic link to {os.readlink(folder)!r}, which does not exist"
+    elif not folder.is_dir():
+        why = "is a file"
+    elif os.statvfs(folder).f_flag & os.ST_RDONLY:
         why = "is on a read-only file system"
     else:
         why = "is not writable by this user"

@@ -680,13 +680,17 @@ def test_file_system_refusals_are_one_line(trained_run, tmp_path, capsys, monkey
     monkeypatch.setenv(contract.ENV_PROGRESS_SECONDS, "0")  # a line per evaluation step
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    assert main(["export", str(trained_run), "--base-path", str(blocker / "models")]) == 1
+    assert main(["export", str(trained_run), "--base-path", str(blocker / "models")]) == 2
     assert capsys.readouterr().err == (
-        f"tf-alexnet: error: Not a directory: '{blocker / 'models' / 'alexnet'}'.\n"
+        f"tf-alexnet: error: The models folder '{blocker / 'models' / 'alexnet'}' cannot be "
+        f"made: '{blocker}' is a file. Pass --model-base-path with a writable folder.\n"
     )
-    assert main(["evaluate", str(trained_run), "--output-dir", str(blocker / "report")]) == 1
+    assert main(["evaluate", str(trained_run), "--output-dir", str(blocker / "report")]) == 2
     out, err = capsys.readouterr()
-    assert err == f"tf-alexnet: error: Not a directory: '{blocker / 'report'}'.\n"
+    assert err == (
+        f"tf-alexnet: error: --output-dir '{blocker / 'report'}' cannot be made: '{blocker}' "
+        "is a file. Pass --output-dir with a writable folder.\n"
+    )
     assert "evaluate: step" not in out  # refused before the test split is read
 
 

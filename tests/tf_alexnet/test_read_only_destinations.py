@@ -251,3 +251,34 @@ def test_export_refuses_a_models_folder_it_may_not_write(
         "user. Pass --model-base-path with a writable folder.\n"
     )
     assert _listing(base) == ["alexnet"]
+
+
+def test_a_file_where_a_destination_folder_goes_is_refused_before_loading_anything(
+    tmp_path, capsys, nothing_loaded
+):
+    """`evaluate --output-dir FILE` said "File exists" once its model and data were loaded, and
+    `export --model-base-path FILE` "Not a directory", each with exit status 1."""
+    model = _model_folder(tmp_path / "model") / "mini.keras"
+    (tmp_path / "link").symlink_to(tmp_path / "missing")
+    cases = [
+        (
+            ["evaluate", str(model), "--output-dir", str(model)],
+            f"--output-dir '{model}' is a file. Pass --output-dir with a writable folder.",
+        ),
+        (
+            ["export", str(model), "--model-base-path", str(model)],
+            f"The models folder '{model / 'alexnet'}' cannot be made: '{model}' is a file. "
+            "Pass --model-base-path with a writable folder.",
+        ),
+        (
+            ["evaluate", str(model), "--output-dir", str(tmp_path / "link" / "report")],
+            f"--output-dir '{tmp_path / 'link' / 'report'}' cannot be made: "
+            f"'{tmp_path / 'link'}' is a symbolic link to '{tmp_path / 'missing'}', which does "
+            "not exist. Pass --output-dir with a writable folder.",
+        ),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        _, err = capsys.readouterr()
+        assert _one_line(err) == f"tf-alexnet: error: {message}\n"
+    assert _listing(tmp_path) == ["link", "model", "model/mini.keras"]
