@@ -63,7 +63,15 @@ def misplaced(base_path: pathlib.Path, model_name: str) -> None:
     versions) or a version folder: `--model-base-path models/alexnet`, the folder `tf-alexnet
     export` names, was refused as "No exported SavedModel at 'models/alexnet/alexnet'", with
     no word of the folder one level up."""
+    from tf_alexnet.run_dir import RunDir
+
     given = base_path.resolve() if base_path.name in ("", "..") else base_path  # `.`, `..`
+    if RunDir(given).is_run():  # said only "No exported SavedModel at 'runs/x/alexnet'"
+        raise UserError(
+            f"{str(base_path)!r} is a training run, not a model base path: export it first "
+            f"(tf-alexnet export {str(base_path)!r} writes models/{model_name}/1), then pass "
+            "--model-base-path models (or set TF_ALEXNET_SERVE_MODEL_BASE_PATH)."
+        )
     if versions := version_numbers(given):
         model_folder, what = given, f"a model folder (versions {_listed(versions)})"
     elif (given / SAVED_MODEL_FILE).is_file():

@@ -1648,6 +1648,19 @@ def test_a_model_or_version_folder_given_as_the_base_path_names_the_one_to_pass(
     assert f"pass --model-base-path {str(model_base)!r} (" in relative.stderr
 
 
+def test_a_run_directory_given_as_the_base_path_says_to_export_it(trained_run):
+    """`serve --model-base-path runs/x` said only "No exported SavedModel at 'runs/x/alexnet'"."""
+    from tests.conftest import run_cli
+
+    refused = run_cli("serve", "--model-base-path", str(trained_run))
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"tf-alexnet: error: {str(trained_run)!r} is a training run, not a model base path: "
+        f"export it first (tf-alexnet export {str(trained_run)!r} writes models/alexnet/1), "
+        "then pass --model-base-path models (or set TF_ALEXNET_SERVE_MODEL_BASE_PATH)."
+    ]
+
+
 def test_a_second_ctrl_c_with_a_request_in_flight_quits_without_a_traceback(model_base, tmp_path):
     """The first Ctrl-C waits for requests in progress; the second forces uvicorn to quit,
     which cancelled the lifespan waiting for its shutdown: Starlette reported that as a failed
