@@ -88,7 +88,12 @@ class TrainConfig(DataSpec):
     )
     shuffle_buffer: int = Field(10_000, ge=1, description="shuffle buffer, in examples")
     cache: bool = Field(True, description="cache decoded examples in memory")
-    deterministic: bool = Field(False, description="keep tf.data element order deterministic")
+    deterministic: bool = Field(
+        True,
+        description="keep the training batches in the order the seed draws (false: parallel "
+        "preparation may hand them over as they finish, so the same seed and a resumed run "
+        "may train another model)",
+    )
     # Execution
     strategy: Literal["auto", "default", "one-device", "mirrored", "multiworker"] = Field(
         "auto", description="tf.distribute strategy (multiworker reads TF_CONFIG)"

@@ -146,6 +146,7 @@ def test_pipeline_smoke(tmp_path, fashion_mnist):
     assert row["policy"] == ("mixed_bfloat16" if bf16_support().available else "float32")
     assert row["pipeline_images_per_second"] > 0 and row["model_images_per_second"] > 0
     assert row["pipeline_autotune_images_per_second"] > 0  # tf.data's autotuning, measured too
+    assert row["pipeline_free_order_images_per_second"] > 0  # and with the order freed
     assert row["headroom"] == pytest.approx(
         row["pipeline_images_per_second"] / row["model_images_per_second"]
     )

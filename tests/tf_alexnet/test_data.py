@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import FASHION_MNIST
+from tf_alexnet import config as config_lib
 from tf_alexnet.augment import Augmentation, augment, rgb_pca
 from tf_alexnet.data import make_datasets, split_masks
 from tf_alexnet.errors import UserError
@@ -152,6 +153,24 @@ def test_seeded_pipeline_is_deterministic(fashion_mnist):
     np.testing.assert_array_equal(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
     assert not np.array_equal(first[0], other[0])
+
+
+def test_the_same_seed_gives_the_same_training_batches_by_default(fashion_mnist):
+    """The default order was free (parallel maps handed over the batch that finished first):
+    the same seed fed 3 different orders in 6 builds of one quiet process here, and the same
+    command, or a resumed run, trained another model (0.34 against 0.53 validation accuracy
+    after one epoch of a test's run, in CI). The per-image maps of augmented runs take the
+    same setting."""
+    data = DataSpec(train_examples=2048, validation_fraction=0.02)
+    spec = config_lib.from_dict({"variant": "mini", "image_size": 28}).pipeline_spec(64)
+    assert spec.deterministic and not spec.augmentation.enabled
+    orders = set()
+    for _ in range(4):
+        digest = hashlib.sha1()
+        for images, _labels in make_datasets(data, spec).train:
+            digest.update(images.numpy().tobytes())
+        orders.add(digest.hexdigest())
+    assert len(orders) == 1, f"{len(orders)} orders in 4 builds"
 
 
 def test_augmentation_only_in_training(fashion_mnist):
