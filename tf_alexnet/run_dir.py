@@ -375,16 +375,9 @@ def in_use_by_this_process(root: str | os.PathLike[str]) -> Iterator[None]:
     if the run wrote nothing into them (a mistake found before training: no empty run left).
     """
     path = pathlib.Path(root)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"The run directory {str(path)!r} is a file.")
-    created = [folder for folder in (path, *path.parents) if not folder.exists()]
-    for folder in created:  # a dangling link: mkdir said only "File exists"
-        if folder.is_symlink():
-            raise UserError(
-                f"The run directory {str(path)!r} cannot be made: {str(folder)!r} is a "
-                f"symbolic link to {os.readlink(folder)!r}, which does not exist."
-            )
+    # Also a file, or a dangling link (mkdir said only "File exists"), where a folder goes.
     refuse_unwritable(path, "The run directory", "Make it writable or choose another --run-dir.")
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]
     path.mkdir(parents=True, exist_ok=True)
     # Removed only by the holder, while it holds the lock: two trainings started at once
     # may both have seen the folder missing, and the one refused removed the other's.

@@ -314,12 +314,33 @@ def test_a_run_directory_through_a_dangling_link_is_one_line(tmp_path, run):
     from tf_alexnet.run_dir import in_use_by_this_process
 
     (tmp_path / "link").symlink_to(tmp_path / "gone")
+    made = "" if run == "link" else f" cannot be made: '{tmp_path / 'link'}'"
     with (
-        pytest.raises(UserError, match=r"'.*/link' is a symbolic link to '.*/gone', which does"),
+        pytest.raises(UserError) as refused,
         in_use_by_this_process(tmp_path / run),
     ):
         pass
+    assert str(refused.value) == (
+        f"The run directory '{tmp_path / run}'{made} is a symbolic link to "
+        f"'{tmp_path / 'gone'}', which does not exist. Make it writable or choose another "
+        "--run-dir."
+    )
     assert not (tmp_path / "gone").exists()
+
+
+@pytest.mark.parametrize("run", ["file", "file/run"])
+def test_a_run_directory_where_a_file_is_is_one_line(tmp_path, run):
+    from tf_alexnet.run_dir import in_use_by_this_process
+
+    (tmp_path / "file").write_text("notes")
+    made = "" if run == "file" else f" cannot be made: '{tmp_path / 'file'}'"
+    with pytest.raises(UserError) as refused, in_use_by_this_process(tmp_path / run):
+        pass
+    assert str(refused.value) == (
+        f"The run directory '{tmp_path / run}'{made} is a file. Make it writable or choose "
+        "another --run-dir."
+    )
+    assert (tmp_path / "file").read_text() == "notes"
 
 
 def test_a_backup_whose_record_a_full_disk_refuses_keeps_the_last_one(tmp_path, monkeypatch):
