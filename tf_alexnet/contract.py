@@ -61,8 +61,9 @@ PALETTE_BMP = (
     "an 8-bit BMP with a colour palette, which TensorFlow reads as gray (its palette indices, "
     "not its colours): save it as PNG"
 )
-"""Why an 8-bit colour-palette BMP is refused (it completes "the file is ..."): by training,
-`predict` (`tf_alexnet.sources.palette_bmp`) and the serving facade (`palette_bmp_header`)."""
+"""Why an 8-bit colour-palette BMP is refused (it completes "the file is ..."): in the graph by
+training and exports (`tf_alexnet.sources.palette_bmp`), before decoding by `predict` and the
+serving facade (`palette_bmp_header`)."""
 BMP_HEAD = 14 + 124 + 256 * 4
 """A BMP's bytes up to the end of the largest palette: file header, info header (V5 at most)
 and 256 colours of 4 bytes."""
@@ -71,8 +72,8 @@ and 256 colours of 4 bytes."""
 def palette_bmp_header(data: bytes) -> bool:
     """Whether `data` is an 8-bit BMP whose palette is not the gray ramp (colour i = gray
     level i), read from its first `BMP_HEAD` bytes: `tf_alexnet.sources.palette_bmp`'s test
-    in plain Python, for the serving facade, which imports no TensorFlow (microseconds for a
-    BMP, one comparison for other formats)."""
+    in plain Python, for `predict` and the serving facade, which imports no TensorFlow
+    (microseconds for a BMP, one comparison for other formats)."""
     if not data.startswith(b"BM"):
         return False
     head = data[:BMP_HEAD].ljust(BMP_HEAD, b"\0")  # as palette_bmp: missing bytes read as 0

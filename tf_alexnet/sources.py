@@ -163,12 +163,10 @@ def _bmp_depth_refused(data: bytes) -> str | None:
 
 
 def palette_problem(data: bytes) -> str | None:
-    """`PALETTE_BMP` for an 8-bit colour-palette BMP (`palette_bmp`), which decodes, but as
-    gray; else None. The check is ~15 eager ops (3.7 ms per image, 60 times a small PNG's
-    decoding): run only for BMPs, so that other images are not slowed by it."""
-    if image_format(data) == "BMP" and bool(palette_bmp(data)):
-        return PALETTE_BMP
-    return None
+    """`PALETTE_BMP` for an 8-bit colour-palette BMP, which decodes, but as gray; else None.
+    `palette_bmp`'s test read in plain Python (`contract.palette_bmp_header`): 7 us for a BMP
+    where its ~15 eager ops took 3.7 ms."""
+    return PALETTE_BMP if contract.palette_bmp_header(data) else None
 
 
 def image_problem(data: bytes) -> str | None:
