@@ -21,7 +21,9 @@ from tf_alexnet.errors import UserError
 from tf_alexnet.files import locked_by_another, write_atomic
 
 # Settings that may change when a killed run is resumed.
-RESUMABLE_CHANGES = frozenset({"epochs", "collective_timeout"})
+RESUMABLE_CHANGES = frozenset({"epochs", "collective_timeout", "deterministic"})
+"""Settings a run may resume with changed. `deterministic`: runs started while the default was
+the free order (whose order no seed fixed) resume in the seed's order."""
 
 # The key of `evaluation.json` that holds the SHA-256 of the model file it scored.
 EVALUATED_MODEL_KEY = "model_sha256"

@@ -521,6 +521,22 @@ def test_a_run_started_before_a_setting_existed_resumes(tmp_path):
         check_resumable(run, config.replace(width=2.0))
 
 
+def test_a_run_started_in_the_free_order_resumes_in_the_seeds_order(tmp_path):
+    """The default became the seed's order (`deterministic`): a run started before, whose
+    config.json records the free order, was refused on resume with the same command
+    ("deterministic: the run has False, asked True")."""
+    from tf_alexnet.run_dir import check_resumable
+
+    config = config_lib.from_dict(TINY)
+    assert config.deterministic is True
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.write_json(run.config, config.replace(deterministic=False).to_dict())
+    run.history.write_text(FINISHED_EPOCH)
+    assert check_resumable(run, config) is False  # resumes
+    assert check_resumable(run, config.replace(deterministic=False)) is False
+
+
 def test_a_tfds_run_recorded_before_stratify_resumes(tmp_path):
     """`stratify` read as false for every run recorded before it (only image folders were split
     at random), so an unfinished Fashion-MNIST run of an older version was refused on resume
