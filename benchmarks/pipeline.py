@@ -88,19 +88,24 @@ def run(args: argparse.Namespace) -> None:
     rows = []
     for preset in args.presets:
         measured: dict[str, Any] = {}
-        for label, pinned, *options in (
-            ("all_cores", 0),
-            ("one_core", 1),
-            ("all_cores_autotune", 0, "--autotune"),
-            ("all_cores_free_order", 0, "--free-order"),
-        ):
-            flags = [f"--preset={preset}", f"--cores={pinned}", f"--epochs={args.epochs}"]
-            flags += options
-            if args.train_examples:
-                flags.append(f"--train-examples={args.train_examples}")
-            measured[label] = common.run_json(["-m", __spec__.name, "--worker", *flags])
-            rate = measured[label]["steady_images_per_second"]
-            print(f"  {preset}: pipeline on {label}: {rate:,.0f} img/s", flush=True)
+        rates: dict[str, list[float]] = {}
+        for _round in range(args.rounds):  # each round measures every setting in turn
+            for label, pinned, *options in (
+                ("all_cores", 0),
+                ("one_core", 1),
+                ("all_cores_autotune", 0, "--autotune"),
+                ("all_cores_free_order", 0, "--free-order"),
+            ):
+                flags = [f"--preset={preset}", f"--cores={pinned}", f"--epochs={args.epochs}"]
+                flags += options
+                if args.train_examples:
+                    flags.append(f"--train-examples={args.train_examples}")
+                measured[label] = common.run_json(["-m", __spec__.name, "--worker", *flags])
+                rate = measured[label]["steady_images_per_second"]
+                rates.setdefault(label, []).append(rate)
+                print(f"  {preset}: pipeline on {label}: {rate:,.0f} img/s", flush=True)
+        for label, values in rates.items():  # the median of the rounds
+            measured[label]["steady_images_per_second"] = common.median(values)
         info = measured["all_cores"]
         consumed = model_rate(info, args.smoke)
         print(f"  {preset}: model trains at {consumed:,.1f} img/s", flush=True)
@@ -128,6 +133,7 @@ def run(args: argparse.Namespace) -> None:
                 "pipeline_free_order_images_per_second": measured["all_cores_free_order"][
                     "steady_images_per_second"
                 ],
+                "rounds": rates,
                 "model_images_per_second": consumed,
                 "headroom": pipeline_rate / consumed,
                 "cores_for_3000_images_per_second": 3000
@@ -139,6 +145,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def markdown(rows: list[dict[str, Any]], cores: int) -> str:
+    rounds = len(rows[0].get("rounds", {}).get("all_cores", [0])) if rows else 1
     table = common.markdown_table(
         [
             "preset",
@@ -180,7 +187,9 @@ def markdown(rows: list[dict[str, Any]], cores: int) -> str:
         "waited out its sleep when freed); the autotuning column measures it with it, each "
         "pass's iterator freed inside the timed pass, as Keras frees it between epochs. "
         "The pipeline keeps the order the seed draws; the free-order column lets its parallel "
-        "maps hand over what finishes first (`deterministic: false`).\n\n"
+        "maps hand over what finishes first (`deterministic: false`). "
+        f"Pipeline figures: the median of {rounds} round(s), every setting measured in turn "
+        "in each round.\n\n"
         f"{table}\n"
     )
 
@@ -195,6 +204,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
     parser.add_argument("--epochs", type=int, default=2, help="passes; the first fills the cache")
     parser.add_argument("--train-examples", type=int, default=None)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds of every setting in turn; medians reported"
+    )
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
     common.add_out_option(parser)
     parser.add_argument("--name", default="pipeline")

@@ -147,6 +147,7 @@ def test_pipeline_smoke(tmp_path, fashion_mnist):
     assert row["pipeline_images_per_second"] > 0 and row["model_images_per_second"] > 0
     assert row["pipeline_autotune_images_per_second"] > 0  # tf.data's autotuning, measured too
     assert row["pipeline_free_order_images_per_second"] > 0  # and with the order freed
+    assert row["rounds"]["all_cores_free_order"] == [row["pipeline_free_order_images_per_second"]]
     assert row["headroom"] == pytest.approx(
         row["pipeline_images_per_second"] / row["model_images_per_second"]
     )
