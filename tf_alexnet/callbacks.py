@@ -326,11 +326,17 @@ class StopOnDivergence(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is None or math.isfinite(float(np.asarray(loss))):
             return
+        # A run with a finished epoch refuses another learning rate unless started over.
+        where = (
+            "with --overwrite, or into another --run-dir"
+            if self._epoch
+            else "into the same --run-dir: it finished no epoch, so it starts over"
+        )
         raise TrainingDiverged(
             f"Training diverged: the loss became {float(np.asarray(loss))} in epoch "
             f"{self._epoch + 1}, batch {batch + 1}. Nothing of that epoch was kept. Train "
             f"again with a lower learning rate (--learning-rate, now {self.learning_rate:g}) "
-            "and --overwrite, or into another --run-dir."
+            f"{where}."
         )
 
 

@@ -468,7 +468,10 @@ def test_a_diverging_run_stops_at_its_last_finished_epoch(fashion_mnist, tmp_pat
 
     config = config_lib.from_dict(TINY)
     run = RunDir(tmp_path / "run")
-    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 2, batch 1\. Nothing"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"loss became nan in epoch 2, batch 1\. Nothing.* with --overwrite, or into another",
+    ):
         train(config, run.root, callbacks=[PoisonSecondEpoch()])
     assert not run.metrics.exists() and not run.final_model.exists()
     assert [int(row["epoch"]) for row in run.read_history()] == [0]  # epoch 2 not logged
@@ -483,7 +486,8 @@ def test_a_diverging_run_stops_at_its_last_finished_epoch(fashion_mnist, tmp_pat
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "Done" not in result.stdout
     assert re.fullmatch(
-        r"tf-alexnet: error: Training diverged: .*--learning-rate, now 1e\+12.*",
+        r"tf-alexnet: error: Training diverged: .*--learning-rate, now 1e\+12\) into the same "
+        r"--run-dir: it finished no epoch, so it starts over\.",
         result.stderr.strip().splitlines()[-1],
     )
 
