@@ -352,7 +352,8 @@ def _preprocess_symbolic(images: Any, height: int | None, width: int | None, cha
     dtype = images.dtype
     batch = images if rank == 4 else images[None]
     if dtype.is_floating:
-        low, high, expected = 0.0, 1.0, f"Float pixels should be in [0, 1], not NaN{AS_UINT8}"
+        # (NaN fails too; TensorFlow's message then shows it among the values)
+        low, high, expected = 0.0, 1.0, f"Float pixels should be in [0, 1]{AS_UINT8}"
     elif dtype.is_integer:
         low, high, expected = 0, 255, "Integer pixels should be in [0, 255]"
     else:

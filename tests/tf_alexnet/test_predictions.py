@@ -226,8 +226,11 @@ def test_preprocess_input_maps_over_a_tf_data_pipeline():
     np.testing.assert_allclose(next(iter(own_size)), rgb[:2] / 255.0, atol=1e-6)
 
     too_bright = tf.data.Dataset.from_tensors(np.full((1, 8, 8, 1), 2.0, np.float32))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"should be in \[0, 1\]"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"should be in \[0, 1\] \(pass"
+    ) as err:
         list(too_bright.map(lambda x: preprocess_input(x, (8, 8, 1))))
+    assert "NaN" not in str(err.value)  # it said "in [0, 1], not NaN" of values of 2.0
     rgba = tf.data.Dataset.from_tensors(np.zeros((2, 8, 8, 4), np.uint8))
     with pytest.raises(ValueError, match=r"1 or 3 channels. Received: images.shape=\(2, 8, 8, 4\)"):
         rgba.map(lambda x: preprocess_input(x, (8, 8, 1)))
