@@ -93,8 +93,8 @@ PRESET_HELP = (
 )
 EVALUATE_PRESET_HELP = (
     "for a .keras file only (a run directory reads its own config.json): the preset whose "
-    "data settings (dataset, split fractions, seed) choose the test split; auto picks chapter "
-    "when TensorFlow sees a GPU and cpu otherwise (default: {default})"
+    "data settings (dataset, split fractions, seed) choose the test split (default: {default}; "
+    "auto: chapter when TensorFlow sees a GPU, else cpu)"
 )
 
 
