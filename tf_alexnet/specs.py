@@ -158,13 +158,22 @@ class DataSpec(Spec):
 # --- One-line messages --------------------------------------------------------------------
 
 
-def _close_keys(unknown: list[str], known: list[str]) -> str:
+def _close_keys(unknown: list[str], spec: type[Spec]) -> str:
     """ ", did you mean learning_rate?" for unknown keys that look like known ones' misspellings
-    (the known list is long: 36 settings), else ""."""
+    (the known list is long: 36 settings), or that are a section's setting given outside it
+    (`flip` -> `augment.flip`), else ""."""
+    known = list(spec.model_fields)
+    sections = {
+        setting: f"{name}.{setting}"
+        for name, field in spec.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Spec)
+        for setting in field.annotation.model_fields
+    }
     close = [
         match[0]
         for key in unknown
-        if (match := difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1, cutoff=0.75))
+        if (match := [sections[key]] if key in sections else [])
+        or (match := difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1, cutoff=0.75))
     ]
     return f", did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
 
@@ -181,7 +190,7 @@ def describe_error(err: pydantic.ValidationError, spec: type[Spec]) -> SpecError
     if first["type"] == "extra_forbidden":
         unknown = [".".join(map(str, e["loc"])) for e in errors if e["type"] == "extra_forbidden"]
         known = ", ".join(spec.model_fields)
-        hints = _close_keys(unknown, list(spec.model_fields))
+        hints = _close_keys(unknown, spec)
         message = (
             f"Unknown {spec._what} keys: {', '.join(unknown)}{hints} (known: {known}). {received}"
         )

@@ -87,6 +87,11 @@ def test_a_json_key_given_twice_is_refused_and_a_misspelt_key_gets_a_suggestion(
     with pytest.raises(UserError) as nested:
         config_lib.from_dict({"augment": {"flipp": True}})
     assert str(nested.value).startswith("Unknown augmentation keys: flipp, did you mean flip? (")
+    with pytest.raises(UserError) as outside:  # a section's setting given at the top
+        config_lib.from_dict({"flip": True})
+    assert str(outside.value).startswith(
+        "Unknown configuration keys: flip, did you mean augment.flip? (known: dataset, "
+    )
     with pytest.raises(UserError) as unlike:
         config_lib.from_dict({"zzz": 1})
     assert str(unlike.value).startswith("Unknown configuration keys: zzz (known: dataset, ")
