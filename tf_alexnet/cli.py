@@ -147,7 +147,9 @@ def refuse_a_folder_of_runs(target: str) -> None:
 
 def evaluation_source(target: str) -> tuple[pathlib.Path, pathlib.Path]:
     """What `evaluate` reads and where its report goes by default: a run directory's model and
-    the run; a `.keras` file and its folder; an exported model folder's version and
+    the run (also when given as the file); another `.keras` file and `evaluation-STEM` beside
+    it (two models of one folder wrote over each other's report, and a run's `final.keras`
+    over the report of its `best.keras`); an exported model folder's version and
     `./evaluation-NAME-VERSION` (the models folder is what TF Serving reads: nothing is added)."""
     from tf_alexnet.exported import ExportedModel, models_hint
     from tf_alexnet.run_dir import RunDir, resolve_source
@@ -160,7 +162,11 @@ def evaluation_source(target: str) -> tuple[pathlib.Path, pathlib.Path]:
         return RunDir(path).model_path(), path
     if not path.is_dir():
         model_path, _ = resolve_source(target)
-        return model_path, path.parent
+        run = RunDir(path.parent)
+        own = path.name in (run.best_model.name, run.final_model.name) and run.is_run()
+        if own and run.model_path().samefile(path):  # the model `evaluate RUN_DIR` scores
+            return model_path, path.parent
+        return model_path, path.parent / f"evaluation-{path.stem}"
     try:
         version = ExportedModel.find(path).path
     except UserError:

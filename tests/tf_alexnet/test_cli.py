@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -867,7 +868,7 @@ def test_evaluate_prints_its_report_before_a_write_that_fails(tmp_path, capsys, 
     assert "test accuracy" in out and "on 6 images" in out
     assert err == (
         "tf-alexnet: error: Read-only file system: "
-        f"'{tmp_path / 'model' / 'evaluation.json.tmp'}'.\n"
+        f"'{tmp_path / 'model' / 'evaluation-mini' / 'evaluation.json.tmp'}'.\n"
     )
 
 
@@ -1374,3 +1375,36 @@ def test_a_folder_of_runs_names_its_runs(argv, tmp_path, capsys):
         f"(cpu, quick): give one, e.g. {str(runs / 'cpu')!r}."
     )
     assert not (tmp_path / "models").exists()
+
+
+def test_each_keras_file_gets_its_own_report(trained_run, fashion_mnist, tmp_path, capsys):
+    """Every `.keras` file's report went into its folder as `evaluation.json`: two models of
+    one folder wrote over each other's, and `evaluate runs/x/final.keras` over the run's report
+    of its best.keras, without a word."""
+    from tf_alexnet.cli import main
+    from tf_alexnet.run_dir import RunDir
+
+    run = RunDir(shutil.copytree(trained_run, tmp_path / "run"))
+    assert run.best_model.is_file() and run.final_model.is_file()
+    assert main(["evaluate", str(run.best_model)]) == 0  # the run's model: the run's report
+    assert capsys.readouterr().out.endswith(f"Report: {run.evaluation}\n")
+    own = run.evaluation.read_bytes()
+    assert main(["evaluate", str(run.final_model)]) == 0
+    beside = run.root / "evaluation-final"
+    assert capsys.readouterr().out.endswith(f"Report: {beside / 'evaluation.json'}\n")
+    assert run.evaluation.read_bytes() == own
+    assert (beside / "confusion_matrix.png").is_file()
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(run.final_model, models / f"{name}.keras")
+        assert main(["evaluate", str(models / f"{name}.keras"), "--preset", "quick"]) == 0
+        reported = json.loads((models / f"evaluation-{name}" / "evaluation.json").read_text())
+        assert reported["model"] == str(models / f"{name}.keras")
+    assert sorted(path.name for path in models.iterdir()) == [
+        "a.keras",
+        "b.keras",
+        "evaluation-a",
+        "evaluation-b",
+    ]

@@ -185,8 +185,8 @@ def test_evaluate_refuses_a_read_only_run_or_model_folder_before_evaluating(
     assert main(["evaluate", str(folder / "mini.keras")]) == 2
     _, err = capsys.readouterr()
     assert _one_line(err) == (
-        f"tf-alexnet: error: The report folder '{folder}' is on a read-only file system. "
-        "Pass --output-dir with a writable folder.\n"
+        f"tf-alexnet: error: The report folder '{folder / 'evaluation-mini'}' cannot be made: "
+        f"'{folder}' is on a read-only file system. Pass --output-dir with a writable folder.\n"
     )
     assert _listing(source) == before
 
