@@ -169,12 +169,13 @@ def _close_keys(unknown: list[str], spec: type[Spec]) -> str:
         if isinstance(field.annotation, type) and issubclass(field.annotation, Spec)
         for setting in field.annotation.model_fields
     }
-    close = [
-        match[0]
-        for key in unknown
-        if (match := [sections[key]] if key in sections else [])
-        or (match := difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1, cutoff=0.75))
-    ]
+    close = []
+    for key in unknown:
+        match = sections.get(key) or next(
+            iter(difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1, cutoff=0.75)), None
+        )
+        if match:
+            close.append(match)
     return f", did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
 
 
