@@ -104,12 +104,11 @@ def run(args: argparse.Namespace) -> None:
                 rate = measured[label]["steady_images_per_second"]
                 rates.setdefault(label, []).append(rate)
                 print(f"  {preset}: pipeline on {label}: {rate:,.0f} img/s", flush=True)
-        for label, values in rates.items():  # the median of the rounds
-            measured[label]["steady_images_per_second"] = common.median(values)
-        info = measured["all_cores"]
+        median = {label: common.median(values) for label, values in rates.items()}
+        info = measured["all_cores"]  # the last round's settings, the same in every round
         consumed = model_rate(info, args.smoke)
         print(f"  {preset}: model trains at {consumed:,.1f} img/s", flush=True)
-        pipeline_rate = info["steady_images_per_second"]
+        pipeline_rate = median["all_cores"]
         rows.append(
             {
                 "preset": preset,
@@ -121,31 +120,23 @@ def run(args: argparse.Namespace) -> None:
                 "augmentation": info["augmentation"],
                 "pipeline_images_per_second": pipeline_rate,
                 "pipeline_first_epoch_images_per_second": info["first_epoch_images_per_second"],
-                "pipeline_one_core_images_per_second": measured["one_core"][
-                    "steady_images_per_second"
-                ],
+                "pipeline_one_core_images_per_second": median["one_core"],
                 # tf.data's model-based autotuning, which the pipeline turns off (pipeline.py)
-                "pipeline_autotune_images_per_second": measured["all_cores_autotune"][
-                    "steady_images_per_second"
-                ],
+                "pipeline_autotune_images_per_second": median["all_cores_autotune"],
                 # parallel maps free to hand over what finishes first (the seed no longer
                 # fixes the order; `deterministic: false`)
-                "pipeline_free_order_images_per_second": measured["all_cores_free_order"][
-                    "steady_images_per_second"
-                ],
+                "pipeline_free_order_images_per_second": median["all_cores_free_order"],
                 "rounds": rates,
                 "model_images_per_second": consumed,
                 "headroom": pipeline_rate / consumed,
-                "cores_for_3000_images_per_second": 3000
-                / measured["one_core"]["steady_images_per_second"],
+                "cores_for_3000_images_per_second": 3000 / median["one_core"],
             }
         )
     result = {"settings": vars(args), "cores": cores, "rows": rows}
-    common.write_results(args.name, result, markdown(rows, cores), args.out)
+    common.write_results(args.name, result, markdown(rows, cores, args.rounds), args.out)
 
 
-def markdown(rows: list[dict[str, Any]], cores: int) -> str:
-    rounds = len(rows[0].get("rounds", {}).get("all_cores", [0])) if rows else 1
+def markdown(rows: list[dict[str, Any]], cores: int, rounds: int) -> str:
     table = common.markdown_table(
         [
             "preset",
