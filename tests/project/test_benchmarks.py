@@ -437,10 +437,9 @@ def test_the_chapter_improved_preset_is_the_measured_recipe():
     assert run["test_accuracy"] >= 0.92
     improved = config_lib.resolve("chapter-improved").to_dict()
     assert improved["mixed_precision"] == "auto"  # the measured run set bf16 explicitly
-    flags = {"manual_dir", "seed", "mixed_precision"}  # the data's place; the benchmark's flags
-    # The batches' order: the run was measured while the default was the free order, which
-    # no seed fixed; the recipe is the same.
-    flags.add("deterministic")
+    # The data's place; the benchmark's flags; the batches' order (the run was measured while
+    # the default was the free order, which no seed fixed; the recipe is the same).
+    flags = {"manual_dir", "seed", "mixed_precision", "deterministic"}
     assert run["config"]["deterministic"] is False and improved["deterministic"] is True
     differences = {
         key: (value, improved[key])
