@@ -159,6 +159,12 @@ def parse_arguments(
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if hasattr(args, "image_folder") and hasattr(args, "dataset"):
+        # The dataset is ignored with an image folder: `--image-folder DIR --dataset mnist`
+        # trained on DIR without a word.
+        commands[args.command].error(
+            "--image-folder and --dataset name two sources of data; pass one of them"
+        )
     return args
 
 

@@ -181,6 +181,19 @@ def test_python_dash_m_runs_the_command_line(tmp_path):
             "tf-alexnet predict: error: unrecognized argument --run-dir; predict reads a run "
             "directory with --model RUN_DIR",
         ),
+        *(  # the image folder won, and the dataset was ignored without a word
+            (
+                [command, "run", "--image-folder", "shirts", "--dataset", "mnist"],
+                f"tf-alexnet {command}: error: --image-folder and --dataset name two sources "
+                "of data; pass one of them",
+            )
+            for command in ("evaluate", "export")
+        ),
+        (
+            ["train", "--dataset=mnist", "--epochs", "1", "--image-folder=shirts"],
+            "tf-alexnet train: error: --image-folder and --dataset name two sources of data; "
+            "pass one of them",
+        ),
         (  # was checked only once the model had loaded, as "`top_k` should be >= 1"
             ["predict", "shirt.png", "--model", "run", "--top-k", "0"],
             "tf-alexnet predict: error: argument --top-k: should be an integer >= 1, got '0'",
