@@ -72,7 +72,10 @@ class TrainConfig(DataSpec):
         30, ge=1, description="with schedule step: divide the learning rate by 10 every N epochs"
     )
     warmup_epochs: float = Field(
-        0.0, ge=0, description="linear learning-rate warm-up from 0, then the schedule"
+        0.0,
+        ge=0,
+        description="linear learning-rate warm-up from 0, then the schedule (the warm-up "
+        "takes at most half the run)",
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing")
     ema_momentum: float = Field(
