@@ -168,6 +168,12 @@ def _train(
         print(notice, flush=True)
     for note in datasets.absent_notes(("training", "validation")):
         print(note, flush=True)
+    if config.train_examples and config.train_examples > datasets.num_train:
+        print(
+            f"Note: train_examples {config.train_examples:,} is more than the "
+            f"{datasets.num_train:,} training images the splits leave; training on all of them.",
+            flush=True,
+        )
     if config.channels == 1 and in_colour(datasets.files):
         print(
             "Note: the images are in colour and the model reads them in gray (channels 1); "

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO, TINY_TRAINING, run_cli
+from tests.conftest import REPO, TINY_TRAINING, run_cli, write_image_folder
 from tf_alexnet import config as config_lib
 from tf_alexnet.errors import UserError
 from tf_alexnet.evaluate import evaluate
@@ -582,6 +582,29 @@ def test_data_folders_are_recorded_absolute_and_older_relative_ones_resume(tmp_p
     apart = f"image_folder: the run has '{run.root / 'data'}', asked '{tmp_path / 'data'}'"
     with pytest.raises(UserError, match=re.escape(f"other settings ({apart}).")):
         check_resumable(run, absolute)
+
+
+def test_a_run_says_what_it_made_of_its_data_settings(tmp_path, capsys):
+    """More training images asked for than there are, and colour images read in gray: the
+    run trains, and says so (the first went without a word)."""
+    folder = write_image_folder(tmp_path / "data", {"": 20}, size=(28, 28))
+    settings = {"validation_fraction": 0.1, "test_fraction": 0.1, "batch_size": 8, "epochs": 1}
+    config = config_lib.from_dict(
+        {**TINY, **settings, "image_folder": str(folder), "train_examples": 100, "channels": 1}
+    )
+    train(config, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert (
+        "Note: train_examples 100 is more than the 32 training images the splits leave; "
+        "training on all of them.\n"
+    ) in out
+    assert (
+        "Note: the images are in colour and the model reads them in gray (channels 1); "
+        "pass --channels 3 to keep the colour.\n"
+    ) in out
+    assert " on 32 training images (4 more for validation)" in out
+    train(config.replace(train_examples=32), tmp_path / "exact")
+    assert "train_examples" not in capsys.readouterr().out  # all that was asked for
 
 
 def test_overwrite_only_deletes_run_directories(tmp_path):
