@@ -15,6 +15,7 @@ import tensorflow as tf
 from tf_alexnet import contract
 from tf_alexnet.errors import UserError
 from tf_alexnet.exported import ExportedModel
+from tf_alexnet.image_header import LOCAL_MAX_PIXELS, too_many_pixels
 from tf_alexnet.model import check_classifier
 from tf_alexnet.predictions import (
     Top,
@@ -114,8 +115,9 @@ def _read_stdin() -> bytes:
 
 
 def _read_image(path: str) -> bytes:
-    """The file's bytes (`-`: standard input's); raises ValueError when there are none, or
-    for an 8-bit colour-palette BMP, which the models' decoder would read as gray. Whether
+    """The file's bytes (`-`: standard input's); raises ValueError when there are none, for
+    an image of more than `LOCAL_MAX_PIXELS`, or for an 8-bit colour-palette BMP, which the
+    models' decoder would read as gray. Whether
     the bytes decode is found by the model call (`_scored`): checking first decoded each
     image twice, and a 7 MB photo's check took longer than the exported model's call."""
     if path != STDIN and os.path.isdir(path):
@@ -126,6 +128,8 @@ def _read_image(path: str) -> bytes:
         raise ValueError(err.strerror or str(err)) from None
     if not data:
         raise ValueError("an empty file")
+    if too_large := too_many_pixels(data, LOCAL_MAX_PIXELS):
+        raise ValueError(f"{too_large}; scale it down first")
     if palette := palette_problem(data):
         raise ValueError(palette)
     return data

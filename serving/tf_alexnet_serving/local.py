@@ -29,11 +29,11 @@ from tf_alexnet.exported import (
     version_folder,
     version_numbers,
 )
+from tf_alexnet.image_header import image_size
 from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFull
 from tf_alexnet_serving.classes import Answer, ClassNames, probe_images
 from tf_alexnet_serving.errors import UpstreamError
 from tf_alexnet_serving.heap import collect_all
-from tf_alexnet_serving.images import image_size
 from tf_alexnet_serving.logs import ModelEvents
 from tf_alexnet_serving.settings import Settings
 

@@ -14,11 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
+from tf_alexnet.image_header import ImageError, check_image
 from tf_alexnet_serving.backends import Backend
 from tf_alexnet_serving.classes import Answer, ClassNames
 from tf_alexnet_serving.deps import BackendDep, backend_of, require_api_key, settings_of
 from tf_alexnet_serving.errors import ECHO_CHARS, UpstreamError, clipped, error_response
-from tf_alexnet_serving.images import ImageError, check_image
 from tf_alexnet_serving.inputs import UploadBudget, predict_body, read_images
 from tf_alexnet_serving.schemas import (
     Health,

@@ -15,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from tf_alexnet_serving import Settings, create_app
-from tf_alexnet_serving.images import ImageError, check_image, image_size
 
 from tf_alexnet import contract
+from tf_alexnet.image_header import ImageError, check_image, image_size
 
 
 def _picture(mode, size=(37, 23)):

@@ -1,4 +1,6 @@
-"""Image checks before any decoding: format from the magic bytes, size from the header."""
+"""Image checks before any decoding, in plain Python: format from the magic bytes, size from
+the header. The serving facade checks every upload with them; `tf-alexnet predict` checks the
+size of the files it reads."""
 
 from __future__ import annotations
 
@@ -142,6 +144,24 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     else:
         raise ImageError("JPEG of over 1,000 segments before its frame header")
     raise ImageError("truncated JPEG header")
+
+
+LOCAL_MAX_PIXELS = 200_000_000
+"""The most pixels `tf-alexnet predict` decodes of one file (as large as the largest camera
+sensors'): decoding and resizing take about 25 bytes a pixel, and a 97 KB PNG of 10000x10000
+took 2.5 GB; a 1.5 MB one of 40000x40000 would take about 40 GB."""
+
+
+def too_many_pixels(data: bytes, max_pixels: int) -> str | None:
+    """ "an image of WxH pixels, over the limit of N pixels" when the header says so; None when
+    it does not, or cannot be read (the decoder says what is wrong with such a file)."""
+    try:
+        _, width, height = image_size(data)
+    except ImageError:
+        return None
+    if width * height <= max_pixels:
+        return None
+    return f"an image of {width}x{height} pixels, over the limit of {max_pixels:,} pixels"
 
 
 def check_image(data: bytes, max_pixels: int) -> bytes:
