@@ -544,12 +544,13 @@ def image_files(
     """The image files under `folder`, at any depth and sorted, and what else it holds.
 
     Hidden files and folders (`.ipynb_checkpoints/`, macOS's `._name.png`) are left out of both.
-    Linked folders are followed (each real folder read once, so a link within `folder` ends),
-    except those that lead back into the dataset folder `root` (default: `folder`) from
-    outside `folder`: to `root` or a folder above it, or into another class's folder or split
-    (whose images would be read again, under this class). Those are listed with the other
-    files, each with a trailing separator (`skipped_notice` names them). A folder that cannot
-    be read is a `UserError`.
+    Linked folders are followed (each real folder read once), except those to a folder within
+    `folder`, which is read under its own path (its images were named after the link when the
+    walk met the link first), and those that lead back into the dataset folder `root` (default:
+    `folder`) from outside `folder`: to `root` or a folder above it, or into another class's
+    folder or split (whose images would be read again, under this class). Those are listed
+    with the other files, each with a trailing separator (`skipped_notice` names them). A
+    folder that cannot be read is a `UserError`.
     """
     found, links = _files_under(pathlib.Path(folder), pathlib.Path(root or folder))
     images = [str(p) for p in found if p.suffix.lower() in contract.IMAGE_SUFFIXES]
@@ -571,6 +572,11 @@ def _files_under(
     def inside(path: str, parent: str) -> bool:
         return os.path.commonpath([path, parent]) == parent
 
+    def walked(path: str) -> bool:  # a folder within `folder` that the walk reads as it is
+        return inside(path, own) and not any(
+            part.startswith(".") for part in pathlib.PurePath(os.path.relpath(path, own)).parts
+        )
+
     def refuse(err: OSError) -> None:  # os.walk passes these over: "holds no images"
         raise UserError(_unreadable(err, folder))
 
@@ -586,14 +592,13 @@ def _files_under(
                 continue
             path = pathlib.Path(root, name)
             target = os.path.realpath(path)
-            if (
-                path.is_symlink()
-                and not inside(target, own)  # own folders: each read once, as a loop ends
-                and (inside(top, target) or inside(target, top))
-            ):
-                links.append(path)
-            else:
-                kept.append(name)
+            if path.is_symlink():
+                if walked(target):
+                    continue
+                if not inside(target, own) and (inside(top, target) or inside(target, top)):
+                    links.append(path)  # back into the dataset, from outside `folder`
+                    continue
+            kept.append(name)
         folders[:] = kept
         files += [pathlib.Path(root, name) for name in names if not name.startswith(".")]
     try:

@@ -763,6 +763,27 @@ def test_linked_folders_back_into_the_dataset_are_skipped_and_named(tmp_path):
     assert source.skipped == (str(split / "train" / "a" / "peek") + os.sep,)
 
 
+def test_a_folder_linked_within_the_folder_is_read_under_its_own_path(tmp_path):
+    """`predict photos/` named a class's images after a link to it (`b/other/1.png` for
+    `a/1.png`) when the walk met the link first; here it meets one of the two links first,
+    whichever order the folder lists in."""
+    photos = tmp_path / "photos"
+    _write_images(photos / "a", 2, 20, "RGB")
+    _write_images(photos / "b", 1, 20, "RGB")
+    _write_images(photos / ".hidden" / "c", 1, 20, "RGB")
+    (photos / "a" / "to_b").symlink_to(photos / "b")
+    (photos / "b" / "to_a").symlink_to(photos / "a")
+    (photos / "b" / "to_hidden").symlink_to(photos / ".hidden" / "c")  # read only this way
+    (photos / "b" / "loop").symlink_to(photos)
+    images, others = image_files(photos)
+    names = ["a/0.png", "a/1.jpg", "b/0.png", "b/to_hidden/0.png"]
+    assert images == [str(photos / name) for name in names] and others == []
+    # As a class folder of a dataset: a link to another class is still skipped and named.
+    images, others = image_files(photos / "b", photos)
+    assert images == [str(photos / "b" / "0.png")]
+    assert others == [str(photos / "b" / name) + os.sep for name in ("loop", "to_a", "to_hidden")]
+
+
 BREAKS_A_LINE = ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
 
 
