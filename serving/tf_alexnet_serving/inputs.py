@@ -145,6 +145,15 @@ async def read_images(
             "Send multipart/form-data with image files, application/json with instances, or "
             "one image as the body (Content-Type: image/png, image/jpeg, ...).",
         )
+    if filename is not None and not media_type.startswith("image/"):
+        # It names an image sent as the whole body: with parts or instances it was ignored.
+        where = "its filename=" if media_type == "multipart/form-data" else "instances[N]"
+        raise HTTPException(
+            422,
+            "Query parameter filename names one image sent as the whole body (Content-Type: "
+            f"image/png, ...); an image of a {media_type} body is named by {where}. "
+            f"Received: filename={clipped(repr(filename))}.",
+        )
     coding = request.headers.get("content-encoding", "identity").strip().lower()
     if coding not in ("", "identity"):
         raise HTTPException(

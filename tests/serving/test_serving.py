@@ -410,6 +410,30 @@ def test_an_unknown_or_repeated_query_parameter_is_refused(client, test_images, 
     assert (response.status_code, response.json()) == (422, {"detail": detail})
 
 
+def test_filename_with_parts_or_instances_is_refused_not_ignored(client, test_images):
+    """`?filename=x.png` names an image sent as the whole body; with a multipart or JSON body
+    it was ignored without a word (the answer named the part's own filename)."""
+    one = base64.b64encode(test_images[0]).decode()
+    for kind, where, body in (
+        ("multipart/form-data", "its filename=", {"files": {"file": ("a.png", test_images[0])}}),
+        ("application/json", "instances[N]", {"json": {"instances": [{"b64": one}]}}),
+    ):
+        response = client.post("/predict?filename=zzz.png", **body)
+        assert (response.status_code, response.json()) == (
+            422,
+            {
+                "detail": "Query parameter filename names one image sent as the whole body "
+                f"(Content-Type: image/png, ...); an image of a {kind} body is named by "
+                f"{where}. Received: filename='zzz.png'."
+            },
+        )
+        assert client.post("/predict", **body).status_code == 200  # the same, without it
+    raw = client.post(
+        "/predict?filename=zzz.png", content=test_images[0], headers={"content-type": "image/png"}
+    )
+    assert raw.status_code == 200 and raw.json()["predictions"][0]["file"] == "zzz.png"
+
+
 def test_a_too_long_filename_is_one_readable_sentence(client, test_images):
     """pydantic's message was pasted after "should be": "Query parameter filename should be
     String should have at most 1024 characters."."""
