@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from tf_alexnet import contract, plots
+from tf_alexnet.columns import pad, screen_width
 from tf_alexnet.config import TrainConfig
 from tf_alexnet.data import make_datasets
 from tf_alexnet.errors import UserError
@@ -248,15 +249,18 @@ def classification_report(
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The report as a small text table."""
-    lines = [f"{'class':<14} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
+    """The report as a small text table, its first column as wide as its longest class name
+    on screen (at least 14 columns)."""
     rows = list(report["per_class"].items())
     rows += [("macro avg", report["macro_avg"]), ("weighted avg", report["weighted_avg"])]
+    width = max([14, *(screen_width(name) for name, _ in rows)])
+    lines = [f"{pad('class', width)} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
     for i, (name, row) in enumerate(rows):
         if i == len(report["per_class"]):
             lines.append("")
         lines.append(
-            f"{name:<14} {_fixed(row['precision'], '>9.4f')} {_fixed(row['recall'], '>7.4f')} "
+            f"{pad(name, width)} {_fixed(row['precision'], '>9.4f')} "
+            f"{_fixed(row['recall'], '>7.4f')} "
             f"{_fixed(row['f1'], '>6.4f')} {row['support']:>8}"
         )
     lines.append(

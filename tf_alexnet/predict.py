@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_alexnet import contract
+from tf_alexnet.columns import pad, screen_width
 from tf_alexnet.errors import UserError
 from tf_alexnet.exported import ExportedModel
 from tf_alexnet.image_header import LOCAL_MAX_PIXELS, too_many_pixels
@@ -200,10 +201,10 @@ def format_predictions(predictions: Sequence[Prediction]) -> str:
         if prediction.error:
             continue
         lines.append(prediction.image)
-        width = max(len(name) for _, name, _ in prediction.top)
+        width = max(screen_width(name) for _, name, _ in prediction.top)
         digits = len(str(len(prediction.top)))  # rank 10 in line with rank 9
         lines += [
-            f"  {rank:>{digits}}. {name:<{width}}  {probability:.4f}"
+            f"  {rank:>{digits}}. {pad(name, width)}  {probability:.4f}"
             for rank, (_, name, probability) in enumerate(prediction.top, start=1)
         ]
     return "\n".join(lines)

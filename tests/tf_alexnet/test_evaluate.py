@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tf_alexnet import plots
+from tf_alexnet.columns import screen_width
 from tf_alexnet.evaluate import classification_report, format_report
 
 # Three classes; "fox" is never the true class, and "cat" is never predicted right.
@@ -51,6 +52,18 @@ def test_the_printed_report_shows_the_averages(report):
     assert lines[5].split() == ["macro", "avg", "0.2500", "0.2500", "0.2500", "6"]
     assert lines[6].split() == ["weighted", "avg", "0.5000", "0.5000", "0.5000", "6"]
     assert lines[7].startswith("test accuracy 0.5000")
+
+
+def test_the_printed_report_lines_up_long_and_wide_class_names():
+    """Its first column was 14 characters: a longer name pushed its row to the right, and so
+    did a CJK name, whose characters take two columns each on screen."""
+    names = ("golden_retriever_puppies", "靴靴靴靴靴靴靴靴", "cat")
+    report = classification_report(Y_TRUE, np.eye(3)[Y_PRED] * 0.8 + 0.2 / 3, names)
+    lines = format_report(report).splitlines()
+    assert lines[0] == "class" + " " * 20 + "precision  recall     f1  support"
+    assert lines[2] == "靴靴靴靴靴靴靴靴" + " " * 9 + "   0.7500  0.7500 0.7500        4"
+    ends = {screen_width(line) for line in lines[:7] if line}  # every column in line
+    assert ends == {screen_width(lines[0])}
 
 
 def test_the_plot_has_both_matrices(report, tmp_path):

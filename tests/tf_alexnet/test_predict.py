@@ -291,6 +291,10 @@ def test_the_printed_ranks_line_up_past_nine():
     assert lines[0] == "a.png"
     assert lines[9] == "   9. class 8  0.0920" and lines[10] == "  10. class 9  0.0910"
     assert len({len(line) for line in lines[1:]}) == 1  # one column for the scores
+    # Padded by the columns a name takes on screen: 靴 takes two, a combining accent none.
+    top = [(0, "靴.v2", 0.5), (1, "Tee\u0301", 0.3), (2, "sandal", 0.2)]
+    lines = format_predictions([Prediction("b.png", top=top)]).splitlines()
+    assert lines[1:] == ["  1. 靴.v2   0.5000", "  2. Tee\u0301     0.3000", "  3. sandal  0.2000"]
 
 
 def test_a_dash_reads_one_image_from_standard_input(images, exported_dir, tmp_path):
