@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib.metadata
+import io
 import os
 import pathlib
 import re
@@ -371,6 +372,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `tf-alexnet`; returns the exit status."""
+    _print_file_names_as_given()
     parser = build_parser()
     args = parse_arguments(parser, argv)
     startup.set_log_level()
@@ -476,6 +478,15 @@ def _op_message(err: Any) -> str:
     lines = (err.message or "").strip().splitlines() or [type(err).__name__]
     what = re.sub(r"\{\{[^}]*\}\}|\[Op:.*|/job:[^ ]*/device:", "", lines[0])
     return re.sub(r"\s+", " ", what).strip().rstrip(".")
+
+
+def _print_file_names_as_given() -> None:
+    """A file name that is not UTF-8 (Python holds its bytes as surrogates) is printed as its
+    own bytes, as `ls` prints it: under a strict UTF-8 locale (en_US.UTF-8 on a desktop),
+    `predict photos/` failed whole on one such name ("'utf-8' codec can't encode character
+    '\\udcff' ... surrogates not allowed"). Python does this itself only in the C locale."""
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        sys.stdout.reconfigure(errors="surrogateescape")
 
 
 def _detach_stdout() -> None:

@@ -283,6 +283,30 @@ def test_an_image_of_too_many_pixels_is_named_and_not_decoded(images, exported_d
     assert second.error is None and len(second.top) == 5
 
 
+def test_a_file_name_that_is_not_utf8_is_printed_as_its_bytes(images, exported_dir, tmp_path):
+    """Under a strict UTF-8 locale (a desktop's en_US.UTF-8), one such name failed the whole
+    command: "'utf-8' codec can't encode character '\\udcff' ... surrogates not allowed"."""
+    folder = os.fsencode(tmp_path / "photos")
+    os.mkdir(folder)
+    with open(folder + b"/caf\xe9.png", "wb") as file:
+        file.write(pathlib.Path(images[0]).read_bytes())
+    result = subprocess.run(
+        [sys.executable, "-m", "tf_alexnet.cli", "predict", folder, "--model", exported_dir],
+        capture_output=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONIOENCODING": "utf-8:strict"},
+    )
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert result.stdout.splitlines()[0] == folder + b"/caf\xe9.png"  # the name's own bytes
+    answer = json.loads(
+        run_cli("predict", images[0], "--model", str(exported_dir), "--json").stdout
+    )
+    names = [
+        line.split(b". ", 1)[1].rsplit(None, 1)[0].strip()
+        for line in result.stdout.splitlines()[1:]
+    ]
+    assert names == [row["class_name"].encode() for row in answer[0]["predictions"]]
+
+
 def test_the_printed_ranks_line_up_past_nine():
     from tf_alexnet.predict import Prediction, format_predictions
 
