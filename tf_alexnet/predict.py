@@ -15,7 +15,7 @@ import tensorflow as tf
 from tf_alexnet import contract
 from tf_alexnet.columns import pad, screen_width
 from tf_alexnet.errors import UserError
-from tf_alexnet.exported import ExportedModel
+from tf_alexnet.exported import ExportedModel, version_numbers
 from tf_alexnet.image_header import LOCAL_MAX_PIXELS, too_many_pixels
 from tf_alexnet.model import check_classifier
 from tf_alexnet.predictions import (
@@ -68,9 +68,7 @@ class Predictor:
                 note = unnamed_classes(path, self.class_names, remedy)
                 print(f"Note: {note}", file=sys.stderr, flush=True)
         elif path.is_dir():
-            exported = ExportedModel.find(path)
-            self._signature = exported.signature(contract.SIGNATURE_IMAGE_BYTES)
-            self.class_names = exported.class_names()
+            self._signature, self.class_names = _newest_that_loads(path)
         else:
             raise UserError(f"No model at {str(path)!r}.")
 
@@ -83,6 +81,27 @@ class Predictor:
         pixels = encoded_batch(encoded_images, self._model.input_shape[1:])
         outputs = np.asarray(self._model(pixels, training=False))
         return to_probabilities(outputs, from_logits=self._from_logits)
+
+
+def _newest_that_loads(path: pathlib.Path) -> tuple[Any, tuple[str, ...]]:
+    """The bytes signature and class names of the version folder `path`, or of a model
+    folder's newest version that loads, as the server serves it: a newer version that does not
+    load (half copied) is named on standard error and passed over (it failed the command)."""
+    newest = ExportedModel.find(path)
+    if newest.path == path:  # a version folder: that one, or its error
+        return newest.signature(contract.SIGNATURE_IMAGE_BYTES), newest.class_names()
+    passed_over: list[UserError] = []
+    for version in reversed(version_numbers(path)):
+        exported = ExportedModel.find(path, version)
+        try:
+            loaded = exported.signature(contract.SIGNATURE_IMAGE_BYTES), exported.class_names()
+        except UserError as err:
+            passed_over.append(err)
+            continue
+        for reason in passed_over:  # on standard error: standard output may be --json
+            print(f"Note: {reason} Predicting with version {version}.", file=sys.stderr)
+        return loaded
+    raise passed_over[0]
 
 
 def list_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -307,6 +307,36 @@ def test_a_file_name_that_is_not_utf8_is_printed_as_its_bytes(images, exported_d
     assert names == [row["class_name"].encode() for row in answer[0]["predictions"]]
 
 
+def test_a_newer_version_that_does_not_load_is_passed_over_as_the_server_does(
+    images, exported_dir, tmp_path, capsys
+):
+    """A version caught half copied (`cp -r` of a new export) failed `predict --model
+    models/alexnet`, while the server went on serving the version before it."""
+    import shutil
+
+    from tf_alexnet.exported import version_numbers
+
+    model = tmp_path / "alexnet"
+    shutil.copytree(exported_dir, model)
+    (last,) = version_numbers(model)
+    half = model / str(last + 1)
+    half.mkdir()
+    shutil.copy(model / str(last) / "saved_model.pb", half)  # no variables yet
+    expected = predict_files(images, exported_dir)
+    capsys.readouterr()
+    assert predict_files(images, model) == expected
+    note = capsys.readouterr().err
+    assert note.startswith(
+        f"Note: The exported model {str(half)!r} does not load (damaged, or still being copied?): "
+    )
+    assert note.endswith(f" Predicting with version {last}.\n") and note.count("\n") == 1
+    with pytest.raises(UserError, match="does not load"):  # asked for by its version: refused
+        predict_files(images, half)
+    shutil.rmtree(model / str(last))
+    with pytest.raises(UserError, match="does not load"):  # no version loads
+        predict_files(images, model)
+
+
 def test_the_printed_ranks_line_up_past_nine():
     from tf_alexnet.predict import Prediction, format_predictions
 
