@@ -122,6 +122,33 @@ def write_image_folder(
     return root
 
 
+def flat_png(width: int, height: int) -> bytes:
+    """A valid gray PNG of `width`x`height` black pixels, compressed in blocks of rows: 15000x14000
+    (915 KB) in half a second, 1x25,000,000 without a loop over its rows."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    row = b"\x00" * (width + 1)  # the filter byte, then the row
+    per_block = max(1, 8_000_000 // len(row))
+    packer = zlib.compressobj(1)
+    rows = b"".join(
+        packer.compress(row * min(per_block, height - start))
+        for start in range(0, height, per_block)
+    )
+    header = struct.pack(">II", width, height) + b"\x08\x00\x00\x00\x00"
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", rows + packer.flush())
+        + chunk(b"IEND", b"")
+    )
+
+
 Inode = tuple[int, int]
 SyncEvent = tuple[str, Inode, str] | tuple[str, str, str]
 

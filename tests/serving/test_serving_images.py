@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from tf_alexnet_serving import Settings, create_app
 
+from tests.conftest import flat_png
 from tf_alexnet import contract
 from tf_alexnet.image_header import ImageError, check_image, image_size
 
@@ -419,21 +420,11 @@ def test_webp_headers_give_the_size_or_what_the_model_refuses(name, chunk, answe
             image_size(CORPUS[name])
 
 
-def _flat_png(width, height):
-    def chunk(kind, data):
-        crc = zlib.crc32(kind + data).to_bytes(4, "big")
-        return len(data).to_bytes(4, "big") + kind + data + crc
-
-    ihdr = struct.pack(">II", width, height) + b"\x08\x00\x00\x00\x00"
-    rows = zlib.compress((b"\x00" + b"\x00" * width) * height, 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize(("width", "height"), [(1_000_001, 1), (1, 25_000_000)])
 def test_a_png_too_wide_for_the_decoder_is_said_so(width, height):
     """A valid 25,000,000x1 PNG (within MAX_PIXELS) was answered "could not be decoded:
     corrupt, truncated, ...": libpng, in TensorFlow, refuses sides over 1,000,000."""
     with pytest.raises(ImageError, match=f"PNG image of {width}x{height} pixels: TensorFlow's"):
-        check_image(_flat_png(width, height), 25_000_000)
-    side = _flat_png(1_000_000, 1)  # the widest it reads
+        check_image(flat_png(width, height), 25_000_000)
+    side = flat_png(1_000_000, 1)  # the widest it reads
     assert _decode(check_image(side, 25_000_000)).shape == (1, 1_000_000, 3)

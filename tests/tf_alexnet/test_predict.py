@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import flat_png, run_cli
 from tf_alexnet.errors import UserError
 from tf_alexnet.export import export
 from tf_alexnet.predict import predict_files
@@ -247,26 +247,6 @@ def test_a_folder_stands_for_its_images(images, exported_dir, tmp_path):
     ) in result.stderr
 
 
-def _flat_png(width, height):
-    """A valid gray PNG of `width`x`height` black pixels, in well under a second (915 KB for
-    15000x14000)."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    packer = zlib.compressobj(1)
-    row = b"\x00" * (width + 1)  # filter byte, then the row
-    rows = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    header = struct.pack(">II", width, height) + b"\x08\x00\x00\x00\x00"
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-    )
-
-
 def test_an_image_of_too_many_pixels_is_named_and_not_decoded(images, exported_dir, tmp_path):
     """A 97 KB PNG of 10000x10000 took predict 2.5 GB to decode and resize; one of 40000x40000
     (1.5 MB) would have taken about 40 GB. Over `LOCAL_MAX_PIXELS`, predict refuses it from the
@@ -274,7 +254,7 @@ def test_an_image_of_too_many_pixels_is_named_and_not_decoded(images, exported_d
     from tf_alexnet.image_header import LOCAL_MAX_PIXELS
 
     huge = tmp_path / "huge.png"
-    huge.write_bytes(_flat_png(15_000, 14_000))
+    huge.write_bytes(flat_png(15_000, 14_000))
     assert 15_000 * 14_000 > LOCAL_MAX_PIXELS == 200_000_000
     first, second = predict_files([str(huge), images[0]], exported_dir)
     assert first.error == (
