@@ -152,16 +152,23 @@ sensors'): decoding and resizing take about 25 bytes a pixel, and a 97 KB PNG of
 took 2.5 GB; a 1.5 MB one of 40000x40000 would take about 40 GB."""
 
 
+def _over_the_limit(width: int, height: int, max_pixels: int) -> str | None:
+    """What is wrong with an image of `width` x `height` pixels under `max_pixels`; None if
+    nothing is."""
+    if width * height <= max_pixels:
+        return None
+    return f"image of {width}x{height} pixels is over the limit of {max_pixels:,} pixels"
+
+
 def too_many_pixels(data: bytes, max_pixels: int) -> str | None:
-    """ "an image of WxH pixels, over the limit of N pixels" when the header says so; None when
-    it does not, or cannot be read (the decoder says what is wrong with such a file)."""
+    """ "image of WxH pixels is over the limit of N pixels" when the header says so (the words
+    `check_image` raises); None when it does not, or cannot be read (the decoder says what is
+    wrong with such a file)."""
     try:
         _, width, height = image_size(data)
     except ImageError:
         return None
-    if width * height <= max_pixels:
-        return None
-    return f"an image of {width}x{height} pixels, over the limit of {max_pixels:,} pixels"
+    return _over_the_limit(width, height, max_pixels)
 
 
 def check_image(data: bytes, max_pixels: int) -> bytes:
@@ -180,10 +187,8 @@ def check_image(data: bytes, max_pixels: int) -> bytes:
         kind, width, height = image_size(data)
     if width == 0 or height == 0:
         raise ImageError(f"{kind.upper()} image of size {width}x{height}")
-    if width * height > max_pixels:
-        raise ImageError(
-            f"image of {width}x{height} pixels is over the limit of {max_pixels:,} pixels"
-        )
+    if too_large := _over_the_limit(width, height, max_pixels):
+        raise ImageError(too_large)
     if kind == "bmp" and contract.palette_bmp_header(data):  # decodes, but as gray
         raise ImageError(contract.PALETTE_BMP)
     if kind == "png" and max(width, height) > PNG_MAX_SIDE:

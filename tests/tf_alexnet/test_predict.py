@@ -258,7 +258,7 @@ def test_an_image_of_too_many_pixels_is_named_and_not_decoded(images, exported_d
     assert 15_000 * 14_000 > LOCAL_MAX_PIXELS == 200_000_000
     first, second = predict_files([str(huge), images[0]], exported_dir)
     assert first.error == (
-        "an image of 15000x14000 pixels, over the limit of 200,000,000 pixels; scale it down first"
+        "image of 15000x14000 pixels is over the limit of 200,000,000 pixels; scale it down first"
     )
     assert second.error is None and len(second.top) == 5
 
