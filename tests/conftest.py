@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -120,6 +121,13 @@ def write_image_folder(
                 pixels = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
                 (root / split / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
     return root
+
+
+def json_log_lines(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The JSON lines of a server's log so far; whole lines only (a running server may be
+    writing the last one: reading '{"time": ' failed a test)."""
+    whole = path.read_text().split("\n")[:-1]
+    return [json.loads(line) for line in whole if line.startswith("{")]
 
 
 def flat_png(width: int, height: int) -> bytes:

@@ -22,7 +22,7 @@ from tf_alexnet_serving.batching import DeadlineExceeded, MicroBatcher, QueueFul
 from tf_alexnet_serving.classes import ClassNames
 from tf_alexnet_serving.routes import UNDECODABLE, _prediction
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, json_log_lines
 from tf_alexnet.predict import predict_files
 
 BF16_REWRITE_TOLERANCE = 2e-2
@@ -798,9 +798,7 @@ def test_real_server_answers_curl(model_base, test_images, tmp_path):
 
 def _log_lines(path):
     """The request log lines in a server's stderr."""
-    import json
-
-    return [json.loads(line) for line in path.read_text().splitlines() if '"request_id"' in line]
+    return [line for line in json_log_lines(path) if "request_id" in line]
 
 
 TENSORFLOW_CPP_LINE = re.compile(
@@ -846,7 +844,6 @@ def test_the_server_log_is_json_lines_unless_told_otherwise(model_base, test_ima
 
 def test_a_misspelt_setting_is_a_warning_in_the_log_not_ignored_silently(model_base, tmp_path):
     """`TF_ALEXNET_SERVE_MAX_FILE=3` left MAX_FILES at its default without a word."""
-    import json
 
     log = tmp_path / "serve.log"
     env = {
@@ -856,7 +853,7 @@ def test_a_misspelt_setting_is_a_warning_in_the_log_not_ignored_silently(model_b
     }
     with LiveServer(model_base, env=env, stderr=log) as server:
         assert httpx.get(f"{server.url}/healthz").status_code == 200
-    objects = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    objects = json_log_lines(log)
     warnings = [line for line in objects if line.get("logger") == "tf_alexnet_serving.settings"]
     assert [(line["level"], line["message"]) for line in warnings] == [
         (

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from tf_alexnet_serving.inputs import EXAMPLE_PNG
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, json_log_lines
 
 LIMITS = {
     "TF_ALEXNET_SERVE_HEADER_TIMEOUT_S": "1",
@@ -316,19 +316,12 @@ def test_metrics_label_refused_and_page_requests_with_their_route(server):
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
 
 
-def json_log_lines(server: LiveServer) -> list[dict]:
-    """The server's JSON log lines so far; whole lines only (it may be writing the last one:
-    reading '{"time": ' failed a test)."""
-    whole = server.stderr.read_text().split("\n")[:-1]
-    return [json.loads(text) for text in whole if text.startswith("{")]
-
-
 def request_log_line(server: LiveServer, key: str, value: str, within_s: float = 3) -> dict:
     """The request log's line whose `key` is `value` (within `within_s`: the line may follow
     the answer)."""
     deadline = time.monotonic() + within_s
     while True:
-        for line in json_log_lines(server):
+        for line in json_log_lines(server.stderr):
             if "request_id" in line and line.get(key) == value:
                 return line
         assert time.monotonic() < deadline, f"no request log line with {key} {value}"
@@ -492,7 +485,7 @@ def test_the_request_log_says_why_the_app_refused_a_request(server, test_images)
 
 def log_lines_of(server: LiveServer, client: str) -> list[dict]:
     """Every request log line of `client` (`host:port`) so far."""
-    lines = json_log_lines(server)
+    lines = json_log_lines(server.stderr)
     return [line for line in lines if "request_id" in line and line.get("client") == client]
 
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import gc
-import json
 import shutil
 import threading
 import time
@@ -17,7 +16,7 @@ from tf_alexnet_serving.heap import freeze_long_lived, thaw
 from tf_alexnet_serving.local import LocalBackend
 from tf_alexnet_serving.routes import _predict_one_version
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, json_log_lines
 from tf_alexnet import contract
 from tf_alexnet.export import export
 
@@ -452,7 +451,7 @@ def test_live_server_moves_to_a_new_export_without_a_failed_or_mislabelled_answe
             assert names <= set(THREE_CLASSES) and top_k == 3  # all 3 classes, no 4th
     assert "tf_alexnet_model_version 2.0" in metrics
     assert (metadata["version"], metadata["class_names"]) == (2, THREE_CLASSES)
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    lines = json_log_lines(log)
     events = [line for line in lines if "event" in line]
     assert [(e["event"], e["version"], e["previous_version"]) for e in events] == [
         ("model_loaded", 1, None),
