@@ -119,14 +119,15 @@ def raw_worker(model_dir: str, requests: int, batches: list[int]) -> dict[str, A
 
 
 @contextlib.contextmanager
-def server(
+def launch(
     base: pathlib.Path,
     source: pathlib.Path | None = None,
     batch_wait_ms: float | None = None,
     extra_env: dict[str, str] | None = None,
-) -> Iterator[tuple[str, int]]:
-    """`tf-alexnet serve` on a free port, with its default settings: this checkout's, or the one
-    in `source`; `batch_wait_ms` overrides MAX_BATCH_WAIT_MS; `extra_env` adds variables."""
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`tf-alexnet serve` started on a free port, with its default settings, not yet waited for:
+    this checkout's, or the one in `source`; `batch_wait_ms` overrides MAX_BATCH_WAIT_MS;
+    `extra_env` adds variables."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # What BF16=auto picks in this checkout, set explicitly so that a baseline with an older
@@ -141,6 +142,18 @@ def server(
     # Run from `source`: `python -m` puts the working folder before PYTHONPATH, and this
     # checkout's `tf_alexnet` there would start this checkout's server with the old settings.
     with process([*command, "--model-base-path", str(base)], env, cwd=source) as proc:
+        yield url, proc
+
+
+@contextlib.contextmanager
+def server(
+    base: pathlib.Path,
+    source: pathlib.Path | None = None,
+    batch_wait_ms: float | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[tuple[str, int]]:
+    """`launch`, then wait until the server is ready: (url, pid)."""
+    with launch(base, source, batch_wait_ms, extra_env) as (url, proc):
         wait_ready(url, proc)
         yield url, proc.pid
 
@@ -248,17 +261,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bf16_rewrite": {"enabled": support.available, "reason": support.reason},
         "setting_env": args.settings,
     }
-    with tempfile.TemporaryDirectory() as tmp, baseline_source(args.baseline) as old:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        baseline_source(args.baseline) as old,
+        contextlib.ExitStack() as shared,
+    ):
         bases = export_models(pathlib.Path(tmp), variants)
         servers: Servers = {"this commit": (None, {})}
         servers |= {f"baseline {args.baseline}": (old, {})} if old else {}
         servers |= {name: (None, env) for name, env in args.settings.items()}
         pngs = loadgen.fashion_mnist_pngs(64)  # the request images, read once for the run
-        result["cost"] = cost_section(bases["mini-28"], servers, pngs, args)
-        base = bases[f"{args.variant}-{args.image_size}"]
-        result["throughput"] = throughput_section(base, servers, pngs, args)
+        cost_base = bases["mini-28"]
+        load_base = bases[f"{args.variant}-{args.image_size}"]
+        # One model for both sections (a smoke run, or --variant mini --image-size 28): the
+        # cost section's servers stay up for the rounds, idle but for the one under load, and
+        # its closing raw run is the first round's ceiling (nothing runs between the two).
+        same = load_base == cost_base
+        result["cost"], live = cost_section(
+            cost_base, servers, pngs, args, shared if same else None
+        )
+        first = result["cost"]["raw"]["runs"][-1]["images_per_second_by_batch"] if same else None
+        result["throughput"] = throughput_section(load_base, servers, pngs, args, live, first)
     result["goals"] = goals(result)
     return result
+
+
+def start_servers(
+    stack: contextlib.ExitStack, base: pathlib.Path, servers: Servers, args: argparse.Namespace
+) -> dict[str, tuple[str, int]]:
+    """Every server on `base`, each on its own port, until `stack` closes: name -> (url, pid).
+    They start at once (their start-up is most of a smoke run), then each is waited for."""
+    launched = {
+        name: stack.enter_context(launch(base, source, args.batch_wait_ms, env))
+        for name, (source, env) in servers.items()
+    }
+    for url, proc in launched.values():
+        wait_ready(url, proc)
+    return {name: (url, proc.pid) for name, (url, proc) in launched.items()}
 
 
 def cost_section(
@@ -266,15 +305,14 @@ def cost_section(
     servers: Servers,
     pngs: list[bytes],
     args: argparse.Namespace,
-) -> dict[str, Any]:
+    keep: contextlib.ExitStack | None = None,
+) -> tuple[dict[str, Any], dict[str, tuple[str, int]] | None]:
     """The raw call's CPU before and after; between them, every server's CPU per sequential
-    request, per body kind, the servers taking turns."""
+    request, per body kind, the servers taking turns. With `keep`, the servers stay up until it
+    closes, and are returned with the section (else None: they stop before the second raw run)."""
     raw_runs = [raw_run(base, args)]
-    with contextlib.ExitStack() as stack:
-        live = {
-            name: stack.enter_context(server(base, source, args.batch_wait_ms, env))
-            for name, (source, env) in servers.items()
-        }
+    with contextlib.ExitStack() as own:
+        live = start_servers(keep or own, base, servers, args)
         rows = sequential_costs(live, pngs, args.requests, args.chunks)
     raw_runs.append(raw_run(base, args))
     raw = {
@@ -290,12 +328,13 @@ def cost_section(
                 f"p50 {row['p50_ms']:.1f} ms",
                 flush=True,
             )
-    return {
+    section = {
         "model": "mini 28px",
         "raw": {**raw, "runs": raw_runs},
         "chunks": args.chunks,
         "servers": rows,
     }
+    return section, live if keep else None
 
 
 def throughput_section(
@@ -303,23 +342,29 @@ def throughput_section(
     servers: Servers,
     pngs: list[bytes],
     args: argparse.Namespace,
+    live: dict[str, tuple[str, int]] | None = None,
+    first_ceiling: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """`args.rounds` rounds of concurrency-32 loads, the raw ceiling measured between them.
 
     Each round's loads are compared with the ceiling measured just before and just after it
-    (the median of the two), so a neighbour that slows the host for a while moves both.
+    (the median of the two), so a neighbour that slows the host for a while moves both. Each
+    round starts each server afresh, one at a time, unless `live` servers are given (already up
+    on `base`); `first_ceiling` is a raw run just made on `base`, the first round's "before".
     """
     import httpx
 
-    raw_runs = [raw_run(base, args)["images_per_second_by_batch"]]
+    raw_runs = [first_ceiling or raw_run(base, args)["images_per_second_by_batch"]]
     rounds: list[dict[str, dict[str, Any]]] = []
     for number in range(1, args.rounds + 1):
         loads: dict[str, dict[str, Any]] = {}
         for name, (source, env) in servers.items():
-            with (
-                server(base, source, args.batch_wait_ms, env) as (url, _),
-                httpx.Client(timeout=60) as client,
-            ):
+            serving = (
+                contextlib.nullcontext(live[name])
+                if live
+                else server(base, source, args.batch_wait_ms, env)
+            )
+            with serving as (url, _), httpx.Client(timeout=60) as client:
                 loads[name] = {}
                 for body in ("multipart", "binary"):
                     if not answers(client, url, pngs[0], body):  # no binary body there
@@ -332,6 +377,7 @@ def throughput_section(
     return {
         "model": f"{args.variant} {args.image_size}px",
         "raw": {"images_per_second_by_batch_runs": raw_runs},
+        "servers_started_per_round": live is None,
         "rounds": rounds,
     }
 
@@ -519,7 +565,13 @@ def markdown(result: dict[str, Any]) -> str:
         "images/s of the signature called in process with batches, the median of a run just "
         'before and one just after that round; "batch <= 32" is the best batch the facade '
         "can form (its MAX_BATCH_SIZE). The load generator runs on the same cores: its CPU is "
-        "in the last column.",
+        "in the last column. "
+        + (
+            "Each round starts every server afresh, one at a time."
+            if throughput["servers_started_per_round"]
+            else "One model for both sections: the servers of the CPU section serve the rounds "
+            "too, idle but for the one under load."
+        ),
         "",
         "Median over the rounds (each column's own median):",
         "",

@@ -263,10 +263,16 @@ def test_facade_cost_smoke(tmp_path, fashion_mnist):
         )
     # the raw calls and both servers compute in the precision BF16=auto picks here
     assert result["bf16_rewrite"]["enabled"] == bf16_support().available
-    # two rounds of loads, the raw ceiling before, between and after them
+    # two rounds of loads, the raw ceiling before, between and after them; one model for both
+    # sections, so the cost section's servers serve the rounds and its closing raw run is the
+    # first round's ceiling
     throughput = result["throughput"]
     assert len(throughput["rounds"]) == 2
-    assert len(throughput["raw"]["images_per_second_by_batch_runs"]) == 3
+    ceilings = throughput["raw"]["images_per_second_by_batch_runs"]
+    assert (
+        len(ceilings) == 3 and ceilings[0] == cost["raw"]["runs"][1]["images_per_second_by_batch"]
+    )
+    assert throughput["servers_started_per_round"] is False
     shares = []
     for loads in throughput["rounds"]:
         row = loads["this commit"]["binary"]
@@ -289,8 +295,49 @@ def test_facade_cost_smoke(tmp_path, fashion_mnist):
     )
     assert set(ratios["c32_images_per_second"]) == {"multipart", "binary"}
     page = (tmp_path / "facade_cost.md").read_text()
+    assert "the servers of the CPU section serve the rounds too" in page
     assert "## Goals" in page and "- Compared: bfc (`TF_CPU_ALLOCATOR_USE_BFC=true`)" in page
     assert not (REPO / ".git" / "worktrees" / "baseline").exists()  # the worktree is removed
+
+
+def test_facade_cost_rounds_start_each_server_afresh_when_the_models_differ(monkeypatch):
+    """A real run loads another model at c32 than the CPU section's: each round starts every
+    server on it, one at a time, a raw run before the first round and after each one."""
+    import contextlib
+
+    from benchmarks import facade_cost
+
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def fake_server(base, source, batch_wait_ms, env):
+        events.append(f"start {base.name} {sorted(env)}")
+        yield f"http://{base.name}", 1
+        events.append("stop")
+
+    def fake_raw_run(base, args):
+        events.append(f"raw {base.name}")
+        return {"images_per_second_by_batch": {"1": 100.0}}
+
+    def fake_measure(url, pngs, concurrency, seconds, warmup, body):
+        events.append(f"load {url} {body}")
+        return {"requests_per_second": 50.0}
+
+    monkeypatch.setattr(facade_cost, "server", fake_server)
+    monkeypatch.setattr(facade_cost, "raw_run", fake_raw_run)
+    monkeypatch.setattr(facade_cost, "answers", lambda client, url, png, body: True)
+    monkeypatch.setattr(facade_cost.loadgen, "measure", fake_measure)
+    monkeypatch.setattr(facade_cost.loadgen, "describe", lambda row: "")
+    args = facade_cost.parse(["--rounds", "2", "--setting", "bfc=TF_CPU_ALLOCATOR_USE_BFC=true"])
+    servers = {"this commit": (None, {}), "bfc": (None, {"TF_CPU_ALLOCATOR_USE_BFC": "true"})}
+    section = facade_cost.throughput_section(pathlib.Path("d2l"), servers, [b""], args)
+    one_round = [
+        "start d2l []", "load http://d2l multipart", "load http://d2l binary", "stop",
+        "start d2l ['TF_CPU_ALLOCATOR_USE_BFC']", "load http://d2l multipart",
+        "load http://d2l binary", "stop", "raw d2l",
+    ]  # fmt: skip
+    assert events == ["raw d2l", *one_round, *one_round]
+    assert section["servers_started_per_round"] is True and len(section["rounds"]) == 2
 
 
 def test_accuracy_smoke(tmp_path, fashion_mnist):
