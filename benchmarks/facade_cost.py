@@ -17,7 +17,9 @@ nanoseconds), so it holds up better than wall time when neighbours share the mac
   (the best images/s of the signature called in process with batches), with the load
   generator's own CPU share beside it, since it runs on the same cores. `--rounds` rounds,
   the ceiling measured before, between and after them; the goal is judged on the median
-  round (one round's share moved by 5-10 points between runs on a shared host).
+  round (one round's share moved by 5-10 points between runs on a shared host). Each round
+  starts each server afresh, one at a time; a run whose rounds load the CPU section's model
+  (`--smoke`, or `--variant mini --image-size 28`) keeps that section's servers instead.
 
 `--baseline REF` also serves the facade of an earlier commit (a temporary `git worktree`),
 so old and new are measured in one run on one machine; `--setting NAME=VAR=VALUE` serves this
