@@ -425,11 +425,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--configs", nargs="+", default=["cpu"], choices=list(CONFIGS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--d2l-image-size", type=int, default=112)
+    parser.add_argument("--d2l-image-size", type=common.positive_int, default=112)
     parser.add_argument(
-        "--d2l-train-examples", type=int, default=12_000, help="0: all (54,000 with validation)"
+        "--d2l-train-examples",
+        type=common.non_negative_int,
+        default=12_000,
+        help="0: all (54,000 with validation)",
     )
-    parser.add_argument("--d2l-epochs", type=int, default=3)
+    parser.add_argument("--d2l-epochs", type=common.positive_int, default=3)
     parser.add_argument(
         "--precision",
         nargs="+",

@@ -80,8 +80,10 @@ def measure(layer: str, policy: str, steps: int, smoke: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=320, help="timed steps per process")
+    parser.add_argument("--rounds", type=common.positive_int, default=3)
+    parser.add_argument(
+        "--steps", type=common.positive_int, default=320, help="timed steps per process"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny batches, a few steps")
     common.add_out_option(parser)
     parser.add_argument("--child", nargs=4, metavar=("LAYER", "POLICY", "STEPS", "SMOKE"))

@@ -134,6 +134,29 @@ def result_name(benchmark: str, smoke: bool, name: str | None = None) -> str:
     return name or (benchmark if smoke else f"{benchmark}_{cpu_kind()}")
 
 
+def _number_type(kind: type, minimum: float, what: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= minimum:  # `not >=` also refuses NaN
+            raise argparse.ArgumentTypeError(f"should be {what}. Received: {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number_type(int, 1, "a positive integer")
+"""argparse type of a count or a size: an integer >= 1 (0 or less would measure nothing, or
+fail minutes into a run)."""
+non_negative_int = _number_type(int, 0, "an integer >= 0")
+positive_float = _number_type(float, 1e-9, "a positive number")
+"""argparse type of a measured span in seconds."""
+non_negative_float = _number_type(float, 0, "a number >= 0")
+
+
 def add_out_option(parser: argparse.ArgumentParser) -> None:
     """`--out`: the results folder; checked (and filled in) by `prepare_out`."""
     parser.add_argument(

@@ -621,19 +621,33 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", help="also measure the facade of this git commit")
     parser.add_argument(
-        "--requests", type=int, default=600, help="sequential requests per server and body"
+        "--requests",
+        type=common.positive_int,
+        default=600,
+        help="sequential requests per server and body",
     )
-    parser.add_argument("--chunks", type=int, default=10, help="turns the servers take per body")
+    parser.add_argument(
+        "--chunks", type=common.positive_int, default=10, help="turns the servers take per body"
+    )
     parser.add_argument("--variant", default="d2l", help="model of the concurrency-32 run")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--raw-batches", type=int, nargs="+", default=[1, 8, 16, 32, 64])
-    parser.add_argument("--seconds", type=float, default=15, help="measured at concurrency 32")
-    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--image-size", type=common.positive_int, default=224)
     parser.add_argument(
-        "--rounds", type=int, default=3, help="concurrency-32 rounds, the ceiling between them"
+        "--raw-batches", type=common.positive_int, nargs="+", default=[1, 8, 16, 32, 64]
     )
     parser.add_argument(
-        "--batch-wait-ms", type=float, help="the servers' MAX_BATCH_WAIT_MS (default: theirs)"
+        "--seconds", type=common.positive_float, default=15, help="measured at concurrency 32"
+    )
+    parser.add_argument("--warmup", type=common.non_negative_float, default=3)
+    parser.add_argument(
+        "--rounds",
+        type=common.positive_int,
+        default=3,
+        help="concurrency-32 rounds, the ceiling between them",
+    )
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=common.non_negative_float,
+        help="the servers' MAX_BATCH_WAIT_MS (default: theirs)",
     )
     common.add_setting_option(parser)
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")

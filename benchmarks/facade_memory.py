@@ -204,7 +204,9 @@ def model_spec(text: str) -> tuple[str, int]:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pixels", type=int, default=25_000_000, help="pixels per large image")
+    parser.add_argument(
+        "--pixels", type=common.positive_int, default=25_000_000, help="pixels per large image"
+    )
     parser.add_argument("--formats", nargs="+", default=["jpeg", "png"])
     parser.add_argument(
         "--models",

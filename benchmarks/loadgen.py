@@ -230,10 +230,14 @@ def describe(row: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", help="the facade's base URL")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--warmup", type=float, default=2)
-    parser.add_argument("--images", type=int, default=64, help="distinct PNGs to cycle through")
+    parser.add_argument(
+        "--concurrency", type=common.positive_int, nargs="+", default=[1, 8, 32, 64]
+    )
+    parser.add_argument("--seconds", type=common.positive_float, default=10)
+    parser.add_argument("--warmup", type=common.non_negative_float, default=2)
+    parser.add_argument(
+        "--images", type=common.positive_int, default=64, help="distinct PNGs to cycle through"
+    )
     args = parser.parse_args(argv)
     url = args.url.rstrip("/")
     parts = urllib.parse.urlsplit(url)

@@ -72,9 +72,11 @@ def measure(setting: str, epochs: int, examples: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--examples", type=int, default=16384, help="training examples")
+    parser.add_argument("--rounds", type=common.positive_int, default=3)
+    parser.add_argument("--epochs", type=common.positive_int, default=8)
+    parser.add_argument(
+        "--examples", type=common.positive_int, default=16384, help="training examples"
+    )
     parser.add_argument("--smoke", action="store_true", help="one round of 2 short epochs")
     common.add_out_option(parser)
     parser.add_argument("--child", nargs=3, metavar=("SETTING", "EPOCHS", "EXAMPLES"))

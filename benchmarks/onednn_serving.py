@@ -66,8 +66,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--rounds", type=common.positive_int, default=2)
+    parser.add_argument("--calls", type=common.positive_int, default=100)
     parser.add_argument("--smoke", action="store_true", help="mini only, one round, few calls")
     common.add_out_option(parser)
     args = parser.parse_args(argv)

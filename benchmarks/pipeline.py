@@ -193,10 +193,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--autotune", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--free-order", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
-    parser.add_argument("--epochs", type=int, default=2, help="passes; the first fills the cache")
-    parser.add_argument("--train-examples", type=int, default=None)
     parser.add_argument(
-        "--rounds", type=int, default=1, help="rounds of every setting in turn; medians reported"
+        "--epochs", type=common.positive_int, default=2, help="passes; the first fills the cache"
+    )
+    parser.add_argument("--train-examples", type=common.positive_int, default=None)
+    parser.add_argument(
+        "--rounds",
+        type=common.positive_int,
+        default=1,
+        help="rounds of every setting in turn; medians reported",
     )
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
     common.add_out_option(parser)

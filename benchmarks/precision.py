@@ -86,7 +86,7 @@ def measure(folder: str, rewrite: bool, batch: int, calls: int) -> dict[str, Any
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="mini at 28 px, a few calls")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=common.positive_int, default=2)
     common.add_out_option(parser)
     parser.add_argument("--child", nargs=4, metavar=("FOLDER", "REWRITE", "BATCH", "CALLS"))
     args = parser.parse_args(argv)

@@ -325,13 +325,23 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rest-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--grpc-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="d2l", help="model served (default: the chapter's)")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--seconds", type=float, default=20, help="measured per level")
-    parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds per level")
-    parser.add_argument("--max-batch-size", type=int, default=32, help="facade micro-batch")
-    parser.add_argument("--raw-batches", type=int, nargs="+", default=[1, 8, 16, 32, 64])
-    parser.add_argument("--raw-seconds", type=float, default=8)
+    parser.add_argument("--image-size", type=common.positive_int, default=224)
+    parser.add_argument(
+        "--concurrency", type=common.positive_int, nargs="+", default=[1, 8, 32, 64]
+    )
+    parser.add_argument(
+        "--seconds", type=common.positive_float, default=20, help="measured per level"
+    )
+    parser.add_argument(
+        "--warmup", type=common.non_negative_float, default=3, help="unmeasured seconds per level"
+    )
+    parser.add_argument(
+        "--max-batch-size", type=common.positive_int, default=32, help="facade micro-batch"
+    )
+    parser.add_argument(
+        "--raw-batches", type=common.positive_int, nargs="+", default=[1, 8, 16, 32, 64]
+    )
+    parser.add_argument("--raw-seconds", type=common.positive_float, default=8)
     parser.add_argument("--smoke", action="store_true", help="seconds-long check of the harness")
     common.add_out_option(parser)
     parser.add_argument("--name", default="serving")

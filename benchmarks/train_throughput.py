@@ -293,12 +293,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--precisions", nargs="+", choices=list(PRECISION_PAIRS), default=list(PRECISION_PAIRS)
     )
-    parser.add_argument("--batches", type=int, nargs="+", default=[128, 32])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--images", type=int, default=512, help="images timed per run")
-    parser.add_argument("--min-steps", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batches", type=common.positive_int, nargs="+", default=[128, 32])
+    parser.add_argument("--rounds", type=common.positive_int, default=3)
+    parser.add_argument(
+        "--images", type=common.positive_int, default=512, help="images timed per run"
+    )
+    parser.add_argument("--min-steps", type=common.positive_int, default=4)
+    parser.add_argument("--warmup", type=common.non_negative_int, default=2)
+    parser.add_argument("--image-size", type=common.positive_int, default=224)
     parser.add_argument(
         "--variants",
         nargs="*",

@@ -824,6 +824,44 @@ def test_bad_benchmark_flags_are_one_line_errors(tmp_path, capsys):
     assert f"nothing answers at http://127.0.0.1:{port}" in error
 
 
+@pytest.mark.parametrize(
+    ("module", "argv", "message"),
+    [
+        ("facade_cost", ["--rounds", "0"], "argument --rounds: should be a positive integer"),
+        ("facade_cost", ["--requests", "-5"], "argument --requests: should be a positive integer"),
+        ("facade_cost", ["--chunks", "0"], "argument --chunks: should be a positive integer"),
+        ("facade_cost", ["--seconds", "0"], "argument --seconds: should be a positive number"),
+        ("facade_cost", ["--warmup", "-1"], "argument --warmup: should be a number >= 0"),
+        ("serving", ["--seconds", "nan"], "argument --seconds: should be a positive number"),
+        ("serving", ["--raw-batches", "8", "0"], "argument --raw-batches: should be a positive"),
+        ("loadgen", ["http://127.0.0.1:1", "--concurrency", "0"], "--concurrency: should be a"),
+        ("train_throughput", ["--rounds", "0"], "argument --rounds: should be a positive integer"),
+        ("train_throughput", ["--warmup", "-1"], "argument --warmup: should be an integer >= 0"),
+        ("accuracy", ["--d2l-epochs", "0"], "argument --d2l-epochs: should be a positive integer"),
+        ("accuracy", ["--d2l-train-examples", "-1"], "--d2l-train-examples: should be an integer"),
+        ("pipeline", ["--rounds", "zero"], "argument --rounds: should be a positive integer"),
+        ("mirrored_epochs", ["--epochs", "0"], "argument --epochs: should be a positive integer"),
+        ("batch_norm", ["--steps", "0"], "argument --steps: should be a positive integer"),
+        ("onednn_serving", ["--calls", "0"], "argument --calls: should be a positive integer"),
+        ("precision", ["--rounds", "0"], "argument --rounds: should be a positive integer"),
+        ("profile_ops", ["--batch", "0"], "argument --batch: should be a positive integer"),
+        ("facade_memory", ["--pixels", "0"], "argument --pixels: should be a positive integer"),
+    ],
+)
+def test_counts_and_spans_that_would_measure_nothing_are_refused_up_front(
+    module, argv, message, tmp_path, capsys
+):
+    """`--rounds 0`, `--requests 0` or `--chunks 0` ran facade_cost for minutes, then ended
+    in a traceback (IndexError, ZeroDivisionError); now every count is refused in one line."""
+    main = importlib.import_module(f"benchmarks.{module}").main
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--out", str(tmp_path)] if module != "loadgen" else argv)
+    assert stop.value.code == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert message in error and "Received: " in error
+    assert not list(tmp_path.iterdir())  # nothing measured, nothing written
+
+
 @pytest.mark.parametrize("module", ["facade_cost", "facade_memory"])
 def test_a_baseline_that_is_no_commit_is_refused_up_front(module, tmp_path, capsys):
     from importlib import import_module
