@@ -52,6 +52,7 @@ def _summary_page(results) -> str:
     return (results / "README.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("torch") is None,
     reason="PyTorch is a benchmark-only dependency (pip install torch==2.13.0); CI installs it",
@@ -82,6 +83,7 @@ def test_train_throughput_smoke(tmp_path):
     assert (tmp_path / "train_throughput.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("torch") is None,
     reason="PyTorch is a benchmark-only dependency (pip install torch==2.13.0); CI installs it",
@@ -100,6 +102,7 @@ def test_profile_ops_smoke(tmp_path):
     assert any("conv" in row["op"] for row in tables["PyTorch"]["top_ops"])
 
 
+@pytest.mark.slow
 def test_batch_norm_smoke(tmp_path):
     result = _run("batch_norm.py", tmp_path)
     policies = ["float32"] + (["mixed_bfloat16"] if bf16_support().available else [])
@@ -123,6 +126,7 @@ def test_batch_norm_smoke(tmp_path):
     ) in _summary_page(tmp_path)
 
 
+@pytest.mark.slow
 def test_mirrored_epochs_smoke(tmp_path, fashion_mnist):
     result = _run("mirrored_epochs.py", tmp_path)
     assert list(result["runs"]) == ["autotune-off", "autotune-on"]
@@ -135,6 +139,7 @@ def test_mirrored_epochs_smoke(tmp_path, fashion_mnist):
     assert f"{off['speedup_over_autotune_on_median']:.2f}x (epochs 2-2: " in _summary_page(tmp_path)
 
 
+@pytest.mark.slow
 def test_pipeline_smoke(tmp_path, fashion_mnist):
     result = _run("pipeline.py", tmp_path)
     (row,) = result["rows"]
@@ -153,6 +158,7 @@ def test_pipeline_smoke(tmp_path, fashion_mnist):
     )
 
 
+@pytest.mark.slow
 def test_serving_smoke(tmp_path, fashion_mnist):
     result = _run("serving.py", tmp_path)
     assert [(r["mode"], r["concurrency"]) for r in result["facade"]] == [
@@ -179,6 +185,7 @@ def test_serving_smoke(tmp_path, fashion_mnist):
     }
 
 
+@pytest.mark.slow
 def test_facade_memory_smoke(tmp_path, fashion_mnist):
     """Memory and waits under the largest uploads, this commit beside a baseline commit and
     beside itself under other environment variables."""
@@ -205,6 +212,7 @@ def test_facade_memory_smoke(tmp_path, fashion_mnist):
     assert re.search(r"peak RSS [\d,]+ MB, [\d,]+ MB after;", headline)
 
 
+@pytest.mark.slow
 def test_onednn_serving_smoke(tmp_path, fashion_mnist):
     """One-image calls and batches, TensorFlow's kernel choice beside oneDNN forced on."""
     result = _run("onednn_serving.py", tmp_path)
@@ -221,6 +229,7 @@ def test_onednn_serving_smoke(tmp_path, fashion_mnist):
     assert "serving with oneDNN forced on, " in _summary_page(tmp_path)
 
 
+@pytest.mark.slow
 def test_precision_smoke(tmp_path):
     """A bf16-trained mini exported both ways, each graph timed in fresh processes."""
     result = _run("precision.py", tmp_path)
@@ -239,6 +248,7 @@ def test_precision_smoke(tmp_path):
     assert "inference precision, " in _summary_page(tmp_path)
 
 
+@pytest.mark.slow
 def test_facade_cost_smoke(tmp_path, fashion_mnist):
     """Server CPU per request for every body kind, against the raw call, a baseline commit and
     this commit under another allocator."""
@@ -340,6 +350,7 @@ def test_facade_cost_rounds_start_each_server_afresh_when_the_models_differ(monk
     assert section["servers_started_per_round"] is True and len(section["rounds"]) == 2
 
 
+@pytest.mark.slow
 def test_accuracy_smoke(tmp_path, fashion_mnist):
     """bf16 and float32 side by side: one row each, the bf16 target and the gap between them."""
     logs = tmp_path / "logs"
@@ -376,6 +387,7 @@ def test_accuracy_smoke(tmp_path, fashion_mnist):
     assert "bf16 at most 0.003 below" in headline and ">= 0.935 mean" not in headline
 
 
+@pytest.mark.slow
 def test_accuracy_without_flips_is_the_plain_networks(tmp_path, trained_run):
     """The flips' gain is measured on the same weights: the plain network's test accuracy is what
     `evaluate` reports for the plain model holding them (a trained one: untrained weights can
@@ -528,6 +540,7 @@ def test_plots_draw_the_goals_of_the_configs_they_show():
     assert accuracy.goal_lines([{"name": "d2l-chapter"}]) == []
 
 
+@pytest.mark.slow
 def test_tune_smoke_reads_validation_only(tmp_path, fashion_mnist):
     """Recipes side by side on the validation split; the test split is never evaluated."""
     logs = tmp_path / "logs"

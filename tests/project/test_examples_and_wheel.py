@@ -55,6 +55,7 @@ def _transfer_learning(weights, folder, *flags):
     return result
 
 
+@pytest.mark.slow
 def test_transfer_learning_example(trained_run, tmp_path):
     _shapes_folder(tmp_path / "shapes")
     result = _transfer_learning(

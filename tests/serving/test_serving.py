@@ -734,6 +734,7 @@ async def _over_budget(batches):
         await batcher.stop()
 
 
+@pytest.mark.slow
 def test_served_model_allocates_from_a_memory_pool_unless_told_not_to(
     model_base, test_images, monkeypatch
 ):
@@ -806,6 +807,7 @@ TENSORFLOW_CPP_LINE = re.compile(
 )
 
 
+@pytest.mark.slow
 def test_the_server_log_is_json_lines_unless_told_otherwise(model_base, test_images, tmp_path):
     """uvicorn's lines were plain text among the facade's JSON ones."""
     import json
@@ -1050,6 +1052,7 @@ def test_serve_without_models_is_a_clear_error(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_model_that_is_not_an_export_in_one_line(tmp_path):
     """A Keras `model.export()` served with the local backend ended in a KeyError traceback
     from uvicorn's start-up, exit status 3."""
@@ -1153,6 +1156,7 @@ SOAK_SECONDS = 20
 SOAK_MEMORY_GROWTH_MB = 150
 
 
+@pytest.mark.slow
 def test_64_concurrent_clients_soak(model_base, test_images):
     """64 clients for a bounded time: no errors, and server memory grows less than the bound."""
     with LiveServer(model_base) as server:
@@ -1649,6 +1653,7 @@ def test_list_settings_written_otherwise_are_one_line_naming_the_variable(env, m
     assert refused.stderr.strip().splitlines() == [f"tf-alexnet: error: {message}"]
 
 
+@pytest.mark.slow
 def test_a_model_or_version_folder_given_as_the_base_path_names_the_one_to_pass(model_base):
     """`--model-base-path models/alexnet` (the folder `tf-alexnet export` writes versions in)
     was refused as "No exported SavedModel at 'models/alexnet/alexnet'", with no word of the

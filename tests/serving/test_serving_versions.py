@@ -397,6 +397,7 @@ def _wait_for_answers(seen, version, each, clients=3, within_s=120):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_live_server_moves_to_a_new_export_without_a_failed_or_mislabelled_answer(
     one_version, publish_three_classes, test_images, tmp_path
 ):

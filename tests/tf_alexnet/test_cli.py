@@ -209,6 +209,7 @@ def test_argparse_mistakes_are_one_line(argv, message, capsys):
     assert err.rstrip().endswith("--help)")
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_from_the_command_line(fashion_mnist, tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(
@@ -299,6 +300,7 @@ def test_synopsis_lists_every_command():
         assert f"tf-alexnet {command}" in synopsis, command
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_is_quiet_unless_asked():
     argv = (
         "from tf_alexnet.cli import main\n"
@@ -318,6 +320,7 @@ def test_tensorflow_start_up_is_quiet_unless_asked():
     assert quieter.returncode == 0 and quieter.stderr.strip() == "", quieter.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     platform.machine().lower() not in {"x86_64", "amd64"},
     reason="oneDNN's switch is turned on for x86 CPUs only",
@@ -384,6 +387,7 @@ def test_a_memory_pool_where_onednn_brings_none(monkeypatch, flags, env, onednn,
     assert not startup.prefer_memory_pool(elsewhere) and elsewhere == env
 
 
+@pytest.mark.slow
 def test_commands_run_keras_on_tensorflow_whatever_keras_backend_says():
     """A user of Keras's PyTorch backend (`KERAS_BACKEND=torch` in the shell) got an
     AttributeError traceback ('Functional' object has no attribute 'distribute_strategy')."""
@@ -648,6 +652,7 @@ def test_export_prints_a_difference_below_float32s_resolution_as_such(
     assert cli.difference_text(float("nan")) == "nan"
 
 
+@pytest.mark.slow
 def test_unreadable_images_are_named_in_one_line(tmp_path, capsys):
     """TensorFlow's decoding error names no file and came as a traceback mid-epoch."""
     from tests.conftest import write_image_folder
@@ -1253,6 +1258,7 @@ def test_a_cpu_run_recorded_before_test_time_flips_resumes_only_without_them(tmp
     assert "other settings" not in err and "batch" in err, err  # ... past the settings check
 
 
+@pytest.mark.slow
 def test_a_run_whose_image_folder_changed_keeps_its_splits_or_is_refused(tmp_path, capsys):
     """The splits are drawn by position among an image folder's images, so one image added
     or removed draws every split anew: a run resumed after that went on training on images
@@ -1390,6 +1396,7 @@ def test_a_folder_of_runs_names_its_runs(argv, tmp_path, capsys):
     assert not (tmp_path / "models").exists()
 
 
+@pytest.mark.slow
 def test_each_keras_file_gets_its_own_report(trained_run, fashion_mnist, tmp_path, capsys):
     """Every `.keras` file's report went into its folder as `evaluation.json`: two models of
     one folder wrote over each other's, and `evaluate runs/x/final.keras` over the run's report

@@ -138,6 +138,7 @@ def test_mirrored_replicas_are_fed_without_tf_data_autotuning():
     assert _per_device_autotune(strategy, dataset) == [None, None]
 
 
+@pytest.mark.slow
 def test_seeded_pipeline_is_deterministic(fashion_mnist):
     def batch(seed):
         spec = PipelineSpec(
@@ -155,6 +156,7 @@ def test_seeded_pipeline_is_deterministic(fashion_mnist):
     assert not np.array_equal(first[0], other[0])
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_training_batches_by_default(fashion_mnist):
     """The default order was free (parallel maps handed over the batch that finished first):
     the same seed fed 3 different orders in 6 builds of one quiet process here, and the same
@@ -173,6 +175,7 @@ def test_the_same_seed_gives_the_same_training_batches_by_default(fashion_mnist)
     assert len(orders) == 1, f"{len(orders)} orders in 4 builds"
 
 
+@pytest.mark.slow
 def test_augmentation_only_in_training(fashion_mnist):
     plain = PipelineSpec(image_size=(32, 32), channels=1, batch_size=64, deterministic=True)
     augmented = PipelineSpec(
@@ -445,6 +448,7 @@ def _image_hashes(ds):
     return [hashlib.sha1(image.tobytes()).hexdigest() for batch, _ in ds for image in batch.numpy()]
 
 
+@pytest.mark.slow
 def test_splits_hold_the_same_images_on_every_pass(fashion_mnist, tmp_path):
     """Splits pick examples by their position in the source, so its order must hold on every
     pass: a freed order (tf.data's global `deterministic=False`) gave every pass over the data
@@ -859,6 +863,7 @@ def test_an_unreadable_folder_is_named_not_called_empty(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_two_processes_preparing_one_tfds_dataset_take_turns(tmp_path):
     """The workers of a multi-worker run on an empty data folder both prepared Fashion-MNIST,
     and the second to finish failed: "Cannot rename .../incomplete.ZB1GNC_3.0.1. Destination

@@ -260,6 +260,7 @@ def test_load_exported_inside_a_keras_model(exported, test_images):
     np.testing.assert_allclose(model(pixels).numpy().sum(axis=1), 2.0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_from_the_command_line(trained_run, tmp_path):
     # The flags as `serve` spells them; the earlier --base-path/--name still work.
     result = run_cli(

@@ -562,6 +562,7 @@ def test_mixed_precision_keeps_logits_float32():
     assert model(tf.zeros((1, 28, 28, 1))).dtype == tf.float32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("backend", "variant", "custom_layer", "flips"),
     [

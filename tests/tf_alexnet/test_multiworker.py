@@ -172,6 +172,7 @@ def multiworker(run_dir: pathlib.Path, *args: str) -> tuple[str, ...]:
     return (*TRAIN_ARGS, *args, "--strategy", "multiworker", "--run-dir", str(run_dir))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_two_workers_train_several_steps_per_execution(fashion_mnist, cluster, tmp_path):
     """The `cpu` preset (32 steps per execution), as docs/multiworker.md runs it, failed at
@@ -201,6 +202,7 @@ def test_workers_started_with_different_settings_stop_with_the_same_line(
     assert not run.config.exists() and not run.backup.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_worker_one_epoch_ahead_resumes_with_the_others(fashion_mnist, cluster, tmp_path):
     """A kill between two workers' backups of one epoch leaves one worker an epoch ahead. The
@@ -232,6 +234,7 @@ def test_a_worker_one_epoch_ahead_resumes_with_the_others(fashion_mnist, cluster
     assert [row.split(",")[0] for row in rows] == ["0", "1", "2"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_sigterm_stops_a_worker_mid_training(fashion_mnist, cluster, tmp_path):
     """TensorFlow's preemption notifier took SIGTERM over from the CLI when the strategy
@@ -250,6 +253,7 @@ def test_sigterm_stops_a_worker_mid_training(fashion_mnist, cluster, tmp_path):
     assert not run.metrics.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_worker_that_never_comes_is_named_in_one_line(cluster, tmp_path):
     """Worker 0 waited silently, for an hour, for a worker 1 that was never started; worker 1
@@ -296,6 +300,7 @@ def test_ctrl_c_stops_a_worker_waiting_for_the_others(cluster, tmp_path):
     assert worker.wait(timeout=20) in (130, -signal.SIGINT)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_worker_started_twice_with_overwrite_leaves_the_first_ones_backup(cluster, tmp_path):
     """A stray second `worker-1 --overwrite` (the same TF_CONFIG task started twice) deleted

@@ -331,6 +331,7 @@ def test_the_printed_ranks_line_up_past_nine():
     assert lines[1:] == ["  1. 靴.v2   0.5000", "  2. Tee\u0301     0.3000", "  3. sandal  0.2000"]
 
 
+@pytest.mark.slow
 def test_a_dash_reads_one_image_from_standard_input(images, exported_dir, tmp_path):
     """`cat shirt.png | tf-alexnet predict --model M -` said "-: No such file or directory"."""
     command = [sys.executable, "-m", "tf_alexnet.cli", "predict", "--model", str(exported_dir)]

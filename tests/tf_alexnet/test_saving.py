@@ -236,6 +236,7 @@ def test_load_model_says_an_optimizer_of_another_backend_needs_compile_false(tmp
     assert isinstance(loaded, keras.Model) and loaded.output_shape == (None, 10)
 
 
+@pytest.mark.slow
 def test_load_model_refuses_an_optimizer_of_another_installed_backend(tmp_path):
     """With PyTorch installed too, a compiled model trained under KERAS_BACKEND=torch loaded
     on TensorFlow with PyTorch's optimizer class, and `fit` then failed with "expected Tensor

@@ -29,6 +29,7 @@ from tf_alexnet.train import train
 TINY = TINY_TRAINING
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(fashion_mnist, tmp_path):
     config = config_lib.from_dict(
         {**TINY, "augment": {"flip": True, "crop": "pad"}, "schedule": "cosine", "width": 0.5}
@@ -70,6 +71,7 @@ def test_train_writes_a_complete_run_directory(fashion_mnist, tmp_path):
         train(config, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_validation_fraction_zero_trains_on_every_image(fashion_mnist, tmp_path):
     """No held-out split: no best epoch to pick, so the run's model is its final one, and
     `evaluate` and `export` take that from the run directory."""
@@ -203,6 +205,7 @@ def test_strategy_choices():
     assert isinstance(make_strategy("mirrored"), tf.distribute.MirroredStrategy)
 
 
+@pytest.mark.slow
 def test_resume_after_sigterm_then_sigkill(fashion_mnist, tmp_path):
     """SIGTERM (`docker stop`) stops with one line and status 143; SIGKILL just stops. Both
     resume after the last finished epoch."""
@@ -270,6 +273,7 @@ def test_resume_after_sigterm_then_sigkill(fashion_mnist, tmp_path):
     assert json.loads(run.metrics.read_text())["epochs"] == 4
 
 
+@pytest.mark.slow
 def test_a_resumed_run_trains_as_an_uninterrupted_one(fashion_mnist, tmp_path):
     """The same epochs, in the same order, with the same augmentation and dropout masks. A
     run resumed at epoch 3 replayed epoch 1's shuffle (the dataset's reshuffling counted
@@ -307,6 +311,7 @@ def test_a_resumed_run_trains_as_an_uninterrupted_one(fashion_mnist, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_the_same_seed_trains_the_same_model_whoever_built_the_data(
     fashion_mnist, tmp_path, monkeypatch
 ):
@@ -340,6 +345,7 @@ def test_the_same_seed_trains_the_same_model_whoever_built_the_data(
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_each_epoch_is_whole_executions_of_its_own_data(fashion_mnist, tmp_path, capsys):
     """Keras runs whole executions over the one iterator of all epochs: 31 steps an epoch at
     4 per execution took 32 batches, so each epoch began in the next one's data and the last
@@ -362,6 +368,7 @@ def test_each_epoch_is_whole_executions_of_its_own_data(fashion_mnist, tmp_path,
     assert "(the last 1 batch(es) of each epoch dropped)" in out
 
 
+@pytest.mark.slow
 def test_the_batches_an_epoch_drops_are_said_even_at_the_steps_asked(
     fashion_mnist, tmp_path, capsys
 ):
@@ -435,6 +442,7 @@ def test_resume_refuses_fewer_epochs_than_finished(tmp_path):
         assert check_resumable(run, config.replace(epochs=epochs)) is False
 
 
+@pytest.mark.slow
 def test_a_run_that_finished_no_epoch_starts_over_with_new_settings(
     fashion_mnist, tmp_path, capsys
 ):
@@ -455,6 +463,7 @@ def test_a_run_that_finished_no_epoch_starts_over_with_new_settings(
     assert not (run.logs / "events.out.tfevents.1").exists()
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_at_its_last_finished_epoch(fashion_mnist, tmp_path):
     """Keras's TerminateOnNaN let the NaN epoch end as usual: its weights were backed up and
     logged, the run was reported as "Done" with a metrics.json, and its export served NaN."""
@@ -584,6 +593,7 @@ def test_data_folders_are_recorded_absolute_and_older_relative_ones_resume(tmp_p
         check_resumable(run, absolute)
 
 
+@pytest.mark.slow
 def test_a_run_says_what_it_made_of_its_data_settings(tmp_path, capsys):
     """More training images asked for than there are, and colour images read in gray: the
     run trains, and says so (the first went without a word)."""
@@ -626,6 +636,7 @@ def test_mixed_precision_modes():
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.slow
 def test_train_gives_back_the_callers_dtype_policy(fashion_mnist, tmp_path):
     """A bf16 run must not leave Keras building the caller's next models in bf16."""
     assert keras.mixed_precision.global_policy().name == "float32"
@@ -637,6 +648,7 @@ def test_train_gives_back_the_callers_dtype_policy(fashion_mnist, tmp_path):
     assert AlexNet(input_shape=(28, 28, 1), variant="mini").layers[1].dtype_policy.name == "float32"
 
 
+@pytest.mark.slow
 def test_evaluate_a_model_file_from_the_command_line(fashion_mnist, tmp_path):
     model = AlexNet(input_shape=(28, 28, 1), variant="mini", classifier_activation="softmax")
     model.save(tmp_path / "model.keras")
@@ -710,6 +722,7 @@ def test_averaged_weights_are_in_the_model_for_validation_and_checkpoints_only()
     assert model.evaluate(x[:64], y[:64], verbose=0) != pytest.approx(last_val_loss, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_a_run_with_averaged_weights_checkpoints_and_keeps_the_average(fashion_mnist, tmp_path):
     """`ema_momentum`: best.keras and final.keras hold the weights whose validation figures
     history.csv records, and the backup sits after the swap back to the raw weights."""
@@ -775,6 +788,7 @@ def test_a_mistake_found_before_training_leaves_no_empty_run_directory(tmp_path)
     assert (tmp_path / "runs" / "mine").is_dir()
 
 
+@pytest.mark.slow
 def test_a_kill_after_the_last_epoch_finishes_the_run_without_training_again(
     fashion_mnist, tmp_path, monkeypatch, capsys
 ):
@@ -827,6 +841,7 @@ def _interrupted_after_one_epoch(root):
     return config, run
 
 
+@pytest.mark.slow
 def test_a_resumed_run_drops_history_rows_of_epochs_the_backup_had_not_recorded(
     fashion_mnist, tmp_path
 ):
@@ -848,6 +863,7 @@ def test_a_resumed_run_drops_history_rows_of_epochs_the_backup_had_not_recorded(
     assert [int(row["epoch"]) for row in run.read_history()] == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_drops_the_evaluation_of_its_earlier_model(fashion_mnist, tmp_path):
     """`evaluate` of a killed run, then its resume: evaluation.json described the best.keras
     that the resume replaced, and `export` copied its test accuracy into the new model's
@@ -879,6 +895,7 @@ FILE_SIZE_LIMITED = (
 the child aborted before its exec ("Epoll1Poller ... epoll_wait error: Bad file descriptor")."""
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(
     ("validation", "limit", "written"),
@@ -906,6 +923,7 @@ def test_a_file_too_large_during_training_is_named(
     assert not (run / written).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_full_disk_during_a_backup_is_one_line_and_no_crash(fashion_mnist, tmp_path):
     """On a full disk (a 10 MB tmpfs: best.keras fits, the backup's weights do not), HDF5
