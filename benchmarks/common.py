@@ -135,12 +135,14 @@ def result_name(benchmark: str, smoke: bool, name: str | None = None) -> str:
 
 
 def _number_type(kind: type, minimum: float, what: str) -> Callable[[str], Any]:
+    """An argparse type: a finite `kind` >= `minimum`, else a one-line usage error."""
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not value >= minimum:  # `not >=` also refuses NaN
+        if value is None or not minimum <= value < float("inf"):  # `not` also refuses NaN
             raise argparse.ArgumentTypeError(f"should be {what}. Received: {text!r}")
         return value
 

@@ -846,6 +846,7 @@ def test_bad_benchmark_flags_are_one_line_errors(tmp_path, capsys):
         ("facade_cost", ["--seconds", "0"], "argument --seconds: should be a positive number"),
         ("facade_cost", ["--warmup", "-1"], "argument --warmup: should be a number >= 0"),
         ("serving", ["--seconds", "nan"], "argument --seconds: should be a positive number"),
+        ("loadgen", ["http://127.0.0.1:1", "--seconds", "inf"], "--seconds: should be a positive"),
         ("serving", ["--raw-batches", "8", "0"], "argument --raw-batches: should be a positive"),
         ("loadgen", ["http://127.0.0.1:1", "--concurrency", "0"], "--concurrency: should be a"),
         ("train_throughput", ["--rounds", "0"], "argument --rounds: should be a positive integer"),
