@@ -846,7 +846,6 @@ def test_the_server_log_is_json_lines_unless_told_otherwise(model_base, test_ima
 
 def test_a_misspelt_setting_is_a_warning_in_the_log_not_ignored_silently(model_base, tmp_path):
     """`TF_ALEXNET_SERVE_MAX_FILE=3` left MAX_FILES at its default without a word."""
-
     log = tmp_path / "serve.log"
     env = {
         "TF_ALEXNET_SERVE_MAX_FILE": "3",
