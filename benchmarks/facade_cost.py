@@ -356,7 +356,9 @@ def throughput_section(
     """
     import httpx
 
-    raw_runs = [first_ceiling or raw_run(base, args)["images_per_second_by_batch"]]
+    if first_ceiling is None:
+        first_ceiling = raw_run(base, args)["images_per_second_by_batch"]
+    raw_runs = [first_ceiling]
     rounds: list[dict[str, dict[str, Any]]] = []
     for number in range(1, args.rounds + 1):
         loads: dict[str, dict[str, Any]] = {}
