@@ -50,18 +50,25 @@ extra_flags=(${TRAIN_ARGS:-})
 
 # `docker stop` sends SIGTERM to this script (the init passes it to its child, this bash); bash
 # would die and leave the command it waits for to be killed. Pass the signal on instead: the
-# command stops cleanly ("tf-alexnet: terminated", status 143) and a rerun resumes.
+# command stops cleanly ("tf-alexnet: terminated", status 143) and a rerun resumes. A stop that
+# comes before the command's PID is known, or between two commands, is kept (`stopped`) and
+# passed on once it is, or ends the script before the next command: none is lost, and none is
+# sent to a command just forked, which may lose it before it has started.
+child=""
+stopped=""
+trap 'stopped=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null || true' TERM INT
 forward_stop() {
+  [ -z "$stopped" ] || return 143
   "$@" &
-  local child=$!
-  trap 'kill -TERM "$child" 2>/dev/null || true' TERM INT
+  child=$!
+  [ -z "$stopped" ] || kill -TERM "$child" 2>/dev/null || true
   local status=0
   wait "$child" || status=$?
   if kill -0 "$child" 2>/dev/null; then  # the signal cut the wait short: wait for the stop
     status=0
     wait "$child" || status=$?
   fi
-  trap - TERM INT
+  child=""
   return "$status"
 }
 

@@ -320,6 +320,75 @@ def test_k8s_trainer_idles_once_trained_until_stopped(
     assert started.process.wait(timeout=30) == 143
 
 
+def _stopped_at(script: str, after: str, once_started: bool = False) -> str:
+    """`script` with a SIGTERM to itself right after its first line that holds `after` (once
+    the fake command has started, if `once_started`): a stop that lands in that window, as a
+    loaded machine can make one land (a flake: a pod waited for a training that had started
+    before the shell had its PID, and the stop was lost)."""
+    lines = script.splitlines(keepends=True)
+    index = next(i for i, line in enumerate(lines) if after in line)
+    indent = lines[index][: len(lines[index]) - len(lines[index].lstrip())]
+    stop = [f"{indent}kill -TERM $$\n"]
+    if once_started:
+        stop.insert(0, f'{indent}until [ -e "$FAKE_MARK.started" ]; do sleep 0.05; done\n')
+    return "".join([*lines[: index + 1], *stop, *lines[index + 1 :]])
+
+
+@pytest.mark.parametrize(
+    ("after", "once_started"),
+    [("trap ", False), ("tf-alexnet train ", True), ("CHILD=$!", True)],
+    ids=["before the training", "before its pid", "before the wait"],
+)
+def test_k8s_trainer_passes_on_a_stop_that_comes_before_the_wait(
+    tmp_path: pathlib.Path, pod: StartPod, after: str, once_started: bool
+) -> None:
+    """A stop anywhere from the trap to the `wait` ends the pod, and training if it started:
+    one that came before the shell had the training's PID was lost, and the pod trained on."""
+    mark = tmp_path / "mark"
+    env = _trainer_env(tmp_path, FAKE_CLI, FAKE_MARK=str(mark), POD_NAME="alexnet-train-1")
+    script = _stopped_at(_k8s_trainer_script(), after, once_started)
+    started = pod(env, [shutil.which("dash") or "/bin/sh", "-c", script])
+    assert started.process.wait(timeout=30) == 143
+    if once_started:
+        assert mark.read_text() == "terminated"
+    else:
+        assert not mark.with_suffix(".started").exists()
+    assert "training finished" not in started.out.read_text()
+
+
+def test_k8s_trainer_idle_ends_on_a_stop_that_comes_before_it(
+    tmp_path: pathlib.Path, pod: StartPod
+) -> None:
+    """A stop between the training's end and the idle sleep ends the pod: it idled on."""
+    script = _stopped_at(_k8s_trainer_script(), 'echo "training finished')
+    env = _exiting_trainer_env(tmp_path, tmp_path / "tf_config", 0, "alexnet-train-0")
+    started = pod(env, [shutil.which("dash") or "/bin/sh", "-c", script])
+    assert started.process.wait(timeout=30) == 143
+    assert "training finished: /runs/cpu\n" in started.out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("after", "once_started"),
+    [("trap ", False), ('"$@" &', True), ("child=$!", True)],
+    ids=["before the training", "before its pid", "before the wait"],
+)
+def test_trainer_script_passes_on_a_stop_that_comes_before_the_wait(
+    tmp_path: pathlib.Path, pod: StartPod, after: str, once_started: bool
+) -> None:
+    """The Compose trainer script, as PID 1, the same: a stop as training starts ends it, and
+    one before it ends the script before it trains."""
+    mark = tmp_path / "mark"
+    script = tmp_path / "train-and-export.sh"
+    script.write_text(_stopped_at(TRAINER_SCRIPT.read_text(), after, once_started))
+    started = pod(_trainer_env(tmp_path, FAKE_CLI, FAKE_MARK=str(mark)), ["bash", str(script)])
+    assert started.process.wait(timeout=30) == 143
+    if once_started:
+        assert mark.read_text() == "terminated"
+    else:
+        assert not mark.with_suffix(".started").exists()
+    assert not (tmp_path / "runs" / "quick" / "exported.txt").exists()
+
+
 def test_trainer_script_passes_sigterm_on_as_pid_1(tmp_path: pathlib.Path, pod: StartPod) -> None:
     """Without Docker's init (`docker run` without --init, a Kubernetes pod of the image) the
     script is PID 1, which ignores a signal it has no handler for: its trap is one."""

@@ -528,7 +528,8 @@ def test_kubernetes_manifests_parse():
     (trainer,) = statefulset["spec"]["template"]["spec"]["containers"]
     script = trainer["args"][0]
     assert "--run-dir /runs/cpu &\n" in script and 'exit "$STATUS"' in script
-    assert script.endswith('sleep infinity &\nCHILD=$!\nwait "$CHILD"\n')
+    idle = 'sleep infinity &\nCHILD=$!\n[ -z "$STOP" ] || kill -TERM "$CHILD" 2>/dev/null\n'
+    assert script.endswith(idle + 'wait "$CHILD"\n')
     # TF Serving answers /v1/models/NAME with 200 while the model is loading or failed to load:
     # readiness reads its state (an httpGet probe passed too early).
     deployments = {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] == "Deployment"}
