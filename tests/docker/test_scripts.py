@@ -334,26 +334,45 @@ def _stopped_at(script: str, after: str, once_started: bool = False) -> str:
     return "".join([*lines[: index + 1], *stop, *lines[index + 1 :]])
 
 
+STOP_POINTS = [
+    ("k8s", "trap ", False),
+    ("k8s", "tf-alexnet train ", True),
+    ("k8s", "CHILD=$!", True),
+    ("compose", "trap ", False),
+    ("compose", '"$@" &', True),
+    ("compose", "child=$!", True),
+]
+
+
 @pytest.mark.parametrize(
-    ("after", "once_started"),
-    [("trap ", False), ("tf-alexnet train ", True), ("CHILD=$!", True)],
-    ids=["before the training", "before its pid", "before the wait"],
+    ("script_kind", "after", "once_started"),
+    STOP_POINTS,
+    ids=[f"{kind}: after {after.strip()}" for kind, after, _ in STOP_POINTS],
 )
-def test_k8s_trainer_passes_on_a_stop_that_comes_before_the_wait(
-    tmp_path: pathlib.Path, pod: StartPod, after: str, once_started: bool
+def test_trainer_scripts_pass_on_a_stop_that_comes_before_the_wait(
+    tmp_path: pathlib.Path, pod: StartPod, script_kind: str, after: str, once_started: bool
 ) -> None:
-    """A stop anywhere from the trap to the `wait` ends the pod, and training if it started:
-    one that came before the shell had the training's PID was lost, and the pod trained on."""
+    """A stop anywhere from the trap to the `wait` ends the script as PID 1, and training if
+    it started (else before it starts): one that came after the fork but before the shell had
+    the training's PID was lost, and the pod trained on (k8s: docs/k8s/training.yaml's script
+    in dash; compose: docker/train-and-export.sh)."""
     mark = tmp_path / "mark"
     env = _trainer_env(tmp_path, FAKE_CLI, FAKE_MARK=str(mark), POD_NAME="alexnet-train-1")
-    script = _stopped_at(_k8s_trainer_script(), after, once_started)
-    started = pod(env, [shutil.which("dash") or "/bin/sh", "-c", script])
+    if script_kind == "k8s":
+        script = _stopped_at(_k8s_trainer_script(), after, once_started)
+        command = [shutil.which("dash") or "/bin/sh", "-c", script]
+    else:
+        path = tmp_path / "train-and-export.sh"
+        path.write_text(_stopped_at(TRAINER_SCRIPT.read_text(), after, once_started))
+        command = ["bash", str(path)]
+    started = pod(env, command)
     assert started.process.wait(timeout=30) == 143
     if once_started:
         assert mark.read_text() == "terminated"
     else:
         assert not mark.with_suffix(".started").exists()
     assert "training finished" not in started.out.read_text()
+    assert not (tmp_path / "runs" / "quick" / "exported.txt").exists()
 
 
 def test_k8s_trainer_idle_ends_on_a_stop_that_comes_before_it(
@@ -365,28 +384,6 @@ def test_k8s_trainer_idle_ends_on_a_stop_that_comes_before_it(
     started = pod(env, [shutil.which("dash") or "/bin/sh", "-c", script])
     assert started.process.wait(timeout=30) == 143
     assert "training finished: /runs/cpu\n" in started.out.read_text()
-
-
-@pytest.mark.parametrize(
-    ("after", "once_started"),
-    [("trap ", False), ('"$@" &', True), ("child=$!", True)],
-    ids=["before the training", "before its pid", "before the wait"],
-)
-def test_trainer_script_passes_on_a_stop_that_comes_before_the_wait(
-    tmp_path: pathlib.Path, pod: StartPod, after: str, once_started: bool
-) -> None:
-    """The Compose trainer script, as PID 1, the same: a stop as training starts ends it, and
-    one before it ends the script before it trains."""
-    mark = tmp_path / "mark"
-    script = tmp_path / "train-and-export.sh"
-    script.write_text(_stopped_at(TRAINER_SCRIPT.read_text(), after, once_started))
-    started = pod(_trainer_env(tmp_path, FAKE_CLI, FAKE_MARK=str(mark)), ["bash", str(script)])
-    assert started.process.wait(timeout=30) == 143
-    if once_started:
-        assert mark.read_text() == "terminated"
-    else:
-        assert not mark.with_suffix(".started").exists()
-    assert not (tmp_path / "runs" / "quick" / "exported.txt").exists()
 
 
 def test_trainer_script_passes_sigterm_on_as_pid_1(tmp_path: pathlib.Path, pod: StartPod) -> None:
