@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tf_alexnet.cli_parser import number_in
 from tf_alexnet.hardware import read_cpu_info
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -134,29 +135,13 @@ def result_name(benchmark: str, smoke: bool, name: str | None = None) -> str:
     return name or (benchmark if smoke else f"{benchmark}_{cpu_kind()}")
 
 
-def _number_type(kind: type, minimum: float, what: str) -> Callable[[str], Any]:
-    """An argparse type: a finite `kind` >= `minimum`, else a one-line usage error."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not minimum <= value < float("inf"):  # `not` also refuses NaN
-            raise argparse.ArgumentTypeError(f"should be {what}. Received: {text!r}")
-        return value
-
-    parse.__name__ = what  # argparse names the type in some messages
-    return parse
-
-
-positive_int = _number_type(int, 1, "a positive integer")
+positive_int = number_in(int, 1, what="a positive integer")
 """argparse type of a count or a size: an integer >= 1 (0 or less would measure nothing, or
 fail minutes into a run)."""
-non_negative_int = _number_type(int, 0, "an integer >= 0")
-positive_float = _number_type(float, 1e-9, "a positive number")
+non_negative_int = number_in(int, 0)
+positive_float = number_in(float, 1e-9, what="a positive number")
 """argparse type of a measured span in seconds."""
-non_negative_float = _number_type(float, 0, "a number >= 0")
+non_negative_float = number_in(float, 0)
 
 
 def add_out_option(parser: argparse.ArgumentParser) -> None:

@@ -201,7 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="HEIGHT,WIDTH,CHANNELS (default 224,224,1; 227,227,3 for paper)",
     )
     summary.add_argument(
-        "--classes", type=_int_in(1), default=None, help="classes (default 10; 1000 for paper)"
+        "--classes",
+        type=number_in(int, 1),
+        default=None,
+        help="classes (default 10; 1000 for paper)",
     )
     summary.add_argument(
         "--test-time-flip",
@@ -242,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
         "./evaluation-NAME-VERSION)",
     )
     evaluate.add_argument(
-        "--batch-size", type=_int_in(1), default=256, help="evaluation batch size (default 256)"
+        "--batch-size",
+        type=number_in(int, 1),
+        default=256,
+        help="evaluation batch size (default 256)",
     )
     # chapter, not auto: its data settings hold out validation as the run's own did (cpu's
     # validation_fraction 0 would move a folder's seeded test split)
@@ -274,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--version",
-        type=_int_in(1, contract.MAX_VERSION),
+        type=number_in(int, 1, contract.MAX_VERSION),
         help="version number, up to 2**63-1 as TF Serving reads it (default: the next one)",
     )
     export.add_argument(
@@ -303,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--top-k",
-        type=_int_in(1),
+        type=number_in(int, 1),
         default=contract.TOP_K,
         help=f"classes per image (default {contract.TOP_K})",
     )
@@ -314,7 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
     serve.add_argument(
-        "--port", type=_int_in(0, 65535), default=8000, help="port to listen on (default 8000)"
+        "--port",
+        type=number_in(int, 0, 65535),
+        default=8000,
+        help="port to listen on (default 8000)",
     )
     serve.add_argument(
         "--model-base-path",
@@ -346,19 +355,27 @@ def _shape(text: str) -> tuple[int, ...]:
     return values
 
 
-def _int_in(low: int, high: int | None = None) -> typing.Callable[[str], int]:
-    """An argparse type: an integer from `low` to `high` (no upper bound when None)."""
+def number_in(
+    kind: type[int] | type[float], low: float, high: float | None = None, what: str = ""
+) -> typing.Callable[[str], Any]:
+    """An argparse type: a finite `kind` from `low` to `high` (no upper bound when None), else
+    a one-line usage error naming `what` it should be (default: "an integer from 1 to 9", "an
+    integer >= 1"). The CLI's flags and the benchmarks' share it."""
+    if not what:
+        noun = "an integer" if kind is int else "a number"
+        what = f"{noun} from {low} to {high}" if high is not None else f"{noun} >= {low}"
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
             value = None
-        if value is None or value < low or (high is not None and value > high):
-            wanted = f"from {low} to {high}" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"should be an integer {wanted}, got {text!r}")
+        too_high = high is not None and value is not None and value > high
+        if value is None or not low <= value < float("inf") or too_high:  # `not`: NaN too
+            raise argparse.ArgumentTypeError(f"should be {what}. Received: {text!r}")
         return value
 
+    parse.__name__ = what  # argparse names the type in some messages
     return parse
 
 

@@ -150,16 +150,18 @@ def test_python_dash_m_runs_the_command_line(tmp_path):
         ([], "tf-alexnet: error: the following arguments are required: COMMAND"),
         (
             ["summary", "--classes", "0"],  # was taken as "the default" and printed 10 classes
-            "tf-alexnet summary: error: argument --classes: should be an integer >= 1, got '0'",
+            "tf-alexnet summary: error: argument --classes: should be an integer >= 1. "
+            "Received: '0'",
         ),
         (
             ["serve", "--port", "70000"],  # was a traceback (OverflowError from bind)
-            "tf-alexnet serve: error: argument --port: should be an integer from 0 to 65535, "
-            "got '70000'",
+            "tf-alexnet serve: error: argument --port: should be an integer from 0 to 65535. "
+            "Received: '70000'",
         ),
         (
             ["evaluate", "run", "--batch-size", "0"],  # was a traceback from tf.data
-            "tf-alexnet evaluate: error: argument --batch-size: should be an integer >= 1, got '0'",
+            "tf-alexnet evaluate: error: argument --batch-size: should be an integer >= 1. "
+            "Received: '0'",
         ),
         (  # named the top-level help, which does not list a command's flags
             ["train", "--epochs", "1", "--bogus"],
@@ -196,7 +198,7 @@ def test_python_dash_m_runs_the_command_line(tmp_path):
         ),
         (  # was checked only once the model had loaded, as "`top_k` should be >= 1"
             ["predict", "shirt.png", "--model", "run", "--top-k", "0"],
-            "tf-alexnet predict: error: argument --top-k: should be an integer >= 1, got '0'",
+            "tf-alexnet predict: error: argument --top-k: should be an integer >= 1. Received: '0'",
         ),
     ],
 )

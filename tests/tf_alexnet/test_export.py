@@ -596,7 +596,7 @@ def test_versions_stay_within_what_tf_serving_reads(mini_model, tmp_path, capsys
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == (
         "tf-alexnet export: error: argument --version: should be an integer from 1 to "
-        f"{2**63 - 1}, got '99999999999999999999' (see tf-alexnet export --help)\n"
+        f"{2**63 - 1}. Received: '99999999999999999999' (see tf-alexnet export --help)\n"
     )
     (base / "alexnet" / str(highest)).mkdir(parents=True)  # the highest there can be
     with pytest.raises(UserError, match=r"would be 9223372036854775808, beyond TF Serving's"):
