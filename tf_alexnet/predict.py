@@ -230,14 +230,16 @@ def format_predictions(predictions: Sequence[Prediction]) -> str:
 
 
 def to_json(predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
+    """`--json`'s answer: per image its classes as the API's `top_k` has them (class_id,
+    class_name, score), or its error."""
     return [
         {"image": p.image, "error": p.error}
         if p.error
         else {
             "image": p.image,
             "predictions": [
-                {"class_id": i, "class_name": name, "probability": probability}
-                for i, name, probability in p.top
+                {"class_id": i, "class_name": name, "score": score}
+                for i, name, score in p.top
             ],
         }
         for p in predictions

@@ -168,7 +168,13 @@ def test_table_and_json_output(images, exported_dir):
     result = run_cli("predict", images[0], "--model", str(exported_dir), "--json")
     answer = json.loads(result.stdout)
     assert answer[0]["image"] == images[0] and len(answer[0]["predictions"]) == 5
-    assert abs(sum(p["probability"] for p in answer[0]["predictions"]) - 1) < 0.5
+    assert abs(sum(p["score"] for p in answer[0]["predictions"]) - 1) < 0.5
+    # Each class as the API's top_k names it: a script reads both the same way (the CLI said
+    # "probability" where the API says "score").
+    from tf_alexnet_serving.schemas import TopClass
+
+    for found in answer[0]["predictions"]:
+        assert TopClass.model_validate(found).model_dump() == found
 
 
 def test_bad_files_get_one_line_and_the_rest_are_answered(images, exported_dir, tmp_path):
