@@ -238,8 +238,7 @@ def to_json(predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
         else {
             "image": p.image,
             "predictions": [
-                {"class_id": i, "class_name": name, "score": score}
-                for i, name, score in p.top
+                {"class_id": i, "class_name": name, "score": score} for i, name, score in p.top
             ],
         }
         for p in predictions
